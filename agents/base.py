@@ -1,0 +1,42 @@
+"""The agent protocol: `reset()` at the start of each subtask, then `step(obs, instruction) -> action`.
+
+An agent declares what it needs so that the harness renders and passes only that:
+  * `cameras`: which of the env's cameras ("static", "gripper") it reads; () renders nothing.
+  * `privileged`: True when it reads simulator state a real robot would not have (scene_obs).
+  * `action_type`: "relative" (7-d in [-1, 1], gripper +-1) or "absolute" ((pos3, euler3, gripper)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+ActionType = Literal["relative", "absolute"]
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """What an agent is and what it needs, as written into evaluation reports."""
+
+    name: str
+    action_type: ActionType = "relative"
+    cameras: tuple[str, ...] = ()
+    privileged: bool = False
+    checkpoint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Agent(Protocol):
+    spec: AgentSpec
+
+    def reset(self) -> None:
+        """Called at the start of every subtask."""
+
+    def step(self, obs: dict[str, Any], instruction: str) -> np.ndarray:
+        """Return the next 7-d action for the env (relative unless spec.action_type says otherwise)."""
+
+    def planned_tcp_path(self) -> np.ndarray | None:
+        """World-frame TCP positions (K, 3) the agent plans to visit next, for videos; None if unknown."""

@@ -1,0 +1,68 @@
+"""The environment protocol that every backend (built-in scene, real calvin_env) implements.
+
+It mirrors calvin_env's PlayTableSimEnv so that code written against calvin_env runs unchanged:
+
+    obs = env.reset(robot_obs=None, scene_obs=None)
+    obs, reward, done, info = env.step(action)
+    obs = env.get_obs(); info = env.get_info()
+
+Observation dict (CALVIN's contract, see shared/calvin.md §3):
+    obs["rgb_obs"]["rgb_static"]      (200, 200, 3) uint8     only for cameras that were asked for
+    obs["rgb_obs"]["rgb_gripper"]     (84, 84, 3) uint8
+    obs["depth_obs"]["depth_static"]  (200, 200) float32 metric depth
+    obs["depth_obs"]["depth_gripper"] (84, 84) float32
+    obs["robot_obs"]                  (15,) float64
+    obs["scene_obs"]                  (24,) float64
+
+Actions: a 7-d array is relative (pos * 0.02 m, euler * 0.05 rad, gripper exactly +-1); a 3-tuple
+(pos3, orn3|quat4, gripper) is absolute; dicts {"type": "cartesian_rel"|"cartesian_abs", "action": ...}
+are accepted too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+CAMERA_NAMES = ("static", "gripper")
+ROBOT_OBS_DIM = 15
+SCENE_OBS_DIM = 24
+SCENES = ("A", "B", "C", "D")
+
+
+@dataclass(frozen=True)
+class EnvDescription:
+    """What a report needs to say about the environment a number was measured on."""
+
+    backend: str  # "builtin" or "calvin"
+    scene: str  # "A".."D"
+    renderer: str  # "tiny" (PyBullet's CPU TinyRenderer), "egl", or "none" when no camera renders
+    cameras: tuple[str, ...] = ()
+    camera_sizes: dict[str, int] = field(default_factory=dict)
+    version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["cameras"] = list(self.cameras)
+        return d
+
+
+@runtime_checkable
+class Env(Protocol):
+    """One CALVIN play-table environment (one PyBullet client)."""
+
+    description: EnvDescription
+
+    def reset(
+        self, robot_obs: np.ndarray | None = None, scene_obs: np.ndarray | None = None
+    ) -> dict[str, Any]: ...
+
+    def step(self, action: Any) -> tuple[dict[str, Any], float, bool, dict[str, Any]]: ...
+
+    def get_obs(self) -> dict[str, Any]: ...
+
+    def get_info(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,162 @@
+"""The measured geometry of CALVIN's play table in scenes A-D (shared/calvin-geometry.md), as data.
+
+Pure data with no PyBullet import: the scene builder, the task oracle's symbolic view, the initial
+state construction and the scripted expert all read the same numbers from here. World frame: z up,
+the robot on the -y side, +y toward the cabinet, +x to the robot's right. Metres, radians.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BLOCK_COLORS = ("red", "blue", "pink")
+BLOCK_RGBA = {"red": (1.0, 0.0, 0.0, 1.0), "blue": (0.0, 0.0, 1.0, 1.0), "pink": (1.0, 0.0, 1.0, 1.0)}
+BLOCK_EXTENTS = {  # full extents at identity orientation (x, y, z)
+    "small": (0.040, 0.040, 0.040),
+    "middle": (0.056, 0.040, 0.040),
+    "big": (0.080, 0.040, 0.040),
+}
+
+# Table body (same in every scene).
+TABLE_TOP_Z = 0.44
+CABINET_TOP_Z = 0.648
+DRAWER_TRAVEL = 0.22
+BUTTON_TRAVEL = 0.02
+SWITCH_TRAVEL = 0.088
+SWITCH_ON_THRESHOLD = 0.044  # bulb on while the switch joint is > this (level rule, no hysteresis)
+BUTTON_PRESSED_THRESHOLD = 0.010  # the LED toggles on a step that ends with the button > this
+SLOPE_AXIS = np.array([0.0, 0.5, 0.8660254037844386])  # up the 30 deg cabinet face
+SLOPE_NORMAL = np.array([0.0, -0.8660254037844386, 0.5])  # outward normal of the cabinet face
+BLOCK_REST_Z = {"table": 0.460, "slider": 0.461, "drawer": 0.362}
+
+# Table links as calvin_env numbers them (PyBullet link indices of the table body).
+TABLE_LINKS = {
+    "base_link": -1,
+    "button_link": 0,
+    "switch_link": 1,
+    "slide_link": 2,
+    "drawer_link": 3,
+    "led_link": 4,
+    "light_link": 5,
+    "plank_link": 6,
+}
+
+# Robot (same in every scene).
+ROBOT_BASE_POS = (-0.34, -0.46, 0.24)
+NEUTRAL_JOINTS = (-1.21779124, 1.03987629, 2.11978254, -2.34205014, -0.87015899, 1.64119093, 0.55344928)
+NEUTRAL_TCP_POS = (0.02587, -0.23131, 0.57128)
+NEUTRAL_TCP_EULER = (3.09046, -0.02908, 1.50014)
+NEUTRAL_TCP_QUAT = (0.73158, 0.68112, 0.02806, 0.00879)  # xyzw
+GRIPPER_MAX_WIDTH = 0.08
+REL_POS_SCALE = 0.02  # metres per unit of a relative action
+REL_ORN_SCALE = 0.05  # radians per unit of a relative action
+ARM_JOINT_LIMITS = (  # simulator limits
+    (-2.9671, 2.9671), (-1.8326, 1.8326), (-2.9671, 2.9671), (-3.1416, 0.0),
+    (-2.9671, 2.9671), (-0.0873, 3.8223), (-2.9671, 2.9671),
+)
+IK_JOINT_LIMITS = (  # IK output is clipped to this narrower band
+    (-2.8973, 2.8973), (-1.7628, 1.7628), (-2.8973, 2.8973), (-3.0718, -0.0698),
+    (-2.8973, 2.8973), (-0.0175, 3.7525), (-2.8973, 2.8973),
+)
+
+# Evaluation slots (defined for scene D, valid in A). Block centres.
+EVAL_TABLE_SLOTS = ((0.05, -0.12, 0.46), (0.23, -0.12, 0.46))
+EVAL_SLIDER_SLOTS = {"slider_left": (-0.2409, 0.0924, 0.4610), "slider_right": (0.0703, 0.0924, 0.4610)}
+
+# A neutral robot_obs (15 values) as CALVIN's evaluation uses it: TCP pose, width, joints, gripper action.
+NEUTRAL_ROBOT_OBS = np.array(
+    [*NEUTRAL_TCP_POS, *NEUTRAL_TCP_EULER, GRIPPER_MAX_WIDTH, *NEUTRAL_JOINTS, 1.0], dtype=np.float64
+)
+
+
+@dataclass(frozen=True)
+class SceneLayout:
+    """Everything that differs between scenes A-D."""
+
+    name: str
+    bay: tuple[float, float]  # x range of the open cabinet bay (plank, door)
+    drawer_x: float
+    button_x: float  # the LED shares this x
+    switch_x: float  # the bulb shares this x
+    door_origin_x: float  # slide_link origin x at q = 0
+    door_travel: float  # base__slide upper limit
+    block_sizes: dict[str, str]  # colour -> "small" | "middle" | "big"
+    block_order: tuple[str, ...]  # colours in scene_obs[6:24] order
+    wood_body: tuple[int, int, int]  # mean texel RGB 0-255
+    wood_door: tuple[int, int, int]
+    wood_plank: tuple[int, int, int]
+    sample_table: tuple[tuple[float, float], tuple[float, float]]  # (x range, y range), z 0.46
+    sample_slider_left: tuple[tuple[float, float], tuple[float, float]]
+    sample_slider_right: tuple[tuple[float, float], tuple[float, float]]
+    light_mass: float = 0.174
+
+    @property
+    def led_x(self) -> float:
+        return self.button_x
+
+    @property
+    def bulb_x(self) -> float:
+        return self.switch_x
+
+    @property
+    def bay_center_x(self) -> float:
+        return 0.5 * (self.bay[0] + self.bay[1])
+
+    def block_extents(self, color: str) -> tuple[float, float, float]:
+        return BLOCK_EXTENTS[self.block_sizes[color]]
+
+    def block_obs_slice(self, color: str) -> slice:
+        """Where a block's xyz + euler sit in scene_obs."""
+        i = self.block_order.index(color)
+        return slice(6 + 6 * i, 12 + 6 * i)
+
+    def door_x_range(self, q: float) -> tuple[float, float]:
+        """x extent of the sliding door panel at joint value q (it moves along -x)."""
+        return (self.door_origin_x - 0.001 - q, self.door_origin_x + 0.281 - q)
+
+
+SCENES: dict[str, SceneLayout] = {
+    "A": SceneLayout(
+        name="A", bay=(-0.36, 0.16), drawer_x=0.10, button_x=-0.28, switch_x=0.30,
+        door_origin_x=-0.100, door_travel=0.28,
+        block_sizes={"red": "middle", "blue": "big", "pink": "small"}, block_order=("pink", "blue", "red"),
+        wood_body=(125, 72, 48), wood_door=(117, 68, 45), wood_plank=(121, 70, 47),
+        sample_table=((-0.20, 0.35), (-0.15, -0.03)),
+        sample_slider_left=((-0.32, -0.16), (0.05, 0.12)), sample_slider_right=((-0.05, 0.13), (0.05, 0.12)),
+    ),
+    "B": SceneLayout(
+        name="B", bay=(-0.18, 0.34), drawer_x=0.18, button_x=0.28, switch_x=-0.32,
+        door_origin_x=0.088, door_travel=0.304,
+        block_sizes={"red": "small", "blue": "big", "pink": "middle"}, block_order=("red", "blue", "pink"),
+        wood_body=(245, 196, 139), wood_door=(245, 198, 141), wood_plank=(240, 196, 141),
+        sample_table=((-0.35, 0.15), (-0.15, -0.03)),
+        sample_slider_left=((-0.12, 0.06), (0.05, 0.12)), sample_slider_right=((0.15, 0.33), (0.05, 0.12)),
+        light_mass=0.115,
+    ),
+    "C": SceneLayout(
+        name="C", bay=(-0.18, 0.34), drawer_x=0.10, button_x=-0.12, switch_x=-0.32,
+        door_origin_x=0.060, door_travel=0.24,
+        block_sizes={"red": "big", "blue": "small", "pink": "middle"}, block_order=("blue", "red", "pink"),
+        wood_body=(159, 108, 64), wood_door=(117, 68, 45), wood_plank=(155, 106, 63),
+        sample_table=((0.00, 0.35), (-0.15, -0.03)),
+        sample_slider_left=((-0.12, 0.06), (0.05, 0.12)), sample_slider_right=((0.15, 0.30), (0.05, 0.12)),
+    ),
+    "D": SceneLayout(
+        name="D", bay=(-0.36, 0.16), drawer_x=0.18, button_x=-0.12, switch_x=0.30,
+        door_origin_x=-0.100, door_travel=0.28,
+        block_sizes={"red": "middle", "blue": "small", "pink": "big"}, block_order=("red", "blue", "pink"),
+        wood_body=(160, 119, 79), wood_door=(160, 120, 79), wood_plank=(150, 113, 75),
+        sample_table=((0.00, 0.35), (-0.15, -0.03)),
+        sample_slider_left=((-0.32, -0.16), (0.05, 0.12)), sample_slider_right=((-0.05, 0.13), (0.05, 0.12)),
+    ),
+}
+
+
+def get_layout(scene: str) -> SceneLayout:
+    """The layout of scene "A".."D" (also accepts "calvin_scene_D"); ValueError names the valid scenes."""
+    key = scene.removeprefix("calvin_scene_") if isinstance(scene, str) else scene
+    if key not in SCENES:
+        raise ValueError(f"unknown scene {scene!r}: expected one of {', '.join(SCENES)} (or calvin_scene_X)")
+    return SCENES[key]

@@ -1,0 +1,26 @@
+# Sourced by the scripts in this folder: makes sure the project's virtual environment exists, is
+# up to date with pyproject.toml, and is active. The first run installs everything (a few minutes).
+# torch is pinned to the CPU build 2.13.0 first, because an unpinned "torch" from PyPI pulls a
+# multi-GB CUDA build; users with GPUs can install their own torch into the venv beforehand.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VLA_HARNESS_VENV:-$ROOT/.venv}"
+PYTHON_BIN="${PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[vla-harness] creating virtual environment in $VENV" >&2
+    "$PYTHON_BIN" -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+source "$VENV/bin/activate"
+STAMP="$VENV/.vla-harness-installed"
+WANT="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+    echo "[vla-harness] installing dependencies (first run only)" >&2
+    python -m pip install -q --upgrade pip >&2
+    if ! python -c "import torch" 2>/dev/null; then
+        python -m pip install -q "torch==${VLA_HARNESS_TORCH:-2.13.0}" >&2
+    fi
+    python -m pip install -q -e "$ROOT[dev]" >&2
+    echo "$WANT" > "$STAMP"
+fi
+cd "$ROOT"
