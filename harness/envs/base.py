@@ -26,10 +26,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-CAMERA_NAMES = ("static", "gripper")
+from harness.sim.layout import CAMERA_NAMES, SCENES
+
+__all__ = ["CAMERA_NAMES", "SCENES", "ROBOT_OBS_DIM", "SCENE_OBS_DIM", "EnvDescription", "Env"]
 ROBOT_OBS_DIM = 15
 SCENE_OBS_DIM = 24
-SCENES = ("A", "B", "C", "D")
 
 
 @dataclass(frozen=True)

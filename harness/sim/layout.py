@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+CAMERA_NAMES = ("static", "gripper")
 BLOCK_COLORS = ("red", "blue", "pink")
 BLOCK_RGBA = {"red": (1.0, 0.0, 0.0, 1.0), "blue": (0.0, 0.0, 1.0, 1.0), "pink": (1.0, 0.0, 1.0, 1.0)}
 BLOCK_EXTENTS = {  # full extents at identity orientation (x, y, z)

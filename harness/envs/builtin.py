@@ -1,0 +1,139 @@
+"""The built-in CALVIN-compatible scene: calvin_env's contract on our own PyBullet play table.
+
+Physics as calvin_env sets it (calvin-geometry.md §7): gravity -9.8, 1/240 s time step, 8 substeps per
+env step (30 Hz control), 50 solver iterations, deterministic overlapping pairs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pybullet as p
+
+from harness import __version__
+from harness.envs.actions import AbsoluteAction, parse_action
+from harness.envs.base import CAMERA_NAMES, ROBOT_OBS_DIM, SCENE_OBS_DIM, EnvDescription
+from harness.sim.cameras import CameraRig
+from harness.sim.layout import NEUTRAL_JOINTS, get_layout
+from harness.sim.robot import PandaRobot
+from harness.sim.scene import PlayTableScene
+
+SUBSTEPS = 8
+TIME_STEP = 1.0 / 240.0
+
+
+def _state_vector(values: Any, size: int, name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.shape != (size,):
+        raise ValueError(f"{name} must have shape ({size},), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {arr.tolist()}")
+    return arr
+
+
+class BuiltinEnv:
+    """One play-table scene in its own PyBullet client (DIRECT mode, no window)."""
+
+    def __init__(
+        self,
+        scene: str = "D",
+        cameras: tuple[str, ...] | list[str] = CAMERA_NAMES,
+        camera_sizes: dict[str, int] | None = None,
+        renderer: str = "tiny",
+        seed: int = 0,
+        legacy_button_reset: bool = False,
+    ) -> None:
+        self.layout = get_layout(scene)
+        self.cid = p.connect(p.DIRECT)
+        try:
+            self._setup_physics()
+            self.robot = PandaRobot(self.cid)
+            self.scene = PlayTableScene(self.cid, self.layout, legacy_button_reset=legacy_button_reset)
+            self.cameras = CameraRig(self.cid, tuple(cameras), camera_sizes, renderer)
+        except Exception:
+            p.disconnect(self.cid)
+            raise
+        self.rng = np.random.default_rng(seed)
+        self.description = EnvDescription(
+            backend="builtin",
+            scene=self.layout.name,
+            renderer=self.cameras.renderer_name,
+            cameras=tuple(cameras),
+            camera_sizes=self.cameras.sizes,
+            version=f"vla-harness {__version__}, pybullet {p.getAPIVersion()}",
+        )
+        self.reset()
+
+    def _setup_physics(self) -> None:
+        p.setGravity(0, 0, -9.8, physicsClientId=self.cid)
+        p.setTimeStep(TIME_STEP, physicsClientId=self.cid)
+        p.setPhysicsEngineParameter(
+            numSolverIterations=50, numSubSteps=0, deterministicOverlappingPairs=1, physicsClientId=self.cid
+        )
+
+    # ------------------------------------------------------------------ the calvin_env API
+
+    def reset(self, robot_obs: np.ndarray | None = None, scene_obs: np.ndarray | None = None) -> dict[str, Any]:
+        """Restore a recorded state exactly, or (None) do calvin_env's random reset: furniture closed,
+        lights off, blocks on random surfaces, robot at the neutral pose."""
+        if scene_obs is None:
+            self.scene.reset(np.zeros(SCENE_OBS_DIM))
+            scene_obs = self.scene.random_scene_obs(self.rng)
+        scene_obs = _state_vector(scene_obs, SCENE_OBS_DIM, "scene_obs")
+        if robot_obs is None:
+            arm, width = np.array(NEUTRAL_JOINTS), 0.08
+        else:
+            robot_obs = _state_vector(robot_obs, ROBOT_OBS_DIM, "robot_obs")
+            arm, width = robot_obs[7:14], robot_obs[6]
+        self.scene.reset(scene_obs)
+        self.robot.reset(arm, width)
+        p.stepSimulation(physicsClientId=self.cid)
+        return self.get_obs()
+
+    def step(self, action: Any) -> tuple[dict[str, Any], float, bool, dict[str, Any]]:
+        parsed = parse_action(action)
+        if isinstance(parsed, AbsoluteAction):
+            euler = parsed.orn if parsed.orn.shape[0] == 3 else np.array(p.getEulerFromQuaternion(parsed.orn.tolist()))
+            self.robot.apply_absolute(parsed.pos, euler, parsed.gripper)
+        else:
+            self.robot.apply_relative(parsed.values)
+        for _ in range(SUBSTEPS):
+            p.stepSimulation(physicsClientId=self.cid)
+        self.scene.update_lights()
+        return self.get_obs(), 0.0, False, self.get_info()
+
+    def get_obs(self) -> dict[str, Any]:
+        rgb, depth = {}, {}
+        if self.cameras.specs:
+            rgb, depth = self.cameras.render(*self.robot.tcp_pose())
+        return {
+            "rgb_obs": rgb,
+            "depth_obs": depth,
+            "robot_obs": self.robot.observation(),
+            "scene_obs": self.scene.observation(),
+        }
+
+    def get_info(self) -> dict[str, Any]:
+        return {"robot_info": self.robot.info(), "scene_info": self.scene.info()}
+
+    def get_state_obs(self) -> dict[str, np.ndarray]:
+        """robot_obs and scene_obs only (calvin_env's name); never renders."""
+        return {"robot_obs": self.robot.observation(), "scene_obs": self.scene.observation()}
+
+    def close(self) -> None:
+        if self.cid is not None:
+            p.disconnect(self.cid)
+            self.cid = None  # disown the id: PyBullet reuses it for the next client
+
+    def __enter__(self) -> "BuiltinEnv":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: pybullet may already be gone
+            pass

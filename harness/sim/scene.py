@@ -1,0 +1,196 @@
+"""The play table: ground, blocks and the articulated table of one scene, their state and light logic.
+
+Load order gives calvin_env's body ids: the robot is loaded first (uid 0) by the env, then the ground
+(1), the three blocks in the scene's scene_obs order (2, 3, 4) and the table (5). Two visual-only
+bodies follow: the table's static shell (6) and the floor (7).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pybullet as p
+
+from harness.sim.layout import (
+    BLOCK_REST_Z,
+    BUTTON_PRESSED_THRESHOLD,
+    SWITCH_ON_THRESHOLD,
+    TABLE_LINKS,
+    SceneLayout,
+)
+
+ASSETS_DIR = Path(__file__).parent / "assets"
+FURNITURE_FORCE = 4.0  # N: velocity motors at 0 act as Coulomb friction; the button's spring
+LED_ON_RGBA = (0.0, 1.0, 0.0, 1.0)
+BULB_ON_RGBA = (1.0, 1.0, 0.0, 1.0)
+LIGHT_OFF_RGBA = (1.0, 1.0, 1.0, 1.0)
+SLIDE, DRAWER, BUTTON, SWITCH = (TABLE_LINKS[k] for k in ("slide_link", "drawer_link", "button_link", "switch_link"))
+LED_LINK, BULB_LINK = TABLE_LINKS["led_link"], TABLE_LINKS["light_link"]
+MAX_PLACEMENT_TRIES = 1000
+
+
+@dataclass
+class LightLogic:
+    """calvin_env's light rules (calvin-geometry.md §6), evaluated once per env step.
+
+    Switch -> bulb is a level rule applied on a change of the switch's high/low flag; a reset sets the
+    flag low. Button -> LED toggles on the step the button becomes pressed (> 0.010). After a reset the
+    button's toggle flag copies the LED (calvin_env HEAD); `legacy_button_reset` reproduces calvin_env
+    1431a46, which the CALVIN repo pins, where the flag resets to off so the first press after a reset
+    with the LED on does nothing (shared/calvin.md §9a).
+    """
+
+    led: int = 0
+    bulb: int = 0
+    button_flag: int = 0
+    button_was_pressed: bool = False
+    switch_high: bool = False
+    legacy_button_reset: bool = False
+
+    def reset(self, led: int, bulb: int, button_q: float) -> None:
+        self.led, self.bulb = int(led), int(bulb)
+        self.button_flag = 0 if self.legacy_button_reset else self.led
+        self.button_was_pressed = button_q > BUTTON_PRESSED_THRESHOLD
+        self.switch_high = False
+
+    def update(self, button_q: float, switch_q: float) -> bool:
+        """Advance one env step; True when a light changed."""
+        before = (self.led, self.bulb)
+        pressed = button_q > BUTTON_PRESSED_THRESHOLD
+        if pressed and not self.button_was_pressed:
+            self.button_flag = 1 - self.button_flag
+            self.led = self.button_flag
+        self.button_was_pressed = pressed
+        high = switch_q > SWITCH_ON_THRESHOLD
+        if high != self.switch_high:
+            self.switch_high = high
+            self.bulb = int(high)
+        return (self.led, self.bulb) != before
+
+
+class PlayTableScene:
+    def __init__(self, client: int, layout: SceneLayout, legacy_button_reset: bool = False) -> None:
+        self.cid = client
+        self.layout = layout
+        self.ground = p.loadURDF(str(ASSETS_DIR / "ground.urdf"), useFixedBase=True, physicsClientId=client)
+        self.block_uids: dict[str, int] = {}
+        for color in layout.block_order:
+            urdf = ASSETS_DIR / f"block_{color}_{layout.block_sizes[color]}.urdf"
+            uid = p.loadURDF(str(urdf), physicsClientId=client)
+            p.changeDynamics(
+                uid, -1, lateralFriction=0.7, spinningFriction=0.001, rollingFriction=0.0, restitution=0.0,
+                collisionMargin=0.001, physicsClientId=client,
+            )
+            self.block_uids[color] = uid
+        self.table = p.loadURDF(str(ASSETS_DIR / f"table_{layout.name}.urdf"), useFixedBase=True, physicsClientId=client)
+        # visual-only bodies, drawn after everything in front of them (TinyRenderer draws in load order)
+        self.shell = p.loadURDF(str(ASSETS_DIR / f"table_{layout.name}_shell.urdf"), useFixedBase=True, physicsClientId=client)
+        self.floor = p.loadURDF(str(ASSETS_DIR / "floor.urdf"), useFixedBase=True, physicsClientId=client)
+        for joint in (SLIDE, DRAWER, SWITCH):
+            p.setJointMotorControl2(
+                self.table, joint, p.VELOCITY_CONTROL, targetVelocity=0.0, force=FURNITURE_FORCE, physicsClientId=client
+            )
+        p.setJointMotorControl2(
+            self.table, BUTTON, p.POSITION_CONTROL, targetPosition=0.0, force=FURNITURE_FORCE, physicsClientId=client
+        )
+        self.lights = LightLogic(legacy_button_reset=legacy_button_reset)
+        self._shown_lights: tuple[int, int] | None = None
+
+    # ------------------------------------------------------------------ state
+
+    def joint(self, index: int) -> float:
+        return p.getJointState(self.table, index, physicsClientId=self.cid)[0]
+
+    def reset(self, scene_obs: np.ndarray) -> None:
+        """calvin_env's order: doors, lights, button (flag from its light), switch, then blocks."""
+        for index, q in ((SLIDE, scene_obs[0]), (DRAWER, scene_obs[1]), (BUTTON, scene_obs[2]), (SWITCH, scene_obs[3])):
+            p.resetJointState(self.table, index, float(q), 0.0, physicsClientId=self.cid)
+        self.lights.reset(led=round(scene_obs[5]), bulb=round(scene_obs[4]), button_q=float(scene_obs[2]))
+        self._show_lights()
+        for color in self.layout.block_order:
+            pose = scene_obs[self.layout.block_obs_slice(color)]
+            self.place_block(color, pose[:3], pose[3:6])
+
+    def place_block(self, color: str, pos: np.ndarray, euler: np.ndarray) -> None:
+        uid = self.block_uids[color]
+        orn = p.getQuaternionFromEuler([float(v) for v in euler])
+        p.resetBasePositionAndOrientation(uid, [float(v) for v in pos], orn, physicsClientId=self.cid)
+        # calvin_env keeps block velocities across resets; zeroing them makes a reset restore a
+        # recorded state exactly, whatever ran before.
+        p.resetBaseVelocity(uid, (0, 0, 0), (0, 0, 0), physicsClientId=self.cid)
+
+    def random_scene_obs(self, rng: np.random.Generator) -> np.ndarray:
+        """calvin_env's random reset: furniture at 0, lights off, each block on a random surface
+        (table, slider_left, slider_right) with a random yaw, redrawn until no two blocks touch."""
+        surfaces = (self.layout.sample_table, self.layout.sample_slider_left, self.layout.sample_slider_right)
+        obs = np.zeros(24)
+        for _ in range(MAX_PLACEMENT_TRIES):
+            for color in self.layout.block_order:
+                (x0, x1), (y0, y1) = surfaces[rng.integers(3)]
+                pose = np.array([rng.uniform(x0, x1), rng.uniform(y0, y1), BLOCK_REST_Z["table"], 0, 0, rng.uniform(-np.pi, np.pi)])
+                obs[self.layout.block_obs_slice(color)] = pose
+                self.place_block(color, pose[:3], pose[3:])
+            if not self._blocks_touch():
+                return obs
+        raise RuntimeError(f"could not place the blocks without contact in {MAX_PLACEMENT_TRIES} tries")
+
+    def _blocks_touch(self) -> bool:
+        uids = list(self.block_uids.values())
+        return any(
+            p.getClosestPoints(a, b, distance=0.0, physicsClientId=self.cid)
+            for i, a in enumerate(uids) for b in uids[i + 1:]
+        )
+
+    def update_lights(self) -> None:
+        """The light logic, once per env step after the physics substeps."""
+        if self.lights.update(self.joint(BUTTON), self.joint(SWITCH)):
+            self._show_lights()
+
+    def _show_lights(self) -> None:
+        state = (self.lights.led, self.lights.bulb)
+        if state == self._shown_lights:
+            return
+        p.changeVisualShape(self.table, LED_LINK, rgbaColor=LED_ON_RGBA if state[0] else LIGHT_OFF_RGBA, physicsClientId=self.cid)
+        p.changeVisualShape(self.table, BULB_LINK, rgbaColor=BULB_ON_RGBA if state[1] else LIGHT_OFF_RGBA, physicsClientId=self.cid)
+        self._shown_lights = state
+
+    # ------------------------------------------------------------------ observation and info
+
+    def observation(self) -> np.ndarray:
+        joints = p.getJointStates(self.table, (SLIDE, DRAWER, BUTTON, SWITCH), physicsClientId=self.cid)
+        obs = np.empty(24)
+        obs[0:4] = [s[0] for s in joints]
+        obs[4] = self.lights.bulb
+        obs[5] = self.lights.led
+        for color in self.layout.block_order:
+            pos, orn = p.getBasePositionAndOrientation(self.block_uids[color], physicsClientId=self.cid)
+            sl = self.layout.block_obs_slice(color)
+            obs[sl.start:sl.start + 3] = pos
+            obs[sl.start + 3:sl.stop] = p.getEulerFromQuaternion(orn)
+        return obs
+
+    def info(self) -> dict:
+        cid = self.cid
+        movable = {}
+        for color in self.layout.block_order:
+            uid = self.block_uids[color]
+            pos, orn = p.getBasePositionAndOrientation(uid, physicsClientId=cid)
+            lin, ang = p.getBaseVelocity(uid, physicsClientId=cid)
+            movable[f"block_{color}"] = {
+                "current_pos": pos, "current_orn": orn, "current_lin_vel": lin, "current_ang_vel": ang,
+                "contacts": p.getContactPoints(bodyA=uid, physicsClientId=cid), "uid": uid,
+            }
+        joints = p.getJointStates(self.table, (SLIDE, DRAWER, BUTTON, SWITCH), physicsClientId=cid)
+        slide, drawer, button, switch = (s[0] for s in joints)
+        return {
+            "fixed_objects": {
+                "table": {"uid": self.table, "links": dict(TABLE_LINKS), "contacts": p.getContactPoints(bodyA=self.table, physicsClientId=cid)}
+            },
+            "movable_objects": movable,
+            "doors": {"base__slide": {"current_state": slide}, "base__drawer": {"current_state": drawer}},
+            "buttons": {"base__button": {"joint_state": button, "logical_state": self.lights.button_flag}},
+            "switches": {"base__switch": {"joint_state": switch, "logical_state": int(self.lights.switch_high)}},
+            "lights": {"lightbulb": {"logical_state": self.lights.bulb}, "led": {"logical_state": self.lights.led}},
+        }
