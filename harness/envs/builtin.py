@@ -50,7 +50,9 @@ class BuiltinEnv:
             self._setup_physics()
             self.robot = PandaRobot(self.cid)
             self.scene = PlayTableScene(self.cid, self.layout, legacy_button_reset=legacy_button_reset)
-            self.cameras = CameraRig(self.cid, tuple(cameras), camera_sizes, renderer)
+            self.cameras = CameraRig(
+                self.cid, tuple(cameras), camera_sizes, renderer, static_layer=self.scene.static_layer(self.robot.uid)
+            )
         except Exception:
             p.disconnect(self.cid)
             raise
@@ -82,14 +84,25 @@ class BuiltinEnv:
             scene_obs = self.scene.random_scene_obs(self.rng)
         scene_obs = _state_vector(scene_obs, SCENE_OBS_DIM, "scene_obs")
         if robot_obs is None:
-            arm, width = np.array(NEUTRAL_JOINTS), 0.08
+            arm, width, gripper = np.array(NEUTRAL_JOINTS), 0.08, 1
         else:
             robot_obs = _state_vector(robot_obs, ROBOT_OBS_DIM, "robot_obs")
-            arm, width = robot_obs[7:14], robot_obs[6]
+            arm, width, gripper = robot_obs[7:14], robot_obs[6], int(np.sign(robot_obs[14]) or 1)
+        self._forget_contacts()
         self.scene.reset(scene_obs)
-        self.robot.reset(arm, width)
+        self.robot.reset(arm, width, gripper)
         p.stepSimulation(physicsClientId=self.cid)
         return self.get_obs()
+
+    def _forget_contacts(self) -> None:
+        """PyBullet keeps contact manifolds, and the impulses it warm-starts from, across resets of body
+        poses; the same state would then evolve differently depending on what ran before. Pulling every
+        body apart and running collision detection once drops them all."""
+        for k, uid in enumerate(self.scene.block_uids.values()):
+            p.resetBasePositionAndOrientation(uid, (10.0 * (k + 1), 10.0, 10.0), (0, 0, 0, 1), physicsClientId=self.cid)
+        self.scene.reset_furniture(np.zeros(4))
+        self.robot.reset(np.array(NEUTRAL_JOINTS), 0.08, 1)
+        p.performCollisionDetection(physicsClientId=self.cid)
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, dict[str, Any]]:
         parsed = parse_action(action)

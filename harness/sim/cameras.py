@@ -9,6 +9,7 @@ from __future__ import annotations
 import pkgutil
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pybullet as p
@@ -71,10 +72,50 @@ def load_renderer(client: int, renderer: str) -> tuple[str, int]:
     return "tiny", p.ER_TINY_RENDERER
 
 
+@dataclass(frozen=True)
+class VisualShape:
+    body: int
+    link: int
+    index: int  # shape index within the link
+    rgba: tuple[float, float, float, float]
+
+
+def visual_shapes(client: int, body: int, links: set[int] | None = None) -> list[VisualShape]:
+    """Every visual shape of a body (optionally of some links only), with its own colour."""
+    shapes, counts = [], {}
+    for data in p.getVisualShapeData(body, physicsClientId=client):
+        link = data[1]
+        index = counts.get(link, 0)
+        counts[link] = index + 1
+        if links is None or link in links:
+            shapes.append(VisualShape(body, link, index, tuple(data[7])))
+    return shapes
+
+
+@dataclass
+class StaticLayer:
+    """What the static camera sees of the scene's furniture, cached while the furniture stays put.
+
+    The static camera never moves, and neither does most of what it sees: the table's base, the floor,
+    the robot's base, and the table's moving links whenever they are at rest. `furniture` names those
+    shapes, `movers` the robot arm and the blocks, and `key()` returns the furniture's state (joint
+    values, lights). Shapes in neither list (the lights, whose colours change) are drawn in both passes.
+    The furniture is drawn (colour + depth buffer) only when its key changes; every step draws the
+    movers alone and composites the two by depth, which gives the picture of drawing everything at
+    once (a depth tie goes to the furniture, as when it is drawn last)."""
+
+    furniture: list[VisualShape]
+    movers: list[VisualShape]
+    key: Callable[[], tuple]
+
+
 class CameraRig:
     """Renders the requested cameras; nothing else is drawn."""
 
-    def __init__(self, client: int, names: tuple[str, ...], sizes: dict[str, int] | None, renderer: str) -> None:
+    def __init__(
+        self, client: int, names: tuple[str, ...], sizes: dict[str, int] | None, renderer: str,
+        static_layer: StaticLayer | None = None,
+    ) -> None:
         unknown = [n for n in names if n not in CAMERA_NAMES]
         if unknown:
             raise ValueError(f"unknown camera(s) {unknown}: expected a subset of {list(CAMERA_NAMES)}")
@@ -90,19 +131,60 @@ class CameraRig:
         self.renderer_name, self._renderer = load_renderer(client, renderer) if names else ("none", 0)
         self._projections = {n: s.projection_matrix() for n, s in self.specs.items()}
         self._static_view = static_view_matrix()
+        self._layer = static_layer
+        self._layer_key: tuple | None = None
+        self._layer_image: tuple[np.ndarray, np.ndarray] | None = None
+        self._hidden: str | None = None  # which group of the static layer is hidden now, if any
 
     @property
     def sizes(self) -> dict[str, int]:
         return {n: s.size for n, s in self.specs.items()}
 
-    def render(self, tcp_pos: np.ndarray, tcp_orn: tuple[float, ...]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def render(
+        self, tcp_pos: np.ndarray, tcp_orn: tuple[float, ...], names: tuple[str, ...] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """RGB and metric depth of the configured cameras (or the given subset of them)."""
         rgb, depth = {}, {}
-        for name, spec in self.specs.items():
-            view = self._static_view if name == "static" else gripper_view_matrix(tcp_pos, tcp_orn)
-            _, _, pixels, buffer, _ = p.getCameraImage(
-                spec.size, spec.size, view, self._projections[name], renderer=self._renderer,
-                flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=self.cid,
-            )
-            rgb[f"rgb_{name}"] = np.asarray(pixels, dtype=np.uint8).reshape(spec.size, spec.size, 4)[:, :, :3].copy()
-            depth[f"depth_{name}"] = spec.metric_depth(np.asarray(buffer, dtype=np.float64).reshape(spec.size, spec.size))
+        for name in names if names is not None else tuple(self.specs):
+            spec = self.specs[name]
+            if name == "static" and self._layer is not None:
+                colour, buffer = self._draw_static_layered(spec)
+            else:
+                self._hide(None)
+                colour, buffer = self._draw(spec, self._static_view if name == "static" else gripper_view_matrix(tcp_pos, tcp_orn))
+            rgb[f"rgb_{name}"] = colour
+            depth[f"depth_{name}"] = spec.metric_depth(buffer)
         return rgb, depth
+
+    def _draw(self, spec: CameraSpec, view: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+        _, _, pixels, buffer, _ = p.getCameraImage(
+            spec.size, spec.size, view, self._projections[spec.name], renderer=self._renderer,
+            flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=self.cid,
+        )
+        colour = np.asarray(pixels, dtype=np.uint8).reshape(spec.size, spec.size, 4)[:, :, :3].copy()
+        return colour, np.asarray(buffer, dtype=np.float32).reshape(spec.size, spec.size)
+
+    def _draw_static_layered(self, spec: CameraSpec) -> tuple[np.ndarray, np.ndarray]:
+        key = self._layer.key()
+        if key != self._layer_key:
+            self._hide("movers")
+            self._layer_image = self._draw(spec, self._static_view)
+            self._layer_key = key
+        self._hide("furniture")
+        colour, buffer = self._draw(spec, self._static_view)
+        layer_colour, layer_buffer = self._layer_image
+        nearer = buffer < layer_buffer
+        return np.where(nearer[..., None], colour, layer_colour), np.where(nearer, buffer, layer_buffer)
+
+    def _hide(self, group: str | None) -> None:
+        """Hide one group of the static layer (alpha 0 shapes are skipped by the renderer), or none."""
+        if group == self._hidden or self._layer is None:
+            return
+        for shape in self._group(self._hidden):
+            p.changeVisualShape(shape.body, shape.link, shapeIndex=shape.index, rgbaColor=shape.rgba, physicsClientId=self.cid)
+        for shape in self._group(group):
+            p.changeVisualShape(shape.body, shape.link, shapeIndex=shape.index, rgbaColor=(*shape.rgba[:3], 0.0), physicsClientId=self.cid)
+        self._hidden = group
+
+    def _group(self, group: str | None) -> list[VisualShape]:
+        return [] if group is None else getattr(self._layer, group)

@@ -83,12 +83,17 @@ class PandaRobot:
         p.changeConstraint(gear, gearRatio=-1, erp=0.1, maxForce=50, physicsClientId=client)
         for link in (FINGER_LINKS[1], FINGER_LINKS[3]):  # pads
             p.changeDynamics(self.uid, link, lateralFriction=1.0, spinningFriction=0.001, physicsClientId=client)
-        self.reset(np.array(NEUTRAL_JOINTS), 0.08)
+        self.reset(np.array(NEUTRAL_JOINTS), 0.08, 1)
 
     # ------------------------------------------------------------------ state
 
-    def reset(self, arm_joints: np.ndarray, gripper_width: float) -> None:
-        """Set the joints exactly (velocities zero), hold them, and make the current TCP the target."""
+    def reset(self, arm_joints: np.ndarray, gripper_width: float, gripper_action: int = 1) -> None:
+        """Set the joints exactly (velocities zero), hold them, and make the current TCP the target.
+
+        calvin_env ignores robot_obs[14] here and keeps the last gripper action until the next step;
+        restoring it instead makes a reset independent of what ran before (the first step sets it anyway).
+        """
+        self.gripper_action = 1 if gripper_action > 0 else -1
         for j, q in zip(ARM_JOINTS, arm_joints):
             p.resetJointState(self.uid, j, float(q), 0.0, physicsClientId=self.cid)
         for j in FINGER_JOINTS:

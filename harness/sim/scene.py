@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pybullet as p
 
+from harness.sim.cameras import StaticLayer, visual_shapes
 from harness.sim.layout import (
     BLOCK_REST_Z,
     BUTTON_PRESSED_THRESHOLD,
@@ -98,6 +99,27 @@ class PlayTableScene:
         self.lights = LightLogic(legacy_button_reset=legacy_button_reset)
         self._shown_lights: tuple[int, int] | None = None
 
+    def static_layer(self, robot_uid: int) -> StaticLayer:
+        """The static camera's cacheable layer (see cameras.StaticLayer)."""
+        lights = {LED_LINK, BULB_LINK}
+        table_links = set(range(-1, p.getNumJoints(self.table, physicsClientId=self.cid))) - lights
+        furniture = [
+            *visual_shapes(self.cid, self.shell),
+            *visual_shapes(self.cid, self.floor),
+            *visual_shapes(self.cid, self.table, table_links),
+            *visual_shapes(self.cid, robot_uid, {-1}),
+        ]
+        robot_links = set(range(p.getNumJoints(robot_uid, physicsClientId=self.cid)))
+        movers = [*visual_shapes(self.cid, robot_uid, robot_links)]
+        for uid in self.block_uids.values():
+            movers += visual_shapes(self.cid, uid)
+        return StaticLayer(furniture, movers, self.furniture_key)
+
+    def furniture_key(self) -> tuple:
+        """Joint values to 1 um (a pixel of the static camera is ~3.6 mm) and the lights."""
+        joints = p.getJointStates(self.table, (SLIDE, DRAWER, BUTTON, SWITCH), physicsClientId=self.cid)
+        return (*(round(s[0], 6) for s in joints), self.lights.led, self.lights.bulb)
+
     # ------------------------------------------------------------------ state
 
     def joint(self, index: int) -> float:
@@ -105,13 +127,17 @@ class PlayTableScene:
 
     def reset(self, scene_obs: np.ndarray) -> None:
         """calvin_env's order: doors, lights, button (flag from its light), switch, then blocks."""
-        for index, q in ((SLIDE, scene_obs[0]), (DRAWER, scene_obs[1]), (BUTTON, scene_obs[2]), (SWITCH, scene_obs[3])):
-            p.resetJointState(self.table, index, float(q), 0.0, physicsClientId=self.cid)
+        self.reset_furniture(scene_obs[:4])
         self.lights.reset(led=round(scene_obs[5]), bulb=round(scene_obs[4]), button_q=float(scene_obs[2]))
         self._show_lights()
         for color in self.layout.block_order:
             pose = scene_obs[self.layout.block_obs_slice(color)]
             self.place_block(color, pose[:3], pose[3:6])
+
+    def reset_furniture(self, joints: np.ndarray) -> None:
+        """Slide, drawer, button and switch joint values (scene_obs[0:4]), at rest."""
+        for index, q in zip((SLIDE, DRAWER, BUTTON, SWITCH), joints):
+            p.resetJointState(self.table, index, float(q), 0.0, physicsClientId=self.cid)
 
     def place_block(self, color: str, pos: np.ndarray, euler: np.ndarray) -> None:
         uid = self.block_uids[color]
