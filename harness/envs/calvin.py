@@ -125,7 +125,7 @@ class CalvinEnv:
         use_egl = bool(cfg.env.get("use_egl", False))
         self.description = EnvDescription(
             backend="calvin",
-            scene=layout.name if dataset_path is None else str(cfg.get("scene", {}).get("name", layout.name)),
+            scene=layout.name if dataset_path is None else get_layout(str(cfg.get("scene", {}).get("name", layout.name))).name,
             renderer=("egl" if use_egl else "tiny") if cameras else "none",
             cameras=self.cameras,
             camera_sizes={c: int(camera_sizes.get(c, 0)) for c in cameras} if camera_sizes else {},
