@@ -251,6 +251,7 @@ class ShardFrameSource:
         return r0, r0 + stop - start
 
     def read(self, ranges: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+        """Arrays of frames [start, stop) per key; read-only views of the maps where a range is in one shard."""
         out = {}
         for key, (a, b) in ranges.items():
             r0, r1 = self.rows(a, b)
@@ -261,5 +262,6 @@ class ShardFrameSource:
                 end = min(r1, int(hi))
                 pieces.append(self.array(j, key)[r0 - lo : end - lo])
                 r0, j = end, j + 1
-            out[key] = np.concatenate(pieces) if len(pieces) > 1 else np.array(pieces[0])
+            # one piece: a read-only view of the map (the window dataset copies or shifts it once)
+            out[key] = np.concatenate(pieces) if len(pieces) > 1 else pieces[0].view(np.ndarray)
         return out
