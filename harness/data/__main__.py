@@ -1,0 +1,48 @@
+"""`python -m harness.data check PATH` and `python -m harness.data convert SRC DST`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from harness.data.check import check_path, summary_dict
+from harness.data.shards import DEFAULT_KEYS, convert, directory_size
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.data", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("check", help="validate a dataset (CALVIN npz or shards); exit 1 on any error")
+    c.add_argument("path", help="dataset root, split folder, or converted split")
+    c.add_argument("--split", help="check only this split of a dataset root")
+    c.add_argument("--sample", type=int, help="check the contents of this many random frames per split (all by default)")
+    c.add_argument("--json", action="store_true", help="print the reports as JSON")
+    v = sub.add_parser("convert", help="convert per-frame npz splits to memory-mapped shards")
+    v.add_argument("src", help="dataset root or split folder")
+    v.add_argument("dst", help="destination folder (must not exist per split)")
+    v.add_argument("--split", action="append", help="convert only these splits (repeatable)")
+    v.add_argument("--frames", choices=("all", "annotated"), default="all", help="all frames, or only those inside annotations")
+    v.add_argument("--keys", nargs="+", default=list(DEFAULT_KEYS), help="frame keys to store")
+    v.add_argument("--shard-frames", type=int, default=2048, help="frames per shard")
+    v.add_argument("--workers", type=int, default=1, help="processes converting shards in parallel")
+    args = ap.parse_args(argv)
+
+    if args.cmd == "check":
+        reports = check_path(args.path, split=args.split, sample=args.sample, progress=sys.stderr.isatty())
+        if args.json:
+            print(json.dumps([summary_dict(r) for r in reports], indent=1))
+        else:
+            print("\n\n".join(r.render() for r in reports))
+        return 1 if any(r.errors for r in reports) else 0
+
+    results = convert(args.src, args.dst, splits=args.split, keys=args.keys, frames=args.frames,
+                      shard_frames=args.shard_frames, workers=args.workers)
+    for r in results:
+        print(f"{r['split']}: {r['frames']} frames in {r['shards']} shards, {r['bytes'] / 2**20:.1f} MiB")
+    print(f"source {directory_size(args.src) / 2**20:.1f} MiB -> shards {directory_size(args.dst) / 2**20:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,395 @@
+"""CALVIN's on-disk dataset format: the frame spec, problems, language annotations and a split reader.
+
+A CALVIN dataset is a folder with `training/` and `validation/` splits (see shared/calvin.md §10):
+
+    <split>/episode_0358482.npz ...          one frame per file, 7-digit global frame id; ids need not
+                                             start at 0 and jump between recorded episodes
+    <split>/ep_start_end_ids.npy             (N, 2) int, inclusive [start, end] frame ids of each episode
+    <split>/ep_lens.npy                      (N,) int, end - start + 1
+    <split>/scene_info.npy                   pickled dict scene name -> [first, last] frame id (optional;
+                                             real CALVIN has it in training only, describing both splits)
+    <split>/statistics.yaml                  mean/std of robot_obs, scene_obs; action bounds
+    <split>/lang_annotations/auto_lang_ann.npy   pickled dict, see `LangAnnotations`
+    validation/lang_annotations/embeddings.npy   optional, per-task eval embeddings
+
+`auto_lang_ann.npy` and `scene_info.npy` are pickled by CALVIN itself, so reading a dataset must
+unpickle them (`allow_pickle=True`); this is acceptable for datasets the user chose to download,
+never for checkpoints. Frame files are read with `allow_pickle=False`.
+
+Real CALVIN frames store the vector keys as float64 although the docs say float32, so the reader
+accepts any float dtype and returns float32. Image sizes are not fixed by the reader (only rank and
+channels are); the sizes CALVIN uses are in `CALVIN_IMAGE_SHAPES`.
+
+Everything that can go wrong is a `Problem` naming the file and key; the reader raises the first one
+as `CalvinFormatError` (a ValueError), the `check` command collects them all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import yaml
+
+FRAME_NAME = "episode_{:07d}.npz"
+FRAME_RE = re.compile(r"^episode_(\d+)\.npz$")
+EP_START_END = "ep_start_end_ids.npy"
+EP_LENS = "ep_lens.npy"
+SCENE_INFO = "scene_info.npy"
+STATISTICS = "statistics.yaml"
+LANG_DIR = "lang_annotations"
+LANG_FILE = "auto_lang_ann.npy"
+EVAL_EMBEDDINGS = "embeddings.npy"
+SPLITS = ("training", "validation")
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """What a frame key must hold: `kind` 'uint8' or 'float'; None in `shape` means any size."""
+
+    kind: str
+    shape: tuple[int | None, ...]
+
+    def mismatch(self, dtype: np.dtype, shape: tuple[int, ...]) -> str | None:
+        if self.kind == "uint8" and dtype != np.uint8:
+            return f"expected dtype uint8, got {dtype}"
+        if self.kind == "float" and dtype.kind != "f":
+            return f"expected a float dtype, got {dtype}"
+        if len(shape) != len(self.shape) or any(w is not None and w != s for w, s in zip(self.shape, shape)):
+            want = "(" + ", ".join("H" if w is None else str(w) for w in self.shape) + ")"
+            return f"expected shape {want}, got {tuple(shape)}"
+        return None
+
+
+VECTOR_KEYS = ("actions", "rel_actions", "robot_obs", "scene_obs")
+FRAME_KEYS: dict[str, KeySpec] = {
+    "actions": KeySpec("float", (7,)),
+    "rel_actions": KeySpec("float", (7,)),
+    "robot_obs": KeySpec("float", (15,)),
+    "scene_obs": KeySpec("float", (24,)),
+    "rgb_static": KeySpec("uint8", (None, None, 3)),
+    "rgb_gripper": KeySpec("uint8", (None, None, 3)),
+    "depth_static": KeySpec("float", (None, None)),
+    "depth_gripper": KeySpec("float", (None, None)),
+}
+OPTIONAL_FRAME_KEYS: dict[str, KeySpec] = {
+    "rgb_tactile": KeySpec("uint8", (None, None, 6)),
+    "depth_tactile": KeySpec("float", (None, None, 2)),
+}
+ALL_FRAME_KEYS = {**FRAME_KEYS, **OPTIONAL_FRAME_KEYS}
+CALVIN_IMAGE_SHAPES = {
+    "rgb_static": (200, 200, 3),
+    "rgb_gripper": (84, 84, 3),
+    "depth_static": (200, 200),
+    "depth_gripper": (84, 84),
+    "rgb_tactile": (160, 120, 6),
+    "depth_tactile": (160, 120, 2),
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a dataset, named by file (and key where there is one)."""
+
+    where: str
+    message: str
+    key: str | None = None
+    severity: str = "error"  # "error" fails `check`; "warning" is only reported
+
+    def __str__(self) -> str:
+        key = f" [{self.key}]" if self.key else ""
+        return f"{self.where}{key}: {self.message}"
+
+
+class CalvinFormatError(ValueError):
+    """A dataset does not match CALVIN's format; `problems` holds every problem that was found."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        more = f" (and {len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
+        super().__init__(f"{self.problems[0]}{more}")
+
+
+def frame_key_problems(where: str, key: str, dtype: np.dtype, shape: tuple[int, ...]) -> list[Problem]:
+    spec = ALL_FRAME_KEYS.get(key)
+    msg = spec.mismatch(np.dtype(dtype), tuple(shape)) if spec else None
+    return [Problem(where, msg, key)] if msg else []
+
+
+def frame_value_problems(where: str, key: str, value: np.ndarray) -> list[Problem]:
+    """Value checks on a loaded vector key: finite; relative actions in [-1, 1]; gripper exactly +-1."""
+    if not np.all(np.isfinite(value)):
+        return [Problem(where, f"non-finite values {value.tolist()}", key)]
+    problems = []
+    if key == "rel_actions" and np.any(np.abs(value[:6]) > 1.0 + 1e-6):
+        problems.append(Problem(where, f"relative arm action outside [-1, 1]: {value[:6].tolist()}", key))
+    if key in ("actions", "rel_actions") and value.shape == (7,) and value[6] not in (-1.0, 1.0):
+        problems.append(Problem(where, f"gripper action must be -1 or 1, got {value[6]}", key))
+    return problems
+
+
+def read_frame(path: Path, keys: Iterable[str]) -> dict[str, np.ndarray]:
+    """Load `keys` of one frame file, checked against the spec; floats come back as float32."""
+    out: dict[str, np.ndarray] = {}
+    where = str(path)
+    try:
+        zf = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise CalvinFormatError([Problem(where, "missing frame file")]) from None
+    except (zipfile.BadZipFile, OSError) as e:
+        raise CalvinFormatError([Problem(where, f"not a readable npz file ({e})")]) from None
+    with zf:
+        names = set(zf.namelist())
+        for key in keys:
+            if f"{key}.npy" not in names:
+                present = sorted(n[:-4] for n in names if n.endswith(".npy"))
+                raise CalvinFormatError([Problem(where, f"missing key (present: {present})", key)])
+            with zf.open(f"{key}.npy") as f:
+                arr = np.lib.format.read_array(f, allow_pickle=False)
+            problems = frame_key_problems(where, key, arr.dtype, arr.shape)
+            if not problems and key in VECTOR_KEYS:
+                problems = frame_value_problems(where, key, arr)
+            if problems:
+                raise CalvinFormatError(problems)
+            out[key] = arr.astype(np.float32, copy=False) if arr.dtype.kind == "f" else arr
+    return out
+
+
+def read_frame_headers(zf: zipfile.ZipFile) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """dtype and shape of every array in an open npz, decompressing only the npy headers."""
+    headers = {}
+    for name in zf.namelist():
+        if not name.endswith(".npy"):
+            continue
+        with zf.open(name) as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+        headers[name[:-4]] = (dtype, shape)
+    return headers
+
+
+def rel_actions_from_absolute(actions: np.ndarray, robot_obs: np.ndarray) -> np.ndarray:
+    """CALVIN's relative action from the absolute TCP target and the current state.
+
+    Position: (target - tcp) * 50; euler: (target - tcp) wrapped to [-pi, pi] * 20; both clipped to
+    [-1, 1]. The gripper (+-1) is copied. Works on (..., 7) actions with (..., 15) robot_obs.
+    """
+    a = np.asarray(actions, dtype=np.float64)
+    s = np.asarray(robot_obs, dtype=np.float64)
+    if a.shape[-1] != 7 or s.shape[-1] != 15 or a.shape[:-1] != s.shape[:-1]:
+        raise ValueError(f"expected actions (..., 7) and robot_obs (..., 15), got {a.shape} and {s.shape}")
+    rel = np.empty(a.shape, dtype=np.float32)
+    rel[..., :3] = np.clip((a[..., :3] - s[..., :3]) * 50.0, -1.0, 1.0)
+    dorn = (a[..., 3:6] - s[..., 3:6] + np.pi) % (2 * np.pi) - np.pi
+    rel[..., 3:6] = np.clip(dorn * 20.0, -1.0, 1.0)
+    rel[..., 6] = a[..., 6]
+    return rel
+
+
+def merge_ranges(ranges: np.ndarray) -> np.ndarray:
+    """Inclusive (start, end) ranges -> sorted maximal runs of contiguous ids, (M, 2) int64."""
+    r = np.asarray(ranges, dtype=np.int64).reshape(-1, 2)
+    if len(r) == 0:
+        return r
+    r = r[np.argsort(r[:, 0], kind="stable")]
+    runs = [list(r[0])]
+    for s, e in r[1:]:
+        if s <= runs[-1][1] + 1:
+            runs[-1][1] = max(runs[-1][1], e)
+        else:
+            runs.append([s, e])
+    return np.asarray(runs, dtype=np.int64)
+
+
+def range_in_runs(runs: np.ndarray, start: int, end: int) -> bool:
+    """True when every id in [start, end] lies inside one of the sorted contiguous `runs`."""
+    k = int(np.searchsorted(runs[:, 0], start, side="right")) - 1
+    return k >= 0 and end <= runs[k, 1] and start <= end
+
+
+@dataclass
+class LangAnnotations:
+    """CALVIN's `auto_lang_ann.npy`: one entry per language-annotated segment.
+
+    On disk: {"info": {"indx": [(start, end), ...] inclusive frame ids, "episodes": [...]},
+              "language": {"ann": [str], "task": [str], "emb": (N, 1, D) float (optional)}}
+    """
+
+    indx: np.ndarray  # (N, 2) int64, inclusive
+    ann: list[str]
+    task: list[str]
+    emb: np.ndarray | None = None  # (N, 1, D) float32
+    episodes: list[Any] | None = None  # info.episodes as stored (this project: episode index per entry)
+
+    def __len__(self) -> int:
+        return len(self.ann)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "LangAnnotations":
+        problems = []
+        if not isinstance(d, dict) or not isinstance(d.get("info"), dict) or not isinstance(d.get("language"), dict):
+            raise CalvinFormatError([Problem(where, "expected a dict with 'info' and 'language' dicts")])
+        info, lang = d["info"], d["language"]
+        for sect, key in (("info", "indx"), ("language", "ann"), ("language", "task")):
+            if key not in d[sect]:
+                problems.append(Problem(where, "missing key", f"{sect}.{key}"))
+        if problems:
+            raise CalvinFormatError(problems)
+        indx = np.asarray(info["indx"])
+        ann, task = [str(a) for a in lang["ann"]], [str(t) for t in lang["task"]]
+        if indx.size == 0:
+            indx = indx.reshape(0, 2)
+        if indx.ndim != 2 or indx.shape[1] != 2 or indx.dtype.kind not in "iu":
+            problems.append(Problem(where, f"expected (N, 2) integer frame ids, got {indx.shape} {indx.dtype}", "info.indx"))
+        elif np.any(indx[:, 0] > indx[:, 1]):
+            bad = int(np.argmax(indx[:, 0] > indx[:, 1]))
+            problems.append(Problem(where, f"entry {bad} starts after it ends: {indx[bad].tolist()}", "info.indx"))
+        for key, values in (("language.ann", ann), ("language.task", task)):
+            if len(values) != len(indx):
+                problems.append(Problem(where, f"{len(values)} entries but info.indx has {len(indx)}", key))
+        emb = lang.get("emb")
+        if emb is not None:
+            emb = np.asarray(emb)
+            if emb.ndim == 2:
+                emb = emb[:, None, :]
+            if emb.ndim != 3 or emb.shape[0] != len(indx) or emb.shape[1] != 1 or emb.dtype.kind != "f":
+                problems.append(Problem(where, f"expected ({len(indx)}, 1, D) floats, got {emb.shape} {emb.dtype}", "language.emb"))
+            else:
+                emb = emb.astype(np.float32, copy=False)
+        if problems:
+            raise CalvinFormatError(problems)
+        episodes = info.get("episodes")
+        return cls(indx.astype(np.int64), ann, task, emb, list(episodes) if episodes is not None else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        language: dict[str, Any] = {"ann": list(self.ann), "task": list(self.task)}
+        if self.emb is not None:
+            language["emb"] = np.asarray(self.emb, dtype=np.float32)
+        info = {"indx": [(int(s), int(e)) for s, e in self.indx], "episodes": list(self.episodes or [])}
+        return {"info": info, "language": language}
+
+    def select(self, keep: np.ndarray) -> "LangAnnotations":
+        keep = np.asarray(keep, dtype=np.int64)
+        return LangAnnotations(
+            self.indx[keep],
+            [self.ann[i] for i in keep],
+            [self.task[i] for i in keep],
+            None if self.emb is None else self.emb[keep],
+            None if self.episodes is None or len(self.episodes) != len(self) else [self.episodes[i] for i in keep],
+        )
+
+
+def lang_annotation_path(split_dir: Path) -> Path | None:
+    """CALVIN's location, with the fallback some copies use (the file directly in the split)."""
+    for p in (split_dir / LANG_DIR / LANG_FILE, split_dir / LANG_FILE):
+        if p.is_file():
+            return p
+    return None
+
+
+def load_pickled_npy(path: Path) -> Any:
+    """Load one of CALVIN's pickled-dict .npy files (dataset files only, never checkpoints)."""
+    try:
+        return np.load(path, allow_pickle=True).item()
+    except Exception as e:  # a corrupt pickle can raise nearly anything
+        raise CalvinFormatError([Problem(str(path), f"cannot be loaded as a pickled dict ({type(e).__name__}: {e})")]) from None
+
+
+def load_episode_bounds(split_dir: Path) -> np.ndarray:
+    path = split_dir / EP_START_END
+    if not path.is_file():
+        raise CalvinFormatError([Problem(str(path), "missing file (every CALVIN split has one)")])
+    try:
+        eps = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise CalvinFormatError([Problem(str(path), f"cannot be loaded ({e})")]) from None
+    if eps.size == 0:
+        eps = eps.reshape(0, 2)
+    if eps.ndim != 2 or eps.shape[1] != 2 or eps.dtype.kind not in "iu":
+        raise CalvinFormatError([Problem(str(path), f"expected (N, 2) integer frame ids, got {eps.shape} {eps.dtype}")])
+    if np.any(eps[:, 0] > eps[:, 1]):
+        bad = int(np.argmax(eps[:, 0] > eps[:, 1]))
+        raise CalvinFormatError([Problem(str(path), f"episode {bad} starts after it ends: {eps[bad].tolist()}")])
+    order = np.argsort(eps[:, 0], kind="stable")
+    s = eps[order]
+    if np.any(s[1:, 0] <= s[:-1, 1]):
+        k = int(np.argmax(s[1:, 0] <= s[:-1, 1]))
+        raise CalvinFormatError([Problem(str(path), f"episodes overlap: {s[k].tolist()} and {s[k + 1].tolist()}")])
+    return eps.astype(np.int64)
+
+
+def resolve_split_dir(path: str | Path, split: str | None = None) -> Path:
+    """A split folder from either a dataset root (+ split name) or the split folder itself."""
+    p = Path(path)
+    if split is not None and (p / split).is_dir():
+        return p / split
+    if (p / EP_START_END).is_file() or any(True for _ in _first_frame_files(p)):
+        return p
+    hint = f" and no '{split}' folder in it" if split else f" (a dataset root needs a split: {SPLITS})"
+    raise CalvinFormatError([Problem(str(p), f"not a CALVIN split folder: no {EP_START_END}{hint}")])
+
+
+def _first_frame_files(p: Path) -> Iterable[Path]:
+    if not p.is_dir():
+        return
+    with os.scandir(p) as it:
+        for entry in it:
+            if FRAME_RE.match(entry.name):
+                yield Path(entry.path)
+                return
+
+
+class CalvinSplit:
+    """Read access to one split folder of a CALVIN-format dataset (real or recorded by this project)."""
+
+    def __init__(self, path: str | Path, split: str | None = None):
+        self.path = resolve_split_dir(path, split)
+        self.episodes = load_episode_bounds(self.path)  # as stored, (N, 2) inclusive
+        self.runs = merge_ranges(self.episodes)  # sorted contiguous id runs
+
+    @property
+    def num_frames(self) -> int:
+        return int((self.episodes[:, 1] - self.episodes[:, 0] + 1).sum())
+
+    def frame_path(self, frame_id: int) -> Path:
+        return self.path / FRAME_NAME.format(int(frame_id))
+
+    def frame_ids(self) -> np.ndarray:
+        return np.concatenate([np.arange(s, e + 1) for s, e in self.runs]) if len(self.runs) else np.zeros(0, np.int64)
+
+    def has_range(self, start: int, end: int) -> bool:
+        return len(self.runs) > 0 and range_in_runs(self.runs, start, end)
+
+    def load_frame(self, frame_id: int, keys: Iterable[str] = tuple(FRAME_KEYS)) -> dict[str, np.ndarray]:
+        return read_frame(self.frame_path(frame_id), keys)
+
+    @cached_property
+    def lang_path(self) -> Path:
+        path = lang_annotation_path(self.path)
+        if path is None:
+            raise CalvinFormatError([Problem(str(self.path / LANG_DIR / LANG_FILE), f"missing file (nor {LANG_FILE} in the split)")])
+        return path
+
+    @cached_property
+    def lang(self) -> LangAnnotations:
+        return LangAnnotations.from_dict(load_pickled_npy(self.lang_path), str(self.lang_path))
+
+    def scene_info(self) -> dict[str, list[int]] | None:
+        path = self.path / SCENE_INFO
+        return {str(k): [int(v[0]), int(v[1])] for k, v in load_pickled_npy(path).items()} if path.is_file() else None
+
+    def statistics(self) -> dict[str, Any] | None:
+        path = self.path / STATISTICS
+        return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+    def eval_embeddings(self) -> dict[str, Any] | None:
+        """validation/lang_annotations/embeddings.npy: task -> {"emb", "ann"} (optional)."""
+        path = self.path / LANG_DIR / EVAL_EMBEDDINGS
+        return load_pickled_npy(path) if path.is_file() else None

@@ -1,0 +1,286 @@
+"""Validation of a dataset (CALVIN npz splits or converted shards) that reports every problem it finds.
+
+`check_path(path)` returns one `CheckReport` per split: the problems (each naming file and key) and a
+summary: frames, episodes, annotations per task, action ranges, image shapes. `python -m harness.data
+check PATH` prints them and exits non-zero when there is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from harness.data.calvin_format import (
+    CALVIN_IMAGE_SHAPES,
+    EP_LENS,
+    EP_START_END,
+    EVAL_EMBEDDINGS,
+    FRAME_KEYS,
+    FRAME_NAME,
+    FRAME_RE,
+    LANG_DIR,
+    OPTIONAL_FRAME_KEYS,
+    SCENE_INFO,
+    SPLITS,
+    STATISTICS,
+    VECTOR_KEYS,
+    CalvinFormatError,
+    LangAnnotations,
+    Problem,
+    frame_key_problems,
+    frame_value_problems,
+    lang_annotation_path,
+    load_episode_bounds,
+    load_pickled_npy,
+    merge_ranges,
+    range_in_runs,
+    read_frame_headers,
+)
+from harness.data.shards import ANNOTATIONS, ShardFrameSource, is_shard_dir
+
+ACTION_KEYS = ("actions", "rel_actions")
+
+
+@dataclass
+class CheckReport:
+    path: str
+    format: str  # "npz" or "shards"
+    problems: list[Problem] = field(default_factory=list)
+    frames: int = 0
+    episodes: int = 0
+    checked_frames: int = 0
+    annotations_per_task: Counter = field(default_factory=Counter)
+    action_ranges: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    image_shapes: dict[str, Counter] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    def add_range(self, key: str, values: np.ndarray) -> None:
+        lo, hi = values.min(axis=0), values.max(axis=0)
+        if key in self.action_ranges:
+            lo = np.minimum(lo, self.action_ranges[key][0])
+            hi = np.maximum(hi, self.action_ranges[key][1])
+        self.action_ranges[key] = (lo, hi)
+
+    def render(self) -> str:
+        n_ann = sum(self.annotations_per_task.values())
+        lines = [f"== {self.path} ({self.format}) ==",
+                 f"frames: {self.frames} in {self.episodes} episodes ({self.checked_frames} frames' contents checked)",
+                 f"annotations: {n_ann} over {len(self.annotations_per_task)} tasks"]
+        width = max((len(t) for t in self.annotations_per_task), default=0)
+        lines += [f"  {t:<{width}}  {n}" for t, n in sorted(self.annotations_per_task.items())]
+        lines.append("action ranges (min .. max per dim):")
+        for key, (lo, hi) in self.action_ranges.items():
+            lines.append(f"  {key:<11} " + "  ".join(f"{a:+.3f}..{b:+.3f}" for a, b in zip(lo, hi)))
+        lines.append("image shapes:")
+        for key, shapes in self.image_shapes.items():
+            lines.append(f"  {key:<13} " + ", ".join(f"{s} x{n}" for s, n in shapes.items()))
+        lines += [f"note: {n}" for n in self.notes]
+        warnings = [p for p in self.problems if p.severity != "error"]
+        lines.append(f"problems: {len(self.errors)} errors, {len(warnings)} warnings")
+        lines += [f"  {p.severity.upper()}: {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def _id_runs_text(ids: Iterable[int]) -> list[str]:
+    ids = np.fromiter(ids, dtype=np.int64)
+    runs = merge_ranges(np.stack([ids, ids], axis=1)) if len(ids) else np.zeros((0, 2), np.int64)
+    return [FRAME_NAME.format(a) if a == b else f"{FRAME_NAME.format(a)}..{FRAME_NAME.format(b)} ({b - a + 1} files)" for a, b in runs]
+
+
+def _check_annotations(rep: CheckReport, lang: LangAnnotations, where: str, runs: np.ndarray) -> None:
+    rep.annotations_per_task.update(lang.task)
+    for i, (s, e) in enumerate(lang.indx):
+        if len(runs) == 0 or not range_in_runs(runs, int(s), int(e)):
+            rep.problems.append(Problem(where, f"entry {i} ({lang.task[i]!r}) covers frames [{s}, {e}], outside the split's frames", "info.indx"))
+    if lang.emb is None:
+        rep.notes.append("language.emb absent (optional)")
+
+
+def _check_frame(rep: CheckReport, path: str, values: dict[str, list[np.ndarray]]) -> None:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        rep.problems.append(Problem(path, f"not a readable npz file ({e})"))
+        return
+    with zf:
+        try:
+            headers = read_frame_headers(zf)
+        except Exception as e:  # corrupt members raise zlib/ValueError/OSError
+            rep.problems.append(Problem(path, f"corrupt npz member ({type(e).__name__}: {e})"))
+            return
+        for key in FRAME_KEYS:
+            if key not in headers:
+                rep.problems.append(Problem(path, "missing key", key))
+        for key, (dtype, shape) in headers.items():
+            if key not in FRAME_KEYS and key not in OPTIONAL_FRAME_KEYS:
+                continue
+            bad = frame_key_problems(path, key, dtype, shape)
+            rep.problems += bad
+            if bad:
+                continue
+            if key in VECTOR_KEYS:
+                with zf.open(f"{key}.npy") as f:
+                    v = np.lib.format.read_array(f, allow_pickle=False)
+                found = frame_value_problems(path, key, v)
+                rep.problems += found
+                if key in ACTION_KEYS and not found:
+                    values[key].append(v)
+            else:
+                rep.image_shapes.setdefault(key, Counter())[tuple(shape)] += 1
+
+
+def check_npz_split(split_dir: Path, sample: int | None = None, progress: bool = False) -> CheckReport:
+    rep = CheckReport(str(split_dir), "npz")
+    runs = np.zeros((0, 2), np.int64)
+    eps = None
+    try:
+        eps = load_episode_bounds(split_dir)
+        runs = merge_ranges(eps)
+        rep.episodes, rep.frames = len(eps), int((eps[:, 1] - eps[:, 0] + 1).sum())
+    except CalvinFormatError as e:
+        rep.problems += e.problems
+    if eps is not None:
+        lens_path = split_dir / EP_LENS
+        if not lens_path.is_file():
+            rep.problems.append(Problem(str(lens_path), "missing file", severity="warning"))
+        else:
+            lens = np.load(lens_path, allow_pickle=False)
+            if lens.shape != (len(eps),) or np.any(lens != eps[:, 1] - eps[:, 0] + 1):
+                rep.problems.append(Problem(str(lens_path), f"does not match {EP_START_END} (end - start + 1)"))
+
+    lang_path = lang_annotation_path(split_dir)
+    if lang_path is None:
+        rep.problems.append(Problem(str(split_dir / LANG_DIR / "auto_lang_ann.npy"), "missing file"))
+    else:
+        try:
+            _check_annotations(rep, LangAnnotations.from_dict(load_pickled_npy(lang_path), str(lang_path)), str(lang_path), runs)
+        except CalvinFormatError as e:
+            rep.problems += e.problems
+
+    with os.scandir(split_dir) as it:
+        present = {int(m.group(1)) for entry in it if (m := FRAME_RE.match(entry.name))}
+    expected = set(np.concatenate([np.arange(s, e + 1) for s, e in runs]).tolist()) if len(runs) else set()
+    rep.problems += [Problem(str(split_dir / t), "missing frame file") for t in _id_runs_text(sorted(expected - present))]
+    stray = sorted(present - expected)
+    if stray and eps is not None:
+        rep.problems.append(Problem(str(split_dir), f"{len(stray)} frame files outside {EP_START_END}, first {FRAME_NAME.format(stray[0])}", severity="warning"))
+
+    ids = sorted(expected & present)
+    if sample is not None and sample < len(ids):
+        ids = sorted(np.random.default_rng(0).choice(ids, size=sample, replace=False).tolist())
+        rep.notes.append(f"contents checked on a random sample of {sample} frames")
+    values: dict[str, list[np.ndarray]] = {k: [] for k in ACTION_KEYS}
+    for fid in tqdm(ids, desc=f"check {split_dir.name}", unit="frame", disable=not progress):
+        _check_frame(rep, str(split_dir / FRAME_NAME.format(fid)), values)
+    rep.checked_frames = len(ids)
+    for key, vs in values.items():
+        if vs:
+            rep.add_range(key, np.stack(vs))
+    for key, shapes in rep.image_shapes.items():
+        if len(shapes) > 1:
+            rep.problems.append(Problem(str(split_dir), f"frames disagree on the shape: {dict(shapes)}", key))
+        elif key in CALVIN_IMAGE_SHAPES and next(iter(shapes)) != CALVIN_IMAGE_SHAPES[key]:
+            rep.notes.append(f"{key} is {next(iter(shapes))}, CALVIN's is {CALVIN_IMAGE_SHAPES[key]}")
+    _check_side_files(rep, split_dir)
+    return rep
+
+
+def _check_side_files(rep: CheckReport, split_dir: Path) -> None:
+    stats = split_dir / STATISTICS
+    if not stats.is_file():
+        rep.problems.append(Problem(str(stats), "missing file", severity="warning"))
+    else:
+        try:
+            if not isinstance(yaml.safe_load(stats.read_text()), dict):
+                rep.problems.append(Problem(str(stats), "expected a mapping"))
+        except yaml.YAMLError as e:
+            rep.problems.append(Problem(str(stats), f"not valid YAML ({e})"))
+    for name in (SCENE_INFO, f"{LANG_DIR}/{EVAL_EMBEDDINGS}"):
+        path = split_dir / name
+        if path.is_file():
+            try:
+                d = load_pickled_npy(path)
+                if name == SCENE_INFO:
+                    rep.notes.append(f"scene_info: {d}")
+            except CalvinFormatError as e:
+                rep.problems += e.problems
+
+
+def check_shard_split(path: Path) -> CheckReport:
+    rep = CheckReport(str(path), "shards")
+    try:
+        src = ShardFrameSource(path)
+    except CalvinFormatError as e:
+        rep.problems += e.problems
+        return rep
+    m = src.manifest
+    rep.frames, rep.episodes = int(m["num_frames"]), len(m.get("episodes", []))
+    rows = int(src._shard_rows[-1, 1]) if len(src._shard_rows) else 0
+    if rows != rep.frames or int((src.runs[:, 1] - src.runs[:, 0] + 1).sum()) != rep.frames:
+        rep.problems.append(Problem(str(path / "manifest.json"), f"runs and shards do not add up to num_frames={rep.frames}"))
+    try:
+        _check_annotations(rep, src.lang, str(path / ANNOTATIONS), src.runs)
+    except (CalvinFormatError, OSError, ValueError) as e:
+        rep.problems += getattr(e, "problems", [Problem(str(path / ANNOTATIONS), f"cannot be read ({e})")])
+    for j, sh in enumerate(m["shards"]):
+        n = sh["rows"][1] - sh["rows"][0]
+        for key, spec in src.keys.items():
+            where = str(path / sh["dir"] / f"{key}.npy")
+            try:
+                a = src.array(j, key)
+            except (OSError, ValueError) as e:
+                rep.problems.append(Problem(where, f"cannot be mapped ({e})", key))
+                continue
+            want = (n, *spec["shape"])
+            if a.shape != want or str(a.dtype) != spec["dtype"]:
+                rep.problems.append(Problem(where, f"expected {spec['dtype']} {want}, got {a.dtype} {a.shape}", key))
+                continue
+            if key in VECTOR_KEYS:
+                bad = ~np.isfinite(a).all(axis=1)
+                if bad.any():
+                    rep.problems.append(Problem(where, f"non-finite values in {int(bad.sum())} rows, first row {int(np.argmax(bad)) + sh['rows'][0]}", key))
+                if key in ACTION_KEYS and (~bad).any():
+                    rep.add_range(key, np.asarray(a[~bad]))
+            elif n:
+                rep.image_shapes.setdefault(key, Counter())[tuple(spec["shape"])] += n
+    rep.checked_frames = rep.frames
+    return rep
+
+
+def check_path(path: str | Path, split: str | None = None, sample: int | None = None, progress: bool = False) -> list[CheckReport]:
+    """Check a split folder, a dataset root (each split), or converted shards."""
+    p = Path(path)
+    if not p.exists():
+        return [CheckReport(str(p), "?", [Problem(str(p), "does not exist")])]
+    candidates = [p / split] if split else [p / s for s in SPLITS if (p / s).is_dir()] or [p]
+    reports = []
+    for d in candidates:
+        if is_shard_dir(d):
+            reports.append(check_shard_split(d))
+        elif d.is_dir() and ((d / EP_START_END).is_file() or any(FRAME_RE.match(n) for n in os.listdir(d))):
+            reports.append(check_npz_split(d, sample=sample, progress=progress))
+        else:
+            reports.append(CheckReport(str(d), "?", [Problem(str(d), f"neither a CALVIN split ({EP_START_END}, episode_*.npz) nor converted shards (manifest.json)")]))
+    return reports
+
+
+def summary_dict(rep: CheckReport) -> dict[str, Any]:
+    return {
+        "path": rep.path, "format": rep.format, "frames": rep.frames, "episodes": rep.episodes,
+        "annotations_per_task": dict(rep.annotations_per_task),
+        "action_ranges": {k: [lo.tolist(), hi.tolist()] for k, (lo, hi) in rep.action_ranges.items()},
+        "image_shapes": {k: {str(s): n for s, n in v.items()} for k, v in rep.image_shapes.items()},
+        "problems": [{"severity": p.severity, "where": p.where, "key": p.key, "message": p.message} for p in rep.problems],
+    }

@@ -1,0 +1,267 @@
+"""A memory-mapped, sharded copy of a CALVIN split, for window loading without per-frame file opens.
+
+Layout of a converted split (`convert` writes one per split of the source):
+
+    <dst>/<split>/manifest.json       format, version, keys (dtype, shape), runs, shards, episodes, scene_info
+    <dst>/<split>/annotations.json    info.indx, language.ann, language.task, info.episodes (plain JSON)
+    <dst>/<split>/annotations_emb.npy language.emb, when the source has it
+    <dst>/<split>/shard_00000/<key>.npy   (rows, *shape) contiguous arrays: uint8 images, float32 vectors
+    <dst>/<split>/statistics.yaml, lang_annotations/embeddings.npy   copied as they are, when present
+
+Frames are stored as `runs` of contiguous frame ids; run k holds ids [first, last] at rows
+row0 + (id - first). `frames="annotated"` stores only the frames inside language annotations (all
+that windows read), which is much smaller for real CALVIN splits. Nothing here is pickled.
+
+`ShardFrameSource` opens the .npy files with `np.load(mmap_mode="r")` lazily, on first read in each
+process, and never pickles its maps: it works in DataLoader workers (fork or spawn) and with
+`DistributedSampler`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from harness.data.calvin_format import (
+    EVAL_EMBEDDINGS,
+    LANG_DIR,
+    SPLITS,
+    STATISTICS,
+    CalvinSplit,
+    LangAnnotations,
+    Problem,
+    CalvinFormatError,
+    merge_ranges,
+    range_in_runs,
+    read_frame,
+)
+
+SHARD_FORMAT = "vla-harness-shards"
+SHARD_VERSION = 1
+MANIFEST = "manifest.json"
+ANNOTATIONS = "annotations.json"
+ANNOTATION_EMB = "annotations_emb.npy"
+DEFAULT_KEYS = ("rgb_static", "rgb_gripper", "actions", "rel_actions", "robot_obs", "scene_obs")
+
+
+def directory_size(path: str | Path) -> int:
+    """Bytes of all files below `path` (apparent sizes)."""
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def _id_list(runs: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.arange(s, e + 1) for s, e in runs]).astype(np.int64)
+
+
+def _write_shard(split_dir: str, shard_dir: str, frame_ids: Sequence[int], specs: dict[str, tuple[str, list[int]]]) -> int:
+    """Fill one shard's arrays from the frame files (runs in a worker process)."""
+    split = CalvinSplit(split_dir)
+    out = Path(shard_dir)
+    out.mkdir(parents=True)
+    arrays = {
+        k: np.lib.format.open_memmap(out / f"{k}.npy", mode="w+", dtype=np.dtype(dt), shape=(len(frame_ids), *shape))
+        for k, (dt, shape) in specs.items()
+    }
+    for row, fid in enumerate(frame_ids):
+        frame = split.load_frame(int(fid), specs)
+        for k, v in frame.items():
+            if list(v.shape) != specs[k][1]:
+                raise CalvinFormatError([Problem(str(split.frame_path(fid)), f"shape {v.shape} differs from the split's {specs[k][1]}", k)])
+            arrays[k][row] = v
+    for a in arrays.values():
+        a.flush()
+    return len(frame_ids)
+
+
+def convert_split(
+    src: CalvinSplit,
+    dst: str | Path,
+    *,
+    keys: Sequence[str] = DEFAULT_KEYS,
+    frames: str = "all",
+    shard_frames: int = 2048,
+    workers: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Convert one split; writes into a temporary folder and renames it to `dst` when complete."""
+    dst = Path(dst)
+    if dst.exists():
+        raise FileExistsError(f"{dst} exists; remove it or choose another destination")
+    if frames not in ("all", "annotated"):
+        raise ValueError(f"frames must be 'all' or 'annotated', got {frames!r}")
+    lang = src.lang
+    for i, (s, e) in enumerate(lang.indx):
+        if not src.has_range(int(s), int(e)):
+            raise CalvinFormatError([Problem(str(src.lang_path), f"entry {i} covers frames [{s}, {e}] outside the split's frames", "info.indx")])
+    runs = src.runs if frames == "all" else merge_ranges(lang.indx)
+    ids = _id_list(runs)
+    if len(ids) == 0:
+        raise ValueError(f"{src.path}: no frames to convert")
+    probe = src.load_frame(int(ids[0]), keys)
+    specs = {k: ("uint8" if v.dtype == np.uint8 else "float32", list(v.shape)) for k, v in probe.items()}
+
+    tmp = dst.parent / f".{dst.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    bounds = list(range(0, len(ids), shard_frames)) + [len(ids)]
+    shards = [{"dir": f"shard_{j:05d}", "rows": [bounds[j], bounds[j + 1]]} for j in range(len(bounds) - 1)]
+    jobs = [(str(src.path), str(tmp / sh["dir"]), ids[sh["rows"][0] : sh["rows"][1]].tolist(), specs) for sh in shards]
+    bar = tqdm(total=len(ids), unit="frame", desc=f"convert {src.path.name}", disable=not progress)
+    try:
+        if workers > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for n in pool.map(_write_shard, *zip(*jobs)):
+                    bar.update(n)
+        else:
+            for job in jobs:
+                bar.update(_write_shard(*job))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        bar.close()
+
+    ann = {"indx": lang.indx.tolist(), "ann": lang.ann, "task": lang.task, "episodes": lang.episodes}
+    (tmp / ANNOTATIONS).write_text(json.dumps(ann))
+    if lang.emb is not None:
+        np.save(tmp / ANNOTATION_EMB, lang.emb)
+    if (src.path / STATISTICS).is_file():
+        shutil.copy2(src.path / STATISTICS, tmp / STATISTICS)
+    if (src.path / LANG_DIR / EVAL_EMBEDDINGS).is_file():  # copied as bytes, never unpickled here
+        (tmp / LANG_DIR).mkdir()
+        shutil.copy2(src.path / LANG_DIR / EVAL_EMBEDDINGS, tmp / LANG_DIR / EVAL_EMBEDDINGS)
+    row0 = np.concatenate([[0], np.cumsum(runs[:, 1] - runs[:, 0] + 1)[:-1]])
+    manifest = {
+        "format": SHARD_FORMAT,
+        "version": SHARD_VERSION,
+        "source": str(src.path),
+        "frames": frames,
+        "num_frames": int(len(ids)),
+        "keys": {k: {"dtype": dt, "shape": shape} for k, (dt, shape) in specs.items()},
+        "runs": [[int(s), int(e), int(r)] for (s, e), r in zip(runs, row0)],
+        "shards": shards,
+        "episodes": src.episodes.tolist(),
+        "scene_info": src.scene_info(),
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, dst)
+    return {"split": src.path.name, "frames": int(len(ids)), "shards": len(shards), "bytes": directory_size(dst)}
+
+
+def convert(src: str | Path, dst: str | Path, *, splits: Iterable[str] | None = None, **kw: Any) -> list[dict[str, Any]]:
+    """Convert a dataset root (every split present, or `splits`) or a single split folder."""
+    src, dst = Path(src), Path(dst)
+    names = list(splits) if splits is not None else [s for s in SPLITS if (src / s).is_dir()]
+    if not names:
+        return [convert_split(CalvinSplit(src), dst, **kw)]
+    dst.mkdir(parents=True, exist_ok=True)
+    return [convert_split(CalvinSplit(src, s), dst / s, **kw) for s in names]
+
+
+def is_shard_dir(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def resolve_shard_dir(path: str | Path, split: str | None = None) -> Path:
+    p = Path(path)
+    if split is not None and is_shard_dir(p / split):
+        return p / split
+    if is_shard_dir(p):
+        return p
+    raise CalvinFormatError([Problem(str(p / (split or "") / MANIFEST), "missing file: not a converted (sharded) split")])
+
+
+def load_manifest(path: Path) -> dict[str, Any]:
+    where = str(path / MANIFEST)
+    try:
+        m = json.loads((path / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CalvinFormatError([Problem(where, f"cannot be read ({e})")]) from None
+    if m.get("format") != SHARD_FORMAT or m.get("version") != SHARD_VERSION:
+        raise CalvinFormatError([Problem(where, f"expected format {SHARD_FORMAT!r} version {SHARD_VERSION}, got {m.get('format')!r} {m.get('version')!r}")])
+    return m
+
+
+class ShardFrameSource:
+    """Frames of a converted split, read as slices of memory-mapped arrays."""
+
+    def __init__(self, path: str | Path, split: str | None = None):
+        self.path = resolve_shard_dir(path, split)
+        self.name = str(self.path)
+        self.manifest = load_manifest(self.path)
+        table = np.asarray(self.manifest["runs"], dtype=np.int64).reshape(-1, 3)
+        self._runs, self._row0 = table[:, :2], table[:, 2]
+        self._shard_rows = np.asarray([sh["rows"] for sh in self.manifest["shards"]], dtype=np.int64).reshape(-1, 2)
+        self._maps: dict[tuple[int, str], np.ndarray] = {}
+        self._lang: LangAnnotations | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_maps"] = {}  # each process maps the files itself
+        return state
+
+    @property
+    def runs(self) -> np.ndarray:
+        return self._runs
+
+    @property
+    def keys(self) -> dict[str, dict[str, Any]]:
+        return self.manifest["keys"]
+
+    @property
+    def lang_where(self) -> str:
+        return str(self.path / ANNOTATIONS)
+
+    @property
+    def lang(self) -> LangAnnotations:
+        if self._lang is None:
+            d = json.loads((self.path / ANNOTATIONS).read_text())
+            emb = np.load(self.path / ANNOTATION_EMB) if (self.path / ANNOTATION_EMB).is_file() else None
+            raw = {"info": {"indx": d["indx"], "episodes": d.get("episodes")}, "language": {"ann": d["ann"], "task": d["task"]}}
+            if emb is not None:
+                raw["language"]["emb"] = emb
+            self._lang = LangAnnotations.from_dict(raw, self.lang_where)
+        return self._lang
+
+    def array(self, shard: int, key: str) -> np.ndarray:
+        m = self._maps.get((shard, key))
+        if m is None:
+            path = self.path / self.manifest["shards"][shard]["dir"] / f"{key}.npy"
+            if key not in self.keys:
+                raise KeyError(f"{self.path}: key {key!r} was not converted (converted: {sorted(self.keys)})")
+            m = self._maps[(shard, key)] = np.load(path, mmap_mode="r")
+        return m
+
+    def rows(self, start: int, stop: int) -> tuple[int, int]:
+        """Rows of frame ids [start, stop), which must be one contiguous stored run."""
+        if not range_in_runs(self._runs, start, stop - 1):
+            raise KeyError(f"{self.path}: frames [{start}, {stop - 1}] are not stored contiguously")
+        k = int(np.searchsorted(self._runs[:, 0], start, side="right")) - 1
+        r0 = int(self._row0[k] + start - self._runs[k, 0])
+        return r0, r0 + stop - start
+
+    def read(self, ranges: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+        """Arrays of frames [start, stop) per key; read-only views of the maps where a range is in one shard."""
+        out = {}
+        for key, (a, b) in ranges.items():
+            r0, r1 = self.rows(a, b)
+            j = int(np.searchsorted(self._shard_rows[:, 0], r0, side="right")) - 1
+            pieces = []
+            while r0 < r1:
+                lo, hi = self._shard_rows[j]
+                end = min(r1, int(hi))
+                pieces.append(self.array(j, key)[r0 - lo : end - lo])
+                r0, j = end, j + 1
+            # one piece: a read-only view of the map (the window dataset copies or shifts it once)
+            out[key] = np.concatenate(pieces) if len(pieces) > 1 else pieces[0].view(np.ndarray)
+        return out

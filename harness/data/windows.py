@@ -1,0 +1,245 @@
+"""Language-annotated windows for training: `window_size` frames + a chunk of future actions per frame.
+
+For an annotation over inclusive frames [s, e], windows start at every t0 in [s, e - W + 1] (so the
+window's W frames all lie in the segment: e - s + 2 - W windows). Frame t0 + i of a window carries
+the chunk of actions of frames t0 + i .. t0 + i + C - 1 (its own action first). `action_mask[i, j]`
+is False exactly where t0 + i + j > e: the chunk runs past the segment end. The segment's last frame
+is a valid target (RoboVLMs masks it by mistake); masked slots repeat the last valid action.
+
+Actions are CALVIN's `rel_actions`, normalised by the configured `ActionNormalizer` (the same object
+the checkpoint saves and the agent un-normalises with). Images stay uint8 and keep their size: the
+model's processor resizes and normalises them. Random-shift augmentation (replicate padding, integer
+shift) is drawn once per window and camera and applied to every frame of the window.
+
+The frames come from a `FrameSource`: per-frame npz files (`NpzFrameSource`) or the memory-mapped
+shards (`harness.data.shards.ShardFrameSource`); both yield identical items.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from harness.data.calvin_format import CalvinSplit, LangAnnotations, range_in_runs
+from harness.data.normalization import ActionNormalizer
+
+
+class FrameSource(Protocol):
+    """Where windows read frames from."""
+
+    name: str  # for messages (a path)
+
+    @property
+    def lang(self) -> LangAnnotations: ...
+
+    @property
+    def lang_where(self) -> str: ...
+
+    @property
+    def runs(self) -> np.ndarray:
+        """(M, 2) sorted inclusive runs of contiguous frame ids that can be read."""
+        ...
+
+    def read(self, ranges: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+        """For each key, the stacked frames [start, stop) of one contiguous run."""
+        ...
+
+
+class NpzFrameSource:
+    """Frames from a CALVIN split folder of per-frame npz files (each file opened once per read)."""
+
+    def __init__(self, split: CalvinSplit | str | Path, split_name: str | None = None):
+        self.split = split if isinstance(split, CalvinSplit) else CalvinSplit(split, split_name)
+        self.name = str(self.split.path)
+
+    @property
+    def lang(self) -> LangAnnotations:
+        return self.split.lang
+
+    @property
+    def lang_where(self) -> str:
+        return str(self.split.lang_path)
+
+    @property
+    def runs(self) -> np.ndarray:
+        return self.split.runs
+
+    def read(self, ranges: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+        lo = min(a for a, _ in ranges.values())
+        hi = max(b for _, b in ranges.values())
+        out: dict[str, list[np.ndarray]] = {k: [] for k in ranges}
+        for fid in range(lo, hi):
+            keys = [k for k, (a, b) in ranges.items() if a <= fid < b]
+            for k, v in self.split.load_frame(fid, keys).items():
+                out[k].append(v)
+        return {k: np.stack(v) for k, v in out.items()}
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    window_size: int = 8
+    fwd_pred_next_n: int = 10
+    use_gripper_image: bool = False
+    use_proprio: bool = True  # robot_obs in the batch
+    augment: bool = False  # random shift; the builders turn it off for validation
+    rgb_pad: int = 10  # static camera shift range, pixels
+    gripper_pad: int = 4
+    exclude_tasks: tuple[str, ...] = ()
+    n_shot: int | None = None  # keep n annotated segments per task
+    n_shot_seed: int = 0
+    drop_short_segments: bool = False  # else a segment shorter than window_size is an error
+
+    def __post_init__(self) -> None:
+        for name in ("window_size", "fwd_pred_next_n"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"WindowConfig.{name} must be an integer >= 1, got {v!r}")
+        for name in ("rgb_pad", "gripper_pad"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"WindowConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.n_shot is not None and self.n_shot < 1:
+            raise ValueError(f"WindowConfig.n_shot must be >= 1 or None, got {self.n_shot}")
+        object.__setattr__(self, "exclude_tasks", tuple(self.exclude_tasks))
+
+
+def random_shift(frames: np.ndarray, pad: int, dy: int, dx: int) -> np.ndarray:
+    """(T, H, W, C) frames shifted by one (dy, dx) for all T: replicate pad by `pad`, crop at (dy, dx) in [0, 2*pad].
+
+    out[:, y, x] = frames[:, clip(y + dy - pad), clip(x + dx - pad)], written into one new array with
+    block copies (a fancy-index gather is ~20x slower on 200x200 images).
+    """
+    _, h, w, _ = frames.shape
+    sy, sx = max(1 - h, min(h - 1, dy - pad)), max(1 - w, min(w - 1, dx - pad))
+    y0, y1, x0, x1 = max(0, -sy), min(h, h - sy), max(0, -sx), min(w, w - sx)
+    out = np.empty(frames.shape, frames.dtype)
+    out[:, y0:y1, x0:x1] = frames[:, y0 + sy : y1 + sy, x0 + sx : x1 + sx]
+    out[:, y0:y1, :x0] = out[:, y0:y1, x0 : x0 + 1]
+    out[:, y0:y1, x1:] = out[:, y0:y1, x1 - 1 : x1]
+    out[:, :y0] = out[:, y0 : y0 + 1]
+    out[:, y1:] = out[:, y1 - 1 : y1]
+    return out
+
+
+def select_segments(lang: LangAnnotations, cfg: WindowConfig, where: str) -> np.ndarray:
+    """Indices of the annotations that make windows: exclusions, short segments, n-shot."""
+    tasks = np.asarray(lang.task, dtype=object)
+    unknown = sorted(set(cfg.exclude_tasks) - set(lang.task))
+    if unknown:
+        raise ValueError(f"exclude_tasks {unknown} are not tasks of {where} (tasks there: {sorted(set(lang.task))})")
+    keep = np.flatnonzero(~np.isin(tasks, list(cfg.exclude_tasks)))
+    lengths = lang.indx[keep, 1] - lang.indx[keep, 0] + 1
+    short = lengths < cfg.window_size
+    if short.any() and not cfg.drop_short_segments:
+        k = keep[int(np.argmin(lengths))]
+        raise ValueError(
+            f"window_size={cfg.window_size} is longer than {int(short.sum())} of {len(keep)} annotated segments in "
+            f"{where} (shortest: entry {k}, {lang.task[k]!r}, {int(lengths.min())} frames); lower window_size or set "
+            "drop_short_segments"
+        )
+    keep = keep[~short]
+    if cfg.n_shot is not None:
+        rng = np.random.default_rng(cfg.n_shot_seed)
+        chosen = []
+        for task in sorted(set(tasks[keep])):
+            of_task = keep[tasks[keep] == task]
+            if len(of_task) < cfg.n_shot:
+                warnings.warn(f"n_shot={cfg.n_shot}: task {task!r} has only {len(of_task)} segments in {where}", stacklevel=3)
+            chosen.append(np.sort(rng.choice(of_task, size=min(cfg.n_shot, len(of_task)), replace=False)))
+        keep = np.sort(np.concatenate(chosen)) if chosen else keep[:0]
+    if len(keep) == 0:
+        raise ValueError(f"no annotated segment of {where} is left to make windows from")
+    return keep
+
+
+class WindowDataset(Dataset):
+    """Windows of language-annotated segments; items are dicts of numpy arrays and strings."""
+
+    def __init__(self, source: FrameSource, config: WindowConfig, normalizer: ActionNormalizer):
+        self.source = source
+        self.config = config
+        self.normalizer = normalizer
+        lang = source.lang
+        runs = source.runs
+        for i, (s, e) in enumerate(lang.indx):
+            if len(runs) == 0 or not range_in_runs(runs, int(s), int(e)):
+                raise ValueError(
+                    f"{source.lang_where} [info.indx]: entry {i} ({lang.task[i]!r}) covers frames [{s}, {e}], which are not "
+                    f"all frames of {source.name}"
+                )
+        self.segments = select_segments(lang, config, source.lang_where)
+        self.lang = lang.select(self.segments)
+        counts = self.lang.indx[:, 1] - self.lang.indx[:, 0] + 2 - config.window_size
+        self._cum = np.cumsum(counts)
+
+    def __len__(self) -> int:
+        return int(self._cum[-1])
+
+    def window(self, index: int) -> tuple[int, int]:
+        """(segment number in `self.lang`, first frame id) of item `index`."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"window {index} out of range for {len(self)} windows")
+        k = int(np.searchsorted(self._cum, index, side="right"))
+        before = int(self._cum[k - 1]) if k else 0
+        return k, int(self.lang.indx[k, 0]) + index - before
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        cfg = self.config
+        W, C = cfg.window_size, cfg.fwd_pred_next_n
+        k, t0 = self.window(int(index))
+        end = int(self.lang.indx[k, 1])
+        act_stop = min(t0 + W + C - 1, end + 1)
+        ranges = {"rel_actions": (t0, act_stop), "rgb_static": (t0, t0 + W)}
+        if cfg.use_gripper_image:
+            ranges["rgb_gripper"] = (t0, t0 + W)
+        if cfg.use_proprio:
+            ranges["robot_obs"] = (t0, t0 + W)
+        data = self.source.read(ranges)
+
+        offsets = np.arange(W)[:, None] + np.arange(C)[None, :]
+        norm = self.normalizer.normalize(data["rel_actions"])
+        item: dict[str, Any] = {
+            "rgb_static": data["rgb_static"],
+            "actions": norm[np.minimum(offsets, act_stop - t0 - 1)],
+            "action_mask": t0 + offsets <= end,
+            "instruction": self.lang.ann[k],
+            "task": self.lang.task[k],
+        }
+        if cfg.use_gripper_image:
+            item["rgb_gripper"] = data["rgb_gripper"]
+        if cfg.use_proprio:
+            item["robot_obs"] = data["robot_obs"]
+        for key, pad in (("rgb_static", cfg.rgb_pad), ("rgb_gripper", cfg.gripper_pad)):
+            if key not in item:
+                continue
+            if cfg.augment and pad > 0:
+                # torch's RNG: seeded per DataLoader worker and epoch, reproducible with manual_seed
+                dy, dx = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,)))
+                item[key] = random_shift(item[key], pad, dy, dx)
+            else:  # a source may hand out read-only views (memory maps): items own writable arrays
+                item[key] = np.require(item[key], requirements=["C", "W"])
+        return item
+
+    def describe(self) -> dict[str, Any]:
+        tasks, counts = np.unique(np.asarray(self.lang.task, dtype=object), return_counts=True)
+        return {"source": self.source.name, "windows": len(self), "segments": len(self.lang),
+                "segments_per_task": dict(zip(tasks.tolist(), counts.tolist()))}
+
+
+BATCH_KEYS = ("rgb_static", "rgb_gripper", "robot_obs", "actions", "action_mask", "instruction", "task")
+
+
+def collate_windows(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Items -> the training batch of docs/ARCHITECTURE.md (uint8 images channels-last, float32, bool)."""
+    batch: dict[str, Any] = {}
+    for key in BATCH_KEYS:
+        if key not in items[0]:
+            continue
+        values = [it[key] for it in items]
+        batch[key] = list(values) if isinstance(values[0], str) else torch.from_numpy(np.stack(values))
+    return batch

@@ -1,0 +1,124 @@
+"""Bad input is named with file and key, by the reader and by `python -m harness.data check` (which reports all)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.data.__main__ import main
+from harness.data.calvin_format import CalvinFormatError, CalvinSplit
+from harness.data.check import check_path
+from harness.data.normalization import ActionNormalizer
+from harness.data.shards import convert
+from harness.data.windows import NpzFrameSource, WindowConfig, WindowDataset
+from tests.calvin_layout import ANNOTATIONS, frame_arrays, lang_dict, write_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def rewrite(split: Path, fid: int, **changes) -> Path:
+    arrays = frame_arrays(fid)
+    for k, v in changes.items():
+        if v is None:
+            del arrays[k]
+        else:
+            arrays[k] = v
+    path = split / f"episode_{fid:07d}.npz"
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bad_root(tmp_path_factory):
+    root = write_dataset(tmp_path_factory.mktemp("bad"))
+    split = root / "training"
+    (split / "episode_0358490.npz").unlink()  # a missing frame
+    rewrite(split, 358500, robot_obs=None)  # a missing key
+    rewrite(split, 358501, rel_actions=np.zeros(6))  # a wrong shape
+    nan = frame_arrays(358502)["actions"].copy()
+    nan[1] = np.nan
+    rewrite(split, 358502, actions=nan)  # a non-finite action
+    outside = (*ANNOTATIONS, ((358530, 358560), "push_pink_block_left", "push the pink block left"))  # runs into the gap
+    np.save(split / "lang_annotations" / "auto_lang_ann.npy", lang_dict(outside))
+    return root
+
+
+def test_good_dataset_passes_with_a_summary(tmp_path, capsys):
+    root = write_dataset(tmp_path / "good", with_emb=False)
+    assert main(["check", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "frames: 100 in 2 episodes (100 frames' contents checked)" in out
+    assert "frames: 30 in 1 episodes" in out  # validation
+    assert "annotations: 4 over 3 tasks" in out
+    assert "rel_actions" in out and "rgb_static    (200, 200, 3) x100" in out and "rgb_tactile" in out
+    assert "problems: 0 errors" in out and "language.emb absent" in out
+    reps = check_path(root, split="training")
+    assert reps[0].annotations_per_task == {"open_drawer": 2, "lift_red_block_table": 1, "turn_on_led": 1}
+    lo, hi = reps[0].action_ranges["rel_actions"]
+    rel = np.stack([frame_arrays(f)["rel_actions"] for f in [*range(358482, 358542), *range(358600, 358640)]])
+    np.testing.assert_allclose(lo, rel.min(0), atol=1e-6)
+    np.testing.assert_allclose(hi, rel.max(0), atol=1e-6)
+
+
+def test_check_command_reports_every_problem(bad_root):
+    r = subprocess.run([sys.executable, "-m", "harness.data", "check", str(bad_root)], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    out = r.stdout
+    assert "problems: 5 errors" in out, out
+    assert "training/episode_0358490.npz: missing frame file" in out
+    assert "training/episode_0358500.npz [robot_obs]: missing key" in out
+    assert "training/episode_0358501.npz [rel_actions]: expected shape (7), got (6,)" in out
+    assert "training/episode_0358502.npz [actions]: non-finite values" in out
+    assert "auto_lang_ann.npy [info.indx]: entry 4 ('push_pink_block_left') covers frames [358530, 358560], outside" in out
+    assert "problems: 0 errors" in out  # the validation split is fine
+
+
+def test_reader_names_file_and_key(bad_root):
+    split = CalvinSplit(bad_root, "training")
+    cases = {
+        358490: r"episode_0358490\.npz: missing frame file",
+        358500: r"episode_0358500\.npz \[robot_obs\]: missing key",
+        358501: r"episode_0358501\.npz \[rel_actions\]: expected shape \(7\)",
+        358502: r"episode_0358502\.npz \[actions\]: non-finite",
+    }
+    for fid, pattern in cases.items():
+        with pytest.raises(CalvinFormatError, match=pattern):
+            split.load_frame(fid)
+    with pytest.raises(ValueError, match=r"auto_lang_ann\.npy \[info\.indx\]: entry 4 .*\[358530, 358560\]"):
+        WindowDataset(NpzFrameSource(split), WindowConfig(window_size=4), ActionNormalizer())
+
+
+def test_broken_metadata_is_reported(tmp_path):
+    root = write_dataset(tmp_path / "d")
+    split = root / "training"
+    np.save(split / "ep_lens.npy", np.array([60, 41]))
+    d = lang_dict()
+    d["language"]["task"] = d["language"]["task"][:-1]
+    np.save(split / "lang_annotations" / "auto_lang_ann.npy", d)
+    rep = check_path(root, split="training")[0]
+    text = rep.render()
+    assert "ep_lens.npy: does not match ep_start_end_ids.npy" in text
+    assert "auto_lang_ann.npy [language.task]: 3 entries but info.indx has 4" in text
+    assert len(rep.errors) == 2
+    (split / "ep_start_end_ids.npy").unlink()
+    with pytest.raises(CalvinFormatError, match="ep_start_end_ids.npy: missing file"):
+        CalvinSplit(split)
+
+
+def test_check_shards(tmp_path):
+    root = write_dataset(tmp_path / "d")
+    convert(root, tmp_path / "s", progress=False, shard_frames=32)
+    assert [r.errors for r in check_path(tmp_path / "s")] == [[], []]
+    rel = np.load(tmp_path / "s" / "training" / "shard_00001" / "rel_actions.npy", mmap_mode="r+")
+    rel[3, 0] = np.inf
+    rel.flush()
+    del rel
+    np.save(tmp_path / "s" / "training" / "shard_00002" / "rgb_gripper.npy", np.zeros((5, 84, 84, 3), np.uint8))
+    errors = check_path(tmp_path / "s", split="training")[0].errors
+    assert [(Path(p.where).parent.name, p.key) for p in errors] == [("shard_00001", "rel_actions"), ("shard_00002", "rgb_gripper")]
+    assert "first row 35" in errors[0].message

@@ -1,0 +1,107 @@
+"""Memory-mapped shards give the same windows as the per-frame npz files, in workers and under DDP sampling."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from harness.data.normalization import ActionNormalizer
+from harness.data.shards import ShardFrameSource, convert, directory_size
+from harness.data.windows import NpzFrameSource, WindowConfig, WindowDataset, collate_windows
+from tests.calvin_layout import write_dataset
+
+torch.set_num_threads(1)
+CFG = WindowConfig(window_size=4, fwd_pred_next_n=6, use_gripper_image=True)
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory):
+    root = write_dataset(tmp_path_factory.mktemp("calvin"))
+    dst = tmp_path_factory.mktemp("shards") / "out"
+    results = convert(root, dst, shard_frames=16, progress=False)  # small shards: windows straddle them
+    return root, dst, results
+
+
+def assert_items_equal(a, b):
+    assert set(a) == set(b)
+    for k in a:
+        if isinstance(a[k], str):
+            assert a[k] == b[k], k
+        else:
+            assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_converted_layout(both):
+    root, dst, results = both
+    assert [r["split"] for r in results] == ["training", "validation"]
+    m = json.loads((dst / "training" / "manifest.json").read_text())
+    assert m["num_frames"] == 100 and len(m["shards"]) == 7
+    assert m["runs"] == [[358482, 358541, 0], [358600, 358639, 60]]
+    assert m["keys"]["rgb_static"] == {"dtype": "uint8", "shape": [200, 200, 3]}
+    assert m["keys"]["rel_actions"] == {"dtype": "float32", "shape": [7]}
+    a = np.load(dst / "training" / "shard_00000" / "rgb_static.npy", mmap_mode="r")
+    assert a.shape == (16, 200, 200, 3) and a.flags["C_CONTIGUOUS"]
+    assert directory_size(dst / "training") > 100 * (200 * 200 * 3 + 84 * 84 * 3)
+    with pytest.raises(FileExistsError):
+        convert(root, dst, progress=False)
+
+
+@pytest.mark.parametrize("split", ["training", "validation"])
+def test_shard_windows_equal_npz_windows(both, split):
+    root, dst, _ = both
+    npz = WindowDataset(NpzFrameSource(root, split), CFG, ActionNormalizer())
+    sh = WindowDataset(ShardFrameSource(dst, split), CFG, ActionNormalizer())
+    assert len(npz) == len(sh)
+    for i in range(len(npz)):
+        assert_items_equal(npz[i], sh[i])
+    aug = WindowConfig(window_size=4, fwd_pred_next_n=6, use_gripper_image=True, augment=True)
+    a, b = WindowDataset(NpzFrameSource(root, split), aug, ActionNormalizer()), WindowDataset(ShardFrameSource(dst, split), aug, ActionNormalizer())
+    torch.manual_seed(0)
+    first = [a[i] for i in range(0, len(a), 7)]
+    torch.manual_seed(0)
+    second = [b[i] for i in range(0, len(b), 7)]
+    for x, y in zip(first, second):
+        assert_items_equal(x, y)
+
+
+def test_annotated_only_is_smaller_and_equal(both, tmp_path):
+    root, dst, _ = both
+    small = convert(root / "training", tmp_path / "ann", frames="annotated", progress=False)[0]
+    assert small["frames"] == (358541 - 358482 + 1) + (358611 - 358600 + 1) + (358639 - 358620 + 1)
+    assert small["bytes"] < directory_size(dst / "training")
+    npz = WindowDataset(NpzFrameSource(root, "training"), CFG, ActionNormalizer())
+    sh = WindowDataset(ShardFrameSource(tmp_path / "ann"), CFG, ActionNormalizer())
+    for i in range(0, len(npz), 5):
+        assert_items_equal(npz[i], sh[i])
+
+
+def test_dataloader_workers_and_distributed_sampler(both):
+    root, dst, _ = both
+    sh = WindowDataset(ShardFrameSource(dst, "training"), CFG, ActionNormalizer())
+    sh[0]  # maps opened in this process must not travel to the workers
+    assert sh.source._maps and pickle.loads(pickle.dumps(sh)).source._maps == {}
+    npz = WindowDataset(NpzFrameSource(root, "training"), CFG, ActionNormalizer())
+    seen = []
+    for rank in (0, 1):
+        sampler = DistributedSampler(sh, num_replicas=2, rank=rank, shuffle=True, seed=1)
+        order = list(iter(sampler))
+        loader = DataLoader(sh, batch_size=8, sampler=sampler, num_workers=2, collate_fn=collate_windows,
+                            multiprocessing_context="spawn", persistent_workers=False)
+        batches = list(loader)
+        got = {k: torch.cat([b[k] for b in batches]) for k in ("rgb_static", "rgb_gripper", "actions", "action_mask", "robot_obs")}
+        got_tasks = [t for b in batches for t in b["task"]]
+        assert len(got_tasks) == len(order)
+        for row in range(0, len(order), 5):
+            want = npz[order[row]]
+            for k in got:
+                np.testing.assert_array_equal(got[k][row].numpy(), want[k], err_msg=k)
+            assert got_tasks[row] == want["task"]
+        seen += order
+    assert sorted(set(seen)) == list(range(len(sh)))  # the two replicas cover every window

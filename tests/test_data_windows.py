@@ -1,0 +1,183 @@
+"""Reading a dataset laid out exactly as CALVIN ships it, and the windows made from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from harness.data.calvin_format import CalvinSplit, rel_actions_from_absolute
+from harness.data.config import DataConfig, build_dataset
+from harness.data.normalization import ActionNormalizer
+from harness.data.windows import NpzFrameSource, WindowConfig, WindowDataset, collate_windows, random_shift
+from tests.calvin_layout import ANNOTATIONS, EPISODES, frame_arrays, write_dataset, write_split
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def calvin_root(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("calvin"))
+
+
+def expected_chunk(t0: int, end: int, W: int, C: int):
+    """Independent statement of the window contract, from the hand-made per-frame actions."""
+    acts = np.zeros((W, C, 7), np.float32)
+    mask = np.zeros((W, C), bool)
+    for i in range(W):
+        for j in range(C):
+            f = t0 + i + j
+            mask[i, j] = f <= end
+            rel = frame_arrays(min(f, end))["rel_actions"]
+            acts[i, j, :6] = np.clip(rel[:6], -0.65, 0.65) / 0.65
+            acts[i, j, 6] = 1.0 if rel[6] > 0 else 0.0
+    return acts, mask
+
+
+@pytest.mark.parametrize("with_emb", [True, False])
+def test_real_layout_loads(tmp_path, with_emb):
+    split = CalvinSplit(write_dataset(tmp_path, with_emb=with_emb), "training")
+    assert split.episodes.tolist() == [list(e) for e in EPISODES]
+    assert split.num_frames == 100
+    assert not split.has_range(358540, 358600)  # the gap between the episodes
+    lang = split.lang
+    assert [tuple(x) for x in lang.indx.tolist()] == [a[0] for a in ANNOTATIONS]
+    assert lang.task == [a[1] for a in ANNOTATIONS] and lang.ann == [a[2] for a in ANNOTATIONS]
+    assert (lang.emb is not None) == with_emb and (not with_emb or lang.emb.shape == (4, 1, 384))
+    frame = split.load_frame(358600)  # the 8 CALVIN keys; tactile keys are present but not needed
+    assert set(frame) == {"actions", "rel_actions", "robot_obs", "scene_obs", "rgb_static", "rgb_gripper", "depth_static", "depth_gripper"}
+    assert frame["rel_actions"].dtype == np.float32  # stored float64, as in the real data
+    np.testing.assert_array_equal(frame["rgb_static"], frame_arrays(358600)["rgb_static"])
+    assert split.scene_info() == {"calvin_scene_D": [358482, 358639]}
+    assert CalvinSplit(tmp_path, "validation").scene_info() is None  # real validation splits have none
+
+
+def test_lang_annotations_fallback_location(tmp_path):
+    split = CalvinSplit(write_split(tmp_path / "training", lang_in_split=True))
+    assert split.lang_path.name == "auto_lang_ann.npy" and split.lang_path.parent == split.path
+    assert len(split.lang) == len(ANNOTATIONS)
+
+
+def test_windows_chunks_masks_against_hand_made_actions(calvin_root):
+    W, C = 8, 10
+    ds = WindowDataset(NpzFrameSource(calvin_root, "training"), WindowConfig(window_size=W, fwd_pred_next_n=C), ActionNormalizer())
+    # every start frame from s to e - W + 1: e - s + 2 - W windows per segment
+    assert len(ds) == sum(e - s + 2 - W for (s, e), _, _ in ANNOTATIONS) == 12 + 40 + 5 + 13
+    starts = [ds.window(i) for i in range(len(ds))]
+    for k, ((s, e), task, ann) in enumerate(ANNOTATIONS):
+        mine = [t0 for seg, t0 in starts if seg == k]
+        assert mine == list(range(s, e - W + 2)), task
+    for index in (0, 11, 12, 51, len(ds) - 1):
+        k, t0 = ds.window(index)
+        (s, e), task, ann = ANNOTATIONS[k]
+        item = ds[index]
+        acts, mask = expected_chunk(t0, e, W, C)
+        np.testing.assert_array_equal(item["action_mask"], mask)
+        np.testing.assert_allclose(item["actions"][mask], acts[mask], atol=1e-6)
+        assert item["instruction"] == ann and item["task"] == task
+        assert [int(f[0, 0, 0]) for f in item["rgb_static"]] == [(t0 + i) % 256 for i in range(W)]
+        np.testing.assert_allclose(item["robot_obs"][0], frame_arrays(t0)["robot_obs"].astype(np.float32))
+    # the last window of a segment: its last frame is the segment's last frame and is a valid target
+    k, t0 = ds.window(11)
+    e = ANNOTATIONS[k][0][1]
+    assert t0 + W - 1 == e
+    item = ds[11]
+    assert item["action_mask"][W - 1].tolist() == [True] + [False] * (C - 1)
+    assert item["action_mask"][0].tolist() == [True] * W + [False] * (C - W)
+
+
+def test_normalisation_round_trip(calvin_root):
+    ds = WindowDataset(NpzFrameSource(calvin_root, "training"), WindowConfig(window_size=4, fwd_pred_next_n=3), ActionNormalizer())
+    k, t0 = ds.window(3)
+    item = ds[3]
+    back = ds.normalizer.denormalize(item["actions"])
+    for i in range(4):
+        for j in range(3):
+            rel = frame_arrays(t0 + i + j)["rel_actions"]
+            np.testing.assert_allclose(back[i, j, :6], np.clip(rel[:6], -0.65, 0.65), atol=1e-6)
+            assert back[i, j, 6] == rel[6]
+
+
+def test_rel_actions_from_absolute():
+    fid = 358490
+    f = frame_arrays(fid)
+    np.testing.assert_allclose(rel_actions_from_absolute(f["actions"], f["robot_obs"]), f["rel_actions"], atol=1e-5)
+    obs = np.zeros(15)
+    obs[3:6] = [3.13, -3.13, 0.0]
+    act = np.array([0.1, -0.004, 0.0, -3.13, 3.13, 0.01, -1.0])  # euler crosses +-pi: the deltas are small
+    rel = rel_actions_from_absolute(act, obs)
+    d = 2 * np.pi - 6.26
+    np.testing.assert_allclose(rel, [1.0, -0.2, 0.0, 20 * d, -20 * d, 0.2, -1.0], atol=1e-5)
+
+
+def test_random_shift_is_replicate_pad_and_crop_and_consistent_over_the_window(calvin_root):
+    frames = np.random.default_rng(1).integers(0, 256, (3, 12, 10, 3), dtype=np.uint8)
+    pad = 4
+    padded = np.pad(frames, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+    for dy, dx in ((0, 0), (8, 8), (3, 7)):
+        np.testing.assert_array_equal(random_shift(frames, pad, dy, dx), padded[:, dy : dy + 12, dx : dx + 10])
+    cfg = WindowConfig(window_size=4, fwd_pred_next_n=2, augment=True, use_gripper_image=True, rgb_pad=10, gripper_pad=4)
+    plain = WindowDataset(NpzFrameSource(calvin_root, "training"), WindowConfig(window_size=4, fwd_pred_next_n=2, use_gripper_image=True), ActionNormalizer())
+    aug = WindowDataset(NpzFrameSource(calvin_root, "training"), cfg, ActionNormalizer())
+    torch.manual_seed(3)
+    a, p = aug[5], plain[5]
+    shifts = []
+    for key, pad in (("rgb_static", 10), ("rgb_gripper", 4)):
+        padded = np.pad(p[key], ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+        h, w = p[key].shape[1:3]
+        found = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
+                 if np.array_equal(a[key], padded[:, dy : dy + h, dx : dx + w])]
+        assert len(found) == 1, key  # one shift explains every frame of the window
+        shifts.append(found[0])
+    assert shifts != [(10, 10), (4, 4)]  # seed 3 does shift (the zero shift would be (pad, pad))
+    np.testing.assert_array_equal(a["actions"], p["actions"])
+
+
+def test_collate_is_the_architecture_batch(calvin_root):
+    ds = WindowDataset(NpzFrameSource(calvin_root, "training"), WindowConfig(window_size=3, fwd_pred_next_n=5), ActionNormalizer())
+    batch = collate_windows([ds[0], ds[40]])
+    assert set(batch) == {"rgb_static", "robot_obs", "actions", "action_mask", "instruction", "task"}
+    assert batch["rgb_static"].dtype == torch.uint8 and batch["rgb_static"].shape == (2, 3, 200, 200, 3)
+    assert batch["robot_obs"].dtype == torch.float32 and batch["robot_obs"].shape == (2, 3, 15)
+    assert batch["actions"].dtype == torch.float32 and batch["actions"].shape == (2, 3, 5, 7)
+    assert batch["action_mask"].dtype == torch.bool and batch["action_mask"].shape == (2, 3, 5)
+    assert batch["task"] == ["open_drawer", "lift_red_block_table"]
+    gripper = WindowDataset(ds.source, WindowConfig(window_size=3, fwd_pred_next_n=5, use_gripper_image=True, use_proprio=False), ActionNormalizer())
+    b = collate_windows([gripper[0]])
+    assert b["rgb_gripper"].shape == (1, 3, 84, 84, 3) and "robot_obs" not in b
+
+
+def test_window_longer_than_segments_is_an_error(calvin_root):
+    src = NpzFrameSource(calvin_root, "training")
+    with pytest.raises(ValueError, match=r"window_size=13 is longer than 1 of 4 .*turn_on_led.*12 frames"):
+        WindowDataset(src, WindowConfig(window_size=13), ActionNormalizer())
+    ds = WindowDataset(src, WindowConfig(window_size=13, drop_short_segments=True), ActionNormalizer())
+    assert "turn_on_led" not in ds.lang.task
+    with pytest.raises(ValueError, match="window_size must be an integer >= 1"):
+        WindowConfig(window_size=0)
+    with pytest.raises(ValueError, match="window_size"):
+        DataConfig(path=str(calvin_root), window_size=-1)
+
+
+def test_exclude_tasks_and_n_shot(calvin_root):
+    src = NpzFrameSource(calvin_root, "training")
+    ds = WindowDataset(src, WindowConfig(window_size=4, exclude_tasks=("open_drawer",)), ActionNormalizer())
+    assert sorted(ds.lang.task) == ["lift_red_block_table", "turn_on_led"]
+    with pytest.raises(ValueError, match="exclude_tasks.*open_drawr"):
+        WindowDataset(src, WindowConfig(window_size=4, exclude_tasks=("open_drawr",)), ActionNormalizer())
+    picks = {tuple(WindowDataset(src, WindowConfig(window_size=4, n_shot=1, n_shot_seed=s), ActionNormalizer()).segments) for s in range(8)}
+    for p in picks:  # one segment per task, and the drawer segment chosen depends on the seed
+        assert len(p) == 3 and 1 in p and 2 in p
+    assert picks == {(0, 1, 2), (1, 2, 3)}
+    again = WindowDataset(src, WindowConfig(window_size=4, n_shot=1, n_shot_seed=5), ActionNormalizer()).segments
+    np.testing.assert_array_equal(again, WindowDataset(src, WindowConfig(window_size=4, n_shot=1, n_shot_seed=5), ActionNormalizer()).segments)
+
+
+def test_build_dataset_from_config(calvin_root):
+    cfg = DataConfig(path=str(calvin_root), window_size=4, fwd_pred_next_n=2, exclude_tasks=("open_drawer",), n_shot=1)
+    train, val = build_dataset(cfg, train=True), build_dataset(cfg, train=False)
+    assert train.config.augment and not val.config.augment
+    assert "open_drawer" not in train.lang.task and val.lang.task == ["turn_on_led"]
+    assert val.window(0) == (0, 553570)
+    with pytest.raises(ValueError, match="unknown data config keys"):
+        DataConfig.from_dict({"path": "x", "windowsize": 3})
