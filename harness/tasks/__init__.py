@@ -1,0 +1,27 @@
+"""CALVIN's tasks: the 34-task oracle, symbolic states, evaluation chains, initial states, instructions.
+
+Everything here follows shared/calvin.md §7-§8b. Imports only harness.sim.layout (pure data) and
+harness.spatial (pure numpy).
+"""
+
+from harness.tasks.catalog import CATEGORY_NAMES, STATE_KEYS, TASK_CATEGORY, TASK_NAMES, TASKS, TaskSpec, task_spec
+from harness.tasks.info import InfoView
+from harness.tasks.oracle import TaskOracle
+from harness.tasks.symbolic import SymbolicState, apply_task, is_valid_chain, symbolic_state, valid_tasks
+
+__all__ = [
+    "CATEGORY_NAMES",
+    "InfoView",
+    "STATE_KEYS",
+    "SymbolicState",
+    "TASKS",
+    "TASK_CATEGORY",
+    "TASK_NAMES",
+    "TaskOracle",
+    "TaskSpec",
+    "apply_task",
+    "is_valid_chain",
+    "symbolic_state",
+    "task_spec",
+    "valid_tasks",
+]
