@@ -5,6 +5,14 @@ harness.spatial (pure numpy).
 """
 
 from harness.tasks.catalog import CATEGORY_NAMES, STATE_KEYS, TASK_CATEGORY, TASK_NAMES, TASKS, TaskSpec, task_spec
+from harness.tasks.chains import (
+    benchmark_chains,
+    eval_chains,
+    initial_conditions,
+    random_chain,
+    random_condition,
+    random_task,
+)
 from harness.tasks.info import InfoView
 from harness.tasks.oracle import TaskOracle
 from harness.tasks.symbolic import SymbolicState, apply_task, is_valid_chain, symbolic_state, valid_tasks
@@ -20,7 +28,13 @@ __all__ = [
     "TaskOracle",
     "TaskSpec",
     "apply_task",
+    "benchmark_chains",
+    "eval_chains",
+    "initial_conditions",
     "is_valid_chain",
+    "random_chain",
+    "random_condition",
+    "random_task",
     "symbolic_state",
     "task_spec",
     "valid_tasks",
