@@ -14,6 +14,7 @@ from harness.tasks.chains import (
     random_task,
 )
 from harness.tasks.info import InfoView
+from harness.tasks.initial_state import condition_seed, fnv1_32, initial_state
 from harness.tasks.oracle import TaskOracle
 from harness.tasks.symbolic import SymbolicState, apply_task, is_valid_chain, symbolic_state, valid_tasks
 
@@ -29,8 +30,11 @@ __all__ = [
     "TaskSpec",
     "apply_task",
     "benchmark_chains",
+    "condition_seed",
     "eval_chains",
+    "fnv1_32",
     "initial_conditions",
+    "initial_state",
     "is_valid_chain",
     "random_chain",
     "random_condition",
