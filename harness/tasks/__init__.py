@@ -15,6 +15,12 @@ from harness.tasks.chains import (
 )
 from harness.tasks.info import InfoView
 from harness.tasks.initial_state import condition_seed, fnv1_32, initial_state
+from harness.tasks.instructions import (
+    eval_instruction,
+    sample_training_instruction,
+    training_instruction,
+    training_instructions,
+)
 from harness.tasks.oracle import TaskOracle
 from harness.tasks.symbolic import SymbolicState, apply_task, is_valid_chain, symbolic_state, valid_tasks
 
@@ -32,6 +38,7 @@ __all__ = [
     "benchmark_chains",
     "condition_seed",
     "eval_chains",
+    "eval_instruction",
     "fnv1_32",
     "initial_conditions",
     "initial_state",
@@ -39,7 +46,10 @@ __all__ = [
     "random_chain",
     "random_condition",
     "random_task",
+    "sample_training_instruction",
     "symbolic_state",
     "task_spec",
+    "training_instruction",
+    "training_instructions",
     "valid_tasks",
 ]
