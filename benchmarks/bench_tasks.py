@@ -1,0 +1,44 @@
+"""Timing of harness.tasks: the evaluation chain generator and the task oracle.
+
+    python benchmarks/bench_tasks.py
+
+Reference (shared/calvin.md §6): CALVIN's get_sequences(1000) takes about 45 s on 2 cores and
+calvin_env's full 34-task oracle check about 0.7 ms. The oracle is timed on the synthetic infos of
+tests/task_infos.py (three blocks, a handful of contacts each, like the real scene's).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import timeit
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness.tasks import TaskOracle, eval_chains  # noqa: E402
+from tests.task_infos import Scene  # noqa: E402
+
+
+def main() -> None:
+    t0 = time.perf_counter()
+    chains = eval_chains(1000)
+    print(f"eval_chains(1000), first call: {time.perf_counter() - t0:.2f} s ({len(chains)} chains)")
+    t0 = time.perf_counter()
+    eval_chains(1000)
+    print(f"eval_chains(1000), cached: {(time.perf_counter() - t0) * 1e3:.2f} ms")
+
+    start = Scene().info()
+    end = replace(Scene(), drawer=0.2).block("red", rpy_deg=(0.0, 0.0, 10.0)).info()
+    oracle = TaskOracle()
+    n = 2000
+    full = timeit.timeit(lambda: oracle.completed(start, end), number=n) / n
+    one = timeit.timeit(lambda: oracle.is_completed("rotate_red_block_right", start, end), number=n) / n
+    joint = timeit.timeit(lambda: oracle.is_completed("open_drawer", start, end), number=n) / n
+    print(f"oracle, all 34 tasks: {full * 1e3:.3f} ms")
+    print(f"oracle, one task (rotate, the costliest): {one * 1e3:.3f} ms; (open_drawer): {joint * 1e3:.4f} ms")
+
+
+if __name__ == "__main__":
+    main()
