@@ -62,13 +62,19 @@ IK_JOINT_LIMITS = (  # IK output is clipped to this narrower band
     (-2.8973, 2.8973), (-0.0175, 3.7525), (-2.8973, 2.8973),
 )
 
-# Evaluation slots (defined for scene D, valid in A). Block centres.
-EVAL_TABLE_SLOTS = ((0.05, -0.12, 0.46), (0.23, -0.12, 0.46))
-EVAL_SLIDER_SLOTS = {"slider_left": (-0.2409, 0.0924, 0.4610), "slider_right": (0.0703, 0.0924, 0.4610)}
+# Evaluation slots (defined for scene D, valid in A). Block centres, with the digits CALVIN's
+# evaluation uses (calvin-geometry §3 rounds them to 0.05, -0.12, 0.46 etc.).
+EVAL_TABLE_SLOTS = ((0.0500000896, -0.120000177, 0.459990009), (0.229995412, -0.11999514, 0.45999001))
+EVAL_SLIDER_SLOTS = {
+    "slider_left": (-0.240851662, 0.0924044687, 0.460990009),
+    "slider_right": (0.070341633, 0.0924044687, 0.460990009),
+}
 
-# A neutral robot_obs (15 values) as CALVIN's evaluation uses it: TCP pose, width, joints, gripper action.
+# The robot_obs (15 values) CALVIN's evaluation starts every chain from: TCP pose, gripper width, arm
+# joints, gripper action (the default reset of panda_longer_finger).
 NEUTRAL_ROBOT_OBS = np.array(
-    [*NEUTRAL_TCP_POS, *NEUTRAL_TCP_EULER, GRIPPER_MAX_WIDTH, *NEUTRAL_JOINTS, 1.0], dtype=np.float64
+    [0.02586889, -0.2313129, 0.5712808, 3.09045411, -0.02908596, 1.50013585, 0.07999963, *NEUTRAL_JOINTS, 1.0],
+    dtype=np.float64,
 )
 
 
