@@ -18,6 +18,7 @@ from harness.tasks.initial_state import condition_seed, fnv1_32, initial_state
 from harness.tasks.instructions import (
     eval_instruction,
     sample_training_instruction,
+    task_for_instruction,
     training_instruction,
     training_instructions,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "random_task",
     "sample_training_instruction",
     "symbolic_state",
+    "task_for_instruction",
     "task_spec",
     "training_instruction",
     "training_instructions",

@@ -8,6 +8,7 @@ instruction, so a policy trained on our recordings is still tested on unseen wor
 
 from __future__ import annotations
 
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Mapping
 
@@ -248,3 +249,24 @@ def sample_training_instruction(task: str, rng: np.random.Generator) -> str:
     """A phrasing drawn uniformly with the caller's Generator."""
     phrasings = training_instructions(task)
     return phrasings[int(rng.integers(len(phrasings)))]
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().replace(".", " ").split())
+
+
+@lru_cache(maxsize=1)
+def _instruction_index() -> dict[str, str]:
+    index = {_normalise(text): task for task, text in EVAL_INSTRUCTIONS.items()}
+    for task, phrasings in TRAINING_INSTRUCTIONS.items():
+        index.update({_normalise(text): task for text in phrasings})
+    return index
+
+
+def task_for_instruction(instruction: str) -> str:
+    """The task an instruction names: CALVIN's evaluation instruction or one of this project's
+    training phrasings (case and spacing ignored). ValueError for any other text."""
+    task = _instruction_index().get(_normalise(instruction))
+    if task is None:
+        raise ValueError(f"no task has the instruction {instruction!r} (expected one of CALVIN's evaluation instructions or a training phrasing)")
+    return task

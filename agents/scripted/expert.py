@@ -1,0 +1,62 @@
+"""The scripted expert: solves each of CALVIN's 34 tasks from the state vectors of the observation.
+
+It reads the task from the instruction (CALVIN's evaluation instruction or one of the project's training
+phrasings), then runs that task's skill (`skills.py`): waypoints over the scene's measured geometry,
+followed by bounded relative actions (`control.py`). It needs no camera. It plans from `robot_obs` and
+`scene_obs` only, so it runs on any backend with CALVIN's contract, the real calvin_env included.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+
+from agents.base import AgentSpec
+from agents.scripted.control import TargetController, Waypoint
+from agents.scripted.skills import task_skill
+from agents.scripted.world import World
+from harness.sim.layout import get_layout
+from harness.tasks import task_for_instruction
+
+MAX_WAYPOINTS_PER_STEP = 8  # reached waypoints are skipped within one step, up to this many
+
+
+class ScriptedExpert:
+    """Privileged, camera-free, deterministic."""
+
+    def __init__(self, scene: str = "D") -> None:
+        self.layout = get_layout(scene)
+        self.spec = AgentSpec(name="scripted", action_type="relative", cameras=(), privileged=True, extra={"scene": self.layout.name})
+        self.world = World(self.layout)
+        self.controller = TargetController()
+        self._task: str | None = None
+        self._skill: Iterator[Waypoint] | None = None
+        self._waypoint: Waypoint | None = None
+
+    def reset(self) -> None:
+        self.controller.reset()
+        self._task = None
+        self._skill = None
+        self._waypoint = None
+
+    def step(self, obs: dict[str, Any], instruction: str) -> np.ndarray:
+        task = task_for_instruction(instruction)
+        self.world.update(obs)
+        self.controller.sync(self.world.robot_obs)
+        if task != self._task:
+            self._task, self._skill, self._waypoint = task, task_skill(self.world, task), None
+        for _ in range(MAX_WAYPOINTS_PER_STEP):
+            if self._waypoint is None:
+                self._waypoint = next(self._skill, None) if self._skill is not None else None
+                if self._waypoint is None:
+                    self._skill = None
+                    return self.controller.hold()
+            if not self.controller.reached(self._waypoint, self.world.robot_obs):
+                return self.controller.action(self._waypoint)
+            self._waypoint = None
+        return self.controller.hold()
+
+    def planned_tcp_path(self) -> np.ndarray | None:
+        """The waypoint the expert is heading for, as a one-point path."""
+        return None if self._waypoint is None else self._waypoint.pos[None, :].copy()
