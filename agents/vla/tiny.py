@@ -84,7 +84,7 @@ _CHAT_TEMPLATES = {
 _CHAT_TEMPLATES["idefics3"] = _CHAT_TEMPLATES["smolvlm"]
 
 
-def build_tokenizer(family: str, vocab_size: int = 512, corpus: str = TASK_CORPUS):
+def build_tokenizer(family: str, vocab_size: int = 1024, corpus: str = TASK_CORPUS):
     """A byte-level BPE `PreTrainedTokenizerFast` trained offline on `corpus`, with `family`'s specials."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -100,7 +100,7 @@ def build_tokenizer(family: str, vocab_size: int = 512, corpus: str = TASK_CORPU
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     lines = [line.strip() for line in corpus.replace(". ", ".\n").splitlines() if line.strip()]
-    tok.train_from_iterator(lines, trainer)
+    tok.train_from_iterator(lines + [" " + line for line in lines], trainer)  # words with and without a leading space
     if spec["add_bos"]:
         bos_id = tok.token_to_id(spec["bos"])
         tok.post_processor = processors.TemplateProcessing(
