@@ -63,8 +63,13 @@ def apply_finetune(model: "VLAModel", cfg: FinetuneConfig) -> None:
     _set(model.head, True)
     _set(model.proprio, True)
     if cfg.gradient_checkpointing:
-        # HF's own mechanism: every decoder/vision layer re-computes its forward in backward
-        model.vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers' own mechanism: every decoder/vision layer re-computes its forward in backward
+        # (renamed activation_checkpointing_enable in transformers 5; the old name is deprecated there)
+        kwargs = {"use_reentrant": False}
+        if hasattr(model.vlm, "activation_checkpointing_enable"):
+            model.vlm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def parameter_report(model: "VLAModel") -> list[tuple[str, int, int]]:
