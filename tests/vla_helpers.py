@@ -23,6 +23,7 @@ CHUNK, WINDOW = 3, 4
 
 def save_tiny(name: str, folder: Path) -> Path:
     """Build the tiny preset and `save_pretrained` model + processor into `folder` (like a hub checkpoint)."""
+    torch.manual_seed(0)  # the same random backbone whatever ran before
     model, processor = build_tiny(name)
     model.save_pretrained(str(folder))
     processor.save_pretrained(str(folder))

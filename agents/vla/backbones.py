@@ -158,10 +158,15 @@ class BackboneAdapter:
             raise ValueError(f"expected uint8 frames (N, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
         mode, rescale, mean, std = self._settings()
         (h, w), crop = self.target_size(frames.shape[1], frames.shape[2])
-        x = frames.permute(0, 3, 1, 2).float()
+        x = frames.permute(0, 3, 1, 2)
         if (h, w) != tuple(x.shape[-2:]):
-            x = F.interpolate(x, size=(h, w), mode=mode, antialias=mode != "nearest", align_corners=None if mode == "nearest" else False)
-            x = x.clamp(0, 255)  # PIL clips resized uint8 images; bicubic overshoots
+            if mode == "nearest":
+                x = F.interpolate(x, size=(h, w), mode=mode)
+            elif x.device.type == "cpu":  # uint8 in, uint8 out: rounded and clipped like PIL, and ~7x faster
+                x = F.interpolate(x, size=(h, w), mode=mode, antialias=True, align_corners=False)
+            else:
+                x = F.interpolate(x.float(), size=(h, w), mode=mode, antialias=True, align_corners=False).clamp(0, 255)
+        x = x.float()
         if crop is not None:
             top, left = (h - crop[0]) // 2, (w - crop[1]) // 2
             x = x[..., top : top + crop[0], left : left + crop[1]]
@@ -396,7 +401,7 @@ def load_backbone(cfg: BackboneConfig) -> BackboneAdapter:
     if cfg.tiny is not None:
         from .tiny import build_tiny
 
-        model, processor = build_tiny(cfg.tiny)
+        model, processor = build_tiny(cfg.tiny, **cfg.tiny_size)
     else:
         from transformers import AutoModelForImageTextToText
 

@@ -28,6 +28,7 @@ class BackboneConfig:
     family: str = "llava"  # key of agents.vla.backbones.ADAPTERS
     pretrained: str | None = None
     tiny: str | None = None
+    tiny_size: dict[str, int] = field(default_factory=dict)  # overrides of agents.vla.tiny.TinySize
     # `{instruction}` is replaced by the language annotation; the family's chat template/processor wraps it.
     prompt: str = "What action should the robot take to {instruction}?"
     dtype: str = "float32"  # weights dtype at load time: float32 | bfloat16 | float16

@@ -37,7 +37,7 @@ class EpisodeStream:
         self.cache = BackboneCache()
         self.t = 0
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, frame: Batch) -> torch.Tensor:
         """`frame`: a window of one frame and one sample (tensors shaped (1, 1, ...), `instruction` [str])."""
         self.frames.append(frame)

@@ -198,9 +198,10 @@ class VLAModel(nn.Module):
         proprio = None
         if self.proprio is not None:
             proprio = self.proprio(batch["robot_obs"].to(tokens.input_ids.device)).flatten(0, 1)  # (b, w) order
-        attention_mask = None if cache is not None else tokens.attention_mask
-        if cache is not None and not bool(tokens.attention_mask.all()):
+        unpadded = bool(tokens.attention_mask.all())
+        if cache is not None and not unpadded:
             raise ValueError("cached backbone calls need sequences of equal length (no padding)")
+        attention_mask = None if unpadded else tokens.attention_mask  # no mask to build when nothing is padded
         with self.embed.inject(self.proprio_id, proprio):
             hidden = self.backbone.forward(tokens.input_ids, attention_mask, pixels, tokens.prefix_mask, cache)
         return hidden, tokens

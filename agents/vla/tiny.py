@@ -1,8 +1,8 @@
 """Tiny random-init backbones for CPU training and tests, and the project's offline tokenizer.
 
-Each preset is a real transformers architecture (same classes as the hub checkpoints) shrunk to a few
-hundred thousand parameters: 2 decoder layers of width 128, a 2-layer vision tower on 96-112 px images,
-and 9-36 image tokens per camera frame. The tokenizer is a byte-level BPE trained here on the CALVIN task
+Each preset is a real transformers architecture (same classes as the hub checkpoints) shrunk to about
+2M parameters: 2 decoder layers of width 256, a 2-layer vision tower of width 128 on 96-112 px images, and
+9-36 image tokens per camera frame (`TinySize`; `backbone.tiny_size` in the model config changes it). The tokenizer is a byte-level BPE trained here on the CALVIN task
 vocabulary (so every string is encodable, and the task words are single tokens), plus each family's
 special tokens and a chat template in that family's style. `build_tiny(name)` returns `(model, processor)`;
 `save_pretrained` both and load them back with `from_pretrained`, exactly as for a hub checkpoint.
@@ -114,106 +114,129 @@ def build_tokenizer(family: str, vocab_size: int = 1024, corpus: str = TASK_CORP
 
 
 @dataclass(frozen=True)
+class TinySize:
+    """Widths and depths of a tiny backbone (`backbone.tiny_size` in the model config overrides them)."""
+
+    hidden: int = 256  # language model width (head_dim = hidden / heads)
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    vision_hidden: int = 128
+    vision_layers: int = 2
+    vision_heads: int = 2
+    image_size: int = 96  # Qwen2-VL: static frames become image_size + 16 px (a multiple of 28)
+    patch_size: int = 16  # Qwen2-VL uses its own 14
+
+
+@dataclass(frozen=True)
 class TinyPreset:
     family: str
-    build: Callable[[], tuple[Any, Any]]
+    build: Callable[[TinySize], tuple[Any, Any]]
     about: str
 
 
-def _text_kwargs(tokenizer, **extra) -> dict[str, Any]:
+def _text_kwargs(tokenizer, size: TinySize, **extra) -> dict[str, Any]:
     kw = dict(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        vocab_size=len(tokenizer), hidden_size=size.hidden, intermediate_size=2 * size.hidden,
+        num_hidden_layers=size.layers, num_attention_heads=size.heads, num_key_value_heads=size.kv_heads,
+        head_dim=size.hidden // size.heads, max_position_embeddings=4096,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )
     kw.update(extra)
     return kw
 
 
-def _tiny_llava():
+def _vision_kwargs(size: TinySize) -> dict[str, Any]:
+    return dict(hidden_size=size.vision_hidden, intermediate_size=2 * size.vision_hidden,
+                num_hidden_layers=size.vision_layers, num_attention_heads=size.vision_heads,
+                image_size=size.image_size, patch_size=size.patch_size)
+
+
+def _tiny_llava(size: TinySize):
     from transformers import AutoModelForImageTextToText, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     tokenizer = build_tokenizer("llava")
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 96}, crop_size={"height": 96, "width": 96})
+    px = size.image_size
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": px}, crop_size={"height": px, "width": px})
     processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=16, vision_feature_select_strategy="default",
-        chat_template=_CHAT_TEMPLATES["llava"], num_additional_image_tokens=1,
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=size.patch_size,
+        vision_feature_select_strategy="default", chat_template=_CHAT_TEMPLATES["llava"], num_additional_image_tokens=1,
     )
-    vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                              image_size=96, patch_size=16, projection_dim=64)
-    text = LlamaConfig(**_text_kwargs(tokenizer), tie_word_embeddings=True)
+    vision = CLIPVisionConfig(**_vision_kwargs(size), projection_dim=size.vision_hidden)
+    text = LlamaConfig(**_text_kwargs(tokenizer, size), tie_word_embeddings=True)
     config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
                          vision_feature_select_strategy="default", vision_feature_layer=-1, tie_word_embeddings=True)
     return AutoModelForImageTextToText.from_config(config), processor
 
 
-def _tiny_paligemma():
+def _tiny_paligemma(size: TinySize):
     from transformers import AutoModelForImageTextToText, GemmaConfig, PaliGemmaConfig, PaliGemmaProcessor, SiglipVisionConfig
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
     tokenizer = build_tokenizer("paligemma")
-    image_processor = SiglipImageProcessorPil(size={"height": 96, "width": 96}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    image_processor.image_seq_length = (96 // 16) ** 2
+    px = size.image_size
+    image_processor = SiglipImageProcessorPil(size={"height": px, "width": px}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    image_processor.image_seq_length = (px // size.patch_size) ** 2
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)  # adds <loc>/<seg> tokens
-    vision = SiglipVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                                image_size=96, patch_size=16, projection_dim=128)
-    text = GemmaConfig(**_text_kwargs(tokenizer, head_dim=32))
+    vision = SiglipVisionConfig(**_vision_kwargs(size), projection_dim=size.hidden)
+    text = GemmaConfig(**_text_kwargs(tokenizer, size))
     config = PaliGemmaConfig(vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-                             projection_dim=128)
+                             projection_dim=size.hidden)
     config.text_config.vocab_size = len(tokenizer)
     return AutoModelForImageTextToText.from_config(config), processor
 
 
-def _tiny_idefics3_like(family: str):
+def _tiny_idefics3_like(family: str, size: TinySize):
     from transformers import AutoModelForImageTextToText, LlamaConfig
 
     tokenizer = build_tokenizer(family)
-    image_seq_len = (96 // 16) ** 2 // 4  # 2x2 pixel shuffle
-    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=96,
-                  patch_size=16)
-    text = LlamaConfig(**_text_kwargs(tokenizer), tie_word_embeddings=True)
-    size = {"longest_edge": 96}
+    px = size.image_size
+    image_seq_len = (px // size.patch_size) ** 2 // 4  # 2x2 pixel shuffle
+    text = LlamaConfig(**_text_kwargs(tokenizer, size), tie_word_embeddings=True)
     if family == "smolvlm":
-        from transformers import SmolVLMConfig, SmolVLMProcessor
-        from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil as IP
+        from transformers import SmolVLMConfig as Config
+        from transformers import SmolVLMProcessor as Processor
+        from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil as ImageProcessor
 
-        config = SmolVLMConfig(vision_config=vision, text_config=text.to_dict(), scale_factor=2,
-                               image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
-        processor_cls = SmolVLMProcessor
         extra = {"video_processor": None}
     else:
-        from transformers import Idefics3Config, Idefics3Processor
-        from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil as IP
+        from transformers import Idefics3Config as Config
+        from transformers import Idefics3Processor as Processor
+        from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil as ImageProcessor
 
-        config = Idefics3Config(vision_config=vision, text_config=text.to_dict(), scale_factor=2,
-                                image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
-        processor_cls = Idefics3Processor
         extra = {}
-    image_processor = IP(size=size, max_image_size={"longest_edge": 96}, do_image_splitting=False,
-                         image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    processor = processor_cls(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len,
-                              chat_template=_CHAT_TEMPLATES[family], **extra)
+    config = Config(vision_config=_vision_kwargs(size), text_config=text.to_dict(), scale_factor=2,
+                    image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
+    image_processor = ImageProcessor(size={"longest_edge": px}, max_image_size={"longest_edge": px},
+                                     do_image_splitting=False, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processor = Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len,
+                          chat_template=_CHAT_TEMPLATES[family], **extra)
     config.text_config.vocab_size = len(tokenizer)
     config.vocab_size = len(tokenizer)
     return AutoModelForImageTextToText.from_config(config), processor
 
 
-def _tiny_qwen2_vl():
+def _tiny_qwen2_vl(size: TinySize):
     from transformers import AutoModelForImageTextToText, Qwen2VLConfig
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from .backbones import ImageTextProcessor
 
     tokenizer = build_tokenizer("qwen2_vl")
-    # 200x200 static frames -> 112x112 (8x8 patches of 14 -> 16 tokens); 84x84 gripper frames -> 9 tokens
-    image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": 28 * 28, "longest_edge": 12600})
+    # 200x200 static frames -> the multiple of 28 above image_size (112 px: 8x8 patches of 14 -> 16 tokens);
+    # 84x84 gripper frames stay 84 px (9 tokens)
+    edge = 28 * (size.image_size // 28 + 1)
+    image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": 28 * 28, "longest_edge": edge * edge + 56})
     # Qwen2VLProcessor cannot be built without torchvision (its video processor needs it)
     processor = ImageTextProcessor(image_processor, tokenizer, _CHAT_TEMPLATES["qwen2_vl"])
-    text = _text_kwargs(tokenizer, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                                    "mrope_section": [4, 6, 6]})
-    vision = dict(depth=2, embed_dim=64, hidden_size=128, num_heads=2, mlp_ratio=2, patch_size=14,
-                  spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
+    head_dim = size.hidden // size.heads
+    section = [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16]  # temporal/height/width rotary split
+    text = _text_kwargs(tokenizer, size, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                          "mrope_section": section})
+    vision = dict(depth=size.vision_layers, embed_dim=size.vision_hidden, hidden_size=size.hidden,
+                  num_heads=size.vision_heads, mlp_ratio=2, patch_size=14, spatial_merge_size=2,
+                  temporal_patch_size=2, in_channels=3)
     config = Qwen2VLConfig(text_config=text, vision_config=vision,
                            image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
                            video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
@@ -223,16 +246,21 @@ def _tiny_qwen2_vl():
 
 
 TINY_PRESETS: dict[str, TinyPreset] = {
-    "tiny_llava": TinyPreset("llava", _tiny_llava, "CLIP ViT 96px/16 (36 tokens) + Llama 2x128"),
-    "tiny_paligemma": TinyPreset("paligemma", _tiny_paligemma, "SigLIP 96px/16 (36 tokens) + Gemma 2x128"),
-    "tiny_idefics3": TinyPreset("idefics3", lambda: _tiny_idefics3_like("idefics3"), "Idefics3 96px/16, pixel shuffle (9 tokens) + Llama 2x128"),
-    "tiny_smolvlm": TinyPreset("smolvlm", lambda: _tiny_idefics3_like("smolvlm"), "SmolVLM 96px/16, pixel shuffle (9 tokens) + Llama 2x128"),
-    "tiny_qwen2_vl": TinyPreset("qwen2_vl", _tiny_qwen2_vl, "Qwen2-VL ViT 112px/14, 2x2 merge (16 tokens) + Qwen2 2x128"),
+    "tiny_llava": TinyPreset("llava", _tiny_llava, "CLIP ViT 96px/16 (36 tokens) + Llama"),
+    "tiny_paligemma": TinyPreset("paligemma", _tiny_paligemma, "SigLIP 96px/16 (36 tokens) + Gemma, prefix-LM"),
+    "tiny_idefics3": TinyPreset("idefics3", lambda s: _tiny_idefics3_like("idefics3", s),
+                                "Idefics3 SigLIP 96px/16 + 2x2 pixel shuffle (9 tokens) + Llama"),
+    "tiny_smolvlm": TinyPreset("smolvlm", lambda s: _tiny_idefics3_like("smolvlm", s),
+                               "SmolVLM (needs num2words) 96px/16 + 2x2 pixel shuffle (9 tokens) + Llama"),
+    "tiny_qwen2_vl": TinyPreset("qwen2_vl", _tiny_qwen2_vl, "Qwen2-VL ViT 112px/14, 2x2 merge (16 tokens) + Qwen2"),
 }
 
 
-def build_tiny(name: str):
-    """Random-init `(model, processor)` of the tiny preset `name`."""
+def build_tiny(name: str, **size: int):
+    """Random-init `(model, processor)` of the tiny preset `name`; `size` overrides `TinySize` fields."""
     if name not in TINY_PRESETS:
         raise ValueError(f"unknown tiny backbone {name!r}; known: {sorted(TINY_PRESETS)}")
-    return TINY_PRESETS[name].build()
+    unknown = set(size) - set(TinySize.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown tiny_size fields {sorted(unknown)}; known: {sorted(TinySize.__dataclass_fields__)}")
+    return TINY_PRESETS[name].build(TinySize(**size))
