@@ -7,8 +7,8 @@
 from typing import Any
 
 
-def load_agent(checkpoint_dir: Any, device: str = "cpu", **kwargs: Any) -> Any:
+def load_agent(checkpoint: Any, device: str = "cpu", **kwargs: Any) -> Any:
     """Load a VLA checkpoint folder into a ready `agents.vla.agent.VLAAgent` (see there for kwargs)."""
     from .vla.agent import load_agent as _load
 
-    return _load(checkpoint_dir, device=device, **kwargs)
+    return _load(checkpoint, device=device, **kwargs)

@@ -141,11 +141,15 @@ class VLAAgent:
         return self._tcp + np.cumsum(rel[:, :3] * METRES_PER_UNIT, axis=0)
 
 
-def load_agent(checkpoint_dir: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = "auto",
+def load_agent(checkpoint: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = "auto",
                **agent_cfg: Any) -> VLAAgent:
-    """Load a checkpoint folder into a ready agent. `agent_cfg`: AgentConfig fields (execution, ...)."""
+    """Load a checkpoint folder into a ready agent. `agent_cfg`: AgentConfig fields (execution, ...);
+    the keys of configs/agent/vla.yaml other than `name` map onto these arguments."""
     from .checkpoint import load_checkpoint
 
+    unknown = set(agent_cfg) - set(AgentConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown agent options {sorted(unknown)}; known: {sorted(AgentConfig.__dataclass_fields__)}")
     dev = torch.device(device)
-    ckpt = load_checkpoint(checkpoint_dir, device=dev, dtype=resolve_dtype(dtype, dev))
-    return VLAAgent(ckpt.model, ckpt.normalizer, AgentConfig(**agent_cfg), checkpoint=str(checkpoint_dir))
+    ckpt = load_checkpoint(checkpoint, device=dev, dtype=resolve_dtype(dtype, dev))
+    return VLAAgent(ckpt.model, ckpt.normalizer, AgentConfig(**agent_cfg), checkpoint=str(checkpoint))
