@@ -34,6 +34,15 @@ def _copy(path, tmp_path):
     return dst
 
 
+def _with_config(saved_path, tmp_path, edit) -> object:
+    """A copy of the checkpoint whose config.yaml went through `edit(config)`."""
+    path = _copy(saved_path, tmp_path)
+    config = yaml.safe_load((path / "config.yaml").read_text())
+    edit(config)
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    return path
+
+
 def _obs(rng) -> dict:
     return {"rgb_obs": {"rgb_static": rng.integers(0, 256, (200, 200, 3), dtype=np.uint8),
                         "rgb_gripper": rng.integers(0, 256, (84, 84, 3), dtype=np.uint8)},
@@ -106,37 +115,21 @@ def test_missing_weights_are_named(saved, tmp_path):
         load_checkpoint(path)
 
 
-def test_different_head_is_named(saved, tmp_path):
-    path = _copy(saved[0], tmp_path)
-    config = yaml.safe_load((path / "config.yaml").read_text())
-    config["model"]["head"]["type"] = "gpt"
-    (path / "config.yaml").write_text(yaml.safe_dump(config))
-    with pytest.raises(ValueError, match="different head: .* head='lstm' but config.yaml says 'gpt'"):
-        load_checkpoint(path)
-
-
-def test_different_head_size_is_named(saved, tmp_path):
-    path = _copy(saved[0], tmp_path)
-    config = yaml.safe_load((path / "config.yaml").read_text())
-    config["model"]["head"]["hidden_size"] = 32
-    (path / "config.yaml").write_text(yaml.safe_dump(config))
-    with pytest.raises(ValueError, match="shape mismatch .*head\\."):
-        load_checkpoint(path)
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c["model"]["head"].update(type="gpt"), "different head: .* head='lstm' but config.yaml says 'gpt'"),
+    (lambda c: c["model"].update(history="interleaved"), "different history"),
+    (lambda c: c["model"]["head"].update(hidden_size=32), "shape mismatch .*head\\."),
+    (lambda c: c["model"]["head"].update(hiden_size=3), "model.head: unknown keys \\['hiden_size'\\]"),
+], ids=["head", "history", "head-size", "unknown-key"])
+def test_config_mismatch_is_named(saved, tmp_path, edit, message):
+    with pytest.raises(ValueError, match=message):
+        load_checkpoint(_with_config(saved[0], tmp_path, edit))
 
 
 def test_different_normalisation_is_named(saved, tmp_path):
     path = _copy(saved[0], tmp_path)
     (path / "normalizer.json").write_text(json.dumps(ActionNormalizer(clip=1.0).to_dict()))
     with pytest.raises(ValueError, match="different normalisation"):
-        load_checkpoint(path)
-
-
-def test_unknown_config_key_is_named(saved, tmp_path):
-    path = _copy(saved[0], tmp_path)
-    config = yaml.safe_load((path / "config.yaml").read_text())
-    config["model"]["head"]["hiden_size"] = 3
-    (path / "config.yaml").write_text(yaml.safe_dump(config))
-    with pytest.raises(ValueError, match="model.head: unknown keys \\['hiden_size'\\]"):
         load_checkpoint(path)
 
 

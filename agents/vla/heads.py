@@ -89,7 +89,32 @@ class WindowState:
     cache: Any = None
 
 
-class LSTMHead(ContinuousHead):
+class HistoryHead(ContinuousHead):
+    """A head over the window's features. Incrementally, `_extend` adds one frame while the window fills;
+    once it is full and slides, `_rerun` runs over the last W frames, as in training."""
+
+    def init_state(self):
+        return WindowState()
+
+    def step(self, feat, state):
+        if len(state.feats) < self.window:
+            h, state.cache = self._extend(feat, state)
+            state.feats.append(feat)
+        else:
+            state.feats.popleft()
+            state.feats.append(feat)
+            h, state.cache = self._rerun(torch.stack(list(state.feats), dim=1))
+        arm, grip = self.decoder(h)
+        return arm, grip, state
+
+    def _extend(self, feat: torch.Tensor, state: WindowState) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def _rerun(self, feats: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+
+class LSTMHead(HistoryHead):
     def __init__(self, cfg, d_in, chunk, window):
         super().__init__(cfg, d_in, chunk, window)
         self.lstm = nn.LSTM(d_in, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True,
@@ -99,19 +124,13 @@ class LSTMHead(ContinuousHead):
         out, _ = self.lstm(feats)
         return self.decoder(out)
 
-    def init_state(self):
-        return WindowState()
+    def _extend(self, feat, state):  # advance the stored (h, c) by one step
+        out, hc = self.lstm(feat.unsqueeze(1), state.cache)
+        return out[:, -1], hc
 
-    def step(self, feat, state):
-        if len(state.feats) < self.window:  # window still filling: advance the stored state by one step
-            out, state.cache = self.lstm(feat.unsqueeze(1), state.cache)
-            state.feats.append(feat)
-        else:  # window full: drop the oldest frame and re-run from zero, as in training
-            state.feats.popleft()
-            state.feats.append(feat)
-            out, state.cache = self.lstm(torch.stack(list(state.feats), dim=1))
-        arm, grip = self.decoder(out[:, -1])
-        return arm, grip, state
+    def _rerun(self, feats):  # from a zero state over the window
+        out, hc = self.lstm(feats)
+        return out[:, -1], hc
 
 
 class _CausalBlock(nn.Module):
@@ -135,7 +154,7 @@ class _CausalBlock(nn.Module):
         return x + self.mlp(self.ln2(x)), (k, v)
 
 
-class GPTHead(ContinuousHead):
+class GPTHead(HistoryHead):
     def __init__(self, cfg, d_in, chunk, window):
         super().__init__(cfg, d_in, chunk, window)
         d = cfg.hidden_size
@@ -159,19 +178,13 @@ class GPTHead(ContinuousHead):
         h, _ = self._run(feats, 0, None)
         return self.decoder(h)
 
-    def init_state(self):
-        return WindowState()
+    def _extend(self, feat, state):  # one new position through the KV cache
+        h, cache = self._run(feat.unsqueeze(1), len(state.feats), state.cache)
+        return h[:, -1], cache
 
-    def step(self, feat, state):
-        if len(state.feats) < self.window:  # window still filling: one new position through the KV cache
-            h, state.cache = self._run(feat.unsqueeze(1), len(state.feats), state.cache)
-            state.feats.append(feat)
-        else:  # window full: every position shifts by one, so rebuild the cache over the last W frames
-            state.feats.popleft()
-            state.feats.append(feat)
-            h, state.cache = self._run(torch.stack(list(state.feats), dim=1), 0, None)
-        arm, grip = self.decoder(h[:, -1])
-        return arm, grip, state
+    def _rerun(self, feats):  # positions shifted by one: rebuild the cache over the window
+        h, cache = self._run(feats, 0, None)
+        return h[:, -1], cache
 
 
 class DiscreteHead(nn.Module):
