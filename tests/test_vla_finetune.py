@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from agents.vla.finetune import format_parameter_report, parameter_report
+from agents.vla.finetune import format_parameter_report, freeze_unreached, parameter_report
 from tests.vla_helpers import build_model, make_batch, tiny_dir  # noqa: F401  (fixture)
 
 
@@ -100,3 +100,12 @@ def test_parameter_report_is_printed_per_part(tiny_dir, capsys):
     assert sum(t for _, t, _ in rows) == sum(p.numel() for p in build_model(tiny_dir, "tiny_llava").parameters()
                                              if p.requires_grad)
     assert "all" in format_parameter_report(rows)
+
+
+def test_freeze_unreached_leaves_every_trainable_parameter_with_a_gradient(tiny_dir):
+    model = build_model(tiny_dir, "tiny_llava", head="lstm")
+    frozen = freeze_unreached(model, make_batch())
+    assert frozen == ["vlm.model.vision_tower.post_layernorm.weight", "vlm.model.vision_tower.post_layernorm.bias"]
+    assert all(p.grad is None for p in model.parameters())
+    model(make_batch())["loss"].backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

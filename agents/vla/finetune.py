@@ -72,6 +72,24 @@ def apply_finetune(model: "VLAModel", cfg: FinetuneConfig) -> None:
             model.vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
+def freeze_unreached(model: "VLAModel", batch: dict) -> list[str]:
+    """Freeze the trainable parameters that the loss of `batch` does not reach; return their names.
+
+    Some backbone parts never feed the [LRN] feature (e.g. LLaVA reads the vision tower's hidden states, so
+    CLIP's `post_layernorm` is unused). DDP requires every trainable parameter to get a gradient: call this
+    once before wrapping, or run DDP with `find_unused_parameters=True`."""
+    saved = {n: p.grad for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = None
+    model(batch)["loss"].backward()
+    unreached = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    for n, p in model.named_parameters():
+        p.grad = saved[n]
+        if n in unreached:
+            p.requires_grad_(False)
+    return unreached
+
+
 def parameter_report(model: "VLAModel") -> list[tuple[str, int, int]]:
     """(part, trainable, total) per part; tied weights are counted once, in the first part listed."""
     bb = model.backbone

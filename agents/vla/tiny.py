@@ -179,7 +179,7 @@ def _tiny_paligemma(size: TinySize):
     image_processor = SiglipImageProcessorPil(size={"height": px, "width": px}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     image_processor.image_seq_length = (px // size.patch_size) ** 2
     processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)  # adds <loc>/<seg> tokens
-    vision = SiglipVisionConfig(**_vision_kwargs(size), projection_dim=size.hidden)
+    vision = SiglipVisionConfig(**_vision_kwargs(size), projection_dim=size.hidden, vision_use_head=False)  # as the hub PaliGemmas
     text = GemmaConfig(**_text_kwargs(tokenizer, size))
     config = PaliGemmaConfig(vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
                              projection_dim=size.hidden)
