@@ -103,6 +103,14 @@ def test_missing_file(saved, tmp_path):
         load_checkpoint(path)
 
 
+def test_corrupted_weights_file(saved, tmp_path):
+    path = _copy(saved[0], tmp_path)
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cannot read model.safetensors"):
+        load_checkpoint(path)
+
+
 def test_missing_weights_are_named(saved, tmp_path):
     path = _copy(saved[0], tmp_path)
     with safe_open(str(path / "model.safetensors"), framework="pt") as f:

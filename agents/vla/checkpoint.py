@@ -108,9 +108,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
             raise _fail(path, f"different normalisation: {NORMALIZER} holds {normalizer.to_dict()} but the "
                               f"model was trained with {recorded.to_dict()} ({CONFIG}: normalizer)")
 
-    with safe_open(str(path / WEIGHTS), framework="pt") as f:
-        meta = f.metadata() or {}
-        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    try:
+        with safe_open(str(path / WEIGHTS), framework="pt") as f:
+            meta = f.metadata() or {}
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as err:  # safetensors raises its own error types for truncated/garbled files
+        raise _fail(path, f"cannot read {WEIGHTS} (corrupted or not safetensors): {err}") from err
     for key, want in (("format", FORMAT), ("family", cfg.backbone.family), ("head", cfg.head.type),
                       ("history", cfg.history), ("finetune", cfg.finetune.mode)):
         if meta.get(key) != want:

@@ -50,11 +50,12 @@ class AddedTokenEmbedding(nn.Module):
         self.base = base
         with torch.no_grad():  # start the new rows at the mean pretrained embedding (as seen after scaling)
             probe = base(torch.arange(min(base.num_embeddings, 4096), device=base.weight.device))
-        mean = probe.float().mean(0)
-        self.added = nn.Parameter(mean.repeat(len(added_ids), 1) + 0.02 * probe.float().std() * torch.randn(len(added_ids), mean.numel()))
+        mean, std = probe.float().mean(0), probe.float().std()
+        noise = torch.randn(len(added_ids), mean.numel(), device=mean.device)
+        self.added = nn.Parameter(mean.repeat(len(added_ids), 1) + 0.02 * std * noise)
         size = max(base.num_embeddings, max(added_ids) + 1)
-        index = torch.full((size,), -1, dtype=torch.long)
-        index[torch.tensor(added_ids)] = torch.arange(len(added_ids))
+        index = torch.full((size,), -1, dtype=torch.long, device=base.weight.device)
+        index[torch.tensor(added_ids)] = torch.arange(len(added_ids), device=index.device)
         self.register_buffer("slot", index, persistent=False)
         self._injected: tuple[int, torch.Tensor] | None = None
 
