@@ -1,0 +1,155 @@
+"""VLAAgent: runs a VLA checkpoint in the env loop (the `agents.base.Agent` protocol).
+
+Every step the model sees the new frame (so the history stays the one it was trained on, and with the
+cache the backbone runs on that frame only), then an execution strategy picks the action:
+
+* `replan`   - the first action of the newest chunk (re-plan every step; RoboVLMs' CALVIN setting);
+* `chunk`    - execute `exec_horizon` actions of a chunk before switching to the newest chunk;
+* `ensemble` - temporal ensembling (ACT): average every chunk's prediction for the current step, with
+               weight exp(-ensemble_decay * i), i = 0 for the oldest chunk (a negative decay favours the
+               newest). The gripper is averaged as a probability, then thresholded.
+
+Normalised outputs become env actions with the checkpoint's own `ActionNormalizer`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.base import AgentSpec
+from harness.data.normalization import ActionNormalizer
+
+from .inference import EpisodeStream
+from .model import VLAModel
+
+EXECUTIONS = ("replan", "chunk", "ensemble")
+METRES_PER_UNIT = 0.02  # CALVIN relative action: position delta per unit of the 7-d action
+
+
+@dataclass
+class AgentConfig:
+    execution: str = "replan"
+    exec_horizon: int = 1  # chunk: actions executed per chunk (1 <= k <= fwd_pred_next_n)
+    ensemble_decay: float = 0.1
+    use_cache: bool = True  # False: re-run the whole window every step (the baseline)
+
+    def __post_init__(self) -> None:
+        if self.execution not in EXECUTIONS:
+            raise ValueError(f"agent execution must be one of {EXECUTIONS}, got {self.execution!r}")
+        if self.exec_horizon < 1:
+            raise ValueError(f"exec_horizon must be >= 1, got {self.exec_horizon}")
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """'auto': bf16 on GPUs that support it, else fp16 on GPUs, fp32 on CPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+    return table[dtype]
+
+
+class VLAAgent:
+    def __init__(self, model: VLAModel, normalizer: ActionNormalizer, cfg: AgentConfig | None = None,
+                 checkpoint: str | None = None):
+        self.model = model.eval()
+        self.normalizer = normalizer
+        self.cfg = cfg or AgentConfig()
+        chunk = model.cfg.fwd_pred_next_n
+        if self.cfg.execution == "chunk" and self.cfg.exec_horizon > chunk:
+            raise ValueError(f"exec_horizon {self.cfg.exec_horizon} exceeds the chunk length fwd_pred_next_n={chunk}")
+        self.device = next(model.parameters()).device
+        self.spec = AgentSpec(
+            name="vla", action_type="relative", cameras=model.cfg.cameras, privileged=False, checkpoint=checkpoint,
+            extra={"backbone": model.cfg.backbone.pretrained or model.cfg.backbone.tiny, "head": model.cfg.head.type,
+                   "history": model.cfg.history, "window_size": model.cfg.window_size, "chunk": chunk,
+                   "execution": self.cfg.execution, "use_cache": self.cfg.use_cache},
+        )
+        self.stream = EpisodeStream(model, cached=self.cfg.use_cache)
+        self.reset()
+
+    def reset(self) -> None:
+        self.stream.reset()
+        self._instruction: str | None = None
+        self._plan: torch.Tensor | None = None  # chunk being executed (normalised), and how far
+        self._plan_step = 0
+        self._chunks: deque[torch.Tensor] = deque(maxlen=self.model.cfg.fwd_pred_next_n)  # ensemble, newest last
+        self._tcp: np.ndarray | None = None
+
+    def step(self, obs: dict[str, Any], instruction: str) -> np.ndarray:
+        if instruction != self._instruction:
+            if self._instruction is not None:  # features depend on the instruction: a new one starts afresh
+                self.reset()
+            self._instruction = instruction
+        chunk = self.stream.step(self._frame(obs, instruction)).cpu()
+        normalised = self._execute(chunk)
+        return self.normalizer.denormalize(normalised.numpy()).astype(np.float64)
+
+    def _frame(self, obs: dict[str, Any], instruction: str) -> dict[str, Any]:
+        rgb = obs.get("rgb_obs", obs)
+        frame: dict[str, Any] = {"instruction": [instruction]}
+        for camera in self.model.cfg.cameras:
+            key = f"rgb_{camera}"
+            if key not in rgb:
+                raise ValueError(f"observation has no {key!r} (expected obs['rgb_obs'][{key!r}], uint8 (H, W, 3))")
+            frame[key] = torch.as_tensor(np.ascontiguousarray(rgb[key]), dtype=torch.uint8, device=self.device)[None, None]
+        if "robot_obs" in obs:
+            robot_obs = np.asarray(obs["robot_obs"], dtype=np.float32)
+            self._tcp = robot_obs[:3].astype(np.float64)
+            frame["robot_obs"] = torch.as_tensor(robot_obs, device=self.device)[None, None]
+        elif self.model.cfg.use_proprio:
+            raise ValueError("model uses proprioception but the observation has no 'robot_obs'")
+        return frame
+
+    def _execute(self, chunk: torch.Tensor) -> torch.Tensor:
+        """Pick the normalised action (7,) for this step from the newest chunk (C, 7) and the past ones."""
+        if self.cfg.execution == "replan":
+            self._plan, self._plan_step = chunk, 0
+        elif self.cfg.execution == "chunk":
+            if self._plan is None or self._plan_step >= self.cfg.exec_horizon:
+                self._plan, self._plan_step = chunk, 0
+        else:
+            self._chunks.append(chunk)
+            n = len(self._chunks)
+            # chunk j (0 = oldest) was predicted n-1-j steps ago: its entry for now is at index n-1-j
+            preds = torch.stack([c[n - 1 - j] for j, c in enumerate(self._chunks)])
+            w = torch.exp(-self.cfg.ensemble_decay * torch.arange(n, dtype=torch.float32))
+            self._plan, self._plan_step = chunk, 0
+            return (preds * (w / w.sum()).unsqueeze(-1)).sum(0)
+        action = self._plan[self._plan_step]
+        self._plan_step += 1
+        return action
+
+    def planned_tcp_path(self) -> np.ndarray | None:
+        """World-frame TCP positions (K, 3) of the rest of the current plan, integrated from the current TCP."""
+        if self._plan is None or self._tcp is None:
+            return None
+        start = self._plan_step - 1 if self.cfg.execution == "chunk" else 0
+        rel = self.normalizer.denormalize(self._plan[max(start, 0):].numpy())
+        return self._tcp + np.cumsum(rel[:, :3] * METRES_PER_UNIT, axis=0)
+
+
+def load_agent(checkpoint: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = "auto",
+               **agent_cfg: Any) -> VLAAgent:
+    """Load a checkpoint folder into a ready agent. `agent_cfg`: AgentConfig fields (execution, ...);
+    the keys of configs/agent/vla.yaml other than `name` map onto these arguments."""
+    from .checkpoint import load_checkpoint
+
+    unknown = set(agent_cfg) - set(AgentConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown agent options {sorted(unknown)}; known: {sorted(AgentConfig.__dataclass_fields__)}")
+    dev = torch.device(device)
+    ckpt = load_checkpoint(checkpoint, device=dev, dtype=resolve_dtype(dtype, dev))
+    return VLAAgent(ckpt.model, ckpt.normalizer, AgentConfig(**agent_cfg), checkpoint=str(checkpoint))

@@ -1,0 +1,424 @@
+"""Vision-language backbones: one adapter per transformers family behind one small interface.
+
+An adapter owns a transformers `*ForConditionalGeneration` model and its processor, and knows four
+family-specific things:
+
+1. where the parts are (language model, decoder layers, vision tower + projector), for fine-tuning;
+2. how a prompt with image placeholders is formatted: the family's own chat template or processor
+   expands the placeholders, once per distinct (instruction, image sizes), and the ids are cached;
+3. how uint8 frames become the family's `pixel_values` (+ `image_grid_thw` / `pixel_attention_mask`),
+   on tensors, with the processor's own size / mean / std / resampling;
+4. which extra inputs the family's forward needs (PaliGemma's prefix `token_type_ids`, Qwen2-VL's
+   M-RoPE position ids).
+
+Everything else (embedding, image-feature scatter, attention, KV cache) is the family's own forward.
+Sequences are right-padded; since attention is causal, a token's output never depends on the padding
+after it, so callers gather [LRN] by explicit index. Calls with a KV cache are unpadded (batch 1 or
+equal lengths).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import BackboneConfig
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# PIL resampling codes (PIL.Image.Resampling) -> torch interpolation. LANCZOS has no torch equivalent;
+# antialiased bicubic is the closest.
+_RESAMPLE = {0: "nearest", 1: "bicubic", 2: "bilinear", 3: "bicubic", 4: "bilinear", 5: "bicubic"}
+
+
+def _get(module: nn.Module, path: str) -> Any:
+    for name in path.split("."):
+        module = getattr(module, name)
+    return module
+
+
+@dataclass
+class BackboneCache:
+    """State of an incremental (KV-cached) run: the HF cache plus what position ids need of the past."""
+
+    kv: Any = None  # transformers Cache, created by the first forward
+    ids: torch.Tensor | None = None  # (B, T_past) all token ids so far
+    grids: list[torch.Tensor] = field(default_factory=list)  # Qwen2-VL: image_grid_thw of the past images
+    last_position: torch.Tensor | None = None  # Qwen2-VL: M-RoPE position ids of the last token (3, B, 1)
+
+    @property
+    def length(self) -> int:
+        return 0 if self.ids is None else self.ids.shape[1]
+
+
+class BackboneAdapter:
+    """Base adapter; subclasses set the class attributes and override what their family does differently."""
+
+    family: ClassVar[str]
+    model_types: ClassVar[tuple[str, ...]]  # accepted `config.model_type`s
+    language_model_path: ClassVar[str] = "model.language_model"
+    vision_paths: ClassVar[tuple[str, ...]] = ("model.vision_tower", "model.multi_modal_projector")
+    prefix_lm: ClassVar[bool] = False  # family trained with a bidirectional image+prompt prefix
+
+    def __init__(self, model: nn.Module, processor: Any):
+        if model.config.model_type not in self.model_types:
+            raise ValueError(
+                f"backbone family {self.family!r} expects model_type in {self.model_types}, "
+                f"got {model.config.model_type!r}"
+            )
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self._prompt_ids: dict[tuple, list[int]] = {}
+        self.image_token_id = int(self.model.config.image_token_id)
+
+    @classmethod
+    def load_processor(cls, path: str) -> Any:
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(path)
+
+    # ---------------------------------------------------------------- parts
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.get_text_config().hidden_size)
+
+    @property
+    def language_model(self) -> nn.Module:
+        return _get(self.model, self.language_model_path)
+
+    @property
+    def decoder_layers(self) -> nn.ModuleList:
+        return self.language_model.layers
+
+    @property
+    def vision_modules(self) -> list[nn.Module]:
+        return [_get(self.model, p) for p in self.vision_paths]
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.model.get_output_embeddings()
+
+    # ---------------------------------------------------------------- text
+    def format_text(self, prompt: str, n_images: int) -> str:
+        """The prompt with one image placeholder per image, formatted by the family's chat template."""
+        content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": prompt}]
+        if getattr(self.processor, "chat_template", None):
+            return self.processor.apply_chat_template(
+                [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+            )
+        return self.processor.image_token * n_images + prompt
+
+    def prompt_ids(self, prompt: str, image_sizes: tuple[tuple[int, int], ...]) -> list[int]:
+        """Token ids of the formatted prompt, placeholders expanded by the processor itself (cached)."""
+        key = (prompt, image_sizes)
+        if key not in self._prompt_ids:
+            text = self.format_text(prompt, len(image_sizes))
+            dummies = [np.zeros((h, w, 3), dtype=np.uint8) for h, w in image_sizes]
+            out = self.processor(text=[text], images=[dummies] if dummies else None)
+            self._prompt_ids[key] = list(out["input_ids"][0])
+        return self._prompt_ids[key]
+
+    @property
+    def bos_token_id(self) -> int | None:
+        return self.tokenizer.bos_token_id
+
+    # ---------------------------------------------------------------- images
+    def _settings(self) -> tuple[str, float, torch.Tensor, torch.Tensor]:
+        ip = self.processor.image_processor
+        mode = _RESAMPLE.get(int(getattr(ip, "resample", 3) or 3), "bicubic")
+        mean = torch.tensor(ip.image_mean, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(ip.image_std, dtype=torch.float32).view(3, 1, 1)
+        return mode, float(ip.rescale_factor), mean, std
+
+    def target_size(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int] | None]:
+        """(resize to (h, w), then centre-crop to (h, w) or None), from the image processor's `size`."""
+        ip = self.processor.image_processor
+        size = dict(ip.size)
+        if size.get("height") and size.get("width"):
+            return (size["height"], size["width"]), None
+        if size.get("shortest_edge"):
+            s = size["shortest_edge"]
+            scale = s / min(height, width)
+            resized = (max(s, round(height * scale)), max(s, round(width * scale)))
+            crop = getattr(ip, "crop_size", None)
+            if getattr(ip, "do_center_crop", False) and crop:
+                return resized, (crop["height"], crop["width"])
+            return resized, None
+        raise ValueError(f"{self.family}: cannot read a target size from the image processor's size {size}")
+
+    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> float (N, 3, h, w): resized (+ cropped), rescaled and normalised."""
+        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected uint8 frames (N, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+        mode, rescale, mean, std = self._settings()
+        (h, w), crop = self.target_size(frames.shape[1], frames.shape[2])
+        x = frames.permute(0, 3, 1, 2)
+        if (h, w) != tuple(x.shape[-2:]):
+            if mode == "nearest":
+                x = F.interpolate(x, size=(h, w), mode=mode)
+            elif x.device.type == "cpu":  # uint8 in, uint8 out: rounded and clipped like PIL, and ~7x faster
+                x = F.interpolate(x, size=(h, w), mode=mode, antialias=True, align_corners=False)
+            else:
+                x = F.interpolate(x.float(), size=(h, w), mode=mode, antialias=True, align_corners=False).clamp(0, 255)
+        x = x.float()
+        if crop is not None:
+            top, left = (h - crop[0]) // 2, (w - crop[1]) // 2
+            x = x[..., top : top + crop[0], left : left + crop[1]]
+        return (x * rescale - mean.to(x.device)) / std.to(x.device)
+
+    def pixel_inputs(self, images: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`images[j]`: uint8 (S, H_j, W_j, 3), the j-th image of each of S sequences -> model kwargs."""
+        x = torch.stack([self.preprocess(im) for im in images], dim=1)  # (S, J, 3, h, w)
+        return {"pixel_values": x.flatten(0, 1).to(self.model.dtype)}
+
+    # ---------------------------------------------------------------- run
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        pixels: dict[str, torch.Tensor] | None,
+        prefix_mask: torch.Tensor | None = None,
+        cache: BackboneCache | None = None,
+    ) -> torch.Tensor:
+        """Last-layer hidden states (B, T, H). With `cache`, runs incrementally and updates it in place.
+
+        `prefix_mask` (B, T) marks the tokens of a bidirectional prefix; only prefix-LM families use it.
+        """
+        kwargs: dict[str, Any] = dict(pixels or {})
+        kwargs.update(self.extra_inputs(input_ids, attention_mask, pixels, prefix_mask, cache))
+        if cache is not None:
+            if cache.kv is None:
+                from transformers import DynamicCache
+
+                cache.kv = DynamicCache(config=self.model.config.get_text_config())
+            kwargs.update(cache=cache.kv, use_cache=True)
+        else:
+            kwargs["use_cache"] = False
+        out = self.model.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        if cache is not None:
+            cache.ids = input_ids if cache.ids is None else torch.cat([cache.ids, input_ids], dim=1)
+        return out.last_hidden_state
+
+    def extra_inputs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        pixels: dict[str, torch.Tensor] | None,
+        prefix_mask: torch.Tensor | None,
+        cache: BackboneCache | None,
+    ) -> dict[str, Any]:
+        return {}
+
+
+class LlavaAdapter(BackboneAdapter):
+    """LLaVA-style: any vision tower + projector + decoder LM (llava-hf/*, tiny_llava)."""
+
+    family = "llava"
+    model_types = ("llava",)
+
+
+class PaliGemmaAdapter(BackboneAdapter):
+    """PaliGemma 1/2: SigLIP + Gemma, `<image>* <bos> prompt \\n`, bidirectional image+prompt prefix."""
+
+    family = "paligemma"
+    model_types = ("paligemma",)
+    prefix_lm = True
+
+    def format_text(self, prompt: str, n_images: int) -> str:
+        return self.processor.image_token * n_images + prompt  # the processor adds <bos> and "\n"
+
+    def extra_inputs(self, input_ids, attention_mask, pixels, prefix_mask, cache):
+        # Always pass token types: PaliGemma's Gemma runs with `is_causal=False`, so wherever transformers
+        # skips building a mask (no padding, no cache) attention would silently be fully bidirectional.
+        if prefix_mask is None:
+            return {"token_type_ids": torch.ones_like(input_ids)}  # 1 = causal suffix everywhere
+        return {"token_type_ids": (~prefix_mask).long()}  # 0 = bidirectional prefix, 1 = causal suffix
+
+
+class Idefics3Adapter(BackboneAdapter):
+    """Idefics3 and SmolVLM: SigLIP + pixel-shuffle connector + Llama-style LM.
+
+    Image splitting is switched off: each camera frame is one global image of `max_image_size`.
+    """
+
+    family = "idefics3"
+    model_types = ("idefics3", "smolvlm")
+    language_model_path = "model.text_model"
+    vision_paths = ("model.vision_model", "model.connector")
+
+    def __init__(self, model, processor):
+        processor.image_processor.do_image_splitting = False
+        super().__init__(model, processor)
+
+    def target_size(self, height, width):
+        edge = self.processor.image_processor.max_image_size["longest_edge"]
+        return (edge, edge), None
+
+    def pixel_inputs(self, images):
+        x = torch.stack([self.preprocess(im) for im in images], dim=1).to(self.model.dtype).contiguous()  # (S, J, 3, h, w)
+        mask = torch.ones((*x.shape[:2], *x.shape[-2:]), dtype=torch.bool, device=x.device)
+        return {"pixel_values": x, "pixel_attention_mask": mask}
+
+
+class SmolVLMAdapter(Idefics3Adapter):
+    family = "smolvlm"
+
+
+class Qwen2VLAdapter(BackboneAdapter):
+    """Qwen2-VL (and Qwen2.5-VL): dynamic-resolution ViT with 2x2 patch merging, M-RoPE positions."""
+
+    family = "qwen2_vl"
+    model_types = ("qwen2_vl", "qwen2_5_vl")
+    vision_paths = ("model.visual",)
+
+    @classmethod
+    def load_processor(cls, path):
+        return ImageTextProcessor.from_pretrained(path)
+
+    def prompt_ids(self, prompt, image_sizes):
+        """Chat template, then each `<|image_pad|>` expanded to (grid_h * grid_w / merge^2) tokens."""
+        key = (prompt, image_sizes)
+        if key not in self._prompt_ids:
+            text = self.format_text(prompt, len(image_sizes))
+            pad = self.processor.image_token
+            merge = self.processor.image_processor.merge_size
+            patch = self.processor.image_processor.patch_size
+            pieces = text.split(pad)
+            if len(pieces) != len(image_sizes) + 1:
+                raise ValueError(f"chat template produced {len(pieces) - 1} {pad} for {len(image_sizes)} images")
+            counts = [(h // patch) * (w // patch) // merge**2 for h, w in (self.target_size(*hw)[0] for hw in image_sizes)]
+            text = pieces[0] + "".join(pad * n + rest for n, rest in zip(counts, pieces[1:]))
+            self._prompt_ids[key] = self.tokenizer(text)["input_ids"]
+        return self._prompt_ids[key]
+
+    def target_size(self, height, width):
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+        ip = self.processor.image_processor
+        size = dict(ip.size)
+        h, w = smart_resize(
+            height, width, factor=ip.patch_size * ip.merge_size,
+            min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"],
+        )
+        return (h, w), None
+
+    def _patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, 3, h, w) -> patches (S, gh*gw, 3*tp*p*p) in the processor's layout, grid (3,)."""
+        ip = self.processor.image_processor
+        p, m, tp = ip.patch_size, ip.merge_size, ip.temporal_patch_size
+        s, c, h, w = x.shape
+        gh, gw = h // p, w // p
+        x = x.reshape(s, c, gh // m, m, p, gw // m, m, p).permute(0, 2, 5, 3, 6, 1, 4, 7)  # (S, gh/m, gw/m, m, m, C, p, p)
+        x = x.unsqueeze(6).expand(*x.shape[:6], tp, p, p)  # a still image repeats over the temporal patch
+        return x.reshape(s, gh * gw, c * tp * p * p), torch.tensor([1, gh, gw])
+
+    def pixel_inputs(self, images):
+        patches, grids = zip(*(self._patchify(self.preprocess(im)) for im in images))
+        s = images[0].shape[0]
+        # sequence-major order (all images of sequence 0, then of sequence 1, ...), as the placeholders are
+        pixel_values = torch.cat([p[i] for i in range(s) for p in patches])
+        grid = torch.stack(list(grids)).repeat(s, 1).to(images[0].device)
+        return {"pixel_values": pixel_values.to(self.model.dtype), "image_grid_thw": grid}
+
+    def extra_inputs(self, input_ids, attention_mask, pixels, prefix_mask, cache):
+        """Explicit M-RoPE position ids, computed over the whole sequence so far (past + new)."""
+        n = input_ids.shape[1]
+        if cache is not None and pixels is None and cache.last_position is not None:
+            # text continuing a cached sequence: one position per token after the last one
+            pos = cache.last_position + torch.arange(1, n + 1, device=input_ids.device).view(1, 1, -1)
+        else:
+            grids = [] if cache is None else list(cache.grids)
+            if pixels is not None:
+                grids += list(pixels["image_grid_thw"])
+                if cache is not None:
+                    cache.grids = grids
+            full = input_ids if cache is None or cache.ids is None else torch.cat([cache.ids, input_ids], dim=1)
+            mm_types = (full == self.image_token_id).int()
+            full_mask = attention_mask if cache is None else None
+            if grids:
+                pos, _ = self.model.model.get_rope_index(
+                    full, mm_types, image_grid_thw=torch.stack(grids), attention_mask=full_mask
+                )
+            else:
+                pos = torch.arange(full.shape[1], device=full.device).expand(3, *full.shape)
+            pos = pos[..., -n:]
+        if cache is not None:
+            cache.last_position = pos[..., -1:]
+        return {"position_ids": pos}
+
+
+class ImageTextProcessor:
+    """Tokenizer + image processor + chat template, saved and loaded like a processor.
+
+    For families whose transformers processor cannot be built from images alone here: `Qwen2VLProcessor`
+    requires its video processor, which needs torchvision. Loads a hub Qwen2-VL folder as well (its
+    tokenizer files, `preprocessor_config.json` and chat template).
+    """
+
+    def __init__(self, image_processor: Any, tokenizer: Any, chat_template: str | None = None,
+                 image_token: str = "<|image_pad|>"):
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
+        self.image_token = image_token
+
+    def apply_chat_template(self, conversation, **kwargs) -> str:
+        return self.tokenizer.apply_chat_template(conversation, chat_template=self.chat_template, **kwargs)
+
+    def save_pretrained(self, path: str) -> None:
+        self.tokenizer.chat_template = self.chat_template
+        self.tokenizer.save_pretrained(path)
+        self.image_processor.save_pretrained(path)
+
+    @classmethod
+    def from_pretrained(cls, path: str) -> "ImageTextProcessor":
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(AutoImageProcessor.from_pretrained(path), tokenizer, getattr(tokenizer, "chat_template", None))
+
+
+ADAPTERS: dict[str, type[BackboneAdapter]] = {
+    a.family: a for a in (LlavaAdapter, PaliGemmaAdapter, Idefics3Adapter, SmolVLMAdapter, Qwen2VLAdapter)
+}
+
+
+def adapter_class(family: str) -> type[BackboneAdapter]:
+    if family not in ADAPTERS:
+        raise ValueError(f"unknown backbone family {family!r}; known families: {sorted(ADAPTERS)}")
+    return ADAPTERS[family]
+
+
+def load_backbone(cfg: BackboneConfig) -> BackboneAdapter:
+    """Build the adapter for `cfg`: `from_pretrained` on a hub id / local folder, or a tiny preset."""
+    cls = adapter_class(cfg.family)
+    if cfg.tiny is not None:
+        from .tiny import build_tiny
+
+        model, processor = build_tiny(cfg.tiny, **cfg.tiny_size)
+    else:
+        from transformers import AutoModelForImageTextToText
+
+        model = AutoModelForImageTextToText.from_pretrained(
+            cfg.pretrained, dtype=_DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation
+        )
+        processor = cls.load_processor(cfg.pretrained)
+    return cls(model, processor)
+
+
+def backbone_from_folders(cfg: BackboneConfig, config_dir: str, processor_dir: str) -> BackboneAdapter:
+    """Random-init backbone from a saved `config.json` + processor folder (checkpoint loading, no download)."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    cls = adapter_class(cfg.family)
+    hf_config = AutoConfig.from_pretrained(config_dir)
+    model = AutoModelForImageTextToText.from_config(
+        hf_config, dtype=_DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation
+    )
+    return cls(model, cls.load_processor(processor_dir))

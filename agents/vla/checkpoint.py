@@ -1,0 +1,160 @@
+"""Checkpoint folders (docs/ARCHITECTURE.md): save, and load with validation. Loading never unpickles.
+
+    model.safetensors   all weights (tied tensors stored once); header metadata names family/head/history
+    config.yaml         the resolved config: `model` (VLAConfig), `normalizer`, plus anything the caller adds
+    normalizer.json     harness.data.normalization.ActionNormalizer
+    tokenizer/          tokenizer.save_pretrained (with the added VLA tokens)
+    processor/          processor.save_pretrained (image processor, chat template, tokenizer)
+    backbone/config.json  the transformers config: the backbone is rebuilt from it, never downloaded
+
+A checkpoint that does not match what its config builds fails with a ValueError that names the mismatch:
+missing files, missing/unexpected/reshaped weights, a different head/history/backbone, different
+normalisation, a different tokenizer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from harness.data.normalization import ActionNormalizer
+
+from .backbones import backbone_from_folders
+from .config import VLAConfig
+from .finetune import apply_finetune
+from .model import VLAModel
+
+FORMAT = "vla-harness/1"
+WEIGHTS, CONFIG, NORMALIZER = "model.safetensors", "config.yaml", "normalizer.json"
+REQUIRED = (WEIGHTS, CONFIG, NORMALIZER, "tokenizer", "processor", "backbone/config.json")
+
+
+@dataclass
+class Checkpoint:
+    model: VLAModel
+    normalizer: ActionNormalizer
+    config: dict[str, Any]  # the whole config.yaml
+    path: Path
+
+
+def _metadata(model: VLAModel) -> dict[str, str]:
+    cfg = model.cfg
+    return {
+        "format": FORMAT, "family": cfg.backbone.family, "head": cfg.head.type, "history": cfg.history,
+        "finetune": cfg.finetune.mode, "lrn_id": str(model.lrn_id), "proprio_id": str(model.proprio_id),
+        "action_token_ids": ",".join(map(str, model.action_token_ids.tolist())),
+    }
+
+
+def unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """state_dict with tensors that share storage (tied weights) kept once, under their first name."""
+    out, seen = {}, set()
+    for name, t in model.state_dict().items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if key not in seen:
+            seen.add(key)
+            out[name] = t
+    return out
+
+
+def save_checkpoint(path: str | Path, model: VLAModel, normalizer: ActionNormalizer,
+                    extra_config: dict[str, Any] | None = None) -> Path:
+    """Write the checkpoint folder; `extra_config` (e.g. the resolved data/train config) joins config.yaml."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in unique_state_dict(model).items()}
+    save_file(tensors, str(path / WEIGHTS), metadata=_metadata(model))
+    config = {"model": model.cfg.to_dict(), "normalizer": normalizer.to_dict(), **(extra_config or {})}
+    (path / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
+    normalizer.save(path / NORMALIZER)
+    model.backbone.tokenizer.save_pretrained(str(path / "tokenizer"))
+    model.backbone.processor.save_pretrained(str(path / "processor"))
+    model.vlm.config.save_pretrained(str(path / "backbone"))
+    return path
+
+
+def _fail(path: Path, what: str) -> ValueError:
+    return ValueError(f"checkpoint {path}: {what}")
+
+
+def _listing(names: list[str], limit: int = 8) -> str:
+    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                    dtype: torch.dtype | None = None) -> Checkpoint:
+    """Rebuild the model from the folder alone and load its weights, after checking that they match."""
+    path = Path(path)
+    if not path.is_dir():
+        raise _fail(path, "is not a folder")
+    missing_files = [f for f in REQUIRED if not (path / f).exists()]
+    if missing_files:
+        raise _fail(path, f"missing {', '.join(missing_files)}")
+    config = yaml.safe_load((path / CONFIG).read_text())
+    if not isinstance(config, dict) or "model" not in config:
+        raise _fail(path, f"{CONFIG} has no 'model' section")
+    cfg = VLAConfig.from_dict(config["model"])
+    normalizer = ActionNormalizer.load(path / NORMALIZER)
+    if "normalizer" in config:
+        recorded = ActionNormalizer.from_dict(config["normalizer"])
+        if recorded != normalizer:
+            raise _fail(path, f"different normalisation: {NORMALIZER} holds {normalizer.to_dict()} but the "
+                              f"model was trained with {recorded.to_dict()} ({CONFIG}: normalizer)")
+
+    try:
+        with safe_open(str(path / WEIGHTS), framework="pt") as f:
+            meta = f.metadata() or {}
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as err:  # safetensors raises its own error types for truncated/garbled files
+        raise _fail(path, f"cannot read {WEIGHTS} (corrupted or not safetensors): {err}") from err
+    for key, want in (("format", FORMAT), ("family", cfg.backbone.family), ("head", cfg.head.type),
+                      ("history", cfg.history), ("finetune", cfg.finetune.mode)):
+        if meta.get(key) != want:
+            raise _fail(path, f"different {key}: the weights in {WEIGHTS} were saved with {key}={meta.get(key)!r} "
+                              f"but {CONFIG} says {want!r}")
+
+    backbone = backbone_from_folders(cfg.backbone, str(path / "backbone"), str(path / "processor"))
+    model = VLAModel(cfg, backbone)
+    apply_finetune(model, cfg.finetune)  # same structure (LoRA layers) and trainable flags as when saved
+    for key in ("lrn_id", "proprio_id", "action_token_ids"):
+        if meta.get(key) != _metadata(model)[key]:
+            raise _fail(path, f"tokenizer mismatch: {key} is {_metadata(model)[key]!r} with processor/ but the "
+                              f"weights were trained with {meta.get(key)!r}")
+    _check_tokenizer(path, model)
+
+    expected = {k: tuple(v.shape) for k, v in unique_state_dict(model).items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    reshaped = sorted(f"{k} {shapes[k]} vs {expected[k]}" for k in set(expected) & set(shapes) if shapes[k] != expected[k])
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listing(unexpected)}")
+    if reshaped:
+        problems.append(f"shape mismatch (file vs model): {_listing(reshaped)}")
+    if problems:
+        raise _fail(path, f"weights do not match the model built from {CONFIG}: " + "; ".join(problems))
+
+    result = model.load_state_dict(load_file(str(path / WEIGHTS)), strict=False)
+    tied = [k for k in result.missing_keys if k not in expected]  # aliases of tensors stored once
+    if len(tied) != len(result.missing_keys):
+        raise _fail(path, f"weights not loaded: {_listing([k for k in result.missing_keys if k in expected])}")
+    model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+    model.eval()
+    return Checkpoint(model, normalizer, config, path)
+
+
+def _check_tokenizer(path: Path, model: VLAModel) -> None:
+    from transformers import AutoTokenizer
+
+    saved = AutoTokenizer.from_pretrained(str(path / "tokenizer"))
+    if saved.get_vocab() != model.backbone.tokenizer.get_vocab():
+        raise _fail(path, f"tokenizer mismatch: tokenizer/ has {len(saved)} tokens, processor/ {len(model.backbone.tokenizer)}")

@@ -1,0 +1,149 @@
+"""Dataclass configs of the VLA model: backbone, history, head, loss and fine-tuning.
+
+The hydra group `configs/model/*.yaml` mirrors `VLAConfig` field for field; `VLAConfig.from_dict` turns a
+resolved mapping back into dataclasses and rejects unknown keys, so a typo in a config fails at start-up
+instead of silently falling back to a default. The same dict is written into every checkpoint's
+`config.yaml`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, Mapping
+
+HISTORY_MODES = ("post", "interleaved")
+HEAD_TYPES = ("mlp", "lstm", "gpt", "discrete")
+FINETUNE_MODES = ("full", "lora", "frozen")
+LORA_BIAS = ("none", "all", "lora_only")
+
+
+@dataclass
+class BackboneConfig:
+    """Which vision-language model, and how its prompt is phrased.
+
+    Exactly one of `pretrained` (a hub id or a local folder, loaded with `from_pretrained`) and `tiny`
+    (the name of a random-init preset in `agents.vla.tiny`, built from a config) is set.
+    """
+
+    family: str = "llava"  # key of agents.vla.backbones.ADAPTERS
+    pretrained: str | None = None
+    tiny: str | None = None
+    tiny_size: dict[str, int] = field(default_factory=dict)  # overrides of agents.vla.tiny.TinySize
+    # `{instruction}` is replaced by the language annotation; the family's chat template/processor wraps it.
+    prompt: str = "What action should the robot take to {instruction}?"
+    dtype: str = "float32"  # weights dtype at load time: float32 | bfloat16 | float16
+    attn_implementation: str = "sdpa"
+
+    def __post_init__(self) -> None:
+        if (self.pretrained is None) == (self.tiny is None):
+            raise ValueError(
+                f"backbone: set exactly one of `pretrained` (hub id or folder) and `tiny` (preset name); "
+                f"got pretrained={self.pretrained!r}, tiny={self.tiny!r}"
+            )
+        if "{instruction}" not in self.prompt:
+            raise ValueError(f"backbone.prompt must contain '{{instruction}}', got {self.prompt!r}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"backbone.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+
+
+@dataclass
+class HeadConfig:
+    """The policy head over the per-frame [LRN] features (or the LM itself for `discrete`)."""
+
+    type: str = "lstm"  # mlp | lstm | gpt | discrete
+    hidden_size: int = 256  # width of the LSTM / GPT trunk and of the MLP trunk
+    num_layers: int = 2  # LSTM layers / GPT blocks / MLP trunk layers
+    num_heads: int = 4  # GPT attention heads
+    dropout: float = 0.0
+    n_bins: int = 256  # discrete: action bins (= added action tokens) over [-1, 1]
+
+    def __post_init__(self) -> None:
+        if self.type not in HEAD_TYPES:
+            raise ValueError(f"head.type must be one of {HEAD_TYPES}, got {self.type!r}")
+        if self.type == "gpt" and self.hidden_size % self.num_heads:
+            raise ValueError(f"head.hidden_size {self.hidden_size} must be divisible by head.num_heads {self.num_heads}")
+        if self.n_bins < 2:
+            raise ValueError(f"head.n_bins must be >= 2, got {self.n_bins}")
+
+
+@dataclass
+class LossConfig:
+    """loss = arm_weight * smooth-L1(arm) + gripper_weight * BCE(gripper); both masked at segment ends."""
+
+    arm_weight: float = 1.0
+    gripper_weight: float = 0.01  # RoboVLMs' CALVIN setting (arm_gripper_loss_ratio)
+    smooth_l1_beta: float = 1.0  # RoboVLMs uses Huber with delta 1 (= smooth-L1 with beta 1)
+
+
+@dataclass
+class FinetuneConfig:
+    """What of the backbone trains. The [LRN]/added tokens, proprio encoder and head always train."""
+
+    mode: str = "full"  # full | lora | frozen (whole backbone frozen)
+    train_vision: bool = True  # vision tower + projector
+    train_embeddings: bool = True  # the backbone's own word embeddings (added tokens train regardless)
+    train_decoder_layers: int = -1  # full mode: -1 = all decoder layers, k >= 0 = only the last k
+    train_lm_head: bool = False  # an untied LM head (only vision-language co-training reaches it)
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_bias: str = "none"  # none | all | lora_only (peft semantics)
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in FINETUNE_MODES:
+            raise ValueError(f"finetune.mode must be one of {FINETUNE_MODES}, got {self.mode!r}")
+        if self.lora_bias not in LORA_BIAS:
+            raise ValueError(f"finetune.lora_bias must be one of {LORA_BIAS}, got {self.lora_bias!r}")
+        if self.train_decoder_layers < -1:
+            raise ValueError(f"finetune.train_decoder_layers must be -1 (all) or >= 0, got {self.train_decoder_layers}")
+
+
+@dataclass
+class VLAConfig:
+    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(tiny="tiny_llava"))
+    head: HeadConfig = field(default_factory=HeadConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    history: str = "post"  # post: one VLM pass per frame, fusion in the head; interleaved: one pass per window
+    window_size: int = 8
+    fwd_pred_next_n: int = 10  # chunk length C predicted at every frame
+    use_gripper_image: bool = False
+    use_proprio: bool = False  # robot_obs becomes one [PROPRIO] token before [LRN]
+
+    def __post_init__(self) -> None:
+        if self.history not in HISTORY_MODES:
+            raise ValueError(f"history must be one of {HISTORY_MODES}, got {self.history!r}")
+        if self.window_size < 1 or self.fwd_pred_next_n < 1:
+            raise ValueError(
+                f"window_size and fwd_pred_next_n must be >= 1, got {self.window_size}, {self.fwd_pred_next_n}"
+            )
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return ("static", "gripper") if self.use_gripper_image else ("static",)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "VLAConfig":
+        return _from_dict(cls, d, "model")
+
+
+def _from_dict(cls: type, d: Mapping[str, Any], where: str) -> Any:
+    """Build dataclass `cls` from a mapping, recursing into nested dataclass fields; unknown keys raise."""
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; known keys are {sorted(known)}")
+    kwargs = {}
+    for name, value in d.items():
+        default = known[name].default_factory() if callable(known[name].default_factory) else None
+        if is_dataclass(default) and value is not None:
+            kwargs[name] = _from_dict(type(default), value, f"{where}.{name}")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)

@@ -1,0 +1,245 @@
+"""Policy heads over the per-frame [LRN] features, and their losses.
+
+Continuous heads map features (B, W, H) to, for every frame, a chunk of C = fwd_pred_next_n actions:
+6 arm values through tanh (normalised space) and one gripper logit each. They also run incrementally
+(`init_state` / `step`), one new frame at a time, with the same result as `forward` over the window:
+
+* `mlp`  - no history: each frame on its own.
+* `lstm` - keeps (h, c) while the window fills; once the window is full and slides, it re-runs over the
+  last W cached features from a zero state (exactly what it was trained on; the LSTM is cheap).
+* `gpt`  - causal transformer with learned positions 0..W-1 and a KV cache while the window fills; once
+  the window slides, positions shift, so it re-runs over the last W cached features.
+
+The discrete head reuses the language model: its action tokens are scored by `DiscreteHead.logits`, and
+decoding lives in `VLAModel` (it needs the backbone).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import HeadConfig, LossConfig
+
+ARM_DIM = 6  # CALVIN relative action: xyz + euler; the 7th value is the gripper
+
+
+def _mlp(d_in: int, d_hidden: int, d_out: int, n_layers: int = 2, dropout: float = 0.0) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    d = d_in
+    for _ in range(n_layers - 1):
+        layers += [nn.Linear(d, d_hidden), nn.GELU(), nn.Dropout(dropout)]
+        d = d_hidden
+    layers.append(nn.Linear(d, d_out))
+    return nn.Sequential(*layers)
+
+
+class ChunkDecoder(nn.Module):
+    """Feature -> (arm (..., C, 6) in [-1, 1], gripper logits (..., C))."""
+
+    def __init__(self, d_in: int, d_hidden: int, chunk: int, dropout: float = 0.0):
+        super().__init__()
+        self.chunk = chunk
+        self.arm = _mlp(d_in, d_hidden, chunk * ARM_DIM, 2, dropout)
+        self.gripper = _mlp(d_in, d_hidden, chunk, 2, dropout)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        arm = torch.tanh(self.arm(h)).unflatten(-1, (self.chunk, ARM_DIM))
+        return arm, self.gripper(h)
+
+
+class ContinuousHead(nn.Module):
+    """Interface: `forward(feats (B, W, H))` and `init_state()` / `step(feat (B, H), state)`."""
+
+    def __init__(self, cfg: HeadConfig, d_in: int, chunk: int, window: int):
+        super().__init__()
+        self.cfg, self.window = cfg, window
+        self.decoder = ChunkDecoder(cfg.hidden_size, cfg.hidden_size, chunk, cfg.dropout)
+
+    def init_state(self) -> Any:
+        return None
+
+    def step(self, feat: torch.Tensor, state: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        raise NotImplementedError
+
+
+class MLPHead(ContinuousHead):
+    def __init__(self, cfg, d_in, chunk, window):
+        super().__init__(cfg, d_in, chunk, window)
+        self.trunk = nn.Sequential(_mlp(d_in, cfg.hidden_size, cfg.hidden_size, max(cfg.num_layers, 1), cfg.dropout), nn.GELU())
+
+    def forward(self, feats):
+        return self.decoder(self.trunk(feats))
+
+    def step(self, feat, state):
+        arm, grip = self.forward(feat)
+        return arm, grip, state
+
+
+@dataclass
+class WindowState:
+    """Incremental state of a history head: the features in the window, plus the head's own cache."""
+
+    feats: deque = field(default_factory=deque)
+    cache: Any = None
+
+
+class HistoryHead(ContinuousHead):
+    """A head over the window's features. Incrementally, `_extend` adds one frame while the window fills;
+    once it is full and slides, `_rerun` runs over the last W frames, as in training."""
+
+    def init_state(self):
+        return WindowState()
+
+    def step(self, feat, state):
+        if len(state.feats) < self.window:
+            h, state.cache = self._extend(feat, state)
+            state.feats.append(feat)
+        else:
+            state.feats.popleft()
+            state.feats.append(feat)
+            h, state.cache = self._rerun(torch.stack(list(state.feats), dim=1))
+        arm, grip = self.decoder(h)
+        return arm, grip, state
+
+    def _extend(self, feat: torch.Tensor, state: WindowState) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def _rerun(self, feats: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+
+class LSTMHead(HistoryHead):
+    def __init__(self, cfg, d_in, chunk, window):
+        super().__init__(cfg, d_in, chunk, window)
+        self.lstm = nn.LSTM(d_in, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True,
+                            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+
+    def forward(self, feats):
+        out, _ = self.lstm(feats)
+        return self.decoder(out)
+
+    def _extend(self, feat, state):  # advance the stored (h, c) by one step
+        out, hc = self.lstm(feat.unsqueeze(1), state.cache)
+        return out[:, -1], hc
+
+    def _rerun(self, feats):  # from a zero state over the window
+        out, hc = self.lstm(feats)
+        return out[:, -1], hc
+
+
+class _CausalBlock(nn.Module):
+    def __init__(self, d: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d), nn.Dropout(dropout))
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None):
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        # with a cache the new queries are the last positions and may see every cached key
+        att = F.scaled_dot_product_attention(q, k, v, is_causal=past is None and t > 1,
+                                             dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.proj(att.transpose(1, 2).reshape(b, t, d))
+        return x + self.mlp(self.ln2(x)), (k, v)
+
+
+class GPTHead(HistoryHead):
+    def __init__(self, cfg, d_in, chunk, window):
+        super().__init__(cfg, d_in, chunk, window)
+        d = cfg.hidden_size
+        self.inp = nn.Linear(d_in, d)
+        self.pos = nn.Embedding(window, d)
+        self.blocks = nn.ModuleList(_CausalBlock(d, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_layers))
+        self.ln_f = nn.LayerNorm(d)
+
+    def _run(self, feats: torch.Tensor, start: int, past: list | None) -> tuple[torch.Tensor, list]:
+        t = feats.shape[1]
+        if start + t > self.window:
+            raise ValueError(f"GPT head: positions {start}..{start + t - 1} exceed window_size {self.window}")
+        x = self.inp(feats) + self.pos(torch.arange(start, start + t, device=feats.device))
+        cache = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, None if past is None else past[i])
+            cache.append(kv)
+        return self.ln_f(x), cache
+
+    def forward(self, feats):
+        h, _ = self._run(feats, 0, None)
+        return self.decoder(h)
+
+    def _extend(self, feat, state):  # one new position through the KV cache
+        h, cache = self._run(feat.unsqueeze(1), len(state.feats), state.cache)
+        return h[:, -1], cache
+
+    def _rerun(self, feats):  # positions shifted by one: rebuild the cache over the window
+        h, cache = self._run(feats, 0, None)
+        return h[:, -1], cache
+
+
+class DiscreteHead(nn.Module):
+    """Output embeddings of the action tokens: the LM's hidden state scores the n_bins action tokens.
+
+    The softmax runs over the action tokens only (constrained decoding): a decoded token is always a
+    valid bin, and the loss does not spend capacity on the rest of the vocabulary.
+    """
+
+    def __init__(self, cfg: HeadConfig, d_in: int, init_std: float = 0.02):
+        super().__init__()
+        self.n_bins = cfg.n_bins
+        self.out = nn.Parameter(torch.randn(cfg.n_bins, d_in) * init_std)
+        self.bias = nn.Parameter(torch.zeros(cfg.n_bins))
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ self.out.to(hidden.dtype).T + self.bias.to(hidden.dtype)
+
+
+HEADS = {"mlp": MLPHead, "lstm": LSTMHead, "gpt": GPTHead}
+
+
+def build_head(cfg: HeadConfig, d_in: int, chunk: int, window: int) -> nn.Module:
+    if cfg.type == "discrete":
+        return DiscreteHead(cfg, d_in)
+    return HEADS[cfg.type](cfg, d_in, chunk, window)
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def continuous_loss(arm: torch.Tensor, grip_logits: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
+                    cfg: LossConfig) -> dict[str, torch.Tensor]:
+    """Smooth-L1 on the arm + weighted BCE on the gripper, both averaged over unmasked (frame, step)s."""
+    arm, grip_logits = arm.float(), grip_logits.float()
+    loss_arm = _masked_mean(F.smooth_l1_loss(arm, actions[..., :ARM_DIM], beta=cfg.smooth_l1_beta, reduction="none").mean(-1), mask)
+    target = actions[..., ARM_DIM]
+    loss_grip = _masked_mean(F.binary_cross_entropy_with_logits(grip_logits, target, reduction="none"), mask)
+    acc = _masked_mean(((grip_logits > 0) == (target > 0.5)).float(), mask)
+    return {
+        "loss": cfg.arm_weight * loss_arm + cfg.gripper_weight * loss_grip,
+        "loss_arm": loss_arm, "loss_gripper": loss_grip, "acc_gripper": acc.detach(),
+    }
+
+
+def discrete_loss(logits: torch.Tensor, bins: torch.Tensor, mask: torch.Tensor, cfg: LossConfig) -> dict[str, torch.Tensor]:
+    """Cross-entropy over action tokens. logits (..., C, 7, n_bins), bins (..., C, 7), mask (..., C)."""
+    ce = F.cross_entropy(logits.float().flatten(0, -2), bins.flatten(), reduction="none").view(bins.shape)
+    loss_arm = _masked_mean(ce[..., :ARM_DIM].mean(-1), mask)
+    loss_grip = _masked_mean(ce[..., ARM_DIM], mask)
+    n = logits.shape[-1]
+    acc = _masked_mean(((logits[..., ARM_DIM, :].argmax(-1) >= n // 2) == (bins[..., ARM_DIM] >= n // 2)).float(), mask)
+    return {
+        "loss": cfg.arm_weight * loss_arm + cfg.gripper_weight * loss_grip,
+        "loss_arm": loss_arm, "loss_gripper": loss_grip, "acc_gripper": acc.detach(),
+    }

@@ -1,0 +1,323 @@
+"""VLAModel: a transformers VLM + the [LRN] action token + a policy head.
+
+Per frame the backbone sees (its family's formatting of) `[images] prompt(instruction) [PROPRIO]? [LRN]`;
+the last hidden state at [LRN] is the frame's feature.
+
+* `history: post`        - one sequence per frame (B*W sequences); history is fused by the head.
+* `history: interleaved` - one sequence per window: the frame segments concatenated (BOS kept once), so
+                           each [LRN] attends causally to every earlier frame.
+
+The discrete head appends C*7 action tokens after [LRN] (teacher-forced in training; greedily decoded
+with a KV cache at inference): the hidden state at [LRN] predicts the first one, and each action token
+predicts the next.
+
+`forward(batch)` takes the training batch of docs/ARCHITECTURE.md and returns the losses;
+`predict(batch)` returns normalised chunks (B, W, C, 7): arm in [-1, 1], gripper probability of "open".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import BackboneAdapter, BackboneCache, load_backbone
+from .config import VLAConfig
+from .heads import ARM_DIM, DiscreteHead, build_head, continuous_loss, discrete_loss
+from .tokens import ActionBins, AddedTokenEmbedding, add_vla_tokens
+
+ACTION_DIM = ARM_DIM + 1
+Batch = dict[str, Any]
+
+
+@dataclass
+class TokenBatch:
+    input_ids: torch.Tensor  # (S, T), right-padded
+    attention_mask: torch.Tensor  # (S, T)
+    lrn_index: torch.Tensor  # (S, F): position of each frame's [LRN] in its sequence
+    prefix_mask: torch.Tensor | None  # (S, T): bidirectional prefix (prefix-LM families, post mode only)
+
+
+class ProprioEncoder(nn.Module):
+    """robot_obs (..., 15) -> one token embedding.
+
+    Euler angles enter as sin/cos (CALVIN's TCP roll sits near +-pi and wraps), the gripper width is
+    scaled from metres to ~[0, 1]; positions, joints and the last gripper action are used as they are.
+    """
+
+    N_FEATURES = 3 + 3 + 3 + 1 + 7 + 1
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(self.N_FEATURES, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if obs.shape[-1] != 15:
+            raise ValueError(f"robot_obs must have 15 values in the last axis, got shape {tuple(obs.shape)}")
+        euler = obs[..., 3:6]
+        x = torch.cat([obs[..., :3], euler.sin(), euler.cos(), obs[..., 6:7] * 12.5, obs[..., 7:14], obs[..., 14:15]], -1)
+        return self.net(x.to(self.net[0].weight.dtype))
+
+
+class VLAModel(nn.Module):
+    def __init__(self, cfg: VLAConfig, backbone: BackboneAdapter):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone  # plain object; its HF model is registered as `vlm`
+        self.vlm = backbone.model
+        discrete = cfg.head.type == "discrete"
+        ids = add_vla_tokens(backbone.tokenizer, cfg.head.n_bins if discrete else 0)
+        self.lrn_id, self.proprio_id = ids["lrn"], ids["proprio"]
+        self.register_buffer("action_token_ids", torch.tensor(ids["actions"], dtype=torch.long), persistent=False)
+        embed = self.vlm.get_input_embeddings()
+        if isinstance(embed, AddedTokenEmbedding):
+            raise ValueError("this backbone already carries VLA tokens; build a VLAModel from a fresh backbone")
+        self.vlm.set_input_embeddings(AddedTokenEmbedding(embed, [self.lrn_id, self.proprio_id, *ids["actions"]]))
+        hidden = backbone.hidden_size
+        self.proprio = ProprioEncoder(hidden) if cfg.use_proprio else None
+        self.head = build_head(cfg.head, hidden, cfg.fwd_pred_next_n, cfg.window_size)
+        self.bins = ActionBins(cfg.head.n_bins)
+
+    @classmethod
+    def build(cls, cfg: VLAConfig, verbose: bool = True) -> "VLAModel":
+        """Load/construct the backbone named by `cfg.backbone`, add the VLA parts, apply `cfg.finetune`;
+        print the trainable parameters per part."""
+        from .finetune import apply_finetune, format_parameter_report, parameter_report
+
+        model = cls(cfg, load_backbone(cfg.backbone))
+        apply_finetune(model, cfg.finetune)
+        if verbose:
+            print(format_parameter_report(parameter_report(model)))
+        return model
+
+    @property
+    def embed(self) -> AddedTokenEmbedding:
+        return self.vlm.get_input_embeddings()
+
+    @property
+    def discrete(self) -> bool:
+        return isinstance(self.head, DiscreteHead)
+
+    @property
+    def n_action_tokens(self) -> int:
+        return self.cfg.fwd_pred_next_n * ACTION_DIM
+
+    # ------------------------------------------------------------------ inputs
+    def _check(self, batch: Batch, need_actions: bool) -> tuple[int, int]:
+        rgb = batch.get("rgb_static")
+        if rgb is None or rgb.ndim != 5 or rgb.shape[-1] != 3 or rgb.dtype != torch.uint8:
+            got = None if rgb is None else f"{rgb.dtype} {tuple(rgb.shape)}"
+            raise ValueError(f"batch['rgb_static'] must be uint8 (B, W, H, W, 3), got {got}")
+        b, w = rgb.shape[:2]
+        if self.cfg.use_gripper_image and "rgb_gripper" not in batch:
+            raise ValueError("model config has use_gripper_image=true but the batch has no 'rgb_gripper'")
+        if self.cfg.use_proprio and "robot_obs" not in batch:
+            raise ValueError("model config has use_proprio=true but the batch has no 'robot_obs'")
+        if len(batch["instruction"]) != b:
+            raise ValueError(f"batch['instruction'] has {len(batch['instruction'])} entries for batch size {b}")
+        if need_actions:
+            expect = (b, w, self.cfg.fwd_pred_next_n, ACTION_DIM)
+            if tuple(batch["actions"].shape) != expect:
+                raise ValueError(f"batch['actions'] must have shape {expect} (B, W, fwd_pred_next_n, 7), got {tuple(batch['actions'].shape)}")
+            if tuple(batch["action_mask"].shape) != expect[:3]:
+                raise ValueError(f"batch['action_mask'] must have shape {expect[:3]}, got {tuple(batch['action_mask'].shape)}")
+        return b, w
+
+    def _cameras(self, batch: Batch) -> list[torch.Tensor]:
+        keys = ["rgb_static"] + (["rgb_gripper"] if self.cfg.use_gripper_image else [])
+        return [batch[k] for k in keys]
+
+    def _image_slots(self, batch: Batch) -> list[torch.Tensor]:
+        """The images of every sequence, slot by slot: post -> (B*W, H, W, 3) per camera;
+        interleaved -> (B, H, W, 3) per (frame, camera)."""
+        cams = self._cameras(batch)
+        if self.cfg.history == "post":
+            return [c.flatten(0, 1) for c in cams]
+        return [c[:, w] for w in range(cams[0].shape[1]) for c in cams]
+
+    def _image_sizes(self, batch: Batch) -> tuple[tuple[int, int], ...]:
+        return tuple((int(c.shape[2]), int(c.shape[3])) for c in self._cameras(batch))
+
+    def prompt_length(self, instruction: str, image_sizes: tuple[tuple[int, int], ...]) -> int:
+        return len(self.backbone.prompt_ids(self.cfg.backbone.prompt.format(instruction=instruction), image_sizes))
+
+    def _tokens(self, batch: Batch, action_bins: torch.Tensor | None = None, continuing: bool = False) -> TokenBatch:
+        """Token sequences of the batch. `action_bins` (B, W, C*7) appends action tokens after each [LRN];
+        `continuing` marks frames that extend an earlier (cached) interleaved sequence."""
+        interleaved = self.cfg.history == "interleaved"
+        sizes = self._image_sizes(batch)
+        n_frames = batch["rgb_static"].shape[1]
+        bos = self.backbone.bos_token_id
+        seqs: list[list[int]] = []
+        lrn: list[list[int]] = []
+        action_ids = self.action_token_ids.tolist()
+        for b, instruction in enumerate(batch["instruction"]):
+            prompt = self.backbone.prompt_ids(self.cfg.backbone.prompt.format(instruction=instruction), sizes)
+            seq: list[int] = []
+            idx: list[int] = []
+            for w in range(n_frames):
+                ids = list(prompt)
+                if interleaved and (w > 0 or continuing) and bos is not None and ids[0] == bos:
+                    ids = ids[1:]  # one BOS per interleaved sequence
+                ids += ([self.proprio_id] if self.cfg.use_proprio else []) + [self.lrn_id]
+                pos = len(ids) - 1
+                if action_bins is not None:
+                    ids += [action_ids[i] for i in action_bins[b, w].tolist()]
+                if interleaved:
+                    idx.append(len(seq) + pos)
+                    seq += ids
+                else:
+                    seqs.append(ids)
+                    lrn.append([pos])
+            if interleaved:
+                seqs.append(seq)
+                lrn.append(idx)
+        t = max(len(s) for s in seqs)
+        device = batch["rgb_static"].device
+        pad = self.backbone.tokenizer.pad_token_id or 0
+        input_ids = torch.full((len(seqs), t), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), t), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            input_ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        lrn_index = torch.tensor(lrn, dtype=torch.long)
+        prefix = None
+        if self.backbone.prefix_lm and not interleaved:  # image + prompt + [LRN] bidirectional, actions causal
+            prefix = (torch.arange(t).unsqueeze(0) <= lrn_index[:, :1]) & mask.bool()
+            prefix = prefix.to(device)
+        return TokenBatch(input_ids.to(device), mask.to(device), lrn_index.to(device), prefix)
+
+    def _run(self, batch: Batch, action_bins: torch.Tensor | None = None, cache: BackboneCache | None = None,
+             continuing: bool = False) -> tuple[torch.Tensor, TokenBatch]:
+        """Backbone hidden states (S, T, H) of the batch's sequences."""
+        tokens = self._tokens(batch, action_bins, continuing)
+        pixels = self.backbone.pixel_inputs(self._image_slots(batch))
+        proprio = None
+        if self.proprio is not None:
+            proprio = self.proprio(batch["robot_obs"].to(tokens.input_ids.device)).flatten(0, 1)  # (b, w) order
+        unpadded = bool(tokens.attention_mask.all())
+        if cache is not None and not unpadded:
+            raise ValueError("cached backbone calls need sequences of equal length (no padding)")
+        attention_mask = None if unpadded else tokens.attention_mask  # no mask to build when nothing is padded
+        with self.embed.inject(self.proprio_id, proprio):
+            hidden = self.backbone.forward(tokens.input_ids, attention_mask, pixels, tokens.prefix_mask, cache)
+        return hidden, tokens
+
+    # ------------------------------------------------------------------ training
+    def features(self, batch: Batch, cache: BackboneCache | None = None, continuing: bool = False) -> torch.Tensor:
+        """The [LRN] feature of every frame: (B, W, H)."""
+        b, w = self._check(batch, need_actions=False)
+        hidden, tokens = self._run(batch, cache=cache, continuing=continuing)
+        return _gather(hidden, tokens.lrn_index).reshape(b, w, -1)
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Losses of a training batch: `loss`, `loss_arm`, `loss_gripper`, `acc_gripper`."""
+        b, w = self._check(batch, need_actions=True)
+        actions = batch["actions"].float()
+        mask = batch["action_mask"].bool()
+        if self.discrete:
+            bins = self.bins.encode(actions)  # (B, W, C, 7)
+            hidden, tokens = self._run(batch, action_bins=bins.flatten(2))
+            # the [LRN] state predicts action token 0, action token k predicts token k + 1
+            positions = tokens.lrn_index.unsqueeze(-1) + torch.arange(self.n_action_tokens, device=hidden.device)
+            h = _gather(hidden, positions.flatten(1))
+            logits = self.head.logits(h).view(b, w, self.cfg.fwd_pred_next_n, ACTION_DIM, -1)
+            return discrete_loss(logits, bins, mask, self.cfg.loss)
+        arm, grip = self.head(self.features(batch))
+        return continuous_loss(arm, grip, actions, mask, self.cfg.loss)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> torch.Tensor:
+        """Normalised action chunks (B, W, C, 7) for every frame of the window (no incremental state)."""
+        b, w = self._check(batch, need_actions=False)
+        if not self.discrete:
+            arm, grip = self.head(self.features(batch))
+            return torch.cat([arm, torch.sigmoid(grip).unsqueeze(-1)], dim=-1).float()
+        out = torch.empty(b, w, self.cfg.fwd_pred_next_n, ACTION_DIM, device=batch["rgb_static"].device)
+        sizes = self._image_sizes(batch)
+        groups: dict[int, list[int]] = {}
+        for i, instruction in enumerate(batch["instruction"]):  # equal prompt lengths decode together unpadded
+            groups.setdefault(self.prompt_length(instruction, sizes), []).append(i)
+        for idx in groups.values():
+            sub = select(batch, idx)
+            if self.cfg.history == "post":
+                bins = self.decode_actions(sub).view(len(idx), w, -1)
+            else:
+                cache = BackboneCache()
+                bins = torch.stack([self.decode_actions(frame(sub, t), cache, continuing=t > 0) for t in range(w)], 1)
+            out[idx] = self.bins.decode(bins.view(len(idx), w, self.cfg.fwd_pred_next_n, ACTION_DIM))
+        return out
+
+    @torch.no_grad()
+    def decode_actions(self, batch: Batch, cache: BackboneCache | None = None, continuing: bool = False) -> torch.Tensor:
+        """Greedy decoding of C*7 action tokens after each [LRN], with a KV cache: bins (S, C*7).
+
+        Sequences must have equal lengths. With `cache` (interleaved), the frame and its decoded action
+        tokens are appended to it."""
+        cache = BackboneCache() if cache is None else cache
+        hidden, _ = self._run(batch, cache=cache, continuing=continuing)
+        h = hidden[:, -1]  # [LRN] closes every prompt
+        bins = []
+        for k in range(self.n_action_tokens):
+            bins.append(self.head.logits(h).argmax(-1))
+            if k + 1 < self.n_action_tokens or self.cfg.history == "interleaved":
+                # interleaved: the last token also enters the cache, as the next frame follows it
+                token = self.action_token_ids[bins[-1]].unsqueeze(1)
+                h = self.backbone.forward(token, None, None, None, cache)[:, -1]
+        return torch.stack(bins, dim=1)
+
+    # ------------------------------------------------------------------ vision-language co-training
+    def vl_loss(self, images: list[torch.Tensor], prompts: list[str], answers: list[str]) -> torch.Tensor:
+        """Next-token cross-entropy on the answer tokens through the same backbone and its LM head.
+
+        `images[j]`: uint8 (B, H, W, 3), the j-th image of every sample."""
+        sizes = tuple((int(im.shape[1]), int(im.shape[2])) for im in images)
+        tok = self.backbone.tokenizer
+        seqs, starts = [], []
+        for prompt, answer in zip(prompts, answers):
+            ids = self.backbone.prompt_ids(prompt, sizes)
+            answer_ids = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            seqs.append(list(ids) + answer_ids)
+            starts.append(len(ids))
+        t = max(len(s) for s in seqs)
+        device = images[0].device
+        input_ids = torch.full((len(seqs), t), tok.pad_token_id or 0, dtype=torch.long, device=device)
+        mask = torch.zeros_like(input_ids)
+        for i, s in enumerate(seqs):
+            input_ids[i, : len(s)] = torch.tensor(s, device=device)
+            mask[i, : len(s)] = 1
+        hidden = self.backbone.forward(input_ids, mask, self.backbone.pixel_inputs(images), None)
+        rows, cols = zip(*[(i, p) for i, (s, st) in enumerate(zip(seqs, starts)) for p in range(st - 1, len(s) - 1)])
+        rows_t, cols_t = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
+        logits = self.backbone.lm_head(hidden[rows_t, cols_t])
+        return F.cross_entropy(logits.float(), input_ids[rows_t, cols_t + 1])
+
+
+def _gather(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """hidden (S, T, H), index (S, K) -> (S, K, H)."""
+    return hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+
+def select(batch: Batch, idx: list[int]) -> Batch:
+    """The samples `idx` of a batch (tensors and lists along the first axis)."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v[torch.tensor(idx, device=v.device)]
+        elif isinstance(v, (list, tuple)):
+            out[k] = [v[i] for i in idx]
+        else:
+            out[k] = v
+    return out
+
+
+FRAME_KEYS = ("rgb_static", "rgb_gripper", "robot_obs")
+
+
+def frame(batch: Batch, t: int) -> Batch:
+    """The window of length 1 at frame `t` (per-frame keys sliced, the rest kept)."""
+    return {k: (v[:, t : t + 1] if k in FRAME_KEYS else v) for k, v in batch.items() if k not in ("actions", "action_mask")}

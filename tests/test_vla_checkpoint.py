@@ -1,0 +1,149 @@
+"""Checkpoint folders: round trip, no unpickling, and errors that name what does not match."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from agents import load_agent
+from agents.vla.checkpoint import load_checkpoint, save_checkpoint
+from harness.data.normalization import ActionNormalizer
+from tests.vla_helpers import build_model, make_batch, tiny_dir  # noqa: F401  (fixture)
+
+
+@pytest.fixture(scope="module")
+def saved(tiny_dir, tmp_path_factory):
+    """A saved tiny-LLaVA LSTM checkpoint (with gripper camera and proprio) and the model it came from."""
+    model = build_model(tiny_dir, "tiny_llava", head="lstm", gripper=True, proprio=True).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "run"
+    save_checkpoint(path, model, ActionNormalizer(clip=0.5), extra_config={"data": {"split": "debug"}})
+    return path, model
+
+
+def _copy(path, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(path, dst)
+    return dst
+
+
+def _with_config(saved_path, tmp_path, edit) -> object:
+    """A copy of the checkpoint whose config.yaml went through `edit(config)`."""
+    path = _copy(saved_path, tmp_path)
+    config = yaml.safe_load((path / "config.yaml").read_text())
+    edit(config)
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    return path
+
+
+def _obs(rng) -> dict:
+    return {"rgb_obs": {"rgb_static": rng.integers(0, 256, (200, 200, 3), dtype=np.uint8),
+                        "rgb_gripper": rng.integers(0, 256, (84, 84, 3), dtype=np.uint8)},
+            "robot_obs": rng.normal(size=15)}
+
+
+def test_folder_layout(saved):
+    path, _ = saved
+    for name in ("model.safetensors", "config.yaml", "normalizer.json", "tokenizer", "processor", "backbone/config.json"):
+        assert (path / name).exists(), name
+    config = yaml.safe_load((path / "config.yaml").read_text())
+    assert config["model"]["head"]["type"] == "lstm" and config["data"] == {"split": "debug"}
+    assert config["normalizer"]["clip"] == 0.5
+
+
+def test_saved_then_loaded_gives_identical_actions(saved):
+    path, model = saved
+    loaded = load_checkpoint(path).model
+    batch = make_batch(gripper=True)
+    torch.testing.assert_close(loaded.predict(batch), model.predict(batch), atol=0, rtol=0)
+    from agents.vla.agent import VLAAgent
+
+    a, b = load_agent(path), VLAAgent(model, ActionNormalizer(clip=0.5))
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        obs = _obs(rng)
+        np.testing.assert_array_equal(a.step(obs, "open the drawer"), b.step(obs, "open the drawer"))
+
+
+def test_lora_checkpoint_round_trip(tiny_dir, tmp_path):
+    model = build_model(tiny_dir, "tiny_paligemma", head="gpt", mode="lora", lora_r=4, train_vision=False).eval()
+    with torch.no_grad():  # make the adapters matter (lora_B starts at zero)
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    save_checkpoint(tmp_path / "lora", model, ActionNormalizer())
+    batch = make_batch()
+    torch.testing.assert_close(load_checkpoint(tmp_path / "lora").model.predict(batch), model.predict(batch))
+
+
+def test_loading_never_unpickles(saved, monkeypatch):
+    path, _ = saved
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("checkpoint loading tried to unpickle")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(np, "load", refuse)
+    load_agent(path)
+
+
+def test_missing_file(saved, tmp_path):
+    path = _copy(saved[0], tmp_path)
+    (path / "normalizer.json").unlink()
+    with pytest.raises(ValueError, match="missing normalizer.json"):
+        load_checkpoint(path)
+
+
+def test_corrupted_weights_file(saved, tmp_path):
+    path = _copy(saved[0], tmp_path)
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cannot read model.safetensors"):
+        load_checkpoint(path)
+
+
+def test_missing_weights_are_named(saved, tmp_path):
+    path = _copy(saved[0], tmp_path)
+    with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path / "model.safetensors"))
+    victim = next(k for k in tensors if k.startswith("head.lstm"))
+    del tensors[victim]
+    save_file(tensors, str(path / "model.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match=f"missing keys: {victim}"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c["model"]["head"].update(type="gpt"), "different head: .* head='lstm' but config.yaml says 'gpt'"),
+    (lambda c: c["model"].update(history="interleaved"), "different history"),
+    (lambda c: c["model"]["head"].update(hidden_size=32), "shape mismatch .*head\\."),
+    (lambda c: c["model"]["head"].update(hiden_size=3), "model.head: unknown keys \\['hiden_size'\\]"),
+], ids=["head", "history", "head-size", "unknown-key"])
+def test_config_mismatch_is_named(saved, tmp_path, edit, message):
+    with pytest.raises(ValueError, match=message):
+        load_checkpoint(_with_config(saved[0], tmp_path, edit))
+
+
+def test_different_normalisation_is_named(saved, tmp_path):
+    path = _copy(saved[0], tmp_path)
+    (path / "normalizer.json").write_text(json.dumps(ActionNormalizer(clip=1.0).to_dict()))
+    with pytest.raises(ValueError, match="different normalisation"):
+        load_checkpoint(path)
+
+
+def test_bfloat16_inference(saved):
+    path, model = saved
+    agent = load_agent(path, dtype="bfloat16")
+    assert next(agent.model.parameters()).dtype == torch.bfloat16
+    action = agent.step(_obs(np.random.default_rng(1)), "open the drawer")
+    assert action.shape == (7,) and np.isfinite(action).all()

@@ -1,0 +1,51 @@
+"""The model config group (configs/model), the agent config, and config validation."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agents.vla.agent import AgentConfig, load_agent
+from agents.vla.config import VLAConfig
+from agents.vla.tiny import TinySize, build_tiny
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "model").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_model_config_builds_a_vla_config(path):
+    cfg = VLAConfig.from_dict(yaml.safe_load(path.read_text()))
+    assert VLAConfig.from_dict(cfg.to_dict()) == cfg
+    if cfg.backbone.tiny is None:
+        assert "/" in cfg.backbone.pretrained  # a hub id
+
+
+def test_agent_config_keys_are_load_agent_arguments():
+    keys = set(yaml.safe_load((CONFIGS / "agent" / "vla.yaml").read_text())) - {"name"}
+    accepted = set(inspect.signature(load_agent).parameters) | set(AgentConfig.__dataclass_fields__)
+    assert keys <= accepted, keys - accepted
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ValueError, match=r"model: unknown keys \['windw_size'\]"):
+        VLAConfig.from_dict({"windw_size": 8})
+    with pytest.raises(ValueError, match="head.type must be one of"):
+        VLAConfig.from_dict({"head": {"type": "transformer"}})
+    with pytest.raises(ValueError, match="history must be one of"):
+        VLAConfig.from_dict({"history": "pre"})
+    with pytest.raises(ValueError, match="unknown agent options"):
+        load_agent("nowhere", execute="chunk")
+
+
+def test_tiny_size_overrides():
+    model, _ = build_tiny("tiny_llava", hidden=64, vision_hidden=32, layers=1)
+    text = model.config.get_text_config()
+    assert (text.hidden_size, text.num_hidden_layers, model.config.vision_config.hidden_size) == (64, 1, 32)
+    with pytest.raises(ValueError, match="unknown tiny_size fields"):
+        build_tiny("tiny_llava", width=3)
+    with pytest.raises(ValueError, match="unknown tiny backbone"):
+        build_tiny("tiny_gpt5")
+    assert TinySize().hidden == 256

@@ -1,0 +1,171 @@
+"""VLAModel on tiny backbones of several families: shapes, losses, training signal, token placement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agents.vla.backbones import BackboneCache
+from agents.vla.model import frame
+from agents.vla.tokens import ActionBins
+from tests.vla_helpers import CHUNK, WINDOW, build_model, make_batch, tiny_dir  # noqa: F401  (fixture)
+
+HEADS = ["mlp", "lstm", "gpt", "discrete"]
+
+
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma"])
+@pytest.mark.parametrize("head", HEADS)
+def test_forward_backward_and_predict_shapes(tiny_dir, name, head):
+    model = build_model(tiny_dir, name, head=head, gripper=True, proprio=True)
+    batch = make_batch(gripper=True)
+    out = model(batch)
+    assert set(out) >= {"loss", "loss_arm", "loss_gripper", "acc_gripper"}
+    assert all(v.shape == () and torch.isfinite(v) for v in out.values())
+    out["loss"].backward()
+    assert model.embed.added.grad is not None and model.embed.added.grad[0].abs().sum() > 0  # [LRN] row learns
+    head_grads = [p.grad for p in model.head.parameters()]
+    assert all(g is not None for g in head_grads)
+    if head != "discrete":
+        feats = model.features(batch)
+        assert feats.shape == (2, WINDOW, model.backbone.hidden_size)
+        arm, grip = model.head(feats)
+        assert arm.shape == (2, WINDOW, CHUNK, 6) and grip.shape == (2, WINDOW, CHUNK)
+    model.eval()
+    pred = model.predict(batch)
+    assert pred.shape == (2, WINDOW, CHUNK, 7)
+    assert pred[..., :6].abs().max() <= 1 and ((pred[..., 6] >= 0) & (pred[..., 6] <= 1)).all()
+
+
+@pytest.mark.parametrize("name,head", [("tiny_llava", "gpt"), ("tiny_qwen2_vl", "mlp"), ("tiny_idefics3", "discrete")])
+def test_interleaved_history_shapes(tiny_dir, name, head):
+    model = build_model(tiny_dir, name, head=head, history="interleaved", proprio=True)
+    batch = make_batch()
+    model(batch)["loss"].backward()
+    assert model.eval().predict(batch).shape == (2, WINDOW, CHUNK, 7)
+
+
+@pytest.mark.parametrize("name,head", [("tiny_llava", "lstm"), ("tiny_paligemma", "discrete")])
+def test_loss_decreases_when_overfitting_one_batch(tiny_dir, name, head):
+    model = build_model(tiny_dir, name, head=head)
+    batch = make_batch(w=3)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
+    losses = []
+    for _ in range(30):
+        loss = model(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_qwen2_vl"])
+def test_lrn_feature_does_not_depend_on_padding(tiny_dir, name):
+    model = build_model(tiny_dir, name, proprio=True).eval()
+    short = "stack the blocks"
+    batch = make_batch(b=2, instructions=[short, "push the pink block into the open drawer on the left"])
+    alone = {k: (v[:1] if isinstance(v, torch.Tensor) else v[:1]) for k, v in batch.items()}
+    with torch.no_grad():
+        torch.testing.assert_close(model.features(batch)[:1], model.features(alone), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_qwen2_vl", "tiny_idefics3"])
+def test_interleaved_frames_do_not_see_the_future(tiny_dir, name):
+    model = build_model(tiny_dir, name, history="interleaved").eval()
+    batch = make_batch(b=1)
+    changed = dict(batch, rgb_static=batch["rgb_static"].clone())
+    changed["rgb_static"][:, -1] = 255 - changed["rgb_static"][:, -1]
+    with torch.no_grad():
+        a, b = model.features(batch), model.features(changed)
+    torch.testing.assert_close(a[:, :-1], b[:, :-1], atol=1e-5, rtol=1e-4)
+    assert (a[:, -1] - b[:, -1]).abs().max() > 1e-4
+
+
+def test_post_history_frames_are_independent_through_the_backbone(tiny_dir):
+    model = build_model(tiny_dir, "tiny_llava", head="mlp").eval()
+    batch = make_batch(b=1)
+    changed = dict(batch, rgb_static=batch["rgb_static"].clone())
+    changed["rgb_static"][:, 0] = 0
+    with torch.no_grad():
+        a, b = model.features(batch), model.features(changed)
+    torch.testing.assert_close(a[:, 1:], b[:, 1:])
+    assert (a[:, 0] - b[:, 0]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("history", ["post", "interleaved"])
+def test_discrete_decoding_matches_teacher_forcing(tiny_dir, history):
+    """Greedy decoding with the KV cache picks, at every position, the argmax the teacher-forced pass gives."""
+    model = build_model(tiny_dir, "tiny_llava", head="discrete", history=history).eval()
+    batch = make_batch(b=1, w=2)
+    with torch.no_grad():
+        if history == "post":
+            decoded = model.decode_actions(batch).view(1, 2, -1)  # (1, W, C*7) raw bins
+        else:
+            cache = BackboneCache()
+            decoded = torch.stack([model.decode_actions(frame(batch, t), cache, continuing=t > 0) for t in range(2)], 1)
+        hidden, tokens = model._run(batch, action_bins=decoded)
+        positions = tokens.lrn_index.unsqueeze(-1) + torch.arange(model.n_action_tokens)
+        rows = torch.arange(hidden.shape[0]).unsqueeze(1)  # post: one sequence per frame; interleaved: one
+        logits = model.head.logits(hidden[rows, positions.flatten(1)]).flatten(0, 1)
+    chosen = logits.gather(1, decoded.reshape(-1, 1)).squeeze(1)
+    assert (logits.max(-1).values - chosen).max() < 1e-4  # each decoded token is the argmax (up to float ties)
+    assert logits.shape == (2 * model.n_action_tokens, model.cfg.head.n_bins)
+
+
+def test_masked_chunk_steps_do_not_count(tiny_dir):
+    model = build_model(tiny_dir, "tiny_llava", head="mlp").eval()
+    batch = make_batch()
+    other = dict(batch, actions=batch["actions"].clone())
+    other["actions"][~batch["action_mask"]] = 0.77
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch)["loss"], model(other)["loss"])
+
+
+def test_proprio_and_gripper_image_enter_the_feature(tiny_dir):
+    model = build_model(tiny_dir, "tiny_llava", head="mlp", proprio=True, gripper=True).eval()
+    batch = make_batch(gripper=True)
+    with torch.no_grad():
+        base = model.features(batch)
+        moved = model.features(dict(batch, robot_obs=batch["robot_obs"] + 0.5))
+        other_cam = model.features(dict(batch, rgb_gripper=255 - batch["rgb_gripper"]))
+    assert (base - moved).abs().max() > 1e-4 and (base - other_cam).abs().max() > 1e-4
+    plain = build_model(tiny_dir, "tiny_llava", head="mlp").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain.features(batch), plain.features(dict(batch, robot_obs=batch["robot_obs"] + 0.5)))
+
+
+def test_bad_batches_name_what_is_wrong(tiny_dir):
+    model = build_model(tiny_dir, "tiny_llava", head="mlp", gripper=True)
+    batch = make_batch(gripper=True)
+    with pytest.raises(ValueError, match="actions"):
+        model(dict(batch, actions=batch["actions"][:, :, :1]))
+    with pytest.raises(ValueError, match="rgb_gripper"):
+        model({k: v for k, v in batch.items() if k != "rgb_gripper"})
+    with pytest.raises(ValueError, match="uint8"):
+        model(dict(batch, rgb_static=batch["rgb_static"].float()))
+
+
+def test_action_bins_round_trip():
+    bins = ActionBins(256)
+    a = torch.cat([torch.rand(100, 6) * 2 - 1, (torch.rand(100, 1) > 0.5).float()], -1)
+    a[0, :6] = torch.tensor([-1, 1, 0, 0.999, -0.999, 0.5])
+    ids = bins.encode(a)
+    assert ids.min() >= 0 and ids.max() <= 255
+    assert ((bins.decode(ids)[:, :6] - a[:, :6]).abs() <= 1 / 256 + 1e-6).all()
+    assert torch.equal(bins.decode(ids)[:, 6], a[:, 6])
+    assert set(ids[:, 6].tolist()) <= {0, 255}
+
+
+def test_vision_language_loss_reaches_the_lm_head(tiny_dir):
+    model = build_model(tiny_dir, "tiny_llava", head="mlp", train_lm_head=True)
+    images = [torch.randint(0, 256, (2, 200, 200, 3), dtype=torch.uint8)]
+    loss = model.vl_loss(images, ["what is in the drawer?", "where is the block?"], ["a red block", "on the table"])
+    loss.backward()
+    assert torch.isfinite(loss) and model.backbone.lm_head.weight.grad.abs().sum() > 0
+
+
+def test_frame_slices_one_frame(tiny_dir):
+    batch = make_batch(gripper=True)
+    one = frame(batch, 2)
+    assert one["rgb_static"].shape[1] == 1 and torch.equal(one["rgb_gripper"][:, 0], batch["rgb_gripper"][:, 2])
+    assert "actions" not in one
