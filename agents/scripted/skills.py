@@ -12,10 +12,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from agents.scripted.control import CLOSE, OPEN, Waypoint, down
+from agents.scripted.control import CLOSE, OPEN, Waypoint, down, rotation_angle
 from agents.scripted.world import Block, World
-from harness.sim.layout import BLOCK_COLORS, SLOPE_AXIS, SLOPE_NORMAL, TABLE_TOP_Z
-from harness.spatial import wrap_angle
+from harness.sim.layout import BLOCK_COLORS, EVAL_SLIDER_SLOTS, SCENES, SLOPE_AXIS, SLOPE_NORMAL, TABLE_TOP_Z
+from harness.spatial import euler_to_matrix, matrix_to_euler
 
 Skill = Iterator[Waypoint]
 NEUTRAL_YAW = np.pi / 2  # about the TCP's yaw at CALVIN's neutral pose (1.50): fingers open along world x
@@ -98,12 +98,14 @@ def slide_door_to(world: World, target_q: float) -> Skill:
         # The bar spans u 0.12 .. 0.16 from the door's origin: push the face on the far side with the
         # closed fingers' edge (they are 5.4 cm wide along x at the neutral yaw, which keeps the hand's
         # long side parallel to the door instead of over it).
-        u = 0.16 + FINGER_HALF_WIDTH + 0.010 if direction > 0 else 0.12 - FINGER_HALF_WIDTH - 0.010
+        half_width = 0.5 * max(world.gripper_width, 0.0) + FINGER_HALF_WIDTH  # wider around a held block
+        u = 0.16 + half_width + 0.010 if direction > 0 else 0.12 - half_width - 0.010
         contact = world.door_point(u, -0.05, 0.0705)
         tcp = np.array([contact[0], contact[1] - 0.002, contact[2] + FINGER_TIP_BELOW_TCP])
-        yield from travel(world, tcp, down(NEUTRAL_YAW), CLOSE, z=0.68)
-        yield wp(tcp - (error + direction * 0.01, 0.0, 0.0), down(NEUTRAL_YAW), CLOSE, speed=0.6, tol=0.01)
-        yield wp(lifted(world.tcp, 0.68), down(NEUTRAL_YAW), CLOSE, tol=0.02)
+        euler = down(NEUTRAL_YAW)
+        yield from travel(world, tcp, euler, CLOSE, z=0.68)
+        yield wp(tcp - (error + direction * 0.01, 0.0, 0.0), euler, CLOSE, speed=0.6, tol=0.01)
+        yield wp(lifted(world.tcp, 0.68), euler, CLOSE, tol=0.02)
 
 
 def move_slider(direction: int) -> Callable[[World], Skill]:
@@ -235,39 +237,114 @@ def held_or_nearest(world: World) -> Block:
     return held if held is not None else min(world.blocks(), key=lambda b: float(np.linalg.norm(b.pos - world.tcp)))
 
 
-def place_at(world: World, pos: np.ndarray, approach_z: float = CRUISE_Z) -> Skill:
-    """Carry the held block above pos, lower it there, let go and back off upward."""
-    euler = BAY_EULER if in_bay(pos) else down(world.tcp_euler[2])
-    yield from travel(world, pos + (0.0, 0.0, 0.008), euler, CLOSE, z=approach_z)
+def carry_euler(world: World, block: Block, block_yaw: float | None = None) -> np.ndarray:
+    """The gripper orientation that holds `block` flat (roll = pitch = 0) at `block_yaw` (default: its
+    yaw now). A block grasped in the bay is pinched by a leaning gripper; carried pointing straight
+    down it would hang tilted and tip over where it is set down."""
+    r_grip = euler_to_matrix(world.tcp_euler)
+    in_gripper = r_grip.T @ euler_to_matrix(block.euler)
+    yaw = block.yaw if block_yaw is None else block_yaw
+    return matrix_to_euler(euler_to_matrix([0.0, 0.0, yaw]) @ in_gripper.T)
+
+
+def held_pose_after(world: World, block: Block, euler: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For a held block, (its rotation, the TCP's offset from its centre) once the gripper turns to euler."""
+    r_grip = euler_to_matrix(world.tcp_euler)
+    in_gripper = r_grip.T @ euler_to_matrix(block.euler)
+    centre_in_gripper = r_grip.T @ (block.pos - world.tcp)
+    r_new = euler_to_matrix(euler)
+    return r_new @ in_gripper, -(r_new @ centre_in_gripper)
+
+
+def lowest_corner_below_centre(block: Block, rotation: np.ndarray) -> float:
+    half = 0.5 * np.asarray(block.extents)
+    corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * half
+    return float(-(corners @ rotation.T)[:, 2].min())
+
+
+def place_at(world: World, spot: np.ndarray, euler: np.ndarray | None = None, approach_z: float = CRUISE_Z) -> Skill:
+    """Carry the held block over `spot` (x, y and the surface's height), lower it until its lowest
+    corner is 5 mm above the surface, let go and back off upward."""
+    block = held_or_nearest(world)
+    euler = carry_euler(world, block) if euler is None else euler
+    rotation, tcp_offset = held_pose_after(world, block, euler)
+    centre = np.array([spot[0], spot[1], spot[2] + lowest_corner_below_centre(block, rotation) + 0.005])
+    yield from travel(world, centre + tcp_offset, euler, CLOSE, z=approach_z)
     yield from release_and_retreat(world)
 
 
+def free_table_spot(world: World, ignore: str) -> np.ndarray:
+    """A point on the table top far from the other blocks and the button."""
+    others = [b.pos[:2] for b in world.blocks() if b.color != ignore]
+    others.append(world.button_top()[:2])
+    candidates = [np.array([x, y]) for x in np.linspace(-0.30, 0.32, 32) for y in (-0.12, -0.07)]
+    best = max(candidates, key=lambda c: min(float(np.linalg.norm(c - o)) for o in others))
+    return np.array([best[0], best[1], TABLE_TOP_Z])
+
+
+def regrasp_after(world: World, detour: Callable[[World], Skill]) -> Skill:
+    """Set the held block down on the table, run `detour` with a free gripper, then take it again."""
+    held = world.held_block()
+    if held is None:
+        yield from detour(world)
+        return
+    yield from place_at(world, free_table_spot(world, held.color), euler=carry_euler(world, held))
+    yield wp(lifted(world.tcp, CRUISE_Z), world.tcp_euler, OPEN, tol=0.03, angle_tol=0.5)
+    yield from detour(world)
+    yield from grasp(world, held.color)
+    yield wp(world.tcp + (0.0, 0.0, 0.06), world.tcp_euler, CLOSE, tol=0.015)
+
+
+def slot_is_free(world: World, slot: np.ndarray, ignore: str | None) -> bool:
+    return all(abs(b.pos[0] - slot[0]) > 0.09 or b.pos[1] < 0.03 or b.color == ignore for b in world.blocks())
+
+
+def slider_slots(world: World) -> list[np.ndarray]:
+    """The two slots of the bay, the one the door leaves open first."""
+    shift = world.layout.bay[0] - SCENES["D"].bay[0]
+    slots = [np.array(EVAL_SLIDER_SLOTS[n]) + (shift, 0.0, 0.0) for n in ("slider_left", "slider_right")]
+    return slots[::-1] if world.door_covers_left() else slots
+
+
+def door_blocks(world: World, slot: np.ndarray, margin: float = 0.13) -> bool:
+    lo, hi = world.layout.door_x_range(world.door_q)
+    return not (hi < slot[0] - margin or lo > slot[0] + margin)
+
+
 def place_in_slider(world: World) -> Skill:
-    slot = world.open_slider_slot()
-    if world.held_block() is not None:
-        # the held block goes in the slot the door does not cover; with the block in hand the door can
-        # still be pushed aside with the closed fingers' outside, so clear it first if it is in the way
-        yield from clear_slot(world, slot)
-    yield from place_at(world, slot, approach_z=0.60)
+    """Into a free slot of the bay, sliding the door out of the way first where it is in front of it."""
+    held = world.held_block()
+    ignore = held.color if held is not None else None
+    slot = next((s for s in slider_slots(world) if slot_is_free(world, s, ignore)), slider_slots(world)[0])
+    if door_blocks(world, slot):
+        yield from clear_slot(world, slot)  # pushing the door's handle with the fingers around the block
+    block = held_or_nearest(world)
+    euler = carry_euler(world, block, NEUTRAL_YAW)
+    if rotation_angle(euler, BAY_EULER) > 0.15:  # the hand must lean into the bay: let the block tilt
+        euler = BAY_EULER
+    yield from place_at(world, slot - (0.0, 0.0, 0.02), euler=euler, approach_z=0.60)
 
 
 def place_in_drawer(world: World) -> Skill:
-    yield from pull_drawer_to(world, 0.18)
-    yield from place_at(world, world.drawer_inside())
+    if world.drawer_q < 0.18:
+        yield from regrasp_after(world, lambda w: pull_drawer_to(w, 0.20))
+    yield from place_at(world, world.drawer_inside() - (0.0, 0.0, 0.02))
 
 
 def stack_block(world: World) -> Skill:
-    """Put the held block on top of a block lying on the table, aligned with it."""
+    """Put the held block on top of a block lying on the table, turned to match it."""
     held = held_or_nearest(world)
     below = min((b for b in world.blocks() if b.color != held.color and world.on_table(b)),
                 key=lambda b: float(np.linalg.norm(b.pos[:2] - held.pos[:2])), default=None)
     if below is None:
         return
-    yaw = grasp_yaw(below)
-    target = below.pos + (0.0, 0.0, 0.04 + 0.004)
-    yield wp(lifted(world.tcp, max(CRUISE_Z, world.tcp[2])), down(yaw), CLOSE, tol=0.03, angle_tol=0.3)
-    yield wp(lifted(target, CRUISE_Z), down(yaw), CLOSE, tol=0.01, angle_tol=0.05)
-    yield wp(target, down(yaw), CLOSE, speed=0.4, tol=0.006)
+    yaw = below.yaw + np.round((held.yaw - below.yaw) / (np.pi / 2)) * (np.pi / 2)
+    euler = carry_euler(world, held, yaw)
+    _, tcp_offset = held_pose_after(world, held, euler)
+    target = below.pos + (0.0, 0.0, 0.5 * (below.extents[2] + held.extents[2]) + 0.004) + tcp_offset
+    yield wp(lifted(world.tcp, max(CRUISE_Z, world.tcp[2])), euler, CLOSE, tol=0.03, angle_tol=0.3)
+    yield wp(lifted(target, CRUISE_Z), euler, CLOSE, tol=0.01, angle_tol=0.05)
+    yield wp(target, euler, CLOSE, speed=0.4, tol=0.006)
     yield from release_and_retreat(world, up=0.10)
 
 
@@ -277,34 +354,49 @@ def unstack_block(world: World) -> Skill:
     yield from lift(top.color, height=0.08)(world)
 
 
+PUSH_DX = 0.125  # CALVIN counts a push from 0.1 m along x
+
+
 def push_block(color: str, direction: int) -> Callable[[World], Skill]:
-    """Push a block on the table along world x (+1: right) with the closed fingers' flat side."""
+    """Push a block on the table along world x (+1: right) with the closed fingers' flat side, drifting
+    sideways where another block or the button's collar is in the way. The last part is slow: the
+    subtask ends the moment the block has moved 0.1 m, and a fast arm would carry on into the next."""
 
     def skill(world: World) -> Skill:
         for _ in range(ATTEMPTS):
             block = world.block(color)
             start_x = block.pos[0]
-            side = block.footprint_half(np.array([1.0, 0.0, 0.0]))
-            dy = clearance_shift(world, block, direction)
-            start = block.pos + (-direction * (side + FINGER_HALF_THICKNESS + 0.02), 0.0, 0.005 + FINGER_TIP_BELOW_TCP)
-            yield from travel(world, start, down(0.0), CLOSE, z=0.56)
-            end = start + (direction * 0.16, dy, 0.0)
-            yield wp(end, down(0.0), CLOSE, speed=0.5, tol=0.01)
-            yield wp(world.tcp + (-direction * 0.03, 0.0, 0.0), down(0.0), CLOSE, tol=0.015)
+            move = np.array([direction * PUSH_DX, push_drift(world, block, direction), 0.0])
+            u = move / np.linalg.norm(move)
+            gap = block.footprint_half(u) + FINGER_HALF_THICKNESS + 0.02
+            euler = down(float(np.arctan2(u[1], u[0])))  # the fingers' flat side faces the push
+            start = block.pos - gap * u + (0.0, 0.0, 0.005 + FINGER_TIP_BELOW_TCP)
+            yield from travel(world, start, euler, CLOSE, z=0.56)
+            yield wp(start + (gap - 0.01 + 0.7 * PUSH_DX) * u, euler, CLOSE, speed=0.5, tol=0.01)
+            yield wp(start + (gap + 0.01 + np.linalg.norm(move)) * u, euler, CLOSE, speed=0.2, tol=0.01)
+            yield wp(world.tcp - 0.03 * u, euler, CLOSE, tol=0.015)
             if direction * (world.block(color).pos[0] - start_x) > 0.1:
                 break
-        yield wp(lifted(world.tcp, 0.56), down(0.0), CLOSE, tol=0.02)
+        yield wp(lifted(world.tcp, 0.56), world.tcp_euler, CLOSE, tol=0.02)
 
     return skill
 
 
-def clearance_shift(world: World, block: Block, direction: int) -> float:
-    """A sideways (y) drift for a push that keeps the block off the button's collar on its way."""
-    button = world.button_top()
-    path_x = sorted((block.pos[0], block.pos[0] + direction * 0.16))
-    if not (path_x[0] - 0.06 < button[0] < path_x[1] + 0.06) or abs(block.pos[1] - button[1]) > 0.075:
-        return 0.0
-    return 0.075 - (block.pos[1] - button[1]) if block.pos[1] >= button[1] - 0.01 else -(0.0)
+def push_drift(world: World, block: Block, direction: int) -> float:
+    """A sideways (y) drift for a push that keeps the block 1 cm clear of the other blocks and the
+    button's collar along its way, and on the table in front of the cabinet."""
+    obstacles = [(b.pos[:2], b.footprint_half(np.array([0.0, 1.0, 0.0])) + 0.01) for b in world.blocks()
+                 if b.color != block.color and b.pos[2] < 0.5 and b.pos[1] < 0.03]
+    obstacles.append((world.button_top()[:2], 0.04 + 0.01))
+    half = block.footprint_half(np.array([0.0, 1.0, 0.0]))
+    for dy in (0.0, 0.04, -0.04, 0.07, -0.07, 0.1):
+        y_end = block.pos[1] + dy
+        if not -0.165 + half < y_end < 0.0 - half:
+            continue
+        path = [block.pos[:2] + t * np.array([direction * PUSH_DX, dy]) for t in np.linspace(0.0, 1.0, 9)]
+        if all(np.linalg.norm(p - c) > r + half + 0.01 or abs(p[1] - c[1]) > r + half for p in path[1:] for c, r in obstacles):
+            return dy
+    return 0.0
 
 
 def rotate_block(color: str, direction: int) -> Callable[[World], Skill]:

@@ -148,7 +148,9 @@ class World:
         return nearest if np.linalg.norm(nearest.pos - self.tcp) < 0.03 else None
 
     def on_table(self, block: Block) -> bool:
-        return abs(block.pos[2] - BLOCK_REST_Z["table"]) < 0.01 and abs(block.pos[1]) < 0.18 and abs(block.pos[0]) < 0.44
+        """Resting on the table top in front of the cabinet (the plank behind it is 1 mm higher)."""
+        on_top = abs(block.pos[2] - BLOCK_REST_Z["table"]) < 0.01
+        return on_top and -0.18 < block.pos[1] < 0.02 and abs(block.pos[0]) < 0.44
 
     def table_surface_z(self) -> float:
         return TABLE_TOP_Z
