@@ -69,8 +69,9 @@ class EvalSettings:
     def run_key(self, env: EnvConfig, agent: AgentSource) -> dict[str, Any]:
         """What results depend on; a rerun in the same folder must match it (num_chains, workers and
         videos may change: more chains extend the run, fewer report a prefix)."""
-        return {"mode": self.mode, "ep_len": self.ep_len, "seed": self.seed, "env": env.to_dict(),
-                "agent": describe_agent_source(agent)}
+        agent_key = describe_agent_source(agent)
+        agent_key.get("kwargs", {}).pop("device", None)  # where it runs (cpu, cuda:N per rank) is not what it is
+        return {"mode": self.mode, "ep_len": self.ep_len, "seed": self.seed, "env": env.to_dict(), "agent": agent_key}
 
 
 @dataclass
