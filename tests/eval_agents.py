@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,7 @@ class ButtonPresser:
 
 class Misbehaving:
     """Relative no-op actions, except on the chain whose seed is `bad_seed`, where step does `what`:
-    "nan", "shape", "gripper", "raise" (or "reset_raise": reset raises)."""
+    "nan", "shape", "gripper", "raise", "hang" (or "reset_raise": reset raises)."""
 
     def __init__(self, what: str, bad_seed: int) -> None:
         self.what, self.bad_seed = what, bad_seed
@@ -66,6 +67,8 @@ class Misbehaving:
                 return np.array([0, 0, 0, 0, 0, 0, 0.5])
             if self.what == "raise":
                 raise RuntimeError("step failed on purpose")
+            if self.what == "hang":
+                time.sleep(3600)
         return np.array([0, 0, 0, 0, 0, 0, 1.0])
 
     def planned_tcp_path(self) -> None:

@@ -74,3 +74,16 @@ def test_a_chain_that_kills_two_workers_is_an_env_error(tmp_path, baseline):
     bad = records[BAD]
     assert [s["reason"] for s in bad["subtasks"]] == ["env_error"] and "died twice" in bad["subtasks"][0]["message"]
     assert_others_unchanged(records, baseline)
+
+
+def test_a_hung_chain_is_killed_retried_once_then_an_env_error(tmp_path):
+    from harness.eval import EvalSettings, run_evaluation
+
+    agent = AgentConfig("hangs", {"what": "hang", "bad_seed": 1}, factory="tests.eval_agents:Misbehaving")
+    settings = EvalSettings(num_chains=3, ep_len=5, workers=2, job_timeout_s=1.5, progress=False)
+    results = run_evaluation(settings, EnvConfig(), agent, tmp_path, print_summary=False)
+    lines = {json.loads(line)["index"]: json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()}
+    assert sorted(lines) == [0, 1, 2]
+    assert "ran past job_timeout_s=1.5 twice" in lines[1]["subtasks"][0]["message"]
+    assert [lines[i]["subtasks"][0]["reason"] for i in (0, 2)] == ["timeout", "timeout"]
+    assert results["failure_reasons"]["env_error"] == 1

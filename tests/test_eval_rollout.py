@@ -118,3 +118,8 @@ def test_single_task_mode_with_a_live_agent_in_process():
     assert results["tasks"]["turn_on_led"]["success"] == 1 and results["agent"]["name"] == "button_presser"
     with pytest.raises(ValueError, match="in-process"):
         evaluate_single_tasks(agent, tasks=["turn_on_led"], episodes=1, ep_len=30, workers=1)
+
+
+def test_worker_processes_need_a_picklable_agent():
+    with pytest.raises(ValueError, match="picklable"):
+        evaluate_single_tasks(lambda: ButtonPresser(), tasks=["turn_on_led"], episodes=1, ep_len=5, workers=1)

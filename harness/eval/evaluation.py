@@ -38,6 +38,7 @@ class EvalSettings:
     episodes_per_task: int = 10
     ep_len: int = 360
     workers: int = 1  # worker processes per rank; 0 runs in this process
+    job_timeout_s: float | None = None  # workers only: kill a worker stuck this long on one chain (then retry once)
     seed: int = 0
     videos: int = 0  # whole-chain videos of the first K chains
     video_failures: int = 0  # clips of the failed subtask of this many failing chains (lowest indices)
@@ -157,7 +158,8 @@ def _evaluate(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output
     records: dict[str, dict[str, Any]] = {k: r for k, r in done.items()}
     description = _saved_description(folder)
     traces = TraceStore(folder / "traces", settings.videos, settings.video_failures) if folder is not None else None
-    progress = _Progress(len(jobs), [int(done[j.key]["completed"]) for j in jobs if j.key in done])
+    finished = [int(done[j.key]["completed"]) for j in jobs if j.key in done]
+    progress = _Progress(len(finished) + len(mine), finished)  # under torchrun: rank 0's own share
     log = ResultsLog(folder / (rank_log_name(dist.rank) if dist.active else RESULTS)) if folder is not None else None
 
     def on_ready(desc: dict[str, Any]) -> None:
@@ -177,9 +179,9 @@ def _evaluate(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output
     run_settings = RunSettings(
         ep_len=settings.ep_len, video_chains=settings.videos if folder else 0,
         video_failures=bool(settings.video_failures) and folder is not None,
-        threads=default_threads(settings.workers, dist.local_world_size),
+        threads=default_threads(settings.workers, dist.local_world_size), job_timeout_s=settings.job_timeout_s,
     )
-    progress.start(len(jobs) - len(pending), settings.progress and dist.is_main, _bar_label(settings, dist, len(mine)))
+    progress.start(len(finished), settings.progress and dist.is_main, _bar_label(settings, dist, len(mine)))
     run_started = time.perf_counter()
     try:
         if mine:

@@ -9,8 +9,9 @@ Faults:
   * the env raises inside a chain: the worker rebuilds its env and runs the chain again from its start;
     if it fails again the chain is recorded with `env_error` at the subtask where it failed, and the
     evaluation goes on;
-  * a worker process dies (segfault, OOM kill): it is replaced and its chain handed out again; a chain
-    that kills two workers is recorded as `env_error`;
+  * a worker process dies (segfault, OOM kill), or is still on one chain after `job_timeout_s` (a hung
+    agent or env) and is killed: it is replaced and its chain handed out again; a chain that costs two
+    workers is recorded as `env_error`;
   * a worker that cannot build its env or agent at all stops the evaluation with that error (a missing
     package or checkpoint is not something to retry).
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing as mp
 import os
+import pickle
 import sys
 import time
 import traceback
@@ -46,6 +48,7 @@ class RunSettings:
     video_chains: int = 0  # keep the traces of jobs with index < this (full chains)
     video_failures: bool = False  # keep the trace of the failed subtask of any failing job
     threads: int = 1  # torch CPU threads per worker, when the agent uses torch
+    job_timeout_s: float | None = None  # a worker still on one job after this long is killed (a hung agent or env)
 
 
 Result = tuple[dict[str, Any], list[SubtaskTrace] | None]
@@ -87,8 +90,8 @@ def job_record(job: Job, outcomes: list[SubtaskOutcome], attempts: int, wall_s: 
     }
 
 
-def crash_record(job: Job, exitcode: int | None) -> dict[str, Any]:
-    message = f"the worker process running this chain died twice (exit code {exitcode})"
+def crash_record(job: Job, cause: str) -> dict[str, Any]:
+    message = f"the worker process running this chain {cause}"
     return job_record(job, [SubtaskOutcome(job.tasks[0], False, 0, "env_error", message)], MAX_ATTEMPTS, 0.0)
 
 
@@ -189,6 +192,8 @@ class _Slot:
     conn: Connection
     job: Job | None = None
     ready: bool = False
+    since: float = 0.0  # when the current job was handed out
+    killed_for_time: bool = False
 
 
 class WorkerPool:
@@ -197,6 +202,13 @@ class WorkerPool:
     def __init__(self, workers: int, env_cfg: EnvConfig, agent: AgentSource, settings: RunSettings) -> None:
         if is_live_agent(agent):
             raise ValueError("a live agent object can only run in-process (workers=0); pass an AgentConfig or a factory")
+        try:
+            pickle.dumps((env_cfg, agent))
+        except Exception as e:  # noqa: BLE001 - lambdas and closures cannot reach a spawned process
+            raise ValueError(
+                f"worker processes build the agent from a picklable description ({e}): pass an AgentConfig or a "
+                "module-level factory function, or run in-process with workers=0"
+            ) from e
         self.env_cfg, self.agent, self.settings = env_cfg, agent, settings
         self.ctx = mp.get_context("spawn")  # no fork: PyBullet clients and CUDA do not survive one
         self.description: dict[str, Any] | None = None
@@ -221,7 +233,7 @@ class WorkerPool:
         while pending or any(s.job is not None for s in self.slots):
             for slot in self.slots:
                 if slot.ready and slot.job is None and pending:
-                    slot.job = pending.popleft()
+                    slot.job, slot.since = pending.popleft(), time.monotonic()
                     slot.conn.send(slot.job)
             self._serve(pending, on_result)
 
@@ -230,9 +242,26 @@ class WorkerPool:
         owners = {}
         for slot in self.slots:
             owners[slot.conn] = owners[slot.process.sentinel] = slot
-        for slot in dict.fromkeys(owners[r] for r in wait(list(owners))):
+        for slot in dict.fromkeys(owners[r] for r in wait(list(owners), timeout=self._time_to_next_deadline())):
             if not self._receive(slot, on_result):
                 self._replace(slot, pending, on_result)
+
+    def _time_to_next_deadline(self) -> float | None:
+        """Kill the workers that are over the job time limit; the time until the next one could be."""
+        limit = self.settings.job_timeout_s
+        if not limit:
+            return None
+        now, nearest = time.monotonic(), limit
+        for slot in self.slots:
+            if slot.job is None or slot.killed_for_time:
+                continue
+            left = slot.since + limit - now
+            if left <= 0:
+                slot.killed_for_time = True
+                slot.process.kill()  # its sentinel fires next, and _replace hands the job out again
+            else:
+                nearest = min(nearest, left)
+        return max(nearest, 0.01)
 
     def _receive(self, slot: _Slot, on_result: OnResult) -> bool:
         """Handle every message waiting from a worker; False when the worker is gone."""
@@ -260,7 +289,9 @@ class WorkerPool:
         if job is not None:
             self.crashes[job.key] = self.crashes.get(job.key, 0) + 1
             if self.crashes[job.key] >= MAX_ATTEMPTS:
-                on_result(crash_record(job, exitcode), None)
+                cause = (f"ran past job_timeout_s={self.settings.job_timeout_s:g} twice" if slot.killed_for_time
+                         else f"died twice (exit code {exitcode})")
+                on_result(crash_record(job, cause), None)
             else:
                 pending.appendleft(job)
         slot.conn.close()
