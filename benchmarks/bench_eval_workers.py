@@ -60,7 +60,8 @@ def main() -> None:
     env = EnvConfig(scene=args.scene)
     jobs = chain_jobs(args.chains)
     print(f"agent: {name} (ep_len {ep_len}), {args.chains} chains, scene {args.scene}, "
-          f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}")
+          f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
+          f"load average {os.getloadavg()[0]:.2f} (other processes on the cores lower the ratio)")
     rates, reference = {}, None
     for workers in args.workers:
         rate, results = measure(workers, jobs, env, agent, ep_len)

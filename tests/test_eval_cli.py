@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -92,3 +93,16 @@ def test_torchrun_two_cpu_ranks_merge_to_the_single_process_results(tmp_path, un
     assert numbers(out) == numbers(uninterrupted)
     assert records(out) == records(uninterrupted)
     assert [json.loads(line)["index"] for line in (out / "results.jsonl").read_text().splitlines()] == list(range(NUM_CHAINS))
+
+
+def test_eval_calvin_sh_passes_overrides_to_the_evaluation(tmp_path):
+    venv = Path(sys.prefix)
+    stamp = venv / ".vla-harness-installed"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not stamp.exists() or stamp.read_text().strip() != want:
+        pytest.skip("this venv was not set up by scripts/_venv.sh: the wrapper would install into it")
+    cmd = ["bash", str(ROOT / "scripts" / "eval_calvin.sh"), "agent=random", "env=builtin", "scene=D", "num_chains=2",
+           "workers=1", "ep_len=5", "videos=0", "video_failures=0", "progress=false", f"output_dir={tmp_path}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "VLA_HARNESS_VENV": str(venv)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| random | builtin D | 2 |" in proc.stdout and (tmp_path / "results.json").exists()

@@ -87,3 +87,19 @@ def test_a_hung_chain_is_killed_retried_once_then_an_env_error(tmp_path):
     assert "ran past job_timeout_s=1.5 twice" in lines[1]["subtasks"][0]["message"]
     assert [lines[i]["subtasks"][0]["reason"] for i in (0, 2)] == ["timeout", "timeout"]
     assert results["failure_reasons"]["env_error"] == 1
+
+
+def test_each_chain_gets_a_new_env_unless_told_otherwise():
+    from harness.eval.runner import JobRunner, RunSettings
+
+    jobs = chain_jobs(2)
+    for fresh in (True, False):
+        runner = JobRunner(EnvConfig(fresh_per_chain=fresh), AgentConfig("random"), RunSettings(ep_len=3))
+        try:
+            envs = []
+            for job in jobs:
+                runner.run(job)
+                envs.append(runner.env)
+            assert (envs[0] is not envs[1]) == fresh
+        finally:
+            runner.close()

@@ -8,7 +8,7 @@ from harness.eval.evaluation import EvalSettings
 from harness.eval.specs import AgentConfig, EnvConfig
 
 DEFAULT_VIDEO_FAILURES = 10  # video_failures=true
-_ENV_KEYS = {"backend", "renderer", "options", "factory"}
+_ENV_KEYS = {"backend", "renderer", "options", "factory", "fresh_per_chain"}
 _AGENT_KEYS = {"name", "factory"}
 
 
@@ -28,7 +28,7 @@ def env_config(env: Mapping[str, Any], scene: str) -> EnvConfig:
         if key not in _ENV_KEYS and value is not None:
             options[key] = value
     return EnvConfig(backend=env["backend"], scene=scene, renderer=env.get("renderer", "tiny"), options=options,
-                     factory=env.get("factory"))
+                     factory=env.get("factory"), fresh_per_chain=bool(env.get("fresh_per_chain", True)))
 
 
 def agent_config(agent: Mapping[str, Any]) -> AgentConfig:

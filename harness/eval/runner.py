@@ -111,6 +111,7 @@ class JobRunner:
         if torch is not None and settings.threads > 0:
             torch.set_num_threads(settings.threads)
         self.env: Env | None = self._build_env()
+        self.env_used = False
         self.oracle = TaskOracle()
 
     def _build_env(self) -> Env:
@@ -122,6 +123,9 @@ class JobRunner:
     def run(self, job: Job) -> Result:
         record_states = job.index < self.settings.video_chains or self.settings.video_failures
         start = time.perf_counter()
+        if self.env_used and self.env_cfg.fresh_per_chain:
+            self._rebuild_env()
+        self.env_used = True
         failure: EnvFailure | None = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:

@@ -36,6 +36,10 @@ class EnvConfig:
     renderer: str = "tiny"  # "tiny" | "egl"
     options: dict[str, Any] = field(default_factory=dict)  # further make_env kwargs (dataset_path, camera_sizes)
     factory: str | None = None  # "module:callable" used instead of make_env(backend, ...)
+    # A new env for every chain. A reset restores the state a chain starts from, but not every cache of
+    # PyBullet's solver: after a long history of chains on one env, a chain can end differently than on
+    # a new env. A built-in env takes ~50 ms to build, so results that depend on the chain alone are cheap.
+    fresh_per_chain: bool = True
 
     def build(self, cameras: tuple[str, ...] = ()) -> Env:
         kwargs = {"scene": self.scene, "renderer": self.renderer, "cameras": tuple(cameras), **self.options}
@@ -45,7 +49,7 @@ class EnvConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "scene": self.scene, "renderer": self.renderer,
-                "options": dict(self.options), "factory": self.factory}
+                "options": dict(self.options), "factory": self.factory, "fresh_per_chain": self.fresh_per_chain}
 
 
 @dataclass(frozen=True)
