@@ -194,25 +194,31 @@ def _evaluate(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output
     barrier(dist)  # every rank's log is complete
     if not dist.is_main:
         return {}
-
-    if folder is not None:
-        records = read_results(folder)
-        if dist.active or any(folder.glob("results.rank*.jsonl")):
-            write_merged(folder, _in_job_order(jobs, records) + [r for k, r in records.items() if k not in {j.key for j in jobs}])
-    ordered = _in_job_order(jobs, records)
+    if folder is not None:  # the other ranks' records too
+        records = _merge(folder, jobs, dist)
     description = description or _saved_description(folder) or _fallback_description(env, agent)
-    results = summarize(ordered, settings.mode)
+    results = summarize(_in_job_order(jobs, records), settings.mode)
     results.update(_context(settings, description, dist, config))
     video_started = time.perf_counter()
     if traces is not None and (settings.videos or settings.video_failures):
         video_paths = render_videos(traces.selected(), folder / "videos", env,
                                     settings.ep_len, settings.video_fps, settings.video_format, settings.video_stride)
         results["videos"] = [str(p.relative_to(folder)) for p in video_paths]
-    results["timings"] = _timings(ordered, len(jobs) - len(done), run_s, time.perf_counter() - video_started,
-                                  time.perf_counter() - started, settings, dist)
+    results["timings"] = _timings(_in_job_order(jobs, records), len(jobs) - len(done), run_s,
+                                  time.perf_counter() - video_started, time.perf_counter() - started)
     if folder is not None:
         write_reports(folder, results)
     return results
+
+
+def _merge(folder: Path, jobs: Sequence[Job], dist: DistInfo) -> dict[str, dict[str, Any]]:
+    """Every record in the folder; rank logs are folded into results.jsonl (in job order, then records of
+    jobs this run did not ask for, which a later run with more chains will use)."""
+    records = read_results(folder)
+    if dist.active or any(folder.glob("results.rank*.jsonl")):
+        keys = {j.key for j in jobs}
+        write_merged(folder, _in_job_order(jobs, records) + [r for k, r in records.items() if k not in keys])
+    return records
 
 
 def _bar_label(settings: EvalSettings, dist: DistInfo, mine: int) -> str:
@@ -257,8 +263,7 @@ def _context(settings: EvalSettings, description: dict[str, Any], dist: DistInfo
     return context
 
 
-def _timings(records: Sequence[dict[str, Any]], ran: int, run_s: float, video_s: float, total_s: float,
-             settings: EvalSettings, dist: DistInfo) -> dict[str, Any]:
+def _timings(records: Sequence[dict[str, Any]], ran: int, run_s: float, video_s: float, total_s: float) -> dict[str, Any]:
     job_s = sum(float(r["wall_s"]) for r in records)
     steps = sum(int(r["steps"]) for r in records)
     return {
