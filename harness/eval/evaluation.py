@@ -273,6 +273,7 @@ def _timings(records: Sequence[dict[str, Any]], ran: int, run_s: float, video_s:
         "jobs_run_now": ran,
         "jobs_per_min": round(ran / run_s * 60, 2) if run_s > 0 and ran else None,
         "mean_job_s": round(job_s / len(records), 3) if records else None,
+        "mean_job_cpu_s": round(sum(float(r.get("cpu_s", 0.0)) for r in records) / len(records), 3) if records else None,
         "env_steps_per_s_per_worker": round(steps / job_s, 1) if job_s > 0 else None,
     }
 

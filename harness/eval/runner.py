@@ -75,9 +75,10 @@ def state_digest(state: tuple[np.ndarray, np.ndarray] | None) -> str | None:
     return h.hexdigest()[:16]
 
 
-def job_record(job: Job, outcomes: list[SubtaskOutcome], attempts: int, wall_s: float,
+def job_record(job: Job, outcomes: list[SubtaskOutcome], attempts: int, clock: tuple[float, float] | None = None,
                final_state: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
-    """One line of results.jsonl."""
+    """One line of results.jsonl. clock: (perf_counter, process_time) when the job started."""
+    wall_s, cpu_s = (time.perf_counter() - clock[0], time.process_time() - clock[1]) if clock else (0.0, 0.0)
     return {
         **job.to_dict(),
         "completed": completed_count(outcomes),
@@ -87,12 +88,13 @@ def job_record(job: Job, outcomes: list[SubtaskOutcome], attempts: int, wall_s: 
         "attempts": attempts,
         "final_state": state_digest(final_state),
         "wall_s": round(wall_s, 3),
+        "cpu_s": round(cpu_s, 3),  # this process's CPU time: below wall_s when it waited for a core (or a GPU)
     }
 
 
 def crash_record(job: Job, cause: str) -> dict[str, Any]:
     message = f"the worker process running this chain {cause}"
-    return job_record(job, [SubtaskOutcome(job.tasks[0], False, 0, "env_error", message)], MAX_ATTEMPTS, 0.0)
+    return job_record(job, [SubtaskOutcome(job.tasks[0], False, 0, "env_error", message)], MAX_ATTEMPTS)
 
 
 def _spec_dict(agent: Agent) -> dict[str, Any]:
@@ -122,7 +124,7 @@ class JobRunner:
 
     def run(self, job: Job) -> Result:
         record_states = job.index < self.settings.video_chains or self.settings.video_failures
-        start = time.perf_counter()
+        clock = (time.perf_counter(), time.process_time())
         if self.env_used and self.env_cfg.fresh_per_chain:
             self._rebuild_env()
         self.env_used = True
@@ -134,10 +136,10 @@ class JobRunner:
                 failure = e
                 self._rebuild_env()
                 continue
-            record = job_record(job, chain.outcomes, attempt, time.perf_counter() - start, chain.final_state)
+            record = job_record(job, chain.outcomes, attempt, clock, chain.final_state)
             return record, self._kept_traces(job, chain)
         assert failure is not None
-        return job_record(job, failure.outcomes(), MAX_ATTEMPTS, time.perf_counter() - start), None
+        return job_record(job, failure.outcomes(), MAX_ATTEMPTS, clock), None
 
     def _rebuild_env(self) -> None:
         try:
