@@ -123,3 +123,15 @@ def test_single_task_mode_with_a_live_agent_in_process():
 def test_worker_processes_need_a_picklable_agent():
     with pytest.raises(ValueError, match="picklable"):
         evaluate_single_tasks(lambda: ButtonPresser(), tasks=["turn_on_led"], episodes=1, ep_len=5, workers=1)
+
+
+def test_an_in_process_evaluation_leaves_the_callers_random_streams_alone():
+    import random
+
+    random.seed(5)
+    np.random.seed(5)
+    expected = (random.random(), np.random.rand())
+    random.seed(5)
+    np.random.seed(5)
+    evaluate_single_tasks(AgentConfig("random"), tasks=["turn_on_led"], episodes=2, ep_len=3)
+    assert (random.random(), np.random.rand()) == expected

@@ -21,8 +21,9 @@ from __future__ import annotations
 import random
 import sys
 import traceback
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -90,6 +91,21 @@ def seed_everything(seed: int) -> None:
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.manual_seed(seed)
+
+
+@contextmanager
+def preserved_global_rngs() -> Iterator[None]:
+    """Restore Python's, numpy's and torch's global RNG states afterwards: an evaluation run inside a
+    training process (workers=0) must not change the trainer's random stream."""
+    torch = sys.modules.get("torch")
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state() if torch is not None else None)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        if states[2] is not None:
+            torch.set_rng_state(states[2])
 
 
 def agent_observation(obs: dict[str, Any], privileged: bool) -> dict[str, Any]:

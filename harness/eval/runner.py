@@ -26,7 +26,7 @@ import sys
 import time
 import traceback
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Sequence
 
@@ -35,7 +35,7 @@ import numpy as np
 from agents import Agent
 from harness.envs import Env
 from harness.eval.jobs import Job
-from harness.eval.rollout import ChainRun, EnvFailure, SubtaskOutcome, SubtaskTrace, run_chain
+from harness.eval.rollout import ChainRun, EnvFailure, SubtaskOutcome, SubtaskTrace, preserved_global_rngs, run_chain
 from harness.eval.specs import AgentSource, EnvConfig, build_agent, is_live_agent
 from harness.tasks import TaskOracle
 
@@ -47,7 +47,7 @@ class RunSettings:
     ep_len: int = 360
     video_chains: int = 0  # keep the traces of jobs with index < this (full chains)
     video_failures: bool = False  # keep the trace of the failed subtask of any failing job
-    threads: int = 1  # torch CPU threads per worker, when the agent uses torch
+    threads: int = 1  # torch CPU threads per worker, when the agent uses torch (0: leave them as they are)
     job_timeout_s: float | None = None  # a worker still on one job after this long is killed (a hung agent or env)
 
 
@@ -331,14 +331,15 @@ def run_jobs(jobs: Sequence[Job], env_cfg: EnvConfig, agent: AgentSource, settin
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     if workers == 0:
-        runner = JobRunner(env_cfg, agent, settings)
-        try:
-            if on_ready:
-                on_ready(runner.describe())
-            for job in jobs:
-                on_result(*runner.run(job))
-        finally:
-            runner.close()
+        with preserved_global_rngs():
+            runner = JobRunner(env_cfg, agent, replace(settings, threads=0))  # the caller's thread settings stay
+            try:
+                if on_ready:
+                    on_ready(runner.describe())
+                for job in jobs:
+                    on_result(*runner.run(job))
+            finally:
+                runner.close()
         return
     with WorkerPool(min(workers, max(len(jobs), 1)), env_cfg, agent, settings) as pool:
         description = pool.wait_ready()
