@@ -4,6 +4,13 @@ An agent declares what it needs so that the harness renders and passes only that
   * `cameras`: which of the env's cameras ("static", "gripper") it reads; () renders nothing.
   * `privileged`: True when it reads simulator state a real robot would not have (scene_obs).
   * `action_type`: "relative" (7-d in [-1, 1], gripper +-1) or "absolute" ((pos3, euler3, gripper)).
+
+Agents that are not `privileged` get the observation without `scene_obs`.
+
+Optional hook: `new_chain(seed: int)`, called before the first subtask of every evaluation chain (and every
+single-task episode) with a seed that depends only on the run's seed and the chain, so that a stochastic
+agent gives the same results whichever worker process or rank runs the chain, and whether or not the run
+was resumed. The evaluation also seeds Python's, numpy's and (when imported) torch's global RNGs with it.
 """
 
 from __future__ import annotations

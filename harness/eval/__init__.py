@@ -1,0 +1,39 @@
+"""CALVIN long-horizon evaluation: rollouts, workers, ranks, resume, results, reports and videos.
+
+    python -m harness.eval agent=scripted env=builtin scene=D num_chains=100 workers=2 output_dir=DIR
+
+    from harness.eval import run_evaluation, evaluate_single_tasks, EvalSettings, EnvConfig, AgentConfig
+
+Modules:
+    jobs.py        chains of CALVIN's benchmark list and single-task episodes as jobs
+    rollout.py     one chain / one subtask by CALVIN's protocol, failure reasons, state traces
+    runner.py      worker processes with a dynamic queue, env-failure retry, dead-worker replacement
+    specs.py       picklable env and agent configs that each worker builds from
+    store.py       results.jsonl (append-only, crash-safe), rank logs and their merge, the resume check
+    distributed.py torchrun ranks: sharding, barriers, process group
+    results.py     CALVIN's metrics (avg_seq_len, chain_sr, task_info) and the project's additions
+    report.py      results.json, report.md, plots
+    video.py       traces -> re-rendered MP4/GIF videos with instruction and TCP paths drawn on
+    evaluation.py  all of it together: run_evaluation, evaluate_chains, evaluate_single_tasks
+    config.py      hydra config -> settings; __main__.py the command line
+
+Names are exported lazily, so importing this package imports neither pybullet nor torch.
+"""
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "EvalSettings": "evaluation", "run_evaluation": "evaluation", "evaluate_chains": "evaluation",
+    "evaluate_single_tasks": "evaluation", "EnvConfig": "specs", "AgentConfig": "specs",
+    "Job": "jobs", "chain_jobs": "jobs", "single_task_jobs": "jobs", "calvin_metrics": "results",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'harness.eval' has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,102 @@
+"""Ranks under torchrun: who am I, a barrier, and the process group, with no world size written anywhere.
+
+torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE (and MASTER_ADDR/PORT). Each rank takes
+its share of the pending jobs (`pending[rank::world_size]`) and appends to its own results log; the files
+in the shared output folder are the only data exchanged, the process group only synchronises. So the
+ranks may be on several nodes as long as they share the output folder, and a run may be resumed with a
+different number of ranks or none.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+    backend: str | None = None  # set once the process group is up
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, items: Sequence[T]) -> list[T]:
+        return list(items[self.rank :: self.world_size])
+
+
+def dist_from_env() -> DistInfo:
+    """The rank layout torchrun announces through the environment (a single process otherwise)."""
+    env = os.environ
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        return DistInfo()
+    world = int(env["WORLD_SIZE"])
+    return DistInfo(int(env["RANK"]), world, int(env.get("LOCAL_RANK", 0)), int(env.get("LOCAL_WORLD_SIZE", world)))
+
+
+def choose_backend(requested: str, device: str | None) -> str:
+    """"auto": nccl when the agent runs on CUDA (and CUDA is there), gloo otherwise."""
+    if requested in ("gloo", "nccl"):
+        return requested
+    if requested != "auto":
+        raise ValueError(f"dist_backend must be 'auto', 'gloo' or 'nccl', got {requested!r}")
+    if device and str(device).startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return "nccl"
+    return "gloo"
+
+
+def init_distributed(info: DistInfo, backend: str, timeout_s: float) -> DistInfo:
+    """Join the process group (ranks wait for each other at barriers for up to timeout_s: a long rank's
+    whole shard, so this is hours, not the 30-minute default)."""
+    if not info.active:
+        return info
+    import torch
+    import torch.distributed as dist
+
+    if backend == "nccl":
+        torch.cuda.set_device(info.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    return DistInfo(info.rank, info.world_size, info.local_rank, info.local_world_size, backend)
+
+
+def barrier(info: DistInfo) -> None:
+    if not info.active:
+        return
+    import torch.distributed as dist
+
+    if info.backend == "nccl":
+        dist.barrier(device_ids=[info.local_rank])
+    else:
+        dist.barrier()
+
+
+def shutdown(info: DistInfo) -> None:
+    if not info.active:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank_device(device: str | None, info: DistInfo) -> str | None:
+    """A bare "cuda" means this rank's own GPU (LOCAL_RANK), not everybody's GPU 0."""
+    if device == "cuda" and info.active:
+        return f"cuda:{info.local_rank}"
+    return device

@@ -1,0 +1,304 @@
+"""An evaluation from settings to reports: jobs, resume, ranks, workers, progress, videos, results.
+
+    results = run_evaluation(EvalSettings(num_chains=100, workers=2), EnvConfig(scene="D"),
+                             AgentConfig("scripted", {"scene": "D"}), output_dir="runs/eval/x")
+    results = evaluate_single_tasks(lambda: my_agent, tasks=["open_drawer"], episodes=5)   # from training
+
+Resume: everything finished is in the output folder's results.jsonl (and rank logs); a run in the same
+folder skips those jobs. The final numbers are computed from the records in job order, so they do not
+depend on how the work was split, interrupted or resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from harness.eval.distributed import DistInfo, barrier, choose_backend, dist_from_env, init_distributed, rank_device, shutdown
+from harness.eval.jobs import Job, chain_jobs, single_task_jobs
+from harness.eval.report import console_summary, write_reports
+from harness.eval.results import running_summary, summarize
+from harness.eval.runner import RunSettings, default_threads, run_jobs
+from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, describe_agent_source
+from harness.eval.store import RESULTS, ResultsLog, check_run_key, clear_results, rank_log_name, read_results, write_merged
+from harness.eval.video import TraceStore, render_videos
+
+MODES = ("chains", "single_task")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    mode: str = "chains"  # "chains": CALVIN's benchmark chains; "single_task": N episodes per task
+    num_chains: int = 1000
+    tasks: tuple[str, ...] | None = None  # single_task: None = every task with a valid start condition
+    episodes_per_task: int = 10
+    ep_len: int = 360
+    workers: int = 1  # worker processes per rank; 0 runs in this process
+    job_timeout_s: float | None = None  # workers only: kill a worker stuck this long on one chain (then retry once)
+    seed: int = 0
+    videos: int = 0  # whole-chain videos of the first K chains
+    video_failures: int = 0  # clips of the failed subtask of this many failing chains (lowest indices)
+    video_format: str = "mp4"  # mp4 | gif
+    video_fps: int = 30
+    video_stride: int = 1  # render every n-th step
+    progress: bool = True
+    overwrite: bool = False  # discard earlier results in the output folder instead of resuming
+    dist_backend: str = "auto"  # auto | gloo | nccl
+    dist_timeout_s: float = 48 * 3600.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        for name in ("ep_len", "episodes_per_task", "video_fps", "video_stride"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_chains", "workers", "videos", "video_failures"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.video_format not in ("mp4", "gif"):
+            raise ValueError(f"video_format must be 'mp4' or 'gif', got {self.video_format!r}")
+
+    def jobs(self) -> list[Job]:
+        if self.mode == "chains":
+            return chain_jobs(self.num_chains, self.seed)
+        return single_task_jobs(self.tasks, self.episodes_per_task, self.seed)
+
+    def run_key(self, env: EnvConfig, agent: AgentSource) -> dict[str, Any]:
+        """What results depend on; a rerun in the same folder must match it (num_chains, workers and
+        videos may change: more chains extend the run, fewer report a prefix)."""
+        agent_key = describe_agent_source(agent)
+        agent_key.get("kwargs", {}).pop("device", None)  # where it runs (cpu, cuda:N per rank) is not what it is
+        return {"mode": self.mode, "ep_len": self.ep_len, "seed": self.seed, "env": env.to_dict(), "agent": agent_key}
+
+
+@dataclass
+class _Progress:
+    """The bar (rank 0): chains done of all, ETA, and CALVIN's running success rates."""
+
+    total: int
+    completed: list[int] = field(default_factory=list)
+    bar: Any = None
+
+    def start(self, initial: int, enabled: bool, desc: str) -> None:
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, initial=initial, desc=desc, unit="chain", dynamic_ncols=True)
+            self.refresh()
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.completed.append(int(record["completed"]))
+        if self.bar is not None:
+            self.bar.update(1)
+            self.refresh()
+
+    def refresh(self) -> None:
+        if self.bar is not None and self.completed:
+            self.bar.set_postfix_str(running_summary(self.completed), refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _agent_for_rank(agent: AgentSource, dist: DistInfo) -> AgentSource:
+    if isinstance(agent, AgentConfig) and "device" in agent.kwargs:
+        return replace(agent, kwargs={**agent.kwargs, "device": rank_device(agent.kwargs["device"], dist)})
+    return agent
+
+
+def _agent_device(agent: AgentSource) -> str | None:
+    return agent.kwargs.get("device") if isinstance(agent, AgentConfig) else None
+
+
+def run_evaluation(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output_dir: str | Path | None,
+                   config: dict[str, Any] | None = None, print_summary: bool = True) -> dict[str, Any]:
+    """Run (or resume) an evaluation; returns results.json's content on rank 0 ({} on other ranks).
+
+    output_dir None: nothing is written and nothing resumed (for quick checks from Python).
+    print_summary: print CALVIN's printout and table (or the per-task table) at the end.
+    """
+    started = time.perf_counter()
+    dist = dist_from_env()
+    if dist.active and output_dir is None:
+        raise ValueError("under torchrun the ranks share their results through output_dir: set one")
+    dist = init_distributed(dist, choose_backend(settings.dist_backend, _agent_device(agent)), settings.dist_timeout_s)
+    try:
+        results = _evaluate(settings, env, _agent_for_rank(agent, dist), output_dir, config, dist, started)
+    finally:
+        shutdown(dist)
+    if results and print_summary:
+        print(console_summary(results), flush=True)
+        if output_dir is not None:
+            print(f"\nreport: {Path(output_dir) / 'report.md'}", flush=True)
+    return results
+
+
+def _evaluate(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output_dir: str | Path | None,
+              config: dict[str, Any] | None, dist: DistInfo, started: float) -> dict[str, Any]:
+    jobs = settings.jobs()
+    folder = Path(output_dir) if output_dir is not None else None
+    key = settings.run_key(env, agent)
+    if folder is not None and dist.is_main:
+        if settings.overwrite:
+            clear_results(folder)
+            shutil.rmtree(folder / "traces", ignore_errors=True)
+            shutil.rmtree(folder / "videos", ignore_errors=True)
+        check_run_key(folder, key)
+    barrier(dist)  # the folder is checked (or cleared) before anyone reads it
+    done = read_results(folder) if folder is not None else {}
+    barrier(dist)  # everyone has read the same finished set before anyone appends to it
+    pending = [job for job in jobs if job.key not in done]
+    mine = dist.shard(pending)
+
+    records: dict[str, dict[str, Any]] = {k: r for k, r in done.items()}
+    description = _saved_description(folder)
+    traces = TraceStore(folder / "traces", settings.videos, settings.video_failures) if folder is not None else None
+    finished = [int(done[j.key]["completed"]) for j in jobs if j.key in done]
+    progress = _Progress(len(finished) + len(mine), finished)  # under torchrun: rank 0's own share
+    log = ResultsLog(folder / (rank_log_name(dist.rank) if dist.active else RESULTS)) if folder is not None else None
+
+    def on_ready(desc: dict[str, Any]) -> None:
+        nonlocal description
+        description = desc
+        if folder is not None and dist.is_main:
+            _save_description(folder, desc)
+
+    def on_result(record: dict[str, Any], job_traces: Any) -> None:
+        if log is not None:
+            log.append(record)  # durable first: a kill after this line loses nothing
+        records[record["key"]] = record
+        if traces is not None:
+            traces.add(record, job_traces)
+        progress.add(record)
+
+    run_settings = RunSettings(
+        ep_len=settings.ep_len, video_chains=settings.videos if folder else 0,
+        video_failures=bool(settings.video_failures) and folder is not None,
+        threads=default_threads(settings.workers, dist.local_world_size), job_timeout_s=settings.job_timeout_s,
+    )
+    progress.start(len(finished), settings.progress and dist.is_main, _bar_label(settings, dist, len(mine)))
+    run_started = time.perf_counter()
+    try:
+        if mine:
+            run_jobs(mine, env, agent, run_settings, settings.workers, on_result, on_ready)
+    finally:
+        progress.close()
+        if log is not None:
+            log.close()
+    run_s = time.perf_counter() - run_started
+    barrier(dist)  # every rank's log is complete
+    if not dist.is_main:
+        return {}
+    if folder is not None:  # the other ranks' records too
+        records = _merge(folder, jobs, dist)
+    description = description or _saved_description(folder) or _fallback_description(env, agent)
+    results = summarize(_in_job_order(jobs, records), settings.mode)
+    results.update(_context(settings, description, dist, config))
+    video_started = time.perf_counter()
+    if traces is not None and (settings.videos or settings.video_failures):
+        video_paths = render_videos(traces.selected(), folder / "videos", env,
+                                    settings.ep_len, settings.video_fps, settings.video_format, settings.video_stride)
+        results["videos"] = [str(p.relative_to(folder)) for p in video_paths]
+    results["timings"] = _timings(_in_job_order(jobs, records), len(jobs) - len(done), run_s,
+                                  time.perf_counter() - video_started, time.perf_counter() - started)
+    if folder is not None:
+        write_reports(folder, results)
+    return results
+
+
+def _merge(folder: Path, jobs: Sequence[Job], dist: DistInfo) -> dict[str, dict[str, Any]]:
+    """Every record in the folder; rank logs are folded into results.jsonl (in job order, then records of
+    jobs this run did not ask for, which a later run with more chains will use)."""
+    records = read_results(folder)
+    if dist.active or any(folder.glob("results.rank*.jsonl")):
+        keys = {j.key for j in jobs}
+        write_merged(folder, _in_job_order(jobs, records) + [r for k, r in records.items() if k not in keys])
+    return records
+
+
+def _bar_label(settings: EvalSettings, dist: DistInfo, mine: int) -> str:
+    what = "chains" if settings.mode == "chains" else "episodes"
+    where = f"rank 0/{dist.world_size} ({mine} here)" if dist.active else f"{settings.workers} worker(s)"
+    return f"{what}, {where}"
+
+
+def _in_job_order(jobs: Sequence[Job], records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [records[j.key] for j in jobs if j.key in records]
+
+
+def _saved_description(folder: Path | None) -> dict[str, Any] | None:
+    path = folder / "description.json" if folder is not None else None
+    return json.loads(path.read_text()) if path is not None and path.exists() else None
+
+
+def _save_description(folder: Path, description: dict[str, Any]) -> None:
+    (folder / "description.json").write_text(json.dumps(description, indent=2) + "\n")
+
+
+def _fallback_description(env: EnvConfig, agent: AgentSource) -> dict[str, Any]:
+    """When no worker ever started (nothing was pending and no description was saved)."""
+    name = agent.name if isinstance(agent, AgentConfig) else describe_agent_source(agent)["factory"]
+    return {
+        "env": {"backend": env.backend, "scene": env.scene, "renderer": "unknown", "cameras": [], "version": ""},
+        "agent": {"name": name, "action_type": "unknown", "cameras": [], "privileged": False, "checkpoint": None, "extra": {}},
+    }
+
+
+def _context(settings: EvalSettings, description: dict[str, Any], dist: DistInfo, config: dict[str, Any] | None) -> dict[str, Any]:
+    protocol = {"mode": settings.mode, "ep_len": settings.ep_len, "seed": settings.seed}
+    if settings.mode == "chains":
+        protocol["chains"] = f"the first {settings.num_chains} of CALVIN's 1000 benchmark chains, in CALVIN's order"
+    else:
+        protocol["episodes_per_task"] = settings.episodes_per_task
+    protocol["instructions"] = "CALVIN's validation instruction per task (the first phrasing)"
+    context = {"mode": settings.mode, "env": description["env"], "agent": description["agent"], "protocol": protocol,
+               "parallelism": {"workers_per_rank": settings.workers, "world_size": dist.world_size}}
+    if config is not None:
+        context["config"] = config
+    return context
+
+
+def _timings(records: Sequence[dict[str, Any]], ran: int, run_s: float, video_s: float, total_s: float) -> dict[str, Any]:
+    job_s = sum(float(r["wall_s"]) for r in records)
+    steps = sum(int(r["steps"]) for r in records)
+    return {
+        "total_s": round(total_s, 2),
+        "rollout_s": round(run_s, 2),
+        "video_s": round(video_s, 2),
+        "jobs_run_now": ran,
+        "jobs_per_min": round(ran / run_s * 60, 2) if run_s > 0 and ran else None,
+        "mean_job_s": round(job_s / len(records), 3) if records else None,
+        "mean_job_cpu_s": round(sum(float(r.get("cpu_s", 0.0)) for r in records) / len(records), 3) if records else None,
+        "env_steps_per_s_per_worker": round(steps / job_s, 1) if job_s > 0 else None,
+    }
+
+
+def evaluate_single_tasks(agent: AgentSource, tasks: Sequence[str] | None = None, episodes: int = 10,
+                          env: EnvConfig | None = None, ep_len: int = 360, workers: int = 0, seed: int = 0,
+                          output_dir: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """Single-task success rates, for checks during training.
+
+    agent: an AgentConfig, a picklable zero-argument factory, or (workers=0) the live agent itself.
+    Returns results.json's content: "success_rate", "mean_task_success_rate", "tasks" {task: success,
+    total, rate}, "failure_reasons", ...
+    """
+    settings = EvalSettings(mode="single_task", tasks=tuple(tasks) if tasks is not None else None,
+                            episodes_per_task=episodes, ep_len=ep_len, workers=workers, seed=seed, progress=progress)
+    return run_evaluation(settings, env or EnvConfig(), agent, output_dir, print_summary=progress)
+
+
+def evaluate_chains(agent: AgentSource, num_chains: int = 1000, env: EnvConfig | None = None, workers: int = 0,
+                    ep_len: int = 360, seed: int = 0, output_dir: str | Path | None = None,
+                    progress: bool = False, **settings: Any) -> dict[str, Any]:
+    """CALVIN's chain evaluation from Python; returns results.json's content."""
+    s = EvalSettings(mode="chains", num_chains=num_chains, workers=workers, ep_len=ep_len, seed=seed,
+                     progress=progress, **settings)
+    return run_evaluation(s, env or EnvConfig(), agent, output_dir, print_summary=progress)
+
+
+__all__ = ["EvalSettings", "evaluate_chains", "evaluate_single_tasks", "run_evaluation"]

@@ -1,0 +1,231 @@
+"""One chain and one subtask, by CALVIN's protocol (shared/calvin.md §8).
+
+Per chain: reset the env to the chain's start state, then per subtask: the task's validation
+instruction, `agent.reset()`, and at most `ep_len` steps; after every step the oracle compares the
+current info with the info at the subtask's start, and the subtask stops at success. The chain stops
+at the first failure.
+
+A subtask fails for one of these reasons:
+  timeout         no success within ep_len steps
+  invalid_action  the agent returned something the env cannot take (NaN/inf, wrong shape, gripper not +-1)
+  agent_error     the agent raised
+  env_error       the env (or the oracle reading its info) raised: `EnvFailure` goes up to the runner,
+                  which rebuilds the env and retries the chain once before recording this reason
+
+Relative actions with any arm value outside [-1, 1] are executed as they are (calvin_env does not
+clip either) and counted.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import traceback
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from agents import Agent
+from harness.envs import Env
+from harness.envs.actions import parse_action
+from harness.eval.jobs import Job
+from harness.tasks import TaskOracle, eval_instruction, initial_state
+from harness.tasks.info import InfoView
+
+REASONS = ("success", "timeout", "invalid_action", "agent_error", "env_error")
+FAILURE_REASONS = REASONS[1:]
+
+
+@dataclass
+class SubtaskOutcome:
+    task: str
+    success: bool
+    steps: int  # env steps taken
+    reason: str  # one of REASONS
+    message: str = ""  # the error, for invalid_action / agent_error / env_error
+    out_of_range: int = 0  # relative actions with some |arm value| > 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SubtaskTrace:
+    """The cheap state of every frame of a subtask (frame 0 = its start), to re-render videos later."""
+
+    task: str
+    instruction: str
+    robot_obs: list[np.ndarray] = field(default_factory=list)
+    scene_obs: list[np.ndarray] = field(default_factory=list)
+    plans: list[np.ndarray | None] = field(default_factory=list)  # the agent's planned TCP path per frame
+
+    def add(self, obs: dict[str, Any], plan: np.ndarray | None) -> None:
+        self.robot_obs.append(np.asarray(obs["robot_obs"], dtype=np.float64).copy())
+        self.scene_obs.append(np.asarray(obs["scene_obs"], dtype=np.float64).copy())
+        self.plans.append(None if plan is None else np.asarray(plan, dtype=np.float64).reshape(-1, 3).copy())
+
+
+class EnvFailure(Exception):
+    """The env raised during a chain; carries what the chain did before."""
+
+    def __init__(self, done: list[SubtaskOutcome], task: str, steps: int, error: BaseException) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.done, self.task, self.steps = done, task, steps
+        self.message = _error_text(error)
+
+    def outcomes(self) -> list[SubtaskOutcome]:
+        """The chain as recorded when the retry failed too: the subtask in progress fails with env_error."""
+        return [*self.done, SubtaskOutcome(self.task, False, self.steps, "env_error", self.message)]
+
+
+def _error_text(error: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(error), error)).strip()[-500:]
+
+
+def seed_everything(seed: int) -> None:
+    """Python's, numpy's and (when already imported) torch's global RNGs; never imports torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
+
+
+@contextmanager
+def preserved_global_rngs() -> Iterator[None]:
+    """Restore Python's, numpy's and torch's global RNG states afterwards: an evaluation run inside a
+    training process (workers=0) must not change the trainer's random stream."""
+    torch = sys.modules.get("torch")
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state() if torch is not None else None)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        if states[2] is not None:
+            torch.set_rng_state(states[2])
+
+
+def agent_observation(obs: dict[str, Any], privileged: bool) -> dict[str, Any]:
+    """What the agent may see: the env's observation, without scene_obs unless it declared privileged."""
+    if privileged:
+        return obs
+    return {k: v for k, v in obs.items() if k != "scene_obs"}
+
+
+def env_action(raw: Any, action_type: str) -> tuple[Any, bool]:
+    """The agent's output as the env's action, and whether it is an out-of-range relative action.
+
+    ValueError (-> invalid_action) for anything the env would refuse. A 7-vector from an absolute agent
+    is (x, y, z, euler x, y, z, gripper) and goes to the env as {"type": "cartesian_abs", ...}.
+    """
+    if action_type == "absolute" and isinstance(raw, (tuple, list)) and len(raw) == 3:
+        parse_action(raw)
+        return raw, False
+    try:
+        arr = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the agent returned {type(raw).__name__}, not a 7-d action: {e}") from e
+    if arr.shape != (7,):
+        raise ValueError(f"the agent returned an action of shape {arr.shape}, expected (7,)")
+    if action_type == "absolute":
+        action: Any = {"type": "cartesian_abs", "action": arr}
+        parse_action(action)
+        return action, False
+    parse_action(arr)
+    return arr, bool(np.any(np.abs(arr[:6]) > 1.0))
+
+
+def run_subtask(
+    env: Env, agent: Agent, oracle: TaskOracle, task: str, obs: dict[str, Any], ep_len: int,
+    trace: SubtaskTrace | None = None, done: list[SubtaskOutcome] | None = None,
+) -> tuple[SubtaskOutcome, dict[str, Any]]:
+    """Up to ep_len steps of one subtask from the env's current state; returns the outcome and the last obs."""
+    spec = agent.spec
+    instruction = eval_instruction(task)
+    steps = out_of_range = 0
+
+    def failed(reason: str, error: BaseException) -> tuple[SubtaskOutcome, dict[str, Any]]:
+        return SubtaskOutcome(task, False, steps, reason, _error_text(error), out_of_range), obs
+
+    try:
+        start = InfoView(env.get_info())
+    except Exception as e:  # noqa: BLE001 - any env failure is retried by the runner
+        raise EnvFailure(done or [], task, steps, e) from e
+    try:
+        agent.reset()
+    except Exception as e:  # noqa: BLE001 - a failing agent fails its subtask, not the evaluation
+        return failed("agent_error", e)
+    if trace is not None:
+        trace.add(obs, _plan(agent))
+    while steps < ep_len:
+        try:
+            raw = agent.step(agent_observation(obs, spec.privileged), instruction)
+        except Exception as e:  # noqa: BLE001
+            return failed("agent_error", e)
+        try:
+            action, outside = env_action(raw, spec.action_type)
+        except ValueError as e:
+            return failed("invalid_action", e)
+        out_of_range += outside
+        try:
+            obs, _, _, info = env.step(action)
+            success = oracle.is_completed(task, start, info)
+        except Exception as e:  # noqa: BLE001
+            raise EnvFailure(done or [], task, steps, e) from e
+        steps += 1
+        if trace is not None:
+            trace.add(obs, _plan(agent))
+        if success:
+            return SubtaskOutcome(task, True, steps, "success", "", out_of_range), obs
+    return SubtaskOutcome(task, False, steps, "timeout", "", out_of_range), obs
+
+
+def _plan(agent: Agent) -> np.ndarray | None:
+    method = getattr(agent, "planned_tcp_path", None)
+    if method is None:
+        return None
+    try:
+        plan = method()
+    except Exception:  # noqa: BLE001 - a video overlay is not worth failing a subtask for
+        return None
+    return None if plan is None or len(plan) == 0 else plan
+
+
+@dataclass
+class ChainRun:
+    outcomes: list[SubtaskOutcome]
+    traces: list[SubtaskTrace] | None
+    final_state: tuple[np.ndarray, np.ndarray] | None  # (robot_obs, scene_obs) at the end
+
+
+def run_chain(
+    env: Env, agent: Agent, job: Job, ep_len: int, oracle: TaskOracle | None = None, record: bool = False
+) -> ChainRun:
+    """A chain from its start condition; raises EnvFailure when the env fails (the runner retries)."""
+    oracle = oracle or TaskOracle()
+    seed_everything(job.seed)
+    traces: list[SubtaskTrace] | None = [] if record else None
+    try:
+        robot_obs, scene_obs = initial_state(job.condition, env.description.scene)
+        obs = env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
+    except Exception as e:  # noqa: BLE001
+        raise EnvFailure([], job.tasks[0], 0, e) from e
+    outcomes: list[SubtaskOutcome] = []
+    try:
+        if hasattr(agent, "new_chain"):
+            agent.new_chain(job.seed)
+    except Exception as e:  # noqa: BLE001
+        outcomes.append(SubtaskOutcome(job.tasks[0], False, 0, "agent_error", _error_text(e)))
+        return ChainRun(outcomes, traces, (obs["robot_obs"], obs["scene_obs"]))
+    for task in job.tasks:
+        trace = SubtaskTrace(task, eval_instruction(task)) if record else None
+        outcome, obs = run_subtask(env, agent, oracle, task, obs, ep_len, trace, outcomes)
+        outcomes.append(outcome)
+        if traces is not None:
+            traces.append(trace)
+        if not outcome.success:
+            break
+    return ChainRun(outcomes, traces, (obs["robot_obs"], obs["scene_obs"]))

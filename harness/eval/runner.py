@@ -1,0 +1,353 @@
+"""Runs jobs (chains or single-task episodes) in N worker processes, or in this process (workers=0).
+
+Each worker builds its own agent, then its own env with only the cameras the agent declares
+(`cameras=agent.spec.cameras`: none for the scripted expert, so no frame is ever rendered). The parent
+hands out one job at a time to whichever worker is free (a dynamic queue: long chains do not hold up
+the rest) and gets back one record per job.
+
+Faults:
+  * the env raises inside a chain: the worker rebuilds its env and runs the chain again from its start;
+    if it fails again the chain is recorded with `env_error` at the subtask where it failed, and the
+    evaluation goes on;
+  * a worker process dies (segfault, OOM kill), or is still on one chain after `job_timeout_s` (a hung
+    agent or env) and is killed: it is replaced and its chain handed out again; a chain that costs two
+    workers is recorded as `env_error`;
+  * a worker that cannot build its env or agent at all stops the evaluation with that error (a missing
+    package or checkpoint is not something to retry).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import os
+import pickle
+import sys
+import time
+import traceback
+from collections import deque
+from dataclasses import asdict, dataclass, replace
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from agents import Agent
+from harness.envs import Env
+from harness.eval.jobs import Job
+from harness.eval.rollout import ChainRun, EnvFailure, SubtaskOutcome, SubtaskTrace, preserved_global_rngs, run_chain
+from harness.eval.specs import AgentSource, EnvConfig, build_agent, is_live_agent
+from harness.tasks import TaskOracle
+
+MAX_ATTEMPTS = 2  # a chain is run at most twice when its env fails (and handed out at most twice on worker death)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    ep_len: int = 360
+    video_chains: int = 0  # keep the traces of jobs with index < this (full chains)
+    video_failures: bool = False  # keep the trace of the failed subtask of any failing job
+    threads: int = 1  # torch CPU threads per worker, when the agent uses torch (0: leave them as they are)
+    job_timeout_s: float | None = None  # a worker still on one job after this long is killed (a hung agent or env)
+
+
+Result = tuple[dict[str, Any], list[SubtaskTrace] | None]
+OnResult = Callable[[dict[str, Any], "list[SubtaskTrace] | None"], None]
+
+
+def completed_count(outcomes: Sequence[SubtaskOutcome] | Sequence[dict[str, Any]]) -> int:
+    """Consecutive successes from the first subtask (CALVIN's score of a chain, 0..5)."""
+    n = 0
+    for o in outcomes:
+        if not (o.success if isinstance(o, SubtaskOutcome) else o["success"]):
+            break
+        n += 1
+    return n
+
+
+def state_digest(state: tuple[np.ndarray, np.ndarray] | None) -> str | None:
+    """A fingerprint of the final (robot_obs, scene_obs): equal digests mean bit-identical end states."""
+    if state is None:
+        return None
+    h = hashlib.sha1()
+    for arr in state:
+        h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def job_record(job: Job, outcomes: list[SubtaskOutcome], attempts: int, clock: tuple[float, float] | None = None,
+               final_state: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """One line of results.jsonl. clock: (perf_counter, process_time) when the job started."""
+    wall_s, cpu_s = (time.perf_counter() - clock[0], time.process_time() - clock[1]) if clock else (0.0, 0.0)
+    return {
+        **job.to_dict(),
+        "completed": completed_count(outcomes),
+        "subtasks": [o.to_dict() for o in outcomes],
+        "steps": sum(o.steps for o in outcomes),
+        "out_of_range": sum(o.out_of_range for o in outcomes),
+        "attempts": attempts,
+        "final_state": state_digest(final_state),
+        "wall_s": round(wall_s, 3),
+        "cpu_s": round(cpu_s, 3),  # this process's CPU time: below wall_s when it waited for a core (or a GPU)
+    }
+
+
+def crash_record(job: Job, cause: str) -> dict[str, Any]:
+    message = f"the worker process running this chain {cause}"
+    return job_record(job, [SubtaskOutcome(job.tasks[0], False, 0, "env_error", message)], MAX_ATTEMPTS)
+
+
+def _spec_dict(agent: Agent) -> dict[str, Any]:
+    d = asdict(agent.spec)
+    d["cameras"] = list(agent.spec.cameras)
+    return d
+
+
+class JobRunner:
+    """One agent and one env, running jobs with the env-failure retry. Used in workers and in-process."""
+
+    def __init__(self, env_cfg: EnvConfig, agent: AgentSource, settings: RunSettings) -> None:
+        self.env_cfg, self.settings = env_cfg, settings
+        self.agent = build_agent(agent)
+        torch = sys.modules.get("torch")
+        if torch is not None and settings.threads > 0:
+            torch.set_num_threads(settings.threads)
+        self.env: Env | None = self._build_env()
+        self.env_used = False
+        self.oracle = TaskOracle()
+
+    def _build_env(self) -> Env:
+        return self.env_cfg.build(cameras=tuple(self.agent.spec.cameras))
+
+    def describe(self) -> dict[str, Any]:
+        return {"env": self.env.description.to_dict(), "agent": _spec_dict(self.agent)}
+
+    def run(self, job: Job) -> Result:
+        record_states = job.index < self.settings.video_chains or self.settings.video_failures
+        clock = (time.perf_counter(), time.process_time())
+        if self.env_used and self.env_cfg.fresh_per_chain:
+            self._rebuild_env()
+        self.env_used = True
+        failure: EnvFailure | None = None
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                chain = run_chain(self.env, self.agent, job, self.settings.ep_len, self.oracle, record_states)
+            except EnvFailure as e:
+                failure = e
+                self._rebuild_env()
+                continue
+            record = job_record(job, chain.outcomes, attempt, clock, chain.final_state)
+            return record, self._kept_traces(job, chain)
+        assert failure is not None
+        return job_record(job, failure.outcomes(), MAX_ATTEMPTS, clock), None
+
+    def _rebuild_env(self) -> None:
+        try:
+            self.env.close()
+        except Exception:  # noqa: BLE001 - a broken env may not close cleanly; a new one is built anyway
+            pass
+        self.env = self._build_env()
+
+    def _kept_traces(self, job: Job, chain: ChainRun) -> list[SubtaskTrace] | None:
+        """Full traces for the first video chains; only the failed subtask's for other failing jobs."""
+        if chain.traces is None:
+            return None
+        if job.index < self.settings.video_chains:
+            return chain.traces
+        failed = chain.outcomes and not chain.outcomes[-1].success
+        return chain.traces[-1:] if failed and self.settings.video_failures and chain.traces else None
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+
+
+def _worker_main(conn: Connection, env_cfg: EnvConfig, agent: AgentSource, settings: RunSettings) -> None:
+    """A worker process: build, say ready, then run jobs until told to stop or the parent goes away."""
+    try:
+        runner = JobRunner(env_cfg, agent, settings)
+        conn.send(("ready", runner.describe()))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which stops the evaluation
+        conn.send(("fatal", traceback.format_exc()))
+        return
+    try:
+        while True:
+            job = conn.recv()
+            if job is None:
+                break
+            conn.send(("result", runner.run(job)))
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass  # the parent is gone or interrupted: nothing left to report to
+    except BaseException:  # noqa: BLE001
+        try:
+            conn.send(("fatal", traceback.format_exc()))
+        except (EOFError, BrokenPipeError):
+            pass
+    finally:
+        runner.close()
+
+
+class WorkerError(RuntimeError):
+    """A worker could not build its env or agent, or failed outside any chain."""
+
+
+@dataclass(eq=False)  # compared and hashed by identity
+class _Slot:
+    process: Any
+    conn: Connection
+    job: Job | None = None
+    ready: bool = False
+    since: float = 0.0  # when the current job was handed out
+    killed_for_time: bool = False
+
+
+class WorkerPool:
+    """N spawned worker processes sharing a queue of jobs."""
+
+    def __init__(self, workers: int, env_cfg: EnvConfig, agent: AgentSource, settings: RunSettings) -> None:
+        if is_live_agent(agent):
+            raise ValueError("a live agent object can only run in-process (workers=0); pass an AgentConfig or a factory")
+        try:
+            pickle.dumps((env_cfg, agent))
+        except Exception as e:  # noqa: BLE001 - lambdas and closures cannot reach a spawned process
+            raise ValueError(
+                f"worker processes build the agent from a picklable description ({e}): pass an AgentConfig or a "
+                "module-level factory function, or run in-process with workers=0"
+            ) from e
+        self.env_cfg, self.agent, self.settings = env_cfg, agent, settings
+        self.ctx = mp.get_context("spawn")  # no fork: PyBullet clients and CUDA do not survive one
+        self.description: dict[str, Any] | None = None
+        self.slots = [self._start() for _ in range(workers)]
+        self.crashes: dict[str, int] = {}
+
+    def _start(self) -> _Slot:
+        parent, child = self.ctx.Pipe()
+        proc = self.ctx.Process(target=_worker_main, args=(child, self.env_cfg, self.agent, self.settings), daemon=True)
+        proc.start()
+        child.close()
+        return _Slot(proc, parent)
+
+    def wait_ready(self) -> dict[str, Any]:
+        """Block until every worker has built its env and agent; returns the first one's description."""
+        while not all(s.ready for s in self.slots):
+            self._serve(deque(), lambda *a: None)
+        return self.description
+
+    def run(self, jobs: Sequence[Job], on_result: OnResult) -> None:
+        pending = deque(jobs)
+        while pending or any(s.job is not None for s in self.slots):
+            for slot in self.slots:
+                if slot.ready and slot.job is None and pending:
+                    slot.job, slot.since = pending.popleft(), time.monotonic()
+                    slot.conn.send(slot.job)
+            self._serve(pending, on_result)
+
+    def _serve(self, pending: deque[Job], on_result: OnResult) -> None:
+        """Wait for a message from, or the death of, any worker, and handle what arrived."""
+        owners = {}
+        for slot in self.slots:
+            owners[slot.conn] = owners[slot.process.sentinel] = slot
+        for slot in dict.fromkeys(owners[r] for r in wait(list(owners), timeout=self._time_to_next_deadline())):
+            if not self._receive(slot, on_result):
+                self._replace(slot, pending, on_result)
+
+    def _time_to_next_deadline(self) -> float | None:
+        """Kill the workers that are over the job time limit; the time until the next one could be."""
+        limit = self.settings.job_timeout_s
+        if not limit:
+            return None
+        now, nearest = time.monotonic(), limit
+        for slot in self.slots:
+            if slot.job is None or slot.killed_for_time:
+                continue
+            left = slot.since + limit - now
+            if left <= 0:
+                slot.killed_for_time = True
+                slot.process.kill()  # its sentinel fires next, and _replace hands the job out again
+            else:
+                nearest = min(nearest, left)
+        return max(nearest, 0.01)
+
+    def _receive(self, slot: _Slot, on_result: OnResult) -> bool:
+        """Handle every message waiting from a worker; False when the worker is gone."""
+        try:
+            while slot.conn.poll():
+                kind, payload = slot.conn.recv()
+                if kind == "ready":
+                    slot.ready = True
+                    self.description = self.description or payload
+                elif kind == "result":
+                    slot.job = None
+                    on_result(*payload)
+                else:
+                    raise WorkerError(f"an evaluation worker failed:\n{payload}")
+        except (EOFError, ConnectionResetError, OSError):
+            return False
+        return slot.process.is_alive()
+
+    def _replace(self, slot: _Slot, pending: deque[Job], on_result: OnResult) -> None:
+        slot.process.join(timeout=5)
+        exitcode = slot.process.exitcode
+        if not slot.ready:
+            raise WorkerError(f"an evaluation worker died while starting (exit code {exitcode})")
+        job, slot.job = slot.job, None
+        if job is not None:
+            self.crashes[job.key] = self.crashes.get(job.key, 0) + 1
+            if self.crashes[job.key] >= MAX_ATTEMPTS:
+                cause = (f"ran past job_timeout_s={self.settings.job_timeout_s:g} twice" if slot.killed_for_time
+                         else f"died twice (exit code {exitcode})")
+                on_result(crash_record(job, cause), None)
+            else:
+                pending.appendleft(job)
+        slot.conn.close()
+        self.slots[self.slots.index(slot)] = self._start()
+
+    def close(self) -> None:
+        for slot in self.slots:
+            try:
+                slot.conn.send(None)
+            except (OSError, BrokenPipeError):
+                pass
+        deadline = time.monotonic() + 10
+        for slot in self.slots:
+            slot.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if slot.process.is_alive():
+                slot.process.terminate()
+                slot.process.join(timeout=5)
+            slot.conn.close()
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def run_jobs(jobs: Sequence[Job], env_cfg: EnvConfig, agent: AgentSource, settings: RunSettings, workers: int,
+             on_result: OnResult, on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Run the jobs; `on_result(record, traces)` is called in this process for each finished job, in
+    finishing order. `on_ready(description)` once the env and agent are built (before any result)."""
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    if workers == 0:
+        with preserved_global_rngs():
+            runner = JobRunner(env_cfg, agent, replace(settings, threads=0))  # the caller's thread settings stay
+            try:
+                if on_ready:
+                    on_ready(runner.describe())
+                for job in jobs:
+                    on_result(*runner.run(job))
+            finally:
+                runner.close()
+        return
+    with WorkerPool(min(workers, max(len(jobs), 1)), env_cfg, agent, settings) as pool:
+        description = pool.wait_ready()
+        if on_ready:
+            on_ready(description)
+        pool.run(jobs, on_result)
+
+
+def default_threads(workers: int, local_world: int = 1) -> int:
+    """CPU threads per worker for torch agents: the cores shared out, at least one."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers * local_world))

@@ -1,0 +1,94 @@
+"""Picklable descriptions of the env and the agent, from which every worker process builds its own.
+
+    EnvConfig(backend="builtin", scene="D").build(cameras=agent.spec.cameras)
+    AgentConfig("random", {"seed": 0}).build()
+    AgentConfig(factory="mypkg.policies:make_policy", kwargs={...}).build()   # your own agent
+
+`factory` ("module:callable") lets tests and researchers plug in their own env or agent without a
+registry entry; the callable gets the same keyword arguments.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Union
+
+from agents import Agent, make_agent
+from harness.envs import Env, make_env
+
+
+def import_object(path: str) -> Any:
+    """"package.module:attribute" -> the attribute."""
+    module, sep, attr = str(path).partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"expected an import path 'package.module:attribute', got {path!r}")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    backend: str = "builtin"  # "builtin" | "calvin"
+    scene: str = "D"
+    renderer: str = "tiny"  # "tiny" | "egl"
+    options: dict[str, Any] = field(default_factory=dict)  # further make_env kwargs (dataset_path, camera_sizes)
+    factory: str | None = None  # "module:callable" used instead of make_env(backend, ...)
+    # A new env for every chain. A reset restores the state a chain starts from, but not every cache of
+    # PyBullet's solver: after a long history of chains on one env, a chain can end differently than on
+    # a new env. A built-in env takes ~50 ms to build, so results that depend on the chain alone are cheap.
+    fresh_per_chain: bool = True
+
+    def build(self, cameras: tuple[str, ...] = ()) -> Env:
+        kwargs = {"scene": self.scene, "renderer": self.renderer, "cameras": tuple(cameras), **self.options}
+        if self.factory:
+            return import_object(self.factory)(**kwargs)
+        return make_env(self.backend, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "scene": self.scene, "renderer": self.renderer,
+                "options": dict(self.options), "factory": self.factory, "fresh_per_chain": self.fresh_per_chain}
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    name: str = "scripted"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    factory: str | None = None  # "module:callable" used instead of make_agent(name, ...)
+
+    def build(self) -> Agent:
+        if self.factory:
+            return import_object(self.factory)(**self.kwargs)
+        return make_agent(self.name, **self.kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kwargs": dict(self.kwargs), "factory": self.factory}
+
+
+# What an evaluation can be given as its agent: a config (any number of worker processes), a picklable
+# zero-argument callable that returns an agent (likewise), or a live agent (in-process only: workers=0).
+AgentSource = Union[AgentConfig, Callable[[], Agent], Agent]
+
+
+def build_agent(source: AgentSource) -> Agent:
+    if isinstance(source, AgentConfig):
+        return source.build()
+    if hasattr(source, "step") and hasattr(source, "spec"):
+        return source  # a live agent
+    if callable(source):
+        return source()
+    raise ValueError(f"expected an AgentConfig, an agent factory or an agent, got {type(source).__name__}")
+
+
+def is_live_agent(source: AgentSource) -> bool:
+    return not isinstance(source, AgentConfig) and hasattr(source, "step") and hasattr(source, "spec")
+
+
+def describe_agent_source(source: AgentSource) -> dict[str, Any]:
+    """What the resume check compares: the config, or the factory's qualified name."""
+    if isinstance(source, AgentConfig):
+        return source.to_dict()
+    target = source if not is_live_agent(source) else type(source)
+    return {"factory": f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', type(target).__name__)}"}

@@ -1,0 +1,123 @@
+"""The run's output folder as the record of what is done: results.jsonl and the resume check.
+
+results.jsonl holds one JSON line per finished job (chain or episode), appended and flushed (fsync) by
+one process as soon as the job finishes. A run killed at any moment leaves at most one truncated last
+line, which reading ignores and appending cuts off first. Under torchrun each rank appends to its own
+results.rank{r}.jsonl, and rank 0 merges them into results.jsonl at the end.
+
+run.json records what the results depend on (mode, agent, env, ep_len, seed): running again in the same
+folder with other settings would mix results of different things, so it is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+RESULTS = "results.jsonl"
+RUN_FILE = "run.json"
+
+
+def rank_log_name(rank: int) -> str:
+    return f"results.rank{rank}.jsonl"
+
+
+def read_log(path: Path) -> dict[str, dict[str, Any]]:
+    """key -> record of one log file (the first record of a key wins); a truncated last line is ignored."""
+    records: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return records
+    lines = path.read_bytes().split(b"\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            key = record["key"]
+        except (ValueError, KeyError, TypeError):
+            if number < len(lines):  # not the unterminated last line: a damaged file, worth saying
+                warnings.warn(f"{path}:{number}: not a result record, skipped")
+            continue
+        records.setdefault(key, record)
+    return records
+
+
+def read_results(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every finished job recorded in a folder: results.jsonl and any rank logs."""
+    records = read_log(folder / RESULTS)
+    for path in sorted(folder.glob("results.rank*.jsonl")):
+        for key, record in read_log(path).items():
+            records.setdefault(key, record)
+    return records
+
+
+class ResultsLog:
+    """Appends records to one JSONL file, each line flushed to disk before the next job is counted done."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._drop_partial_line()
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def _drop_partial_line(self) -> None:
+        """A kill mid-write leaves a line without its newline; appending after it would glue two records."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(self.path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, sort_keys=True) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "ResultsLog":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def write_merged(folder: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Rewrite results.jsonl atomically with the given records (in order), then drop the rank logs."""
+    tmp = folder / (RESULTS + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / RESULTS)
+    for path in folder.glob("results.rank*.jsonl"):
+        path.unlink()
+
+
+def check_run_key(folder: Path, key: dict[str, Any]) -> None:
+    """Write run.json on the first run; on a rerun refuse settings that change what the results mean."""
+    path = folder / RUN_FILE
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != json.loads(json.dumps(key)):
+            diffs = [k for k in sorted(set(old) | set(key)) if old.get(k) != json.loads(json.dumps(key.get(k)))]
+            raise ValueError(
+                f"{folder} holds results of another configuration (differs in: {', '.join(diffs)}); "
+                "choose another output_dir, or overwrite=true to discard them"
+            )
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
+
+
+def clear_results(folder: Path) -> None:
+    """overwrite=true: forget earlier results in this folder (reports are rewritten anyway)."""
+    for path in [folder / RESULTS, folder / RUN_FILE, *folder.glob("results.rank*.jsonl")]:
+        if path.exists():
+            path.unlink()

@@ -1,0 +1,238 @@
+"""Videos without rendering during the evaluation.
+
+While a chain runs, the worker keeps only the cheap state of every frame (robot_obs, scene_obs and the
+agent's planned TCP path); the parent saves the traces of the chains that get videos to `traces/`.
+Afterwards a rendering env (static camera only) restores each recorded state with
+`env.reset(robot_obs, scene_obs)`, which the built-in env does exactly, so the frames are the images
+the run would have shown. On each frame: the instruction, the executed TCP path of the subtask so far,
+the agent's planned chunk where it has one, and the subtask's progress and outcome.
+
+Which traces are kept, with bounded memory and disk: every chain with index < `video_chains` (the whole
+chain), and the failed subtask of the `video_failures` failing chains with the lowest indices.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from harness.eval.rollout import SubtaskTrace
+from harness.eval.specs import EnvConfig
+from harness.sim.cameras import DEFAULT_SPECS, CameraSpec, static_view_matrix
+from harness.spatial import project_points
+
+EXECUTED_COLOR = (40, 220, 90)
+PLAN_COLOR = (255, 80, 200)
+TEXT_BAND = 22
+
+
+def job_label(key: str) -> str:
+    """"chain/7" -> "chain_0007", "open_drawer/3" -> "open_drawer_0003"."""
+    name, _, number = key.rpartition("/")
+    return f"{name}_{int(number):04d}" if number.isdigit() else key.replace("/", "_")
+
+
+@dataclass(frozen=True)
+class TraceFile:
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def index(self) -> int:
+        return int(self.meta["index"])
+
+    @property
+    def video_name(self) -> str:
+        label = job_label(self.meta["key"])
+        if self.meta["full"]:
+            return label
+        sub = self.meta["subtasks"][-1]
+        return f"fail_{label}_s{len(self.meta['outcomes'])}_{sub['task']}_{self.meta['outcomes'][-1]['reason']}"
+
+
+def _write_trace(path: Path, meta: dict[str, Any], traces: Sequence[SubtaskTrace]) -> None:
+    arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(meta))}
+    for k, t in enumerate(traces):
+        arrays[f"robot_obs_{k}"] = np.stack(t.robot_obs)
+        arrays[f"scene_obs_{k}"] = np.stack(t.scene_obs)
+        plans = [np.zeros((0, 3)) if p is None else p for p in t.plans]
+        arrays[f"plan_points_{k}"] = np.concatenate(plans) if plans else np.zeros((0, 3))
+        arrays[f"plan_offsets_{k}"] = np.cumsum([0] + [len(p) for p in plans])
+    tmp = path.with_name(path.name + ".tmp")  # not *.npz: a kill mid-write leaves nothing that looks like a trace
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    tmp.replace(path)
+
+
+def read_trace_meta(path: Path) -> dict[str, Any]:
+    with np.load(path) as data:
+        return json.loads(str(data["meta"]))
+
+
+def load_trace(path: Path) -> tuple[dict[str, Any], list[SubtaskTrace]]:
+    with np.load(path) as data:
+        meta = json.loads(str(data["meta"]))
+        traces = []
+        for k, sub in enumerate(meta["subtasks"]):
+            points, offsets = data[f"plan_points_{k}"], data[f"plan_offsets_{k}"]
+            plans = [points[a:b] if b > a else None for a, b in zip(offsets[:-1], offsets[1:])]
+            traces.append(SubtaskTrace(sub["task"], sub["instruction"], list(data[f"robot_obs_{k}"]),
+                                       list(data[f"scene_obs_{k}"]), plans))
+    return meta, traces
+
+
+class TraceStore:
+    """The traces folder: keeps what the video settings ask for and nothing more."""
+
+    def __init__(self, folder: Path, video_chains: int, video_failures: int) -> None:
+        self.folder = Path(folder)
+        self.video_chains, self.video_failures = video_chains, video_failures
+        self.failures: list[TraceFile] = []  # kept failure traces, lowest indices first
+        if self.folder.exists():
+            for path in sorted(self.folder.glob("*.npz")):
+                try:
+                    tf = TraceFile(path, read_trace_meta(path))
+                except (OSError, ValueError, KeyError):
+                    path.unlink()  # cut short by a kill: the chain's video is lost, the results are not
+                    continue
+                if not tf.meta["full"]:
+                    self.failures.append(tf)
+            self.failures.sort(key=lambda tf: tf.index)
+
+    def add(self, record: dict[str, Any], traces: list[SubtaskTrace] | None) -> None:
+        if not traces:
+            return
+        full = record["index"] < self.video_chains
+        if not full:
+            if self.video_failures <= 0 or record["completed"] == len(record["tasks"]):
+                return
+            if len(self.failures) >= self.video_failures and record["index"] > self.failures[-1].index:
+                return
+        meta = {
+            "key": record["key"], "index": record["index"], "tasks": record["tasks"], "full": full,
+            "subtasks": [{"task": t.task, "instruction": t.instruction} for t in traces],
+            "outcomes": record["subtasks"],
+        }
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{job_label(record['key'])}.npz"
+        _write_trace(path, meta, traces)
+        if not full:
+            self.failures = sorted([*self.failures, TraceFile(path, meta)], key=lambda tf: tf.index)
+            while len(self.failures) > self.video_failures:
+                self.failures.pop().path.unlink(missing_ok=True)
+
+    def selected(self) -> list[TraceFile]:
+        """The traces to render, by index: the first chains in full, then the lowest-index failures."""
+        if not self.folder.exists():
+            return []
+        files = [TraceFile(p, read_trace_meta(p)) for p in sorted(self.folder.glob("*.npz"))]
+        full = [tf for tf in files if tf.meta["full"] and tf.index < self.video_chains]
+        failures = sorted((tf for tf in files if not tf.meta["full"]), key=lambda tf: tf.index)[: self.video_failures]
+        return sorted(full + failures, key=lambda tf: (tf.index, not tf.meta["full"]))
+
+
+# --- drawing ---------------------------------------------------------------------------------------
+
+
+class FrameDrawer:
+    """Upscales a static-camera frame and draws the instruction, the TCP paths and the progress on it."""
+
+    def __init__(self, size: int, scale: int = 2, spec: CameraSpec = DEFAULT_SPECS["static"]) -> None:
+        self.size, self.scale = size, scale
+        self.view, self.proj = static_view_matrix(), spec.projection_matrix()
+        self.font = ImageFont.load_default(size=12 if scale >= 2 else 9)
+
+    def pixels(self, points: np.ndarray) -> list[tuple[float, float]]:
+        uv = project_points(points, self.view, self.proj, self.size, self.size) * self.scale
+        return [(float(u), float(v)) for u, v in uv if np.isfinite(u) and np.isfinite(v)]
+
+    def draw(self, rgb: np.ndarray, instruction: str, executed: np.ndarray, plan: np.ndarray | None,
+             footer: str, footer_color: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+        side = self.size * self.scale
+        image = Image.fromarray(rgb).resize((side, side), Image.BILINEAR)
+        canvas = Image.new("RGB", (side, side + 2 * TEXT_BAND), (20, 20, 20))
+        canvas.paste(image, (0, TEXT_BAND))
+        d = ImageDraw.Draw(canvas)
+        shift = lambda pts: [(u, v + TEXT_BAND) for u, v in pts]  # noqa: E731
+        path = shift(self.pixels(executed))
+        if len(path) > 1:
+            d.line(path, fill=EXECUTED_COLOR, width=2)
+        if plan is not None and len(plan):
+            planned = shift(self.pixels(np.vstack([executed[-1:], plan])))
+            d.line(planned, fill=PLAN_COLOR, width=2)
+            for u, v in planned[1:]:
+                d.ellipse((u - 2, v - 2, u + 2, v + 2), fill=PLAN_COLOR)
+        if path:
+            u, v = path[-1]
+            d.ellipse((u - 3, v - 3, u + 3, v + 3), outline=EXECUTED_COLOR, width=2)
+        d.text((4, 4), instruction, fill=(255, 255, 255), font=self.font)
+        d.text((4, side + TEXT_BAND + 4), footer, fill=footer_color, font=self.font)
+        return np.asarray(canvas)
+
+
+def _frames(env: Any, drawer: FrameDrawer, meta: dict[str, Any], traces: list[SubtaskTrace],
+            ep_len: int, stride: int) -> Iterator[np.ndarray]:
+    label = job_label(meta["key"])
+    first = len(meta["outcomes"]) - len(traces)  # a failure clip holds only the failed subtask
+    for k, trace in enumerate(traces):
+        outcome = meta["outcomes"][first + k]
+        positions = np.stack([r[:3] for r in trace.robot_obs])
+        last = len(trace.robot_obs) - 1
+        for t in list(range(0, last, stride)) + [last]:
+            obs = env.reset(robot_obs=trace.robot_obs[t], scene_obs=trace.scene_obs[t])
+            footer = f"{label}  {first + k + 1}/{len(meta['tasks'])} {trace.task}  step {t}/{ep_len}"
+            color = (255, 255, 255)
+            if t == last:
+                footer += f"  {outcome['reason'].upper()}"
+                color = EXECUTED_COLOR if outcome["success"] else (255, 90, 90)
+            yield drawer.draw(obs["rgb_obs"]["rgb_static"], trace.instruction, positions[: t + 1], trace.plans[t], footer, color)
+
+
+def write_video(path: Path, frames: Iterator[np.ndarray], fps: int, fmt: str) -> Path:
+    """MP4 (H.264 through imageio-ffmpeg, streamed) or GIF; `path` without its suffix."""
+    if fmt == "mp4":
+        import imageio.v2 as imageio
+
+        out = path.with_suffix(".mp4")
+        with imageio.get_writer(out, fps=fps, codec="libx264", macro_block_size=1, quality=7,
+                                ffmpeg_log_level="error") as writer:
+            for frame in frames:
+                writer.append_data(frame)
+        return out
+    if fmt != "gif":
+        raise ValueError(f"video_format must be 'mp4' or 'gif', got {fmt!r}")
+    out = path.with_suffix(".gif")
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(out, save_all=True, append_images=images[1:], duration=max(1, round(1000 / fps)), loop=0)
+    return out
+
+
+def render_videos(traces: Sequence[TraceFile], video_dir: Path, env_cfg: EnvConfig, ep_len: int, fps: int = 30,
+                  fmt: str = "mp4", stride: int = 1, scale: int = 2) -> list[Path]:
+    """Render the videos that do not exist yet; returns every selected video's path."""
+    video_dir.mkdir(parents=True, exist_ok=True)
+    todo = [tf for tf in traces if not any(video_dir.glob(f"{tf.video_name}.*"))]
+    if todo:
+        env = env_cfg.build(cameras=("static",))
+        try:
+            drawer = FrameDrawer(env.description.camera_sizes.get("static", DEFAULT_SPECS["static"].size), scale)
+            for tf in todo:
+                meta, subtraces = load_trace(tf.path)
+                target = video_dir / tf.video_name
+                try:
+                    write_video(target, _frames(env, drawer, meta, subtraces, ep_len, stride), fps, fmt)
+                except Exception as e:  # noqa: BLE001 - no working ffmpeg: a GIF is still a video
+                    if fmt != "mp4":
+                        raise
+                    warnings.warn(f"writing {target}.mp4 failed ({e}); writing a GIF instead")
+                    target.with_suffix(".mp4").unlink(missing_ok=True)
+                    write_video(target, _frames(env, drawer, meta, subtraces, ep_len, stride), fps, "gif")
+        finally:
+            env.close()
+    return sorted(p for tf in traces for p in video_dir.glob(f"{tf.video_name}.*"))

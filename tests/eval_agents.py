@@ -1,0 +1,129 @@
+"""Small agents and envs for the evaluation tests (importable by worker processes as tests.eval_agents)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import numpy as np
+
+from agents import AgentSpec
+from harness.envs import make_env
+from harness.sim.layout import NEUTRAL_TCP_EULER, get_layout
+
+BUTTON_Y, BUTTON_TOP_Z = -0.12, 0.46
+
+
+class ButtonPresser:
+    """Privileged, absolute actions: hovers over the LED button, then presses it (turns the LED on or off).
+
+    It completes turn_on_led / turn_off_led and nothing else, so chains starting with those score 1.
+    """
+
+    def __init__(self, scene: str = "D", hover_steps: int = 12) -> None:
+        self.button_x = get_layout(scene).button_x
+        self.hover_steps = hover_steps
+        self.spec = AgentSpec(name="button_presser", action_type="absolute", privileged=True)
+
+    def reset(self) -> None:
+        self.t = 0
+
+    def step(self, obs: dict[str, Any], instruction: str) -> np.ndarray:
+        assert "scene_obs" in obs  # privileged agents see the scene
+        self.t += 1
+        z = 0.56 if self.t <= self.hover_steps else 0.43
+        return np.array([self.button_x, BUTTON_Y, z, *NEUTRAL_TCP_EULER, -1.0])
+
+    def planned_tcp_path(self) -> np.ndarray | None:
+        return np.array([[self.button_x, BUTTON_Y, 0.56], [self.button_x, BUTTON_Y, 0.43]])
+
+
+class Misbehaving:
+    """Relative no-op actions, except on the chain whose seed is `bad_seed`, where step does `what`:
+    "nan", "shape", "gripper", "raise", "hang" (or "reset_raise": reset raises)."""
+
+    def __init__(self, what: str, bad_seed: int) -> None:
+        self.what, self.bad_seed = what, bad_seed
+        self.seed = None
+        self.spec = AgentSpec(name=f"misbehaving_{what}")
+
+    def new_chain(self, seed: int) -> None:
+        self.seed = seed
+
+    def reset(self) -> None:
+        if self.what == "reset_raise" and self.seed == self.bad_seed:
+            raise RuntimeError("reset failed on purpose")
+
+    def step(self, obs: dict[str, Any], instruction: str) -> Any:
+        assert "scene_obs" not in obs  # not privileged: no scene state
+        if self.seed == self.bad_seed:
+            if self.what == "nan":
+                return np.array([np.nan, 0, 0, 0, 0, 0, 1.0])
+            if self.what == "shape":
+                return np.zeros(6)
+            if self.what == "gripper":
+                return np.array([0, 0, 0, 0, 0, 0, 0.5])
+            if self.what == "raise":
+                raise RuntimeError("step failed on purpose")
+            if self.what == "hang":
+                time.sleep(3600)
+        return np.array([0, 0, 0, 0, 0, 0, 1.0])
+
+    def planned_tcp_path(self) -> None:
+        return None
+
+
+def make_button_presser(scene: str = "D") -> ButtonPresser:
+    return ButtonPresser(scene)
+
+
+class FlakyEnv:
+    """The built-in env, failing during the chain that starts from `fail_scene_obs`, at its `fail_step`-th step.
+
+    action: "raise" (an exception inside env.step) or "kill" (the process dies with SIGKILL).
+    times: how many times it fails in all, counted in the file `marker` across processes (None: always).
+    """
+
+    def __init__(self, fail_scene_obs: list[float], action: str = "raise", times: int | None = None,
+                 marker: str | None = None, fail_step: int = 3, **kwargs: Any) -> None:
+        self.env = make_env("builtin", **kwargs)
+        self.description = self.env.description
+        self.fail_scene_obs = np.asarray(fail_scene_obs, dtype=np.float64)
+        self.action, self.times, self.marker, self.fail_step = action, times, marker, fail_step
+        self.steps, self.bad = 0, False
+
+    def reset(self, robot_obs=None, scene_obs=None):
+        self.steps = 0
+        self.bad = scene_obs is not None and np.array_equal(np.asarray(scene_obs), self.fail_scene_obs)
+        return self.env.reset(robot_obs, scene_obs)
+
+    def _should_fail(self) -> bool:
+        if not self.bad or self.steps != self.fail_step:
+            return False
+        if self.times is None:
+            return True
+        used = len(open(self.marker).read().splitlines()) if os.path.exists(self.marker) else 0
+        if used >= self.times:
+            return False
+        with open(self.marker, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return True
+
+    def step(self, action):
+        self.steps += 1
+        if self._should_fail():
+            if self.action == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError("simulated physics blow-up")
+        return self.env.step(action)
+
+    def get_obs(self):
+        return self.env.get_obs()
+
+    def get_info(self):
+        return self.env.get_info()
+
+    def close(self):
+        self.env.close()

@@ -1,0 +1,108 @@
+"""`python -m harness.eval` end to end: resume after SIGKILL, torchrun with 2 CPU ranks, the same numbers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM_CHAINS = 24
+ARGS = ["agent=custom", "agent.factory=tests.eval_agents:make_button_presser", f"num_chains={NUM_CHAINS}",
+        "ep_len=50", "videos=0", "video_failures=0", "progress=false"]
+NUMBERS = ("avg_seq_len", "chain_sr", "task_info", "failure_reasons", "actions", "num_chains")
+
+
+def command(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "harness.eval", *ARGS, f"output_dir={out}", *extra]
+
+
+def run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def records(out: Path) -> dict[str, tuple]:
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(lines) == len({r["key"] for r in lines}), "a chain was recorded twice"
+    return {r["key"]: (r["completed"], json.dumps(r["subtasks"]), r["final_state"]) for r in lines}
+
+
+def numbers(out: Path) -> dict:
+    results = json.loads((out / "results.json").read_text())
+    return {k: results[k] for k in NUMBERS}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("uninterrupted")
+    proc = run(command(out, "workers=2"))
+    assert "Average successful sequence length:" in proc.stdout and "| agent | env | chains |" in proc.stdout
+    n = numbers(out)
+    assert n["num_chains"] == NUM_CHAINS and 0 < n["avg_seq_len"] < 1  # the presser completes the LED chains only
+    return out
+
+
+def test_sigkill_then_rerun_gives_the_uninterrupted_results(tmp_path, uninterrupted):
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(command(out, "workers=1"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / "results.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_bytes().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)  # the parent only: its worker must notice and go away by itself
+    proc.wait()
+    done = len(log.read_bytes().splitlines())
+    assert 3 <= done < NUM_CHAINS, f"the kill should land mid-run ({done} chains were done)"
+    assert not (out / "results.json").exists()
+    with open(log, "ab") as f:
+        f.write(b'{"key": "chain/23", "completed": 1, "subta')  # and a torn last line, as a kill mid-write leaves
+    run(command(out, "workers=1"))
+    assert numbers(out) == numbers(uninterrupted)
+    assert records(out) == records(uninterrupted)
+
+
+def test_rerun_of_a_finished_run_changes_nothing_and_other_settings_are_refused(tmp_path, uninterrupted):
+    before = (uninterrupted / "results.jsonl").read_bytes()
+    proc = run(command(uninterrupted, "workers=1"))
+    assert (uninterrupted / "results.jsonl").read_bytes() == before and "Average successful sequence length" in proc.stdout
+    refused = subprocess.run(command(uninterrupted, "ep_len=10"), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "differs in: ep_len" in refused.stderr + refused.stdout
+
+
+def test_torchrun_two_cpu_ranks_merge_to_the_single_process_results(tmp_path, uninterrupted):
+    out = tmp_path / "torchrun"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "harness.eval", *ARGS, f"output_dir={out}", "workers=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not list(out.glob("results.rank*.jsonl"))  # merged into results.jsonl
+    results = json.loads((out / "results.json").read_text())
+    assert results["parallelism"] == {"workers_per_rank": 1, "world_size": 2}
+    assert numbers(out) == numbers(uninterrupted)
+    assert records(out) == records(uninterrupted)
+    assert [json.loads(line)["index"] for line in (out / "results.jsonl").read_text().splitlines()] == list(range(NUM_CHAINS))
+
+
+def test_eval_calvin_sh_passes_overrides_to_the_evaluation(tmp_path):
+    venv = Path(sys.prefix)
+    stamp = venv / ".vla-harness-installed"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not stamp.exists() or stamp.read_text().strip() != want:
+        pytest.skip("this venv was not set up by scripts/_venv.sh: the wrapper would install into it")
+    cmd = ["bash", str(ROOT / "scripts" / "eval_calvin.sh"), "agent=random", "env=builtin", "scene=D", "num_chains=2",
+           "workers=1", "ep_len=5", "videos=0", "video_failures=0", "progress=false", f"output_dir={tmp_path}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "VLA_HARNESS_VENV": str(venv)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| random | builtin D | 2 |" in proc.stdout and (tmp_path / "results.json").exists()

@@ -1,0 +1,105 @@
+"""Faults inside worker processes: an env that raises, a worker that dies. The evaluation goes on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.eval import AgentConfig, EnvConfig, evaluate_chains
+from harness.eval.jobs import chain_jobs
+from harness.tasks import initial_state
+
+PRESSER = AgentConfig("button_presser", factory="tests.eval_agents:make_button_presser")
+NUM_CHAINS, EP_LEN, BAD = 4, 20, 1  # chain 1 starts with turn_off_led, which the presser completes
+
+
+def run(folder, env: EnvConfig) -> dict[int, dict]:
+    evaluate_chains(PRESSER, num_chains=NUM_CHAINS, ep_len=EP_LEN, workers=2, env=env, output_dir=folder)
+    lines = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    assert len(lines) == NUM_CHAINS
+    return {r["index"]: r for r in lines}
+
+
+def outcome(record: dict) -> tuple:
+    return record["completed"], json.dumps(record["subtasks"]), record["final_state"]
+
+
+def flaky(tmp_path, action: str, times: int | None) -> EnvConfig:
+    bad_scene_obs = initial_state(chain_jobs(NUM_CHAINS)[BAD].condition, "D")[1].tolist()
+    return EnvConfig(factory="tests.eval_agents:FlakyEnv", options={
+        "fail_scene_obs": bad_scene_obs, "action": action, "times": times, "marker": str(tmp_path / "marker")})
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    records = run(tmp_path_factory.mktemp("baseline"), EnvConfig())
+    assert records[BAD]["completed"] == 1 and records[BAD]["attempts"] == 1
+    return records
+
+
+def assert_others_unchanged(records, baseline):
+    for i in range(NUM_CHAINS):
+        if i != BAD:
+            assert outcome(records[i]) == outcome(baseline[i])
+
+
+def test_env_raising_twice_records_env_error(tmp_path, baseline):
+    records = run(tmp_path / "out", flaky(tmp_path, "raise", None))
+    bad = records[BAD]
+    assert bad["attempts"] == 2 and bad["completed"] == 0
+    assert [(s["reason"], s["steps"]) for s in bad["subtasks"]] == [("env_error", 2)]
+    assert "simulated physics blow-up" in bad["subtasks"][0]["message"]
+    assert_others_unchanged(records, baseline)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["failure_reasons"]["env_error"] == 1 and results["actions"]["retried_after_env_error"] == 1
+
+
+def test_env_raising_once_is_retried_with_the_same_result(tmp_path, baseline):
+    records = run(tmp_path / "out", flaky(tmp_path, "raise", 1))
+    assert records[BAD]["attempts"] == 2
+    assert outcome(records[BAD]) == outcome(baseline[BAD])  # the retry starts the chain afresh
+    assert_others_unchanged(records, baseline)
+
+
+def test_a_dead_worker_is_replaced_and_its_chain_run_again(tmp_path, baseline):
+    records = run(tmp_path / "out", flaky(tmp_path, "kill", 1))
+    assert len((tmp_path / "marker").read_text().splitlines()) == 1  # a worker really died
+    assert outcome(records[BAD]) == outcome(baseline[BAD])
+    assert_others_unchanged(records, baseline)
+
+
+def test_a_chain_that_kills_two_workers_is_an_env_error(tmp_path, baseline):
+    records = run(tmp_path / "out", flaky(tmp_path, "kill", None))
+    bad = records[BAD]
+    assert [s["reason"] for s in bad["subtasks"]] == ["env_error"] and "died twice" in bad["subtasks"][0]["message"]
+    assert_others_unchanged(records, baseline)
+
+
+def test_a_hung_chain_is_killed_retried_once_then_an_env_error(tmp_path):
+    from harness.eval import EvalSettings, run_evaluation
+
+    agent = AgentConfig("hangs", {"what": "hang", "bad_seed": 1}, factory="tests.eval_agents:Misbehaving")
+    settings = EvalSettings(num_chains=3, ep_len=5, workers=2, job_timeout_s=1.5, progress=False)
+    results = run_evaluation(settings, EnvConfig(), agent, tmp_path, print_summary=False)
+    lines = {json.loads(line)["index"]: json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()}
+    assert sorted(lines) == [0, 1, 2]
+    assert "ran past job_timeout_s=1.5 twice" in lines[1]["subtasks"][0]["message"]
+    assert [lines[i]["subtasks"][0]["reason"] for i in (0, 2)] == ["timeout", "timeout"]
+    assert results["failure_reasons"]["env_error"] == 1
+
+
+def test_each_chain_gets_a_new_env_unless_told_otherwise():
+    from harness.eval.runner import JobRunner, RunSettings
+
+    jobs = chain_jobs(2)
+    for fresh in (True, False):
+        runner = JobRunner(EnvConfig(fresh_per_chain=fresh), AgentConfig("random"), RunSettings(ep_len=3))
+        try:
+            envs = []
+            for job in jobs:
+                runner.run(job)
+                envs.append(runner.env)
+            assert (envs[0] is not envs[1]) == fresh
+        finally:
+            runner.close()

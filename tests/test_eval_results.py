@@ -1,0 +1,120 @@
+"""CALVIN's metrics against hand-computed values, the results log and the resume check."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.eval.jobs import chain_jobs, single_task_jobs, single_task_names
+from harness.eval.results import calvin_metrics, calvin_printout, failure_reasons, running_summary, summarize
+from harness.eval.store import ResultsLog, check_run_key, read_log, read_results, write_merged
+
+
+def record(key: str, outcomes: list[tuple[str, str]], steps: int = 10, out_of_range: int = 0, attempts: int = 1) -> dict:
+    """outcomes: (task, reason) per attempted subtask; 'success' or a failure reason."""
+    subtasks = [{"task": t, "success": r == "success", "steps": steps, "reason": r, "message": "", "out_of_range": 0}
+                for t, r in outcomes]
+    completed = next((i for i, s in enumerate(subtasks) if not s["success"]), len(subtasks))
+    return {"key": key, "index": int(key.split("/")[1]), "completed": completed, "subtasks": subtasks,
+            "steps": steps * len(subtasks), "out_of_range": out_of_range, "attempts": attempts, "wall_s": 0.1}
+
+
+RECORDS = [
+    record("chain/0", [("open_drawer", "timeout")]),
+    record("chain/1", [("open_drawer", "success"), ("turn_on_led", "success"), ("lift_red_block_table", "invalid_action")],
+           out_of_range=4),
+    record("chain/2", [("move_slider_left", "success"), ("open_drawer", "success"), ("turn_on_led", "success"),
+                       ("lift_red_block_table", "success"), ("place_in_drawer", "success")]),
+    record("chain/3", [("turn_on_led", "success"), ("open_drawer", "env_error")], attempts=2),
+]
+
+
+def test_calvin_metrics_by_hand():
+    m = calvin_metrics(RECORDS)
+    # completed per chain: 0, 2, 5, 1
+    assert m["avg_seq_len"] == pytest.approx(8 / 4)
+    assert m["chain_sr"] == {"1": 0.75, "2": 0.5, "3": 0.25, "4": 0.25, "5": 0.25}
+    # total = successes + the one failing attempt; in CALVIN's task order
+    assert m["task_info"] == {
+        "move_slider_left": {"success": 1, "total": 1},
+        "open_drawer": {"success": 2, "total": 4},
+        "lift_red_block_table": {"success": 1, "total": 2},
+        "place_in_drawer": {"success": 1, "total": 1},
+        "turn_on_led": {"success": 3, "total": 3},
+    }
+    assert list(m["task_info"])[0] == "move_slider_left"
+    assert calvin_metrics([])["avg_seq_len"] == 0.0
+
+
+def test_summary_additions_and_printout():
+    s = summarize(RECORDS, "chains")
+    assert s["failure_reasons"] == {"timeout": 1, "invalid_action": 1, "agent_error": 0, "env_error": 1}
+    assert s["actions"] == {"steps": 110, "out_of_range_relative": 4, "retried_after_env_error": 1}
+    assert s["num_chains"] == 4
+    text = calvin_printout(s)
+    assert text.splitlines()[:7] == ["Average successful sequence length: 2.000", "Success rates for i instructions in a row:",
+                                     "1: 75.0%", "2: 50.0%", "3: 25.0%", "4: 25.0%", "5: 25.0%"]
+    assert "open_drawer: 2 / 4 |  SR: 50.0%" in text
+    assert running_summary([0, 2, 5, 1]).startswith("1/5 : 75.0% | 2/5 : 50.0%")
+    assert failure_reasons([]) == {"timeout": 0, "invalid_action": 0, "agent_error": 0, "env_error": 0}
+
+
+def test_single_task_metrics_by_hand():
+    recs = [record("open_drawer/0", [("open_drawer", "success")]), record("open_drawer/1", [("open_drawer", "timeout")]),
+            record("turn_on_led/0", [("turn_on_led", "success")])]
+    s = summarize(recs, "single_task")
+    assert s["tasks"]["open_drawer"] == {"success": 1, "total": 2, "rate": 0.5}
+    assert s["success_rate"] == pytest.approx(2 / 3) and s["mean_task_success_rate"] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="mode"):
+        summarize(recs, "bogus")
+
+
+def test_jobs():
+    jobs = chain_jobs(3, seed=10)
+    assert [j.key for j in jobs] == ["chain/0", "chain/1", "chain/2"] and [j.seed for j in jobs] == [10, 11, 12]
+    assert jobs[0].tasks[0] == "rotate_blue_block_right" and len(jobs[0].tasks) == 5
+    names = single_task_names()
+    assert "open_drawer" in names and "place_in_slider" not in names and "stack_block" not in names
+    a = single_task_jobs(["open_drawer", "turn_on_led"], 3, seed=1)
+    b = single_task_jobs(["turn_on_led"], 5, seed=1)
+    assert [j.key for j in a] == ["open_drawer/0", "open_drawer/1", "open_drawer/2", "turn_on_led/0", "turn_on_led/1", "turn_on_led/2"]
+    # an episode depends only on (seed, task, episode): the same whatever else is asked for
+    assert [(j.condition, j.seed) for j in a[3:]] == [(j.condition, j.seed) for j in b[:3]]
+    assert all(j.condition["led"] == 0 for j in b)  # turn_on_led starts with the LED off
+    with pytest.raises(ValueError, match="stack_block"):
+        single_task_jobs(["stack_block"], 1)
+
+
+def test_results_log_survives_a_torn_last_line(tmp_path):
+    path = tmp_path / "results.jsonl"
+    with ResultsLog(path) as log:
+        log.append(RECORDS[0])
+        log.append(RECORDS[1])
+    with open(path, "a") as f:
+        f.write('{"key": "chain/2", "compl')  # killed mid-write
+    assert set(read_log(path)) == {"chain/0", "chain/1"}
+    with ResultsLog(path) as log:  # appending first cuts the torn line off
+        log.append(RECORDS[2])
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["key"] for line in lines] == ["chain/0", "chain/1", "chain/2"]
+
+
+def test_rank_logs_merge(tmp_path):
+    with ResultsLog(tmp_path / "results.jsonl") as log:
+        log.append(RECORDS[0])
+    for rank, rec in ((0, RECORDS[2]), (1, RECORDS[1]), (1, RECORDS[0])):
+        with ResultsLog(tmp_path / f"results.rank{rank}.jsonl") as log:
+            log.append(rec)
+    merged = read_results(tmp_path)
+    assert set(merged) == {"chain/0", "chain/1", "chain/2"}
+    write_merged(tmp_path, [merged[k] for k in ("chain/0", "chain/1", "chain/2")])
+    assert not list(tmp_path.glob("results.rank*")) and list(read_log(tmp_path / "results.jsonl")) == ["chain/0", "chain/1", "chain/2"]
+
+
+def test_run_key_refuses_other_settings(tmp_path):
+    key = {"mode": "chains", "ep_len": 360, "seed": 0, "agent": {"name": "random"}}
+    check_run_key(tmp_path, key)
+    check_run_key(tmp_path, dict(key))  # same: fine
+    with pytest.raises(ValueError, match="differs in: ep_len, seed"):
+        check_run_key(tmp_path, {**key, "ep_len": 100, "seed": 1})
