@@ -46,7 +46,7 @@ class Waypoint:
     tol: float = 0.01
     angle_tol: float = 0.1
     speed: float = 1.0
-    max_steps: int = 60
+    max_steps: int = 40
     min_steps: int = 0  # e.g. keep pushing for a while even when the TCP is already there
     steps: int = 0
     timed_out: bool = False

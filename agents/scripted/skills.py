@@ -92,7 +92,7 @@ def slide_door_to(world: World, target_q: float) -> Skill:
     """Push the door's handle bar sideways until the door's joint reaches target_q (+q slides it left)."""
     for _ in range(ATTEMPTS):
         error = target_q - world.door_q
-        if abs(error) < 0.02:
+        if abs(error) < 0.01:
             return
         direction = 1 if error > 0 else -1
         # The bar spans u 0.12 .. 0.16 from the door's origin: push the face on the far side with the
@@ -118,16 +118,12 @@ def move_slider(direction: int) -> Callable[[World], Skill]:
 
 
 def clear_slot(world: World, slot: np.ndarray, margin: float = 0.13) -> Skill:
-    """Slide the door far enough from a slider slot that the hand (20 cm long, leaning back) can reach
-    into it without touching the door."""
-    lo, hi = world.layout.door_x_range(world.door_q)
-    if hi < slot[0] - margin or lo > slot[0] + margin:
+    """Slide the door to the far end of its travel from a slider slot, unless it is already far enough
+    that the hand (20 cm long, leaning back) can reach into the slot without touching it."""
+    if not door_blocks(world, slot, margin):
         return
-    if slot[0] < world.layout.bay_center_x:  # the left slot: door to the right (q down)
-        target = world.layout.door_origin_x - 0.001 - (slot[0] + margin)
-    else:
-        target = world.layout.door_origin_x + 0.281 - (slot[0] - margin)
-    yield from slide_door_to(world, float(np.clip(target, 0.0, world.layout.door_travel)))
+    left_slot = slot[0] < world.layout.bay_center_x
+    yield from slide_door_to(world, 0.0 if left_slot else world.layout.door_travel)
 
 
 def press_button(want_on: bool) -> Callable[[World], Skill]:
