@@ -44,7 +44,7 @@ def render(renderer, state):
     return rendered
 
 
-def answers_by_question(facts, seeds: int = 80) -> dict[str, str]:
+def answers_by_question(facts, seeds: int = 200) -> dict[str, str]:
     """Every question asked about the scene over many draws -> its answer (one answer per question)."""
     out: dict[str, str] = {}
     for seed in range(seeds):
@@ -66,6 +66,7 @@ def test_drawer_door_and_lights_answers(renderer):
         "Is the green lamp on or off?": ("on", "off"),
         "Is the yellow light on?": ("yes", "no"), "Is the light bulb on?": ("yes", "no"),
         "Is the yellow lamp off?": ("no", "yes"), "Is the light bulb on or off?": ("on", "off"),
+        "Is the LED lit?": ("yes", "no"), "Is the bulb lit?": ("yes", "no"),
     }
     for question, (in_a, in_b) in expected.items():
         assert (a[question], b[question]) == (in_a, in_b), question

@@ -75,7 +75,8 @@ def test_every_type_is_asked_in_a_plain_scene():
 
 def _all_texts() -> list[str]:
     """Every phrasing (with each colour, surface and side filled in) and every answer word."""
-    texts = [p for p, _ in q.DRAWER_PHRASINGS + q.DOOR_PHRASINGS + q.GREEN_LIGHT_PHRASINGS + q.YELLOW_LIGHT_PHRASINGS]
+    texts = [p for p, _ in q.DRAWER_PHRASINGS + q.DOOR_PHRASINGS]
+    texts += [p.format(light=name) for p, _ in q.LIGHT_PHRASINGS for names in q.LIGHT_NAMES.values() for name in names]
     texts += list(q.COUNT_PHRASINGS + q.CAPTION_PHRASINGS)
     for color in ("red", "blue", "pink"):
         texts += [p.format(color=color) for p in q.PLACE_PHRASINGS]

@@ -13,6 +13,10 @@ predicts the next.
 
 `forward(batch)` takes the training batch of docs/ARCHITECTURE.md and returns the losses;
 `predict(batch)` returns normalised chunks (B, W, C, 7): arm in [-1, 1], gripper probability of "open".
+
+Vision-language co-training (docs/vl_cotraining.md): `vl_loss(images, prompts, answers)` is the next-token
+cross-entropy on the answer tokens only (labels -100 elsewhere, see `vl_tokens`), through the same
+backbone and its LM head; `generate_answers` decodes answers greedily with the KV cache.
 """
 
 from __future__ import annotations

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from torch.utils.data import DataLoader
 
+from harness.data.config import strict_from_dict
 from harness.data.vl.llava import LlavaDataset, collate_vl
 from harness.data.vl.mixing import EpochSampler
 
@@ -37,11 +38,7 @@ class VLDataConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "VLDataConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown VL data config keys {sorted(unknown)} (known: {sorted(names)})")
-        return cls(**dict(d))
+        return strict_from_dict(cls, d, "VL data config")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

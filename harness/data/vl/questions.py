@@ -7,8 +7,8 @@ are short and canonical, so that exact match (after `harness.eval.vqa.normalize_
 |---|---|---|
 | drawer | Is the drawer open? / Is the drawer open or closed? | yes, no / open, closed |
 | door | Is the sliding door on the left or on the right? / Is the sliding door pushed to the left? | left, right / yes, no |
-| green_light | Is the green light on? / Is the LED on or off? | yes, no / on, off |
-| yellow_light | Is the yellow light on? / Is the light bulb on or off? | yes, no / on, off |
+| green_light | Is the green light on? / Is the LED on or off? / Is the green lamp lit? | yes, no / on, off |
+| yellow_light | Is the yellow light on? / Is the light bulb off? / Is the bulb lit? | yes, no / on, off |
 | block_on_surface | Which block is in the drawer? | the pink block, the red block and the blue block, no block |
 | block_place | Where is the red block? | on the table, in the drawer, in the left side of the cabinet, on the blue block, ... |
 | left_right | Which block is to the left of the red block? | the pink block, the blue block and the pink block, no block |
@@ -78,20 +78,14 @@ DOOR_PHRASINGS: tuple[tuple[str, Answer], ...] = (
     ("Is the sliding door on the right side?", _negated),
     ("Which side of the cabinet is the sliding door on?", _either("left", "right")),
 )
-GREEN_LIGHT_PHRASINGS: tuple[tuple[str, Answer], ...] = (
-    ("Is the green light on?", _yes_no),
-    ("Is the LED on?", _yes_no),
-    ("Is the green light off?", _negated),
-    ("Is the green lamp on or off?", _either("on", "off")),
-    ("Is the LED lit?", _yes_no),
+LIGHT_PHRASINGS: tuple[tuple[str, Answer], ...] = (  # {light}: one of the light's names below
+    ("Is the {light} on?", _yes_no),
+    ("Is the {light} off?", _negated),
+    ("Is the {light} on or off?", _either("on", "off")),
+    ("Is the {light} lit?", _yes_no),
 )
-YELLOW_LIGHT_PHRASINGS: tuple[tuple[str, Answer], ...] = (
-    ("Is the yellow light on?", _yes_no),
-    ("Is the light bulb on?", _yes_no),
-    ("Is the yellow lamp off?", _negated),
-    ("Is the light bulb on or off?", _either("on", "off")),
-    ("Is the bulb lit?", _yes_no),
-)
+LIGHT_NAMES = {"green_light": ("green light", "LED", "green lamp"),
+               "yellow_light": ("yellow light", "light bulb", "yellow lamp", "bulb")}
 SURFACE_PHRASINGS = (
     "Which block is {surface}?",
     "What block is {surface}?",
@@ -154,6 +148,11 @@ def _fact_question(qtype: str, phrasings: tuple[tuple[str, Answer], ...], fact: 
     return QA(qtype, question, answer(fact))
 
 
+def _light_question(qtype: str, on: bool, rng: np.random.Generator) -> QA:
+    question, answer = _pick(rng, LIGHT_PHRASINGS)
+    return QA(qtype, question.format(light=_pick(rng, LIGHT_NAMES[qtype])), answer(on))
+
+
 def ask_block_on_surface(facts: SceneFacts, rng: np.random.Generator) -> QA | None:
     askable = []
     for surface, (words, places) in SURFACES.items():
@@ -212,8 +211,8 @@ def ask_all(facts: SceneFacts, rng: np.random.Generator) -> list[QA]:
     qas = [
         _fact_question("drawer", DRAWER_PHRASINGS, facts.drawer_open, rng),
         _fact_question("door", DOOR_PHRASINGS, facts.door == "left", rng),
-        _fact_question("green_light", GREEN_LIGHT_PHRASINGS, facts.led, rng),
-        _fact_question("yellow_light", YELLOW_LIGHT_PHRASINGS, facts.bulb, rng),
+        _light_question("green_light", facts.led, rng),
+        _light_question("yellow_light", facts.bulb, rng),
         ask_block_on_surface(facts, rng),
         ask_block_place(facts, rng),
         ask_left_right(facts, rng),
