@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from agents.vla.checkpoint import load_checkpoint, save_checkpoint
 from agents.vla.config import BackboneConfig, HeadConfig, VLAConfig

@@ -334,10 +334,9 @@ class VLAModel(nn.Module):
             done = torch.zeros(len(idx), dtype=torch.bool, device=stop.device)
             for _ in range(max_new_tokens):
                 token = self.backbone.lm_head(h[:, -1]).argmax(-1)
-                done_now = done | torch.isin(token, stop)
-                for row in (~done_now).nonzero().flatten().tolist():
+                done |= torch.isin(token, stop)
+                for row in (~done).nonzero().flatten().tolist():
                     out[idx[row]].append(int(token[row]))
-                done = done_now
                 if bool(done.all()):
                     break
                 h = self.backbone.forward(token.unsqueeze(1), None, None, None, cache)
