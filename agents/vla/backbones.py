@@ -36,6 +36,12 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 _RESAMPLE = {0: "nearest", 1: "bicubic", 2: "bilinear", 3: "bicubic", 4: "bilinear", 5: "bicubic"}
 
 
+def _token_id(tokenizer: Any, token: str) -> int:
+    """Id of a special token of the family, or the tokenizer's EOS when this tokenizer lacks it."""
+    tid = tokenizer.convert_tokens_to_ids(token)
+    return int(tokenizer.eos_token_id if tid is None or tid == tokenizer.unk_token_id else tid)
+
+
 def _get(module: nn.Module, path: str) -> Any:
     for name in path.split("."):
         module = getattr(module, name)
@@ -64,6 +70,9 @@ class BackboneAdapter:
     language_model_path: ClassVar[str] = "model.language_model"
     vision_paths: ClassVar[tuple[str, ...]] = ("model.vision_tower", "model.multi_modal_projector")
     prefix_lm: ClassVar[bool] = False  # family trained with a bidirectional image+prompt prefix
+    # What separates the generation prompt from the answer text: " " where the chat template's
+    # generation prompt ends in a colon ("ASSISTANT:", "Assistant:"), nothing where it ends in a newline.
+    answer_separator: ClassVar[str] = ""
 
     def __init__(self, model: nn.Module, processor: Any):
         if model.config.model_type not in self.model_types:
@@ -127,6 +136,17 @@ class BackboneAdapter:
     @property
     def bos_token_id(self) -> int | None:
         return self.tokenizer.bos_token_id
+
+    @property
+    def end_of_turn_id(self) -> int:
+        """The token that closes an assistant turn (the tokenizer's EOS unless the family names its own)."""
+        return int(self.tokenizer.eos_token_id)
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """Token ids of an answer as the model writes it after the generation prompt, closed by the
+        end-of-turn token (what vision-language training supervises and generation stops at)."""
+        ids = self.tokenizer(self.answer_separator + answer, add_special_tokens=False)["input_ids"]
+        return list(ids) + [self.end_of_turn_id]
 
     # ---------------------------------------------------------------- images
     def _settings(self) -> tuple[str, float, torch.Tensor, torch.Tensor]:
@@ -221,6 +241,7 @@ class LlavaAdapter(BackboneAdapter):
 
     family = "llava"
     model_types = ("llava",)
+    answer_separator = " "  # "... ASSISTANT: answer</s>"
 
 
 class PaliGemmaAdapter(BackboneAdapter):
@@ -251,6 +272,11 @@ class Idefics3Adapter(BackboneAdapter):
     model_types = ("idefics3", "smolvlm")
     language_model_path = "model.text_model"
     vision_paths = ("model.vision_model", "model.connector")
+    answer_separator = " "  # "... Assistant: answer<end_of_utterance>"
+
+    @property
+    def end_of_turn_id(self) -> int:
+        return _token_id(self.tokenizer, "<end_of_utterance>")
 
     def __init__(self, model, processor):
         processor.image_processor.do_image_splitting = False
@@ -280,6 +306,10 @@ class Qwen2VLAdapter(BackboneAdapter):
     @classmethod
     def load_processor(cls, path):
         return ImageTextProcessor.from_pretrained(path)
+
+    @property
+    def end_of_turn_id(self) -> int:
+        return _token_id(self.tokenizer, "<|im_end|>")  # base checkpoints' EOS is <|endoftext|>
 
     def prompt_ids(self, prompt, image_sizes):
         """Chat template, then each `<|image_pad|>` expanded to (grid_h * grid_w / merge^2) tokens."""

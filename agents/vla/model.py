@@ -13,6 +13,10 @@ predicts the next.
 
 `forward(batch)` takes the training batch of docs/ARCHITECTURE.md and returns the losses;
 `predict(batch)` returns normalised chunks (B, W, C, 7): arm in [-1, 1], gripper probability of "open".
+
+Vision-language co-training (docs/vl_cotraining.md): `vl_loss(images, prompts, answers)` is the next-token
+cross-entropy on the answer tokens only (labels -100 elsewhere, see `vl_tokens`), through the same
+backbone and its LM head; `generate_answers` decodes answers greedily with the KV cache.
 """
 
 from __future__ import annotations
@@ -271,30 +275,114 @@ class VLAModel(nn.Module):
         return torch.stack(bins, dim=1)
 
     # ------------------------------------------------------------------ vision-language co-training
-    def vl_loss(self, images: list[torch.Tensor], prompts: list[str], answers: list[str]) -> torch.Tensor:
-        """Next-token cross-entropy on the answer tokens through the same backbone and its LM head.
-
-        `images[j]`: uint8 (B, H, W, 3), the j-th image of every sample."""
-        sizes = tuple((int(im.shape[1]), int(im.shape[2])) for im in images)
-        tok = self.backbone.tokenizer
+    def vl_tokens(self, image_sizes: tuple[tuple[int, int], ...], prompts: list[str], answers: list[str],
+                  device: torch.device | str = "cpu") -> VLTokens:
+        """Token sequences `<family formatting of: [images] prompt> answer <end of turn>`, right-padded,
+        with labels -100 everywhere but on the answer and its end-of-turn token."""
+        if len(prompts) != len(answers):
+            raise ValueError(f"vision-language batch: {len(prompts)} prompts but {len(answers)} answers")
         seqs, starts = [], []
         for prompt, answer in zip(prompts, answers):
-            ids = self.backbone.prompt_ids(prompt, sizes)
-            answer_ids = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-            seqs.append(list(ids) + answer_ids)
+            ids = self.backbone.prompt_ids(prompt, image_sizes)
+            seqs.append(list(ids) + self.backbone.answer_ids(answer))
             starts.append(len(ids))
         t = max(len(s) for s in seqs)
-        device = images[0].device
-        input_ids = torch.full((len(seqs), t), tok.pad_token_id or 0, dtype=torch.long, device=device)
+        input_ids = torch.full((len(seqs), t), self.backbone.tokenizer.pad_token_id or 0, dtype=torch.long)
         mask = torch.zeros_like(input_ids)
-        for i, s in enumerate(seqs):
-            input_ids[i, : len(s)] = torch.tensor(s, device=device)
-            mask[i, : len(s)] = 1
-        hidden = self.backbone.forward(input_ids, mask, self.backbone.pixel_inputs(images), None)
-        rows, cols = zip(*[(i, p) for i, (s, st) in enumerate(zip(seqs, starts)) for p in range(st - 1, len(s) - 1)])
-        rows_t, cols_t = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
-        logits = self.backbone.lm_head(hidden[rows_t, cols_t])
-        return F.cross_entropy(logits.float(), input_ids[rows_t, cols_t + 1])
+        labels = torch.full_like(input_ids, IGNORE_INDEX)
+        for i, (seq, start) in enumerate(zip(seqs, starts)):
+            input_ids[i, : len(seq)] = torch.tensor(seq)
+            mask[i, : len(seq)] = 1
+            labels[i, start : len(seq)] = input_ids[i, start : len(seq)]
+        prefix = None
+        if self.backbone.prefix_lm:  # images + prompt attend bidirectionally, the answer causally
+            prefix = (torch.arange(t).unsqueeze(0) < torch.tensor(starts).unsqueeze(1)).to(device)
+        return VLTokens(input_ids.to(device), mask.to(device), labels.to(device), prefix)
+
+    def vl_loss(self, images: torch.Tensor | list[torch.Tensor], prompts: list[str], answers: list[str]) -> torch.Tensor:
+        """Next-token cross-entropy on the answer tokens only (answer + end-of-turn), through the same
+        backbone and its LM head; the mean over all answer tokens of the batch.
+
+        `images`: uint8 (B, H, W, 3), or a list whose j-th entry is the j-th image of every sample."""
+        images = _image_list(images, len(prompts))
+        sizes = tuple((int(im.shape[1]), int(im.shape[2])) for im in images)
+        tokens = self.vl_tokens(sizes, prompts, answers, images[0].device)
+        unpadded = bool(tokens.attention_mask.all())
+        hidden = self.backbone.forward(tokens.input_ids, None if unpadded else tokens.attention_mask,
+                                       self.backbone.pixel_inputs(images), tokens.prefix_mask)
+        return answer_cross_entropy(hidden, tokens.labels, self.backbone.lm_head)
+
+    @torch.no_grad()
+    def generate_answer_ids(self, images: torch.Tensor | list[torch.Tensor], prompts: list[str],
+                            max_new_tokens: int = 32) -> list[list[int]]:
+        """Greedy decoding with the KV cache, per sample until the end-of-turn/EOS token (not returned)
+        or `max_new_tokens`. Prompts of equal token length decode together, unpadded."""
+        images = _image_list(images, len(prompts))
+        sizes = tuple((int(im.shape[1]), int(im.shape[2])) for im in images)
+        stop = torch.tensor(sorted({self.backbone.end_of_turn_id, self.backbone.tokenizer.eos_token_id}),
+                            device=images[0].device)
+        groups: dict[int, list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(len(self.backbone.prompt_ids(prompt, sizes)), []).append(i)
+        out: list[list[int]] = [[] for _ in prompts]
+        for idx in groups.values():
+            ids = torch.tensor([self.backbone.prompt_ids(prompts[i], sizes) for i in idx], device=stop.device)
+            select_idx = torch.tensor(idx, device=stop.device)
+            prefix = torch.ones_like(ids, dtype=torch.bool) if self.backbone.prefix_lm else None
+            cache = BackboneCache()
+            h = self.backbone.forward(ids, None, self.backbone.pixel_inputs([im[select_idx] for im in images]), prefix, cache)
+            done = torch.zeros(len(idx), dtype=torch.bool, device=stop.device)
+            for _ in range(max_new_tokens):
+                token = self.backbone.lm_head(h[:, -1]).argmax(-1)
+                done |= torch.isin(token, stop)
+                for row in (~done).nonzero().flatten().tolist():
+                    out[idx[row]].append(int(token[row]))
+                if bool(done.all()):
+                    break
+                h = self.backbone.forward(token.unsqueeze(1), None, None, None, cache)
+        return out
+
+    def generate_answers(self, images: torch.Tensor | list[torch.Tensor], prompts: list[str],
+                         max_new_tokens: int = 32) -> list[str]:
+        """Greedy answers as text (special tokens dropped, surrounding whitespace stripped)."""
+        tok = self.backbone.tokenizer
+        return [tok.decode(ids, skip_special_tokens=True).strip()
+                for ids in self.generate_answer_ids(images, prompts, max_new_tokens)]
+
+
+IGNORE_INDEX = -100  # label of every token the vision-language loss does not supervise
+
+
+@dataclass
+class VLTokens:
+    input_ids: torch.Tensor  # (B, T), right-padded
+    attention_mask: torch.Tensor  # (B, T)
+    labels: torch.Tensor  # (B, T): the token itself on answer + end-of-turn positions, IGNORE_INDEX elsewhere
+    prefix_mask: torch.Tensor | None  # (B, T): bidirectional image + prompt prefix (prefix-LM families)
+
+
+def answer_cross_entropy(hidden: torch.Tensor, labels: torch.Tensor, lm_head: nn.Module) -> torch.Tensor:
+    """Mean next-token cross-entropy where `labels` (aligned with the inputs, as in transformers) is not
+    IGNORE_INDEX: the state at t - 1 predicts labels[t]. The LM head runs on those states only, so no
+    other position can reach the loss (and a large vocabulary costs nothing for the prompt)."""
+    target = labels[:, 1:]
+    rows, cols = (target != IGNORE_INDEX).nonzero(as_tuple=True)
+    if rows.numel() == 0:
+        raise ValueError("no answer token to supervise: every label is IGNORE_INDEX")
+    logits = lm_head(hidden[:, :-1][rows, cols])
+    return F.cross_entropy(logits.float(), target[rows, cols])
+
+
+def _image_list(images: torch.Tensor | list[torch.Tensor], n: int) -> list[torch.Tensor]:
+    """uint8 (B, H, W, 3) or a list of them (one per image slot) -> the list, checked against B = n."""
+    images = [images] if isinstance(images, torch.Tensor) else list(images)
+    for j, im in enumerate(images):
+        if im.dtype != torch.uint8 or im.ndim != 4 or im.shape[-1] != 3 or im.shape[0] != n:
+            raise ValueError(f"vision-language images[{j}] must be uint8 ({n}, H, W, 3) for {n} prompts, "
+                             f"got {im.dtype} {tuple(im.shape)}")
+    if not images:
+        raise ValueError("vision-language samples need at least one image")
+    return images
 
 
 def _gather(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

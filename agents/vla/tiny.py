@@ -3,8 +3,9 @@
 Each preset is a real transformers architecture (same classes as the hub checkpoints) shrunk to about
 2M parameters: 2 decoder layers of width 256, a 2-layer vision tower of width 128 on 96-112 px images, and
 9-36 image tokens per camera frame (`TinySize`; `backbone.tiny_size` in the model config changes it). The tokenizer is a byte-level BPE trained here on the CALVIN task
-vocabulary (so every string is encodable, and the task words are single tokens), plus each family's
-special tokens and a chat template in that family's style. `build_tiny(name)` returns `(model, processor)`;
+vocabulary and the sim VQA questions and answers (`TASK_CORPUS`, `VQA_CORPUS`: every string is encodable,
+and their words are single tokens), plus each family's special tokens and a chat template in that
+family's style. `build_tiny(name)` returns `(model, processor)`;
 `save_pretrained` both and load them back with `from_pretrained`, exactly as for a hub checkpoint.
 """
 
@@ -48,6 +49,59 @@ go push the red block towards the right. go slide the pink block towards the lef
 what action should the robot take to complete the task? in order to. user assistant system.
 """
 
+# The words of the sim VQA questions and answers (harness/data/vl/questions.py): kept here as text, so
+# that the tokenizer, and with it every tiny checkpoint's vocabulary, changes only when this does;
+# tests/test_vl_questions.py checks that every word of every phrasing and answer is one token.
+VQA_CORPUS = """
+Is the drawer open?
+Is the drawer closed?
+Is the drawer open or closed?
+Has the drawer been pulled out?
+Is the drawer shut?
+What state is the drawer in?
+Is the sliding door on the left or on the right?
+Where is the sliding door?
+Is the sliding door pushed to the left?
+Is the sliding door on the right side?
+Which side of the cabinet is the sliding door on?
+Is the green light on?
+Is the LED on?
+Is the green light off?
+Is the green lamp on or off?
+Is the LED lit?
+Is the yellow light on?
+Is the light bulb on?
+Is the yellow lamp off?
+Is the light bulb on or off?
+Is the bulb lit?
+Which block is on the table?
+What block is in the drawer?
+Which block can you see in the sliding cabinet?
+Name the block that is on the table.
+Where is the red block?
+Where is the blue block placed?
+Where can you see the pink block?
+In which place is the red block?
+Which block is to the left of the red block?
+What block is right of the blue block?
+Which blocks are on the left of the pink block?
+Which block do you see to the right of the red block?
+How many blocks are on the table?
+How many blocks lie on the table?
+Count the blocks on the table.
+What is the number of blocks on the table?
+Describe the scene. Give a short caption of the image.
+What do you see?
+Describe the state of the table in one sentence.
+yes. no. open. closed. left. right. on. off. zero. one. two. three. no block.
+the red block. the blue block and the pink block. the red block, the blue block and the pink block.
+on the table. in the drawer. in the left side of the cabinet. in the right side of the cabinet.
+on the red block. on the blue block. on the pink block.
+The drawer is open, the sliding door is on the left, the green light is on and the yellow light is off.
+The drawer is closed, the sliding door is on the right, the green light is off and the yellow light is on.
+The red block is on the table, the blue block is in the drawer and the pink block is on the red block.
+"""
+
 _SPECIALS = {  # per family: (specials, bos, eos, pad, image token, extra tokens)
     "llava": dict(specials=["<pad>", "<s>", "</s>", "<unk>", "<image>"], bos="<s>", eos="</s>", pad="<pad>",
                   add_bos=True),
@@ -84,7 +138,7 @@ _CHAT_TEMPLATES = {
 _CHAT_TEMPLATES["idefics3"] = _CHAT_TEMPLATES["smolvlm"]
 
 
-def build_tokenizer(family: str, vocab_size: int = 1024, corpus: str = TASK_CORPUS):
+def build_tokenizer(family: str, vocab_size: int = 1024, corpus: str = TASK_CORPUS + VQA_CORPUS):
     """A byte-level BPE `PreTrainedTokenizerFast` trained offline on `corpus`, with `family`'s specials."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast

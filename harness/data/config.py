@@ -18,6 +18,15 @@ from harness.data.shards import ShardFrameSource
 from harness.data.windows import FrameSource, NpzFrameSource, WindowConfig, WindowDataset
 
 
+def strict_from_dict(cls: type, d: Mapping[str, Any], what: str) -> Any:
+    """The dataclass `cls` from a flat mapping; unknown keys raise a ValueError naming them (`what`: the config)."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"unknown {what} keys {sorted(unknown)} (known: {sorted(names)})")
+    return cls(**dict(d))
+
+
 @dataclass(frozen=True)
 class DataConfig:
     path: str
@@ -46,11 +55,7 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "DataConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown data config keys {sorted(unknown)} (known: {sorted(names)})")
-        return cls(**dict(d))
+        return strict_from_dict(cls, d, "data config")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -1,0 +1,172 @@
+"""VQA accuracy of a model or checkpoint on a vision-language set: exact match after normalisation,
+per question type, beside the majority-answer baseline of each type.
+
+    python -m harness.eval.vqa CHECKPOINT DATA [--out results.json]
+
+DATA is a folder with val.json (evaluated) and train.json (where the majority answers come from), as
+`python -m harness.data.vl generate` writes it, or one LLaVA-style JSON file (then `--train-file` names the
+file for the baseline; without it the baseline is the majority of the evaluated file itself, marked so).
+
+* `normalize_answer`: lower case, punctuation to spaces, articles (a, an, the) dropped, digits 0-10 as
+  words, whitespace collapsed; a prediction is right when it equals the answer after both are normalised.
+* Baseline: for each question type, always answering the type's most frequent (normalised) training
+  answer. It is what a model that ignores the image can reach by knowing the question type.
+* Predictions: greedy decoding with the KV cache (`VLAModel.generate_answers`), examples sorted by
+  prompt length so that batches decode unpadded together.
+
+`evaluate_vqa(model, dataset, majority)` returns the dict the CLI writes (for the trainer and experiments):
+
+    {"n", "accuracy", "majority_accuracy", "majority_source",
+     "per_type": {type: {"n", "accuracy", "majority_answer", "majority_accuracy"}},
+     "mistakes": [{"id", "question", "answer", "prediction"}, ...up to `keep_mistakes`]}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from tqdm import tqdm
+
+ARTICLES = {"a", "an", "the"}
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, no punctuation or articles, digits as words, single spaces."""
+    words = re.sub(r"[^\w\s]", " ", text.lower()).split()
+    words = [DIGIT_WORDS[int(w)] if w.isdigit() and int(w) <= 10 else w for w in words]
+    return " ".join(w for w in words if w not in ARTICLES)
+
+
+def majority_answers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """(question type, answer) pairs -> the most frequent normalised answer per type (ties: alphabetical)."""
+    counts: dict[str, Counter] = {}
+    for qtype, answer in pairs:
+        counts.setdefault(qtype, Counter())[normalize_answer(answer)] += 1
+    return {t: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for t, c in sorted(counts.items())}
+
+
+def _pairs(dataset: Any) -> list[tuple[str, str]]:
+    return [(ex.question_type, ex.answer) for ex in dataset.examples]
+
+
+@torch.no_grad()
+def predict_answers(model: Any, dataset: Any, batch_size: int = 32, max_new_tokens: int = 64,
+                    progress: bool = False) -> list[str]:
+    """Greedy answers of `model` (a VLAModel) for every example of `dataset` (a LlavaDataset), in order."""
+    from harness.data.vl.llava import collate_vl
+
+    device = next(model.parameters()).device
+    size = dataset.image_size
+    # equal prompt lengths decode together without padding: sort by the formatted prompt's length
+    order = sorted(range(len(dataset)),
+                   key=lambda i: (len(model.backbone.prompt_ids(dataset.examples[i].question, ((size, size),))), i))
+    predictions: list[str] = [""] * len(dataset)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc="vqa", unit="batch", disable=not progress):
+            idx = order[start : start + batch_size]
+            batch = collate_vl([dataset[i] for i in idx])
+            answers = model.generate_answers(batch["images"].to(device), batch["prompts"], max_new_tokens)
+            for i, answer in zip(idx, answers):
+                predictions[i] = answer
+    finally:
+        model.train(was_training)
+    return predictions
+
+
+def score(dataset: Any, predictions: list[str], majority: dict[str, str], keep_mistakes: int = 20) -> dict[str, Any]:
+    """Accuracy and baseline per question type of `predictions` (one per example of `dataset`)."""
+    per_type: dict[str, dict[str, Any]] = {}
+    mistakes = []
+    for ex, pred in zip(dataset.examples, predictions):
+        truth = normalize_answer(ex.answer)
+        row = per_type.setdefault(ex.question_type, {"n": 0, "correct": 0, "majority_correct": 0})
+        row["n"] += 1
+        row["correct"] += normalize_answer(pred) == truth
+        row["majority_correct"] += majority.get(ex.question_type) == truth
+        if normalize_answer(pred) != truth and len(mistakes) < keep_mistakes:
+            mistakes.append({"id": ex.id, "question": ex.question, "answer": ex.answer, "prediction": pred})
+    n = sum(r["n"] for r in per_type.values())
+    return {
+        "n": n,
+        "accuracy": sum(r["correct"] for r in per_type.values()) / max(n, 1),
+        "majority_accuracy": sum(r["majority_correct"] for r in per_type.values()) / max(n, 1),
+        "per_type": {t: {"n": r["n"], "accuracy": r["correct"] / r["n"], "majority_answer": majority.get(t),
+                         "majority_accuracy": r["majority_correct"] / r["n"]} for t, r in sorted(per_type.items())},
+        "mistakes": mistakes,
+    }
+
+
+def evaluate_vqa(model: Any, dataset: Any, majority: dict[str, str] | None = None, batch_size: int = 32,
+                 max_new_tokens: int = 64, progress: bool = False) -> dict[str, Any]:
+    """Score `model` on `dataset`; `majority` (from `majority_answers` over the training split) defaults to
+    the evaluated set's own majority answers (marked by majority_source = "evaluated set")."""
+    source = "training split" if majority is not None else "evaluated set"
+    majority = majority if majority is not None else majority_answers(_pairs(dataset))
+    result = score(dataset, predict_answers(model, dataset, batch_size, max_new_tokens, progress), majority)
+    return {**result, "majority_source": source}
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, train_file: str | Path | None = None,
+                        image_root: str | Path | None = None, device: str = "cpu", batch_size: int = 32,
+                        max_new_tokens: int = 64, limit: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """Load a checkpoint folder and evaluate it on DATA (a generated folder or a JSON file; see the module doc)."""
+    from agents.vla.checkpoint import load_checkpoint
+    from harness.data.vl.llava import LlavaDataset
+
+    data = Path(data)
+    eval_file = data / "val.json" if data.is_dir() else data
+    if train_file is None and data.is_dir() and (data / "train.json").is_file():
+        train_file = data / "train.json"
+    dataset = LlavaDataset(eval_file, image_root)
+    if limit is not None:
+        dataset.examples = dataset.examples[:limit]
+    majority = majority_answers(_pairs(LlavaDataset(train_file, image_root))) if train_file else None
+    model = load_checkpoint(checkpoint, device=device).model
+    result = evaluate_vqa(model, dataset, majority, batch_size, max_new_tokens, progress)
+    return {"checkpoint": str(checkpoint), "data": str(eval_file), "train_file": str(train_file) if train_file else None,
+            **result}
+
+
+def format_table(result: dict[str, Any]) -> str:
+    lines = [f"{'question type':<18} {'n':>6} {'accuracy':>9} {'majority':>9}  majority answer"]
+    for t, r in result["per_type"].items():
+        answer = r["majority_answer"] or "-"
+        lines.append(f"{t or '(none)':<18} {r['n']:>6} {r['accuracy']:>9.3f} {r['majority_accuracy']:>9.3f}  "
+                     f"{answer[:40] + ('...' if len(answer) > 40 else '')}")
+    lines.append(f"{'all':<18} {result['n']:>6} {result['accuracy']:>9.3f} {result['majority_accuracy']:>9.3f}  "
+                 f"(baseline from the {result['majority_source']})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.eval.vqa", description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoint", help="checkpoint folder (agents.vla.checkpoint)")
+    ap.add_argument("data", help="generated VL folder (val.json + train.json) or a LLaVA-style JSON file")
+    ap.add_argument("--train-file", help="LLaVA-style JSON for the majority baseline (default: DATA/train.json)")
+    ap.add_argument("--image-root", help="folder image paths are relative to (default: each JSON file's folder)")
+    ap.add_argument("--out", help="write the result dict as JSON here")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--limit", type=int, help="evaluate only the first N examples")
+    args = ap.parse_args(argv)
+    result = evaluate_checkpoint(args.checkpoint, args.data, args.train_file, args.image_root, args.device,
+                                 args.batch_size, args.max_new_tokens, args.limit, progress=sys.stderr.isatty())
+    print(format_table(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""VQA evaluation: answer normalisation, majority baselines, scoring, and the CLI on a real checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from agents.vla.checkpoint import save_checkpoint
+from agents.vla.config import BackboneConfig, HeadConfig, VLAConfig
+from agents.vla.model import VLAModel
+from harness.data.normalization import ActionNormalizer
+from harness.data.vl.generate import generate
+from harness.data.vl.llava import LlavaDataset
+from harness.eval.vqa import evaluate_vqa, main, majority_answers, normalize_answer, score
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def sim_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vl") / "sim"
+    generate(out, num_states=6, seed=11, scenes="D", val_fraction=0.34)
+    return out
+
+
+def test_normalize_answer():
+    assert normalize_answer("The pink block.") == normalize_answer("pink block") == "pink block"
+    assert normalize_answer(" Yes! ") == "yes"
+    assert normalize_answer("2") == normalize_answer("two") == "two"
+    assert normalize_answer("the red block, the blue block and the pink block") == "red block blue block and pink block"
+    assert normalize_answer("left") != normalize_answer("right")
+
+
+def test_majority_answers_per_type():
+    pairs = [("drawer", "yes"), ("drawer", "No"), ("drawer", "no."), ("count", "two"), ("count", "one")]
+    assert majority_answers(pairs) == {"count": "one", "drawer": "no"}  # ties: alphabetical
+
+
+class Oracle(nn.Module):
+    """Answers every question right, looking the answer up by (question, image): shows that predictions
+    are scored against their own examples after the evaluation reorders them by prompt length."""
+
+    def __init__(self, dataset: LlavaDataset, model: VLAModel):
+        super().__init__()
+        self.backbone = model.backbone
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.truth = {(ex.question, dataset[i]["image"].tobytes()): ex.answer for i, ex in enumerate(dataset.examples)}
+
+    def generate_answers(self, images, prompts, max_new_tokens):
+        return [self.truth[(p, im.numpy().tobytes())].upper() + "." for p, im in zip(prompts, images)]
+
+
+def test_scores_per_type_against_the_training_majority(sim_data):
+    train, val = LlavaDataset(sim_data / "train.json"), LlavaDataset(sim_data / "val.json")
+    majority = majority_answers((ex.question_type, ex.answer) for ex in train.examples)
+    model = VLAModel.build(VLAConfig(backbone=BackboneConfig(family="llava", tiny="tiny_llava")), verbose=False)
+    result = evaluate_vqa(Oracle(val, model), val, majority, batch_size=4)
+    assert result["accuracy"] == 1.0 and result["n"] == len(val) and result["majority_source"] == "training split"
+    assert sum(r["n"] for r in result["per_type"].values()) == len(val) and not result["mistakes"]
+    for qtype, row in result["per_type"].items():
+        truths = [normalize_answer(ex.answer) for ex in val.examples if ex.question_type == qtype]
+        assert row["majority_answer"] == majority[qtype]
+        assert row["majority_accuracy"] == sum(t == majority[qtype] for t in truths) / len(truths)
+    wrong = score(val, ["no idea"] * len(val), majority)
+    assert wrong["accuracy"] == 0.0 and len(wrong["mistakes"]) == min(20, len(val))
+    assert wrong["majority_accuracy"] == result["majority_accuracy"]
+
+
+def test_cli_on_a_checkpoint(sim_data, tmp_path, capsys):
+    torch.manual_seed(0)
+    cfg = VLAConfig(backbone=BackboneConfig(family="llava", tiny="tiny_llava", tiny_size={"hidden": 64, "vision_hidden": 32}),
+                    head=HeadConfig(type="mlp", hidden_size=16))
+    save_checkpoint(tmp_path / "ckpt", VLAModel.build(cfg, verbose=False), ActionNormalizer())
+    out = tmp_path / "results.json"
+    assert main([str(tmp_path / "ckpt"), str(sim_data), "--out", str(out), "--max-new-tokens", "3", "--limit", "12"]) == 0
+    printed = capsys.readouterr().out
+    assert "question type" in printed and "majority" in printed and "baseline from the training split" in printed
+    result = json.loads(out.read_text())
+    assert result["n"] == 12 and 0 <= result["accuracy"] <= 1 and result["train_file"].endswith("train.json")
+    assert set(result["per_type"]) <= {"drawer", "door", "green_light", "yellow_light", "block_on_surface",
+                                       "block_place", "left_right", "count_table", "caption"}
