@@ -19,7 +19,7 @@ from harness.spatial import euler_to_matrix, matrix_to_euler
 
 Skill = Iterator[Waypoint]
 NEUTRAL_YAW = np.pi / 2  # about the TCP's yaw at CALVIN's neutral pose (1.50): fingers open along world x
-CRUISE_Z = 0.60  # travel height over the table
+CRUISE_Z = 0.60  # travel height over the table: fingertips clear a stack of two blocks (top 0.52)
 FINGER_HALF_THICKNESS = 0.0105  # along TCP x
 FINGER_HALF_WIDTH = 0.027  # closed fingers, along TCP y
 FINGER_TIP_BELOW_TCP = 0.015
@@ -62,7 +62,7 @@ def pull_drawer_to(world: World, target_q: float) -> Skill:
         if world.drawer_q >= target_q:
             return
         hook = world.drawer_handle() + (0.0, 0.0395, 0.010)  # between the bar and the panel
-        yield from travel(world, hook, down(NEUTRAL_YAW), CLOSE, z=0.47)
+        yield from travel(world, hook, down(NEUTRAL_YAW), CLOSE, z=CRUISE_Z)
         pull = min(0.22 - world.drawer_q, target_q - world.drawer_q + 0.03)
         yield wp(hook - (0.0, pull, 0.0), down(NEUTRAL_YAW), CLOSE, speed=0.5, tol=0.01)
         yield wp(lifted(world.tcp, 0.50), down(NEUTRAL_YAW), CLOSE, tol=0.02)
@@ -74,7 +74,7 @@ def push_drawer_to(world: World, target_q: float) -> Skill:
         if world.drawer_q <= target_q:
             return
         behind = world.drawer_handle() + (0.0, -0.0125 - FINGER_HALF_THICKNESS - 0.012, 0.005)
-        yield from travel(world, behind, down(NEUTRAL_YAW), CLOSE, z=0.47)
+        yield from travel(world, behind, down(NEUTRAL_YAW), CLOSE, z=CRUISE_Z)
         yield wp(behind + (0.0, world.drawer_q - target_q + 0.01, 0.0), down(NEUTRAL_YAW), CLOSE, speed=0.5, tol=0.01)
         yield wp(world.tcp - (0.0, 0.04, 0.0), down(NEUTRAL_YAW), CLOSE, tol=0.02)
         yield wp(lifted(world.tcp, 0.55), down(NEUTRAL_YAW), CLOSE, tol=0.02)
@@ -133,7 +133,7 @@ def press_button(want_on: bool) -> Callable[[World], Skill]:
         for _ in range(ATTEMPTS):
             top = world.button_top()
             above = top + (0.0, 0.0, 0.06)
-            yield from travel(world, above, down(NEUTRAL_YAW), CLOSE, z=0.58)
+            yield from travel(world, above, down(NEUTRAL_YAW), CLOSE, z=CRUISE_Z)
             yield wp(top + (0.0, 0.0, FINGER_TIP_BELOW_TCP - 0.024), down(NEUTRAL_YAW), CLOSE, speed=0.5, tol=0.006, max_steps=25)
             yield wp(above, down(NEUTRAL_YAW), CLOSE, tol=0.01)
             if world.led_on == want_on:
@@ -367,7 +367,7 @@ def push_block(color: str, direction: int) -> Callable[[World], Skill]:
             gap = block.footprint_half(u) + FINGER_HALF_THICKNESS + 0.02
             euler = down(float(np.arctan2(u[1], u[0])))  # the fingers' flat side faces the push
             start = block.pos - gap * u + (0.0, 0.0, 0.005 + FINGER_TIP_BELOW_TCP)
-            yield from travel(world, start, euler, CLOSE, z=0.56)
+            yield from travel(world, start, euler, CLOSE, z=CRUISE_Z)
             yield wp(start + (gap - 0.01 + 0.7 * PUSH_DX) * u, euler, CLOSE, speed=0.5, tol=0.01)
             yield wp(start + (gap + 0.01 + np.linalg.norm(move)) * u, euler, CLOSE, speed=0.2, tol=0.01)
             yield wp(world.tcp - 0.03 * u, euler, CLOSE, tol=0.015)
@@ -421,7 +421,7 @@ def push_into_drawer(world: World) -> Skill:
     dx = float(np.clip(inside[0] - block.pos[0], -0.08, 0.08))
     side = block.footprint_half(np.array([0.0, 1.0, 0.0]))
     start = block.pos + (0.0, side + FINGER_HALF_THICKNESS + 0.02, 0.005 + FINGER_TIP_BELOW_TCP)
-    yield from travel(world, start, down(NEUTRAL_YAW), CLOSE, z=0.56)
+    yield from travel(world, start, down(NEUTRAL_YAW), CLOSE, z=CRUISE_Z)
     edge = start + (dx, -0.10 - (block.pos[1] + 0.18) - 0.02, 0.0)  # until the block's centre is past y -0.18
     yield wp(edge, down(NEUTRAL_YAW), CLOSE, speed=0.4, tol=0.01)
     yield wp(lifted(world.tcp, 0.56), down(NEUTRAL_YAW), CLOSE, tol=0.02)
@@ -437,7 +437,8 @@ def let_go_of_leftovers(world: World, task: str) -> Skill:
     fingers, the hand down by a handle. Before a task that does not use a held block, let go of it."""
     if task in NEEDS_HELD_BLOCK:
         return
-    if world.held_block() is not None or world.robot_obs[14] < 0 and world.tcp[2] < 0.50:
+    between_fingers = any(np.linalg.norm(b.pos - world.tcp) < 0.035 for b in world.blocks())
+    if between_fingers or world.tcp[2] < 0.50:  # the next skill may close the gripper on its way
         yield wp(world.tcp, world.tcp_euler, OPEN, tol=0.03, angle_tol=1.0)
         yield wp(world.tcp + (0.0, 0.0, 0.06), world.tcp_euler, OPEN, tol=0.03, angle_tol=1.0)
 
