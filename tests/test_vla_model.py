@@ -36,7 +36,8 @@ def test_forward_backward_and_predict_shapes(tiny_dir, name, head):
     assert pred[..., :6].abs().max() <= 1 and ((pred[..., 6] >= 0) & (pred[..., 6] <= 1)).all()
 
 
-@pytest.mark.parametrize("name,head", [("tiny_llava", "gpt"), ("tiny_qwen2_vl", "mlp"), ("tiny_idefics3", "discrete")])
+@pytest.mark.parametrize("name,head", [("tiny_llava", "gpt"), ("tiny_qwen2_vl", "mlp"), ("tiny_idefics3", "discrete"),
+                                       ("tiny_smolvlm", "lstm")])
 def test_interleaved_history_shapes(tiny_dir, name, head):
     model = build_model(tiny_dir, name, head=head, history="interleaved", proprio=True)
     batch = make_batch()
@@ -59,7 +60,7 @@ def test_loss_decreases_when_overfitting_one_batch(tiny_dir, name, head):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_qwen2_vl"])
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_qwen2_vl", "tiny_smolvlm"])
 def test_lrn_feature_does_not_depend_on_padding(tiny_dir, name):
     model = build_model(tiny_dir, name, proprio=True).eval()
     short = "stack the blocks"

@@ -19,8 +19,9 @@ equal lengths).
 
 from __future__ import annotations
 
-import math
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -115,14 +116,26 @@ class BackboneAdapter:
         return self.processor.image_token * n_images + prompt
 
     def prompt_ids(self, prompt: str, image_sizes: tuple[tuple[int, int], ...]) -> list[int]:
-        """Token ids of the formatted prompt, placeholders expanded by the processor itself (cached)."""
+        """Token ids of the formatted prompt with its image placeholders expanded (cached)."""
         key = (prompt, image_sizes)
         if key not in self._prompt_ids:
-            text = self.format_text(prompt, len(image_sizes))
-            dummies = [np.zeros((h, w, 3), dtype=np.uint8) for h, w in image_sizes]
-            out = self.processor(text=[text], images=[dummies] if dummies else None)
-            self._prompt_ids[key] = list(out["input_ids"][0])
+            self._prompt_ids[key] = self.encode_prompt(self.format_text(prompt, len(image_sizes)), image_sizes)
         return self._prompt_ids[key]
+
+    def encode_prompt(self, text: str, image_sizes: tuple[tuple[int, int], ...]) -> list[int]:
+        """Ids of the formatted `text`, its placeholders expanded by the family's processor itself."""
+        dummies = [np.zeros((h, w, 3), dtype=np.uint8) for h, w in image_sizes]
+        out = self.processor(text=[text], images=[dummies] if dummies else None)
+        return list(out["input_ids"][0])
+
+    def expand_placeholders(self, text: str, blocks: list[str]) -> list[int]:
+        """Ids of `text` with its k-th image placeholder replaced by `blocks[k]`: what the family's processor
+        does, for families whose processor cannot be built here."""
+        pieces = text.split(self.processor.image_token)
+        if len(pieces) != len(blocks) + 1:
+            raise ValueError(f"{self.family}: the chat template produced {len(pieces) - 1} "
+                             f"{self.processor.image_token} for {len(blocks)} images")
+        return self.tokenizer(pieces[0] + "".join(b + rest for b, rest in zip(blocks, pieces[1:])))["input_ids"]
 
     @property
     def bos_token_id(self) -> int | None:
@@ -267,7 +280,33 @@ class Idefics3Adapter(BackboneAdapter):
 
 
 class SmolVLMAdapter(Idefics3Adapter):
+    """SmolVLM (and SmolVLM checkpoints saved as Idefics3). `SmolVLMProcessor` requires its video processor,
+    which needs torchvision, so the tokenizer + image processor + chat template are used directly and the
+    placeholders expanded here, as the processor does for one global image per placeholder."""
+
     family = "smolvlm"
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        vision = model.config.vision_config
+        from_model = (vision.image_size // vision.patch_size) ** 2 // model.config.scale_factor**2
+        self.image_seq_len = int(processor.settings.get("image_seq_len", from_model))
+        if self.image_seq_len != from_model:
+            raise ValueError(f"smolvlm: the processor's image_seq_len {self.image_seq_len} does not match the "
+                             f"model's {from_model} image tokens per image")
+
+    @classmethod
+    def load_processor(cls, path):
+        return ImageTextProcessor.from_pretrained(path, image_token="<image>", processor_class="SmolVLMProcessor")
+
+    def encode_prompt(self, text, image_sizes):
+        """`<image>` -> `<fake_token_around_image><global-img><image>*image_seq_len<fake_token_around_image>`
+        (SmolVLM's layout for an image that is not split; the token names come from the tokenizer)."""
+        tok = self.tokenizer
+        fake = getattr(tok, "fake_image_token", None) or "<fake_token_around_image>"
+        glob = getattr(tok, "global_image_token", None) or "<global-img>"
+        block = fake + glob + self.processor.image_token * self.image_seq_len + fake
+        return self.expand_placeholders(text, [block] * len(image_sizes))
 
 
 class Qwen2VLAdapter(BackboneAdapter):
@@ -281,21 +320,12 @@ class Qwen2VLAdapter(BackboneAdapter):
     def load_processor(cls, path):
         return ImageTextProcessor.from_pretrained(path)
 
-    def prompt_ids(self, prompt, image_sizes):
-        """Chat template, then each `<|image_pad|>` expanded to (grid_h * grid_w / merge^2) tokens."""
-        key = (prompt, image_sizes)
-        if key not in self._prompt_ids:
-            text = self.format_text(prompt, len(image_sizes))
-            pad = self.processor.image_token
-            merge = self.processor.image_processor.merge_size
-            patch = self.processor.image_processor.patch_size
-            pieces = text.split(pad)
-            if len(pieces) != len(image_sizes) + 1:
-                raise ValueError(f"chat template produced {len(pieces) - 1} {pad} for {len(image_sizes)} images")
-            counts = [(h // patch) * (w // patch) // merge**2 for h, w in (self.target_size(*hw)[0] for hw in image_sizes)]
-            text = pieces[0] + "".join(pad * n + rest for n, rest in zip(counts, pieces[1:]))
-            self._prompt_ids[key] = self.tokenizer(text)["input_ids"]
-        return self._prompt_ids[key]
+    def encode_prompt(self, text, image_sizes):
+        """Each `<|image_pad|>` of the chat template expanded to (grid_h * grid_w / merge^2) tokens."""
+        merge = self.processor.image_processor.merge_size
+        patch = self.processor.image_processor.patch_size
+        counts = [(h // patch) * (w // patch) // merge**2 for h, w in (self.target_size(*hw)[0] for hw in image_sizes)]
+        return self.expand_placeholders(text, [self.processor.image_token * n for n in counts])
 
     def target_size(self, height, width):
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
@@ -354,19 +384,25 @@ class Qwen2VLAdapter(BackboneAdapter):
 
 
 class ImageTextProcessor:
-    """Tokenizer + image processor + chat template, saved and loaded like a processor.
+    """Tokenizer + image processor + chat template (+ scalar processor settings), saved and loaded like a
+    processor.
 
-    For families whose transformers processor cannot be built from images alone here: `Qwen2VLProcessor`
-    requires its video processor, which needs torchvision. Loads a hub Qwen2-VL folder as well (its
-    tokenizer files, `preprocessor_config.json` and chat template).
+    For families whose transformers processor cannot be built here: `Qwen2VLProcessor` and
+    `SmolVLMProcessor` require their video processor, which needs torchvision. The adapter expands the
+    image placeholders itself. Loads a hub folder of those families as well (tokenizer files,
+    `preprocessor_config.json`, the chat template from `chat_template.jinja`/`chat_template.json`/the
+    tokenizer config, and scalar settings such as SmolVLM's `image_seq_len` from `processor_config.json`).
     """
 
     def __init__(self, image_processor: Any, tokenizer: Any, chat_template: str | None = None,
-                 image_token: str = "<|image_pad|>"):
+                 image_token: str = "<|image_pad|>", processor_class: str | None = None,
+                 settings: dict[str, Any] | None = None):
         self.image_processor = image_processor
         self.tokenizer = tokenizer
         self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
         self.image_token = image_token
+        self.processor_class = processor_class  # the family's transformers processor, recorded when saving
+        self.settings = dict(settings or {})
 
     def apply_chat_template(self, conversation, **kwargs) -> str:
         return self.tokenizer.apply_chat_template(conversation, chat_template=self.chat_template, **kwargs)
@@ -375,13 +411,24 @@ class ImageTextProcessor:
         self.tokenizer.chat_template = self.chat_template
         self.tokenizer.save_pretrained(path)
         self.image_processor.save_pretrained(path)
+        if self.settings or self.processor_class:
+            config = {**self.settings, **({"processor_class": self.processor_class} if self.processor_class else {})}
+            (Path(path) / "processor_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def from_pretrained(cls, path: str) -> "ImageTextProcessor":
+    def from_pretrained(cls, path: str, image_token: str = "<|image_pad|>",
+                        processor_class: str | None = None) -> "ImageTextProcessor":
         from transformers import AutoImageProcessor, AutoTokenizer
+        from transformers.processing_utils import ProcessorMixin
 
         tokenizer = AutoTokenizer.from_pretrained(path)
-        return cls(AutoImageProcessor.from_pretrained(path), tokenizer, getattr(tokenizer, "chat_template", None))
+        found, _ = ProcessorMixin.get_processor_dict(path)  # reads processor_config.json + chat template files
+        template = found.pop("chat_template", None)
+        if isinstance(template, dict):
+            template = template.get("default")
+        settings = {k: v for k, v in found.items() if k != "processor_class" and not isinstance(v, (dict, list))}
+        return cls(AutoImageProcessor.from_pretrained(path), tokenizer, template, image_token, processor_class,
+                   settings)
 
 
 ADAPTERS: dict[str, type[BackboneAdapter]] = {

@@ -196,22 +196,24 @@ def _tiny_idefics3_like(family: str, size: TinySize):
     text = LlamaConfig(**_text_kwargs(tokenizer, size), tie_word_embeddings=True)
     if family == "smolvlm":
         from transformers import SmolVLMConfig as Config
-        from transformers import SmolVLMProcessor as Processor
         from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil as ImageProcessor
-
-        extra = {"video_processor": None}
     else:
         from transformers import Idefics3Config as Config
-        from transformers import Idefics3Processor as Processor
         from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil as ImageProcessor
-
-        extra = {}
     config = Config(vision_config=_vision_kwargs(size), text_config=text.to_dict(), scale_factor=2,
                     image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
     image_processor = ImageProcessor(size={"longest_edge": px}, max_image_size={"longest_edge": px},
                                      do_image_splitting=False, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    processor = Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len,
-                          chat_template=_CHAT_TEMPLATES[family], **extra)
+    if family == "smolvlm":  # SmolVLMProcessor cannot be built without torchvision (its video processor needs it)
+        from .backbones import ImageTextProcessor
+
+        processor = ImageTextProcessor(image_processor, tokenizer, _CHAT_TEMPLATES[family], image_token="<image>",
+                                       processor_class="SmolVLMProcessor", settings={"image_seq_len": image_seq_len})
+    else:
+        from transformers import Idefics3Processor
+
+        processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len,
+                                      chat_template=_CHAT_TEMPLATES[family])
     config.text_config.vocab_size = len(tokenizer)
     config.vocab_size = len(tokenizer)
     return AutoModelForImageTextToText.from_config(config), processor
@@ -251,7 +253,7 @@ TINY_PRESETS: dict[str, TinyPreset] = {
     "tiny_idefics3": TinyPreset("idefics3", lambda s: _tiny_idefics3_like("idefics3", s),
                                 "Idefics3 SigLIP 96px/16 + 2x2 pixel shuffle (9 tokens) + Llama"),
     "tiny_smolvlm": TinyPreset("smolvlm", lambda s: _tiny_idefics3_like("smolvlm", s),
-                               "SmolVLM (needs num2words) 96px/16 + 2x2 pixel shuffle (9 tokens) + Llama"),
+                               "SmolVLM SigLIP 96px/16 + 2x2 pixel shuffle (9 tokens) + Llama"),
     "tiny_qwen2_vl": TinyPreset("qwen2_vl", _tiny_qwen2_vl, "Qwen2-VL ViT 112px/14, 2x2 merge (16 tokens) + Qwen2"),
 }
 
