@@ -11,7 +11,9 @@ family-specific things:
 4. which extra inputs the family's forward needs (PaliGemma's prefix `token_type_ids`, Qwen2-VL's
    M-RoPE position ids).
 
-Everything else (embedding, image-feature scatter, attention, KV cache) is the family's own forward.
+Everything else (embedding, image-feature scatter, attention, KV cache) is the family's own forward, except
+for Kosmos-2, whose forward drops image features once a KV cache holds anything: its adapter scatters them
+itself (see `Kosmos2Adapter`).
 Sequences are right-padded; since attention is causal, a token's output never depends on the padding
 after it, so callers gather [LRN] by explicit index. Calls with a KV cache are unpadded (batch 1 or
 equal lengths).
@@ -64,6 +66,7 @@ class BackboneAdapter:
     model_types: ClassVar[tuple[str, ...]]  # accepted `config.model_type`s
     language_model_path: ClassVar[str] = "model.language_model"
     vision_paths: ClassVar[tuple[str, ...]] = ("model.vision_tower", "model.multi_modal_projector")
+    final_norm_path: ClassVar[str] = "norm"  # the language model's final norm, relative to it
     prefix_lm: ClassVar[bool] = False  # family trained with a bidirectional image+prompt prefix
 
     def __init__(self, model: nn.Module, processor: Any):
@@ -76,7 +79,11 @@ class BackboneAdapter:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self._prompt_ids: dict[tuple, list[int]] = {}
-        self.image_token_id = int(self.model.config.image_token_id)
+        self.image_token_id = self._image_token_id()
+
+    def _image_token_id(self) -> int:
+        """The id of the image placeholder tokens whose embeddings become image features."""
+        return int(self.model.config.image_token_id)
 
     @classmethod
     def load_processor(cls, path: str) -> Any:
@@ -96,6 +103,10 @@ class BackboneAdapter:
     @property
     def decoder_layers(self) -> nn.ModuleList:
         return self.language_model.layers
+
+    @property
+    def final_norm(self) -> nn.Module | None:
+        return getattr(self.language_model, self.final_norm_path, None)
 
     @property
     def vision_modules(self) -> list[nn.Module]:
@@ -213,10 +224,15 @@ class BackboneAdapter:
             kwargs.update(cache=cache.kv, use_cache=True)
         else:
             kwargs["use_cache"] = False
-        out = self.model.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        hidden = self.run_model(input_ids, attention_mask, kwargs)
         if cache is not None:
             cache.ids = input_ids if cache.ids is None else torch.cat([cache.ids, input_ids], dim=1)
-        return out.last_hidden_state
+        return hidden
+
+    def run_model(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                  kwargs: dict[str, Any]) -> torch.Tensor:
+        """The family's base model (no LM head) on the inputs: last hidden states."""
+        return self.model.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
 
     def extra_inputs(
         self,
@@ -383,6 +399,88 @@ class Qwen2VLAdapter(BackboneAdapter):
         return {"position_ids": pos}
 
 
+class Kosmos2Adapter(BackboneAdapter):
+    """Kosmos-2: CLIP ViT + a resampler to `latent_query_num` latent tokens per image + a decoder with
+    sinusoidal positions (`microsoft/kosmos-2-patch14-224`: 64 latents, 224 px).
+
+    Its processor writes `<s><image> [latent placeholders] </image> text` (the placeholders are the ids
+    `unk + 1 ... unk + latent_query_num`, replaced by the image features) and marks the placeholders with
+    `image_embeds_position_mask`. The processor takes one image per text; the model fills any number of
+    blocks in order, so here every image (gripper camera, interleaved frames) gets its own block, the blocks
+    one after another before the prompt. The mask is derived from the ids: the `latent_query_num`
+    positions after each `<image>`. A `<grounding>` prefix, if wanted, goes into `backbone.prompt`.
+
+    Kosmos-2's forward ignores image features as soon as its KV cache holds anything (it expects images in
+    the first `generate` step only), which would silently drop the images of a frame appended to a cached
+    interleaved sequence. So this adapter runs the steps of Kosmos-2's text embedding itself: token
+    embeddings, image features scattered into the placeholders (before the embedding scale, as Kosmos-2
+    does), positions from the ids as its sinusoidal embedding computes them; then the decoder.
+    """
+
+    family = "kosmos2"
+    model_types = ("kosmos-2",)
+    language_model_path = "text_model.model"
+    final_norm_path = "layer_norm"
+    vision_paths = ("vision_model", "image_to_text_projection")
+
+    @classmethod
+    def load_processor(cls, path):
+        from transformers import Kosmos2Processor
+
+        return Kosmos2Processor.from_pretrained(path)
+
+    def _image_token_id(self):
+        return int(self.tokenizer.convert_tokens_to_ids(self.processor.boi_token))  # opens each image block
+
+    @property
+    def n_latents(self) -> int:
+        return int(self.model.config.latent_query_num)
+
+    def format_text(self, prompt, n_images):
+        block = " ".join([self.processor.boi_token] * (1 + self.n_latents) + [self.processor.eoi_token])
+        return " ".join([block] * n_images + [prompt.strip()])
+
+    def encode_prompt(self, text, image_sizes):
+        """As `Kosmos2Processor`: `<s>` + text tokenized without special tokens, then the `<image>`s inside
+        each block replaced by the latent placeholder ids."""
+        tok = self.tokenizer
+        ids = tok(tok.bos_token + text, add_special_tokens=False)["input_ids"]
+        n, eoi = self.n_latents, tok.convert_tokens_to_ids(self.processor.eoi_token)
+        first = tok.unk_token_id + 1
+        for k in range(len(image_sizes)):
+            start = 1 + k * (n + 2)
+            if ids[start : start + n + 1] != [self.image_token_id] * (n + 1) or ids[start + n + 1] != eoi:
+                raise ValueError(f"kosmos2: image block {k} did not tokenize to <image> <image>*{n} </image>")
+            ids[start + 1 : start + 1 + n] = range(first, first + n)
+        return ids
+
+    def image_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(S, T) bool `image_embeds_position_mask`: the `latent_query_num` positions after each `<image>`."""
+        n, t = self.n_latents, input_ids.shape[1]
+        opened = F.pad((input_ids == self.image_token_id).long().cumsum(1), (n + 1, 0))  # [j + n + 1]: opens up to j
+        return opened[:, n : n + t] > opened[:, :t]  # an `<image>` among the n tokens before
+
+    def run_model(self, input_ids, attention_mask, kwargs):
+        decoder = self.language_model
+        embeds = decoder.embed_tokens(input_ids)
+        mask = self.image_mask(input_ids)
+        pixel_values = kwargs.pop("pixel_values", None)
+        if pixel_values is not None:
+            features = self.model.get_image_features(pixel_values, return_dict=True).pooler_output  # (N, latents, H)
+            if int(mask.sum()) != features.shape[0] * features.shape[1]:
+                raise ValueError(f"kosmos2: {int(mask.sum())} image placeholders for {features.shape[0]} images "
+                                 f"of {features.shape[1]} latents")
+            embeds = embeds.masked_scatter(mask.unsqueeze(-1), features.to(embeds.dtype))
+        elif bool(mask.any()):
+            raise ValueError("kosmos2: the ids hold image blocks but no pixels were given")
+        cache = kwargs.get("cache")
+        past = cache.get_seq_length() if cache is not None else 0
+        pos = decoder.embed_positions
+        positions = pos.create_position_ids_from_input_ids(input_ids, pos.padding_idx, past)
+        return decoder(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions,
+                       **kwargs).last_hidden_state
+
+
 class ImageTextProcessor:
     """Tokenizer + image processor + chat template (+ scalar processor settings), saved and loaded like a
     processor.
@@ -432,7 +530,8 @@ class ImageTextProcessor:
 
 
 ADAPTERS: dict[str, type[BackboneAdapter]] = {
-    a.family: a for a in (LlavaAdapter, PaliGemmaAdapter, Idefics3Adapter, SmolVLMAdapter, Qwen2VLAdapter)
+    a.family: a
+    for a in (LlavaAdapter, PaliGemmaAdapter, Idefics3Adapter, SmolVLMAdapter, Qwen2VLAdapter, Kosmos2Adapter)
 }
 
 
