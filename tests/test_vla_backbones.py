@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
@@ -13,7 +11,7 @@ from agents.vla.config import BackboneConfig
 from agents.vla.tiny import TINY_PRESETS, build_tokenizer
 from tests.vla_helpers import tiny_dir  # noqa: F401  (fixture)
 
-FAMILIES = ["tiny_llava", "tiny_paligemma", "tiny_idefics3", "tiny_qwen2_vl"]
+FAMILIES = ["tiny_llava", "tiny_paligemma", "tiny_idefics3", "tiny_smolvlm", "tiny_qwen2_vl", "tiny_kosmos2"]
 SIZES = ((200, 200), (84, 84))
 
 
@@ -71,9 +69,56 @@ def test_offline_tokenizer_covers_the_task_vocabulary_and_any_text():
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
 
 
-@pytest.mark.skipif(importlib.util.find_spec("num2words") is None, reason="SmolVLMProcessor needs num2words")
-def test_smolvlm_family(tiny_dir):
+def test_smolvlm_prompt_expands_like_its_processor(tiny_dir, monkeypatch):
+    """SmolVLMProcessor cannot be built here (its video processor needs torchvision), so the adapter expands the
+    placeholders itself. Reference: SmolVLM's own processor, with only the class check of its (absent) video
+    processor skipped, and Idefics3's (the same layout for images that are not split)."""
+    from transformers import AutoTokenizer, Idefics3Processor, SmolVLMProcessor
+
+    folder = tiny_dir("tiny_smolvlm")
     bb = _load(tiny_dir, "tiny_smolvlm")
-    ids = bb.prompt_ids("open the drawer", SIZES[:1])
-    pixels = bb.pixel_inputs([torch.randint(0, 256, (1, 200, 200, 3), dtype=torch.uint8)])
-    assert bb.forward(torch.tensor([ids]), None, pixels).shape[1] == len(ids)
+    assert bb.processor.settings == {"image_seq_len": 9} and bb.processor.chat_template
+    monkeypatch.setattr(SmolVLMProcessor, "check_argument_for_proper_class", lambda self, name, arg: None)
+    ip = bb.processor.image_processor
+    references = [
+        SmolVLMProcessor(image_processor=ip, tokenizer=AutoTokenizer.from_pretrained(folder), video_processor=None,
+                         image_seq_len=bb.image_seq_len),
+        Idefics3Processor(image_processor=ip, tokenizer=AutoTokenizer.from_pretrained(folder), image_seq_len=bb.image_seq_len),
+    ]
+    for sizes in (SIZES[:1], SIZES):
+        text = bb.format_text("open the drawer", len(sizes))
+        ours = bb.prompt_ids("open the drawer", sizes)
+        block = ["<fake_token_around_image>", "<global-img>"] + ["<image>"] * 9 + ["<fake_token_around_image>"]
+        assert bb.tokenizer.convert_ids_to_tokens(ours)[5 : 5 + 12 * len(sizes)] == block * len(sizes)
+        for ref in references:
+            dummies = [np.zeros((h, w, 3), dtype=np.uint8) for h, w in sizes]
+            assert ours == list(ref(text=[text], images=[dummies])["input_ids"][0]), type(ref).__name__
+
+
+def test_kosmos2_prompt_and_mask_match_its_processor_and_forward(tiny_dir):
+    bb = _load(tiny_dir, "tiny_kosmos2")
+    prompt = "What action should the robot take to open the drawer?"
+    ref = bb.processor(text=[prompt], images=[np.zeros((200, 200, 3), dtype=np.uint8)], num_image_tokens=bb.n_latents)
+    ids = bb.prompt_ids(prompt, SIZES[:1])
+    assert ids == list(ref["input_ids"][0])
+    mask = bb.image_mask(torch.tensor([ids]))
+    assert mask[0].tolist() == [bool(m) for m in ref["image_embeds_position_mask"][0]]
+    # two cameras: one <image> ... </image> block each, one after the other
+    two = bb.prompt_ids(prompt, SIZES)
+    block = ids[1 : bb.n_latents + 3]  # <image> latents </image>
+    assert two == ids[:1] + block + block + ids[1 + len(block) :]
+    assert int(bb.image_mask(torch.tensor([two])).sum()) == 2 * bb.n_latents
+
+    # the adapter's own embedding step equals Kosmos-2's forward (padded batch, one image per sequence)
+    short = bb.prompt_ids("stack the blocks", SIZES[:1])
+    input_ids = torch.full((2, len(ids)), bb.tokenizer.pad_token_id)
+    input_ids[0], input_ids[1, : len(short)] = torch.tensor(ids), torch.tensor(short)
+    attention = (torch.arange(len(ids)) < torch.tensor([[len(ids)], [len(short)]])).long()
+    pixels = bb.pixel_inputs([torch.randint(0, 256, (2, 200, 200, 3), dtype=torch.uint8)])
+    with torch.no_grad():
+        ours = bb.lm_head(bb.forward(input_ids, attention, pixels))
+        theirs = bb.model(input_ids=input_ids, attention_mask=attention, image_embeds_position_mask=bb.image_mask(input_ids),
+                          pixel_values=pixels["pixel_values"]).logits
+    torch.testing.assert_close(ours[attention.bool()], theirs[attention.bool()])
+    with pytest.raises(ValueError, match="no pixels"):
+        bb.forward(input_ids, attention, None)

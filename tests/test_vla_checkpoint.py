@@ -72,8 +72,9 @@ def test_saved_then_loaded_gives_identical_actions(saved):
         np.testing.assert_array_equal(a.step(obs, "open the drawer"), b.step(obs, "open the drawer"))
 
 
-def test_lora_checkpoint_round_trip(tiny_dir, tmp_path):
-    model = build_model(tiny_dir, "tiny_paligemma", head="gpt", mode="lora", lora_r=4, train_vision=False).eval()
+@pytest.mark.parametrize("name", ["tiny_paligemma", "tiny_kosmos2", "tiny_smolvlm"])
+def test_lora_checkpoint_round_trip(tiny_dir, tmp_path, name):
+    model = build_model(tiny_dir, name, head="gpt", mode="lora", lora_r=4, train_vision=False).eval()
     with torch.no_grad():  # make the adapters matter (lora_B starts at zero)
         for n, p in model.named_parameters():
             if "lora_B" in n:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -13,9 +14,10 @@ def _trainable(model) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def test_lora_trains_only_adapters_and_vla_parts(tiny_dir):
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_kosmos2"])
+def test_lora_trains_only_adapters_and_vla_parts(tiny_dir, name):
     r = 4
-    model = build_model(tiny_dir, "tiny_llava", head="lstm", proprio=True, mode="lora", lora_r=r, lora_alpha=8,
+    model = build_model(tiny_dir, name, head="lstm", proprio=True, mode="lora", lora_r=r, lora_alpha=8,
                         train_vision=False, train_embeddings=False)
     lm = model.backbone.language_model
     lora_linears = [m for m in lm.modules() if hasattr(m, "lora_A")]
@@ -60,12 +62,13 @@ def test_frozen_word_embeddings_still_train_the_action_token(tiny_dir):
     assert all(p.grad is None for m in model.backbone.vision_modules for p in m.parameters())
 
 
-def test_last_k_decoder_layers_only(tiny_dir):
-    model = build_model(tiny_dir, "tiny_paligemma", head="mlp", train_decoder_layers=1)
+@pytest.mark.parametrize("name", ["tiny_paligemma", "tiny_kosmos2"])
+def test_last_k_decoder_layers_only(tiny_dir, name):
+    model = build_model(tiny_dir, name, head="mlp", train_decoder_layers=1)
     layers = model.backbone.decoder_layers
     assert all(p.requires_grad for p in layers[-1].parameters())
     assert not any(p.requires_grad for layer in layers[:-1] for p in layer.parameters())
-    assert model.backbone.language_model.norm.weight.requires_grad
+    assert model.backbone.final_norm.weight.requires_grad
 
 
 def test_frozen_backbone(tiny_dir):
@@ -74,16 +77,17 @@ def test_frozen_backbone(tiny_dir):
     assert all(p.requires_grad for p in model.head.parameters())
 
 
-def test_gradient_checkpointing_recomputes_layers_and_keeps_gradients(tiny_dir):
+@pytest.mark.parametrize("name,mlp_name,linear", [("tiny_llava", "mlp", "down_proj"), ("tiny_kosmos2", "ffn", "fc2")])
+def test_gradient_checkpointing_recomputes_layers_and_keeps_gradients(tiny_dir, name, mlp_name, linear):
     grads, calls = {}, {}
     for gc in (False, True):
-        model = build_model(tiny_dir, "tiny_llava", head="mlp", gradient_checkpointing=gc, seed=3).train()
+        model = build_model(tiny_dir, name, head="mlp", gradient_checkpointing=gc, seed=3).train()
         # count the MLP's forward (module hooks do not run during the checkpoint's recomputation)
-        mlp, n = model.backbone.decoder_layers[0].mlp, [0]
+        mlp, n = getattr(model.backbone.decoder_layers[0], mlp_name), [0]
         mlp.forward = lambda *a, _f=mlp.forward, **k: (n.__setitem__(0, n[0] + 1), _f(*a, **k))[1]
         model(make_batch())["loss"].backward()
         calls[gc] = n[0]
-        grads[gc] = model.backbone.decoder_layers[0].mlp.down_proj.weight.grad.clone()
+        grads[gc] = getattr(mlp, linear).weight.grad.clone()
     assert calls == {False: 1, True: 2}  # the checkpointed layer runs again during backward
     torch.testing.assert_close(grads[True], grads[False], atol=1e-6, rtol=1e-4)
 

@@ -13,7 +13,7 @@ from tests.vla_helpers import CHUNK, WINDOW, build_model, make_batch, tiny_dir  
 HEADS = ["mlp", "lstm", "gpt", "discrete"]
 
 
-@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma"])
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_kosmos2"])
 @pytest.mark.parametrize("head", HEADS)
 def test_forward_backward_and_predict_shapes(tiny_dir, name, head):
     model = build_model(tiny_dir, name, head=head, gripper=True, proprio=True)
@@ -36,7 +36,8 @@ def test_forward_backward_and_predict_shapes(tiny_dir, name, head):
     assert pred[..., :6].abs().max() <= 1 and ((pred[..., 6] >= 0) & (pred[..., 6] <= 1)).all()
 
 
-@pytest.mark.parametrize("name,head", [("tiny_llava", "gpt"), ("tiny_qwen2_vl", "mlp"), ("tiny_idefics3", "discrete")])
+@pytest.mark.parametrize("name,head", [("tiny_llava", "gpt"), ("tiny_qwen2_vl", "mlp"), ("tiny_idefics3", "discrete"),
+                                       ("tiny_smolvlm", "lstm"), ("tiny_kosmos2", "discrete")])
 def test_interleaved_history_shapes(tiny_dir, name, head):
     model = build_model(tiny_dir, name, head=head, history="interleaved", proprio=True)
     batch = make_batch()
@@ -59,7 +60,7 @@ def test_loss_decreases_when_overfitting_one_batch(tiny_dir, name, head):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_qwen2_vl"])
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_qwen2_vl", "tiny_smolvlm", "tiny_kosmos2"])
 def test_lrn_feature_does_not_depend_on_padding(tiny_dir, name):
     model = build_model(tiny_dir, name, proprio=True).eval()
     short = "stack the blocks"
@@ -69,7 +70,7 @@ def test_lrn_feature_does_not_depend_on_padding(tiny_dir, name):
         torch.testing.assert_close(model.features(batch)[:1], model.features(alone), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_qwen2_vl", "tiny_idefics3"])
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_qwen2_vl", "tiny_idefics3", "tiny_kosmos2"])
 def test_interleaved_frames_do_not_see_the_future(tiny_dir, name):
     model = build_model(tiny_dir, name, history="interleaved").eval()
     batch = make_batch(b=1)
@@ -121,15 +122,16 @@ def test_masked_chunk_steps_do_not_count(tiny_dir):
         torch.testing.assert_close(model(batch)["loss"], model(other)["loss"])
 
 
-def test_proprio_and_gripper_image_enter_the_feature(tiny_dir):
-    model = build_model(tiny_dir, "tiny_llava", head="mlp", proprio=True, gripper=True).eval()
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_kosmos2"])
+def test_proprio_and_gripper_image_enter_the_feature(tiny_dir, name):
+    model = build_model(tiny_dir, name, head="mlp", proprio=True, gripper=True).eval()
     batch = make_batch(gripper=True)
     with torch.no_grad():
         base = model.features(batch)
         moved = model.features(dict(batch, robot_obs=batch["robot_obs"] + 0.5))
         other_cam = model.features(dict(batch, rgb_gripper=255 - batch["rgb_gripper"]))
     assert (base - moved).abs().max() > 1e-4 and (base - other_cam).abs().max() > 1e-4
-    plain = build_model(tiny_dir, "tiny_llava", head="mlp").eval()
+    plain = build_model(tiny_dir, name, head="mlp").eval()
     with torch.no_grad():
         torch.testing.assert_close(plain.features(batch), plain.features(dict(batch, robot_obs=batch["robot_obs"] + 0.5)))
 

@@ -11,7 +11,9 @@ family-specific things:
 4. which extra inputs the family's forward needs (PaliGemma's prefix `token_type_ids`, Qwen2-VL's
    M-RoPE position ids).
 
-Everything else (embedding, image-feature scatter, attention, KV cache) is the family's own forward.
+Everything else (embedding, image-feature scatter, attention, KV cache) is the family's own forward, except
+for Kosmos-2, whose forward drops image features once a KV cache holds anything: its adapter scatters them
+itself (see `Kosmos2Adapter`).
 Sequences are right-padded; since attention is causal, a token's output never depends on the padding
 after it, so callers gather [LRN] by explicit index. Calls with a KV cache are unpadded (batch 1 or
 equal lengths).
@@ -19,8 +21,9 @@ equal lengths).
 
 from __future__ import annotations
 
-import math
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -69,6 +72,7 @@ class BackboneAdapter:
     model_types: ClassVar[tuple[str, ...]]  # accepted `config.model_type`s
     language_model_path: ClassVar[str] = "model.language_model"
     vision_paths: ClassVar[tuple[str, ...]] = ("model.vision_tower", "model.multi_modal_projector")
+    final_norm_path: ClassVar[str] = "norm"  # the language model's final norm, relative to it
     prefix_lm: ClassVar[bool] = False  # family trained with a bidirectional image+prompt prefix
     # What separates the generation prompt from the answer text: " " where the chat template's
     # generation prompt ends in a colon ("ASSISTANT:", "Assistant:"), nothing where it ends in a newline.
@@ -84,7 +88,11 @@ class BackboneAdapter:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self._prompt_ids: dict[tuple, list[int]] = {}
-        self.image_token_id = int(self.model.config.image_token_id)
+        self.image_token_id = self._image_token_id()
+
+    def _image_token_id(self) -> int:
+        """The id of the image placeholder tokens whose embeddings become image features."""
+        return int(self.model.config.image_token_id)
 
     @classmethod
     def load_processor(cls, path: str) -> Any:
@@ -106,6 +114,10 @@ class BackboneAdapter:
         return self.language_model.layers
 
     @property
+    def final_norm(self) -> nn.Module | None:
+        return getattr(self.language_model, self.final_norm_path, None)
+
+    @property
     def vision_modules(self) -> list[nn.Module]:
         return [_get(self.model, p) for p in self.vision_paths]
 
@@ -124,14 +136,26 @@ class BackboneAdapter:
         return self.processor.image_token * n_images + prompt
 
     def prompt_ids(self, prompt: str, image_sizes: tuple[tuple[int, int], ...]) -> list[int]:
-        """Token ids of the formatted prompt, placeholders expanded by the processor itself (cached)."""
+        """Token ids of the formatted prompt with its image placeholders expanded (cached)."""
         key = (prompt, image_sizes)
         if key not in self._prompt_ids:
-            text = self.format_text(prompt, len(image_sizes))
-            dummies = [np.zeros((h, w, 3), dtype=np.uint8) for h, w in image_sizes]
-            out = self.processor(text=[text], images=[dummies] if dummies else None)
-            self._prompt_ids[key] = list(out["input_ids"][0])
+            self._prompt_ids[key] = self.encode_prompt(self.format_text(prompt, len(image_sizes)), image_sizes)
         return self._prompt_ids[key]
+
+    def encode_prompt(self, text: str, image_sizes: tuple[tuple[int, int], ...]) -> list[int]:
+        """Ids of the formatted `text`, its placeholders expanded by the family's processor itself."""
+        dummies = [np.zeros((h, w, 3), dtype=np.uint8) for h, w in image_sizes]
+        out = self.processor(text=[text], images=[dummies] if dummies else None)
+        return list(out["input_ids"][0])
+
+    def expand_placeholders(self, text: str, blocks: list[str]) -> list[int]:
+        """Ids of `text` with its k-th image placeholder replaced by `blocks[k]`: what the family's processor
+        does, for families whose processor cannot be built here."""
+        pieces = text.split(self.processor.image_token)
+        if len(pieces) != len(blocks) + 1:
+            raise ValueError(f"{self.family}: the chat template produced {len(pieces) - 1} "
+                             f"{self.processor.image_token} for {len(blocks)} images")
+        return self.tokenizer(pieces[0] + "".join(b + rest for b, rest in zip(blocks, pieces[1:])))["input_ids"]
 
     @property
     def bos_token_id(self) -> int | None:
@@ -220,10 +244,15 @@ class BackboneAdapter:
             kwargs.update(cache=cache.kv, use_cache=True)
         else:
             kwargs["use_cache"] = False
-        out = self.model.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        hidden = self.run_model(input_ids, attention_mask, kwargs)
         if cache is not None:
             cache.ids = input_ids if cache.ids is None else torch.cat([cache.ids, input_ids], dim=1)
-        return out.last_hidden_state
+        return hidden
+
+    def run_model(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                  kwargs: dict[str, Any]) -> torch.Tensor:
+        """The family's base model (no LM head) on the inputs: last hidden states."""
+        return self.model.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
 
     def extra_inputs(
         self,
@@ -293,7 +322,33 @@ class Idefics3Adapter(BackboneAdapter):
 
 
 class SmolVLMAdapter(Idefics3Adapter):
+    """SmolVLM (and SmolVLM checkpoints saved as Idefics3). `SmolVLMProcessor` requires its video processor,
+    which needs torchvision, so the tokenizer + image processor + chat template are used directly and the
+    placeholders expanded here, as the processor does for one global image per placeholder."""
+
     family = "smolvlm"
+
+    def __init__(self, model, processor):
+        super().__init__(model, processor)
+        vision = model.config.vision_config
+        from_model = (vision.image_size // vision.patch_size) ** 2 // model.config.scale_factor**2
+        self.image_seq_len = int(processor.settings.get("image_seq_len", from_model))
+        if self.image_seq_len != from_model:
+            raise ValueError(f"smolvlm: the processor's image_seq_len {self.image_seq_len} does not match the "
+                             f"model's {from_model} image tokens per image")
+
+    @classmethod
+    def load_processor(cls, path):
+        return ImageTextProcessor.from_pretrained(path, image_token="<image>", processor_class="SmolVLMProcessor")
+
+    def encode_prompt(self, text, image_sizes):
+        """`<image>` -> `<fake_token_around_image><global-img><image>*image_seq_len<fake_token_around_image>`
+        (SmolVLM's layout for an image that is not split; the token names come from the tokenizer)."""
+        tok = self.tokenizer
+        fake = getattr(tok, "fake_image_token", None) or "<fake_token_around_image>"
+        glob = getattr(tok, "global_image_token", None) or "<global-img>"
+        block = fake + glob + self.processor.image_token * self.image_seq_len + fake
+        return self.expand_placeholders(text, [block] * len(image_sizes))
 
 
 class Qwen2VLAdapter(BackboneAdapter):
@@ -311,21 +366,12 @@ class Qwen2VLAdapter(BackboneAdapter):
     def end_of_turn_id(self) -> int:
         return _token_id(self.tokenizer, "<|im_end|>")  # base checkpoints' EOS is <|endoftext|>
 
-    def prompt_ids(self, prompt, image_sizes):
-        """Chat template, then each `<|image_pad|>` expanded to (grid_h * grid_w / merge^2) tokens."""
-        key = (prompt, image_sizes)
-        if key not in self._prompt_ids:
-            text = self.format_text(prompt, len(image_sizes))
-            pad = self.processor.image_token
-            merge = self.processor.image_processor.merge_size
-            patch = self.processor.image_processor.patch_size
-            pieces = text.split(pad)
-            if len(pieces) != len(image_sizes) + 1:
-                raise ValueError(f"chat template produced {len(pieces) - 1} {pad} for {len(image_sizes)} images")
-            counts = [(h // patch) * (w // patch) // merge**2 for h, w in (self.target_size(*hw)[0] for hw in image_sizes)]
-            text = pieces[0] + "".join(pad * n + rest for n, rest in zip(counts, pieces[1:]))
-            self._prompt_ids[key] = self.tokenizer(text)["input_ids"]
-        return self._prompt_ids[key]
+    def encode_prompt(self, text, image_sizes):
+        """Each `<|image_pad|>` of the chat template expanded to (grid_h * grid_w / merge^2) tokens."""
+        merge = self.processor.image_processor.merge_size
+        patch = self.processor.image_processor.patch_size
+        counts = [(h // patch) * (w // patch) // merge**2 for h, w in (self.target_size(*hw)[0] for hw in image_sizes)]
+        return self.expand_placeholders(text, [self.processor.image_token * n for n in counts])
 
     def target_size(self, height, width):
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
@@ -383,20 +429,108 @@ class Qwen2VLAdapter(BackboneAdapter):
         return {"position_ids": pos}
 
 
-class ImageTextProcessor:
-    """Tokenizer + image processor + chat template, saved and loaded like a processor.
+class Kosmos2Adapter(BackboneAdapter):
+    """Kosmos-2: CLIP ViT + a resampler to `latent_query_num` latent tokens per image + a decoder with
+    sinusoidal positions (`microsoft/kosmos-2-patch14-224`: 64 latents, 224 px).
 
-    For families whose transformers processor cannot be built from images alone here: `Qwen2VLProcessor`
-    requires its video processor, which needs torchvision. Loads a hub Qwen2-VL folder as well (its
-    tokenizer files, `preprocessor_config.json` and chat template).
+    Its processor writes `<s><image> [latent placeholders] </image> text` (the placeholders are the ids
+    `unk + 1 ... unk + latent_query_num`, replaced by the image features) and marks the placeholders with
+    `image_embeds_position_mask`. The processor takes one image per text; the model fills any number of
+    blocks in order, so here every image (gripper camera, interleaved frames) gets its own block, the blocks
+    one after another before the prompt. The mask is derived from the ids: the `latent_query_num`
+    positions after each `<image>`. A `<grounding>` prefix, if wanted, goes into `backbone.prompt`.
+
+    Kosmos-2's forward ignores image features as soon as its KV cache holds anything (it expects images in
+    the first `generate` step only), which would silently drop the images of a frame appended to a cached
+    interleaved sequence. So this adapter runs the steps of Kosmos-2's text embedding itself: token
+    embeddings, image features scattered into the placeholders (before the embedding scale, as Kosmos-2
+    does), positions from the ids as its sinusoidal embedding computes them; then the decoder.
+    """
+
+    family = "kosmos2"
+    model_types = ("kosmos-2",)
+    language_model_path = "text_model.model"
+    final_norm_path = "layer_norm"
+    vision_paths = ("vision_model", "image_to_text_projection")
+
+    @classmethod
+    def load_processor(cls, path):
+        from transformers import Kosmos2Processor
+
+        return Kosmos2Processor.from_pretrained(path)
+
+    def _image_token_id(self):
+        return int(self.tokenizer.convert_tokens_to_ids(self.processor.boi_token))  # opens each image block
+
+    @property
+    def n_latents(self) -> int:
+        return int(self.model.config.latent_query_num)
+
+    def format_text(self, prompt, n_images):
+        block = " ".join([self.processor.boi_token] * (1 + self.n_latents) + [self.processor.eoi_token])
+        return " ".join([block] * n_images + [prompt.strip()])
+
+    def encode_prompt(self, text, image_sizes):
+        """As `Kosmos2Processor`: `<s>` + text tokenized without special tokens, then the `<image>`s inside
+        each block replaced by the latent placeholder ids."""
+        tok = self.tokenizer
+        ids = tok(tok.bos_token + text, add_special_tokens=False)["input_ids"]
+        n, eoi = self.n_latents, tok.convert_tokens_to_ids(self.processor.eoi_token)
+        first = tok.unk_token_id + 1
+        for k in range(len(image_sizes)):
+            start = 1 + k * (n + 2)
+            if ids[start : start + n + 1] != [self.image_token_id] * (n + 1) or ids[start + n + 1] != eoi:
+                raise ValueError(f"kosmos2: image block {k} did not tokenize to <image> <image>*{n} </image>")
+            ids[start + 1 : start + 1 + n] = range(first, first + n)
+        return ids
+
+    def image_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(S, T) bool `image_embeds_position_mask`: the `latent_query_num` positions after each `<image>`."""
+        n, t = self.n_latents, input_ids.shape[1]
+        opened = F.pad((input_ids == self.image_token_id).long().cumsum(1), (n + 1, 0))  # [j + n + 1]: opens up to j
+        return opened[:, n : n + t] > opened[:, :t]  # an `<image>` among the n tokens before
+
+    def run_model(self, input_ids, attention_mask, kwargs):
+        decoder = self.language_model
+        embeds = decoder.embed_tokens(input_ids)
+        mask = self.image_mask(input_ids)
+        pixel_values = kwargs.pop("pixel_values", None)
+        if pixel_values is not None:
+            features = self.model.get_image_features(pixel_values, return_dict=True).pooler_output  # (N, latents, H)
+            if int(mask.sum()) != features.shape[0] * features.shape[1]:
+                raise ValueError(f"kosmos2: {int(mask.sum())} image placeholders for {features.shape[0]} images "
+                                 f"of {features.shape[1]} latents")
+            embeds = embeds.masked_scatter(mask.unsqueeze(-1), features.to(embeds.dtype))
+        elif bool(mask.any()):
+            raise ValueError("kosmos2: the ids hold image blocks but no pixels were given")
+        cache = kwargs.get("cache")
+        past = cache.get_seq_length() if cache is not None else 0
+        pos = decoder.embed_positions
+        positions = pos.create_position_ids_from_input_ids(input_ids, pos.padding_idx, past)
+        return decoder(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions,
+                       **kwargs).last_hidden_state
+
+
+class ImageTextProcessor:
+    """Tokenizer + image processor + chat template (+ scalar processor settings), saved and loaded like a
+    processor.
+
+    For families whose transformers processor cannot be built here: `Qwen2VLProcessor` and
+    `SmolVLMProcessor` require their video processor, which needs torchvision. The adapter expands the
+    image placeholders itself. Loads a hub folder of those families as well (tokenizer files,
+    `preprocessor_config.json`, the chat template from `chat_template.jinja`/`chat_template.json`/the
+    tokenizer config, and scalar settings such as SmolVLM's `image_seq_len` from `processor_config.json`).
     """
 
     def __init__(self, image_processor: Any, tokenizer: Any, chat_template: str | None = None,
-                 image_token: str = "<|image_pad|>"):
+                 image_token: str = "<|image_pad|>", processor_class: str | None = None,
+                 settings: dict[str, Any] | None = None):
         self.image_processor = image_processor
         self.tokenizer = tokenizer
         self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
         self.image_token = image_token
+        self.processor_class = processor_class  # the family's transformers processor, recorded when saving
+        self.settings = dict(settings or {})
 
     def apply_chat_template(self, conversation, **kwargs) -> str:
         return self.tokenizer.apply_chat_template(conversation, chat_template=self.chat_template, **kwargs)
@@ -405,17 +539,29 @@ class ImageTextProcessor:
         self.tokenizer.chat_template = self.chat_template
         self.tokenizer.save_pretrained(path)
         self.image_processor.save_pretrained(path)
+        if self.settings or self.processor_class:
+            config = {**self.settings, **({"processor_class": self.processor_class} if self.processor_class else {})}
+            (Path(path) / "processor_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def from_pretrained(cls, path: str) -> "ImageTextProcessor":
+    def from_pretrained(cls, path: str, image_token: str = "<|image_pad|>",
+                        processor_class: str | None = None) -> "ImageTextProcessor":
         from transformers import AutoImageProcessor, AutoTokenizer
+        from transformers.processing_utils import ProcessorMixin
 
         tokenizer = AutoTokenizer.from_pretrained(path)
-        return cls(AutoImageProcessor.from_pretrained(path), tokenizer, getattr(tokenizer, "chat_template", None))
+        found, _ = ProcessorMixin.get_processor_dict(path)  # reads processor_config.json + chat template files
+        template = found.pop("chat_template", None)
+        if isinstance(template, dict):
+            template = template.get("default")
+        settings = {k: v for k, v in found.items() if k != "processor_class" and not isinstance(v, (dict, list))}
+        return cls(AutoImageProcessor.from_pretrained(path), tokenizer, template, image_token, processor_class,
+                   settings)
 
 
 ADAPTERS: dict[str, type[BackboneAdapter]] = {
-    a.family: a for a in (LlavaAdapter, PaliGemmaAdapter, Idefics3Adapter, SmolVLMAdapter, Qwen2VLAdapter)
+    a.family: a
+    for a in (LlavaAdapter, PaliGemmaAdapter, Idefics3Adapter, SmolVLMAdapter, Qwen2VLAdapter, Kosmos2Adapter)
 }
 
 

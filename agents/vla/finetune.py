@@ -54,7 +54,7 @@ def apply_finetune(model: "VLAModel", cfg: FinetuneConfig) -> None:
             layers = bb.decoder_layers
             for layer in list(layers)[len(layers) - cfg.train_decoder_layers:] if cfg.train_decoder_layers else []:
                 _set(layer, True)
-            _set(getattr(lm, "norm", None), cfg.train_decoder_layers > 0)  # final norm trains with the top layers
+            _set(bb.final_norm, cfg.train_decoder_layers > 0)  # final norm trains with the top layers
         _set(model.embed.base, cfg.train_embeddings)
     head = bb.lm_head
     if head is not None and head.weight is not model.embed.base.weight:

@@ -115,6 +115,10 @@ _SPECIALS = {  # per family: (specials, bos, eos, pad, image token, extra tokens
                      pad="<|endoftext|>", add_bos=False),
 }
 _SPECIALS["idefics3"] = _SPECIALS["smolvlm"]
+# XLM-R layout as Kosmos-2's tokenizer (<s>=0, <pad>=1, </s>=2, <unk>=3); Kosmos2Processor adds <image>, </image>,
+# <grounding>, ... and the <patch_index_*> tokens itself
+_SPECIALS["kosmos2"] = dict(specials=["<s>", "<pad>", "</s>", "<unk>"], bos="<s>", eos="</s>", pad="<pad>",
+                            unk="<unk>", add_bos=False)
 
 # Chat templates in each family's style; `{"type": "image"}` items become the family's placeholder.
 _CHAT_TEMPLATES = {
@@ -160,7 +164,7 @@ def build_tokenizer(family: str, vocab_size: int = 1024, corpus: str = TASK_CORP
         tok.post_processor = processors.TemplateProcessing(
             single=f"{spec['bos']} $A", pair=f"{spec['bos']} $A {spec['bos']} $B", special_tokens=[(spec["bos"], bos_id)]
         )
-    named = {"bos_token": spec["bos"], "eos_token": spec["eos"], "pad_token": spec["pad"]}
+    named = {"bos_token": spec["bos"], "eos_token": spec["eos"], "pad_token": spec["pad"], "unk_token": spec.get("unk")}
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, **{k: v for k, v in named.items() if v is not None})
     if family in _CHAT_TEMPLATES:
         tokenizer.chat_template = _CHAT_TEMPLATES[family]
@@ -250,22 +254,24 @@ def _tiny_idefics3_like(family: str, size: TinySize):
     text = LlamaConfig(**_text_kwargs(tokenizer, size), tie_word_embeddings=True)
     if family == "smolvlm":
         from transformers import SmolVLMConfig as Config
-        from transformers import SmolVLMProcessor as Processor
         from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil as ImageProcessor
-
-        extra = {"video_processor": None}
     else:
         from transformers import Idefics3Config as Config
-        from transformers import Idefics3Processor as Processor
         from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil as ImageProcessor
-
-        extra = {}
     config = Config(vision_config=_vision_kwargs(size), text_config=text.to_dict(), scale_factor=2,
                     image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
     image_processor = ImageProcessor(size={"longest_edge": px}, max_image_size={"longest_edge": px},
                                      do_image_splitting=False, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    processor = Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len,
-                          chat_template=_CHAT_TEMPLATES[family], **extra)
+    if family == "smolvlm":  # SmolVLMProcessor cannot be built without torchvision (its video processor needs it)
+        from .backbones import ImageTextProcessor
+
+        processor = ImageTextProcessor(image_processor, tokenizer, _CHAT_TEMPLATES[family], image_token="<image>",
+                                       processor_class="SmolVLMProcessor", settings={"image_seq_len": image_seq_len})
+    else:
+        from transformers import Idefics3Processor
+
+        processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_seq_len,
+                                      chat_template=_CHAT_TEMPLATES[family])
     config.text_config.vocab_size = len(tokenizer)
     config.vocab_size = len(tokenizer)
     return AutoModelForImageTextToText.from_config(config), processor
@@ -299,14 +305,31 @@ def _tiny_qwen2_vl(size: TinySize):
     return AutoModelForImageTextToText.from_config(config), processor
 
 
+def _tiny_kosmos2(size: TinySize):
+    from transformers import AutoModelForImageTextToText, Kosmos2Config, Kosmos2Processor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    tokenizer = build_tokenizer("kosmos2")
+    px = size.image_size
+    image_processor = CLIPImageProcessorPil(size={"height": px, "width": px}, do_center_crop=False)
+    processor = Kosmos2Processor(image_processor=image_processor, tokenizer=tokenizer)  # adds its tag tokens
+    text = dict(vocab_size=len(tokenizer), embed_dim=size.hidden, ffn_dim=2 * size.hidden, layers=size.layers,
+                attention_heads=size.heads, max_position_embeddings=4096, dropout=0.0, attention_dropout=0.0,
+                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id)
+    config = Kosmos2Config(text_config=text, vision_config=_vision_kwargs(size), latent_query_num=16)
+    return AutoModelForImageTextToText.from_config(config), processor
+
+
 TINY_PRESETS: dict[str, TinyPreset] = {
     "tiny_llava": TinyPreset("llava", _tiny_llava, "CLIP ViT 96px/16 (36 tokens) + Llama"),
     "tiny_paligemma": TinyPreset("paligemma", _tiny_paligemma, "SigLIP 96px/16 (36 tokens) + Gemma, prefix-LM"),
     "tiny_idefics3": TinyPreset("idefics3", lambda s: _tiny_idefics3_like("idefics3", s),
                                 "Idefics3 SigLIP 96px/16 + 2x2 pixel shuffle (9 tokens) + Llama"),
     "tiny_smolvlm": TinyPreset("smolvlm", lambda s: _tiny_idefics3_like("smolvlm", s),
-                               "SmolVLM (needs num2words) 96px/16 + 2x2 pixel shuffle (9 tokens) + Llama"),
+                               "SmolVLM SigLIP 96px/16 + 2x2 pixel shuffle (9 tokens) + Llama"),
     "tiny_qwen2_vl": TinyPreset("qwen2_vl", _tiny_qwen2_vl, "Qwen2-VL ViT 112px/14, 2x2 merge (16 tokens) + Qwen2"),
+    "tiny_kosmos2": TinyPreset("kosmos2", _tiny_kosmos2, "Kosmos-2 CLIP ViT 96px/16 + resampler (16 latents) + decoder"),
 }
 
 
