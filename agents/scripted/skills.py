@@ -24,6 +24,10 @@ FINGER_HALF_THICKNESS = 0.0105  # along TCP x
 FINGER_HALF_WIDTH = 0.027  # closed fingers, along TCP y
 FINGER_TIP_BELOW_TCP = 0.015
 ATTEMPTS = 3
+HAND_DOOR_MARGIN = 0.13  # from a block at a slot (y 0.092) to the door's edge: the leaning hand is 20 cm long
+HAND_WALL_MARGIN = 0.09  # from a spot in the bay to its side walls (measured at slider_right)
+PLACE_Y = 0.065  # set blocks down nearer the front of the bay, where the hand stays clear of the door
+PLACE_DOOR_MARGIN = 0.07  # from such a spot to the door's edge (measured: 0.05 works with a 4 cm block)
 
 
 def wp(pos, euler, gripper, **kw) -> Waypoint:
@@ -117,10 +121,10 @@ def move_slider(direction: int) -> Callable[[World], Skill]:
     return skill
 
 
-def clear_slot(world: World, slot: np.ndarray, margin: float = 0.13) -> Skill:
+def clear_slot(world: World, slot: np.ndarray) -> Skill:
     """Slide the door to the far end of its travel from a slider slot, unless it is already far enough
     that the hand (20 cm long, leaning back) can reach into the slot without touching it."""
-    if not door_blocks(world, slot, margin):
+    if not door_blocks(world, slot):
         return
     left_slot = slot[0] < world.layout.bay_center_x
     yield from slide_door_to(world, 0.0 if left_slot else world.layout.door_travel)
@@ -291,34 +295,47 @@ def regrasp_after(world: World, detour: Callable[[World], Skill]) -> Skill:
     yield wp(world.tcp + (0.0, 0.0, 0.06), world.tcp_euler, CLOSE, tol=0.015)
 
 
-def slot_is_free(world: World, slot: np.ndarray, ignore: str | None) -> bool:
-    return all(abs(b.pos[0] - slot[0]) > 0.09 or b.pos[1] < 0.03 or b.color == ignore for b in world.blocks())
+def bay_spot(world: World, held: Block | None) -> tuple[np.ndarray, float]:
+    """Where in the bay to set the held block down, and the door's joint value that leaves room.
 
-
-def slider_slots(world: World) -> list[np.ndarray]:
-    """The two slots of the bay, the one the door leaves open first."""
-    shift = world.layout.bay[0] - SCENES["D"].bay[0]
+    CALVIN's slots first; where another block sits there (CALVIN's chains may send a third block into
+    a bay that holds two), any x along the bay with room for the fingers and the hand. The door's
+    current end of travel is preferred: moving it costs steps."""
+    lay = world.layout
+    shift = lay.bay[0] - SCENES["D"].bay[0]
     slots = [np.array(EVAL_SLIDER_SLOTS[n]) + (shift, 0.0, 0.0) for n in ("slider_left", "slider_right")]
-    return slots[::-1] if world.door_covers_left() else slots
+    others = [b for b in world.blocks() if b.pos[1] > 0.03 and (held is None or b.color != held.color)]
+    half = 0.5 * (held.extents[1] if held is not None else 0.04)  # fingers close across the 4 cm side
+    xs = [s[0] for s in slots] + list(np.arange(lay.bay[0] + HAND_WALL_MARGIN, lay.bay[1] - HAND_WALL_MARGIN, 0.01))
+    door_ends = sorted((0.0, lay.door_travel), key=lambda q: abs(q - world.door_q))
+    for q in door_ends:
+        lo, hi = lay.door_x_range(q)
+        for x in xs:
+            clear_of_door = hi < x - PLACE_DOOR_MARGIN or lo > x + PLACE_DOOR_MARGIN
+            clear_of_walls = lay.bay[0] + HAND_WALL_MARGIN - 1e-6 <= x <= lay.bay[1] - HAND_WALL_MARGIN + 1e-6
+            clear_of_blocks = all(abs(x - b.pos[0]) > half + 0.023 + 0.008 + b.footprint_half(np.array([1.0, 0, 0])) for b in others)
+            if clear_of_door and clear_of_walls and clear_of_blocks:
+                return np.array([x, PLACE_Y, slots[0][2]]), q
+    return np.array([slots[0][0], PLACE_Y, slots[0][2]]), 0.0
 
 
-def door_blocks(world: World, slot: np.ndarray, margin: float = 0.13) -> bool:
+def door_blocks(world: World, slot: np.ndarray, margin: float = HAND_DOOR_MARGIN) -> bool:
     lo, hi = world.layout.door_x_range(world.door_q)
     return not (hi < slot[0] - margin or lo > slot[0] + margin)
 
 
 def place_in_slider(world: World) -> Skill:
-    """Into a free slot of the bay, sliding the door out of the way first where it is in front of it."""
+    """Into a free spot of the bay, sliding the door out of the way first where it is in front of it
+    (pushing its handle with the fingers closed around the block)."""
     held = world.held_block()
-    ignore = held.color if held is not None else None
-    slot = next((s for s in slider_slots(world) if slot_is_free(world, s, ignore)), slider_slots(world)[0])
-    if door_blocks(world, slot):
-        yield from clear_slot(world, slot)  # pushing the door's handle with the fingers around the block
+    spot, door_q = bay_spot(world, held)
+    if abs(door_q - world.door_q) > 0.01 and door_blocks(world, spot, PLACE_DOOR_MARGIN):
+        yield from slide_door_to(world, door_q)
     block = held_or_nearest(world)
     euler = carry_euler(world, block, NEUTRAL_YAW)
     if rotation_angle(euler, BAY_EULER) > 0.15:  # the hand must lean into the bay: let the block tilt
         euler = BAY_EULER
-    yield from place_at(world, slot - (0.0, 0.0, 0.02), euler=euler, approach_z=0.60)
+    yield from place_at(world, spot - (0.0, 0.0, 0.02), euler=euler, approach_z=0.60)
 
 
 def place_in_drawer(world: World) -> Skill:

@@ -14,8 +14,6 @@ from harness.sim.layout import (
     BLOCK_COLORS,
     BLOCK_EXTENTS,
     BLOCK_REST_Z,
-    EVAL_SLIDER_SLOTS,
-    SCENES,
     SLOPE_AXIS,
     SLOPE_NORMAL,
     TABLE_TOP_Z,
@@ -119,16 +117,6 @@ class World:
 
     def button_top(self) -> np.ndarray:
         return np.array([self.layout.button_x, -0.12, BUTTON_TOP_Z - float(self.scene_obs[2])])
-
-    def door_covers_left(self) -> bool:
-        """The door slid to the left (q past half its travel) covers the left slot of the bay."""
-        return self.door_q > 0.5 * self.layout.door_travel
-
-    def open_slider_slot(self) -> np.ndarray:
-        """The slider slot the door does not cover, at the height of a block resting on the plank."""
-        shift = self.layout.bay[0] - SCENES["D"].bay[0]
-        name = "slider_right" if self.door_covers_left() else "slider_left"
-        return np.array(EVAL_SLIDER_SLOTS[name]) + (shift, 0.0, 0.0)
 
     # ------------------------------------------------------------------ blocks
 
