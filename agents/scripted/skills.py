@@ -455,9 +455,11 @@ def let_go_of_leftovers(world: World, task: str) -> Skill:
     if task in NEEDS_HELD_BLOCK:
         return
     between_fingers = any(np.linalg.norm(b.pos - world.tcp) < 0.035 for b in world.blocks())
-    if between_fingers or world.tcp[2] < 0.50:  # the next skill may close the gripper on its way
+    holding = world.robot_obs[14] < 0 and world.gripper_width > 0.005  # a block, a handle, the switch
+    if between_fingers or holding or world.tcp[2] < 0.50:  # the next skill may close the gripper on its way
+        approach = euler_to_matrix(world.tcp_euler)[:, 2]  # where the fingers point: back out the other way
         yield wp(world.tcp, world.tcp_euler, OPEN, tol=0.03, angle_tol=1.0)
-        yield wp(world.tcp + (0.0, 0.0, 0.06), world.tcp_euler, OPEN, tol=0.03, angle_tol=1.0)
+        yield wp(world.tcp - 0.06 * approach, world.tcp_euler, OPEN, tol=0.03, angle_tol=1.0)
 
 
 def task_skill(world: World, task: str) -> Skill:
