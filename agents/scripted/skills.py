@@ -372,21 +372,22 @@ PUSH_DX = 0.125  # CALVIN counts a push from 0.1 m along x
 
 def push_block(color: str, direction: int) -> Callable[[World], Skill]:
     """Push a block on the table along world x (+1: right) with the closed fingers' flat side, drifting
-    sideways where another block or the button's collar is in the way. The last part is slow: the
-    subtask ends the moment the block has moved 0.1 m, and a fast arm would carry on into the next."""
+    sideways where another block or the button's collar is in the way (or pushing only just over
+    0.1 m where there is no room). The last part is slow: the subtask ends the moment the block has
+    moved 0.1 m, and a fast arm would carry on into the next."""
 
     def skill(world: World) -> Skill:
         for _ in range(ATTEMPTS):
             block = world.block(color)
             start_x = block.pos[0]
-            move = np.array([direction * PUSH_DX, push_drift(world, block, direction), 0.0])
+            move = push_move(world, block, direction)
             u = move / np.linalg.norm(move)
             gap = block.footprint_half(u) + FINGER_HALF_THICKNESS + 0.02
             euler = down(float(np.arctan2(u[1], u[0])))  # the fingers' flat side faces the push
             start = block.pos - gap * u + (0.0, 0.0, 0.005 + FINGER_TIP_BELOW_TCP)
             yield from travel(world, start, euler, CLOSE, z=CRUISE_Z)
-            yield wp(start + (gap - 0.01 + 0.7 * PUSH_DX) * u, euler, CLOSE, speed=0.5, tol=0.01)
-            yield wp(start + (gap + 0.01 + np.linalg.norm(move)) * u, euler, CLOSE, speed=0.2, tol=0.01)
+            yield wp(start + (gap - 0.01 + 0.7 * np.linalg.norm(move)) * u, euler, CLOSE, speed=0.5, tol=0.01)
+            yield wp(start + (gap + np.linalg.norm(move)) * u, euler, CLOSE, speed=0.15, tol=0.006)
             yield wp(world.tcp - 0.03 * u, euler, CLOSE, tol=0.015)
             if direction * (world.block(color).pos[0] - start_x) > 0.1:
                 break
@@ -395,21 +396,27 @@ def push_block(color: str, direction: int) -> Callable[[World], Skill]:
     return skill
 
 
-def push_drift(world: World, block: Block, direction: int) -> float:
-    """A sideways (y) drift for a push that keeps the block 1 cm clear of the other blocks and the
-    button's collar along its way, and on the table in front of the cabinet."""
-    obstacles = [(b.pos[:2], b.footprint_half(np.array([0.0, 1.0, 0.0])) + 0.01) for b in world.blocks()
+def footprint(block: Block) -> np.ndarray:
+    """Half extents of the block's axis-aligned footprint on the table (x, y)."""
+    return np.array([block.footprint_half(np.array([1.0, 0.0, 0.0])), block.footprint_half(np.array([0.0, 1.0, 0.0]))])
+
+
+def push_move(world: World, block: Block, direction: int) -> np.ndarray:
+    """The block's displacement for a push: PUSH_DX along x with a sideways drift that keeps it 1.5 cm
+    clear of the other blocks and the button's collar (and on the table in front of the cabinet);
+    where no drift clears them, only 0.108 m straight, stopping short of what is in the way."""
+    obstacles = [(b.pos[:2], footprint(b)) for b in world.blocks()
                  if b.color != block.color and b.pos[2] < 0.5 and b.pos[1] < 0.03]
-    obstacles.append((world.button_top()[:2], 0.04 + 0.01))
-    half = block.footprint_half(np.array([0.0, 1.0, 0.0]))
-    for dy in (0.0, 0.04, -0.04, 0.07, -0.07, 0.1):
+    obstacles.append((world.button_top()[:2], np.array([0.04, 0.04])))
+    half = footprint(block)
+    for dx, dy in [(PUSH_DX, dy) for dy in (0.0, 0.04, -0.04, 0.07, -0.07, 0.09, -0.09, 0.11)] + [(0.108, 0.0)]:
         y_end = block.pos[1] + dy
-        if not -0.165 + half < y_end < 0.0 - half:
+        if not -0.165 + half[1] < y_end < 0.015 - half[1]:  # the table's front edge; the cabinet's foot
             continue
-        path = [block.pos[:2] + t * np.array([direction * PUSH_DX, dy]) for t in np.linspace(0.0, 1.0, 9)]
-        if all(np.linalg.norm(p - c) > r + half + 0.01 or abs(p[1] - c[1]) > r + half for p in path[1:] for c, r in obstacles):
-            return dy
-    return 0.0
+        path = [block.pos[:2] + t * np.array([direction * dx, dy]) for t in np.linspace(0.1, 1.1, 12)]
+        if all(np.any(np.abs(p - c) >= h + half + 0.015) for p in path for c, h in obstacles):
+            return np.array([direction * dx, dy, 0.0])
+    return np.array([direction * 0.108, 0.0, 0.0])
 
 
 def rotate_block(color: str, direction: int) -> Callable[[World], Skill]:
