@@ -27,7 +27,7 @@ ATTEMPTS = 3
 HAND_DOOR_MARGIN = 0.13  # from a block at a slot (y 0.092) to the door's edge: the leaning hand is 20 cm long
 HAND_WALL_MARGIN = 0.09  # from a spot in the bay to its side walls (measured at slider_right)
 PLACE_Y = 0.065  # set blocks down nearer the front of the bay, where the hand stays clear of the door
-PLACE_DOOR_MARGIN = 0.07  # from such a spot to the door's edge (measured: 0.05 works with a 4 cm block)
+PLACE_DOOR_MARGIN = 0.055  # from such a spot to the door's edge (measured: 0.05 works with a 4 cm block)
 
 
 def wp(pos, euler, gripper, **kw) -> Waypoint:
