@@ -1,0 +1,278 @@
+"""Recording CALVIN-format datasets with the scripted expert (`scripts/collect_data.sh`).
+
+Every episode is one random valid task chain from one of CALVIN's 192 start conditions, run by the
+scripted expert in the built-in scene with both cameras; each completed subtask becomes one language
+annotation over its frames. Training annotations use the project's varied phrasings, validation ones
+CALVIN's evaluation instructions. A frame holds the observation at step t and the action taken at t:
+`rel_actions` is the relative command sent to the env, `actions` the absolute target pose it sets.
+
+Episodes are planned from (seed, split, scene, index) alone, recorded by worker processes (one env and
+one expert per process), and committed by the parent in index order through `CalvinDatasetWriter`
+(atomic frames, crash-safe metadata). A split's committed episodes of a scene therefore say exactly
+which indices are done: running the same command again continues after them.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from harness.data.calvin_writer import CalvinDatasetWriter, EpisodeRecord, EpisodeWriter, finalize_dataset
+from harness.sim.layout import REL_ORN_SCALE, REL_POS_SCALE, get_layout
+from harness.spatial import wrap_angle
+from harness.tasks import (
+    TASK_CATEGORY,
+    TASK_NAMES,
+    TaskOracle,
+    apply_task,
+    eval_instruction,
+    initial_state,
+    random_condition,
+    sample_training_instruction,
+    task_spec,
+    valid_tasks,
+)
+from harness.tasks.initial_state import check_condition
+
+SPLIT_IDS = {"training": 0, "validation": 1}
+MAX_TASK_DRAWS = 1000
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    out: str
+    scenes: tuple[str, ...] = ("D",)
+    episodes: int = 100  # training episodes per scene
+    val_episodes: int = 10  # validation episodes, scene D (as CALVIN's validation split)
+    chain_length: int = 5
+    tasks: tuple[str, ...] | None = None  # only these tasks (default: all 34)
+    ep_len: int = 360  # steps allowed per subtask, as in the evaluation
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    seed: int = 0
+    embedding_model: str | None = None  # a sentence-embedding model (hub name or folder) for language.emb
+
+    def __post_init__(self) -> None:
+        for s in self.scenes:
+            get_layout(s)
+        if self.episodes < 0 or self.val_episodes < 0:
+            raise ValueError("episodes and val_episodes must be >= 0")
+        if not 1 <= self.chain_length <= 5:
+            raise ValueError(f"chain_length must be 1..5, got {self.chain_length}")
+        if self.tasks is not None:
+            for t in self.tasks:
+                task_spec(t)
+        if self.ep_len < 1 or self.workers < 0:
+            raise ValueError("ep_len must be >= 1 and workers >= 0")
+
+
+@dataclass(frozen=True)
+class EpisodePlan:
+    split: str
+    scene: str
+    index: int
+    condition: dict[str, Any]
+    tasks: tuple[str, ...]
+    instructions: tuple[str, ...]
+    ep_len: int
+
+
+def plan_episode(cfg: RecordConfig, split: str, scene: str, index: int) -> EpisodePlan:
+    """A deterministic random chain for episode `index` of `split`/`scene`: a start condition, then
+    tasks drawn one at a time among those valid in the symbolic state (and allowed by cfg.tasks), of
+    different categories, as CALVIN's chains are."""
+    rng = np.random.default_rng([cfg.seed, SPLIT_IDS[split], "ABCD".index(get_layout(scene).name), index])
+    allowed = set(cfg.tasks) if cfg.tasks is not None else None
+    for _ in range(MAX_TASK_DRAWS):
+        condition = random_condition(rng)
+        state, tasks, categories = dict(condition), [], set()
+        while len(tasks) < cfg.chain_length:
+            options = [t for t in valid_tasks(state) if TASK_CATEGORY[t] not in categories and (allowed is None or t in allowed)]
+            if not options:
+                break
+            task = options[int(rng.integers(len(options)))]
+            tasks.append(task)
+            categories.add(TASK_CATEGORY[task])
+            state = apply_task(state, task)
+        if tasks:
+            break
+    else:
+        raise ValueError(f"no start condition allows any of the tasks {sorted(allowed or [])}")
+    if split == "validation":
+        instructions = tuple(eval_instruction(t) for t in tasks)
+    else:
+        instructions = tuple(sample_training_instruction(t, rng) for t in tasks)
+    return EpisodePlan(split, get_layout(scene).name, index, check_condition(condition), tuple(tasks), instructions, cfg.ep_len)
+
+
+# ------------------------------------------------------------------------------------------ workers
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_tools(scene: str) -> tuple[Any, Any, TaskOracle]:
+    """One env (both cameras) and one expert per scene per process, built on first use."""
+    if scene not in _WORKER:
+        from agents.scripted import ScriptedExpert
+        from harness.envs import make_env
+
+        for env, _, _ in _WORKER.values():
+            env.close()
+        _WORKER.clear()
+        _WORKER[scene] = (make_env("builtin", scene=scene), ScriptedExpert(scene), TaskOracle())
+    return _WORKER[scene]
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    record: EpisodeRecord
+    completed: tuple[str, ...]
+    failed: str | None
+
+
+def record_episode(plan: EpisodePlan, staging_dir: str) -> EpisodeResult:
+    """Run one plan and write its frames into a staging folder (safe in a worker process)."""
+    env, expert, oracle = _worker_tools(plan.scene)
+    writer = EpisodeWriter(staging_dir, f"calvin_scene_{plan.scene}")
+    try:
+        obs = env.reset(*initial_state(plan.condition, plan.scene))
+        # the env's internal target pose: the TCP after a reset, then moved by every relative action
+        target = np.array(obs["robot_obs"][:6], dtype=np.float64)
+        completed: list[str] = []
+        failed = None
+        for task, instruction in zip(plan.tasks, plan.instructions):
+            expert.reset()
+            start_info, first = env.get_info(), writer.num_frames
+            for _ in range(plan.ep_len):
+                action = expert.step(obs, instruction)
+                target += np.r_[action[:3] * REL_POS_SCALE, action[3:6] * REL_ORN_SCALE]
+                writer.add_frame(
+                    rgb_static=obs["rgb_obs"]["rgb_static"], rgb_gripper=obs["rgb_obs"]["rgb_gripper"],
+                    depth_static=obs["depth_obs"]["depth_static"], depth_gripper=obs["depth_obs"]["depth_gripper"],
+                    actions=np.r_[target[:3], wrap_angle(target[3:6]), action[6]], rel_actions=action,
+                    robot_obs=obs["robot_obs"], scene_obs=obs["scene_obs"],
+                )
+                obs, _, _, info = env.step(action)
+                if oracle.is_completed(task, start_info, info):
+                    writer.add_annotation(first, writer.num_frames - 1, instruction, task)
+                    completed.append(task)
+                    break
+            else:
+                failed = task
+                break
+        return EpisodeResult(writer.finish(), tuple(completed), failed)
+    except BaseException:
+        writer.discard()
+        raise
+
+
+def _record(job: tuple[EpisodePlan, str]) -> EpisodeResult:
+    return record_episode(*job)
+
+
+# ------------------------------------------------------------------------------------------ the parent
+
+
+def committed_episodes(writer: CalvinDatasetWriter, scene: str) -> int:
+    """How many episodes of `scene` the split already holds (they are committed in index order)."""
+    key = f"calvin_scene_{get_layout(scene).name}"
+    if key not in writer.scene_info:
+        return 0
+    first, last = writer.scene_info[key]
+    return sum(1 for s, e in writer.episodes if first <= s <= last)
+
+
+def _plans(cfg: RecordConfig) -> Iterator[tuple[str, str, int]]:
+    for scene in cfg.scenes:
+        yield "training", scene, cfg.episodes
+    if cfg.val_episodes:
+        yield "validation", "D", cfg.val_episodes
+
+
+def record_dataset(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
+    """Record (or continue recording) the dataset; returns a summary of what this call recorded."""
+    root = Path(cfg.out)
+    root.mkdir(parents=True, exist_ok=True)
+    _check_same_config(root, cfg)
+    embedder = _embedder(cfg.embedding_model)
+    summary: dict[str, Any] = {"episodes": 0, "frames": 0, "annotations": 0, "failed_subtasks": {}}
+    ctx = mp.get_context("spawn")
+    pool = ctx.Pool(cfg.workers) if cfg.workers > 1 else None
+    try:
+        splits = {split for split, _, _ in _plans(cfg)}
+        for split in sorted(splits, key=SPLIT_IDS.get):
+            with CalvinDatasetWriter(root, split) as writer:
+                for _, scene, count in (p for p in _plans(cfg) if p[0] == split):
+                    done = committed_episodes(writer, scene)
+                    jobs = [(plan_episode(cfg, split, scene, i), str(writer.staging_dir)) for i in range(done, count)]
+                    results = pool.imap(_record, jobs) if pool is not None else map(_record, jobs)
+                    bar = tqdm(results, total=len(jobs), desc=f"{split} {scene}", disable=not progress, unit="ep")
+                    for result in bar:
+                        writer.commit(_with_embeddings(result.record, embedder))
+                        _tally(summary, result)
+                        bar.set_postfix(frames=summary["frames"], failed=sum(summary["failed_subtasks"].values()))
+        if embedder is not None:
+            _write_eval_embeddings(root, embedder)
+        finalize_dataset(root)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return summary
+
+
+def _tally(summary: dict[str, Any], result: EpisodeResult) -> None:
+    summary["episodes"] += 1
+    summary["frames"] += result.record.num_frames
+    summary["annotations"] += len(result.record.annotations)
+    if result.failed is not None:
+        summary["failed_subtasks"][result.failed] = summary["failed_subtasks"].get(result.failed, 0) + 1
+
+
+def _check_same_config(root: Path, cfg: RecordConfig) -> None:
+    """A dataset is continued only with the settings it was started with (they decide the plans)."""
+    path = root / "recording.json"
+    mine = {k: v for k, v in asdict(cfg).items() if k not in ("out", "workers")}
+    mine = json.loads(json.dumps(mine))
+    if path.exists():
+        theirs = json.loads(path.read_text())
+        differ = {k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k) and k not in ("episodes", "val_episodes")}
+        if differ:
+            raise ValueError(f"{root} was recorded with other settings ({', '.join(sorted(differ))}); use a new folder")
+    path.write_text(json.dumps(mine, indent=2))
+
+
+def _embedder(name: str | None):
+    if name is None:
+        return None
+    from harness.data.lang_embedding import SentenceEmbedder
+
+    return SentenceEmbedder(name)
+
+
+def _with_embeddings(record: EpisodeRecord, embedder) -> EpisodeRecord:
+    if embedder is None or not record.annotations:
+        return record
+    embs = embedder([a.ann for a in record.annotations])
+    return replace(record, annotations=tuple(replace(a, emb=e) for a, e in zip(record.annotations, embs)))
+
+
+def _write_eval_embeddings(root: Path, embedder) -> None:
+    """validation/lang_annotations/embeddings.npy: per task, its evaluation instruction and embedding."""
+    folder = root / "validation" / "lang_annotations"
+    if not folder.parent.exists():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = [eval_instruction(t) for t in TASK_NAMES]
+    embs = embedder(texts)
+    table = {t: {"emb": e[None, :], "ann": [text]} for t, text, e in zip(TASK_NAMES, texts, embs)}
+    np.save(folder / "embeddings.npy", table, allow_pickle=True)
+
+
+__all__ = ["EpisodePlan", "RecordConfig", "plan_episode", "record_dataset", "record_episode"]

@@ -1,0 +1,110 @@
+"""Recording CALVIN-format datasets with the scripted expert, and reading them back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.data.calvin_format import CalvinSplit
+from harness.data.check import check_path
+from harness.data.config import DataConfig, build_dataset
+from harness.data.record import RecordConfig, plan_episode, record_dataset
+from harness.sim.layout import REL_ORN_SCALE, REL_POS_SCALE
+from harness.spatial import wrap_angle
+from harness.tasks import TASK_NAMES, eval_instruction, training_instructions
+
+ARTICULATED = ("open_drawer", "close_drawer", "move_slider_left", "move_slider_right",
+               "turn_on_led", "turn_off_led", "turn_on_lightbulb", "turn_off_lightbulb")
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    cfg = RecordConfig(out=str(tmp_path_factory.mktemp("rec") / "ds"), episodes=2, val_episodes=1,
+                       chain_length=2, tasks=ARTICULATED, workers=1, seed=3)
+    summary = record_dataset(cfg, progress=False)
+    return cfg, summary
+
+
+def test_recorded_dataset_has_calvins_layout_and_passes_the_check(recorded):
+    cfg, summary = recorded
+    assert summary["episodes"] == 3 and summary["annotations"] == 6 and summary["failed_subtasks"] == {}
+    reports = check_path(cfg.out)
+    assert [r.errors for r in reports] == [[], []]
+    split = CalvinSplit(cfg.out, "training")
+    frame = split.load_frame(int(split.frame_ids()[0]))
+    assert frame["rgb_static"].shape == (200, 200, 3) and frame["rgb_gripper"].shape == (84, 84, 3)
+    assert frame["depth_static"].dtype == np.float32 and frame["rel_actions"].dtype == np.float32
+    assert set(split.scene_info()) == {"calvin_scene_D"}
+    assert (split.path / "statistics.yaml").is_file()
+
+
+def test_annotations_follow_the_plans_with_project_and_eval_phrasings(recorded):
+    cfg, _ = recorded
+    train = CalvinSplit(cfg.out, "training").lang
+    planned = [t for i in range(2) for t in plan_episode(cfg, "training", "D", i).tasks]
+    assert list(train.task) == planned
+    for ann, task in zip(train.ann, train.task):
+        assert ann in training_instructions(task) and ann != eval_instruction(task)
+    val = CalvinSplit(cfg.out, "validation").lang
+    assert list(val.ann) == [eval_instruction(t) for t in val.task]
+
+
+def test_actions_are_the_targets_the_relative_actions_set(recorded):
+    """`rel_actions` are the commands sent (all in [-1, 1]); `actions` the absolute target each one sets."""
+    cfg, _ = recorded
+    split = CalvinSplit(cfg.out, "training")
+    start, end = (int(v) for v in split.episodes[0])
+    frames = [split.load_frame(i, ("actions", "rel_actions", "robot_obs")) for i in range(start, end + 1)]
+    rel = np.stack([f["rel_actions"] for f in frames])
+    absolute = np.stack([f["actions"] for f in frames])
+    assert np.all(np.abs(rel) <= 1.0) and set(np.unique(rel[:, 6])) <= {-1.0, 1.0}
+    assert np.allclose(np.diff(absolute[:, :3], axis=0), rel[1:, :3] * REL_POS_SCALE, atol=1e-5)
+    assert np.allclose(wrap_angle(np.diff(absolute[:, 3:6], axis=0)), rel[1:, 3:6] * REL_ORN_SCALE, atol=1e-4)
+    assert np.array_equal(absolute[:, 6], rel[:, 6])
+
+
+def test_windows_read_back_the_recorded_actions(recorded):
+    cfg, _ = recorded
+    data = DataConfig(path=cfg.out, window_size=4, fwd_pred_next_n=5, augment=False)
+    ds = build_dataset(data, train=True)
+    split = CalvinSplit(cfg.out, "training")
+    for index in (0, len(ds) // 2, len(ds) - 1):
+        item = ds[index]
+        k, t0 = ds.window(index)
+        end = int(ds.lang.indx[k, 1])
+        assert item["task"] == ds.lang.task[k] and item["instruction"] == ds.lang.ann[k]
+        for i in range(4):
+            for j in range(5):
+                t = t0 + i + j
+                assert item["action_mask"][i, j] == (t <= end)
+                if t <= end:
+                    rel = split.load_frame(t, ("rel_actions",))["rel_actions"]
+                    assert np.allclose(item["actions"][i, j], ds.normalizer.normalize(rel))
+                    back = ds.normalizer.denormalize(item["actions"][i, j])
+                    assert np.allclose(back[:6], np.clip(rel[:6], -0.65, 0.65), atol=1e-6) and back[6] == rel[6]
+        assert np.array_equal(item["rgb_static"][0], split.load_frame(t0, ("rgb_static",))["rgb_static"])
+
+
+def test_recording_continues_where_it_stopped_and_keeps_its_settings(tmp_path):
+    base = dict(out=str(tmp_path / "ds"), val_episodes=0, chain_length=1, tasks=("open_drawer", "turn_on_led"), workers=1, seed=1)
+    record_dataset(RecordConfig(episodes=1, **base), progress=False)
+    first = CalvinSplit(base["out"], "training")
+    first_frames = [first.load_frame(i, ("rel_actions",))["rel_actions"] for i in first.frame_ids()]
+    summary = record_dataset(RecordConfig(episodes=2, **base), progress=False)
+    assert summary["episodes"] == 1  # only the missing episode was recorded
+    again = CalvinSplit(base["out"], "training")
+    assert len(again.episodes) == 2
+    assert all(np.array_equal(a, again.load_frame(i, ("rel_actions",))["rel_actions"]) for i, a in zip(first.frame_ids(), first_frames))
+    with pytest.raises(ValueError, match="other settings"):
+        record_dataset(RecordConfig(episodes=2, **{**base, "seed": 2}), progress=False)
+
+
+def test_plans_are_valid_chains_over_the_allowed_tasks():
+    cfg = RecordConfig(out="unused", chain_length=3, tasks=ARTICULATED, workers=1)
+    for i in range(20):
+        plan = plan_episode(cfg, "training", "D", i)
+        assert 1 <= len(plan.tasks) <= 3 and set(plan.tasks) <= set(ARTICULATED)
+        assert plan == plan_episode(cfg, "training", "D", i)  # deterministic
+    with pytest.raises(ValueError, match="unknown task|valid"):
+        RecordConfig(out="x", tasks=("fly",))
+    assert len({plan_episode(RecordConfig(out="x"), "training", "D", i).tasks[0] for i in range(40)} & set(TASK_NAMES)) > 5
