@@ -15,7 +15,7 @@ import numpy as np
 from agents.scripted.control import CLOSE, OPEN, Waypoint, down, rotation_angle
 from agents.scripted.world import Block, World
 from harness.sim.layout import BLOCK_COLORS, EVAL_SLIDER_SLOTS, SCENES, SLOPE_AXIS, SLOPE_NORMAL, TABLE_TOP_Z
-from harness.spatial import euler_to_matrix, matrix_to_euler
+from harness.spatial import euler_to_matrix, matrix_to_euler, wrap_angle
 
 Skill = Iterator[Waypoint]
 NEUTRAL_YAW = np.pi / 2  # about the TCP's yaw at CALVIN's neutral pose (1.50): fingers open along world x
@@ -172,13 +172,17 @@ def flip_switch(want_on: bool) -> Callable[[World], Skill]:
 # ---------------------------------------------------------------------------------------- blocks
 
 
-def grasp_yaw(block: Block) -> float:
+WRIST_YAW_RANGE = 2.0  # TCP yaws this far from the neutral one stay well inside joint 7's limits
+
+
+def grasp_yaw(block: Block, current_yaw: float = NEUTRAL_YAW) -> float:
     """The TCP yaw that closes the fingers across the block's 4 cm side (its local y; any side of a
-    cube), nearest the neutral yaw."""
+    cube): of those within the wrist's comfortable range, the one the wrist turns to least."""
     period = np.pi / 2 if abs(block.extents[0] - block.extents[1]) < 1e-6 else np.pi
-    base = block.yaw
-    k = np.round((NEUTRAL_YAW - base) / period)
-    return float(base + k * period)
+    candidates = [block.yaw + k * period for k in range(-4, 5)]
+    comfortable = [y for y in candidates if abs(float(wrap_angle(y - NEUTRAL_YAW))) <= WRIST_YAW_RANGE]
+    best = min(comfortable, key=lambda y: abs(float(wrap_angle(y - current_yaw))))
+    return float(current_yaw + wrap_angle(best - current_yaw))
 
 
 def in_bay(pos: np.ndarray) -> bool:
@@ -191,24 +195,24 @@ def in_bay(pos: np.ndarray) -> bool:
 BAY_EULER = np.array([np.pi, -0.6, np.pi / 2])
 
 
-def gripper_euler_at(pos: np.ndarray, block: Block | None = None) -> np.ndarray:
+def gripper_euler_at(pos: np.ndarray, block: Block | None = None, current_yaw: float = NEUTRAL_YAW) -> np.ndarray:
     """Orientation for working at pos: leaning into the bay, else pointing down across the block's
     4 cm side. Closing fingers turn a block that sits up to 22.5 deg off (CALVIN's slots draw yaw in
     pi/2 +- pi/8) into line with them."""
     if in_bay(pos):
         return BAY_EULER
-    return down(grasp_yaw(block) if block is not None else NEUTRAL_YAW)
+    return down(grasp_yaw(block, current_yaw) if block is not None else NEUTRAL_YAW)
 
 
 def grasp(world: World, color: str) -> Skill:
     """Open above the block, descend around it, close. Tries again while the block is not held."""
     for _ in range(ATTEMPTS):
         block = world.block(color)
-        euler = gripper_euler_at(block.pos, block)
+        euler = gripper_euler_at(block.pos, block, float(world.tcp_euler[2]))
         above = block.pos + (0.0, 0.0, 0.10)
         yield from travel(world, above, euler, OPEN, z=max(CRUISE_Z, above[2]))
         block = world.block(color)
-        euler = gripper_euler_at(block.pos, block)
+        euler = gripper_euler_at(block.pos, block, float(world.tcp_euler[2]))
         yield wp(block.pos + (0.0, 0.0, 0.003), euler, OPEN, speed=0.5, tol=0.008)
         yield wp(world.block(color).pos + (0.0, 0.0, 0.003), euler, CLOSE, tol=0.02)
         if world.held_block() is not None and world.held_block().color == color:
@@ -339,9 +343,12 @@ def place_in_slider(world: World) -> Skill:
 
 
 def place_in_drawer(world: World) -> Skill:
-    if world.drawer_q < 0.18:
+    if world.drawer_q < 0.11:
         yield from regrasp_after(world, lambda w: pull_drawer_to(w, 0.20))
-    yield from place_at(world, world.drawer_inside() - (0.0, 0.0, 0.02))
+    # the hand's long side along x (its short side toward the table's edge): a drawer opened only the
+    # 0.12 m CALVIN counts as open leaves a 0.1 m gap, enough for the 8 cm block lying along y
+    block = held_or_nearest(world)
+    yield from place_at(world, world.drawer_inside() - (0.0, 0.0, 0.02), euler=carry_euler(world, block, np.pi / 2))
 
 
 def stack_block(world: World) -> Skill:
@@ -437,7 +444,7 @@ def rotate_block(color: str, direction: int) -> Callable[[World], Skill]:
 
 def push_into_drawer(world: World) -> Skill:
     """Push the block lying on the table toward the robot, off the table's edge into the open drawer."""
-    yield from pull_drawer_to(world, 0.19)
+    yield from pull_drawer_to(world, 0.11)
     block = next((b for b in world.blocks() if world.on_table(b)), None)
     if block is None:
         return

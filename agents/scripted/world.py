@@ -103,8 +103,11 @@ class World:
         return np.array([self.layout.drawer_x, DRAWER_HANDLE_Y - self.drawer_q, DRAWER_HANDLE_Z])
 
     def drawer_inside(self) -> np.ndarray:
-        """Centre of the drawer's floor area, at the height of a block resting on it."""
-        return np.array([self.layout.drawer_x, -0.0595 - self.drawer_q, BLOCK_REST_Z["drawer"]])
+        """Middle of the part of the drawer's floor that sticks out in front of the table (at the height
+        of a block resting on it): what can be reached from above when it is open only part way."""
+        front_wall = -0.156 - self.drawer_q  # the inside of the front panel
+        table_edge = -0.18
+        return np.array([self.layout.drawer_x, 0.5 * (front_wall + table_edge), BLOCK_REST_Z["drawer"]])
 
     def door_point(self, u: float, s: float, n: float) -> np.ndarray:
         """A point of the sliding door in its slope frame (u along x from the door's origin)."""
