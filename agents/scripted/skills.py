@@ -149,14 +149,28 @@ def press_button(want_on: bool) -> Callable[[World], Skill]:
 SWITCH_GRASP = np.array([-2.0 * np.pi / 3.0, 0.0, 0.0])  # approach into the sloped face, fingers along the slope
 
 
+def switch_grasp_u(world: World) -> float:
+    """Where along the switch bar to grasp it (u; the posts stand at |u| 0.04..0.06): the spot whose
+    approach path keeps the lower finger farthest from blocks standing in front of the switch."""
+    xs = world.layout.switch_x
+    near = [b for b in world.blocks() if -0.2 < b.pos[1] < 0.02 and abs(b.pos[0] - xs) < 0.12]
+    if not near:
+        return 0.0
+
+    def clearance(u: float) -> float:
+        return min(abs(xs + u - b.pos[0]) - footprint(b)[0] for b in near)
+
+    return max((0.0, 0.025, -0.025), key=clearance)
+
+
 def flip_switch(want_on: bool) -> Callable[[World], Skill]:
     """Grasp the switch bar from the front (fingers above and below it along the slope) and slide it."""
 
     def skill(world: World) -> Skill:
         for _ in range(ATTEMPTS):
-            bar = world.switch_point(0.0, 0.009, 0.0535)
+            bar = world.switch_point(switch_grasp_u(world), 0.009, 0.0535)
             out = bar + 0.08 * SLOPE_NORMAL
-            yield from travel(world, out, SWITCH_GRASP, OPEN, z=0.62)
+            yield from travel(world, out, SWITCH_GRASP, OPEN, z=0.66)
             yield wp(bar, SWITCH_GRASP, OPEN, speed=0.4, tol=0.008)
             yield wp(bar, SWITCH_GRASP, CLOSE, tol=0.01)
             target_q = 0.085 if want_on else 0.003
