@@ -102,3 +102,23 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(folder / "model.safetensors"))
+
+
+# the distributed tests' run: augmentation on, so the per-item seeds must give any rank layout the same samples
+DIST_RUN = ("trainer.max_steps=4", "trainer.ckpt_every=2", "trainer.val_every=2", "data.augment=true")
+
+
+@pytest.fixture(scope="module")
+def single(dataset, tmp_path_factory) -> Path:
+    """DIST_RUN in one process with the global batch of 2 ranks x 2."""
+    out = tmp_path_factory.mktemp("single")
+    run_cli(cli(dataset, out, *DIST_RUN, "trainer.batch_size=4"))
+    return out
+
+
+def assert_close_weights(a: Path, b: Path, atol: float) -> None:
+    """The `last` checkpoints of two runs hold the same tensors (to `atol`)."""
+    wa, wb = weights(a / "checkpoints" / "last"), weights(b / "checkpoints" / "last")
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=0, atol=atol, msg=name)

@@ -17,11 +17,13 @@ nothing is pickled.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
+import numpy as np
 import torch
 import torch.distributed as tdist
 from torch import nn
@@ -29,7 +31,7 @@ from torch import nn
 from harness.eval.distributed import DistInfo, barrier, dist_from_env, init_distributed, shutdown
 
 __all__ = ["DistInfo", "barrier", "setup", "shutdown", "wrap", "no_grad_sync", "all_reduce_sum", "broadcast_json",
-           "gather_json", "fingerprint", "hide_ranks"]
+           "gather_json", "fingerprint", "rank_fingerprints", "hide_ranks"]
 
 
 def setup(device: str, timeout_s: float) -> DistInfo:
@@ -60,18 +62,39 @@ def wrap(module: nn.Module, dist: DistInfo, strategy: str, device: torch.device,
 
 
 def shard(module: nn.Module, device: torch.device) -> None:
-    """fully_shard the VLA's large parts, then the root (which holds the rest: embeddings, norms, proprio).
-    The shards are moved to `device`."""
+    """fully_shard the VLA's repeated blocks (decoder layers, vision encoder layers, head blocks) and its
+    projector/head, then the root (which holds the rest: embeddings, norms, proprio). Shards go to `device`."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(device.type, (tdist.get_world_size(),))
     vla = module.model
-    units: list[nn.Module] = list(vla.backbone.decoder_layers) + list(vla.backbone.vision_modules) + [vla.head]
-    for unit in units:
-        if any(True for _ in unit.parameters()):
-            fully_shard(unit, mesh=mesh)
+    for unit in shard_units([*vla.backbone.vision_modules, vla.backbone.language_model, vla.head]):
+        fully_shard(unit, mesh=mesh)
     fully_shard(module, mesh=mesh)
+
+
+def shard_units(parts: list[nn.Module]) -> list[nn.Module]:
+    """The blocks of each part's outermost ModuleLists, or the part itself if it has none.
+
+    Never a transformers PreTrainedModel: transformers finds the hooks that collect hidden states by the
+    model's class, and fully_shard replaces that class (LLaVA would lose its vision features)."""
+    from transformers import PreTrainedModel
+
+    units: list[nn.Module] = []
+    for part in parts:
+        blocks = _outer_blocks(part)
+        if blocks:
+            units += blocks
+        elif not isinstance(part, PreTrainedModel) and any(True for _ in part.parameters()):
+            units.append(part)
+    return units
+
+
+def _outer_blocks(module: nn.Module) -> list[nn.Module]:
+    if isinstance(module, nn.ModuleList):
+        return [m for m in module if any(True for _ in m.parameters())]
+    return [b for child in module.children() for b in _outer_blocks(child)]
 
 
 def is_sharded(module: nn.Module) -> bool:
@@ -146,15 +169,13 @@ def gather_json(obj: Any, dist: DistInfo) -> list[Any]:
     return [json.loads(bytes(c[: int(s)].cpu().tolist()).decode()) for c, s in zip(chunks, sizes)]
 
 
-def fingerprint(module: nn.Module) -> list[float]:
-    """Per-parameter sum and sum of squares (float64): equal on all ranks iff they hold the same weights
-    (for all practical purposes); cheap enough to check at every checkpoint."""
-    out: list[float] = []
+def fingerprint(module: nn.Module) -> str:
+    """A digest of the parameters (per-parameter float64 sum and sum of squares, computed where they are):
+    equal on two ranks iff they hold the same weights, for all practical purposes; cheap on any device."""
     with torch.no_grad():
-        for p in module.parameters():
-            t = p.detach().double()
-            out += [float(t.sum()), float((t * t).sum())]
-    return out
+        stats = [torch.stack([p.detach().double().sum(), p.detach().double().square().sum()]) for p in module.parameters()]
+        values = torch.stack(stats).cpu().numpy() if stats else np.zeros(0)
+    return hashlib.sha256(values.tobytes()).hexdigest()
 
 
 @contextmanager
@@ -171,8 +192,8 @@ def hide_ranks() -> Iterator[None]:
         os.environ.update(saved)
 
 
-def in_sync(module: nn.Module, dist: DistInfo, sharded: bool) -> Sequence[list[float]] | None:
-    """Every rank's fingerprint (replicated parameters only: None under FSDP or in one process)."""
+def rank_fingerprints(module: nn.Module, dist: DistInfo, sharded: bool) -> list[str] | None:
+    """Every rank's `fingerprint` (replicated parameters only: None under FSDP or in one process)."""
     if not dist.active or sharded:
         return None
     return gather_json(fingerprint(module), dist)

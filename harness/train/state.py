@@ -130,7 +130,9 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, wrapped: nn.Module, n
 
         full = {"state": {PREFIX + n: s for n, s in named["state"].items()},
                 "param_groups": [{**g, "params": [PREFIX + n for n in g["params"]]} for g in named["param_groups"]]}
-        set_optimizer_state_dict(wrapped, optimizer, full, options=StateDictOptions(full_state_dict=True))
+        # not strict: a parameter that never had a gradient has no state (AdamW creates it on first use); the
+        # parameter names themselves were checked above
+        set_optimizer_state_dict(wrapped, optimizer, full, options=StateDictOptions(full_state_dict=True, strict=False))
         return
     index = {n: i for g in optimizer.state_dict()["param_groups"] for i, n in zip(g["params"], g["names"])}
     sd = {"state": {index[n]: s for n, s in named["state"].items()},

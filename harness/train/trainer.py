@@ -172,20 +172,19 @@ def _train(cfg: TrainConfig, dist: D.DistInfo, device_kind: str, overrides: list
             logger.log(step, val_metrics)
             score = val_metrics.get("val/loss") if tc.best_metric == "val_loss" else None
         rollout_due = cfg.eval.enabled and (step % cfg.eval.every == 0 or last)
-        saved = None
-        if step % tc.ckpt_every == 0 or last:
-            saved = save(step, best)
+        saved = step % tc.ckpt_every == 0 or last
+        folder = save(step, best) if saved else None  # the folder on rank 0, None on the others
         if rollout_due:
             rollout_metrics = D.broadcast_json(
-                _rollout(cfg, model, normalizer, run_dir, step, saved if sharded else None) if dist.is_main else None,
+                _rollout(cfg, model, normalizer, run_dir, step, folder if sharded else None) if dist.is_main else None,
                 dist)
             logger.log(step, rollout_metrics)
             score = rollout_metrics["rollout/score"] if tc.best_metric == "rollout_success" else score
-        if score is not None and _improves(score, best, tc.best_metric):
+        if score is not None and _improves(score, best, tc.best_metric):  # the same decision on every rank
             best = {"metric": tc.best_metric, "value": score, "step": step}
-            if saved is None:
-                saved = save(step, best)
-            save.mark_best(saved, best)
+            if not saved:
+                folder = save(step, best)
+            save.mark_best(folder, best)
     bar.close()
     logger.close()
 
@@ -252,14 +251,14 @@ class _Saver:
         weights = full_weights(self.net, self.weight_names) if self.sharded else None
         optim = optimizer_state(self.optimizer, self.net, self.sharded) if (self.sharded or self.dist.is_main) else None
         rngs = D.gather_json(rng_state(), self.dist)
-        prints = D.in_sync(self.model, self.dist, self.sharded)
-        if prints is not None and any(p != prints[0] for p in prints):
-            raise RuntimeError(f"step {step}: the ranks' weights differ (fingerprints of rank 0 and others disagree)")
+        prints = D.rank_fingerprints(self.model, self.dist, self.sharded)
+        if prints is not None and len(set(prints)) > 1:
+            raise RuntimeError(f"step {step}: the ranks' weights differ (fingerprints {prints})")
         folder = None
         if self.dist.is_main:
             meta = {"step": step, "total_steps": self.total_steps, "data": self.stream.state_dict(),
                     "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rngs,
-                    "best": best, "world_size": self.dist.world_size, "ranks_in_sync": prints is not None}
+                    "best": best, "world_size": self.dist.world_size, "rank_fingerprints": prints}
             extra = {"data": self.cfg.data.to_dict(), "train": _train_section(self.cfg), "step": step}
 
             def write(d: Path) -> None:
