@@ -1,4 +1,4 @@
-"""A sweep's table: each run's overrides, final validation loss and rollout score, the best run named.
+"""A sweep's table: each run's swept settings, final validation loss and rollout score, the best run named.
 
     python -m harness.train.sweep runs/sweep/<name>        # writes sweep.csv and sweep.md there
 
@@ -42,7 +42,7 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
         summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else None
         rows.append({
             "run": run.name,
-            "overrides": " ".join(o for o in _overrides(run, summary) if not o.startswith(("run_name=", "+sweep="))),
+            "overrides": dict(o.split("=", 1) for o in _overrides(run, summary) if "=" in o),
             "status": "done" if summary is not None else "no summary (failed or running)",
             "steps": summary["steps"] if summary else None,
             "val_loss": summary.get("val_loss") if summary else None,
@@ -73,27 +73,38 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
+    """The override keys whose values differ between the runs (the sweep's axes), in first-seen order."""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r["overrides"] if k not in keys]
+    return [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1]
+
+
 def write_sweep_table(sweep_dir: str | Path) -> Path:
     """Write sweep.csv and sweep.md in `sweep_dir`; returns the Markdown file."""
     sweep_dir = Path(sweep_dir)
     rows = collect(sweep_dir)
     best = best_run(rows)
-    columns = ["run", "overrides", "status", "steps", "val_loss", "rollout_score", "samples_per_s"]
+    axes = swept_keys(rows)
+    metrics = ["status", "steps", "val_loss", "rollout_score", "samples_per_s"]
     with (sweep_dir / CSV).open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns + ["best"])
-        writer.writeheader()
+        writer = csv.writer(f)
+        writer.writerow(["run", *axes, *metrics, "best"])
         for r in rows:
-            writer.writerow({**{c: r[c] for c in columns}, "best": r is best})
+            writer.writerow([r["run"], *(r["overrides"].get(k, "") for k in axes), *(r[c] for c in metrics), r is best])
     lines = [f"# Sweep {sweep_dir}", ""]
     if best is not None:
         metric = "rollout score" if best["best_metric"] == "rollout_success" and best["rollout_score"] is not None else "val loss"
         value = best["rollout_score"] if metric == "rollout score" else best["val_loss"]
-        lines += [f"Best run: **{best['run']}** (`{best['overrides']}`), {metric} {_fmt(value)}", ""]
+        setting = " ".join(f"{k}={best['overrides'].get(k, '-')}" for k in axes)
+        lines += [f"Best run: **{best['run']}** (`{setting}`), {metric} {_fmt(value)}", ""]
     else:
         lines += ["Best run: none (no run finished with a validation loss)", ""]
+    columns = ["run", *axes, *metrics]
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
-        cells = [_fmt(r[c]) for c in columns]
+        cells = [r["run"], *(r["overrides"].get(k, "-") for k in axes), *(_fmt(r[c]) for c in metrics)]
         if r is best:
             cells[0] = f"**{cells[0]}**"
         lines.append("| " + " | ".join(cells) + " |")
