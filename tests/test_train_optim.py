@@ -110,3 +110,24 @@ def test_four_micro_batches_equal_one_batch_four_times_larger(dataset, tmp_path,
     w_big, w_acc = weights(tmp_path / "big" / "checkpoints" / "last"), weights(tmp_path / "acc" / "checkpoints" / "last")
     for name in w_big:
         torch.testing.assert_close(w_acc[name], w_big[name], rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_autocast_on_cpu_and_gradient_checkpointing_are_passed_through(dataset, tmp_path, monkeypatch):
+    from agents.vla.model import VLAModel
+
+    built: list[VLAModel] = []
+    build = VLAModel.build.__func__
+
+    def keep(cls, cfg, verbose=True):
+        built.append(build(cls, cfg, verbose))
+        return built[-1]
+
+    monkeypatch.setattr(VLAModel, "build", classmethod(keep))
+    common = ("trainer.max_steps=3", "trainer.val_every=0")
+    train_here(dataset, tmp_path / "fp32", *common)
+    train_here(dataset, tmp_path / "bf16", *common, "trainer.precision=bf16")
+    train_here(dataset, tmp_path / "ckpt", *common, "model.finetune.gradient_checkpointing=true")
+    fp32, bf16, ckpt = (losses(tmp_path / n) for n in ("fp32", "bf16", "ckpt"))
+    assert bf16 != fp32 and bf16 == pytest.approx(fp32, rel=2e-2)  # autocast ran, in bfloat16
+    assert not built[0].vlm.is_activation_checkpointing and built[2].vlm.is_activation_checkpointing
+    assert ckpt == pytest.approx(fp32, rel=1e-6)  # recomputing activations changes nothing

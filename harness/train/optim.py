@@ -13,8 +13,6 @@ factor is a pure function of the step, so its state is the step alone.
 from __future__ import annotations
 
 import math
-from typing import Iterable
-
 import torch
 from torch import nn
 
@@ -81,7 +79,3 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_st
         return lr_factor(step, warmup, total_steps, cfg.schedule, cfg.min_lr_ratio)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def trainable(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
-    return [p for p in params if p.requires_grad]

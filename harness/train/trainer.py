@@ -101,7 +101,7 @@ def _train(cfg: TrainConfig, dist: D.DistInfo, device_kind: str, overrides: list
         if frozen and dist.is_main:
             print(f"frozen (the action loss never reaches them): {', '.join(frozen)}")
     net = D.wrap(SourceLosses(model), dist, tc.strategy, device, find_unused=len(cfg.sources) > 1)
-    optimizer = build_optimizer(model, cfg.optim, fused=True if device.type == "cuda" else None)
+    optimizer = build_optimizer(model, cfg.optim, fused=True if device.type == "cuda" and not sharded else None)
     scheduler = build_scheduler(optimizer, cfg.optim, total_steps, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
     params = [p for g in optimizer.param_groups for p in g["params"]]
