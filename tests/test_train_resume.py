@@ -61,10 +61,10 @@ def test_sigkill_then_the_same_command_continues_step_for_step(dataset, tmp_path
 
 
 def test_a_finished_run_run_again_does_nothing_and_resume_never_refuses(dataset, uninterrupted):
-    before = (uninterrupted / "metrics.jsonl").read_text()
+    before = {f: (uninterrupted / f).read_text() for f in ("metrics.jsonl", "summary.json")}
     again = run_cli(cli(dataset, uninterrupted, *RUN))
     assert "resuming after step 40" in again.stdout
-    assert (uninterrupted / "metrics.jsonl").read_text() == before
+    assert {f: (uninterrupted / f).read_text() for f in before} == before
     with pytest.raises(ConfigError, match="already has checkpoints"):
         train_here(dataset, uninterrupted, *RUN, "resume=never")
 

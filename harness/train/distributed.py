@@ -28,10 +28,10 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from harness.eval.distributed import DistInfo, barrier, dist_from_env, init_distributed, shutdown
+from harness.eval.distributed import DistInfo, barrier, dist_from_env, init_distributed, rank_device, shutdown
 
-__all__ = ["DistInfo", "barrier", "setup", "shutdown", "wrap", "no_grad_sync", "all_reduce_sum", "broadcast_json",
-           "gather_json", "fingerprint", "rank_fingerprints", "hide_ranks"]
+__all__ = ["DistInfo", "barrier", "rank_device", "setup", "shutdown", "wrap", "no_grad_sync", "all_reduce_sum",
+           "broadcast_json", "gather_json", "fingerprint", "rank_fingerprints", "hide_ranks"]
 
 
 def setup(device: str, timeout_s: float) -> DistInfo:
@@ -39,12 +39,6 @@ def setup(device: str, timeout_s: float) -> DistInfo:
     info = dist_from_env()
     backend = "nccl" if device == "cuda" else "gloo"
     return init_distributed(info, backend, timeout_s)
-
-
-def rank_device(device: str, dist: DistInfo) -> torch.device:
-    if device == "cuda":
-        return torch.device("cuda", dist.local_rank if dist.active else torch.cuda.current_device())
-    return torch.device(device)
 
 
 def wrap(module: nn.Module, dist: DistInfo, strategy: str, device: torch.device, find_unused: bool) -> nn.Module:

@@ -65,7 +65,7 @@ def train(cfg: TrainConfig, overrides: list[str] | None = None) -> dict[str, Any
 
 def _train(cfg: TrainConfig, dist: D.DistInfo, device_kind: str, overrides: list[str]) -> dict[str, Any]:
     tc = cfg.trainer
-    device = D.rank_device(device_kind, dist)
+    device = torch.device(D.rank_device(device_kind, dist))  # under torchrun, "cuda" is this rank's GPU
     run_dir = Path(cfg.output_dir)
     ckpts = Checkpoints(run_dir / "checkpoints", tc.keep_last)
 
@@ -119,6 +119,8 @@ def _train(cfg: TrainConfig, dist: D.DistInfo, device_kind: str, overrides: list
               f"{tc.batch_size * accum * dist.world_size} per step; {steps_per_epoch} steps/epoch; "
               f"{total_steps} steps" + (f"; resuming after step {step} from {resume_from}" if resume_from else ""),
               flush=True)
+    if step >= total_steps and (run_dir / SUMMARY).is_file():  # finished before: nothing to do
+        return json.loads((run_dir / SUMMARY).read_text()) if dist.is_main else {}
     logger = MetricsLogger(run_dir, dist.is_main, step)
     save = _Saver(cfg, ckpts, model, net, normalizer, optimizer, scheduler, scaler, stream, dist, sharded,
                   weight_names, total_steps)
