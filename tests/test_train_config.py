@@ -35,6 +35,7 @@ def test_every_config_group_composes_and_round_trips(dataset, tmp_path):
     (["trainer.best_metric=rollout_success"], "needs the rollout callback"),
     (["eval=single_task", "eval.tasks=[fly_away]"], "fly_away"),
     (["init_from=/no/such/checkpoint"], "init_from: checkpoint folder /no/such/checkpoint does not exist"),
+    (["resume=yes"], "resume: expected auto, never or a checkpoint folder; yes is none of them"),
 ])
 def test_invalid_configs_fail_with_a_message_that_names_the_problem(dataset, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):

@@ -78,3 +78,20 @@ def test_init_from_takes_the_weights_but_starts_a_new_optimizer(dataset, tmp_pat
     state = load_file(str(tmp_path / "stage2" / "checkpoints" / "last" / "trainer_state.safetensors"))
     steps = {float(v) for k, v in state.items() if k.endswith("/step")}
     assert steps == {1.0}  # AdamW's step count restarted: no optimizer state came with the weights
+
+
+def test_trainer_state_loads_without_unpickling(uninterrupted, monkeypatch):
+    import pickle
+
+    import numpy as np
+
+    from harness.train.state import load_trainer_state
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("trainer state loading tried to unpickle")
+
+    for module, name in ((pickle, "load"), (pickle, "loads"), (torch, "load"), (np, "load")):
+        monkeypatch.setattr(module, name, refuse)
+    meta, optimizer = load_trainer_state(uninterrupted / "checkpoints" / "last")
+    assert meta["step"] == 40 and meta["data"]["epoch"] == 1 and len(meta["rng"]) == 1
+    assert optimizer["state"] and all("exp_avg" in s for s in optimizer["state"].values())

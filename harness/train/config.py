@@ -293,10 +293,10 @@ def check_config(cfg: TrainConfig) -> None:
             raise ValueError(f"with trainer.strategy=fsdp rollouts load the step's checkpoint: eval.every={cfg.eval.every} "
                              f"must be a multiple of trainer.ckpt_every={cfg.trainer.ckpt_every}")
         cfg.eval.settings().jobs()  # unknown task names, impossible tasks, bad mode
-    for name in ("init_from",) + (("resume",) if cfg.resume not in ("auto", "never") else ()):
-        value = getattr(cfg, name)
-        if value is not None and not Path(value).is_dir():
-            raise ValueError(f"{name}: checkpoint folder {value} does not exist")
+    if cfg.init_from is not None and not Path(cfg.init_from).is_dir():
+        raise ValueError(f"init_from: checkpoint folder {cfg.init_from} does not exist")
+    if cfg.resume not in ("auto", "never") and not Path(cfg.resume).is_dir():
+        raise ValueError(f"resume: expected auto, never or a checkpoint folder; {cfg.resume} is none of them")
 
 
 def _looks_local(name: str) -> bool:

@@ -30,8 +30,8 @@ from torch import nn
 
 from harness.eval.distributed import DistInfo, barrier, dist_from_env, init_distributed, rank_device, shutdown
 
-__all__ = ["DistInfo", "barrier", "rank_device", "setup", "shutdown", "wrap", "no_grad_sync", "all_reduce_sum",
-           "broadcast_json", "gather_json", "fingerprint", "rank_fingerprints", "hide_ranks"]
+__all__ = ["DistInfo", "barrier", "rank_device", "setup", "shutdown", "wrap", "for_evaluation", "no_grad_sync",
+           "all_reduce_sum", "broadcast_json", "gather_json", "fingerprint", "rank_fingerprints", "hide_ranks"]
 
 
 def setup(device: str, timeout_s: float) -> DistInfo:
@@ -52,7 +52,16 @@ def wrap(module: nn.Module, dist: DistInfo, strategy: str, device: torch.device,
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [device.index] if device.type == "cuda" else None
-    return DDP(module, device_ids=ids, find_unused_parameters=find_unused)
+    # the VLA's buffers are constants (token ids, rotary tables): no broadcast before every forward
+    return DDP(module, device_ids=ids, find_unused_parameters=find_unused, broadcast_buffers=False)
+
+
+def for_evaluation(module: nn.Module) -> nn.Module:
+    """What validation runs: DDP's inner module (no collectives, so ranks may run different numbers of
+    batches); a fully sharded module itself (its forward gathers the shards: every rank must call it)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return module.module if isinstance(module, DDP) else module
 
 
 def shard(module: nn.Module, device: torch.device) -> None:

@@ -169,8 +169,8 @@ def _train(cfg: TrainConfig, dist: D.DistInfo, device_kind: str, overrides: list
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
         score = None
         if val_set is not None and ((tc.val_every and step % tc.val_every == 0) or last):
-            val_metrics = validate(net, val_set, val_indices, tc.batch_size, tc.num_workers, dist, device, autocast,
-                                   pad_batches=sharded)
+            val_metrics = validate(D.for_evaluation(net), val_set, val_indices, tc.batch_size, tc.num_workers, dist,
+                                   device, autocast, pad_batches=sharded)
             logger.log(step, val_metrics)
             score = val_metrics.get("val/loss") if tc.best_metric == "val_loss" else None
         rollout_due = cfg.eval.enabled and (step % cfg.eval.every == 0 or last)
