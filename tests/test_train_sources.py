@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from harness.data.config import build_dataset
-from harness.eval.distributed import DistInfo
 from harness.train import sources
 from harness.train.sources import EpochSeeded, ResumableDistributedSampler, SourceLosses
 from tests.train_helpers import config, dataset, metrics, train_here  # noqa: F401  (fixture)

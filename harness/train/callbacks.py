@@ -61,8 +61,8 @@ def validate(net: nn.Module, dataset: Dataset, indices: np.ndarray, batch_size: 
     sums = torch.zeros(len(VAL_KEYS) + 1, dtype=torch.float64)
     net.eval()
     first = None
-    for i, batch in enumerate(loader):
-        first = first if first is not None else batch
+    for batch in loader:
+        first = batch if first is None else first
         sums += _weighted(net, to_device(batch, device), autocast, 1.0)
     for _ in range(len(loader), n_batches):  # padding (FSDP only)
         batch = first if first is not None else collate_windows([dataset[int(indices[0])]])

@@ -77,7 +77,7 @@ def _train(cfg: TrainConfig, dist: D.DistInfo, device_kind: str, overrides: list
         train_set = build_dataset(cfg.data, train=True) if "action" in cfg.sources else None
         normalizer = train_set.normalizer if train_set is not None else make_normalizer(cfg.data)
         val_set = build_dataset(cfg.data, train=False, normalizer=normalizer) if train_set is not None else None
-    stream = build_stream(cfg, dist, tc.batch_size, train_set, pin_memory=device.type == "cuda")
+        stream = build_stream(cfg, dist, tc.batch_size, train_set, pin_memory=device.type == "cuda")
     steps_per_epoch = max(stream.batches_per_epoch // accum, 1)
     total_steps = tc.max_steps or math.ceil(tc.max_epochs * steps_per_epoch)
     val_indices = validation_indices(len(val_set), tc.val_samples) if val_set is not None else None
