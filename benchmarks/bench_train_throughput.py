@@ -41,8 +41,7 @@ def train_config(data: Path, fmt: str, out: Path, args: argparse.Namespace):
     overrides = [
         "trainer=cpu", f"model={args.preset}", f"++model.backbone.tiny_size={size}", f"data.path={data}",
         f"data.format={fmt}", "data.val_split=training", f"output_dir={out}", "run_name=bench",
-        f"model.window_size={args.window}", f"data.window_size={args.window}",
-        f"model.fwd_pred_next_n={args.chunk}", f"data.fwd_pred_next_n={args.chunk}",
+        f"model.window_size={args.window}", f"model.fwd_pred_next_n={args.chunk}",  # the data follows the model
         f"trainer.batch_size={args.batch}", f"trainer.max_steps={args.steps}", f"trainer.log_every={args.warmup}",
         "trainer.val_every=0", "trainer.val_samples=8", f"trainer.ckpt_every={args.steps}", "trainer.progress=false",
         f"trainer.num_workers={args.workers}", f"trainer.precision={args.precision}", f"trainer.device={args.device}",

@@ -25,7 +25,7 @@ def test_every_config_group_composes_and_round_trips(dataset, tmp_path):
     (["model.backbone.tiny=tiny_gpt"], "unknown tiny preset 'tiny_gpt'"),
     (["model.backbone.tiny=null", "model.backbone.pretrained=./no/such/backbone"], "folder ./no/such/backbone does not exist"),
     (["data.path=/no/such/dataset"], "data.path: dataset folder /no/such/dataset does not exist"),
-    (["model.window_size=5"], "model.window_size=5 differs from data.window_size=4"),
+    (["data.window_size=5"], "model.window_size=4 differs from data.window_size=5"),
     (["data.use_proprio=false"], "model.use_proprio=true needs data.use_proprio=true"),
     (["trainer.precision=fp16"], "fp16 needs a GPU"),
     (["trainer.device=cuda"], "CUDA is not available"),
@@ -57,7 +57,7 @@ def test_window_longer_than_a_segment_fails_before_the_model_is_built(dataset, t
 
     monkeypatch.setattr(model_module.VLAModel, "build", no_model)
     with pytest.raises(ConfigError, match=r"window_size=13 is longer than 1 of 4 annotated segments"):
-        train_here(dataset, tmp_path / "run", "model.window_size=13", "data.window_size=13")
+        train_here(dataset, tmp_path / "run", "model.window_size=13")  # the data's window follows the model's
     assert not (tmp_path / "run").exists()
 
 

@@ -32,7 +32,7 @@ TINY = [
     "trainer=cpu",
     "++model.backbone.tiny_size={hidden:64,vision_hidden:32,image_size:32,layers:1,vision_layers:1}",
     "model.head.hidden_size=32", "model.head.num_layers=1",
-    "model.window_size=4", "data.window_size=4", "model.fwd_pred_next_n=2", "data.fwd_pred_next_n=2",
+    "model.window_size=4", "model.fwd_pred_next_n=2",  # the data's windows follow (configs/train.yaml)
     "data.augment=false", "trainer.num_workers=0", "trainer.progress=false", "trainer.log_every=1",
     "trainer.val_samples=16", "optim.lr=1e-3", "optim.warmup_epochs=0", "optim.warmup_steps=2",
 ]

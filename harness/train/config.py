@@ -74,7 +74,8 @@ class OptimConfig:
             raise ValueError(f"optim.warmup_steps and warmup_epochs must be >= 0, got {self.warmup_steps}, {self.warmup_epochs}")
         if self.warmup_steps and self.warmup_epochs:
             raise ValueError("set optim.warmup_steps or optim.warmup_epochs, not both "
-                             f"(got {self.warmup_steps} steps and {self.warmup_epochs} epochs)")
+                             f"(got {self.warmup_steps} steps and {self.warmup_epochs} epochs; e.g. "
+                             "optim.warmup_epochs=0 to warm up over steps)")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
