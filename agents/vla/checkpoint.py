@@ -64,11 +64,16 @@ def unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(path: str | Path, model: VLAModel, normalizer: ActionNormalizer,
-                    extra_config: dict[str, Any] | None = None) -> Path:
-    """Write the checkpoint folder; `extra_config` (e.g. the resolved data/train config) joins config.yaml."""
+                    extra_config: dict[str, Any] | None = None,
+                    state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the checkpoint folder; `extra_config` (e.g. the resolved data/train config) joins config.yaml.
+
+    `state_dict`: the weights to write instead of the model's own, keyed as `unique_state_dict(model)`
+    (a trainer passes the full weights gathered from FSDP shards)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in unique_state_dict(model).items()}
+    weights = unique_state_dict(model) if state_dict is None else state_dict
+    tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
     save_file(tensors, str(path / WEIGHTS), metadata=_metadata(model))
     config = {"model": model.cfg.to_dict(), "normalizer": normalizer.to_dict(), **(extra_config or {})}
     (path / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
@@ -108,12 +113,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
             raise _fail(path, f"different normalisation: {NORMALIZER} holds {normalizer.to_dict()} but the "
                               f"model was trained with {recorded.to_dict()} ({CONFIG}: normalizer)")
 
-    try:
-        with safe_open(str(path / WEIGHTS), framework="pt") as f:
-            meta = f.metadata() or {}
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as err:  # safetensors raises its own error types for truncated/garbled files
-        raise _fail(path, f"cannot read {WEIGHTS} (corrupted or not safetensors): {err}") from err
+    meta, _ = read_weights_header(path)
     for key, want in (("format", FORMAT), ("family", cfg.backbone.family), ("head", cfg.head.type),
                       ("history", cfg.history), ("finetune", cfg.finetune.mode)):
         if meta.get(key) != want:
@@ -128,7 +128,27 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
             raise _fail(path, f"tokenizer mismatch: {key} is {_metadata(model)[key]!r} with processor/ but the "
                               f"weights were trained with {meta.get(key)!r}")
     _check_tokenizer(path, model)
+    load_weights(model, path, f"the model built from {CONFIG}")
+    model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+    model.eval()
+    return Checkpoint(model, normalizer, config, path)
 
+
+def read_weights_header(path: str | Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+    """(metadata, {key: shape}) of the checkpoint folder's model.safetensors, without reading the tensors."""
+    path = Path(path)
+    try:
+        with safe_open(str(path / WEIGHTS), framework="pt") as f:
+            return f.metadata() or {}, {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as err:  # safetensors raises its own error types for truncated/garbled files
+        raise _fail(path, f"cannot read {WEIGHTS} (corrupted or not safetensors): {err}") from err
+
+
+def load_weights(model: torch.nn.Module, path: str | Path, target: str = "the model") -> None:
+    """Load the folder's model.safetensors into `model` after checking that every key and shape matches
+    `unique_state_dict(model)` (tied tensors are stored once); a mismatch is a ValueError naming it."""
+    path = Path(path)
+    _, shapes = read_weights_header(path)
     expected = {k: tuple(v.shape) for k, v in unique_state_dict(model).items()}
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
@@ -141,15 +161,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     if reshaped:
         problems.append(f"shape mismatch (file vs model): {_listing(reshaped)}")
     if problems:
-        raise _fail(path, f"weights do not match the model built from {CONFIG}: " + "; ".join(problems))
+        raise _fail(path, f"weights do not match {target}: " + "; ".join(problems))
 
     result = model.load_state_dict(load_file(str(path / WEIGHTS)), strict=False)
     tied = [k for k in result.missing_keys if k not in expected]  # aliases of tensors stored once
     if len(tied) != len(result.missing_keys):
         raise _fail(path, f"weights not loaded: {_listing([k for k in result.missing_keys if k in expected])}")
-    model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
-    model.eval()
-    return Checkpoint(model, normalizer, config, path)
 
 
 def _check_tokenizer(path: Path, model: VLAModel) -> None:

@@ -1,0 +1,36 @@
+"""The training loop: a VLM + a CALVIN-format dataset -> a VLA checkpoint (docs/TRAINING.md).
+
+    python -m harness.train [hydra overrides]                    # or scripts/train.sh
+    torchrun --nproc_per_node N -m harness.train [overrides]     # DDP / FSDP, one or many nodes
+
+    from harness.train import TrainConfig, train
+    summary = train(TrainConfig.from_dict(cfg))
+
+Modules:
+    config.py       dataclass configs mirroring configs/train.yaml's groups; check_config
+    trainer.py      train(): the loop, top to bottom
+    sources.py      named batch sources: the loss registry, the resumable action stream, the VL hook
+    optim.py        AdamW parameter groups, warmup + constant/cosine schedule
+    distributed.py  process group from torchrun, DDP / FSDP wrapping, JSON collectives
+    state.py        trainer state for exact resume (safetensors + JSON), RNG states
+    checkpoints.py  step folders, `last` and `best`, keep-last-k
+    callbacks.py    validation loss, rollout callback
+    metrics.py      metrics.jsonl + TensorBoard
+    sweep.py        a hydra multirun's results -> sweep.csv + sweep.md
+
+Names are exported lazily, so importing this package imports neither torch nor transformers.
+"""
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {"TrainConfig": "config", "check_config": "config", "train": "trainer", "write_sweep_table": "sweep"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'harness.train' has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+
+
+__all__ = sorted(_EXPORTS)

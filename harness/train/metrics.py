@@ -1,0 +1,64 @@
+"""Rank 0's record of a run: metrics.jsonl (one JSON object per logged step) and TensorBoard scalars.
+
+Every line of metrics.jsonl has `step` and the values logged at that step: training lines `loss`,
+`loss/<source>`, the action loss parts, `lr`, `grad_norm` (before clipping), `samples_per_s`, ...;
+validation lines `val/...`; rollout lines `rollout/...`. A resumed run first drops the lines after the
+step it resumes from (the killed run's steps that its checkpoint does not cover), so the file always
+describes the one trajectory that the checkpoints belong to; TensorBoard is told the same (`purge_step`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+METRICS = "metrics.jsonl"
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl (a torn last line, from a kill mid-write, is skipped)."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def _truncate(path: Path, after_step: int) -> None:
+    if path.exists():
+        kept = [r for r in read_metrics(path) if r["step"] <= after_step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: Path, enabled: bool, start_step: int):
+        self.enabled = enabled
+        self.path = run_dir / METRICS
+        self._file = None
+        self._tb = None
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        _truncate(self.path, start_step)
+        self._file = self.path.open("a")
+        self._tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
+
+    def log(self, step: int, values: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, **values}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self._tb.add_scalar(key if "/" in key else f"train/{key}", value, step)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._tb.close()

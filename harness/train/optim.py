@@ -1,0 +1,81 @@
+"""AdamW with decay and no-decay parameter groups, and the learning-rate schedule.
+
+No weight decay on norms, biases and embeddings: a parameter with fewer than 2 dimensions (biases, norm
+scales, CLIP's class embedding) or one held by an `nn.Embedding` (word and position embeddings) or by
+`AddedTokenEmbedding` (the [LRN]/[PROPRIO]/action-token table). Decaying those pulls them towards zero
+for no regularising benefit. A tied LM head is the word embedding, so it is not decayed either.
+
+Schedule: linear warmup from 0 over `warmup_steps` (or `warmup_epochs` x optimizer steps per epoch),
+then constant, or cosine from lr down to `min_lr_ratio * lr` at the last step. It is a LambdaLR whose
+factor is a pure function of the step, so its state is the step alone.
+"""
+
+from __future__ import annotations
+
+import math
+import torch
+from torch import nn
+
+from agents.vla.tokens import AddedTokenEmbedding
+from harness.train.config import OptimConfig
+
+NO_DECAY_MODULES = (nn.Embedding, AddedTokenEmbedding)
+
+
+def no_decay(module: nn.Module, param: nn.Parameter) -> bool:
+    return param.ndim < 2 or isinstance(module, NO_DECAY_MODULES) or "norm" in type(module).__name__.lower()
+
+
+def parameter_groups(model: nn.Module) -> tuple[list[str], list[str]]:
+    """Names of the trainable parameters with and without weight decay, in `named_parameters` order.
+
+    A parameter shared by several modules (tied weights) is listed once, under its first name, and is
+    without decay if any module holding it is an embedding."""
+    exempt: set[int] = set()
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            if no_decay(module, p):
+                exempt.add(id(p))
+    decay, keep = [], []
+    for name, p in model.named_parameters():  # named_parameters lists a shared parameter once
+        if p.requires_grad:
+            (keep if id(p) in exempt else decay).append(name)
+    return decay, keep
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW over `model`'s trainable parameters; each group records its parameter names (`names`)."""
+    decay, keep = parameter_groups(model)
+    params = dict(model.named_parameters())
+    groups = [
+        {"params": [params[n] for n in decay], "names": decay, "weight_decay": cfg.weight_decay},
+        {"params": [params[n] for n in keep], "names": keep, "weight_decay": 0.0},
+    ]
+    if not decay and not keep:
+        raise ValueError("the model has no trainable parameters (check model.finetune)")
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused)
+
+
+def warmup_steps(cfg: OptimConfig, steps_per_epoch: int) -> int:
+    return cfg.warmup_steps or int(round(cfg.warmup_epochs * steps_per_epoch))
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
+    """The lr multiplier used for optimizer step `step` (0-based)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    span = max(total - warmup - 1, 1)
+    progress = min((step - warmup) / span, 1.0)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = warmup_steps(cfg, steps_per_epoch)
+
+    def factor(step: int) -> float:
+        return lr_factor(step, warmup, total_steps, cfg.schedule, cfg.min_lr_ratio)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,255 @@
+"""Named batch sources: what the trainer draws micro-batches from, and how each kind of batch makes a loss.
+
+The trainer consumes one `BatchStream`, which yields `(source name, batch)` pairs and can save and restore
+its position (JSON). The loss of a pair is dispatched on the source name through `LOSSES`:
+
+    action -> model(batch)                                       (docs/ARCHITECTURE.md's training batch)
+    vl     -> model.vl_loss(batch["images"], batch["prompts"], batch["answers"])   (co-training)
+
+Stage 2 with only `sources.action` trains on `ActionStream`. Several sources (stage 2 + vision-language
+co-training, or stage 1's `vl` alone) come from streams registered in `STREAMS` by the module that provides
+that data, mixed by the `MIXER` it registers (`register_stream`, `register_mixer`); the source's
+`ratio` and `options` in the config are theirs to read, its `weight` scales its loss here.
+
+Data order is a pure function of (seed, epoch, position), whatever the number of ranks:
+`ResumableDistributedSampler` is torch's DistributedSampler (seeded permutation per epoch, rank r takes
+every world-th index) that can start part-way through an epoch, and `EpochSeeded` makes the random-shift
+augmentation of window i in epoch e depend on (seed, e, i) only. So a run resumed after a kill, a run on
+2 ranks with half the batch, and a run with 4x accumulation all see the same samples with the same
+augmentation as the plain run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from harness.data.windows import collate_windows
+
+if TYPE_CHECKING:
+    from harness.eval.distributed import DistInfo
+    from harness.train.config import TrainConfig
+
+Batch = Any
+
+
+# ----------------------------------------------------------------------------------------- losses
+@dataclass(frozen=True)
+class SourceLoss:
+    """How a batch of one source becomes a loss.
+
+    loss(model, batch) -> {"loss": scalar tensor, other scalar tensors to log}: a mean over the batch's items;
+    count(batch) -> how many items that mean is over, so micro-batches and ranks combine into the mean
+    over the whole global batch (not a mean of means)."""
+
+    loss: Callable[[nn.Module, Batch], dict[str, torch.Tensor]]
+    count: Callable[[Batch], int]
+
+
+def _action_loss(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+    return model(batch)
+
+
+def _action_count(batch: Batch) -> int:
+    return int(batch["action_mask"].sum())  # the action losses are means over unmasked (frame, step)s
+
+
+def _vl_loss(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+    images = batch["images"]
+    images = [images] if isinstance(images, torch.Tensor) else list(images)  # one camera, or one tensor per image slot
+    return {"loss": model.vl_loss(images, list(batch["prompts"]), list(batch["answers"]))}
+
+
+def _vl_count(batch: Batch) -> int:
+    # vl_loss averages over answer tokens; counting samples weighs micro-batches by samples (a mixer can
+    # register a token count instead)
+    return len(batch["prompts"])
+
+
+LOSSES: dict[str, SourceLoss] = {"action": SourceLoss(_action_loss, _action_count), "vl": SourceLoss(_vl_loss, _vl_count)}
+
+
+class SourceLosses(nn.Module):
+    """The model behind one `forward(source, batch)` for every source.
+
+    DDP and FSDP act on forward calls: wrapping this module (not the VLAModel) makes a vision-language
+    batch's `vl_loss` a forward too, so its gradients are synchronised like the action loss's."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, source: str, batch: Batch) -> dict[str, torch.Tensor]:
+        return LOSSES[source].loss(self.model, batch)
+
+
+# ----------------------------------------------------------------------------------------- streams
+class BatchStream(Protocol):
+    """Yields (source name, batch) forever; its position is JSON and restores exactly."""
+
+    batches_per_epoch: int  # micro-batches of the action data per epoch, per rank (defines `epoch`)
+
+    def __next__(self) -> tuple[str, Batch]: ...
+
+    @property
+    def epoch(self) -> float:
+        """Epochs of the action data consumed (fractional)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+class ResumableDistributedSampler(DistributedSampler):
+    """torch's DistributedSampler that can start `start` samples into this rank's share of the epoch.
+
+    drop_last=True: every rank gets floor(n / world) samples, so a global batch of B x world on N ranks
+    covers the same samples as a batch of B x world on one."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, shuffle: bool = True):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
+        self.start = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().__iter__())[self.start:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+class EpochSeeded(Dataset):
+    """Items whose randomness (the window augmentation) is seeded by (seed, epoch, index).
+
+    WindowDataset draws its random shift from torch's global RNG; here each item is produced under its own
+    seed and the caller's RNG state is put back, so items do not depend on which rank, worker or resumed
+    run reads them, and reading one does not disturb the training RNG. `epoch` is set before each epoch's
+    DataLoader iterator is made (worker processes receive a copy then: persistent_workers must stay off)."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        seed = int(np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1)[0])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+class ActionStream:
+    """The action windows of one rank: DataLoader + ResumableDistributedSampler, epoch after epoch."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, dist: "DistInfo", seed: int, num_workers: int = 0,
+                 pin_memory: bool = False):
+        self.items = EpochSeeded(dataset, seed)
+        self.sampler = ResumableDistributedSampler(self.items, dist.world_size, dist.rank, seed)
+        self.batch_size = batch_size
+        self.batches_per_epoch = self.sampler.num_samples // batch_size
+        if self.batches_per_epoch == 0:
+            raise ValueError(f"the training data has {len(dataset)} windows: fewer than one global batch "
+                             f"({batch_size} x {dist.world_size} ranks); lower trainer.batch_size")
+        self.loader = DataLoader(
+            self.items, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
+            collate_fn=collate_windows, drop_last=True, pin_memory=pin_memory, persistent_workers=False,
+            generator=torch.Generator(),  # the loader's own base seed: creating an iterator leaves torch's RNG alone
+        )
+        self._epoch, self._batch = 0, 0  # position: batches of this epoch already handed out
+        self._it: Iterator[Batch] | None = None
+
+    def __iter__(self) -> "ActionStream":
+        return self
+
+    def __next__(self) -> tuple[str, Batch]:
+        if self._batch >= self.batches_per_epoch:
+            self._epoch, self._batch, self._it = self._epoch + 1, 0, None
+        if self._it is None:
+            self.sampler.set_epoch(self._epoch)
+            self.sampler.start = self._batch * self.batch_size
+            self.items.epoch = self._epoch
+            self._it = iter(self.loader)
+        batch = next(self._it)
+        self._batch += 1
+        return "action", batch
+
+    @property
+    def epoch(self) -> float:
+        return self._epoch + self._batch / self.batches_per_epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self._epoch, "batch": self._batch, "seed": self.items.seed, "batch_size": self.batch_size,
+                "world_size": self.sampler.num_replicas, "windows": len(self.items)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        mine = self.state_dict()
+        for key in ("seed", "windows"):
+            if state[key] != mine[key]:
+                raise ValueError(f"cannot resume the data position: the checkpoint's {key} is {state[key]}, this run's "
+                                 f"{mine[key]} (same seed and dataset needed)")
+        # the position in global batches carries over to another world size with the same global batch
+        saved_global, global_now = state["batch_size"] * state["world_size"], self.batch_size * self.sampler.num_replicas
+        if saved_global != global_now:
+            raise ValueError(f"cannot resume the data position: the checkpoint's global micro-batch is {saved_global} "
+                             f"(batch_size x world size), this run's {global_now}")
+        self._epoch, self._batch, self._it = int(state["epoch"]), int(state["batch"]), None
+
+
+# ----------------------------------------------------------------------------------------- registry
+StreamBuilder = Callable[["TrainConfig", "DistInfo", int], BatchStream]  # (config, ranks, batch size) -> stream
+Mixer = Callable[[dict[str, BatchStream], dict[str, float], int], BatchStream]  # (streams, ratios, seed) -> stream
+
+STREAMS: dict[str, StreamBuilder] = {}
+MIXER: list[Mixer] = []  # at most one, registered by the module that brings a second source
+
+
+def register_stream(name: str, builder: StreamBuilder, loss: SourceLoss | None = None) -> None:
+    """Make source `name` available to configs (`sources.<name>`); `loss` if it is not in LOSSES yet."""
+    STREAMS[name] = builder
+    if loss is not None:
+        LOSSES[name] = loss
+
+
+def register_mixer(mixer: Mixer) -> None:
+    MIXER[:] = [mixer]
+
+
+def check_sources(cfg: "TrainConfig") -> None:
+    names = set(cfg.sources)
+    if cfg.stage == 1 and names != {"vl"}:
+        raise ValueError(f"stage 1 trains on vision-language data only: sources must be just `vl`, got {sorted(names)}")
+    if cfg.stage == 2 and "action" not in names:
+        raise ValueError(f"stage 2 trains on actions: sources must include `action`, got {sorted(names)}")
+    for name in sorted(names):
+        if name not in LOSSES:
+            raise ValueError(f"sources.{name}: no loss for this source; known: {sorted(LOSSES)}")
+        if name != "action" and name not in STREAMS:
+            raise ValueError(f"sources.{name}: no data stream is registered for it (harness.train.sources."
+                             "register_stream; the vision-language co-training module provides `vl`)")
+    if len(names) > 1 and not MIXER:
+        raise ValueError(f"sources {sorted(names)}: mixing several sources needs a mixer "
+                         "(harness.train.sources.register_mixer)")
+
+
+def build_stream(cfg: "TrainConfig", dist: "DistInfo", batch_size: int, action_data: Dataset | None,
+                 pin_memory: bool = False) -> BatchStream:
+    """The configured sources as one stream (each source's own stream when there is only one)."""
+    streams: dict[str, BatchStream] = {}
+    for name in cfg.sources:
+        if name == "action":
+            assert action_data is not None
+            streams[name] = ActionStream(action_data, batch_size, dist, cfg.trainer.seed, cfg.trainer.num_workers,
+                                         pin_memory)
+        else:
+            streams[name] = STREAMS[name](cfg, dist, batch_size)
+    if len(streams) == 1:
+        return next(iter(streams.values()))
+    return MIXER[0](streams, {n: s.ratio for n, s in cfg.sources.items()}, cfg.trainer.seed)

@@ -1,0 +1,136 @@
+"""A sweep's table: each run's swept settings, final validation loss and rollout score, the best run named.
+
+    python -m harness.train.sweep runs/sweep/<name>        # writes sweep.csv and sweep.md there
+
+A hydra multirun of `harness.train` writes it by itself when the last job ends (`SweepTableCallback`,
+configured in configs/train.yaml). Runs are the folders below the sweep folder with a summary.json; a run
+that has none (failed, or still running) is listed with its status. The best run has the lowest final
+validation loss, or the highest rollout score when the runs ranked checkpoints by rollouts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+CSV, MARKDOWN = "sweep.csv", "sweep.md"
+
+
+def _overrides(run: Path, summary: dict[str, Any] | None) -> list[str]:
+    if summary is not None:
+        return list(summary.get("overrides") or [])
+    path = run / ".hydra" / "overrides.yaml"
+    if path.is_file():
+        import yaml
+
+        return list(yaml.safe_load(path.read_text()) or [])
+    return []
+
+
+def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per run folder (those with a summary.json or a .hydra folder), in job order."""
+    rows = []
+    folders = [p for p in Path(sweep_dir).iterdir() if p.is_dir() and ((p / "summary.json").is_file() or (p / ".hydra").is_dir())]
+    for run in sorted(folders, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)):
+        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else None
+        rows.append({
+            "run": run.name,
+            "overrides": dict(o.split("=", 1) for o in _overrides(run, summary) if "=" in o),
+            "status": "done" if summary is not None else "no summary (failed or running)",
+            "steps": summary["steps"] if summary else None,
+            "val_loss": summary.get("val_loss") if summary else None,
+            "rollout_score": (summary.get("rollout") or {}).get("rollout/score") if summary else None,
+            "best_metric": (summary.get("best") or {}).get("metric") if summary else None,
+            "samples_per_s": summary.get("samples_per_s") if summary else None,
+        })
+    return rows
+
+
+def best_run(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Highest rollout score if the runs were ranked by rollouts, else lowest validation loss."""
+    def usable(v: Any) -> bool:
+        return v is not None and math.isfinite(v)
+
+    by_rollout = [r for r in rows if r["best_metric"] == "rollout_success" and usable(r["rollout_score"])]
+    if by_rollout:
+        return max(by_rollout, key=lambda r: r["rollout_score"])
+    by_loss = [r for r in rows if usable(r["val_loss"])]
+    return min(by_loss, key=lambda r: r["val_loss"]) if by_loss else None
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
+    """The override keys whose values differ between the runs (the sweep's axes), in first-seen order."""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r["overrides"] if k not in keys]
+    return [k for k in keys if len({r["overrides"].get(k) for r in rows}) > 1]
+
+
+def write_sweep_table(sweep_dir: str | Path) -> Path:
+    """Write sweep.csv and sweep.md in `sweep_dir`; returns the Markdown file."""
+    sweep_dir = Path(sweep_dir)
+    rows = collect(sweep_dir)
+    best = best_run(rows)
+    axes = swept_keys(rows)
+    metrics = ["status", "steps", "val_loss", "rollout_score", "samples_per_s"]
+    with (sweep_dir / CSV).open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", *axes, *metrics, "best"])
+        for r in rows:
+            writer.writerow([r["run"], *(r["overrides"].get(k, "") for k in axes), *(r[c] for c in metrics), r is best])
+    lines = [f"# Sweep {sweep_dir}", ""]
+    if best is not None:
+        metric = "rollout score" if best["best_metric"] == "rollout_success" and best["rollout_score"] is not None else "val loss"
+        value = best["rollout_score"] if metric == "rollout score" else best["val_loss"]
+        setting = " ".join(f"{k}={best['overrides'].get(k, '-')}" for k in axes)
+        lines += [f"Best run: **{best['run']}** (`{setting}`), {metric} {_fmt(value)}", ""]
+    else:
+        lines += ["Best run: none (no run finished with a validation loss)", ""]
+    columns = ["run", *axes, *metrics]
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        cells = [r["run"], *(r["overrides"].get(k, "-") for k in axes), *(_fmt(r[c]) for c in metrics)]
+        if r is best:
+            cells[0] = f"**{cells[0]}**"
+        lines.append("| " + " | ".join(cells) + " |")
+    path = sweep_dir / MARKDOWN
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class SweepTableCallback(Callback):
+    """Hydra callback: the sweep table when a multirun ends."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.is_dir() and int(os.environ.get("RANK", "0")) == 0:  # under torchrun: rank 0 writes
+            print(f"sweep table: {write_sweep_table(sweep_dir)}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Collect a training multirun's results into sweep.csv and sweep.md")
+    parser.add_argument("sweep_dir", type=Path)
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        parser.error(f"{args.sweep_dir} is not a folder")
+    path = write_sweep_table(args.sweep_dir)
+    print(path.read_text(), end="")
+
+
+if __name__ == "__main__":
+    main()

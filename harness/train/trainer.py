@@ -1,0 +1,388 @@
+"""The training loop: a VLM and a CALVIN-format dataset in, a VLA checkpoint out. Read it top to bottom.
+
+    from harness.train import TrainConfig, train
+    summary = train(TrainConfig.from_dict(resolved_hydra_config))
+
+`train` checks the config, joins the ranks (if torchrun started it), opens the data, builds the model
+(from `init_from`'s weights or the last checkpoint when resuming), wraps it (DDP / FSDP), and then, per
+optimizer step: draws `accum` micro-batches of named sources, runs each source's loss with its weight,
+reduces the gradients, logs the norm before clipping, clips, steps AdamW, the GradScaler and the
+schedule; logs, validates, saves and rolls out on their intervals. See docs/TRAINING.md.
+
+Micro-batch losses are means over their items (e.g. unmasked action slots); each is scaled by its share
+of the items of the whole global batch (all micro-batches on all ranks), so the step's gradient is the
+gradient of the mean over the global batch, whatever the split into ranks and micro-batches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+from agents.vla.checkpoint import load_weights, save_checkpoint, unique_state_dict
+from agents.vla.finetune import freeze_unreached
+from agents.vla.model import VLAModel
+from harness.data.config import build_dataset, make_normalizer
+from harness.data.normalization import ActionNormalizer
+from harness.data.windows import collate_windows
+from harness.train import distributed as D
+from harness.train.callbacks import rollout, to_device, validate, validation_indices
+from harness.train.checkpoints import Checkpoints, step_name
+from harness.train.config import TrainConfig, check_config, config_errors, resolve_device
+from harness.train.metrics import MetricsLogger
+from harness.train.optim import build_optimizer, build_scheduler
+from harness.train.sources import LOSSES, EpochSeeded, SourceLosses, build_stream
+from harness.train.state import (full_weights, load_optimizer_state, load_trainer_state, optimizer_state,
+                                 record_best, rng_state, save_trainer_state, seed_all, set_rng_state)
+
+ACTION_PARTS = ("loss_arm", "loss_gripper", "acc_gripper")
+SUMMARY = "summary.json"
+
+
+def train(cfg: TrainConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train as configured; returns the run summary (rank 0; {} on the other ranks). Resumable."""
+    with config_errors():
+        check_config(cfg)
+    device_kind = resolve_device(cfg.trainer)
+    dist = D.setup(device_kind, cfg.trainer.dist_timeout_s)
+    try:
+        # every rank runs rank 0's resolved config (run folder names with a timestamp, env variables)
+        cfg = TrainConfig.from_dict(D.broadcast_json(cfg.to_dict(), dist))
+        return _train(cfg, dist, device_kind, overrides or [])
+    finally:
+        D.shutdown(dist)
+
+
+def _train(cfg: TrainConfig, dist: D.DistInfo, device_kind: str, overrides: list[str]) -> dict[str, Any]:
+    tc = cfg.trainer
+    device = torch.device(D.rank_device(device_kind, dist))  # under torchrun, "cuda" is this rank's GPU
+    run_dir = Path(cfg.output_dir)
+    ckpts = Checkpoints(run_dir / "checkpoints", tc.keep_last)
+
+    # ---- what is known before any work: the schedule of batches, where to resume from, the data
+    with config_errors():
+        accum = tc.accumulation(dist.world_size)
+        resume_from = _resume_point(cfg, ckpts, dist)
+        # opening the datasets reads the annotations only, and checks the window against every segment
+        train_set = build_dataset(cfg.data, train=True) if "action" in cfg.sources else None
+        normalizer = train_set.normalizer if train_set is not None else make_normalizer(cfg.data)
+        val_set = build_dataset(cfg.data, train=False, normalizer=normalizer) if train_set is not None else None
+        stream = build_stream(cfg, dist, tc.batch_size, train_set, pin_memory=device.type == "cuda")
+    steps_per_epoch = max(stream.batches_per_epoch // accum, 1)
+    total_steps = tc.max_steps or math.ceil(tc.max_epochs * steps_per_epoch)
+    val_indices = validation_indices(len(val_set), tc.val_samples) if val_set is not None else None
+
+    # ---- the model: the same initial weights on every rank
+    seed_all(tc.seed)
+    model = VLAModel.build(cfg.model, verbose=dist.is_main)
+    if resume_from is not None:
+        load_weights(model, resume_from, "this run's model")
+    elif cfg.init_from is not None:
+        load_weights(model, Path(cfg.init_from), "this run's model (init_from loads weights only)")
+    weight_names = list(unique_state_dict(model))
+    sharded = tc.strategy == "fsdp" and dist.active
+    if not sharded:
+        model.to(device)
+    if set(cfg.sources) == {"action"} and not sharded:
+        # DDP needs a gradient for every trainable parameter; done in one process too, so that runs on any
+        # number of ranks have the same optimizer groups (unreached parameters never change either way)
+        probe = collate_windows([EpochSeeded(train_set, tc.seed)[0]])
+        frozen = freeze_unreached(model, to_device(probe, device))
+        if frozen and dist.is_main:
+            print(f"frozen (the action loss never reaches them): {', '.join(frozen)}")
+    net = D.wrap(SourceLosses(model), dist, tc.strategy, device, find_unused=len(cfg.sources) > 1)
+    optimizer = build_optimizer(model, cfg.optim, fused=True if device.type == "cuda" and not sharded else None)
+    scheduler = build_scheduler(optimizer, cfg.optim, total_steps, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    # ---- resume: optimizer, schedule, scaler, data position, RNG states; else per-rank randomness
+    step, best = 0, None
+    if resume_from is not None:
+        step, best = _restore(resume_from, optimizer, net, sharded, scheduler, scaler, stream, dist, tc.seed)
+    else:
+        seed_all(tc.seed + dist.rank)  # dropout differs per rank; data order and augmentation are seeded apart
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump({**cfg.to_dict(), "overrides": overrides}, sort_keys=False))
+        print(f"run {run_dir}: {dist.world_size} rank(s) x batch {tc.batch_size} x {accum} accumulation = "
+              f"{tc.batch_size * accum * dist.world_size} per step; {steps_per_epoch} steps/epoch; "
+              f"{total_steps} steps" + (f"; resuming after step {step} from {resume_from}" if resume_from else ""),
+              flush=True)
+    if step >= total_steps and (run_dir / SUMMARY).is_file():  # finished before: nothing to do
+        return json.loads((run_dir / SUMMARY).read_text()) if dist.is_main else {}
+    logger = MetricsLogger(run_dir, dist.is_main, step)
+    save = _Saver(cfg, ckpts, model, net, normalizer, optimizer, scheduler, scaler, stream, dist, sharded,
+                  weight_names, total_steps)
+    autocast = _autocast(tc.precision, device)
+    bar = tqdm(total=total_steps, initial=step, desc=cfg.run_name, unit="step", dynamic_ncols=True,
+               disable=not (tc.progress and dist.is_main))
+    sources = sorted(cfg.sources)
+    val_metrics: dict[str, float] = {}
+    rollout_metrics: dict[str, float] = {}
+    timer = _Timer()
+
+    # ---- the loop
+    while step < total_steps:
+        timer.start()
+        group = [next(stream) for _ in range(accum)]
+        timer.data_ready()
+        counts = [LOSSES[source].count(batch) for source, batch in group]  # items each micro-batch's loss averages
+        totals = _global_counts(group, counts, sources, dist)  # ... and per source in the whole global batch
+        sums = torch.zeros(len(sources) + len(ACTION_PARTS), dtype=torch.float64, device=device)  # for logging
+        net.train()
+        for i, ((source, batch), n) in enumerate(zip(group, counts)):
+            batch = to_device(batch, device)
+            with D.no_grad_sync(net, skip=i < accum - 1):
+                with autocast:
+                    out = net(source, batch)
+                share = n * dist.world_size / totals[source]  # DDP/FSDP average the ranks' gradients
+                scaler.scale(out["loss"] * (cfg.sources[source].weight * share)).backward()
+            _add_parts(sums, out, sources.index(source), len(sources) if source == "action" else None, n)
+        scaler.unscale_(optimizer)
+        grad_norm = _clip(params, tc.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        step += 1
+        timer.stop(sum(_batch_len(b) for _, b in group) * dist.world_size)
+        bar.update(1)
+
+        last = step == total_steps
+        if step % tc.log_every == 0 or last:
+            record = _train_record(D.all_reduce_sum(sums, dist), totals, cfg, sources, lr, grad_norm, scaler,
+                                   stream.epoch)
+            record.update(timer.report())
+            logger.log(step, record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
+        score = None
+        if val_set is not None and ((tc.val_every and step % tc.val_every == 0) or last):
+            val_metrics = validate(D.for_evaluation(net), val_set, val_indices, tc.batch_size, tc.num_workers, dist,
+                                   device, autocast, pad_batches=sharded)
+            logger.log(step, val_metrics)
+            score = val_metrics.get("val/loss") if tc.best_metric == "val_loss" else None
+        rollout_due = cfg.eval.enabled and (step % cfg.eval.every == 0 or last)
+        saved = step % tc.ckpt_every == 0 or last
+        folder = save(step, best) if saved else None  # the folder on rank 0, None on the others
+        if rollout_due:
+            rollout_metrics = D.broadcast_json(
+                _rollout(cfg, model, normalizer, run_dir, step, folder if sharded else None) if dist.is_main else None,
+                dist)
+            logger.log(step, rollout_metrics)
+            score = rollout_metrics["rollout/score"] if tc.best_metric == "rollout_success" else score
+        if score is not None and _improves(score, best, tc.best_metric):  # the same decision on every rank
+            best = {"metric": tc.best_metric, "value": score, "step": step}
+            if not saved:
+                folder = save(step, best)
+            save.mark_best(folder, best)
+    bar.close()
+    logger.close()
+
+    summary = {
+        "run_name": cfg.run_name, "output_dir": str(run_dir), "overrides": overrides, "steps": step,
+        "epochs": round(stream.epoch, 4), "val_loss": val_metrics.get("val/loss"), "val": val_metrics,
+        "rollout": rollout_metrics, "best": best, "samples_per_s": timer.mean_rate(),
+        "last_checkpoint": str(ckpts.root / "last"), "best_checkpoint": str(ckpts.root / "best") if best else None,
+    }
+    if dist.is_main:
+        (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary if dist.is_main else {}
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def _resume_point(cfg: TrainConfig, ckpts: Checkpoints, dist: D.DistInfo) -> Path | None:
+    """The checkpoint to resume from (rank 0 decides; the folder must be visible to every rank)."""
+    if cfg.resume not in ("auto", "never"):
+        return Path(cfg.resume)
+    latest = D.broadcast_json(str(ckpts.latest()) if ckpts.latest() else None, dist)
+    if cfg.resume == "never" and latest is not None:
+        raise ValueError(f"{cfg.output_dir} already has checkpoints (last: {latest}); resume=auto continues that run, "
+                         "or choose another run_name / output_dir")
+    return Path(latest) if latest else None
+
+
+def _restore(folder: Path, optimizer: torch.optim.Optimizer, net: nn.Module, sharded: bool, scheduler: Any,
+             scaler: torch.amp.GradScaler, stream: Any, dist: D.DistInfo, seed: int) -> tuple[int, dict | None]:
+    meta, named = load_trainer_state(folder)
+    load_optimizer_state(optimizer, net, named, sharded, folder)
+    scheduler.load_state_dict(meta["scheduler"])
+    if meta["scaler"]:
+        scaler.load_state_dict(meta["scaler"])
+    stream.load_state_dict(meta["data"])
+    rngs = meta["rng"]
+    if len(rngs) == dist.world_size:
+        set_rng_state(rngs[dist.rank])
+    else:  # another number of ranks: data order is unaffected, per-rank randomness (dropout) starts afresh
+        if dist.is_main:
+            print(f"resuming with {dist.world_size} rank(s) instead of {len(rngs)}: RNG states re-seeded")
+        seed_all(seed + dist.rank + 1_000_003 * meta["step"])
+    return int(meta["step"]), meta.get("best")
+
+
+@dataclass
+class _Saver:
+    """Writes a checkpoint of the current state (collective: every rank calls it; rank 0 writes)."""
+
+    cfg: TrainConfig
+    ckpts: Checkpoints
+    model: VLAModel
+    net: nn.Module
+    normalizer: ActionNormalizer
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    stream: Any
+    dist: D.DistInfo
+    sharded: bool
+    weight_names: list[str]
+    total_steps: int
+
+    def __call__(self, step: int, best: dict | None) -> Path | None:
+        weights = full_weights(self.net, self.weight_names) if self.sharded else None
+        optim = optimizer_state(self.optimizer, self.net, self.sharded) if (self.sharded or self.dist.is_main) else None
+        rngs = D.gather_json(rng_state(), self.dist)
+        prints = D.rank_fingerprints(self.model, self.dist, self.sharded)
+        if prints is not None and len(set(prints)) > 1:
+            raise RuntimeError(f"step {step}: the ranks' weights differ (fingerprints {prints})")
+        folder = None
+        if self.dist.is_main:
+            meta = {"step": step, "total_steps": self.total_steps, "data": self.stream.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rngs,
+                    "best": best, "world_size": self.dist.world_size, "rank_fingerprints": prints}
+            extra = {"data": self.cfg.data.to_dict(), "train": _train_section(self.cfg), "step": step}
+
+            def write(d: Path) -> None:
+                save_checkpoint(d, self.model, self.normalizer, extra, state_dict=weights)
+                save_trainer_state(d, meta, optim)
+
+            folder = self.ckpts.save(step, write)
+        D.barrier(self.dist)
+        return folder
+
+    def mark_best(self, folder: Path | None, best: dict) -> None:
+        if self.dist.is_main and folder is not None:
+            record_best(folder, best)
+            self.ckpts.link_best(folder)
+
+
+def _train_section(cfg: TrainConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    return {k: d[k] for k in ("stage", "sources", "optim", "trainer", "init_from")}
+
+
+def _rollout(cfg: TrainConfig, model: VLAModel, normalizer: ActionNormalizer, run_dir: Path, step: int,
+             checkpoint: Path | None) -> dict[str, float]:
+    out = run_dir / "rollouts" / step_name(step) if cfg.eval.output else None
+    return rollout(model, normalizer, cfg.eval, out, checkpoint)
+
+
+def _improves(score: float, best: dict | None, metric: str) -> bool:
+    if best is None:
+        return True
+    return score < best["value"] if metric == "val_loss" else score > best["value"]
+
+
+def _autocast(precision: str, device: torch.device) -> Any:
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def _clip(params: list[nn.Parameter], max_norm: float) -> float:
+    """The global gradient norm before clipping; clips to max_norm unless it is 0."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+    if max_norm > 0 and grads:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    if hasattr(norm, "full_tensor"):  # FSDP: a DTensor
+        norm = norm.full_tensor()
+    return float(norm)
+
+
+def _global_counts(group: list[tuple[str, Any]], counts: list[int], sources: list[str],
+                   dist: D.DistInfo) -> dict[str, float]:
+    local = torch.zeros(len(sources), dtype=torch.float64)
+    for (source, _), n in zip(group, counts):
+        local[sources.index(source)] += n
+    total = D.all_reduce_sum(local, dist)
+    return {s: float(total[i]) for i, s in enumerate(sources)}
+
+
+def _add_parts(sums: torch.Tensor, out: dict[str, torch.Tensor], index: int, parts_at: int | None, n: int) -> None:
+    """Add the micro-batch's loss (and action parts, at `parts_at`) times its item count; no host sync."""
+    sums[index] += out["loss"].detach().double() * n
+    if parts_at is not None:
+        for j, key in enumerate(ACTION_PARTS):
+            sums[parts_at + j] += out[key].detach().double() * n
+
+
+def _train_record(sums: torch.Tensor, counts: dict[str, float], cfg: TrainConfig, sources: list[str], lr: float,
+                  grad_norm: float, scaler: torch.amp.GradScaler, epoch: float) -> dict[str, Any]:
+    record: dict[str, Any] = {"epoch": round(epoch, 5), "lr": lr}
+    total = 0.0
+    for i, s in enumerate(sources):
+        value = float(sums[i]) / counts[s] if counts[s] else float("nan")
+        record[f"loss/{s}"] = value
+        total += cfg.sources[s].weight * value if counts[s] else 0.0
+    record["loss"] = total
+    if counts.get("action"):
+        for j, key in enumerate(ACTION_PARTS):
+            record[key] = float(sums[len(sources) + j]) / counts["action"]
+    record["grad_norm"] = grad_norm
+    record["clipped"] = bool(cfg.trainer.max_grad_norm and grad_norm > cfg.trainer.max_grad_norm)
+    if scaler.is_enabled():
+        record["grad_scale"] = float(scaler.get_scale())
+    return record
+
+
+def _batch_len(batch: Any) -> int:
+    for key in ("instruction", "prompts"):
+        if key in batch:
+            return len(batch[key])
+    return 0
+
+
+class _Timer:
+    """Seconds per training step (data included; validation, saving and rollouts not), the share of it
+    spent waiting for data, and samples per second, since the last report and over the run."""
+
+    def __init__(self) -> None:
+        self.t0 = self.t_data = 0.0
+        self.steps = self.samples = 0
+        self.busy_s = self.data_s = 0.0
+        self.total_samples, self.total_s = 0, 0.0
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def data_ready(self) -> None:
+        self.data_s += time.perf_counter() - self.t0
+
+    def stop(self, samples: int) -> None:
+        self.busy_s += time.perf_counter() - self.t0
+        self.steps += 1
+        self.samples += samples
+
+    def report(self) -> dict[str, float]:
+        out = {"samples_per_s": self.samples / self.busy_s, "step_s": self.busy_s / self.steps,
+               "data_s": self.data_s / self.steps}
+        self.total_samples += self.samples
+        self.total_s += self.busy_s
+        self.steps = self.samples = 0
+        self.busy_s = self.data_s = 0.0
+        return out
+
+    def mean_rate(self) -> float | None:
+        return self.total_samples / self.total_s if self.total_s else None

@@ -1,0 +1,73 @@
+"""The command line: scripts/train.sh's launcher translation, and a hydra multirun that ends in the sweep table."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.train.sweep import main as sweep_main
+from tests.train_helpers import ENV, ROOT, TINY, dataset, run_cli  # noqa: F401  (fixture)
+
+TRAIN_SH = str(ROOT / "scripts" / "train.sh")
+
+
+def dry_run(*args: str, **env: str) -> str:
+    proc = subprocess.run(["bash", TRAIN_SH, "--dry-run", *args], capture_output=True, text=True, timeout=30,
+                          env={k: v for k, v in os.environ.items() if k not in ("NPROC_PER_NODE", "NNODES", "NODE_RANK",
+                                                                                  "MASTER_ADDR", "MASTER_PORT")} | env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_train_sh_runs_the_module_or_torchrun_with_the_overrides_passed_through():
+    assert dry_run("run_name=x", "optim.lr=1e-4") == "python -m harness.train run_name=x optim.lr=1e-4"
+    assert dry_run("--nproc", "2", "-m", "optim.lr=1e-4,2e-5") == (
+        "python -m torch.distributed.run --nproc_per_node 2 --standalone -m harness.train -m optim.lr=1e-4\\,2e-5")
+    assert dry_run("--nproc=8", "--nnodes", "2", "--node_rank", "1", "--master_addr", "h0", "--master_port", "29500",
+                   "run_name=x") == ("python -m torch.distributed.run --nproc_per_node 8 --nnodes 2 --node_rank 1 "
+                                     "--master_addr h0 --master_port 29500 -m harness.train run_name=x")
+    assert dry_run("run_name=x", NPROC_PER_NODE="4", NNODES="2", NODE_RANK="0", MASTER_ADDR="h0") == (
+        "python -m torch.distributed.run --nproc_per_node 4 --nnodes 2 --node_rank 0 --master_addr h0 "
+        "-m harness.train run_name=x")
+
+
+def test_train_sh_trains(dataset, tmp_path):
+    venv = Path(sys.prefix)
+    stamp = venv / ".vla-harness-installed"
+    if not stamp.exists() or stamp.read_text().strip() != hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest():
+        pytest.skip("this venv was not set up by scripts/_venv.sh: the wrapper would install into it")
+    out = tmp_path / "run"
+    proc = subprocess.run(["bash", TRAIN_SH, "--nproc", "2", *TINY, f"data.path={dataset}", f"hydra.run.dir={out}",
+                           "trainer.max_steps=2"], capture_output=True, text=True, timeout=300,
+                          env={**ENV, "VLA_HARNESS_VENV": str(venv)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "checkpoints" / "last" / "model.safetensors").is_file()
+
+
+def test_a_multirun_ends_in_the_sweep_table_with_the_best_run_named(dataset, tmp_path):
+    sweep = tmp_path / "sweep"
+    grid = ["optim.lr=1e-2,1e-4", "optim.weight_decay=0.0,0.1"]
+    run_cli(["-m", *TINY, f"data.path={dataset}", f"hydra.sweep.dir={sweep}", "run_name=grid", "trainer.max_steps=3",
+             "trainer.val_every=0", "trainer.keep_last=1", *grid])
+    with (sweep / "sweep.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["run"] for r in rows] == ["0", "1", "2", "3"]
+    assert list(rows[0])[:3] == ["run", "optim.lr", "optim.weight_decay"]  # the axes: overrides that differ
+    assert {(float(r["optim.lr"]), float(r["optim.weight_decay"])) for r in rows} == {
+        (lr, wd) for lr in (1e-2, 1e-4) for wd in (0.0, 0.1)}
+    assert all(r["status"] == "done" and r["steps"] == "3" for r in rows)
+    val = {r["run"]: float(r["val_loss"]) for r in rows}
+    best = min(val, key=val.get)
+    assert [r["run"] for r in rows if r["best"] == "True"] == [best]
+    table = (sweep / "sweep.md").read_text()
+    assert f"Best run: **{best}**" in table and table.count("\n| ") == 5  # header + 4 runs
+    # the same table from the command line
+    (sweep / "sweep.md").unlink()
+    sweep_main([str(sweep)])
+    assert (sweep / "sweep.md").read_text() == table

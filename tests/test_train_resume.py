@@ -1,0 +1,97 @@
+"""Exact resume: SIGKILL mid-run, the same command again, and the loss curve equals an uninterrupted run's."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from harness.train.config import ConfigError
+from tests.train_helpers import ENV, ROOT, cli, dataset, metrics, run_cli, train_here, weights  # noqa: F401  (fixture)
+
+# augmentation on, head dropout on, a DataLoader worker, warmup then cosine: everything that draws randomness
+# or depends on the step is exercised across the kill
+RUN = ("trainer.max_steps=40", "trainer.ckpt_every=5", "trainer.val_every=10", "trainer.keep_last=0",
+       "data.augment=true", "model.head.num_layers=2", "model.head.dropout=0.2", "trainer.num_workers=1",
+       "optim.schedule=cosine", "optim.min_lr_ratio=0.1")
+
+
+def _curve(out) -> list[tuple]:
+    return [(r["step"], r.get("loss"), r.get("grad_norm"), r.get("lr"), r.get("val/loss")) for r in metrics(out)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    run_cli(cli(dataset, out, *RUN))
+    return out
+
+
+def test_sigkill_then_the_same_command_continues_step_for_step(dataset, tmp_path, uninterrupted):
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "harness.train", *cli(dataset, out, *RUN)]
+    proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not (out / "checkpoints" / "step_0000005").is_dir():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training ended before it could be killed"
+    killed_at = json.loads((out / "checkpoints" / "last" / "trainer_state.json").read_text())["step"]
+    assert 5 <= killed_at < 40
+    assert max(r["step"] for r in metrics(out)) < 40
+
+    resumed = run_cli(cli(dataset, out, *RUN))
+    assert f"resuming after step {killed_at}" in resumed.stdout
+    # one line per step (the killed run's steps after its checkpoint were dropped) and the same values, exactly
+    assert _curve(out) == _curve(uninterrupted)
+    w_resumed, w_straight = weights(out / "checkpoints" / "last"), weights(uninterrupted / "checkpoints" / "last")
+    assert w_resumed.keys() == w_straight.keys()
+    assert all(torch.equal(w_resumed[k], w_straight[k]) for k in w_straight)
+    # the same trainer state too (optimizer moments, RNG, data position)
+    s_resumed = load_file(str(out / "checkpoints" / "last" / "trainer_state.safetensors"))
+    s_straight = load_file(str(uninterrupted / "checkpoints" / "last" / "trainer_state.safetensors"))
+    assert all(torch.equal(s_resumed[k], s_straight[k]) for k in s_straight)
+
+
+def test_a_finished_run_run_again_does_nothing_and_resume_never_refuses(dataset, uninterrupted):
+    before = {f: (uninterrupted / f).read_text() for f in ("metrics.jsonl", "summary.json")}
+    again = run_cli(cli(dataset, uninterrupted, *RUN))
+    assert "resuming after step 40" in again.stdout
+    assert {f: (uninterrupted / f).read_text() for f in before} == before
+    with pytest.raises(ConfigError, match="already has checkpoints"):
+        train_here(dataset, uninterrupted, *RUN, "resume=never")
+
+
+def test_init_from_takes_the_weights_but_starts_a_new_optimizer(dataset, tmp_path, uninterrupted):
+    source = uninterrupted / "checkpoints" / "last"
+    summary = train_here(dataset, tmp_path / "stage2", *RUN[3:], "trainer.max_steps=1", "trainer.val_every=1",
+                         f"init_from={source}", "optim.lr=1e-12", "optim.warmup_steps=0")
+    final_val = [r["val/loss"] for r in metrics(uninterrupted) if "val/loss" in r][-1]
+    assert summary["val_loss"] == pytest.approx(final_val, rel=1e-6)  # the same weights (lr ~ 0 for one step)
+    state = load_file(str(tmp_path / "stage2" / "checkpoints" / "last" / "trainer_state.safetensors"))
+    steps = {float(v) for k, v in state.items() if k.endswith("/step")}
+    assert steps == {1.0}  # AdamW's step count restarted: no optimizer state came with the weights
+
+
+def test_trainer_state_loads_without_unpickling(uninterrupted, monkeypatch):
+    import pickle
+
+    import numpy as np
+
+    from harness.train.state import load_trainer_state
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("trainer state loading tried to unpickle")
+
+    for module, name in ((pickle, "load"), (pickle, "loads"), (torch, "load"), (np, "load")):
+        monkeypatch.setattr(module, name, refuse)
+    meta, optimizer = load_trainer_state(uninterrupted / "checkpoints" / "last")
+    assert meta["step"] == 40 and meta["data"]["epoch"] == 1 and len(meta["rng"]) == 1
+    assert optimizer["state"] and all("exp_avg" in s for s in optimizer["state"].values())

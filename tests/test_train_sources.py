@@ -1,0 +1,134 @@
+"""Named batch sources: data order independent of the rank layout, the loss dispatch on the source name with
+per-source weights, and the stages (1: vision-language only, 2: actions + vision-language, init_from stage 1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from harness.data.config import build_dataset
+from harness.train import sources
+from harness.train.sources import EpochSeeded, ResumableDistributedSampler, SourceLosses
+from tests.train_helpers import config, dataset, metrics, train_here  # noqa: F401  (fixture)
+from tests.vla_helpers import build_model, tiny_dir  # noqa: F401  (fixture)
+
+
+def test_two_ranks_of_the_sampler_cover_the_one_process_order_and_start_mid_epoch(dataset):
+    items = list(range(86))
+    one = ResumableDistributedSampler(items, 1, 0, seed=3)
+    ranks = [ResumableDistributedSampler(items, 2, r, seed=3) for r in (0, 1)]
+    for s in (one, *ranks):
+        s.set_epoch(1)
+    order = list(one)
+    r0, r1 = list(ranks[0]), list(ranks[1])
+    # global batch j = 2 x 2 on two ranks covers exactly one process's batch j of 4
+    for j in range(len(r0) // 2):
+        assert sorted(r0[2 * j : 2 * j + 2] + r1[2 * j : 2 * j + 2]) == sorted(order[4 * j : 4 * j + 4])
+    ranks[0].start = 6
+    assert list(ranks[0]) == r0[6:] and len(ranks[0]) == len(r0) - 6
+    one.set_epoch(2)
+    assert list(one) != order  # a new permutation each epoch
+
+
+def test_augmentation_depends_on_seed_epoch_and_index_only_and_leaves_the_rng_alone(dataset):
+    cfg = config(dataset, dataset / "unused", "data.augment=true").data
+    windows = EpochSeeded(build_dataset(cfg, train=True), seed=0)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = windows[5]["rgb_static"]
+    assert torch.equal(torch.get_rng_state(), state)  # reading an item draws nothing from the caller's RNG
+    torch.rand(10)
+    assert np.array_equal(windows[5]["rgb_static"], a)  # whatever happened in between
+    windows.epoch = 1
+    assert not np.array_equal(windows[5]["rgb_static"], a)  # another epoch, another shift
+
+
+def _vl_batch(i: int, b: int = 2) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(i)
+    return {"images": torch.randint(0, 256, (b, 32, 32, 3), dtype=torch.uint8, generator=g),
+            "prompts": ["what is on the table?"] * b, "answers": ["the red block", "the drawer"][:b]}
+
+
+def test_the_loss_of_a_batch_is_dispatched_on_its_source(tiny_dir):
+    model = build_model(tiny_dir, "tiny_llava")
+    net = SourceLosses(model)
+    batch = _vl_batch(0)
+    torch.testing.assert_close(net("vl", batch)["loss"], model.vl_loss([batch["images"]], batch["prompts"], batch["answers"]))
+    from tests.vla_helpers import make_batch
+
+    action = make_batch(2)
+    assert net("action", action)["loss"] == model(action)["loss"]
+    assert sources.LOSSES["action"].count(action) == int(action["action_mask"].sum())
+
+
+class VLStream:
+    """A stand-in for the co-training module's stream: deterministic VL batches, resumable."""
+
+    batches_per_epoch = 10
+
+    def __init__(self, *args: Any):
+        self.i = 0
+
+    def __next__(self) -> tuple[str, Any]:
+        self.i += 1
+        return "vl", _vl_batch(self.i)
+
+    @property
+    def epoch(self) -> float:
+        return self.i / self.batches_per_epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"i": self.i}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.i = state["i"]
+
+
+class EveryOther:
+    """A stand-in mixer: action, vl, action, vl, ... (the ratio is the co-training module's business)."""
+
+    def __init__(self, streams: dict, ratios: dict, seed: int):
+        self.streams, self.n = streams, 0
+        self.batches_per_epoch = streams["action"].batches_per_epoch * 2
+
+    def __next__(self) -> tuple[str, Any]:
+        self.n += 1
+        return next(self.streams["action" if self.n % 2 else "vl"])
+
+    @property
+    def epoch(self) -> float:
+        return self.streams["action"].epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"n": self.n, **{k: s.state_dict() for k, s in self.streams.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.n = state["n"]
+        for k, s in self.streams.items():
+            s.load_state_dict(state[k])
+
+
+@pytest.fixture
+def vl_source(monkeypatch):
+    monkeypatch.setitem(sources.STREAMS, "vl", VLStream)
+    monkeypatch.setattr(sources, "MIXER", [EveryOther])
+
+
+def test_stage_1_then_stage_2_with_co_training_weights_each_source(dataset, tmp_path, vl_source):
+    stage1 = train_here(dataset, tmp_path / "stage1", "stage=1", "~sources.action", "+sources.vl={weight: 1.0}",
+                        "trainer.max_steps=2")
+    assert stage1["val_loss"] is None  # no action data: no action validation
+    lines = [r for r in metrics(tmp_path / "stage1") if "loss" in r]
+    assert all(r["loss"] == r["loss/vl"] and "loss/action" not in r for r in lines)
+
+    stage2 = tmp_path / "stage2"
+    train_here(dataset, stage2, f"init_from={tmp_path / 'stage1' / 'checkpoints' / 'last'}",
+               "+sources.vl={weight: 0.5, ratio: 0.5}", "trainer.grad_accum=2", "trainer.max_steps=3")
+    for r in (r for r in metrics(stage2) if "loss" in r):
+        # each step holds one action and one vl micro-batch; the objective weighs them 1 : 0.5
+        assert r["loss"] == pytest.approx(r["loss/action"] + 0.5 * r["loss/vl"], rel=1e-6)
+        assert r["loss/vl"] > 0 and r["loss_arm"] > 0
+    assert [r["step"] for r in metrics(stage2) if "val/loss" in r] == [3]
