@@ -62,6 +62,8 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        for name in ("warmup_steps", "warmup_epochs"):  # null in a config means none
+            object.__setattr__(self, name, getattr(self, name) or 0)
         if not self.lr > 0:
             raise ValueError(f"optim.lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
