@@ -1,5 +1,5 @@
 """Named batch sources: data order independent of the rank layout, the loss dispatch on the source name with
-per-source weights, and the stages (1: vision-language only, 2: actions + vision-language, init_from stage 1)."""
+per-source weights (the stages with real VL data: tests/test_train_cotraining.py)."""
 
 from __future__ import annotations
 
@@ -62,73 +62,3 @@ def test_the_loss_of_a_batch_is_dispatched_on_its_source(tiny_dir):
     action = make_batch(2)
     assert net("action", action)["loss"] == model(action)["loss"]
     assert sources.LOSSES["action"].count(action) == int(action["action_mask"].sum())
-
-
-class VLStream:
-    """A stand-in for the co-training module's stream: deterministic VL batches, resumable."""
-
-    batches_per_epoch = 10
-
-    def __init__(self, *args: Any):
-        self.i = 0
-
-    def __next__(self) -> tuple[str, Any]:
-        self.i += 1
-        return "vl", _vl_batch(self.i)
-
-    @property
-    def epoch(self) -> float:
-        return self.i / self.batches_per_epoch
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"i": self.i}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.i = state["i"]
-
-
-class EveryOther:
-    """A stand-in mixer: action, vl, action, vl, ... (the ratio is the co-training module's business)."""
-
-    def __init__(self, streams: dict, ratios: dict, seed: int):
-        self.streams, self.n = streams, 0
-        self.batches_per_epoch = streams["action"].batches_per_epoch * 2
-
-    def __next__(self) -> tuple[str, Any]:
-        self.n += 1
-        return next(self.streams["action" if self.n % 2 else "vl"])
-
-    @property
-    def epoch(self) -> float:
-        return self.streams["action"].epoch
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"n": self.n, **{k: s.state_dict() for k, s in self.streams.items()}}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.n = state["n"]
-        for k, s in self.streams.items():
-            s.load_state_dict(state[k])
-
-
-@pytest.fixture
-def vl_source(monkeypatch):
-    monkeypatch.setitem(sources.STREAMS, "vl", VLStream)
-    monkeypatch.setattr(sources, "MIXER", [EveryOther])
-
-
-def test_stage_1_then_stage_2_with_co_training_weights_each_source(dataset, tmp_path, vl_source):
-    stage1 = train_here(dataset, tmp_path / "stage1", "stage=1", "~sources.action", "+sources.vl={weight: 1.0}",
-                        "trainer.max_steps=2")
-    assert stage1["val_loss"] is None  # no action data: no action validation
-    lines = [r for r in metrics(tmp_path / "stage1") if "loss" in r]
-    assert all(r["loss"] == r["loss/vl"] and "loss/action" not in r for r in lines)
-
-    stage2 = tmp_path / "stage2"
-    train_here(dataset, stage2, f"init_from={tmp_path / 'stage1' / 'checkpoints' / 'last'}",
-               "+sources.vl={weight: 0.5, ratio: 0.5}", "trainer.grad_accum=2", "trainer.max_steps=3")
-    for r in (r for r in metrics(stage2) if "loss" in r):
-        # each step holds one action and one vl micro-batch; the objective weighs them 1 : 0.5
-        assert r["loss"] == pytest.approx(r["loss/action"] + 0.5 * r["loss/vl"], rel=1e-6)
-        assert r["loss/vl"] > 0 and r["loss_arm"] > 0
-    assert [r["step"] for r in metrics(stage2) if "val/loss" in r] == [3]

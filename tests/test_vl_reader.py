@@ -118,12 +118,12 @@ def test_config_file_and_loader(folder):
                                  resolve=True)
     cfg = VLDataConfig.from_dict({**raw, "path": str(folder), "train_file": "data.json", "skip_text_only": True,
                                   "batch_size": 2})
-    assert 0 < cfg.ratio < 1 and cfg.image_size == 200
+    assert cfg.image_size == 200
     batches = list(make_vl_loader(cfg, train=True))
     assert len(batches) == 1 and len(batches[0]["prompts"]) == 2  # 3 examples, last partial batch dropped
     unshuffled = make_vl_loader(cfg, train=False, dataset=build_vl_dataset(cfg, train=True))
     assert [p for b in unshuffled for p in b["prompts"]] == ["What colour is it?", "What is this?", "Is it wide?"]
     with pytest.raises(ValueError, match=r"unknown VL data config keys \['ration'\]"):
         VLDataConfig.from_dict({"path": "x", "ration": 0.5})
-    with pytest.raises(ValueError, match=r"vl.ratio must be in \[0, 1\]"):
-        VLDataConfig(path="x", ratio=1.5)
+    with pytest.raises(ValueError, match="batch_size and image_size must be >= 1"):
+        VLDataConfig(path="x", batch_size=0)

@@ -53,7 +53,7 @@ def compose(data: Path, out: Path, *overrides: str) -> dict[str, Any]:
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         cfg = hydra_compose("train", overrides=[*TINY, f"data.path={data}", f"output_dir={out}", "run_name=test",
                                                 *overrides])
-    return OmegaConf.to_container(cfg, resolve=True)
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # as harness.train.__main__
 
 
 def config(data: Path, out: Path, *overrides: str):

@@ -28,7 +28,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 STRATEGIES = ("ddp", "fsdp")
 SCHEDULES = ("constant", "cosine")
-BEST_METRICS = ("val_loss", "rollout_success")
+BEST_METRICS = ("val_loss", "rollout_success", "vqa_accuracy")
 STAGES = (1, 2)
 
 
@@ -96,10 +96,10 @@ class TrainerConfig:
     seed: int = 0
     log_every: int = 10  # steps between metrics.jsonl / TensorBoard lines
     val_every: int = 500  # steps between validation passes (0 = only at the end)
-    val_samples: int | None = 512  # validation windows per pass, evenly spread (null = all)
+    val_samples: int | None = 512  # validation windows (and VQA questions) per pass, evenly spread (null = all)
     ckpt_every: int = 1000  # steps between checkpoints (the last step is always saved)
     keep_last: int = 2  # step checkpoints kept (besides `best`); 0 = keep all
-    best_metric: str = "val_loss"  # val_loss (lower is better) | rollout_success (higher is better)
+    best_metric: str = "val_loss"  # val_loss (lower is better) | rollout_success | vqa_accuracy (higher is better)
     num_workers: int = 2  # DataLoader worker processes per rank
     device: str = "auto"  # auto (cuda if available) | cpu | cuda (under torchrun: each rank's own GPU)
     strategy: str = "ddp"  # ddp | fsdp (torch fully_shard; for backbones too large to replicate)
@@ -247,6 +247,7 @@ def check_config(cfg: TrainConfig) -> None:
 
     from agents.vla.backbones import adapter_class
     from agents.vla.tiny import TINY_PRESETS
+    from harness.train import cotraining  # noqa: F401  (registers the `vl` source and the mixer)
     from harness.train.sources import check_sources
 
     # the model: family and preset known, a local backbone folder present
@@ -289,6 +290,8 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.stage not in STAGES:
         raise ValueError(f"stage must be 1 (vision-language only) or 2 (actions), got {cfg.stage!r}")
     check_sources(cfg)
+    if cfg.trainer.best_metric == "vqa_accuracy" and "vl" not in cfg.sources:
+        raise ValueError("trainer.best_metric=vqa_accuracy needs a vision-language source (sources=vl or action_vl)")
     if cfg.trainer.best_metric == "rollout_success" and not cfg.eval.enabled:
         raise ValueError("trainer.best_metric=rollout_success needs the rollout callback (eval=single_task or eval=chains)")
     if cfg.eval.enabled:

@@ -146,8 +146,44 @@ class EpochSeeded(Dataset):
             return self.dataset[index]
 
 
-class ActionStream:
+class EpochStream:
+    """Batches of one source from a DataLoader, epoch after epoch, with its position (epoch, batches of it
+    handed out) for resume. Subclasses set `name`, `loader`, `batches_per_epoch` and say how a pass
+    starts at (epoch, first sample of this rank's share)."""
+
+    name: str
+    loader: DataLoader
+    batches_per_epoch: int
+
+    def _position_sampler(self, epoch: int, start_sample: int) -> None:
+        raise NotImplementedError
+
+    def _reset_position(self) -> None:
+        self._epoch, self._batch = 0, 0
+        self._it: Iterator[Batch] | None = None
+
+    def __iter__(self) -> "EpochStream":
+        return self
+
+    def __next__(self) -> tuple[str, Batch]:
+        if self._batch >= self.batches_per_epoch:
+            self._epoch, self._batch, self._it = self._epoch + 1, 0, None
+        if self._it is None:
+            self._position_sampler(self._epoch, self._batch * self.loader.batch_size)
+            self._it = iter(self.loader)
+        batch = next(self._it)
+        self._batch += 1
+        return self.name, batch
+
+    @property
+    def epoch(self) -> float:
+        return self._epoch + self._batch / self.batches_per_epoch
+
+
+class ActionStream(EpochStream):
     """The action windows of one rank: DataLoader + ResumableDistributedSampler, epoch after epoch."""
+
+    name = "action"
 
     def __init__(self, dataset: Dataset, batch_size: int, dist: "DistInfo", seed: int, num_workers: int = 0,
                  pin_memory: bool = False):
@@ -163,27 +199,12 @@ class ActionStream:
             collate_fn=collate_windows, drop_last=True, pin_memory=pin_memory, persistent_workers=False,
             generator=torch.Generator(),  # the loader's own base seed: creating an iterator leaves torch's RNG alone
         )
-        self._epoch, self._batch = 0, 0  # position: batches of this epoch already handed out
-        self._it: Iterator[Batch] | None = None
+        self._reset_position()
 
-    def __iter__(self) -> "ActionStream":
-        return self
-
-    def __next__(self) -> tuple[str, Batch]:
-        if self._batch >= self.batches_per_epoch:
-            self._epoch, self._batch, self._it = self._epoch + 1, 0, None
-        if self._it is None:
-            self.sampler.set_epoch(self._epoch)
-            self.sampler.start = self._batch * self.batch_size
-            self.items.epoch = self._epoch
-            self._it = iter(self.loader)
-        batch = next(self._it)
-        self._batch += 1
-        return "action", batch
-
-    @property
-    def epoch(self) -> float:
-        return self._epoch + self._batch / self.batches_per_epoch
+    def _position_sampler(self, epoch: int, start_sample: int) -> None:
+        self.sampler.set_epoch(epoch)
+        self.sampler.start = start_sample
+        self.items.epoch = epoch
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self._epoch, "batch": self._batch, "seed": self.items.seed, "batch_size": self.batch_size,
@@ -207,15 +228,22 @@ class ActionStream:
 StreamBuilder = Callable[["TrainConfig", "DistInfo", int], BatchStream]  # (config, ranks, batch size) -> stream
 Mixer = Callable[[dict[str, BatchStream], dict[str, float], int], BatchStream]  # (streams, ratios, seed) -> stream
 
+StreamCheck = Callable[["TrainConfig"], None]  # raises a ValueError naming a bad `sources.<name>` setting
+
 STREAMS: dict[str, StreamBuilder] = {}
+CHECKS: dict[str, StreamCheck] = {}
 MIXER: list[Mixer] = []  # at most one, registered by the module that brings a second source
 
 
-def register_stream(name: str, builder: StreamBuilder, loss: SourceLoss | None = None) -> None:
-    """Make source `name` available to configs (`sources.<name>`); `loss` if it is not in LOSSES yet."""
+def register_stream(name: str, builder: StreamBuilder, loss: SourceLoss | None = None,
+                    check: StreamCheck | None = None) -> None:
+    """Make source `name` available to configs (`sources.<name>`); `loss` if it is not in LOSSES yet;
+    `check` validates its settings before any data is read (check_config)."""
     STREAMS[name] = builder
     if loss is not None:
         LOSSES[name] = loss
+    if check is not None:
+        CHECKS[name] = check
 
 
 def register_mixer(mixer: Mixer) -> None:
@@ -234,6 +262,11 @@ def check_sources(cfg: "TrainConfig") -> None:
         if name != "action" and name not in STREAMS:
             raise ValueError(f"sources.{name}: no data stream is registered for it (harness.train.sources."
                              "register_stream; the vision-language co-training module provides `vl`)")
+        if name in CHECKS:
+            CHECKS[name](cfg)
+    idle = sorted(n for n in names if cfg.sources[n].ratio == 0)
+    if len(names) > 1 and idle:
+        raise ValueError(f"sources {idle}: ratio 0 in a mix; remove the source instead (sources=action: no co-training)")
     if len(names) > 1 and not MIXER:
         raise ValueError(f"sources {sorted(names)}: mixing several sources needs a mixer "
                          "(harness.train.sources.register_mixer)")

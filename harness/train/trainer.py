@@ -39,6 +39,7 @@ from harness.train import distributed as D
 from harness.train.callbacks import rollout, to_device, validate, validation_indices
 from harness.train.checkpoints import Checkpoints, step_name
 from harness.train.config import TrainConfig, check_config, config_errors, resolve_device
+from harness.train.cotraining import VQAValidation
 from harness.train.metrics import MetricsLogger
 from harness.train.optim import build_optimizer, build_scheduler
 from harness.train.sources import LOSSES, EpochSeeded, SourceLosses, build_stream
@@ -81,6 +82,7 @@ def _train(cfg: TrainConfig, dist: D.DistInfo, device_kind: str, overrides: list
     steps_per_epoch = max(stream.batches_per_epoch // accum, 1)
     total_steps = tc.max_steps or math.ceil(tc.max_epochs * steps_per_epoch)
     val_indices = validation_indices(len(val_set), tc.val_samples) if val_set is not None else None
+    vqa = _vqa_validation(cfg, sharded=tc.strategy == "fsdp" and dist.active, is_main=dist.is_main)
 
     # ---- the model: the same initial weights on every rank
     seed_all(tc.seed)
@@ -173,6 +175,12 @@ def _train(cfg: TrainConfig, dist: D.DistInfo, device_kind: str, overrides: list
                                    device, autocast, pad_batches=sharded)
             logger.log(step, val_metrics)
             score = val_metrics.get("val/loss") if tc.best_metric == "val_loss" else None
+        if vqa is not None and ((tc.val_every and step % tc.val_every == 0) or last):
+            with autocast:  # rank 0 answers; the others wait at the broadcast
+                vqa_metrics = D.broadcast_json(vqa(model) if dist.is_main else None, dist)
+            logger.log(step, vqa_metrics)
+            val_metrics.update(vqa_metrics)
+            score = vqa_metrics["val/vqa_accuracy"] if tc.best_metric == "vqa_accuracy" else score
         rollout_due = cfg.eval.enabled and (step % cfg.eval.every == 0 or last)
         saved = step % tc.ckpt_every == 0 or last
         folder = save(step, best) if saved else None  # the folder on rank 0, None on the others
@@ -288,10 +296,24 @@ def _rollout(cfg: TrainConfig, model: VLAModel, normalizer: ActionNormalizer, ru
     return rollout(model, normalizer, cfg.eval, out, checkpoint)
 
 
+def _vqa_validation(cfg: TrainConfig, sharded: bool, is_main: bool) -> VQAValidation | None:
+    """VQA accuracy at each validation when a `vl` source trains (not under FSDP: generation on one rank
+    cannot gather the shards; evaluate the checkpoints with `python -m harness.eval.vqa` instead)."""
+    if "vl" not in cfg.sources:
+        return None
+    if sharded:
+        if cfg.trainer.best_metric == "vqa_accuracy":
+            raise ValueError("trainer.best_metric=vqa_accuracy is not available with trainer.strategy=fsdp")
+        if is_main:
+            print("fsdp: no VQA accuracy during training; run python -m harness.eval.vqa on the checkpoints")
+        return None
+    return VQAValidation(cfg)
+
+
 def _improves(score: float, best: dict | None, metric: str) -> bool:
     if best is None:
         return True
-    return score < best["value"] if metric == "val_loss" else score > best["value"]
+    return score < best["value"] if metric == "val_loss" else score > best["value"]  # success rates, accuracy
 
 
 def _autocast(precision: str, device: torch.device) -> Any:

@@ -5,7 +5,7 @@
 - `questions`: question types, phrasings and canonical answers (`ask_all`, `QUESTION_TYPES`).
 - `generate`: the dataset on disk (PNG + LLaVA-style train.json / val.json); `python -m harness.data.vl generate`.
 - `llava`: `read_llava_json`, `LlavaDataset`, `load_image`, `collate_vl` (the VL batch).
-- `mixing`: `MixedLoader` (named loaders at fixed fractions, resumable), `EpochSampler`, `vl_fractions`.
+- `mixing`: `CreditSchedule` (which source serves each micro-batch, at fixed fractions, resumable), `EpochSampler`.
 - `config`: `VLDataConfig` (configs/data/vl_sim.yaml), `build_vl_dataset`, `make_vl_loader`.
 
 The VL batch (`collate_vl`):

@@ -1,4 +1,6 @@
-"""The VL data config (hydra: configs/data/vl_sim.yaml) and the builders of VL datasets and loaders."""
+"""The VL data config (hydra: configs/data/vl_sim.yaml, composed into `sources.vl.options` by configs/sources/)
+and the builders of VL datasets and loaders. How much VL data a run mixes in, and its loss weight, are the
+trainer's `sources.vl.ratio` and `sources.vl.weight`."""
 
 from __future__ import annotations
 
@@ -23,18 +25,12 @@ class VLDataConfig:
     skip_text_only: bool = False  # entries without an image: error (false) or skipped (true)
     batch_size: int = 16
     num_workers: int = 0
-    ratio: float = 0.25  # stage 2: fraction of batches that are VL (0: no co-training); stage 1 uses VL only
-    loss_weight: float = 1.0  # the VL loss is multiplied by this in stage 2
-    seed: int = 0  # the loader's shuffling and the mixing schedule
+    seed: int = 0  # the loader's shuffling
 
     def __post_init__(self) -> None:
-        if not 0 <= self.ratio <= 1:
-            raise ValueError(f"vl.ratio must be in [0, 1] (fraction of batches that are VL), got {self.ratio}")
         if self.batch_size < 1 or self.image_size < 1 or self.num_workers < 0:
             raise ValueError(f"vl: batch_size and image_size must be >= 1 and num_workers >= 0, got "
                              f"{self.batch_size}, {self.image_size}, {self.num_workers}")
-        if self.loss_weight < 0:
-            raise ValueError(f"vl.loss_weight must be >= 0, got {self.loss_weight}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "VLDataConfig":
