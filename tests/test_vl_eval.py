@@ -82,3 +82,14 @@ def test_cli_on_a_checkpoint(sim_data, tmp_path, capsys):
     assert result["n"] == 12 and 0 <= result["accuracy"] <= 1 and result["train_file"].endswith("train.json")
     assert set(result["per_type"]) <= {"drawer", "door", "green_light", "yellow_light", "block_on_surface",
                                        "block_place", "left_right", "count_table", "caption"}
+
+    # two evaluations of the same questions side by side; other questions are refused
+    other = dict(result, per_type={t: dict(r, accuracy=1.0) for t, r in result["per_type"].items()}, accuracy=1.0)
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert main(["compare", f"before={out}", f"after={tmp_path / 'other.json'}"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[-2:] == ["before", "after"]
+    assert table[-1].split()[:2] == ["all", "12"] and table[-1].split()[-1] == "1.000"
+    (tmp_path / "fewer.json").write_text(json.dumps(dict(result, n=5)))
+    with pytest.raises(ValueError, match="not comparable"):
+        main(["compare", f"a={out}", f"b={tmp_path / 'fewer.json'}"])

@@ -2,6 +2,7 @@
 per question type, beside the majority-answer baseline of each type.
 
     python -m harness.eval.vqa CHECKPOINT DATA [--out results.json]
+    python -m harness.eval.vqa compare before=results.json after=results2.json ...   # side by side
 
 DATA is a folder with val.json (evaluated) and train.json (where the majority answers come from), as
 `python -m harness.data.vl generate` writes it, or one LLaVA-style JSON file (then `--train-file` names the
@@ -148,7 +149,44 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_comparison(results: dict[str, dict[str, Any]]) -> str:
+    """Accuracy per question type of several evaluations of the same questions (e.g. before and after
+    action fine-tuning), side by side with the majority baseline."""
+    names = list(results)
+    first = results[names[0]]
+    for name, r in results.items():
+        if r["n"] != first["n"] or r.get("data") != first.get("data"):
+            raise ValueError(f"{name}: {r['n']} questions of {r.get('data')}, not the {first['n']} of "
+                             f"{first.get('data')} that {names[0]} answered: not comparable")
+    width = max(9, *(len(n) for n in names))
+    lines = [f"{'question type':<18} {'n':>6} {'majority':>9} " + " ".join(f"{n:>{width}}" for n in names)]
+    for t, base in first["per_type"].items():
+        row = " ".join(f"{results[n]['per_type'][t]['accuracy']:>{width}.3f}" for n in names)
+        lines.append(f"{t or '(none)':<18} {base['n']:>6} {base['majority_accuracy']:>9.3f} {row}")
+    row = " ".join(f"{results[n]['accuracy']:>{width}.3f}" for n in names)
+    lines.append(f"{'all':<18} {first['n']:>6} {first['majority_accuracy']:>9.3f} {row}")
+    return "\n".join(lines)
+
+
+def compare_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.eval.vqa compare",
+                                 description="side by side: results files that --out wrote, as NAME=FILE")
+    ap.add_argument("results", nargs="+", metavar="NAME=FILE")
+    args = ap.parse_args(argv)
+    results = {}
+    for item in args.results:
+        name, sep, path = item.partition("=")
+        if not sep:
+            ap.error(f"{item}: expected NAME=FILE")
+        results[name] = json.loads(Path(path).read_text())
+    print(format_comparison(results))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compare"]:
+        return compare_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m harness.eval.vqa", description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint", help="checkpoint folder (agents.vla.checkpoint)")
     ap.add_argument("data", help="generated VL folder (val.json + train.json) or a LLaVA-style JSON file")
