@@ -102,7 +102,9 @@ def _train(cfg: TrainConfig, dist: D.DistInfo, device_kind: str, overrides: list
         frozen = freeze_unreached(model, to_device(probe, device))
         if frozen and dist.is_main:
             print(f"frozen (the action loss never reaches them): {', '.join(frozen)}")
-    net = D.wrap(SourceLosses(model), dist, tc.strategy, device, find_unused=len(cfg.sources) > 1)
+    # a VL batch never reaches the policy head (nor an action batch an untied LM head): DDP must not wait
+    # for their gradients unless the action loss alone trains (and freeze_unreached left only what it reaches)
+    net = D.wrap(SourceLosses(model), dist, tc.strategy, device, find_unused=set(cfg.sources) != {"action"})
     optimizer = build_optimizer(model, cfg.optim, fused=True if device.type == "cuda" and not sharded else None)
     scheduler = build_scheduler(optimizer, cfg.optim, total_steps, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
