@@ -127,3 +127,25 @@ def test_every_handle_button_and_switch_is_worked_in_every_scene(scene):
             obs = env.reset(*initial_state(condition, scene))
             _, steps = run_subtask(env, expert, oracle, obs, task)
             assert steps is not None, f"scene {scene}: {task} not solved in 360 steps"
+
+
+def test_a_chain_does_not_depend_on_the_chain_the_expert_ran_before():
+    """A worker's expert runs chain after chain: its gripper-settling clock carried over from chain 24
+    once changed chain 25's first subtask by two steps (new_chain now starts it afresh)."""
+    from harness.eval.jobs import chain_jobs
+    from harness.eval.runner import JobRunner, RunSettings
+    from harness.eval.specs import AgentConfig, EnvConfig
+
+    jobs = chain_jobs(26)
+
+    def steps_of_chain_25(run_before: list[int]) -> list[int]:
+        runner = JobRunner(EnvConfig(scene="D"), AgentConfig("scripted", {"scene": "D"}), RunSettings(ep_len=360))
+        try:
+            for index in run_before:
+                runner.run(jobs[index])
+            record, _ = runner.run(jobs[25])
+        finally:
+            runner.close()
+        return [subtask["steps"] for subtask in record["subtasks"]]
+
+    assert steps_of_chain_25([24]) == steps_of_chain_25([])

@@ -34,7 +34,15 @@ class ScriptedExpert:
         self._skill: Iterator[Waypoint] | None = None
         self._waypoint: Waypoint | None = None
 
+    def new_chain(self, seed: int) -> None:
+        """A new episode in a reset env: nothing of the previous one may carry over (the controller's
+        gripper-settling clock did, so a chain's result depended on what the worker ran before it)."""
+        self.controller = TargetController()
+        self.reset()
+
     def reset(self) -> None:
+        # within a chain the controller keeps its gripper clock: the gripper may still be moving from
+        # the previous subtask's last command
         self.controller.reset()
         self._task = None
         self._skill = None

@@ -146,6 +146,7 @@ def record_episode(plan: EpisodePlan, staging_dir: str) -> EpisodeResult:
         target = np.array(obs["robot_obs"][:6], dtype=np.float64)
         completed: list[str] = []
         failed = None
+        expert.new_chain(plan.index)  # the worker's expert recorded other episodes before this one
         for task, instruction in zip(plan.tasks, plan.instructions):
             expert.reset()
             start_info, first = env.get_info(), writer.num_frames
