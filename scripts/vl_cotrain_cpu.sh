@@ -23,8 +23,9 @@ STAGE1="$OUT/stage1/checkpoints/last"
 python -m harness.eval.vqa "$STAGE1" "$VL" --out "$OUT/vqa_stage1.json"
 
 for RUN in cotrain action_only; do
-    if [ "$RUN" = cotrain ]; then MIX=(sources=action_vl trainer.grad_accum=4); else MIX=(sources=action trainer.grad_accum=3); fi
-    python -m harness.train "+experiment=[e2e_cpu,vl_stage2]" init_from="$STAGE1" sources.vl.options.path="$VL" \
+    if [ "$RUN" = cotrain ]; then MIX=(sources=action_vl sources.vl.options.path="$VL" trainer.grad_accum=4)
+    else MIX=(sources=action trainer.grad_accum=3); fi
+    python -m harness.train "+experiment=[e2e_cpu,vl_stage2]" init_from="$STAGE1" \
         "${MIX[@]}" data.path="$SHARDS" trainer.max_steps="$STAGE2_STEPS" trainer.val_every=500 \
         trainer.ckpt_every=500 optim.warmup_steps=100 run_name="$RUN" hydra.run.dir="$OUT/$RUN"
     python -m harness.eval.vqa "$OUT/$RUN/checkpoints/last" "$VL" --out "$OUT/vqa_$RUN.json"
