@@ -71,10 +71,10 @@ class MixedStream:
             raise ValueError(f"sources {sorted(streams)}: the ratios must not all be 0")
         self.streams = dict(streams)
         self.schedule = CreditSchedule({n: ratios[n] / total for n in streams}, seed)
-        self.clock = self.streams["action"] if "action" in self.streams else next(iter(self.streams.values()))
+        clock = "action" if "action" in self.streams else next(iter(self.streams))
+        self.clock = self.streams[clock]
         # the trainer counts epochs in micro-batches of the clock's data; mixed steps hold fewer of them
-        share = self.schedule.fractions.get("action" if "action" in self.streams else next(iter(self.streams)), 1.0)
-        self.batches_per_epoch = max(int(self.clock.batches_per_epoch / share), 1)
+        self.batches_per_epoch = max(int(self.clock.batches_per_epoch / self.schedule.fractions[clock]), 1)
 
     def __iter__(self) -> "MixedStream":
         return self
@@ -141,9 +141,5 @@ class VQAValidation:
                 **{f"val/vqa_{t}": r["accuracy"] for t, r in result["per_type"].items()}}
 
 
-def mix(streams: dict[str, BatchStream], ratios: dict[str, float], seed: int) -> MixedStream:
-    return MixedStream(streams, ratios, seed)
-
-
 register_stream("vl", build_vl_stream, check=check_vl_source)
-register_mixer(mix)
+register_mixer(MixedStream)

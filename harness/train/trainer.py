@@ -172,12 +172,13 @@ def _train(cfg: TrainConfig, dist: D.DistInfo, device_kind: str, overrides: list
             logger.log(step, record)
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
         score = None
-        if val_set is not None and ((tc.val_every and step % tc.val_every == 0) or last):
+        val_due = bool(tc.val_every and step % tc.val_every == 0) or last
+        if val_set is not None and val_due:
             val_metrics = validate(D.for_evaluation(net), val_set, val_indices, tc.batch_size, tc.num_workers, dist,
                                    device, autocast, pad_batches=sharded)
             logger.log(step, val_metrics)
             score = val_metrics.get("val/loss") if tc.best_metric == "val_loss" else None
-        if vqa is not None and ((tc.val_every and step % tc.val_every == 0) or last):
+        if vqa is not None and val_due:
             with autocast:  # rank 0 answers; the others wait at the broadcast
                 vqa_metrics = D.broadcast_json(vqa(model) if dist.is_main else None, dist)
             logger.log(step, vqa_metrics)
