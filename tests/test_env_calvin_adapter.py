@@ -105,7 +105,7 @@ def stand_in_calvin(tmp_path, monkeypatch):
 
 def test_missing_calvin_env_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "calvin_env", None)  # import calvin_env -> ImportError
-    with pytest.raises(ImportError, match="git clone --recurse-submodules https://github.com/mees/calvin_env"):
+    with pytest.raises(ImportError, match="scripts/install_calvin_env.sh"):
         make_env("calvin", scene="D")
 
 
