@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 REQUIRE_VAR = "VLA_HARNESS_REQUIRE_CALVIN_ENV"
+_MARKED = pytest.StashKey[int]()
 
 
 def _calvin_env_location() -> Path | None:
@@ -35,9 +36,17 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    marked = [item for item in items if item.get_closest_marker("calvin_env") is not None]
+    config.stash[_MARKED] = len(marked)
     if CALVIN_ENV_ROOT is not None:
         return
     skip = pytest.mark.skip(reason=SKIP_REASON)
-    for item in items:
-        if item.get_closest_marker("calvin_env") is not None:
-            item.add_marker(skip)
+    for item in marked:
+        item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """The same line at the end, where `-q` runs show it too."""
+    marked = config.stash.get(_MARKED, 0)
+    if marked and CALVIN_ENV_ROOT is None:
+        terminalreporter.write_line(f"calvin_env: NOT INSTALLED - {marked} tests marked calvin_env were skipped: {SKIP_REASON}")
