@@ -208,7 +208,7 @@ class CalvinEnv:
             return
         env.close()
         # calvin_env's __del__ calls close() again; PyBullet reuses client ids from 0, so a second
-        # disconnect would close the NEXT env's client. Disown the id (shared/calvin.md §1).
+        # disconnect would close the NEXT env's client. Disown the id (docs/EVALUATION.md).
         if hasattr(env, "ownsPhysicsClient"):
             env.ownsPhysicsClient = False
         self._env = None
