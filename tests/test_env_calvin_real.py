@@ -186,14 +186,18 @@ def test_an_archive_install_is_named(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def calvin_1431a46(tmp_path_factory) -> Path:
-    """CALVIN's pinned calvin_env beside the installed one, checked out from the installed clone."""
+def checkouts(tmp_path_factory) -> dict[str, Path]:
+    """calvin_env 797142c and CALVIN's pinned 1431a46 beside the installed one (whatever commit that is),
+    checked out from the installed clone with the install script."""
     if not (CALVIN_ENV_ROOT / ".git").exists():
-        pytest.skip(f"calvin_env at {CALVIN_ENV_ROOT} is not a git clone; cannot check out 1431a46 from it")
-    dest = tmp_path_factory.mktemp("calvin_env") / "calvin_env_1431a46"
-    subprocess.run(["bash", str(ROOT / "scripts" / "install_calvin_env.sh"), "--checkout-only", "--commit", "1431a46",
-                    "--dest", str(dest), str(CALVIN_ENV_ROOT)], check=True, capture_output=True)
-    return dest
+        pytest.skip(f"calvin_env at {CALVIN_ENV_ROOT} is not a git clone; cannot check out other commits from it")
+    found = {}
+    for commit in ("797142c", "1431a46"):
+        dest = tmp_path_factory.mktemp("calvin_env") / f"calvin_env_{commit}"
+        subprocess.run(["bash", str(ROOT / "scripts" / "install_calvin_env.sh"), "--checkout-only", "--commit", commit,
+                        "--dest", str(dest), str(CALVIN_ENV_ROOT)], check=True, capture_output=True)
+        found[commit] = dest
+    return found
 
 
 def _probe(pythonpath: list[Path], backend: str = "calvin", **kwargs) -> dict:
@@ -204,10 +208,10 @@ def _probe(pythonpath: list[Path], backend: str = "calvin", **kwargs) -> dict:
     return json.loads(next(line for line in out.stdout.splitlines() if line.startswith("{")))
 
 
-def test_797142c_and_1431a46_differ_where_the_docs_say(calvin_1431a46):
-    head, pinned = _probe([]), _probe([calvin_1431a46])
-    assert pinned["version"] == "calvin_env 1431a46"
-    # The LED: after a reset with it on, the first press turns it off at HEAD; at 1431a46 it takes two.
+def test_797142c_and_1431a46_differ_where_the_docs_say(checkouts):
+    head, pinned = _probe([checkouts["797142c"]]), _probe([checkouts["1431a46"]])
+    assert (head["version"], pinned["version"]) == ("calvin_env 797142c", "calvin_env 1431a46")
+    # The LED: after a reset with it on, the first press turns it off at 797142c; at 1431a46 it takes two.
     assert head["presses_to_turn_off_led"] == 1 and pinned["presses_to_turn_off_led"] == 2
     # 1431a46 scaled the caller's action array in place; the adapter passes a copy.
     assert not head["raw_step_scales_in_place"] and pinned["raw_step_scales_in_place"]
