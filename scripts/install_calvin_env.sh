@@ -27,7 +27,7 @@ source_arg=""
 dest=""
 checkout_only=0
 if_changed=0
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "$1"; }
+usage() { sed -n '2,/^set /{/^#/p}' "$0" | sed 's/^# \{0,1\}//' >&2; exit "$1"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --commit) commit="${2:?--commit needs a value}"; shift 2 ;;
@@ -75,6 +75,7 @@ fi
 mkdir -p "$(dirname "$dest")"
 git clone -q --no-checkout "$src" "$dest"
 if ! git -C "$dest" -c advice.detachedHead=false checkout -q "$commit" 2>/dev/null; then
+    rm -rf "$dest"
     echo "install_calvin_env.sh: commit '$commit' is not in $src" >&2
     exit 1
 fi
