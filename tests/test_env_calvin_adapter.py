@@ -1,7 +1,7 @@
 """env=calvin: the adapter around an installed calvin_env.
 
-calvin_env is not on PyPI and CI never has it, so these tests install a stand-in package with
-calvin_env's layout (a `calvin_env` package next to a hydra `conf/` folder whose env config
+These run with or without calvin_env installed (tests/test_env_calvin_real.py covers the real one): they
+install a stand-in package with calvin_env's layout (a `calvin_env` package next to a hydra `conf/` folder whose env config
 instantiates `calvin_env.envs.play_table_env.PlayTableSimEnv`). The stand-in records how it was built
 and runs the built-in scene underneath, so the adapter's config composition, validation and
 delegation are exercised end to end.
