@@ -101,6 +101,8 @@ def stand_in_calvin(tmp_path, monkeypatch):
 
     yield module, root
     module.BUILT.clear()
+    for mod in [m for m in sys.modules if m.startswith("calvin_env")]:
+        del sys.modules[mod]  # the stand-in's modules go; monkeypatch then puts back any real ones
 
 
 def test_missing_calvin_env_says_how_to_install(monkeypatch):
