@@ -23,4 +23,9 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     python -m pip install -q -e "$ROOT[dev]" >&2
     echo "$WANT" > "$STAMP"
 fi
+# The real calvin_env for env=calvin, when CALVIN_ENV_SOURCE says where from (a git URL, a clone or a
+# bundle; CALVIN_ENV_COMMIT picks the commit): installed on first use and whenever either changes.
+if [ -n "${CALVIN_ENV_SOURCE:-}" ]; then
+    bash "$ROOT/scripts/install_calvin_env.sh" --if-changed "$CALVIN_ENV_SOURCE"
+fi
 cd "$ROOT"

@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="recording processes")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--embedding-model", help="sentence-embedding model (hub name or folder) for language.emb")
+    r.add_argument("--env", default="builtin", help="env backend that records: builtin, or calvin (the real calvin_env)")
     args = ap.parse_args(argv)
 
     if args.cmd == "record":
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out, scenes=tuple(args.scenes), episodes=args.episodes, val_episodes=args.val_episodes,
             chain_length=args.chain_length, tasks=tuple(args.tasks.split(",")) if args.tasks else None,
             ep_len=args.ep_len, workers=args.workers, seed=args.seed, embedding_model=args.embedding_model,
+            env=args.env,
         )
         summary = record_dataset(cfg, progress=sys.stderr.isatty())
         print(json.dumps(summary))
