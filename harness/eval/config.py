@@ -47,7 +47,7 @@ def settings(cfg: Mapping[str, Any]) -> EvalSettings:
         video_stride=int(cfg.get("video_stride", 1)), progress=bool(cfg.get("progress", True)),
         overwrite=bool(cfg.get("overwrite", False)), dist_backend=cfg.get("dist_backend", "auto"),
         dist_timeout_s=float(cfg.get("dist_timeout_s", 48 * 3600)),
-        job_timeout_s=float(cfg["job_timeout_s"]) if cfg.get("job_timeout_s") else None,
+        job_timeout_s=float(cfg["job_timeout_s"]) if cfg.get("job_timeout_s") is not None else None,
     )
 
 
