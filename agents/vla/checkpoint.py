@@ -1,4 +1,5 @@
-"""Checkpoint folders (docs/ARCHITECTURE.md): save, and load with validation. Loading never unpickles.
+"""Checkpoint folders (docs/ARCHITECTURE.md): save, and load with validation. Loading never unpickles, and
+never runs code found in the folder (`trust_remote_code=False` wherever transformers loads from it).
 
     model.safetensors   all weights (tied tensors stored once); header metadata names family/head/history
     config.yaml         the resolved config: `model` (VLAConfig), `normalizer`, plus anything the caller adds

@@ -5,8 +5,8 @@ one process as soon as the job finishes. A run killed at any moment leaves at mo
 line, which reading ignores and appending cuts off first. Under torchrun each rank appends to its own
 results.rank{r}.jsonl, and rank 0 merges them into results.jsonl at the end.
 
-run.json records what the results depend on (mode, agent, env, ep_len, seed): running again in the same
-folder with other settings would mix results of different things, so it is refused.
+run.json records what the results depend on (mode, agent, env, ep_len, seed, job_timeout_s): running
+again in the same folder with other settings would mix results of different things, so it is refused.
 """
 
 from __future__ import annotations
