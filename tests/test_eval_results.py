@@ -136,3 +136,14 @@ def test_job_timeout_must_be_positive_and_is_part_of_the_run_key():
             EvalSettings(job_timeout_s=bad)
     env, agent = EnvConfig(), AgentConfig("random")
     assert EvalSettings(job_timeout_s=30).run_key(env, agent) != EvalSettings().run_key(env, agent)
+
+
+def test_a_setting_that_is_not_a_number_is_named():
+    from harness.eval.config import settings
+
+    base = {"mode": "chains", "num_chains": 3, "episodes_per_task": 1, "ep_len": 5, "workers": 0, "seed": 0}
+    assert settings(base).job_timeout_s is None and settings({**base, "job_timeout_s": 30}).job_timeout_s == 30.0
+    for key, value, kind in (("num_chains", "abc", "an integer"), ("ep_len", None, "an integer"),
+                             ("job_timeout_s", "soon", "a number")):
+        with pytest.raises(ValueError, match=f"^{key} must be {kind}, got {value!r}$"):
+            settings({**base, key: value})
