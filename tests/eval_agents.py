@@ -79,6 +79,23 @@ def make_button_presser(scene: str = "D") -> ButtonPresser:
     return ButtonPresser(scene)
 
 
+class GatedPresser(ButtonPresser):
+    """The button presser, holding every chain after the first while the file `gate` exists: an evaluation
+    that stays busy for exactly as long as a test needs."""
+
+    def __init__(self, gate: str, scene: str = "D") -> None:
+        super().__init__(scene)
+        self.gate = gate
+
+    def new_chain(self, seed: int) -> None:
+        while seed > 0 and os.path.exists(self.gate):
+            time.sleep(0.05)
+
+
+def make_gated_presser(gate: str, scene: str = "D") -> GatedPresser:
+    return GatedPresser(gate, scene)
+
+
 class FlakyEnv:
     """The built-in env, failing during the chain that starts from `fail_scene_obs`, at its `fail_step`-th step.
 

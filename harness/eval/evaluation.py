@@ -18,14 +18,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+import yaml
+
+from harness.config_errors import ConfigError, config_errors
 from harness.eval.distributed import DistInfo, barrier, choose_backend, dist_from_env, init_distributed, rank_device, shutdown
 from harness.eval.jobs import Job, chain_jobs, single_task_jobs
 from harness.eval.report import console_summary, write_reports
 from harness.eval.results import running_summary, summarize
 from harness.eval.runner import RunSettings, default_threads, run_jobs
-from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, describe_agent_source
+from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, check_sources, describe_agent_source
 from harness.eval.store import RESULTS, ResultsLog, check_run_key, clear_results, rank_log_name, read_results, write_merged
 from harness.eval.video import TraceStore, render_videos
+from harness.folder_lock import FolderBusy, FolderLock
 
 MODES = ("chains", "single_task")
 
@@ -61,6 +65,8 @@ class EvalSettings:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.video_format not in ("mp4", "gif"):
             raise ValueError(f"video_format must be 'mp4' or 'gif', got {self.video_format!r}")
+        if self.job_timeout_s is not None and not self.job_timeout_s > 0:
+            raise ValueError(f"job_timeout_s must be > 0 seconds (or null for no limit), got {self.job_timeout_s}")
 
     def jobs(self) -> list[Job]:
         if self.mode == "chains":
@@ -69,10 +75,12 @@ class EvalSettings:
 
     def run_key(self, env: EnvConfig, agent: AgentSource) -> dict[str, Any]:
         """What results depend on; a rerun in the same folder must match it (num_chains, workers and
-        videos may change: more chains extend the run, fewer report a prefix)."""
+        videos may change: more chains extend the run, fewer report a prefix). job_timeout_s is in it: a
+        chain that runs past it twice is recorded as env_error instead of its outcome."""
         agent_key = describe_agent_source(agent)
         agent_key.get("kwargs", {}).pop("device", None)  # where it runs (cpu, cuda:N per rank) is not what it is
-        return {"mode": self.mode, "ep_len": self.ep_len, "seed": self.seed, "env": env.to_dict(), "agent": agent_key}
+        return {"mode": self.mode, "ep_len": self.ep_len, "seed": self.seed, "job_timeout_s": self.job_timeout_s,
+                "env": env.to_dict(), "agent": agent_key}
 
 
 @dataclass
@@ -126,6 +134,8 @@ def run_evaluation(settings: EvalSettings, env: EnvConfig, agent: AgentSource, o
     dist = dist_from_env()
     if dist.active and output_dir is None:
         raise ValueError("under torchrun the ranks share their results through output_dir: set one")
+    with config_errors():
+        check_sources(env, agent)  # before the output folder is touched or a worker is started
     dist = init_distributed(dist, choose_backend(settings.dist_backend, _agent_device(agent)), settings.dist_timeout_s)
     try:
         results = _evaluate(settings, env, _agent_for_rank(agent, dist), output_dir, config, dist, started)
@@ -140,15 +150,38 @@ def run_evaluation(settings: EvalSettings, env: EnvConfig, agent: AgentSource, o
 
 def _evaluate(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output_dir: str | Path | None,
               config: dict[str, Any] | None, dist: DistInfo, started: float) -> dict[str, Any]:
-    jobs = settings.jobs()
+    with config_errors():
+        jobs = settings.jobs()  # unknown task names fail here, before the folder is touched
     folder = Path(output_dir) if output_dir is not None else None
-    key = settings.run_key(env, agent)
-    if folder is not None and dist.is_main:
-        if settings.overwrite:
-            clear_results(folder)
-            shutil.rmtree(folder / "traces", ignore_errors=True)
-            shutil.rmtree(folder / "videos", ignore_errors=True)
+    if folder is None or not dist.is_main:
+        return _run(settings, jobs, env, agent, folder, config, dist, started)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:  # rank 0 writes the folder's shared files for the whole run (the other ranks only their own logs)
+        lock = FolderLock(folder, "written by another evaluation").acquire()
+    except FolderBusy as e:
+        raise ConfigError(f"output_dir: {e}") from None
+    try:
+        _claim(folder, settings, settings.run_key(env, agent), config)
+        return _run(settings, jobs, env, agent, folder, config, dist, started)
+    finally:
+        lock.release()
+
+
+def _claim(folder: Path, settings: EvalSettings, key: dict[str, Any], config: dict[str, Any] | None) -> None:
+    """Clear the folder (overwrite), check the resume key, then record the config: a refused rerun
+    changes nothing in the folder."""
+    if settings.overwrite:
+        clear_results(folder)
+        shutil.rmtree(folder / "traces", ignore_errors=True)
+        shutil.rmtree(folder / "videos", ignore_errors=True)
+    with config_errors():
         check_run_key(folder, key)
+    if config is not None:
+        (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _run(settings: EvalSettings, jobs: list[Job], env: EnvConfig, agent: AgentSource, folder: Path | None,
+         config: dict[str, Any] | None, dist: DistInfo, started: float) -> dict[str, Any]:
     barrier(dist)  # the folder is checked (or cleared) before anyone reads it
     done = read_results(folder) if folder is not None else {}
     barrier(dist)  # everyone has read the same finished set before anyone appends to it
