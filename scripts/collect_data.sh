@@ -5,4 +5,4 @@
 #                               [--tasks open_drawer,close_drawer,...] [--workers N] [--seed 0] [--env builtin]
 # Running the same command again continues an interrupted recording.
 source "$(dirname "$0")/_venv.sh"
-exec python -m harness.data record "$@"
+exec python -m harness.record "$@"

@@ -14,7 +14,7 @@ import pytest
 
 from harness.data.calvin_format import CalvinSplit
 from harness.data.config import DataConfig, build_dataset
-from harness.data.record import RecordConfig, record_dataset
+from harness.record.recorder import RecordConfig, record_dataset
 from harness.eval import AgentConfig, EnvConfig
 from harness.eval.jobs import chain_jobs
 from harness.eval.runner import JobRunner, RunSettings

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from harness.config_errors import ConfigError
-from harness.train.config import TrainConfig, check_config
+from harness.train.checks import check_config
+from harness.train.config import TrainConfig
 from tests.train_helpers import ENV, ROOT, cli, compose, config, dataset, train_here  # noqa: F401  (fixture)
 
 

@@ -11,7 +11,8 @@ import torch
 
 from harness.data.config import build_dataset
 from harness.train import sources
-from harness.train.sources import EpochSeeded, ResumableDistributedSampler, SourceLosses
+from harness.train.sources import SourceLosses
+from harness.train.streams import EpochSeeded, ResumableDistributedSampler
 from tests.train_helpers import config, dataset, metrics, train_here  # noqa: F401  (fixture)
 from tests.vla_helpers import build_model, tiny_dir  # noqa: F401  (fixture)
 

@@ -31,6 +31,7 @@ from torch import nn
 
 from .backbones import BackboneAdapter, BackboneCache, load_backbone
 from .config import VLAConfig
+from .finetune import apply_finetune, format_parameter_report, parameter_report
 from .heads import ARM_DIM, DiscreteHead, build_head, continuous_loss, discrete_loss
 from .tokens import ActionBins, AddedTokenEmbedding, add_vla_tokens
 
@@ -92,8 +93,6 @@ class VLAModel(nn.Module):
     def build(cls, cfg: VLAConfig, verbose: bool = True) -> "VLAModel":
         """Load/construct the backbone named by `cfg.backbone`, add the VLA parts, apply `cfg.finetune`;
         print the trainable parameters per part."""
-        from .finetune import apply_finetune, format_parameter_report, parameter_report
-
         model = cls(cfg, load_backbone(cfg.backbone))
         apply_finetune(model, cfg.finetune)
         if verbose:

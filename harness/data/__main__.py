@@ -1,14 +1,12 @@
-"""`python -m harness.data record OUT`, `check PATH` and `convert SRC DST`."""
+"""`python -m harness.data check PATH` and `convert SRC DST` (recording a dataset: `python -m harness.record`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from harness.data.check import check_path, summary_dict
-from harness.data.record import RecordConfig, record_dataset
 from harness.data.shards import DEFAULT_KEYS, convert, directory_size
 
 
@@ -37,30 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--keys", nargs="+", default=list(DEFAULT_KEYS), help="frame keys to store")
     v.add_argument("--shard-frames", type=int, default=2048, help="frames per shard")
     v.add_argument("--workers", type=int, default=1, help="processes converting shards in parallel")
-    r = sub.add_parser("record", help="record a CALVIN-format dataset with the scripted expert (resumable)")
-    r.add_argument("out", help="dataset root (training/ and validation/ inside)")
-    r.add_argument("--scenes", default="D", help="scenes of the training split, e.g. D or ABC (validation is D)")
-    r.add_argument("--episodes", type=int, default=100, help="training episodes (task chains) per scene")
-    r.add_argument("--val-episodes", type=int, default=10, help="validation episodes, scene D")
-    r.add_argument("--chain-length", type=int, default=5, help="tasks per episode, 1..5")
-    r.add_argument("--tasks", help="comma-separated task names to draw from (default: all 34)")
-    r.add_argument("--ep-len", type=int, default=360, help="steps allowed per subtask")
-    r.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="recording processes")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--embedding-model", help="sentence-embedding model (hub name or folder) for language.emb")
-    r.add_argument("--env", default="builtin", help="env backend that records: builtin, or calvin (the real calvin_env)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["record"]:
+        ap.error("recording moved: python -m harness.record OUT [options] (or scripts/collect_data.sh)")
     args = ap.parse_args(argv)
-
-    if args.cmd == "record":
-        cfg = RecordConfig(
-            out=args.out, scenes=tuple(args.scenes), episodes=args.episodes, val_episodes=args.val_episodes,
-            chain_length=args.chain_length, tasks=tuple(args.tasks.split(",")) if args.tasks else None,
-            ep_len=args.ep_len, workers=args.workers, seed=args.seed, embedding_model=args.embedding_model,
-            env=args.env,
-        )
-        summary = record_dataset(cfg, progress=sys.stderr.isatty())
-        print(json.dumps(summary))
-        return 0
 
     if args.cmd == "check":
         reports = check_path(args.path, split=args.split, sample=args.sample, progress=sys.stderr.isatty(), quick=args.quick)

@@ -10,7 +10,7 @@ Modules:
     runner.py      worker processes with a dynamic queue, env-failure retry, dead-worker replacement
     specs.py       picklable env and agent configs that each worker builds from
     store.py       results.jsonl (append-only, crash-safe), rank logs and their merge, the resume check
-    distributed.py torchrun ranks: sharding, barriers, process group
+                   (torchrun ranks, sharding and barriers: harness/ranks.py, shared with the training)
     results.py     CALVIN's metrics (avg_seq_len, chain_sr, task_info) and the project's additions
     report.py      results.json, report.md, plots
     video.py       traces -> re-rendered MP4/GIF videos with instruction and TCP paths drawn on

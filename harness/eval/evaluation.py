@@ -21,7 +21,6 @@ from typing import Any, Sequence
 import yaml
 
 from harness.config_errors import ConfigError, config_errors
-from harness.eval.distributed import DistInfo, barrier, choose_backend, dist_from_env, init_distributed, rank_device, shutdown
 from harness.eval.jobs import Job, chain_jobs, single_task_jobs
 from harness.eval.report import console_summary, write_reports
 from harness.eval.results import running_summary, summarize
@@ -30,6 +29,7 @@ from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, check_source
 from harness.eval.store import RESULTS, ResultsLog, check_run_key, clear_results, rank_log_name, read_results, write_merged
 from harness.eval.video import TraceStore, render_videos
 from harness.folder_lock import FolderBusy, FolderLock
+from harness.ranks import DistInfo, barrier, choose_backend, dist_from_env, init_distributed, rank_device, shutdown
 
 MODES = ("chains", "single_task")
 

@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from harness.data.normalization import ActionNormalizer
 from harness.data.windows import collate_windows
 from harness.train.config import RolloutConfig
-from harness.train.distributed import DistInfo, all_reduce_sum, hide_ranks
+from harness.ranks import DistInfo
+from harness.train.distributed import all_reduce_sum, hide_ranks
 from harness.train.sources import LOSSES
 from harness.train.state import rng_state, set_rng_state
 

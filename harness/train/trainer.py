@@ -36,14 +36,17 @@ from harness.config_errors import config_errors
 from harness.data.config import build_dataset, make_normalizer
 from harness.data.normalization import ActionNormalizer
 from harness.data.windows import collate_windows
+from harness.ranks import DistInfo, barrier, rank_device, shutdown
 from harness.train import distributed as D
 from harness.train.callbacks import rollout, to_device, validate, validation_indices
 from harness.train.checkpoints import Checkpoints, step_name
-from harness.train.config import TrainConfig, check_config, resolve_device
+from harness.train.checks import check_config
+from harness.train.config import TrainConfig, resolve_device
 from harness.train.cotraining import VQAValidation
 from harness.train.metrics import MetricsLogger
 from harness.train.optim import build_optimizer, build_scheduler
-from harness.train.sources import LOSSES, EpochSeeded, SourceLosses, build_stream
+from harness.train.sources import LOSSES, SourceLosses, build_stream
+from harness.train.streams import EpochSeeded
 from harness.train.state import (full_weights, load_optimizer_state, load_trainer_state, optimizer_state,
                                  record_best, rng_state, save_trainer_state, seed_all, set_rng_state)
 
@@ -62,12 +65,12 @@ def train(cfg: TrainConfig, overrides: list[str] | None = None) -> dict[str, Any
         cfg = TrainConfig.from_dict(D.broadcast_json(cfg.to_dict(), dist))
         return _train(cfg, dist, device_kind, overrides or [])
     finally:
-        D.shutdown(dist)
+        shutdown(dist)
 
 
-def _train(cfg: TrainConfig, dist: D.DistInfo, device_kind: str, overrides: list[str]) -> dict[str, Any]:
+def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[str]) -> dict[str, Any]:
     tc = cfg.trainer
-    device = torch.device(D.rank_device(device_kind, dist))  # under torchrun, "cuda" is this rank's GPU
+    device = torch.device(rank_device(device_kind, dist))  # under torchrun, "cuda" is this rank's GPU
     run_dir = Path(cfg.output_dir)
     ckpts = Checkpoints(run_dir / "checkpoints", tc.keep_last)
 
@@ -214,7 +217,7 @@ def _train(cfg: TrainConfig, dist: D.DistInfo, device_kind: str, overrides: list
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _resume_point(cfg: TrainConfig, ckpts: Checkpoints, dist: D.DistInfo) -> Path | None:
+def _resume_point(cfg: TrainConfig, ckpts: Checkpoints, dist: DistInfo) -> Path | None:
     """The checkpoint to resume from (rank 0 decides; the folder must be visible to every rank)."""
     if cfg.resume not in ("auto", "never"):
         return Path(cfg.resume)
@@ -226,7 +229,7 @@ def _resume_point(cfg: TrainConfig, ckpts: Checkpoints, dist: D.DistInfo) -> Pat
 
 
 def _restore(folder: Path, optimizer: torch.optim.Optimizer, net: nn.Module, sharded: bool, scheduler: Any,
-             scaler: torch.amp.GradScaler, stream: Any, dist: D.DistInfo, seed: int) -> tuple[int, dict | None]:
+             scaler: torch.amp.GradScaler, stream: Any, dist: DistInfo, seed: int) -> tuple[int, dict | None]:
     meta, named = load_trainer_state(folder)
     load_optimizer_state(optimizer, net, named, sharded, folder)
     scheduler.load_state_dict(meta["scheduler"])
@@ -256,7 +259,7 @@ class _Saver:
     scheduler: Any
     scaler: torch.amp.GradScaler
     stream: Any
-    dist: D.DistInfo
+    dist: DistInfo
     sharded: bool
     weight_names: list[str]
     total_steps: int
@@ -280,7 +283,7 @@ class _Saver:
                 save_trainer_state(d, meta, optim)
 
             folder = self.ckpts.save(step, write)
-        D.barrier(self.dist)
+        barrier(self.dist)
         return folder
 
     def mark_best(self, folder: Path | None, best: dict) -> None:
@@ -338,7 +341,7 @@ def _clip(params: list[nn.Parameter], max_norm: float) -> float:
 
 
 def _global_counts(group: list[tuple[str, Any]], counts: list[int], sources: list[str],
-                   dist: D.DistInfo) -> dict[str, float]:
+                   dist: DistInfo) -> dict[str, float]:
     local = torch.zeros(len(sources), dtype=torch.float64)
     for (source, _), n in zip(group, counts):
         local[sources.index(source)] += n

@@ -8,7 +8,7 @@ import pytest
 from harness.data.calvin_format import CalvinSplit
 from harness.data.check import check_path
 from harness.data.config import DataConfig, build_dataset
-from harness.data.record import RecordConfig, plan_episode, record_dataset
+from harness.record.recorder import RecordConfig, plan_episode, record_dataset
 from harness.sim.layout import REL_ORN_SCALE, REL_POS_SCALE
 from harness.spatial import wrap_angle
 from harness.tasks import TASK_NAMES, eval_instruction, training_instructions

@@ -1,4 +1,4 @@
-"""Recording CALVIN-format datasets with the scripted expert (`scripts/collect_data.sh`).
+"""Recording CALVIN-format datasets with the scripted expert (`python -m harness.record`, `scripts/collect_data.sh`).
 
 Every episode is one random valid task chain from one of CALVIN's 192 start conditions, run by the
 scripted expert with both cameras in the built-in scene or (`env="calvin"`) the real calvin_env; each completed subtask becomes one language
