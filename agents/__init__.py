@@ -1,7 +1,8 @@
 """Agents: everything that maps (observation, instruction) to a 7-d CALVIN action.
 
     from agents import Agent, AgentSpec, make_agent
-    agent = make_agent("scripted", scene="D")          # the scripted expert (privileged, no cameras)
+    agent = make_agent("scripted")                      # the scripted expert (privileged, no cameras);
+    agent.bind_env(env.description)                     # it plans in the scene of the env it is bound to
     agent = make_agent("random", seed=0)                # uniform relative actions, random gripper
     agent = make_agent("replay", actions="run.npz")     # plays back recorded actions
     agent = make_agent("vla", checkpoint=DIR, device="cuda")

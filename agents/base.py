@@ -7,6 +7,10 @@ An agent declares what it needs so that the harness renders and passes only that
 
 Agents that are not `privileged` get the observation without `scene_obs`.
 
+Optional hook: `bind_env(description: harness.envs.EnvDescription)`, called whenever the harness pairs the
+agent with an env (after building it, and after rebuilding it): the env owns the scene, and an agent that
+needs its layout (the scripted expert) reads it from the description.
+
 Optional hook: `new_chain(seed: int)`, called before the first subtask of every evaluation chain (and every
 single-task episode) with a seed that depends only on the run's seed and the chain, so that a stochastic
 agent gives the same results whichever worker process or rank runs the chain, and whether or not the run

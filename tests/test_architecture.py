@@ -20,8 +20,8 @@ PACKAGES = ("harness", "agents")
 # Lowest first; a module may import from its own layer and the layers below. The longest matching prefix
 # decides a module's layer.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("harness", "harness.spatial", "harness.folder_lock", "harness.config_errors",
-                    "harness.strict_config", "harness.ranks", "harness.configs")),
+    ("foundation", ("harness", "harness.spatial", "harness.folder_lock", "harness.config_errors", "harness.ranks",
+                    "harness.strict_config", "harness.hydra_app", "harness.tool_args", "harness.configs")),
     ("sim", ("harness.sim",)),
     ("tasks", ("harness.tasks",)),
     ("envs", ("harness.envs",)),

@@ -24,6 +24,7 @@ import torch
 
 from agents.base import AgentSpec
 from harness.data.normalization import ActionNormalizer
+from harness.strict_config import from_mapping
 
 from .inference import EpisodeStream
 from .model import VLAModel
@@ -33,9 +34,11 @@ METRES_PER_UNIT = 0.02  # CALVIN relative action: position delta per unit of the
 
 
 @dataclass
-class AgentConfig:
+class ExecutionConfig:
+    """How the agent turns the model's chunks into one action per step (configs/agent/vla.yaml)."""
+
     execution: str = "replan"
-    exec_horizon: int = 1  # chunk: actions executed per chunk (1 <= k <= fwd_pred_next_n)
+    exec_horizon: int = 1  # chunk: actions executed per chunk (1 <= k <= the model's chunk_size)
     ensemble_decay: float = 0.1
     use_cache: bool = True  # False: re-run the whole window every step (the baseline)
 
@@ -47,7 +50,7 @@ class AgentConfig:
 
     def check_chunk(self, chunk: int) -> None:
         if self.execution == "chunk" and self.exec_horizon > chunk:
-            raise ValueError(f"exec_horizon {self.exec_horizon} exceeds the chunk length fwd_pred_next_n={chunk}")
+            raise ValueError(f"exec_horizon {self.exec_horizon} exceeds the model's chunk_size={chunk}")
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -66,12 +69,12 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 
 class VLAAgent:
-    def __init__(self, model: VLAModel, normalizer: ActionNormalizer, cfg: AgentConfig | None = None,
+    def __init__(self, model: VLAModel, normalizer: ActionNormalizer, cfg: ExecutionConfig | None = None,
                  checkpoint: str | None = None):
         self.model = model.eval()
         self.normalizer = normalizer
-        self.cfg = cfg or AgentConfig()
-        chunk = model.cfg.fwd_pred_next_n
+        self.cfg = cfg or ExecutionConfig()
+        chunk = model.cfg.chunk_size
         self.cfg.check_chunk(chunk)
         self.device = next(model.parameters()).device
         self.spec = AgentSpec(
@@ -88,7 +91,7 @@ class VLAAgent:
         self._instruction: str | None = None
         self._plan: torch.Tensor | None = None  # chunk being executed (normalised), and how far
         self._plan_step = 0
-        self._chunks: deque[torch.Tensor] = deque(maxlen=self.model.cfg.fwd_pred_next_n)  # ensemble, newest last
+        self._chunks: deque[torch.Tensor] = deque(maxlen=self.model.cfg.chunk_size)  # ensemble, newest last
         self._tcp: np.ndarray | None = None
 
     def step(self, obs: dict[str, Any], instruction: str) -> np.ndarray:
@@ -144,17 +147,15 @@ class VLAAgent:
         return self._tcp + np.cumsum(rel[:, :3] * METRES_PER_UNIT, axis=0)
 
 
-def _options(device: str, dtype: str | torch.dtype | None, agent_cfg: dict[str, Any]) -> tuple[torch.device, torch.dtype, AgentConfig]:
-    unknown = set(agent_cfg) - set(AgentConfig.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"unknown agent options {sorted(unknown)}; known: {sorted(AgentConfig.__dataclass_fields__)}")
+def _options(device: str, dtype: str | torch.dtype | None, agent_cfg: dict[str, Any]) -> tuple[torch.device, torch.dtype, ExecutionConfig]:
+    execution = from_mapping(ExecutionConfig, agent_cfg, "agent")
     try:
         dev = torch.device(device)
     except RuntimeError as e:
         raise ValueError(f"device={device!r} is not a device ({e})") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r}, but this machine has no CUDA device")
-    return dev, resolve_dtype(dtype, dev), AgentConfig(**agent_cfg)
+    return dev, resolve_dtype(dtype, dev), execution
 
 
 def check_agent_options(checkpoint: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = "auto",
@@ -164,12 +165,12 @@ def check_agent_options(checkpoint: str | Path, device: str = "cpu", dtype: str 
     from .checkpoint import inspect_checkpoint
 
     _, _, cfg = _options(device, dtype, agent_cfg)
-    cfg.check_chunk(inspect_checkpoint(checkpoint).cfg.fwd_pred_next_n)
+    cfg.check_chunk(inspect_checkpoint(checkpoint).cfg.chunk_size)
 
 
 def load_agent(checkpoint: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = "auto",
                **agent_cfg: Any) -> VLAAgent:
-    """Load a checkpoint folder into a ready agent. `agent_cfg`: AgentConfig fields (execution, ...);
+    """Load a checkpoint folder into a ready agent. `agent_cfg`: ExecutionConfig fields (execution, ...);
     the keys of configs/agent/vla.yaml other than `name` map onto these arguments."""
     from .checkpoint import load_checkpoint
 

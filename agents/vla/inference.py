@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .backbones import BackboneCache
-from .model import FRAME_KEYS, Batch, VLAModel
+from .model import PER_FRAME_INPUTS, Batch, VLAModel
 
 
 
@@ -54,8 +54,8 @@ class EpisodeStream:
 
     def _window(self) -> Batch:
         first = self.frames[0]
-        window = {k: v for k, v in first.items() if k not in FRAME_KEYS}
-        for k in FRAME_KEYS:
+        window = {k: v for k, v in first.items() if k not in PER_FRAME_INPUTS}
+        for k in PER_FRAME_INPUTS:
             if k in first:
                 window[k] = torch.cat([f[k] for f in self.frames], dim=1)
         return window
@@ -83,4 +83,4 @@ def _chunk(arm: torch.Tensor, grip_logits: torch.Tensor) -> torch.Tensor:
 
 
 def _bins_to_chunk(model: VLAModel, bins: torch.Tensor) -> torch.Tensor:
-    return model.bins.decode(bins[0].view(model.cfg.fwd_pred_next_n, -1)).float()
+    return model.bins.decode(bins[0].view(model.cfg.chunk_size, -1)).float()

@@ -1,4 +1,7 @@
-"""`python -m harness.data check PATH` and `convert SRC DST` (recording a dataset: `python -m harness.record`)."""
+"""`python -m harness.data check PATH` and `convert SRC DST` (vla-data; recording a dataset: `python -m harness.record`).
+
+Options follow harness/tool_args.py's convention (`--option VALUE`, several values one after another).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import sys
 
 from harness.data.check import check_path, summary_dict
 from harness.data.shards import DEFAULT_KEYS, convert, directory_size
+from harness.tool_args import several
 
 
 def positive_int(text: str) -> int:
@@ -30,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     v = sub.add_parser("convert", help="convert per-frame npz splits to memory-mapped shards")
     v.add_argument("src", help="dataset root or split folder")
     v.add_argument("dst", help="destination folder (must not exist per split)")
-    v.add_argument("--split", action="append", help="convert only these splits (repeatable)")
+    v.add_argument("--split", nargs="+", help="convert only these splits")
     v.add_argument("--frames", choices=("all", "annotated"), default="all", help="all frames, or only those inside annotations")
     v.add_argument("--keys", nargs="+", default=list(DEFAULT_KEYS), help="frame keys to store")
     v.add_argument("--shard-frames", type=int, default=2048, help="frames per shard")
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n\n".join(r.render() for r in reports))
         return 1 if any(r.errors for r in reports) else 0
 
-    results = convert(args.src, args.dst, splits=args.split, keys=args.keys, frames=args.frames,
+    results = convert(args.src, args.dst, splits=several(args.split), keys=several(args.keys), frames=args.frames,
                       shard_frames=args.shard_frames, workers=args.workers)
     for r in results:
         print(f"{r['split']}: {r['frames']} frames in {r['shards']} shards, {r['bytes'] / 2**20:.1f} MiB")

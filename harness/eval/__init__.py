@@ -1,6 +1,6 @@
 """CALVIN long-horizon evaluation: rollouts, workers, ranks, resume, results, reports and videos.
 
-    python -m harness.eval agent=scripted env=builtin scene=D num_chains=100 workers=2 output_dir=DIR
+    python -m harness.eval agent=scripted env=builtin env.scene=D num_chains=100 workers=2 output_dir=DIR
 
     from harness.eval import run_evaluation, evaluate_single_tasks, EvalSettings, EnvConfig, AgentConfig
 
@@ -15,7 +15,8 @@ Modules:
     report.py      results.json, report.md, plots
     video.py       traces -> re-rendered MP4/GIF videos with instruction and TCP paths drawn on
     evaluation.py  all of it together: run_evaluation, evaluate_chains, evaluate_single_tasks
-    config.py      hydra config -> settings; __main__.py the command line
+    config.py      configs/eval.yaml -> EvalConfig (EvalSettings + EnvConfig + AgentConfig), parsed strictly;
+                   the same settings for training rollouts; __main__.py the command line
 
 Names are exported lazily, so importing this package imports neither pybullet nor torch.
 """

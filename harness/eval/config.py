@@ -1,67 +1,74 @@
-"""The hydra config (configs/eval.yaml and its env/agent groups) -> the evaluation's settings."""
+"""The evaluation's config, the same dataclasses for both callers: the command line (configs/eval.yaml) and the
+rollouts during training (harness/train/config.py's RolloutConfig, configs/rollout/).
+
+    configs/eval.yaml, top level   -> EvalSettings (harness/eval/evaluation.py; its defaults are the command's)
+    configs/eval.yaml, env.*       -> EnvConfig (harness/eval/specs.py; configs/env/*.yaml)
+    configs/eval.yaml, agent.*     -> AgentConfig: `name` (or `factory`) + the agent's keyword arguments
+
+Parsing is strict (harness/strict_config.py): an unknown key or a mistyped value is an error naming it.
+`python -m harness.eval --cfg job` prints every setting with its value.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Sequence
 
 from harness.eval.evaluation import EvalSettings
 from harness.eval.specs import AgentConfig, EnvConfig
+from harness.hydra_app import store_defaults
+from harness.strict_config import from_mapping, plain
 
-DEFAULT_VIDEO_FAILURES = 10  # video_failures=true
-_ENV_KEYS = {"backend", "renderer", "options", "factory", "fresh_per_chain"}
-_AGENT_KEYS = {"name", "factory"}
-
-
-def _count(value: Any, name: str, default_true: int) -> int:
-    if isinstance(value, bool):
-        return default_true if value else 0
-    if value is None:
-        return 0
-    if not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be true/false or a count >= 0, got {value!r}")
-    return value
+# old spellings -> the settings that replaced them (command-line overrides and config files)
+RENAMED = {"scene": "env.scene (the env owns the scene)",
+           "agent.scene": "env.scene (the env owns the scene; the scripted expert reads it from the env)"}
 
 
-def env_config(env: Mapping[str, Any], scene: str) -> EnvConfig:
-    options = dict(env.get("options") or {})
-    for key, value in env.items():  # backend-specific keys (dataset_path) go to make_env when set
-        if key not in _ENV_KEYS and value is not None:
-            options[key] = value
-    return EnvConfig(backend=env["backend"], scene=scene, renderer=env.get("renderer", "tiny"), options=options,
-                     factory=env.get("factory"), fresh_per_chain=bool(env.get("fresh_per_chain", True)))
+@dataclass(frozen=True)
+class EvalConfig:
+    """What `python -m harness.eval` runs: configs/eval.yaml, resolved."""
+
+    settings: EvalSettings
+    env: EnvConfig
+    agent: AgentConfig
+    output_dir: str
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "EvalConfig":
+        own, settings = split_settings(d, ("env", "agent", "output_dir"), "")
+        for key in ("env", "agent", "output_dir"):
+            if key not in own:
+                raise ValueError(f"the evaluation config has no `{key}`")
+        return cls(settings, EnvConfig.from_dict(own["env"]), agent_config(own["agent"]), str(own["output_dir"]))
 
 
-def agent_config(agent: Mapping[str, Any]) -> AgentConfig:
-    kwargs = {k: v for k, v in agent.items() if k not in _AGENT_KEYS}
+def split_settings(d: Mapping[str, Any], own: Sequence[str], where: str) -> tuple[dict[str, Any], EvalSettings]:
+    """A config that holds EvalSettings' fields beside its own keys `own` (the evaluation's top level, a
+    rollout group): its own keys, and the rest as EvalSettings. An unknown key is an error naming it."""
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{where or 'the evaluation config'}: expected a mapping of settings, got {type(d).__name__}")
+    known = set(own) | {f.name for f in fields(EvalSettings)}
+    for key in sorted(set(d) - known):
+        full = f"{where}.{key}" if where else key
+        raise ValueError(f"{full} is now {RENAMED[full]}" if full in RENAMED else
+                         f"{where or 'eval'}: unknown key {key!r}; known keys are {sorted(known)}")
+    mine = {k: v for k, v in d.items() if k in own}
+    return mine, from_mapping(EvalSettings, {k: v for k, v in d.items() if k not in own}, where)
+
+
+def agent_config(agent: Any) -> AgentConfig:
+    """`agent:` of configs/eval.yaml: `name` (configs/agent/<name>.yaml) or `factory` ("module:callable"),
+    and the agent's keyword arguments."""
+    if not isinstance(agent, Mapping) or "name" not in agent:
+        raise ValueError(f"agent: expected a mapping with a `name` (configs/agent/*.yaml), got {agent!r}")
+    for key in agent:
+        if f"agent.{key}" in RENAMED:
+            raise ValueError(f"agent.{key} is now {RENAMED[f'agent.{key}']}")
+    kwargs = {k: v for k, v in agent.items() if k not in ("name", "factory")}
     return AgentConfig(name=agent["name"], kwargs=kwargs, factory=agent.get("factory"))
 
 
-def _number(cfg: Mapping[str, Any], key: str, kind: type, default: Any = None, optional: bool = False) -> Any:
-    """cfg[key] as an int or float (None stays None where `optional`); anything else is an error naming it."""
-    value = cfg.get(key, default)
-    if value is None and optional:
-        return None
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
-
-
-def settings(cfg: Mapping[str, Any]) -> EvalSettings:
-    tasks = cfg.get("tasks")
-    return EvalSettings(
-        mode=cfg["mode"], num_chains=_number(cfg, "num_chains", int), tasks=tuple(tasks) if tasks is not None else None,
-        episodes_per_task=_number(cfg, "episodes_per_task", int), ep_len=_number(cfg, "ep_len", int),
-        workers=_number(cfg, "workers", int), seed=_number(cfg, "seed", int), videos=_count(cfg.get("videos", 0), "videos", 1),
-        video_failures=_count(cfg.get("video_failures", 0), "video_failures", DEFAULT_VIDEO_FAILURES),
-        video_format=cfg.get("video_format", "mp4"), video_fps=_number(cfg, "video_fps", int, 30),
-        video_stride=_number(cfg, "video_stride", int, 1), progress=bool(cfg.get("progress", True)),
-        overwrite=bool(cfg.get("overwrite", False)), dist_backend=cfg.get("dist_backend", "auto"),
-        dist_timeout_s=_number(cfg, "dist_timeout_s", float, 48 * 3600),
-        job_timeout_s=_number(cfg, "job_timeout_s", float, optional=True),
-    )
-
-
-def from_config(cfg: Mapping[str, Any]) -> tuple[EvalSettings, EnvConfig, AgentConfig]:
-    """A resolved config (plain dict) -> (settings, env, agent)."""
-    return settings(cfg), env_config(cfg["env"], cfg["scene"]), agent_config(cfg["agent"])
+def store_eval_defaults() -> None:
+    """The defaults configs/eval.yaml and configs/env/*.yaml build on, from the dataclasses."""
+    store_defaults("eval_settings", plain(EvalSettings()))
+    store_defaults("base", plain(EnvConfig()), group="env")

@@ -1,8 +1,8 @@
 """An evaluation from settings to reports: jobs, resume, ranks, workers, progress, videos, results.
 
     results = run_evaluation(EvalSettings(num_chains=100, workers=2), EnvConfig(scene="D"),
-                             AgentConfig("scripted", {"scene": "D"}), output_dir="runs/eval/x")
-    results = evaluate_single_tasks(lambda: my_agent, tasks=["open_drawer"], episodes=5)   # from training
+                             AgentConfig("scripted"), output_dir="runs/eval/x")
+    results = evaluate_single_tasks(lambda: my_agent, tasks=["open_drawer"], episodes_per_task=5)   # from training
 
 Resume: everything finished is in the output folder's results.jsonl (and rank logs); a run in the same
 folder skips those jobs. The final numbers are computed from the records in job order, so they do not
@@ -32,29 +32,38 @@ from harness.folder_lock import FolderBusy, FolderLock
 from harness.ranks import DistInfo, barrier, choose_backend, dist_from_env, init_distributed, rank_device, shutdown
 
 MODES = ("chains", "single_task")
+DEFAULT_VIDEO_FAILURES = 10  # video_failures: true
 
 
 @dataclass(frozen=True)
 class EvalSettings:
-    mode: str = "chains"  # "chains": CALVIN's benchmark chains; "single_task": N episodes per task
-    num_chains: int = 1000
-    tasks: tuple[str, ...] | None = None  # single_task: None = every task with a valid start condition
-    episodes_per_task: int = 10
-    ep_len: int = 360
-    workers: int = 1  # worker processes per rank; 0 runs in this process
-    job_timeout_s: float | None = None  # workers only: kill a worker stuck this long on one chain (then retry once)
-    seed: int = 0
-    videos: int = 0  # whole-chain videos of the first K chains
-    video_failures: int = 0  # clips of the failed subtask of this many failing chains (lowest indices)
+    """How an evaluation runs. The defaults are the command line's (configs/eval.yaml builds on them);
+    training rollouts start from `RolloutConfig`'s (harness/train/config.py)."""
+
+    mode: str = "chains"  # chains: CALVIN's benchmark chains | single_task: episodes per task
+    num_chains: int = 100  # the first N of CALVIN's 1000 evaluation chains (1000 = the published protocol)
+    tasks: tuple[str, ...] | None = None  # single_task: task names; None = every task a start condition allows
+    episodes_per_task: int = 10  # single_task
+    ep_len: int = 360  # steps per subtask (CALVIN: 360)
+    workers: int = 2  # worker processes (per torchrun rank); 0 runs in this process
+    job_timeout_s: float | None = None  # workers only: a worker stuck this long on one chain is killed, the chain retried once
+    seed: int = 0  # chain i is seeded with seed + i
+    videos: int | bool = 3  # whole-chain videos of the first K chains (true = 1, false = 0)
+    video_failures: int | bool = 5  # clips of the failed subtask of this many failing chains, lowest indices first (true = 10)
     video_format: str = "mp4"  # mp4 | gif
     video_fps: int = 30
     video_stride: int = 1  # render every n-th step
     progress: bool = True
     overwrite: bool = False  # discard earlier results in the output folder instead of resuming
-    dist_backend: str = "auto"  # auto | gloo | nccl
-    dist_timeout_s: float = 48 * 3600.0
+    dist_backend: str = "auto"  # torchrun only: auto (nccl for CUDA agents, else gloo) | gloo | nccl
+    dist_timeout_s: float = 48 * 3600.0  # how long ranks wait for each other at the end
 
     def __post_init__(self) -> None:
+        for name, when_true in (("videos", 1), ("video_failures", DEFAULT_VIDEO_FAILURES)):
+            if isinstance(getattr(self, name), bool):
+                object.__setattr__(self, name, when_true if getattr(self, name) else 0)
+        if self.tasks is not None:
+            object.__setattr__(self, "tasks", tuple(self.tasks))
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         for name in ("ep_len", "episodes_per_task", "video_fps", "video_stride"):
@@ -311,27 +320,29 @@ def _timings(records: Sequence[dict[str, Any]], ran: int, run_s: float, video_s:
     }
 
 
-def evaluate_single_tasks(agent: AgentSource, tasks: Sequence[str] | None = None, episodes: int = 10,
-                          env: EnvConfig | None = None, ep_len: int = 360, workers: int = 0, seed: int = 0,
-                          output_dir: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
-    """Single-task success rates, for checks during training.
+# quick checks from Python (and rollouts during training): in this process, quiet, no videos
+IN_PROCESS = {"workers": 0, "progress": False, "videos": 0, "video_failures": 0}
+
+
+def evaluate_single_tasks(agent: AgentSource, env: EnvConfig | None = None, output_dir: str | Path | None = None,
+                          **settings: Any) -> dict[str, Any]:
+    """Single-task success rates from Python: `settings` are EvalSettings fields (tasks, episodes_per_task,
+    ep_len, ...), in process and without videos unless they say otherwise.
 
     agent: an AgentConfig, a picklable zero-argument factory, or (workers=0) the live agent itself.
     Returns results.json's content: "success_rate", "mean_task_success_rate", "tasks" {task: success,
     total, rate}, "failure_reasons", ...
     """
-    settings = EvalSettings(mode="single_task", tasks=tuple(tasks) if tasks is not None else None,
-                            episodes_per_task=episodes, ep_len=ep_len, workers=workers, seed=seed, progress=progress)
-    return run_evaluation(settings, env or EnvConfig(), agent, output_dir, print_summary=progress)
+    s = EvalSettings(**{**IN_PROCESS, **settings, "mode": "single_task"})
+    return run_evaluation(s, env or EnvConfig(), agent, output_dir, print_summary=s.progress)
 
 
-def evaluate_chains(agent: AgentSource, num_chains: int = 1000, env: EnvConfig | None = None, workers: int = 0,
-                    ep_len: int = 360, seed: int = 0, output_dir: str | Path | None = None,
-                    progress: bool = False, **settings: Any) -> dict[str, Any]:
-    """CALVIN's chain evaluation from Python; returns results.json's content."""
-    s = EvalSettings(mode="chains", num_chains=num_chains, workers=workers, ep_len=ep_len, seed=seed,
-                     progress=progress, **settings)
-    return run_evaluation(s, env or EnvConfig(), agent, output_dir, print_summary=progress)
+def evaluate_chains(agent: AgentSource, env: EnvConfig | None = None, output_dir: str | Path | None = None,
+                    **settings: Any) -> dict[str, Any]:
+    """CALVIN's chain evaluation from Python (`settings`: EvalSettings fields, in process and without videos
+    unless they say otherwise); returns results.json's content."""
+    s = EvalSettings(**{**IN_PROCESS, **settings, "mode": "chains"})
+    return run_evaluation(s, env or EnvConfig(), agent, output_dir, print_summary=s.progress)
 
 
 __all__ = ["EvalSettings", "evaluate_chains", "evaluate_single_tasks", "run_evaluation"]

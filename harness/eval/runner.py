@@ -1,7 +1,8 @@
 """Runs jobs (chains or single-task episodes) in N worker processes, or in this process (workers=0).
 
 Each worker builds its own agent, then its own env with only the cameras the agent declares
-(`cameras=agent.spec.cameras`: none for the scripted expert, so no frame is ever rendered). The parent
+(`cameras=agent.spec.cameras`: none for the scripted expert, so no frame is ever rendered), and tells the
+agent which env it runs in (`agent.bind_env(env.description)`, when the agent has that hook). The parent
 hands out one job at a time to whichever worker is free (a dynamic queue: long chains do not hold up
 the rest) and gets back one record per job.
 
@@ -117,7 +118,11 @@ class JobRunner:
         self.oracle = TaskOracle()
 
     def _build_env(self) -> Env:
-        return self.env_cfg.build(cameras=tuple(self.agent.spec.cameras))
+        env = self.env_cfg.build(cameras=tuple(self.agent.spec.cameras))
+        bind = getattr(self.agent, "bind_env", None)
+        if bind is not None:  # the env owns the scene; an agent that needs its layout reads it here
+            bind(env.description)
+        return env
 
     def describe(self) -> dict[str, Any]:
         return {"env": self.env.description.to_dict(), "agent": _spec_dict(self.agent)}

@@ -16,6 +16,7 @@ from typing import Any, Callable, Union
 
 from agents import Agent, check_agent, make_agent
 from harness.envs import Env, make_env
+from harness.strict_config import from_mapping
 
 
 def import_object(path: str) -> Any:
@@ -31,15 +32,27 @@ def import_object(path: str) -> Any:
 
 @dataclass(frozen=True)
 class EnvConfig:
-    backend: str = "builtin"  # "builtin" | "calvin"
-    scene: str = "D"
-    renderer: str = "tiny"  # "tiny" | "egl"
-    options: dict[str, Any] = field(default_factory=dict)  # further make_env kwargs (dataset_path, camera_sizes)
-    factory: str | None = None  # "module:callable" used instead of make_env(backend, ...)
+    """The env (hydra group `env`, configs/env/*.yaml; `rollout.env` in training). It owns the scene: agents
+    that need the layout read it from the built env's description (`Agent.bind_env`)."""
+
+    backend: str = "builtin"  # builtin | calvin
+    scene: str = "D"  # A | B | C | D
+    renderer: str = "tiny"  # tiny (CPU TinyRenderer) | egl; used when the agent asks for cameras, and for videos
+    # further make_env keyword arguments, e.g. {camera_sizes: {static: 200}}; calvin: dataset_path, exact_reset
+    # (configs/env/calvin.yaml). An option set to null is not passed: the backend's default holds.
+    options: dict[str, Any] = field(default_factory=dict)
+    factory: str | None = None  # "module:callable" that builds the env instead of make_env (custom backends, tests)
     # A new env for every chain. A reset restores the state a chain starts from, but not every cache of
     # PyBullet's solver: after a long history of chains on one env, a chain can end differently than on
     # a new env. A built-in env takes ~50 ms to build, so results that depend on the chain alone are cheap.
     fresh_per_chain: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", {k: v for k, v in self.options.items() if v is not None})
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "env") -> "EnvConfig":
+        return from_mapping(cls, d, where)
 
     def build(self, cameras: tuple[str, ...] = ()) -> Env:
         kwargs = {"scene": self.scene, "renderer": self.renderer, "cameras": tuple(cameras), **self.options}

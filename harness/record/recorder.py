@@ -127,7 +127,9 @@ def _worker_tools(backend: str, scene: str) -> tuple[Any, Any, TaskOracle]:
         from harness.envs import make_env
 
         close_worker_tools()
-        _WORKER[backend, scene] = (make_env(backend, scene=scene), ScriptedExpert(scene), TaskOracle())
+        env, expert = make_env(backend, scene=scene), ScriptedExpert()
+        expert.bind_env(env.description)
+        _WORKER[backend, scene] = (env, expert, TaskOracle())
     return _WORKER[backend, scene]
 
 

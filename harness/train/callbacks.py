@@ -4,7 +4,7 @@ Validation: a fixed, evenly spread subset of the validation windows (`trainer.va
 the ranks, no augmentation; the loss parts are summed weighted by their item counts and reduced over the
 ranks, so the numbers equal a one-process pass over the same windows.
 
-Rollouts (`eval=single_task` or `eval=chains`): on rank 0, K episodes in the simulator with the model as
+Rollouts (`rollout=single_task` or `rollout=chains`): on rank 0, K episodes in the simulator with the model as
 it is (a VLAAgent around the in-memory model and the data's normaliser) or, under FSDP, loaded from the
 checkpoint just written; `harness.eval` runs them in this process (workers=0). The other ranks wait at
 the next collective. The training RNG states are restored afterwards, so a rollout does not change the
@@ -87,9 +87,8 @@ def rollout(model: nn.Module, normalizer: ActionNormalizer, cfg: RolloutConfig, 
 
     `rollout/score` is what `trainer.best_metric=rollout_success` ranks by: the success rate over all
     episodes (single_task), or CALVIN's average successful sequence length (chains)."""
-    from agents.vla.agent import AgentConfig, VLAAgent, load_agent
+    from agents.vla.agent import ExecutionConfig, VLAAgent, load_agent
     from harness.eval.evaluation import run_evaluation
-    from harness.eval.specs import EnvConfig
 
     saved = rng_state()
     was_training = model.training
@@ -97,14 +96,13 @@ def rollout(model: nn.Module, normalizer: ActionNormalizer, cfg: RolloutConfig, 
         if checkpoint is not None:
             agent = load_agent(checkpoint, device=str(next(model.parameters()).device), execution=cfg.execution)
         else:
-            agent = VLAAgent(model, normalizer, AgentConfig(execution=cfg.execution))
+            agent = VLAAgent(model, normalizer, ExecutionConfig(execution=cfg.execution))
         with hide_ranks():
-            results = run_evaluation(cfg.settings(), EnvConfig(backend=cfg.backend, scene=cfg.scene), agent,
-                                     output_dir, print_summary=False)
+            results = run_evaluation(cfg.settings, cfg.env, agent, output_dir, print_summary=False)
     finally:
         model.train(was_training)
         set_rng_state(saved)
-    if cfg.mode == "single_task":
+    if cfg.settings.mode == "single_task":
         out = {"rollout/score": results["success_rate"], "rollout/success_rate": results["success_rate"]}
         out.update({f"rollout/{t}": v["rate"] for t, v in results["tasks"].items()})
         return out

@@ -30,18 +30,10 @@ def check_config(cfg: TrainConfig) -> None:
     if bb.pretrained is not None and _looks_local(bb.pretrained) and not Path(bb.pretrained).is_dir():
         raise ValueError(f"model.backbone.pretrained: folder {bb.pretrained} does not exist")
 
-    # the data: present, and what the model reads is in the batch
+    # the data: present (its windows are the model's: window_spec)
     if not Path(cfg.data.path).is_dir():
         raise ValueError(f"data.path: dataset folder {cfg.data.path} does not exist (set data.path=... or the "
                          "CALVIN_DATASET environment variable)")
-    if "action" in cfg.sources:
-        for key in ("window_size", "fwd_pred_next_n"):
-            if getattr(cfg.model, key) != getattr(cfg.data, key):
-                raise ValueError(f"model.{key}={getattr(cfg.model, key)} differs from data.{key}={getattr(cfg.data, key)}: "
-                                 "the model is trained on the data's windows, set both to the same value")
-        for key in ("use_gripper_image", "use_proprio"):
-            if getattr(cfg.model, key) and not getattr(cfg.data, key):
-                raise ValueError(f"model.{key}=true needs data.{key}=true (the batch would not carry it)")
 
     # precision and device
     device = resolve_device(cfg.trainer)
@@ -61,13 +53,14 @@ def check_config(cfg: TrainConfig) -> None:
     check_sources(cfg)
     if cfg.trainer.best_metric == "vqa_accuracy" and "vl" not in cfg.sources:
         raise ValueError("trainer.best_metric=vqa_accuracy needs a vision-language source (sources=vl or action_vl)")
-    if cfg.trainer.best_metric == "rollout_success" and not cfg.eval.enabled:
-        raise ValueError("trainer.best_metric=rollout_success needs the rollout callback (eval=single_task or eval=chains)")
-    if cfg.eval.enabled:
-        if cfg.trainer.strategy == "fsdp" and cfg.eval.every % cfg.trainer.ckpt_every:
-            raise ValueError(f"with trainer.strategy=fsdp rollouts load the step's checkpoint: eval.every={cfg.eval.every} "
-                             f"must be a multiple of trainer.ckpt_every={cfg.trainer.ckpt_every}")
-        cfg.eval.settings().jobs()  # unknown task names, impossible tasks, bad mode
+    if cfg.trainer.best_metric == "rollout_success" and not cfg.rollout.enabled:
+        raise ValueError("trainer.best_metric=rollout_success needs rollouts (rollout=single_task or rollout=chains)")
+    if cfg.rollout.enabled:
+        if cfg.trainer.strategy == "fsdp" and cfg.rollout.every % cfg.trainer.ckpt_every:
+            raise ValueError(f"with trainer.strategy=fsdp rollouts load the step's checkpoint: rollout.every="
+                             f"{cfg.rollout.every} must be a multiple of trainer.ckpt_every={cfg.trainer.ckpt_every}")
+        cfg.rollout.settings.jobs()  # unknown task names, impossible tasks
+        cfg.rollout.env.check()  # an unknown backend or scene (the env is built once and closed)
     if cfg.init_from is not None and not Path(cfg.init_from).is_dir():
         raise ValueError(f"init_from: checkpoint folder {cfg.init_from} does not exist")
     if cfg.resume not in ("auto", "never") and not Path(cfg.resume).is_dir():

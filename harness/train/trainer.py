@@ -39,7 +39,7 @@ from harness.data.windows import collate_windows
 from harness.ranks import DistInfo, barrier, rank_device, shutdown
 from harness.train import distributed as D
 from harness.train.callbacks import rollout, to_device, validate, validation_indices
-from harness.train.checkpoints import Checkpoints, step_name
+from harness.train.run_checkpoints import RunCheckpoints, step_name
 from harness.train.checks import check_config
 from harness.train.config import TrainConfig, resolve_device
 from harness.train.cotraining import VQAValidation
@@ -72,16 +72,18 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
     tc = cfg.trainer
     device = torch.device(rank_device(device_kind, dist))  # under torchrun, "cuda" is this rank's GPU
     run_dir = Path(cfg.output_dir)
-    ckpts = Checkpoints(run_dir / "checkpoints", tc.keep_last)
+    ckpts = RunCheckpoints(run_dir / "checkpoints", tc.keep_last)
 
     # ---- what is known before any work: the schedule of batches, where to resume from, the data
     with config_errors():
         accum = tc.accumulation(dist.world_size)
         resume_from = _resume_point(cfg, ckpts, dist)
         # opening the datasets reads the annotations only, and checks the window against every segment
-        train_set = build_dataset(cfg.data, train=True) if "action" in cfg.sources else None
+        # the windows hold what the model reads: its window, chunk, cameras and proprioception
+        spec = cfg.model.window_spec()
+        train_set = build_dataset(cfg.data, spec, train=True) if "action" in cfg.sources else None
         normalizer = train_set.normalizer if train_set is not None else make_normalizer(cfg.data)
-        val_set = build_dataset(cfg.data, train=False, normalizer=normalizer) if train_set is not None else None
+        val_set = build_dataset(cfg.data, spec, train=False, normalizer=normalizer) if train_set is not None else None
         stream = build_stream(cfg, dist, tc.batch_size, train_set, pin_memory=device.type == "cuda")
     steps_per_epoch = max(stream.batches_per_epoch // accum, 1)
     total_steps = tc.max_steps or math.ceil(tc.max_epochs * steps_per_epoch)
@@ -188,7 +190,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
             logger.log(step, vqa_metrics)
             val_metrics.update(vqa_metrics)
             score = vqa_metrics["val/vqa_accuracy"] if tc.best_metric == "vqa_accuracy" else score
-        rollout_due = cfg.eval.enabled and (step % cfg.eval.every == 0 or last)
+        rollout_due = cfg.rollout.enabled and (step % cfg.rollout.every == 0 or last)
         saved = step % tc.ckpt_every == 0 or last
         folder = save(step, best) if saved else None  # the folder on rank 0, None on the others
         if rollout_due:
@@ -217,7 +219,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _resume_point(cfg: TrainConfig, ckpts: Checkpoints, dist: DistInfo) -> Path | None:
+def _resume_point(cfg: TrainConfig, ckpts: RunCheckpoints, dist: DistInfo) -> Path | None:
     """The checkpoint to resume from (rank 0 decides; the folder must be visible to every rank)."""
     if cfg.resume not in ("auto", "never"):
         return Path(cfg.resume)
@@ -251,7 +253,7 @@ class _Saver:
     """Writes a checkpoint of the current state (collective: every rank calls it; rank 0 writes)."""
 
     cfg: TrainConfig
-    ckpts: Checkpoints
+    ckpts: RunCheckpoints
     model: VLAModel
     net: nn.Module
     normalizer: ActionNormalizer
@@ -299,8 +301,8 @@ def _train_section(cfg: TrainConfig) -> dict[str, Any]:
 
 def _rollout(cfg: TrainConfig, model: VLAModel, normalizer: ActionNormalizer, run_dir: Path, step: int,
              checkpoint: Path | None) -> dict[str, float]:
-    out = run_dir / "rollouts" / step_name(step) if cfg.eval.output else None
-    return rollout(model, normalizer, cfg.eval, out, checkpoint)
+    out = run_dir / "rollouts" / step_name(step) if cfg.rollout.output else None
+    return rollout(model, normalizer, cfg.rollout, out, checkpoint)
 
 
 def _vqa_validation(cfg: TrainConfig, sharded: bool, is_main: bool) -> VQAValidation | None:

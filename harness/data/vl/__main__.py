@@ -1,4 +1,7 @@
-"""`python -m harness.data.vl generate OUT --num-states N --seed S --scenes D` and `... describe FILE`."""
+"""`python -m harness.data.vl generate OUT --num-states N --seed S --scene D` and `... describe FILE` (vla-vl-data).
+
+Options follow harness/tool_args.py's convention (`--option VALUE`, several values one after another).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import sys
 
 from harness.data.vl.generate import generate
 from harness.data.vl.llava import LlavaDataset
+from harness.tool_args import renamed, several
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,15 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("out", help="new or empty output folder")
     g.add_argument("--num-states", type=int, required=True, help="scene states (images); ~9 questions each")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--scenes", default="D", help="scenes to cycle through: D, ABCD or A,B,C,D")
+    g.add_argument("--scene", nargs="+", default=["D"], help="the scene(s) to cycle through, e.g. D, or A B C D")
     g.add_argument("--val-fraction", type=float, default=0.1, help="fraction of the states held out for validation")
+    renamed(g, "--scenes", "--scene (as env.scene in the evaluation)")
     d = sub.add_parser("describe", help="read a LLaVA-style JSON file and print its examples per question type")
     d.add_argument("file")
     d.add_argument("--image-root", help="folder the image paths are relative to (default: the file's folder)")
     args = ap.parse_args(argv)
 
     if args.cmd == "generate":
-        meta = generate(args.out, args.num_states, args.seed, args.scenes, args.val_fraction, progress=True)
+        meta = generate(args.out, args.num_states, args.seed, several(args.scene), args.val_fraction, progress=True)
         print(json.dumps(meta, indent=1))
     else:
         print(json.dumps(LlavaDataset(args.file, args.image_root).describe(), indent=1))
