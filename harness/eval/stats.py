@@ -11,10 +11,11 @@
 Which interval where, and why (docs/EVALUATION.md, "Intervals"):
   * avg. len is a mean of per-chain counts 0..5 with a bounded, skewed distribution: a bootstrap over chains,
     BCa (bias-corrected and accelerated) rather than percentile, because the percentile interval under-covers
-    for skewed data and few chains (simulated: 90 % instead of 95 % for a strong agent on 20 chains, BCa 94 %).
+    for skewed data and few chains (a strong agent on 20 chains: tests/test_eval_stats.py's coverage check
+    fails with it).
   * chain_sr[i] and per-task success are proportions of independent yes/no outcomes: Wilson's score interval.
-    A bootstrap of a proportion collapses to zero width at 0 % or 100 % and covers a rare rate badly
-    (simulated: 5-in-a-row at 3 % over 50 chains, covered 79 % of the time; Wilson 93 %).
+    A bootstrap of a proportion collapses to zero width at 0 % or 100 % and, like the Wald interval it
+    approximates, covers a rare rate badly.
 Every bootstrap is seeded (BOOTSTRAP_SEED), so the same records give the same report.
 
 What an interval covers: the spread of the number over chains drawn like these (CALVIN's 1000 chains are
