@@ -154,3 +154,21 @@ def test_the_eval_command_dispatches_compare(runs, tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "B (falter6) is worse than A (expert)" in proc.stdout and (tmp_path / "cli" / "compare.png").is_file()
+
+
+def test_single_task_runs_are_paired_episode_by_episode(tmp_path):
+    """The expert against the LED button presser on 6 episodes each of turn_on_led and open_drawer: the presser
+    loses exactly the 6 open_drawer episodes, so the success rate drops by 50 points with p = 2 / 2^6."""
+    from harness.eval import evaluate_single_tasks
+
+    agents = {"expert": AgentConfig("scripted", {"scene": "D"}),
+              "presser": AgentConfig(factory="tests.eval_agents:make_button_presser")}
+    for name, agent in agents.items():
+        evaluate_single_tasks(agent, tasks=["turn_on_led", "open_drawer"], episodes=6, ep_len=120, output_dir=tmp_path / name)
+    rc, result = compare(tmp_path / "expert", tmp_path / "presser", "--chains-needed", tmp_path / "out")
+    c = result["comparisons"][0]
+    assert rc == 0 and c["unit"] == "episodes" and c["paired"] == 12
+    assert c["difference"]["difference"] == pytest.approx(-0.5) and c["difference"]["p_value"] == pytest.approx(2 / 2**6)
+    assert c["tasks"]["open_drawer"]["difference"] == -1.0 and c["tasks"]["turn_on_led"]["difference"] == 0.0
+    assert result["verdicts"][0].startswith("B (presser) is worse than A (expert) by 50.0 percentage points of success rate")
+    assert result["chains_needed"][0].startswith("Episodes needed (B vs A)")

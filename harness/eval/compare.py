@@ -209,14 +209,14 @@ def chains_needed(c: Comparison, detect: float | None) -> list[str]:
     """How many paired units would resolve a difference, from this pair's per-unit spread (normal approximation)."""
     delta = detect if detect is not None else c.main.difference
     if not delta:
-        return [f"Chains needed ({c.b.label} vs {c.a.label}): no difference observed; pass --detect to name one."]
+        return [f"{c.unit.capitalize()} needed ({c.b.label} vs {c.a.label}): no difference observed; pass --detect to name one."]
     shown = f"{_amount(c, abs(delta))} {_what(c)}"
     n = units_needed(c.main.sd, delta)
     if n is None:
-        return [f"Chains needed ({c.b.label} vs {c.a.label}): the runs never differ on a shared {c.unit[:-1]}; "
+        return [f"{c.unit.capitalize()} needed ({c.b.label} vs {c.a.label}): the runs never differ on a shared {c.unit[:-1]}; "
                 "no spread to base an estimate on."]
     source = "given" if detect is not None else "observed"
-    line = (f"Chains needed ({c.b.label} vs {c.a.label}): to detect a difference of {shown} ({source}) at "
+    line = (f"{c.unit.capitalize()} needed ({c.b.label} vs {c.a.label}): to detect a difference of {shown} ({source}) at "
             f"{LEVEL * 100:g} % confidence with {POWER * 100:g} % power: {n} paired {c.unit} "
             f"(per-{c.unit[:-1]} SD of the difference {c.main.sd:.3f}, from {c.main.n} paired {c.unit})")
     if c.unit == "chains" and n > BENCHMARK_CHAINS:
@@ -281,7 +281,7 @@ def report_markdown(runs: Sequence[Run], comparisons: Sequence[Comparison], need
     for c in comparisons:
         lines += comparison_markdown(c)
     if needed:
-        lines += ["## Chains needed", ""] + [f"- {n}" for n in needed] + [""]
+        lines += [f"## {comparisons[0].unit.capitalize()} needed", ""] + [f"- {n}" for n in needed] + [""]
     lines += ["Intervals and tests: docs/EVALUATION.md, \"Comparing runs\".", ""]
     return "\n".join(lines)
 
