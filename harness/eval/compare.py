@@ -122,6 +122,11 @@ def protocol_differences(a: Run, b: Run, shared: Sequence[str]) -> list[tuple[st
     return diffs
 
 
+def unit_of(mode: str) -> str:
+    """What a run's records are: chains, or single-task episodes."""
+    return "chains" if mode == "chains" else "episodes"
+
+
 def shared_keys(a: Run, b: Run) -> list[str]:
     """The units both runs finished, in A's order."""
     return sorted(set(a.records) & set(b.records), key=lambda k: int(a.records[k]["index"]))
@@ -139,7 +144,7 @@ class Comparison:
 
     @property
     def unit(self) -> str:
-        return "chains" if self.a.mode == "chains" else "episodes"
+        return unit_of(self.a.mode)
 
     def to_dict(self) -> dict[str, Any]:
         return {"a": str(self.a.path), "b": str(self.b.path), "paired": len(self.keys), "unit": self.unit,
@@ -156,7 +161,7 @@ def compare_runs(a: Run, b: Run, allow_mismatch: bool = False, resamples: int = 
         raise CompareError(f"{b.title} and {a.title} were evaluated under different protocols:\n{lines}\n"
                            "Their numbers measure different things; --allow-protocol-mismatch compares them anyway.")
     if not keys:
-        raise CompareError(f"{b.title} and {a.title} share no {'chains' if a.mode == 'chains' else 'episodes'} "
+        raise CompareError(f"{b.title} and {a.title} share no {unit_of(a.mode)} "
                            f"({a.label}: {len(a.records)}, {b.label}: {len(b.records)})")
     done_a = np.array([int(a.records[k]["completed"]) for k in keys])
     done_b = np.array([int(b.records[k]["completed"]) for k in keys])
@@ -166,7 +171,7 @@ def compare_runs(a: Run, b: Run, allow_mismatch: bool = False, resamples: int = 
     info_a = task_info(a.records[k] for k in keys)
     info_b = task_info(b.records[k] for k in keys)
     tasks = {}
-    for t in [t for t in info_a] + [t for t in info_b if t not in info_a]:
+    for t in list(info_a) + [t for t in info_b if t not in info_a]:
         ca, cb = info_a.get(t, {"success": 0, "total": 0}), info_b.get(t, {"success": 0, "total": 0})
         interval = newcombe(ca["success"], ca["total"], cb["success"], cb["total"])
         difference = cb["success"] / cb["total"] - ca["success"] / ca["total"] if ca["total"] and cb["total"] else None

@@ -36,7 +36,7 @@ LEVEL = 0.95
 RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 POWER = 0.8
-_CHUNK = 2_000  # bootstrap resamples drawn at a time (bounds the memory of a resample matrix)
+_CELLS = 4_000_000  # resamples x distinct values drawn at a time: bounds the memory of the count matrix
 _NORMAL = NormalDist()
 
 
@@ -103,8 +103,9 @@ def _resampled_means(values: np.ndarray, resamples: int, rng: np.random.Generato
     number of distinct values (6 for chain lengths) rather than of n."""
     distinct, counts = np.unique(values, return_counts=True)
     n = values.size
-    means = [rng.multinomial(n, counts / n, size=min(_CHUNK, resamples - start)) @ distinct / n
-             for start in range(0, resamples, _CHUNK)]
+    chunk = max(1, _CELLS // distinct.size)
+    means = [rng.multinomial(n, counts / n, size=min(chunk, resamples - start)) @ distinct / n
+             for start in range(0, resamples, chunk)]
     return np.concatenate(means)
 
 
