@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 
 from harness.envs import make_env
+from harness.eval.results import calvin_printout
+from harness.eval.stats import bootstrap_mean, wilson
 from harness.eval.video import EXECUTED_COLOR, PLAN_COLOR, TEXT_BAND, FrameDrawer
 from harness.sim.layout import NEUTRAL_TCP_POS
 
@@ -28,6 +30,7 @@ def smoke(tmp_path_factory) -> Path:
            f"output_dir={out}", "progress=false"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (out / "console.txt").write_text(proc.stdout)  # kept beside the reports for the printout test
     return out
 
 
@@ -42,6 +45,24 @@ def test_results_json_has_calvins_keys_and_ours(smoke):
     assert results["config"]["num_chains"] == 3 and (smoke / "config.yaml").exists()
     assert results["videos"] == ["videos/chain_0000.mp4", "videos/chain_0001.mp4",
                                  "videos/fail_chain_0002_s1_lift_pink_block_slider_timeout.mp4"]
+
+
+def test_intervals_in_results_printout_and_report(smoke):
+    results = json.loads((smoke / "results.json").read_text())
+    intervals = results["intervals"]
+    assert intervals["chain_sr"]["1"] == wilson(1, 3).to_dict() and intervals["chain_sr"]["2"] == wilson(0, 3).to_dict()
+    assert intervals["task_info"]["turn_off_led"] == wilson(1, 1).to_dict()
+    completed = [json.loads(line)["completed"] for line in (smoke / "results.jsonl").read_text().splitlines()]
+    assert intervals["avg_seq_len"] == bootstrap_mean(completed).to_dict()
+    # CALVIN's lines exactly as CALVIN prints them, then the intervals of the same numbers
+    console = (smoke / "console.txt").read_text()
+    low, high = intervals["avg_seq_len"]["low"], intervals["avg_seq_len"]["high"]
+    assert (calvin_printout(results) + "\n\n95 % CIs, 3 chains.") in console
+    assert f"Average successful sequence length: 0.333 [{low:.3f}, {high:.3f}]" in console
+    assert "1: 33.3% [6.1%, 79.2%]" in console and "turn_off_led: 1 / 1 [20.7%, 100.0%]" in console
+    report = (smoke / "report.md").read_text()
+    assert f"| 95 % CI | | | [6.1%, 79.2%] | [0.0%, 56.1%] | [0.0%, 56.1%] | [0.0%, 56.1%] | [0.0%, 56.1%] | [{low:.2f}, {high:.2f}] |" in report
+    assert "| turn_off_led | 1 | 1 | 100.0% | [20.7%, 100.0%] |" in report
 
 
 def test_report_and_plots(smoke):
