@@ -1,15 +1,16 @@
-"""The evaluation's videos made by the workers between chains vs after the rollouts, one after another.
+"""The evaluation's videos made while the rollouts run vs after them, one after another.
 
     python benchmarks/bench_eval_videos.py [--chains 50] [--workers 2] [--videos 3] [--video-failures 5]
 
 The scripted expert on built-in scene D, CALVIN's first chains, the main job's video settings, in one run:
-  during: run_evaluation with videos on (the workers render each video as soon as it is sure to be kept);
+  during: run_evaluation with videos on (the pool's render process makes each as soon as it is sure to be kept);
   after:  the same evaluation with videos off (the rollouts alone), then the same videos rendered in this
           process one after another from the traces `during` recorded (`render_videos`, what the end of
           an evaluation does with the videos left over, and what it did with all of them before).
 The two must give the same video files, byte for byte; the script checks it. The work is the same either
 way: rendering during the rollouts only fills cores that would otherwise wait, so load from other
-processes on the machine shrinks the gain (the load average is printed).
+processes on the machine shrinks the gain (the load average is printed), and more free cores than
+workers raise it.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def main() -> None:
             filecmp.cmp(during / "videos" / n, after / "videos" / n, shallow=False) for n in names)
     print(f"after:  rollouts {rollouts_s:.1f} s + {len(names)} videos one after another {serial_s:.1f} s "
           f"= {rollouts_s + serial_s:.1f} s")
-    print(f"during: rollouts with the videos between chains {during_s:.1f} s: "
+    print(f"during: rollouts with the videos made beside them {during_s:.1f} s: "
           f"{(rollouts_s + serial_s) / during_s:.2f}x faster; videos {'identical' if same else 'DIFFER'}")
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 

@@ -58,7 +58,7 @@ def uninterrupted(tmp_path_factory) -> Path:
 
 def test_sigkill_then_rerun_gives_the_uninterrupted_results(tmp_path, uninterrupted):
     out = tmp_path / "killed"
-    videos = ("videos=2", "video_failures=2")  # the worker renders them between chains: the kill may land in one
+    videos = ("videos=2", "video_failures=2")  # rendered during the run: the kill may land in one
     proc = subprocess.Popen(command(out, "workers=1", *videos), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     log = out / "results.jsonl"

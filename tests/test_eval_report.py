@@ -90,7 +90,7 @@ def test_videos_have_one_frame_per_recorded_step(smoke):
     assert not list((smoke / "videos").glob("fail_chain_0001*"))  # chain 1 already has its whole-chain video
 
 
-def test_the_workers_render_the_videos_while_the_rollouts_run(smoke):
+def test_the_videos_are_rendered_while_the_rollouts_run(smoke):
     timings = json.loads((smoke / "results.json").read_text())["timings"]
     assert timings["videos_during_rollouts"] == 3 and timings["video_during_rollouts_s"] > 0
     assert {"chains_s", "rollout_s", "video_s"} <= set(timings)
@@ -101,15 +101,15 @@ def test_in_this_process_the_videos_are_rendered_between_the_jobs(smoke, tmp_pat
     results = evaluate_chains(presser, num_chains=3, ep_len=25, workers=0, output_dir=tmp_path, videos=2,
                               video_failures=2, video_stride=2)
     assert results["videos"] == VIDEOS and results["timings"]["videos_during_rollouts"] == 3
-    here, in_workers = frames_of(tmp_path / "videos"), frames_of(smoke / "videos")
-    assert all(np.array_equal(here[name], in_workers[name]) for name in in_workers)
+    here, in_the_pool = frames_of(tmp_path / "videos"), frames_of(smoke / "videos")
+    assert all(np.array_equal(here[name], in_the_pool[name]) for name in in_the_pool)
 
 
 def frames_of(folder: Path) -> dict[str, np.ndarray]:
     return {p.name: iio.imread(p) for p in sorted(folder.glob("*.mp4"))}
 
 
-def test_videos_from_the_workers_are_frame_for_frame_those_of_one_renderer_afterwards(smoke, tmp_path):
+def test_videos_made_during_the_run_are_frame_for_frame_those_of_one_renderer_afterwards(smoke, tmp_path):
     """What the evaluation did before it rendered in the workers: every video in this process, after the run."""
     selected = TraceStore(smoke / "traces", video_chains=2, video_failures=2).selected()
     render_videos(selected, tmp_path, EnvConfig(scene="D"), VideoSettings(ep_len=25, stride=2))

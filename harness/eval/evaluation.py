@@ -292,7 +292,7 @@ def _timings(records: Sequence[dict[str, Any]], ran: int, chains_s: float, run_s
         "chains_s": round(chains_s, 2),  # the job list (CALVIN's chain list, from its cache)
         "rollout_s": round(run_s, 2),  # the workers' time: rollouts, and the videos rendered beside them
         "video_s": round(video_s, 2),  # the videos rendered after the rollouts, in this process
-        "videos_during_rollouts": len(videos.rendered),  # by the workers (workers=0: between jobs)
+        "videos_during_rollouts": len(videos.rendered),  # by the render process (workers=0: between jobs)
         "video_during_rollouts_s": round(sum(v.seconds for v in videos.rendered), 2),  # part of rollout_s
         "jobs_run_now": ran,
         "jobs_per_min": round(ran / run_s * 60, 2) if run_s > 0 and ran else None,

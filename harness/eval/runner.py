@@ -3,8 +3,9 @@
 Each worker builds its own agent, then its own env with only the cameras the agent declares
 (`cameras=agent.spec.cameras`: none for the scripted expert, so no frame is ever rendered). The parent
 hands out one job at a time to whichever worker is free (a dynamic queue: long chains do not hold up
-the rest) and gets back one record per job. Videos the parent queues (`VideoQueue`) go to the next free
-worker before the next job; a worker builds its rendering env when it gets its first video.
+the rest) and gets back one record per job. Videos the parent queues (`VideoQueue`) go to a render
+process of their own, started with the first one, so they are made while the rollouts go on without
+holding up a worker (a GPU agent's worker, say); once no job is left to hand out, idle workers render too.
 
 Faults:
   * the env raises inside a chain: the worker rebuilds its env and runs the chain again from its start;
@@ -199,6 +200,18 @@ def _worker_main(conn: Connection, env_cfg: EnvConfig, agent: AgentSource, setti
         runner.close()
 
 
+def _renderer_main(conn: Connection, env_cfg: EnvConfig) -> None:
+    """The render process: no agent, one rendering env (built with the first video), videos until told to stop."""
+    renderer = VideoRenderer(env_cfg)
+    try:
+        while (video := conn.recv()) is not None:
+            conn.send(("video", renderer.try_render(video)))
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass  # the parent is gone or interrupted
+    finally:
+        renderer.close()
+
+
 class WorkerError(RuntimeError):
     """A worker could not build its env or agent, or failed outside any chain."""
 
@@ -212,6 +225,7 @@ class _Slot:
     ready: bool = False
     since: float = 0.0  # when the current job was handed out
     killed_for_time: bool = False
+    renders_only: bool = False  # the render process
 
 
 class WorkerPool:
@@ -234,12 +248,14 @@ class WorkerPool:
         self.crashes: dict[str, int] = {}
         self.videos = VideoQueue()
 
-    def _start(self) -> _Slot:
+    def _start(self, renders_only: bool = False) -> _Slot:
         parent, child = self.ctx.Pipe()
-        proc = self.ctx.Process(target=_worker_main, args=(child, self.env_cfg, self.agent, self.settings), daemon=True)
+        target, args = ((_renderer_main, (child, self.env_cfg)) if renders_only
+                        else (_worker_main, (child, self.env_cfg, self.agent, self.settings)))
+        proc = self.ctx.Process(target=target, args=args, daemon=True)
         proc.start()
         child.close()
-        return _Slot(proc, parent)
+        return _Slot(proc, parent, ready=renders_only, renders_only=renders_only)
 
     def wait_ready(self) -> dict[str, Any]:
         """Block until every worker has built its env and agent; returns the first one's description."""
@@ -252,16 +268,23 @@ class WorkerPool:
         pending = deque(jobs)
         self.videos = videos if videos is not None else VideoQueue()
         while pending or self.videos.pending or any(s.job is not None or s.video is not None for s in self.slots):
-            for slot in self.slots:
-                if not slot.ready or slot.job is not None or slot.video is not None:
-                    continue
-                if self.videos.pending:
-                    slot.video = self.videos.pending.popleft()
-                    slot.conn.send(slot.video)
-                elif pending:
-                    slot.job, slot.since = pending.popleft(), time.monotonic()
-                    slot.conn.send(slot.job)
+            self._hand_out(pending)
             self._serve(pending, on_result)
+
+    def _hand_out(self, pending: deque[Job]) -> None:
+        """Jobs to free workers; videos to the render process (started now if there is none), and to free
+        workers once no job is left for them."""
+        if self.videos.pending and not any(s.renders_only for s in self.slots):
+            self.slots.append(self._start(renders_only=True))
+        for slot in self.slots:
+            if not slot.ready or slot.job is not None or slot.video is not None:
+                continue
+            if self.videos.pending and (slot.renders_only or not pending):
+                slot.video = self.videos.pending.popleft()
+                slot.conn.send(slot.video)
+            elif pending and not slot.renders_only:
+                slot.job, slot.since = pending.popleft(), time.monotonic()
+                slot.conn.send(slot.job)
 
     def _serve(self, pending: deque[Job], on_result: OnResult) -> None:
         """Wait for a message from, or the death of, any worker, and handle what arrived."""
@@ -314,8 +337,12 @@ class WorkerPool:
         exitcode = slot.process.exitcode
         if not slot.ready:
             raise WorkerError(f"an evaluation worker died while starting (exit code {exitcode})")
-        job, slot.job = slot.job, None
         slot.video = None  # a video it was rendering is rendered at the end of the evaluation
+        if slot.renders_only:  # started again with the next video
+            slot.conn.close()
+            self.slots.remove(slot)
+            return
+        job, slot.job = slot.job, None
         if job is not None:
             self.crashes[job.key] = self.crashes.get(job.key, 0) + 1
             if self.crashes[job.key] >= MAX_ATTEMPTS:

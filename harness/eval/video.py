@@ -11,9 +11,9 @@ Which traces are kept, with bounded memory and disk: every chain with index < `v
 chain), and the failed subtask of the `video_failures` failing chains with the lowest indices.
 
 When a video is rendered: as soon as it is sure to be in that selection (`TraceStore.due`), the parent
-hands it to the next free worker as a `VideoJob`, so videos are made while the rollouts go on, in
-parallel. Whatever is left (no workers, a worker that died, a run killed before) is rendered at the end
-(`render_videos`). A video is written under a hidden name and renamed when complete, so a kill never
+queues it as a `VideoJob` for the worker pool's render process (harness/eval/runner.py), so videos are
+made while the rollouts go on. Whatever is left (workers=0 renders between jobs; a render process that
+died; a run killed before) is rendered at the end (`render_videos`). A video is written under a hidden name and renamed when complete, so a kill never
 leaves a file that looks like a finished video.
 """
 
