@@ -229,7 +229,7 @@ class _Slot:
 
 
 class WorkerPool:
-    """N spawned worker processes sharing a queue of jobs."""
+    """N spawned worker processes sharing a queue of jobs, and (started with the first video) a render process."""
 
     def __init__(self, workers: int, env_cfg: EnvConfig, agent: AgentSource, settings: RunSettings) -> None:
         if is_live_agent(agent):
