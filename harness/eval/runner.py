@@ -39,7 +39,7 @@ from harness.envs import Env
 from harness.eval.jobs import Job
 from harness.eval.rollout import ChainRun, EnvFailure, SubtaskOutcome, SubtaskTrace, preserved_global_rngs, run_chain
 from harness.eval.specs import AgentSource, EnvConfig, build_agent, is_live_agent
-from harness.eval.video import VideoJob, VideoQueue, VideoRenderer
+from harness.eval.video import VideoJob, VideoQueue, VideoRenderer, render_process_main
 from harness.tasks import TaskOracle
 
 MAX_ATTEMPTS = 2  # a chain is run at most twice when its env fails (and handed out at most twice on worker death)
@@ -200,18 +200,6 @@ def _worker_main(conn: Connection, env_cfg: EnvConfig, agent: AgentSource, setti
         runner.close()
 
 
-def _renderer_main(conn: Connection, env_cfg: EnvConfig) -> None:
-    """The render process: no agent, one rendering env (built with the first video), videos until told to stop."""
-    renderer = VideoRenderer(env_cfg)
-    try:
-        while (video := conn.recv()) is not None:
-            conn.send(("video", renderer.try_render(video)))
-    except (EOFError, BrokenPipeError, KeyboardInterrupt):
-        pass  # the parent is gone or interrupted
-    finally:
-        renderer.close()
-
-
 class WorkerError(RuntimeError):
     """A worker could not build its env or agent, or failed outside any chain."""
 
@@ -250,7 +238,7 @@ class WorkerPool:
 
     def _start(self, renders_only: bool = False) -> _Slot:
         parent, child = self.ctx.Pipe()
-        target, args = ((_renderer_main, (child, self.env_cfg)) if renders_only
+        target, args = ((render_process_main, (child, self.env_cfg)) if renders_only
                         else (_worker_main, (child, self.env_cfg, self.agent, self.settings)))
         proc = self.ctx.Process(target=target, args=args, daemon=True)
         proc.start()

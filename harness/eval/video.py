@@ -27,6 +27,7 @@ import warnings
 from collections import deque
 from contextlib import suppress
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -322,6 +323,19 @@ class VideoRenderer:
         if self.env is not None:
             self.env.close()
             self.env = None
+
+
+def render_process_main(conn: Connection, env_cfg: EnvConfig) -> None:
+    """The worker pool's render process: no agent, one rendering env (built with the first video);
+    answers each VideoJob with ("video", VideoOutcome) until it gets None or the parent is gone."""
+    renderer = VideoRenderer(env_cfg)
+    try:
+        while (video := conn.recv()) is not None:
+            conn.send(("video", renderer.try_render(video)))
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass  # the parent is gone or interrupted
+    finally:
+        renderer.close()
 
 
 class VideoQueue:
