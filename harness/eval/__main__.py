@@ -1,4 +1,5 @@
 """python -m harness.eval [key=value ...] (vla-eval): CALVIN's long-horizon evaluation (configs/eval.yaml).
+python -m harness.eval compare RUN_A RUN_B [...] (vla-compare): paired comparison of finished runs (harness/eval/compare.py).
 
 Under torchrun (`torchrun --nproc_per_node N -m harness.eval ...`) every rank runs its share of the
 chains and rank 0 writes the merged results. An invalid configuration (a setting, the env it describes,
@@ -29,6 +30,10 @@ def evaluate(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["compare"]:  # a subcommand; anything else is hydra's (overrides never look like this)
+        from harness.eval.compare import main as compare
+
+        sys.exit(compare(sys.argv[2:]))
     with exit_on_config_error("harness.eval"):
         reject_renamed(sys.argv[1:], RENAMED)
     store_eval_defaults()
