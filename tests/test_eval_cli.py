@@ -131,7 +131,8 @@ def test_a_second_evaluation_of_a_folder_in_use_is_refused_at_once(tmp_path, uni
 
 def test_invalid_settings_fail_in_one_line_before_the_folder_is_touched(tmp_path):
     cases = {
-        "agent=random env.scene=E": "env (backend=builtin, scene=E): unknown scene 'E'",
+        "agent=random env.scene=E": "env.scene: unknown scene 'E'",
+        "agent=random env.backend=mujoco": "env.backend: unknown env backend 'mujoco'",
         "agent=random scene=E": "scene is now env.scene (the env owns the scene)",
         "agent=scripted agent.scene=A": "agent.scene is now env.scene",
         "agent=random seed=abc": "seed must be an integer, got 'abc'",

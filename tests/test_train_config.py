@@ -41,7 +41,7 @@ def test_every_config_group_composes_and_round_trips(dataset, tmp_path):
     (["optim.warmup_epochs=0.5"], "set optim.warmup_steps or optim.warmup_epochs, not both"),
     (["trainer.best_metric=rollout_success"], "needs rollouts (rollout=single_task or rollout=chains)"),
     (["rollout=single_task", "rollout.tasks=[fly_away]"], "fly_away"),
-    (["rollout=chains", "rollout.env.scene=E"], "env (backend=builtin, scene=E): unknown scene 'E'"),
+    (["rollout=chains", "rollout.env.scene=E"], "env.scene: unknown scene 'E'"),
     (["rollout=chains", "rollout.workers=2"], "rollout.workers: rollouts run the model in the training process"),
     (["rollout=chains", "rollout.execution=replay"], "rollout.execution must be one of"),
     (["rollout=chains", "+rollout.episodes=3"], "rollout: unknown key 'episodes'"),

@@ -28,7 +28,7 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "EvalSettings": "evaluation", "run_evaluation": "evaluation", "evaluate_chains": "evaluation",
+    "EvalSettings": "config", "EvalConfig": "config", "run_evaluation": "evaluation", "evaluate_chains": "evaluation",
     "evaluate_single_tasks": "evaluation", "EnvConfig": "specs", "AgentConfig": "specs",
     "Job": "jobs", "chain_jobs": "jobs", "single_task_jobs": "jobs", "calvin_metrics": "results",
 }

@@ -1,12 +1,14 @@
 """The evaluation's config, the same dataclasses for both callers: the command line (configs/eval.yaml) and the
 rollouts during training (harness/train/config.py's RolloutConfig, configs/rollout/).
 
-    configs/eval.yaml, top level   -> EvalSettings (harness/eval/evaluation.py; its defaults are the command's)
+    configs/eval.yaml, top level   -> EvalSettings (below; its defaults are the command's)
     configs/eval.yaml, env.*       -> EnvConfig (harness/eval/specs.py; configs/env/*.yaml)
     configs/eval.yaml, agent.*     -> AgentConfig: `name` (or `factory`) + the agent's keyword arguments
 
 Parsing is strict (harness/strict_config.py): an unknown key or a mistyped value is an error naming it.
-`python -m harness.eval --cfg job` prints every setting with its value.
+`python -m harness.eval --cfg job` prints every setting with its value. This module imports neither
+pybullet nor torch: the training parses its rollout settings without either (pybullet changes nothing in
+a training run that has no rollouts).
 """
 
 from __future__ import annotations
@@ -14,10 +16,74 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
-from harness.eval.evaluation import EvalSettings
-from harness.eval.specs import AgentConfig, EnvConfig
+from harness.eval.jobs import Job, chain_jobs, single_task_jobs
+from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, describe_agent_source
 from harness.hydra_app import store_defaults
 from harness.strict_config import from_mapping, plain
+
+MODES = ("chains", "single_task")
+DEFAULT_VIDEO_FAILURES = 10  # video_failures: true
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How an evaluation runs. The defaults are the command line's (configs/eval.yaml builds on them);
+    training rollouts start from `RolloutConfig`'s (harness/train/config.py)."""
+
+    mode: str = "chains"  # chains: CALVIN's benchmark chains | single_task: episodes per task
+    num_chains: int = 100  # the first N of CALVIN's 1000 evaluation chains (1000 = the published protocol)
+    tasks: tuple[str, ...] | None = None  # single_task: task names; None = every task a start condition allows
+    episodes_per_task: int = 10  # single_task
+    ep_len: int = 360  # steps per subtask (CALVIN: 360)
+    workers: int = 2  # worker processes (per torchrun rank); 0 runs in this process
+    job_timeout_s: float | None = None  # workers only: a worker stuck this long on one chain is killed, the chain retried once
+    seed: int = 0  # chain i is seeded with seed + i
+    videos: int | bool = 3  # whole-chain videos of the first K chains (true = 1, false = 0)
+    video_failures: int | bool = 5  # clips of the failed subtask of this many failing chains, lowest indices first (true = 10)
+    video_format: str = "mp4"  # mp4 | gif
+    video_fps: int = 30
+    video_stride: int = 1  # render every n-th step
+    progress: bool = True
+    overwrite: bool = False  # discard earlier results in the output folder instead of resuming
+    dist_backend: str = "auto"  # torchrun only: auto (nccl for CUDA agents, else gloo) | gloo | nccl
+    dist_timeout_s: float = 48 * 3600.0  # how long ranks wait for each other at the end
+
+    def __post_init__(self) -> None:
+        for name, when_true in (("videos", 1), ("video_failures", DEFAULT_VIDEO_FAILURES)):
+            if isinstance(getattr(self, name), bool):
+                object.__setattr__(self, name, when_true if getattr(self, name) else 0)
+        if self.tasks is not None:
+            object.__setattr__(self, "tasks", tuple(self.tasks))
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        for name in ("ep_len", "episodes_per_task", "video_fps", "video_stride"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_chains", "workers", "videos", "video_failures"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.video_format not in ("mp4", "gif"):
+            raise ValueError(f"video_format must be 'mp4' or 'gif', got {self.video_format!r}")
+        if self.job_timeout_s is not None and not self.job_timeout_s > 0:
+            raise ValueError(f"job_timeout_s must be > 0 seconds (or null for no limit), got {self.job_timeout_s}")
+
+    def jobs(self) -> list[Job]:
+        if self.mode == "chains":
+            return chain_jobs(self.num_chains, self.seed)
+        return single_task_jobs(self.tasks, self.episodes_per_task, self.seed)
+
+    def run_key(self, env: EnvConfig, agent: AgentSource) -> dict[str, Any]:
+        """What results depend on; a rerun in the same folder must match it (num_chains, workers and
+        videos may change: more chains extend the run, fewer report a prefix). job_timeout_s is in it: a
+        chain that runs past it twice is recorded as env_error instead of its outcome."""
+        agent_key = describe_agent_source(agent)
+        agent_key.get("kwargs", {}).pop("device", None)  # where it runs (cpu, cuda:N per rank) is not what it is
+        return {"mode": self.mode, "ep_len": self.ep_len, "seed": self.seed, "job_timeout_s": self.job_timeout_s,
+                "env": env.to_dict(), "agent": agent_key}
+
+
+# quick checks from Python (and rollouts during training): in this process, quiet, no videos
+IN_PROCESS = {"workers": 0, "progress": False, "videos": 0, "video_failures": 0}
 
 # old spellings -> the settings that replaced them (command-line overrides and config files)
 RENAMED = {"scene": "env.scene (the env owns the scene)",

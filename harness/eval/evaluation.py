@@ -21,7 +21,8 @@ from typing import Any, Sequence
 import yaml
 
 from harness.config_errors import ConfigError, config_errors
-from harness.eval.jobs import Job, chain_jobs, single_task_jobs
+from harness.eval.config import IN_PROCESS, EvalSettings
+from harness.eval.jobs import Job
 from harness.eval.report import console_summary, write_reports
 from harness.eval.results import running_summary, summarize
 from harness.eval.runner import RunSettings, default_threads, run_jobs
@@ -30,70 +31,6 @@ from harness.eval.store import RESULTS, ResultsLog, check_run_key, clear_results
 from harness.eval.video import TraceStore, VideoQueue, VideoSettings, render_videos, video_jobs
 from harness.folder_lock import FolderBusy, FolderLock
 from harness.ranks import DistInfo, barrier, choose_backend, dist_from_env, init_distributed, rank_device, shutdown
-
-MODES = ("chains", "single_task")
-DEFAULT_VIDEO_FAILURES = 10  # video_failures: true
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """How an evaluation runs. The defaults are the command line's (configs/eval.yaml builds on them);
-    training rollouts start from `RolloutConfig`'s (harness/train/config.py)."""
-
-    mode: str = "chains"  # chains: CALVIN's benchmark chains | single_task: episodes per task
-    num_chains: int = 100  # the first N of CALVIN's 1000 evaluation chains (1000 = the published protocol)
-    tasks: tuple[str, ...] | None = None  # single_task: task names; None = every task a start condition allows
-    episodes_per_task: int = 10  # single_task
-    ep_len: int = 360  # steps per subtask (CALVIN: 360)
-    workers: int = 2  # worker processes (per torchrun rank); 0 runs in this process
-    job_timeout_s: float | None = None  # workers only: a worker stuck this long on one chain is killed, the chain retried once
-    seed: int = 0  # chain i is seeded with seed + i
-    videos: int | bool = 3  # whole-chain videos of the first K chains (true = 1, false = 0)
-    video_failures: int | bool = 5  # clips of the failed subtask of this many failing chains, lowest indices first (true = 10)
-    video_format: str = "mp4"  # mp4 | gif
-    video_fps: int = 30
-    video_stride: int = 1  # render every n-th step
-    progress: bool = True
-    overwrite: bool = False  # discard earlier results in the output folder instead of resuming
-    dist_backend: str = "auto"  # torchrun only: auto (nccl for CUDA agents, else gloo) | gloo | nccl
-    dist_timeout_s: float = 48 * 3600.0  # how long ranks wait for each other at the end
-
-    def __post_init__(self) -> None:
-        for name, when_true in (("videos", 1), ("video_failures", DEFAULT_VIDEO_FAILURES)):
-            if isinstance(getattr(self, name), bool):
-                object.__setattr__(self, name, when_true if getattr(self, name) else 0)
-        if self.tasks is not None:
-            object.__setattr__(self, "tasks", tuple(self.tasks))
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        for name in ("ep_len", "episodes_per_task", "video_fps", "video_stride"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_chains", "workers", "videos", "video_failures"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.video_format not in ("mp4", "gif"):
-            raise ValueError(f"video_format must be 'mp4' or 'gif', got {self.video_format!r}")
-        if self.job_timeout_s is not None and not self.job_timeout_s > 0:
-            raise ValueError(f"job_timeout_s must be > 0 seconds (or null for no limit), got {self.job_timeout_s}")
-
-    def video_settings(self) -> VideoSettings:
-        return VideoSettings(self.ep_len, self.video_fps, self.video_format, self.video_stride)
-
-    def jobs(self) -> list[Job]:
-        if self.mode == "chains":
-            return chain_jobs(self.num_chains, self.seed)
-        return single_task_jobs(self.tasks, self.episodes_per_task, self.seed)
-
-    def run_key(self, env: EnvConfig, agent: AgentSource) -> dict[str, Any]:
-        """What results depend on; a rerun in the same folder must match it (num_chains, workers and
-        videos may change: more chains extend the run, fewer report a prefix). job_timeout_s is in it: a
-        chain that runs past it twice is recorded as env_error instead of its outcome."""
-        agent_key = describe_agent_source(agent)
-        agent_key.get("kwargs", {}).pop("device", None)  # where it runs (cpu, cuda:N per rank) is not what it is
-        return {"mode": self.mode, "ep_len": self.ep_len, "seed": self.seed, "job_timeout_s": self.job_timeout_s,
-                "env": env.to_dict(), "agent": agent_key}
-
 
 @dataclass
 class _Progress:
@@ -217,7 +154,7 @@ def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfi
             finished_below += 1
         if traces is not None:
             due = [tf for tf in traces.due(finished_below) if not dist.active or tf.meta["key"] in own]
-            videos.pending.extend(video_jobs(due, folder / "videos", settings.video_settings()))
+            videos.pending.extend(video_jobs(due, folder / "videos", _video_settings(settings)))
 
     finished = [int(done[j.key]["completed"]) for j in jobs if j.key in done]
     progress = _Progress(len(finished) + len(mine), finished)  # under torchrun: rank 0's own share
@@ -264,13 +201,17 @@ def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfi
     results.update(_context(settings, description, dist, config))
     video_started = time.perf_counter()
     if traces is not None and (settings.videos or settings.video_failures):
-        video_paths = render_videos(traces.selected(), folder / "videos", env, settings.video_settings())
+        video_paths = render_videos(traces.selected(), folder / "videos", env, _video_settings(settings))
         results["videos"] = [str(p.relative_to(folder)) for p in video_paths]
     results["timings"] = _timings(_in_job_order(jobs, records), len(jobs) - len(done), chains_s, run_s, videos,
                                   time.perf_counter() - video_started, time.perf_counter() - started)
     if folder is not None:
         write_reports(folder, results)
     return results
+
+
+def _video_settings(settings: EvalSettings) -> VideoSettings:
+    return VideoSettings(settings.ep_len, settings.video_fps, settings.video_format, settings.video_stride)
 
 
 def _merge(folder: Path, jobs: Sequence[Job], dist: DistInfo) -> dict[str, dict[str, Any]]:
@@ -344,10 +285,6 @@ def _timings(records: Sequence[dict[str, Any]], ran: int, chains_s: float, run_s
     }
 
 
-# quick checks from Python (and rollouts during training): in this process, quiet, no videos
-IN_PROCESS = {"workers": 0, "progress": False, "videos": 0, "video_failures": 0}
-
-
 def evaluate_single_tasks(agent: AgentSource, env: EnvConfig | None = None, output_dir: str | Path | None = None,
                           **settings: Any) -> dict[str, Any]:
     """Single-task success rates from Python: `settings` are EvalSettings fields (tasks, episodes_per_task,
@@ -369,4 +306,4 @@ def evaluate_chains(agent: AgentSource, env: EnvConfig | None = None, output_dir
     return run_evaluation(s, env or EnvConfig(), agent, output_dir, print_summary=s.progress)
 
 
-__all__ = ["EvalSettings", "evaluate_chains", "evaluate_single_tasks", "run_evaluation"]
+__all__ = ["evaluate_chains", "evaluate_single_tasks", "run_evaluation"]

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
 from agents import Agent, check_agent, make_agent
-from harness.envs import Env, make_env
+from harness.envs import BACKENDS, Env, make_env
+from harness.sim.layout import get_layout
 from harness.strict_config import from_mapping
 
 
@@ -48,7 +49,15 @@ class EnvConfig:
     fresh_per_chain: bool = True
 
     def __post_init__(self) -> None:
+        """The names are checked here, without building anything (no pybullet import): a training run checks
+        its rollout env at start-up, hours before the first rollout builds it."""
         object.__setattr__(self, "options", {k: v for k, v in self.options.items() if v is not None})
+        if self.factory is None and self.backend not in BACKENDS:
+            raise ValueError(f"env.backend: unknown env backend {self.backend!r}: expected one of {', '.join(BACKENDS)}")
+        try:
+            get_layout(self.scene)
+        except ValueError as e:
+            raise ValueError(f"env.scene: {e}") from None
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "env") -> "EnvConfig":
@@ -59,6 +68,14 @@ class EnvConfig:
         if self.factory:
             return import_object(self.factory)(**kwargs)
         return make_env(self.backend, **kwargs)
+
+    def build_for(self, agent: Agent) -> Env:
+        """The env with only the cameras `agent` reads, and the agent bound to it: the env owns the scene, and
+        an agent that needs its layout (the scripted expert) reads it from `bind_env(env.description)`."""
+        env = self.build(cameras=tuple(agent.spec.cameras))
+        if hasattr(agent, "bind_env"):
+            agent.bind_env(env.description)
+        return env
 
     def check(self) -> None:
         """Build the env once, rendering nothing, and close it: a bad backend, scene or option (or a

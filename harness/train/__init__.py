@@ -18,7 +18,7 @@ Modules:
     state.py            trainer state for exact resume (safetensors + JSON), RNG states
     run_checkpoints.py  the run's step folders, `last` and `best`, keep-last-k (one folder: agents/vla/checkpoint.py)
     callbacks.py        validation loss, rollout callback
-    metrics.py          metrics.jsonl + TensorBoard
+    metrics.py          metrics.jsonl + TensorBoard, step timing
     sweep.py            a hydra multirun's results -> sweep.csv + sweep.md
 
 Names are exported lazily, so importing this package imports neither torch nor transformers.

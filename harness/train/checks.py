@@ -59,8 +59,7 @@ def check_config(cfg: TrainConfig) -> None:
         if cfg.trainer.strategy == "fsdp" and cfg.rollout.every % cfg.trainer.ckpt_every:
             raise ValueError(f"with trainer.strategy=fsdp rollouts load the step's checkpoint: rollout.every="
                              f"{cfg.rollout.every} must be a multiple of trainer.ckpt_every={cfg.trainer.ckpt_every}")
-        cfg.rollout.settings.jobs()  # unknown task names, impossible tasks
-        cfg.rollout.env.check()  # an unknown backend or scene (the env is built once and closed)
+        cfg.rollout.settings.jobs()  # unknown task names, impossible tasks (the env's names: EnvConfig checks them)
     if cfg.init_from is not None and not Path(cfg.init_from).is_dir():
         raise ValueError(f"init_from: checkpoint folder {cfg.init_from} does not exist")
     if cfg.resume not in ("auto", "never") and not Path(cfg.resume).is_dir():

@@ -23,8 +23,7 @@ from agents.vla.agent import EXECUTIONS
 from agents.vla.config import VLAConfig
 from harness.data.config import DataConfig
 from harness.data.vl.config import VLDataConfig
-from harness.eval.config import split_settings, store_eval_defaults
-from harness.eval.evaluation import IN_PROCESS, EvalSettings
+from harness.eval.config import IN_PROCESS, EvalSettings, split_settings, store_eval_defaults
 from harness.eval.specs import EnvConfig
 from harness.config_errors import resolve_config
 from harness.hydra_app import config_dir, store_defaults

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from harness.train.run_checkpoints import RunCheckpoints, step_name
 from harness.train.checks import check_config
 from harness.train.config import TrainConfig, resolve_device
 from harness.train.cotraining import VQAValidation
-from harness.train.metrics import MetricsLogger
+from harness.train.metrics import MetricsLogger, StepTimer
 from harness.train.optim import build_optimizer, build_scheduler
 from harness.train.sources import LOSSES, SourceLosses, build_stream
 from harness.train.streams import EpochSeeded
@@ -140,7 +139,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
     sources = sorted(cfg.sources)
     val_metrics: dict[str, float] = {}
     rollout_metrics: dict[str, float] = {}
-    timer = _Timer()
+    timer = StepTimer()
 
     # ---- the loop
     while step < total_steps:
@@ -383,37 +382,3 @@ def _batch_len(batch: Any) -> int:
         if key in batch:
             return len(batch[key])
     return 0
-
-
-class _Timer:
-    """Seconds per training step (data included; validation, saving and rollouts not), the share of it
-    spent waiting for data, and samples per second, since the last report and over the run."""
-
-    def __init__(self) -> None:
-        self.t0 = self.t_data = 0.0
-        self.steps = self.samples = 0
-        self.busy_s = self.data_s = 0.0
-        self.total_samples, self.total_s = 0, 0.0
-
-    def start(self) -> None:
-        self.t0 = time.perf_counter()
-
-    def data_ready(self) -> None:
-        self.data_s += time.perf_counter() - self.t0
-
-    def stop(self, samples: int) -> None:
-        self.busy_s += time.perf_counter() - self.t0
-        self.steps += 1
-        self.samples += samples
-
-    def report(self) -> dict[str, float]:
-        out = {"samples_per_s": self.samples / self.busy_s, "step_s": self.busy_s / self.steps,
-               "data_s": self.data_s / self.steps}
-        self.total_samples += self.samples
-        self.total_s += self.busy_s
-        self.steps = self.samples = 0
-        self.busy_s = self.data_s = 0.0
-        return out
-
-    def mean_rate(self) -> float | None:
-        return self.total_samples / self.total_s if self.total_s else None
