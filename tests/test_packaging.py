@@ -8,6 +8,7 @@ environment through a .pth file; the project itself comes from the wheel alone (
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import shutil
@@ -61,9 +62,17 @@ def test_the_wheel_installs_and_evaluates_from_a_folder_outside_the_repository(t
     elsewhere.mkdir()
     where = run([str(python), "-c", "import harness.configs as c; print(c.__file__)"], elsewhere).stdout.strip()
     assert Path(where).is_relative_to(env_dir), where
-    proc = run([str(env_dir / "bin" / "vla-eval"), "agent=random", "num_chains=2", "ep_len=5", "workers=1",
+    entry_points = configparser.ConfigParser()
+    with zipfile.ZipFile(wheel) as z:
+        (listed,) = [n for n in z.namelist() if n.endswith(".dist-info/entry_points.txt")]
+        entry_points.read_string(z.read(listed).decode())
+    commands = list(entry_points["console_scripts"])
+    assert "vla-harness-eval" in commands
+    assert all(name.startswith("vla-harness-") for name in commands)  # `vla-eval` is another project's command
+    assert all((env_dir / "bin" / name).is_file() for name in commands)
+    proc = run([str(env_dir / "bin" / "vla-harness-eval"), "agent=random", "num_chains=2", "ep_len=5", "workers=1",
                 "videos=0", "video_failures=0", "progress=false", "output_dir=out"], elsewhere)
     assert "| random | builtin D | 2 |" in proc.stdout
     assert json.loads((elsewhere / "out" / "results.json").read_text())["num_chains"] == 2
-    job = run([str(env_dir / "bin" / "vla-train"), "--cfg", "job", "model=tiny_idefics3", "data.path=x"], elsewhere)
+    job = run([str(env_dir / "bin" / "vla-harness-train"), "--cfg", "job", "model=tiny_idefics3", "data.path=x"], elsewhere)
     assert "tiny: tiny_idefics3" in job.stdout and "chunk_size: 10" in job.stdout

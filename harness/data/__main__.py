@@ -1,4 +1,4 @@
-"""`python -m harness.data check PATH` and `convert SRC DST` (vla-data; recording a dataset: `python -m harness.record`).
+"""`python -m harness.data check PATH` and `convert SRC DST` (vla-harness-data; recording a dataset: `python -m harness.record`).
 
 Options follow harness/tool_args.py's convention (`--option VALUE`, several values one after another).
 """

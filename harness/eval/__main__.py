@@ -1,5 +1,5 @@
-"""python -m harness.eval [key=value ...] (vla-eval): CALVIN's long-horizon evaluation (configs/eval.yaml).
-python -m harness.eval compare RUN_A RUN_B [...] (vla-compare): paired comparison of finished runs (harness/eval/compare.py).
+"""python -m harness.eval [key=value ...] (vla-harness-eval): CALVIN's long-horizon evaluation (configs/eval.yaml).
+python -m harness.eval compare RUN_A RUN_B [...] (vla-harness-compare): paired comparison of finished runs (harness/eval/compare.py).
 
 Under torchrun (`torchrun --nproc_per_node N -m harness.eval ...`) every rank runs its share of the
 chains and rank 0 writes the merged results. An invalid configuration (a setting, the env it describes,

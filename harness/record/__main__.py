@@ -1,4 +1,4 @@
-"""`python -m harness.record OUT [options]` (vla-record): record a CALVIN-format dataset with the scripted expert.
+"""`python -m harness.record OUT [options]` (vla-harness-record): record a CALVIN-format dataset with the scripted expert.
 
 Running the same command again continues an interrupted recording. Options follow harness/tool_args.py's
 convention (`--option VALUE`, several values one after another).

@@ -1,4 +1,4 @@
-"""python -m harness.train [key=value ...] (vla-train): train a VLA (configs/train.yaml; docs/TRAINING.md).
+"""python -m harness.train [key=value ...] (vla-harness-train): train a VLA (configs/train.yaml; docs/TRAINING.md).
 
 Under torchrun every rank runs this; rank 0's resolved config is the one all of them use. An invalid
 configuration is reported in one line (exit status 2) before any work starts.

@@ -1,4 +1,4 @@
-"""`python -m harness.data.vl generate OUT --num-states N --seed S --scene D` and `... describe FILE` (vla-vl-data).
+"""`python -m harness.data.vl generate OUT --num-states N --seed S --scene D` and `... describe FILE` (vla-harness-vl-data).
 
 Options follow harness/tool_args.py's convention (`--option VALUE`, several values one after another).
 """
