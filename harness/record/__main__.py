@@ -13,32 +13,34 @@ import sys
 
 from harness.record.recorder import RecordConfig, record_dataset
 from harness.sim.layout import parse_scenes
+from harness.strict_config import defaults_of
 from harness.tool_args import renamed, several
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.record", description=__doc__)
+    default = defaults_of(RecordConfig)  # an option not given keeps RecordConfig's default: one owner per setting
+    ap = argparse.ArgumentParser(prog="python -m harness.record", description=__doc__,
+                                 argument_default=argparse.SUPPRESS)
     ap.add_argument("out", help="dataset root (training/ and validation/ inside)")
-    ap.add_argument("--scene", nargs="+", default=["D"],
-                    help="the scene(s) of the training split's env, e.g. D, or A B C (the validation split is D)")
-    ap.add_argument("--episodes", type=int, default=100, help="training episodes (task chains) per scene")
-    ap.add_argument("--val-episodes", type=int, default=10, help="validation episodes, scene D")
-    ap.add_argument("--chain-length", type=int, default=5, help="tasks per episode, 1..5")
+    ap.add_argument("--scene", nargs="+", help="the scene(s) of the training split's env, e.g. D, or A B C "
+                    f"(the validation split is D; default: {' '.join(default['scenes'])})")
+    ap.add_argument("--episodes", type=int, help=f"training episodes (task chains) per scene (default: {default['episodes']})")
+    ap.add_argument("--val-episodes", type=int, help=f"validation episodes, scene D (default: {default['val_episodes']})")
+    ap.add_argument("--chain-length", type=int, help=f"tasks per episode, 1..5 (default: {default['chain_length']})")
     ap.add_argument("--tasks", nargs="+", help="task names to draw from (default: all 34)")
-    ap.add_argument("--ep-len", type=int, default=360, help="steps allowed per subtask")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="recording processes")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ep-len", type=int, help=f"steps allowed per subtask (default: {default['ep_len']})")
+    ap.add_argument("--workers", type=int, help="recording processes (default: the number of CPUs)")
+    ap.add_argument("--seed", type=int, help=f"(default: {default['seed']})")
     ap.add_argument("--embedding-model", help="sentence-embedding model (hub name or folder) for language.emb")
-    ap.add_argument("--env", default="builtin", help="env backend that records: builtin, or calvin (the real calvin_env)")
+    ap.add_argument("--env", help=f"env backend that records: builtin, or calvin (the real calvin_env; default: {default['env']})")
     renamed(ap, "--scenes", "--scene (as env.scene in the evaluation)")
-    args = ap.parse_args(argv)
+    given = vars(ap.parse_args(argv))
     try:
-        cfg = RecordConfig(
-            out=args.out, scenes=parse_scenes(several(args.scene)), episodes=args.episodes,
-            val_episodes=args.val_episodes, chain_length=args.chain_length, tasks=several(args.tasks),
-            ep_len=args.ep_len, workers=args.workers, seed=args.seed, embedding_model=args.embedding_model,
-            env=args.env,
-        )
+        if "scene" in given:
+            given["scenes"] = parse_scenes(several(given.pop("scene")))
+        if "tasks" in given:
+            given["tasks"] = several(given["tasks"])
+        cfg = RecordConfig(**given)
     except ValueError as e:
         ap.error(str(e))
     summary = record_dataset(cfg, progress=sys.stderr.isatty())
