@@ -109,6 +109,9 @@ class VLAPolicy:
         fresh = self.new_session()
         session.__dict__.update(fresh.__dict__)
 
+    def close_session(self, session: Session) -> None:
+        """Nothing to give back: a session's state is its own."""
+
     def step_batch(self, sessions: list[Session], observations: list[dict[str, Any]],
                    instructions: list[str]) -> list[np.ndarray]:
         """The next env action (7,) of every session, from its observation and instruction."""

@@ -55,21 +55,32 @@ def step_episodes(model: VLAModel, states: list[EpisodeState], frames: list[Batc
     `instruction` [str]). Returns the chunks (B, C, 7) predicted at the new frames."""
     if len(states) != len(frames) or not states:
         raise ValueError(f"step_episodes: {len(states)} episode states for {len(frames)} frames")
+    dropped = [s.frames[0] if len(s.frames) == s.frames.maxlen else None for s in states]
     for state, frame in zip(states, frames):
         state.frames.append(frame)
-    if not cached:
-        chunks = _rerun_windows(model, states)
-    elif model.cfg.history == "post":
-        chunks = _post(model, states, frames)
-    elif len(states) == 1 and states[0].t < model.cfg.window_size and states[0].cached_frames == states[0].t:
-        chunks = _interleaved(model, states[0], frames[0])
-    else:
-        for state in states:  # their backbone caches no longer follow the frames
-            state.cached_frames = -1
-        chunks = _rerun_windows(model, states)
+    try:
+        chunks = _step(model, states, frames, cached)
+    except BaseException:  # the model refused the frames: the episodes stay as they were (a server goes on)
+        for state, old in zip(states, dropped):
+            state.frames.pop()
+            if old is not None:
+                state.frames.appendleft(old)
+        raise
     for state in states:
         state.t += 1
     return chunks
+
+
+def _step(model: VLAModel, states: list[EpisodeState], frames: list[Batch], cached: bool) -> torch.Tensor:
+    if not cached:
+        return _rerun_windows(model, states)
+    if model.cfg.history == "post":
+        return _post(model, states, frames)
+    if len(states) == 1 and states[0].t < model.cfg.window_size and states[0].cached_frames == states[0].t:
+        return _interleaved(model, states[0], frames[0])
+    for state in states:  # their backbone caches no longer follow the frames
+        state.cached_frames = -1
+    return _rerun_windows(model, states)
 
 
 class EpisodeStream:
@@ -141,12 +152,16 @@ def _post(model: VLAModel, states: list[EpisodeState], frames: list[Batch]) -> t
 def _interleaved(model: VLAModel, state: EpisodeState, frame: Batch) -> torch.Tensor:
     """One episode whose window is filling: its new frame's segment appended to its backbone cache."""
     continuing = state.t > 0
-    state.cached_frames += 1
+    done = state.cached_frames
+    state.cached_frames = -1  # until the cache holds the new frame (a failure halfway leaves it unusable)
     if model.discrete:
-        return _bins_to_chunks(model, model.decode_actions(frame, state.cache, continuing=continuing))
-    feat = model.features(frame, cache=state.cache, continuing=continuing)[:, 0]
-    arm, grip, (state.head_state,) = model.head.step_batch(feat, [state.head_state])
-    return _chunks(arm, grip)
+        chunks = _bins_to_chunks(model, model.decode_actions(frame, state.cache, continuing=continuing))
+    else:
+        feat = model.features(frame, cache=state.cache, continuing=continuing)[:, 0]
+        arm, grip, (state.head_state,) = model.head.step_batch(feat, [state.head_state])
+        chunks = _chunks(arm, grip)
+    state.cached_frames = done + 1
+    return chunks
 
 
 def _chunks(arm: torch.Tensor, grip_logits: torch.Tensor) -> torch.Tensor:
