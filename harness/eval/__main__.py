@@ -1,4 +1,5 @@
 """python -m harness.eval [hydra overrides]: CALVIN's long-horizon evaluation (configs/eval.yaml).
+python -m harness.eval compare RUN_A RUN_B [...]: paired comparison of finished runs (harness/eval/compare.py).
 
 Under torchrun (`torchrun --nproc_per_node N -m harness.eval ...`) every rank runs its share of the
 chains and rank 0 writes the merged results. An invalid configuration (a setting, the env it describes,
@@ -8,6 +9,7 @@ in one line (exit status 2) before the output folder is touched.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -28,4 +30,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["compare"]:  # a subcommand; anything else is hydra's (overrides never look like this)
+        from harness.eval.compare import main as compare
+
+        sys.exit(compare(sys.argv[2:]))
     main()
