@@ -82,8 +82,11 @@ def make_agent(name: str, **kwargs: Any) -> Agent:
 
 def check_agent(name: str, **kwargs: Any) -> None:
     """Raise now what `make_agent(name, **kwargs)` would raise later (in a worker process). A VLA agent's
-    options and checkpoint folder are checked without building its model; the other agents are cheap, so
-    they are built and dropped."""
+    options and checkpoint folder are checked without building its model; a remote agent connects once,
+    without waiting for a server that is down; the other agents are cheap, so they are built and dropped."""
+    if name == "remote":
+        make_agent(name, **{**kwargs, "reconnect_timeout_s": 0}).close()
+        return
     if name != "vla":
         make_agent(name, **kwargs)
         return

@@ -158,7 +158,7 @@ def test_torchrun_two_cpu_ranks_merge_to_the_single_process_results(tmp_path, un
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not list(out.glob("results.rank*.jsonl"))  # merged into results.jsonl
     results = json.loads((out / "results.json").read_text())
-    assert results["parallelism"] == {"workers_per_rank": 1, "world_size": 2}
+    assert results["parallelism"] == {"workers_per_rank": 1, "world_size": 2, "server": "auto"}
     assert numbers(out) == numbers(uninterrupted)
     assert records(out) == records(uninterrupted)
     assert [json.loads(line)["index"] for line in (out / "results.jsonl").read_text().splitlines()] == list(range(NUM_CHAINS))

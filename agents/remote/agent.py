@@ -13,7 +13,8 @@
   euler or axis-angle, gripper sign, how much of a chunk to execute).
 
 Each subtask is one episode on the server (`reset()` ends the last one). When the server goes away, the
-agent raises `AgentUnavailable` and the evaluation calls `wait_until_available` and runs the chain again.
+agent raises `AgentUnavailable` and the evaluation calls `wait_until_available` and runs the chain again;
+a server that is not up yet when the agent is built is waited for as long (reconnect_timeout_s).
 """
 
 from __future__ import annotations
@@ -43,11 +44,10 @@ class RemoteAgent:
         self.protocol, self.reconnect_timeout_s = protocol, float(reconnect_timeout_s)
         self.mapping = None if protocol == "native" else ObservationMapping.for_protocol(protocol, **(observation or {}))
         self.convention = None if protocol == "native" else ActionConvention(**(action or {}))
-        info = self.channel.connect()
-        self.spec = self._spec(info)
         self._pending: deque[np.ndarray] = deque()  # the rest of a chunk, executed before the next request
         self._seed: int | None = None
         self._in_episode = False
+        self.spec = self._spec(self.wait_until_available())
 
     def _spec(self, info: dict[str, Any]) -> AgentSpec:
         served = {"url": self.channel.url, "protocol": self.protocol}
@@ -95,20 +95,19 @@ class RemoteAgent:
     def planned_tcp_path(self) -> None:
         return None
 
-    def wait_until_available(self, timeout_s: float | None = None) -> None:
-        """Reconnect, retrying until the server answers; AgentUnavailable after `timeout_s` (default:
-        reconnect_timeout_s) without it."""
+    def wait_until_available(self, timeout_s: float | None = None) -> dict[str, Any]:
+        """(Re)connect, retrying until the server answers (its hello); AgentUnavailable after `timeout_s`
+        (default: reconnect_timeout_s) without it."""
         limit = self.reconnect_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + limit
         self._pending.clear()
         self._in_episode = False
         while True:
             try:
-                self.channel.connect()
-                return
+                return self.channel.connect()
             except AgentUnavailable as e:
                 if time.monotonic() >= deadline:
-                    raise AgentUnavailable(f"{e} (still after {limit:g} s: agent.reconnect_timeout_s)") from None
+                    raise AgentUnavailable(f"{e} (for {limit:g} s: agent.reconnect_timeout_s)") from None
                 time.sleep(RETRY_EVERY_S)
 
     def close(self) -> None:

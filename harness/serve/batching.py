@@ -1,7 +1,10 @@
 """Dynamic batching: observations of different sessions that arrive close together are stepped together.
 
-The first request of a batch waits at most `max_wait_ms` for others; a batch goes as soon as it holds
-`max_batch` requests, or a request of every open session (no one else can send before it is answered).
+A batch is collected while the compute thread is free: it goes as soon as it holds `max_batch` requests,
+or a request of every open session (no one else can send before it is answered), or `max_wait_ms` after
+collecting began (when its first request arrived, or when the batch before it was done, whichever is
+later: requests that queued up during a batch wait a moment for the sessions that batch just answered,
+so that a server under load does not settle into alternating half batches).
 The policy steps the batch in one call (`SessionPolicy.step_batch`: for a VLA, one backbone run over the
 new frames of all sessions and one head call), in the server's one compute thread, while the event loop
 goes on receiving. A batch that fails is stepped again request by request, so that one client's bad
@@ -125,8 +128,9 @@ class Batcher:
                     request.future.set_result(value) if ok else request.future.set_exception(value)
 
     async def _collect(self) -> list[Request]:
+        began = time.perf_counter()
         batch = [await self.queue.get()]
-        deadline = batch[0].received + self.max_wait_s
+        deadline = max(began, batch[0].received) + self.max_wait_s
         while len(batch) < self.max_batch:
             if not self.queue.empty():
                 batch.append(self.queue.get_nowait())
