@@ -137,6 +137,9 @@ def test_invalid_settings_fail_in_one_line_before_the_folder_is_touched(tmp_path
         "agent=vla": "agent.checkpoint: Missing mandatory value",
         f"agent=vla agent.checkpoint={tmp_path / 'nowhere'}": f"agent (vla): checkpoint {tmp_path / 'nowhere'}: is not a folder",
         "agent=random mode=single_task tasks=[open_the_door]": "open_the_door",
+        "agent=random server=sometimes": "server must be one of ('auto', 'on', 'off'), got 'sometimes'",
+        "agent=random server_options.max_batch=0": "server_options: max_batch >= 1",
+        "agent=random +server_options.colour=red": "unknown server_options ['colour']",
     }
     for overrides, message in cases.items():
         out = tmp_path / "out"

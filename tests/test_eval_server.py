@@ -5,6 +5,8 @@ interrupted chains run again, ending as they would have; its statistics reach th
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -15,7 +17,8 @@ from harness.eval.served import ServerOptions, wants_server
 from harness.eval.specs import AgentConfig, EnvConfig
 from harness.serve.process import ServerProcess
 from harness.serve.server import ServeSettings
-from tests.serve_helpers import checkpoint, wait_for  # noqa: F401  (fixture)
+from tests.serve_helpers import ROOT, checkpoint, wait_for  # noqa: F401  (fixture)
+from tests.train_helpers import free_port
 
 CHAINS, EP_LEN = 4, 30
 # One thread and batches of one: the server's arithmetic is then the in-process agent's, bit for bit
@@ -83,3 +86,15 @@ def test_a_server_killed_mid_evaluation_comes_back_and_the_chain_runs_again(chec
         assert server.restarts == 1
     assert _records(tmp_path) == in_process
     assert "waiting for it, then running the chain again" in capfd.readouterr().err
+
+
+def test_under_torchrun_each_rank_serves_its_own_workers(checkpoint, in_process, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "--master_addr", "127.0.0.1", "-m", "harness.eval", "agent=vla", f"agent.checkpoint={checkpoint}",
+           f"num_chains={CHAINS}", f"ep_len={EP_LEN}", "workers=1", "server=on", "server_options.max_batch=1",
+           "server_options.threads=1", "videos=0", "video_failures=0", "progress=false", f"output_dir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert _records(tmp_path) == in_process
+    servers = json.loads((tmp_path / "results.json").read_text())["server"]
+    assert [s["rank"] for s in servers] == [0, 1] and sum(s["requests"] for s in servers) == CHAINS * EP_LEN

@@ -37,13 +37,14 @@ class RemoteAgent:
     def __init__(self, url: str, protocol: str = "native", token: str | None = None, timeout_s: float = 60.0,
                  connect_timeout_s: float = 10.0, reconnect_timeout_s: float = 600.0,
                  observation: dict[str, Any] | None = None, action: dict[str, Any] | None = None) -> None:
+        observation, action = _given(observation), _given(action)
         if protocol == "native" and (observation or action):
             raise ValueError("agent.protocol=native sends the harness's own observations and actions: "
                              "agent.observation and agent.action are for vla_eval and openpi servers")
         self.channel = open_channel(protocol, url, token=token, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s)
         self.protocol, self.reconnect_timeout_s = protocol, float(reconnect_timeout_s)
-        self.mapping = None if protocol == "native" else ObservationMapping.for_protocol(protocol, **(observation or {}))
-        self.convention = None if protocol == "native" else ActionConvention(**(action or {}))
+        self.mapping = None if protocol == "native" else ObservationMapping.for_protocol(protocol, **observation)
+        self.convention = None if protocol == "native" else ActionConvention(**action)
         self._pending: deque[np.ndarray] = deque()  # the rest of a chunk, executed before the next request
         self._seed: int | None = None
         self._in_episode = False
@@ -112,3 +113,8 @@ class RemoteAgent:
 
     def close(self) -> None:
         self.channel.close()
+
+
+def _given(fields: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields set (configs/agent/remote.yaml lists them all, null meaning the default)."""
+    return {k: v for k, v in (fields or {}).items() if v is not None}

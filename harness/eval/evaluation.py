@@ -247,7 +247,7 @@ def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfi
         if mine:
             queue_due_videos()  # a resumed run's videos that a kill cut short
             if wants_server(settings.server, agent, settings.workers):
-                served = PolicyServerForWorkers(agent, settings.server_options, dist.local_world_size)
+                served = PolicyServerForWorkers(agent, settings.server_options, settings.workers, dist.local_world_size)
                 with served as remote:
                     run_jobs(mine, env, remote, run_settings, settings.workers, on_result, on_ready, videos)
                 server_stats = served.stats

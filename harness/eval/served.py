@@ -32,8 +32,10 @@ MODEL_AGENTS = ("vla",)
 @dataclass(frozen=True)
 class ServerOptions:
     max_batch: int = 16
-    max_wait_ms: float = 5.0
-    threads: int = 0  # the server's torch CPU threads (0: the cores of this rank)
+    # Longer than an env step: a worker's next observation joins the batch the other workers wait in,
+    # instead of the workers falling into turns of one-observation batches.
+    max_wait_ms: float = 20.0
+    threads: int = 0  # the server's torch CPU threads (0: the rank's cores the env workers leave, at least 1)
     timeout_s: float = 300.0  # a worker waits this long for one action (then: agent_error)
     reconnect_timeout_s: float = 600.0  # a server that went away: how long workers wait for it
 
@@ -63,8 +65,8 @@ class PolicyServerForWorkers:
     """A context: starts the server, gives the workers' agent (a remote client of it), stops it after
     and keeps its last statistics in `stats`."""
 
-    def __init__(self, agent: AgentConfig, options: ServerOptions, local_world_size: int = 1) -> None:
-        threads = options.threads or max(1, (os.cpu_count() or 1) // max(1, local_world_size))
+    def __init__(self, agent: AgentConfig, options: ServerOptions, workers: int, local_world_size: int = 1) -> None:
+        threads = options.threads or max(1, (os.cpu_count() or 1) // max(1, local_world_size) - workers)
         served = {"name": agent.name, **agent.kwargs, **({"factory": agent.factory} if agent.factory else {})}
         settings = ServeSettings(port=0, token=secrets.token_hex(16), max_batch=options.max_batch,
                                  max_wait_ms=options.max_wait_ms)

@@ -142,11 +142,12 @@ def make_codec(protocol: str, observation: dict[str, Any] | None = None) -> Code
     """The protocol's codec; `observation` overrides the wire layout of vla_eval / openpi requests."""
     if protocol not in CODECS:
         raise ValueError(f"protocol must be one of {sorted(CODECS)}, got {protocol!r}")
+    observation = {k: v for k, v in (observation or {}).items() if v is not None}  # null: the usual layout
     if protocol == "native":
         if observation:
             raise ValueError("protocol=native reads the harness's own observations: observation is for vla_eval and openpi")
         return NativeCodec(None)
-    return CODECS[protocol](ObservationMapping.for_protocol(protocol, **(observation or {})))
+    return CODECS[protocol](ObservationMapping.for_protocol(protocol, **observation))
 
 
 def _seed(value: Any) -> int | None:

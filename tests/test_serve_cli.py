@@ -1,0 +1,58 @@
+"""`python -m harness.serve`: serves until SIGTERM and prints its statistics; an invalid configuration is
+one line (exit status 2) before anything is loaded or bound."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from agents import make_agent
+from tests.serve_helpers import ROOT
+
+
+def test_the_command_serves_until_terminated():
+    proc = subprocess.Popen([sys.executable, "-m", "harness.serve", "agent=random", "port=0", "token=abc", "max_batch=4"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        match = re.match(r"serving random on (ws://127\.0\.0\.1:\d+) \(protocol native, max_batch 4, max_wait_ms 5, "
+                         r"token required\)", line)
+        assert match, line + proc.stderr.read()
+        agent = make_agent("remote", url=match.group(1), token="abc")
+        agent.new_chain(0)
+        agent.reset()
+        actions = [agent.step({"robot_obs": np.zeros(15)}, "open the drawer") for _ in range(3)]
+        reference = make_agent("random")
+        reference.new_chain(0)
+        reference.reset()
+        np.testing.assert_array_equal(actions, [reference.step({}, "open the drawer") for _ in range(3)])
+        agent.close()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    stats = json.loads(out)
+    assert stats["requests"] == 3 and stats["sessions_total"] == 1 and stats["errors"] == 0
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ("agent=random protocol=pigeon", "protocol must be one of ['native', 'openpi', 'vla_eval'], got 'pigeon'"),
+    ("agent=random port=70000", "port must be 0..65535"),
+    ("agent=random protocol=vla_eval observation.cameras={top:x}", "observation.cameras maps env cameras"),
+    ("agent=random protocol=native observation.state_key=x", "observation is for vla_eval and openpi"),
+    ("agent=vla", "agent.checkpoint: Missing mandatory value"),
+    ("agent=vla agent.checkpoint=/nowhere", "checkpoint /nowhere: is not a folder"),
+])
+def test_invalid_configurations_are_one_line(overrides, message):
+    proc = subprocess.run([sys.executable, "-m", "harness.serve", "port=0", *overrides.split()], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and "pybullet build time" not in line]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("harness.serve: invalid configuration: ") and message in lines[0], lines[0]
