@@ -72,10 +72,19 @@ class SessionPolicy(Protocol):
         """The start of a subtask in `session`."""
 
     def step_batch(self, sessions: list[Any], observations: list[dict[str, Any]], instructions: list[str]) -> list[Any]:
-        """The next action of every session (what `Agent.step` returns), stepped together."""
+        """The next action of every session (what `Agent.step` returns), stepped together. Either it raises
+        and no session was stepped (a server then steps them one by one), or a session whose step failed
+        gets its exception in its place."""
 
     def close_session(self, session: Any) -> None:
         """The session is over; what it holds may be reused."""
+
+
+def _step_or_error(agent: Agent, obs: dict[str, Any], instruction: str) -> Any:
+    try:
+        return agent.step(obs, instruction)
+    except Exception as e:  # noqa: BLE001 - this session's failure, not the others'
+        return e
 
 
 class AgentSessions:
@@ -98,7 +107,7 @@ class AgentSessions:
             session.new_chain(seed)
 
     def step_batch(self, sessions: list[Agent], observations: list[dict[str, Any]], instructions: list[str]) -> list[Any]:
-        return [s.step(o, i) for s, o, i in zip(sessions, observations, instructions)]
+        return [_step_or_error(s, o, i) for s, o, i in zip(sessions, observations, instructions)]
 
     def close_session(self, session: Agent) -> None:
         self._idle.append(session)

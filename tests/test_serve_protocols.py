@@ -130,6 +130,40 @@ def test_concurrent_clients_are_batched_and_each_gets_its_own_actions(vla_eval_s
     assert sum(batched.values()) > 0, f"no batch of more than one observation: {after}"
 
 
+def test_an_observation_the_model_refuses_fails_only_its_own_request(vla_eval_server, checkpoint):
+    """Three sessions stepped in batches; one sends a state the model cannot take (8 values, not 15) at its
+    third step: that request gets an error, the batch is stepped again without it, and every session,
+    the refused one included, goes on as if the refused observation had never come."""
+    from vla_eval.connection import Connection
+
+    episodes = [(observations(STEPS, seed=20 + k), INSTRUCTIONS[k]) for k in range(3)]
+
+    async def episode(k: int) -> tuple[list[np.ndarray], list[str]]:
+        obs, instruction = episodes[k]
+        actions, errors = [], []
+        async with Connection(vla_eval_server.url, timeout=60, max_retries=1) as conn:
+            await conn.start_episode({})
+            for t, o in enumerate(obs):
+                if k == 1 and t == 2:
+                    bad = {**_vla_eval_obs(o, instruction), "states": np.zeros(8, np.float32)}
+                    try:
+                        await conn.act(bad)
+                    except RuntimeError as e:
+                        errors.append(str(e))
+                actions.append(np.asarray((await conn.act(_vla_eval_obs(o, instruction)))["actions"]))
+        return actions, errors
+
+    async def all_together():
+        return await asyncio.gather(*(episode(k) for k in range(3)))
+
+    results = asyncio.run(all_together())
+    assert results[1][1] and "robot_obs must have 15 values" in results[1][1][0]
+    assert not results[0][1] and not results[2][1]
+    for (obs, instruction), (got, _) in zip(episodes, results):
+        want = in_process_actions(checkpoint, _as_sent(obs), instruction)
+        np.testing.assert_allclose(np.stack(got), np.stack(want), atol=1e-4)
+
+
 def test_bad_messages_get_error_replies_and_every_connection_goes_on(vla_eval_server):
     obs = observations(2, seed=3)
     with connect(vla_eval_server.url, max_size=None) as bad, connect(vla_eval_server.url, max_size=None) as good:

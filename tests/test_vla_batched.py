@@ -114,3 +114,51 @@ def _obs(rng) -> dict:
     return {"rgb_obs": {"rgb_static": rng.integers(0, 256, (200, 200, 3), dtype=np.uint8),
                         "rgb_gripper": rng.integers(0, 256, (84, 84, 3), dtype=np.uint8)},
             "robot_obs": np.concatenate([[0.1, -0.2, 0.5], rng.normal(size=12)])}
+
+
+@pytest.mark.parametrize("history", ["post", "interleaved"])
+def test_a_batch_the_model_refuses_is_stepped_request_by_request(tiny_dir, history):
+    """The policy server's batcher with a real policy: one session's observation the model refuses (8
+    robot_obs values) fails that request only; the batch is stepped again without it, and every session,
+    the refused one too, goes on as if the refused observation had never come (its frame is taken back)."""
+    from harness.serve.batching import Batcher, Request, ServerSession, ServerStats
+
+    model = build_model(tiny_dir, "tiny_llava", head="lstm", history=history, gripper=True, proprio=True)
+    policy = VLAPolicy(model, ActionNormalizer())
+    batcher = Batcher(policy, max_batch=4, max_wait_ms=0, stats=ServerStats(), open_sessions=lambda: 3)
+    sessions = [ServerSession(i, policy.new_session()) for i in range(3)]
+    agents = [VLAAgent(model, ActionNormalizer()) for _ in sessions]
+    rng = np.random.default_rng(0)
+    try:
+        for t in range(WINDOW + 2):
+            obs = [_obs(rng) for _ in sessions]
+            sent = [{**o, "robot_obs": o["robot_obs"][:8]} if (t == 2 and i == 1) else o for i, o in enumerate(obs)]
+            results = batcher._step([Request(s, o, INSTRUCTIONS[i], 0.0, None) for i, (s, o) in enumerate(zip(sessions, sent))])
+            if t == 2:
+                assert not results[1][0] and "robot_obs must have 15 values" in str(results[1][1])
+                results[1] = batcher._step([Request(sessions[1], obs[1], INSTRUCTIONS[1], 0.0, None)])[0]
+            for i, (ok, action) in enumerate(results):
+                assert ok, action
+                np.testing.assert_allclose(action, agents[i].step(obs[i], INSTRUCTIONS[i]), atol=1e-4)
+    finally:
+        batcher.close()
+
+
+@pytest.mark.parametrize("history,cached", [("interleaved", True), ("post", False)])
+def test_frames_the_model_refuses_leave_the_episodes_as_they_were(tiny_dir, history, cached):
+    """step_episodes raising inside the model (a frame with 8 robot_obs values) takes the new frames back:
+    stepping the good frames afterwards gives what it gives without the failed call (the window re-runs
+    of these settings read the kept frames)."""
+    model = build_model(tiny_dir, "tiny_llava", head="lstm", history=history, proprio=True).eval()
+    episodes = _episodes(gripper=False)[:3]
+    clean = [new_episode(model) for _ in episodes]
+    tried = [new_episode(model) for _ in episodes]
+    for t in range(STEPS):
+        frames = [e[t] for e in episodes]
+        if t in (2, WINDOW + 1):  # while the windows fill, and once they slide
+            bad = [dict(f) for f in frames]
+            bad[1]["robot_obs"] = bad[1]["robot_obs"][..., :8]
+            with pytest.raises((ValueError, RuntimeError), match="15"):  # the proprio encoder, or stacking windows
+                step_episodes(model, tried, bad, cached=cached)
+        torch.testing.assert_close(step_episodes(model, tried, frames, cached=cached),
+                                   step_episodes(model, clean, frames, cached=cached), atol=1e-6, rtol=0)

@@ -139,6 +139,8 @@ class VLAPolicy:
             frame[key] = torch.as_tensor(np.ascontiguousarray(rgb[key]), dtype=torch.uint8, device=self.device)[None, None]
         if "robot_obs" in obs:
             robot_obs = np.asarray(obs["robot_obs"], dtype=np.float32)
+            if robot_obs.shape != (15,):
+                raise ValueError(f"robot_obs must have 15 values (CALVIN's proprioception), got shape {robot_obs.shape}")
             session.tcp = robot_obs[:3].astype(np.float64)
             frame["robot_obs"] = torch.as_tensor(robot_obs, device=self.device)[None, None]
         elif self.model.cfg.use_proprio:

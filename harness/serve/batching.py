@@ -8,7 +8,8 @@ so that a server under load does not settle into alternating half batches).
 The policy steps the batch in one call (`SessionPolicy.step_batch`: for a VLA, one backbone run over the
 new frames of all sessions and one head call), in the server's one compute thread, while the event loop
 goes on receiving. A batch that fails is stepped again request by request, so that one client's bad
-observation fails only its own request.
+observation fails only its own request (`SessionPolicy.step_batch`: a policy that raises has stepped no
+session).
 """
 
 from __future__ import annotations
@@ -145,11 +146,13 @@ class Batcher:
         return batch
 
     def _step(self, batch: list[Request]) -> list[tuple[bool, Any]]:
-        """(ok, action or exception) per request: the batch in one call, or one by one when it fails."""
+        """(ok, action or exception) per request: the batch in one call, or one by one when it fails
+        (a policy that raises has stepped no session; one that returns an exception for a session has
+        stepped the others)."""
         try:
             actions = self.policy.step_batch([r.session.state for r in batch], [r.obs for r in batch],
                                              [r.instruction for r in batch])
-            return [(True, a) for a in actions]
+            return [(not isinstance(a, BaseException), a) for a in actions]
         except Exception as e:  # noqa: BLE001 - told to the clients; the server goes on
             if len(batch) == 1:
                 return [(False, e)]
