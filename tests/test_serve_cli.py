@@ -24,14 +24,18 @@ def test_the_command_serves_until_terminated():
         match = re.match(r"serving random on (ws://127\.0\.0\.1:\d+) \(protocol native, max_batch 4, max_wait_ms 5, "
                          r"token required\)", line)
         assert match, line + proc.stderr.read()
-        agent = make_agent("remote", url=match.group(1), token="abc")
-        agent.new_chain(0)
-        agent.reset()
-        actions = [agent.step({"robot_obs": np.zeros(15)}, "open the drawer") for _ in range(3)]
-        reference = make_agent("random")
-        reference.new_chain(0)
-        reference.reset()
-        np.testing.assert_array_equal(actions, [reference.step({}, "open the drawer") for _ in range(3)])
+        agent, reference = make_agent("remote", url=match.group(1), token="abc"), make_agent("random")
+
+        def chain(a, seed: int) -> list[np.ndarray]:  # two subtasks: the generator runs on, as in-process
+            a.new_chain(seed)
+            actions = []
+            for instruction in ("open the drawer", "turn on the led light"):
+                a.reset()
+                actions += [a.step({"robot_obs": np.zeros(15)}, instruction) for _ in range(3)]
+            return actions
+
+        for seed in (0, 5):
+            np.testing.assert_array_equal(chain(agent, seed), chain(reference, seed))
         agent.close()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
@@ -39,7 +43,7 @@ def test_the_command_serves_until_terminated():
         proc.kill()
     assert proc.returncode == 0, err
     stats = json.loads(out)
-    assert stats["requests"] == 3 and stats["sessions_total"] == 1 and stats["errors"] == 0
+    assert stats["requests"] == 12 and stats["sessions_total"] == 2 and stats["errors"] == 0  # a session per chain
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -6,7 +6,8 @@
 
 * `native`: the served agent's own observation and action, unchanged; the agent takes the served agent's
   spec (cameras, action type, privileged) from the server's hello, so evaluating through it gives what
-  evaluating in-process gives. `new_chain(seed)` travels with each episode start.
+  evaluating in-process gives. A chain is one session on the server: `new_chain(seed)` travels with its
+  first episode start, its later subtasks `reset` the same session (as in-process).
 * `vla_eval` / `openpi`: a third-party server; `observation` declares what it reads
   (`ObservationMapping`: cameras under which names, resize, which robot_obs entries as the state,
   the instruction's key) and `action` how its actions read (`ActionConvention`: relative or absolute,
@@ -47,7 +48,7 @@ class RemoteAgent:
         self.convention = None if protocol == "native" else ActionConvention(**action)
         self._pending: deque[np.ndarray] = deque()  # the rest of a chunk, executed before the next request
         self._seed: int | None = None
-        self._in_episode = False
+        self._in_episode = self._chain_started = False
         self.spec = self._spec(self.wait_until_available())
 
     def _spec(self, info: dict[str, Any]) -> AgentSpec:
@@ -67,6 +68,7 @@ class RemoteAgent:
 
     def new_chain(self, seed: int) -> None:
         self._seed = int(seed)
+        self._chain_started = False
 
     def reset(self) -> None:
         self._pending.clear()
@@ -80,8 +82,8 @@ class RemoteAgent:
         if not self.channel.connected:
             self.channel.connect()
         if not self._in_episode:
-            self.channel.start_episode(self._seed)
-            self._in_episode = True
+            self.channel.start_episode(None if self._chain_started else self._seed)
+            self._in_episode = self._chain_started = True
         if self.protocol == "native":
             reply = self.channel.act({"obs": obs, "instruction": instruction})
             if not isinstance(reply, dict) or "action" not in reply:
@@ -102,7 +104,7 @@ class RemoteAgent:
         limit = self.reconnect_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + limit
         self._pending.clear()
-        self._in_episode = False
+        self._in_episode = self._chain_started = False  # a new connection: a new session, seeded again
         while True:
             try:
                 return self.channel.connect()

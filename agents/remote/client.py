@@ -172,12 +172,16 @@ class MessageChannel(Channel):
 
 class NativeChannel(MessageChannel):
     """The project's own protocol: vla-eval's messages carrying the harness's observations and actions as
-    they are (`{"obs", "instruction"}` -> `{"action"}`), episodes seeded by `new_chain`."""
+    they are (`{"obs", "instruction"}` -> `{"action"}`). A chain is one session on the server: its first
+    episode carries the chain's seed (`new_chain`), the next ones none (the same session, `reset`)."""
 
     protocol = "native"
 
     def _episode_payload(self, seed: int | None) -> dict[str, Any]:
         return {"seed": seed}
+
+    def end_episode(self) -> None:
+        """Nothing to say: the next episode_start goes on in the session or replaces it."""
 
 
 class OpenPIChannel(Channel):

@@ -1,8 +1,10 @@
 """The server's side of each wire protocol: incoming messages -> events, actions and errors -> replies.
 
-    native    vla-eval's messages; `episode_start {seed}` opens a session (the seed goes to the agent's
-              `new_chain`), `observation {obs, instruction}` -> `action {action}` (the agent's own
-              observation and action), `episode_end` closes it; the hello reply carries the agent's spec.
+    native    vla-eval's messages; `episode_start {seed}` opens a session for a chain (the seed goes to
+              the agent's `new_chain`), `episode_start {}` (no seed) starts the chain's next subtask in
+              the same session (the agent's `reset`, as in-process: a stochastic agent's generator runs
+              on), `observation {obs, instruction}` -> `action {action}` (the agent's own observation and
+              action), `episode_end` closes the session; the hello reply carries the agent's spec.
     vla_eval  vla-eval's RFC-0002: `episode_start` opens a session, `observation {images, states,
               task_description, episode_restart?}` -> `action {actions}`, `episode_end` closes it. The
               wire layout is the server's `observation` mapping (agents.remote.mapping).
@@ -34,6 +36,7 @@ class Event:
     obs: dict[str, Any] | None = None  # observe: the env-style observation
     instruction: str = ""
     restart: bool = False  # observe: a new episode begins with this observation
+    continues: bool = False  # start (native, no seed): the next subtask in the connection's session
 
 
 class Codec:
@@ -91,6 +94,11 @@ class MessageCodec(Codec):
 
 class NativeCodec(MessageCodec):
     name = "native"
+
+    def read(self, data: Any) -> Event:
+        event = super().read(data)
+        event.continues = event.kind == "start" and event.seed is None
+        return event
 
     def _observation(self, payload: dict[str, Any], seq: int) -> Event:
         obs, instruction = payload.get("obs"), payload.get("instruction")

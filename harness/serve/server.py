@@ -127,6 +127,8 @@ class PolicyServer:
             event = codec.read(data)
             if event.kind == "hello":
                 await ws.send(codec.hello(event, self.info()))
+            elif event.kind == "start" and event.continues and session is not None:
+                await self.batcher.call(self.policy.reset, session.state)  # the chain's next subtask
             elif event.kind == "start":
                 await self._close(session)
                 session = await self._open(event.seed)
