@@ -57,7 +57,7 @@ def in_process(checkpoint, tmp_path_factory) -> dict[str, tuple]:
     return _records(folder)
 
 
-def test_workers_served_by_one_server_give_the_in_process_results(checkpoint, in_process, tmp_path):
+def test_workers_served_by_one_server_give_the_in_process_results(checkpoint, in_process, tmp_path, capsys):
     agent = AgentConfig("vla", {"checkpoint": str(checkpoint)})
     results = run_evaluation(_settings(workers=2, server_options=EXACT), EnvConfig(), agent, tmp_path)  # server=auto
     assert _records(tmp_path) == in_process
@@ -67,6 +67,7 @@ def test_workers_served_by_one_server_give_the_in_process_results(checkpoint, in
     assert set(server["latency_ms"]) == {"p50", "p95", "p99"} and server["peak_rss_mb"] > 0
     assert server["sessions_open"] == 0 and server["sessions_total"] == CHAINS and server["restarts"] == 0
     assert "## Policy server" in (tmp_path / "report.md").read_text()
+    assert "Policy server:\n| rank | requests | latency p50 / p95 / p99 (ms)" in capsys.readouterr().out
     assert not list(tmp_path.glob("server.rank*.json"))  # folded into results.json
 
 

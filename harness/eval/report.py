@@ -61,10 +61,15 @@ def interval_printout(results: dict[str, Any]) -> str:
 
 
 def console_summary(results: dict[str, Any]) -> str:
-    """What the evaluation prints at the end: CALVIN's lines unchanged, then their intervals and the table."""
+    """What the evaluation prints at the end: CALVIN's lines unchanged, then their intervals and the table
+    (and the policy servers' figures, when the workers had one)."""
     if results["mode"] == "chains":
-        return f"{calvin_printout(results)}\n\n{interval_printout(results)}\n\n{calvin_table(results)}"
-    return single_task_table(results)
+        text = f"{calvin_printout(results)}\n\n{interval_printout(results)}\n\n{calvin_table(results)}"
+    else:
+        text = single_task_table(results)
+    if results.get("server"):
+        text += f"\n\nPolicy server:\n{server_table(results['server'])}"
+    return text
 
 
 def _task_rates(results: dict[str, Any]) -> dict[str, tuple[int, int]]:

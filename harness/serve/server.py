@@ -73,8 +73,7 @@ class PolicyServer:
 
     def info(self) -> dict[str, Any]:
         """What the server tells a client about itself (hello / openpi metadata)."""
-        spec = asdict(self.policy.spec)
-        spec["cameras"] = list(spec["cameras"])
+        spec = json.loads(json.dumps(asdict(self.policy.spec), default=str))  # plain values, whatever `extra` holds
         return {"server": "vla-harness", "protocol": self.settings.protocol, "agent": spec,
                 "max_batch": self.settings.max_batch, "max_wait_ms": self.settings.max_wait_ms}
 
