@@ -1,7 +1,7 @@
 """The batching policy server against a model per client, side by side in one run.
 
     python benchmarks/bench_policy_server.py                          # both parts, the e2e model untrained
-    python benchmarks/bench_policy_server.py --part throughput --sessions 1 2 4 8 16 --steps 24
+    python benchmarks/bench_policy_server.py --part throughput --sessions 1 2 4 8 16 --steps 24 --max-wait-ms 20
     python benchmarks/bench_policy_server.py --part e2e --checkpoint runs/e2e/train/checkpoints/last --chains 100
 
 throughput: the project's tiny VLA (configs/model/tiny_idefics3.yaml, the model of scripts/e2e_cpu.sh),
@@ -257,7 +257,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--steps", type=int, default=24, help="observations per session (throughput)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the model, in-process and in the server")
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--max-wait-ms", type=float, default=20.0,
+                        help="the server's max_wait_ms (default: server=auto's; at 5, configs/serve.yaml's, clients on a "
+                             "busy machine miss the batch the others wait in and batches split)")
     parser.add_argument("--checkpoint", default=None, help="e2e: a trained checkpoint (default: the untrained tiny VLA)")
     parser.add_argument("--chains", type=int, default=100)
     parser.add_argument("--ep-len", type=int, default=360)

@@ -8,12 +8,13 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from agents import make_agent
-from tests.serve_helpers import ROOT
+from tests.serve_helpers import ROOT, wait_for
 
 
 def test_the_command_serves_until_terminated():
@@ -60,3 +61,34 @@ def test_invalid_configurations_are_one_line(overrides, message):
     lines = [line for line in proc.stderr.splitlines() if line.strip() and "pybullet build time" not in line]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("harness.serve: invalid configuration: ") and message in lines[0], lines[0]
+
+
+PARENT = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from harness.serve.process import ServerProcess
+from harness.serve.server import ServeSettings
+server = ServerProcess({"name": "random"}, ServeSettings(port=0)).start()
+print(server.process.pid, server.url, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_server_whose_parent_is_killed_exits():
+    """An evaluation killed outright (SIGKILL, an OOM kill) must not leave its server holding the model."""
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(ROOT)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        pid, url = parent.stdout.readline().split()
+        assert make_agent("remote", url=url).spec.name == "random"
+        parent.kill()
+        parent.wait()
+        wait_for(lambda: _gone(int(pid)), 30, f"the orphaned server {pid} exiting")
+    finally:
+        parent.kill()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")  # exited, unreaped
+    except (FileNotFoundError, ProcessLookupError):
+        return True
