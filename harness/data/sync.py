@@ -266,7 +266,7 @@ class RecordedStates:
         if scene not in self._envs:
             from harness.envs import make_env
 
-            self._envs[scene] = make_env(self.backend, scene=scene, cameras=(), **self.env_options)
+            self._envs[scene] = make_env(self.backend, **{**self.env_options, "scene": scene, "cameras": ()})
         return self._envs[scene]
 
     def info(self, st: Stretch, frame_id: int) -> dict[str, Any]:
