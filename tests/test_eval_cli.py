@@ -1,4 +1,4 @@
-"""`python -m harness.eval` end to end: resume after SIGKILL, torchrun with 2 CPU ranks, the same numbers."""
+"""`python -m harness.eval` end to end: resume after SIGKILL (videos too), torchrun with 2 CPU ranks, the same numbers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import imageio.v3 as iio
+import numpy as np
 import pytest
+
+from harness.eval.specs import EnvConfig
+from harness.eval.video import TraceStore, VideoSettings, render_videos
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_CHAINS = 24
@@ -53,7 +58,9 @@ def uninterrupted(tmp_path_factory) -> Path:
 
 def test_sigkill_then_rerun_gives_the_uninterrupted_results(tmp_path, uninterrupted):
     out = tmp_path / "killed"
-    proc = subprocess.Popen(command(out, "workers=1"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    videos = ("videos=2", "video_failures=2")  # rendered during the run: the kill may land in one
+    proc = subprocess.Popen(command(out, "workers=1", *videos), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     log = out / "results.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -67,9 +74,15 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_results(tmp_path, uninterrup
     assert not (out / "results.json").exists()
     with open(log, "ab") as f:
         f.write(b'{"key": "chain/23", "completed": 1, "subta')  # and a torn last line, as a kill mid-write leaves
-    run(command(out, "workers=1"))
+    run(command(out, "workers=1", *videos))
     assert numbers(out) == numbers(uninterrupted)
     assert records(out) == records(uninterrupted)
+    selected = TraceStore(out / "traces", video_chains=2, video_failures=2).selected()
+    names = sorted(f"{tf.video_name}.mp4" for tf in selected)
+    assert len(names) == 4 and sorted(p.name for p in (out / "videos").iterdir()) == names
+    render_videos(selected, tmp_path / "afterwards", EnvConfig(scene="D"), VideoSettings(ep_len=50))
+    for name in names:
+        assert np.array_equal(iio.imread(out / "videos" / name), iio.imread(tmp_path / "afterwards" / name)), name
 
 
 def error_lines(stderr: str) -> list[str]:

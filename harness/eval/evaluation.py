@@ -28,7 +28,7 @@ from harness.eval.results import running_summary, summarize
 from harness.eval.runner import RunSettings, default_threads, run_jobs
 from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, check_sources, describe_agent_source
 from harness.eval.store import RESULTS, ResultsLog, check_run_key, clear_results, rank_log_name, read_results, write_merged
-from harness.eval.video import TraceStore, render_videos
+from harness.eval.video import TraceStore, VideoQueue, VideoSettings, render_videos, video_jobs
 from harness.folder_lock import FolderBusy, FolderLock
 
 MODES = ("chains", "single_task")
@@ -67,6 +67,9 @@ class EvalSettings:
             raise ValueError(f"video_format must be 'mp4' or 'gif', got {self.video_format!r}")
         if self.job_timeout_s is not None and not self.job_timeout_s > 0:
             raise ValueError(f"job_timeout_s must be > 0 seconds (or null for no limit), got {self.job_timeout_s}")
+
+    def video_settings(self) -> VideoSettings:
+        return VideoSettings(self.ep_len, self.video_fps, self.video_format, self.video_stride)
 
     def jobs(self) -> list[Job]:
         if self.mode == "chains":
@@ -150,11 +153,13 @@ def run_evaluation(settings: EvalSettings, env: EnvConfig, agent: AgentSource, o
 
 def _evaluate(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output_dir: str | Path | None,
               config: dict[str, Any] | None, dist: DistInfo, started: float) -> dict[str, Any]:
+    chains_started = time.perf_counter()
     with config_errors():
         jobs = settings.jobs()  # unknown task names fail here, before the folder is touched
+    chains_s = time.perf_counter() - chains_started
     folder = Path(output_dir) if output_dir is not None else None
     if folder is None or not dist.is_main:
-        return _run(settings, jobs, env, agent, folder, config, dist, started)
+        return _run(settings, jobs, chains_s, env, agent, folder, config, dist, started)
     folder.mkdir(parents=True, exist_ok=True)
     try:  # rank 0 writes the folder's shared files for the whole run (the other ranks only their own logs)
         lock = FolderLock(folder, "written by another evaluation").acquire()
@@ -162,7 +167,7 @@ def _evaluate(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output
         raise ConfigError(f"output_dir: {e}") from None
     try:
         _claim(folder, settings, settings.run_key(env, agent), config)
-        return _run(settings, jobs, env, agent, folder, config, dist, started)
+        return _run(settings, jobs, chains_s, env, agent, folder, config, dist, started)
     finally:
         lock.release()
 
@@ -180,8 +185,8 @@ def _claim(folder: Path, settings: EvalSettings, key: dict[str, Any], config: di
         (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def _run(settings: EvalSettings, jobs: list[Job], env: EnvConfig, agent: AgentSource, folder: Path | None,
-         config: dict[str, Any] | None, dist: DistInfo, started: float) -> dict[str, Any]:
+def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfig, agent: AgentSource,
+         folder: Path | None, config: dict[str, Any] | None, dist: DistInfo, started: float) -> dict[str, Any]:
     barrier(dist)  # the folder is checked (or cleared) before anyone reads it
     done = read_results(folder) if folder is not None else {}
     barrier(dist)  # everyone has read the same finished set before anyone appends to it
@@ -191,6 +196,20 @@ def _run(settings: EvalSettings, jobs: list[Job], env: EnvConfig, agent: AgentSo
     records: dict[str, dict[str, Any]] = {k: r for k, r in done.items()}
     description = _saved_description(folder)
     traces = TraceStore(folder / "traces", settings.videos, settings.video_failures) if folder is not None else None
+    videos = VideoQueue()
+    finished_below = 0  # jobs[:finished_below] have all finished
+    own = {job.key for job in mine}
+
+    def queue_due_videos() -> None:
+        """Hand the videos that are sure to be kept to the workers, beside the rollouts (under torchrun,
+        those of this rank's own jobs); rank 0 renders the rest at the end."""
+        nonlocal finished_below
+        while finished_below < len(jobs) and jobs[finished_below].key in records:
+            finished_below += 1
+        if traces is not None:
+            due = [tf for tf in traces.due(finished_below) if not dist.active or tf.meta["key"] in own]
+            videos.pending.extend(video_jobs(due, folder / "videos", settings.video_settings()))
+
     finished = [int(done[j.key]["completed"]) for j in jobs if j.key in done]
     progress = _Progress(len(finished) + len(mine), finished)  # under torchrun: rank 0's own share
     log = ResultsLog(folder / (rank_log_name(dist.rank) if dist.active else RESULTS)) if folder is not None else None
@@ -207,6 +226,7 @@ def _run(settings: EvalSettings, jobs: list[Job], env: EnvConfig, agent: AgentSo
         records[record["key"]] = record
         if traces is not None:
             traces.add(record, job_traces)
+            queue_due_videos()
         progress.add(record)
 
     run_settings = RunSettings(
@@ -218,7 +238,8 @@ def _run(settings: EvalSettings, jobs: list[Job], env: EnvConfig, agent: AgentSo
     run_started = time.perf_counter()
     try:
         if mine:
-            run_jobs(mine, env, agent, run_settings, settings.workers, on_result, on_ready)
+            queue_due_videos()  # a resumed run's videos that a kill cut short
+            run_jobs(mine, env, agent, run_settings, settings.workers, on_result, on_ready, videos)
     finally:
         progress.close()
         if log is not None:
@@ -234,10 +255,9 @@ def _run(settings: EvalSettings, jobs: list[Job], env: EnvConfig, agent: AgentSo
     results.update(_context(settings, description, dist, config))
     video_started = time.perf_counter()
     if traces is not None and (settings.videos or settings.video_failures):
-        video_paths = render_videos(traces.selected(), folder / "videos", env,
-                                    settings.ep_len, settings.video_fps, settings.video_format, settings.video_stride)
+        video_paths = render_videos(traces.selected(), folder / "videos", env, settings.video_settings())
         results["videos"] = [str(p.relative_to(folder)) for p in video_paths]
-    results["timings"] = _timings(_in_job_order(jobs, records), len(jobs) - len(done), run_s,
+    results["timings"] = _timings(_in_job_order(jobs, records), len(jobs) - len(done), chains_s, run_s, videos,
                                   time.perf_counter() - video_started, time.perf_counter() - started)
     if folder is not None:
         write_reports(folder, results)
@@ -296,13 +316,17 @@ def _context(settings: EvalSettings, description: dict[str, Any], dist: DistInfo
     return context
 
 
-def _timings(records: Sequence[dict[str, Any]], ran: int, run_s: float, video_s: float, total_s: float) -> dict[str, Any]:
+def _timings(records: Sequence[dict[str, Any]], ran: int, chains_s: float, run_s: float, videos: VideoQueue,
+             video_s: float, total_s: float) -> dict[str, Any]:
     job_s = sum(float(r["wall_s"]) for r in records)
     steps = sum(int(r["steps"]) for r in records)
     return {
         "total_s": round(total_s, 2),
-        "rollout_s": round(run_s, 2),
-        "video_s": round(video_s, 2),
+        "chains_s": round(chains_s, 2),  # the job list (CALVIN's chain list, from its cache)
+        "rollout_s": round(run_s, 2),  # the workers' time: rollouts, and the videos rendered beside them
+        "video_s": round(video_s, 2),  # the videos rendered after the rollouts, in this process
+        "videos_during_rollouts": len(videos.rendered),  # by the render process (workers=0: between jobs)
+        "video_during_rollouts_s": round(sum(v.seconds for v in videos.rendered), 2),  # part of rollout_s
         "jobs_run_now": ran,
         "jobs_per_min": round(ran / run_s * 60, 2) if run_s > 0 and ran else None,
         "mean_job_s": round(job_s / len(records), 3) if records else None,
