@@ -117,9 +117,11 @@ def _scene_of(frame_id: int, scene_info: dict[str, list[int]] | None) -> str:
 def stretch_bounds(source: FrameSource) -> list[tuple[int, int, int, str]]:
     """(episode, first, last, scene) of every stretch of consecutive stored frames within an episode."""
     eps, scene_info = _episodes_and_scenes(source)
+    runs = source.runs  # sorted, disjoint
     out = []
     for k, (s, e) in enumerate(eps):
-        for rs, re in source.runs:
+        first_run = max(int(np.searchsorted(runs[:, 1], s)), 0)  # the first run that ends at or after s
+        for rs, re in runs[first_run : int(np.searchsorted(runs[:, 0], e, side="right"))]:
             a, b = max(int(s), int(rs)), min(int(e), int(re))
             if a <= b:
                 out.append((k, a, b, _scene_of(a, scene_info)))

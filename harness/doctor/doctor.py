@@ -16,7 +16,7 @@ from __future__ import annotations
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -111,9 +111,25 @@ def open_data(root: Path, data_cfg: dict[str, Any], episodes: int) -> DataView:
 
 
 def _image_shapes(source: FrameSource, cameras: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """The sizes of the model's cameras in the data (those the data holds)."""
     first = int(source.runs[0, 0])
-    keys = [f"rgb_{c}" for c in cameras]
-    return {k: tuple(v.shape[1:]) for k, v in source.read({k: (first, first + 1) for k in keys}).items()}
+    shapes = {}
+    for key in (f"rgb_{c}" for c in cameras):
+        try:
+            shapes[key] = tuple(source.read({key: (first, first + 1)})[key].shape[1:])
+        except (KeyError, CalvinFormatError):
+            pass  # a converted copy without the camera: the predictions line says so
+    return shapes
+
+
+def _guarded(names: tuple[str, ...], checks: Callable[[], list[Check]]) -> list[Check]:
+    """The checks, or one FAIL line for the first of `names` (and SKIP for the rest) when they cannot run:
+    whatever stops them would stop the evaluation or the training too."""
+    try:
+        return checks()
+    except Exception as e:  # noqa: BLE001 - reported as a finding, with its type
+        return [Check(names[0], "fail", f"cannot run: {type(e).__name__}: {' '.join(str(e).split())}",
+                      "fix what the message names"), *(Check(n, "skip", f"after the {names[0]} failure") for n in names[1:])]
 
 
 def _sync_checks(report: SyncReport) -> list[Check]:
@@ -141,12 +157,13 @@ def _sync_checks(report: SyncReport) -> list[Check]:
 def _data_checks(cfg: DoctorConfig, ckpt: Checkpoint, view: DataView, states: RecordedStates | None) -> list[Check]:
     rel = np.concatenate([st.rel_actions for st in view.stretches])
     checks = [normaliser_check(ckpt.normalizer, rel, view.statistics, view.statistics_where)]
-    checks += prediction_checks(ckpt.normalizer, predict_windows(ckpt.model, ckpt.normalizer, view.train, cfg.windows))
+    checks += _guarded(("predictions", "gripper"), lambda: prediction_checks(
+        ckpt.normalizer, predict_windows(ckpt.model, ckpt.normalizer, view.train, cfg.windows)))
     if states is None:
         return checks + [Check(n, "skip", "no env (--env none)") for n in ("robot_obs", "sync: actions", "sync: language", "replay")]
-    checks.append(robot_obs_check(states, view.stretches))
-    checks += _sync_checks(sync_report(view.train, view.stretches, states))
-    checks.append(replay_check(states, spread(view.stretches, cfg.replay_episodes), cfg.replay_steps))
+    checks += _guarded(("robot_obs",), lambda: [robot_obs_check(states, view.stretches)])
+    checks += _guarded(("sync: actions", "sync: language"), lambda: _sync_checks(sync_report(view.train, view.stretches, states)))
+    checks += _guarded(("replay",), lambda: [replay_check(states, spread(view.stretches, cfg.replay_episodes), cfg.replay_steps)])
     return checks
 
 
@@ -165,41 +182,62 @@ def _env_checks(cfg: DoctorConfig, agent: VLAAgent, expected: dict[str, tuple[in
                 action_form_check(agent, obs, eval_instruction(tasks[0]), name)]
 
 
-def run_doctor(cfg: DoctorConfig) -> DoctorReport:
-    report = DoctorReport(f"{cfg.checkpoint}" + (f", data {cfg.data}" if cfg.data else "") + f", env={cfg.env}")
-    try:
-        import torch
+def _load(cfg: DoctorConfig, report: DoctorReport) -> Checkpoint | None:
+    import torch
 
+    try:
         device = torch.device(cfg.device)
         ckpt = load_checkpoint(cfg.checkpoint, device=device, dtype=resolve_dtype(cfg.dtype, device))
-    except (ValueError, OSError) as e:
-        report.add(Check("checkpoint", "fail", str(e), "point at a checkpoint folder written by the trainer"))
-        return report
-    mcfg = ckpt.model.cfg
-    report.add(Check("checkpoint", "pass", f"{mcfg.backbone.pretrained or mcfg.backbone.tiny} ({mcfg.backbone.family}), "
-                                           f"{mcfg.head.type} head, window {mcfg.window_size}, chunk {mcfg.fwd_pred_next_n}, "
-                                           f"cameras {'+'.join(mcfg.cameras)}, proprio {'on' if mcfg.use_proprio else 'off'}"))
+    except (ValueError, OSError, RuntimeError) as e:
+        report.add(Check("checkpoint", "fail", " ".join(str(e).split()), "point at a checkpoint folder written by the trainer"))
+        return None
+    m = ckpt.model.cfg
+    report.add(Check("checkpoint", "pass", f"{m.backbone.pretrained or m.backbone.tiny} ({m.backbone.family}), {m.head.type} head, "
+                                           f"window {m.window_size}, chunk {m.fwd_pred_next_n}, cameras {'+'.join(m.cameras)}, "
+                                           f"proprio {'on' if m.use_proprio else 'off'}, normaliser {ckpt.normalizer.mode}"))
+    return ckpt
+
+
+def _open_view(cfg: DoctorConfig, ckpt: Checkpoint, report: DoctorReport) -> tuple[DataView | None, str]:
+    """The dataset, with a `data` line saying what was read; (None, why) when there is none to read."""
     root, root_from = _data_root(cfg, ckpt)
-    view = open_data(root, ckpt.config.get("data") or {}, cfg.episodes) if root is not None else None
+    if root is None:
+        report.add(Check("data", "skip", root_from))
+        return None, root_from
+    try:
+        view = open_data(root, ckpt.config.get("data") or {}, cfg.episodes)
+        lang = view.train.lang
+    except (ValueError, OSError, KeyError) as e:
+        report.add(Check("data", "fail", f"{root}: {' '.join(str(e).split())}", "python -m harness.data check names every problem"))
+        return None, "the dataset cannot be read"
+    frames = sum(len(st.robot_obs) for st in view.stretches)
+    report.add(Check("data", "pass", f"{view.train.name} ({root_from}): {len(lang)} annotations; {len(view.stretches)} "
+                                     f"episodes read ({frames} frames)"))
+    return view, ""
+
+
+def run_doctor(cfg: DoctorConfig) -> DoctorReport:
+    report = DoctorReport(f"{cfg.checkpoint}, env={cfg.env}")
+    ckpt = _load(cfg, report)
+    if ckpt is None:
+        return report
+    cameras = ckpt.model.cfg.cameras
+    view, why_not = _open_view(cfg, ckpt, report)
     if view is not None:
-        report.subject = f"{cfg.checkpoint}, data {root} ({root_from}), env={cfg.env}"
-        training_lang = view.train.lang
-        expected, expected_from = _image_shapes(view.train, mcfg.cameras), "as in its data"
-        segments = np.concatenate([
-            np.diff(open_frames(root, s).lang.indx, axis=1)[:, 0] + 1 for s in SPLITS if (root / s).is_dir()])
+        expected, expected_from = _image_shapes(view.train, cameras), "as in its data"
+        segments = np.diff(view.train.lang.indx, axis=1)[:, 0] + 1
     else:
-        training_lang, segments = None, None
-        expected = {f"rgb_{c}": CALVIN_IMAGE_SHAPES[f"rgb_{c}"] for c in mcfg.cameras}
-        expected_from = "CALVIN's sizes: no dataset"
-    report.add(instruction_check(ckpt.model, training_lang), ep_len_check(cfg.ep_len, segments))
+        expected = {f"rgb_{c}": CALVIN_IMAGE_SHAPES[f"rgb_{c}"] for c in cameras}
+        expected_from, segments = "CALVIN's sizes: no dataset", None
+    report.add(instruction_check(ckpt.model, view.train.lang if view is not None else None), ep_len_check(cfg.ep_len, segments))
     agent = VLAAgent(ckpt.model, ckpt.normalizer, checkpoint=str(cfg.checkpoint))
     if cfg.env == "none":
         report.add(*(Check(n, "skip", "no env (--env none)") for n in ("cameras", "action form")))
     else:
         report.add(*_env_checks(cfg, agent, expected, expected_from))
-    names = ("normaliser", "predictions", "gripper", "robot_obs", "sync: actions", "sync: language", "replay")
     if view is None:
-        report.add(*(Check(n, "skip", root_from) for n in names))
+        names = ("normaliser", "predictions", "gripper", "robot_obs", "sync: actions", "sync: language", "replay")
+        report.add(*(Check(n, "skip", why_not) for n in names))
         return report
     states = RecordedStates(cfg.env, cfg.env_options) if cfg.env != "none" else None
     try:

@@ -32,7 +32,8 @@ def camera_check(cameras: tuple[str, ...], expected: dict[str, tuple[int, ...]],
     missing = [k for k in wanted if k not in rendered]
     resized = [f"{k}: trained on {expected[k]}, rendered {rendered[k]}" for k in wanted
                if k in rendered and k in expected and rendered[k] != expected[k]]
-    message = (f"the model reads {', '.join(f'{k} {expected.get(k, (None,))}' for k in wanted)} ({expected_from}); "
+    reads = ', '.join(f'{k} {expected[k]}' if k in expected else f'{k} (not in its data)' for k in wanted)
+    message = (f"the model reads {reads} ({expected_from}); "
                f"{env_name} renders {', '.join(f'{k} {s}' for k, s in rendered.items()) or 'no camera'}")
     fail = ""
     if missing:
