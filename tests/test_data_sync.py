@@ -11,7 +11,7 @@ import pytest
 
 from harness.data.__main__ import main as data_main
 from harness.data.calvin_format import CalvinSplit, load_pickled_npy
-from harness.data.sync import check_sync
+from harness.data.sync import RecordedStates, check_sync, open_frames, read_stretch, stretch_bounds, sync_report
 from tests.dataset_copies import flip_gripper, shift_actions, swap_labels
 
 
@@ -83,3 +83,34 @@ def test_the_other_gripper_sign_is_an_error(recording, tmp_path):
     assert report.gripper.flipped and report.gripper.opened == 0
     assert any("gripper command has the other sign" in p.message for p in report.errors)
     assert report.lags() == {0: 2}  # the arm is still in step
+
+
+def test_annotations_past_the_frames_read_are_left_out(recording):
+    """The doctor reads at most --episode-frames of each episode: an annotation that ends past them is not
+    checked, and not reported as running past its episode."""
+    source = open_frames(recording, "training")
+    indx = source.lang.indx
+    stretches = []
+    for b in stretch_bounds(source):
+        first_end = min(int(e) for s, e in indx if b[1] <= s <= b[2])
+        stretches.append(read_stretch(source, *b, max_frames=first_end - b[1] + 8))  # the state after it + 6 more
+    assert all(st.last < st.stored_last for st in stretches)
+    assert sum(st.first <= s <= st.last < e for s, e in indx for st in stretches) == 2  # start read, end not
+    states = RecordedStates()
+    try:
+        report = sync_report(source, stretches, states)
+    finally:
+        states.close()
+    assert report.problems == [], report.render()
+    assert len(report.annotations) == 2 and all(a.status == "completed" for a in report.annotations)
+    assert report.lags() == {0: 2}
+
+
+def test_unreadable_annotations_are_an_error_and_the_actions_are_still_checked(recording, tmp_path):
+    copy = tmp_path / "no_lang"
+    shutil.copytree(recording, copy)
+    lang_path = CalvinSplit(copy, "training").lang_path
+    lang_path.unlink()
+    report = check_sync(copy, "training")
+    assert report.lags() == {0: 2} and report.annotations == []
+    assert [p.where for p in report.errors] == [str(lang_path)], report.render()

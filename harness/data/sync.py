@@ -41,7 +41,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from harness.data.calvin_format import CalvinSplit, Problem, rel_actions_from_absolute
+from harness.data.calvin_format import CalvinFormatError, CalvinSplit, LangAnnotations, Problem, rel_actions_from_absolute
 from harness.data.shards import ShardFrameSource, is_shard_dir
 from harness.data.windows import FrameSource, NpzFrameSource
 from harness.sim.layout import REL_ORN_SCALE, REL_POS_SCALE
@@ -78,6 +78,10 @@ class Stretch:
     robot_obs: np.ndarray
     scene_obs: np.ndarray
     actions: np.ndarray | None  # absent when a converted copy did not keep it
+    stored_last: int = -1  # the last stored frame of the stretch this was read from (-1: this one's last)
+
+    def __post_init__(self) -> None:
+        self.stored_last = max(self.stored_last, self.last)
 
     @property
     def last(self) -> int:
@@ -85,9 +89,6 @@ class Stretch:
 
     def row(self, frame_id: int) -> int:
         return int(frame_id) - self.first
-
-    def holds(self, frame_id: int) -> bool:
-        return self.first <= frame_id <= self.last
 
 
 def open_frames(path: str | Path, split: str | None = None) -> FrameSource:
@@ -120,7 +121,7 @@ def stretch_bounds(source: FrameSource) -> list[tuple[int, int, int, str]]:
     runs = source.runs  # sorted, disjoint
     out = []
     for k, (s, e) in enumerate(eps):
-        first_run = max(int(np.searchsorted(runs[:, 1], s)), 0)  # the first run that ends at or after s
+        first_run = int(np.searchsorted(runs[:, 1], s))  # the first run that ends at or after s
         for rs, re in runs[first_run : int(np.searchsorted(runs[:, 0], e, side="right"))]:
             a, b = max(int(s), int(rs)), min(int(e), int(re))
             if a <= b:
@@ -128,14 +129,17 @@ def stretch_bounds(source: FrameSource) -> list[tuple[int, int, int, str]]:
     return sorted(out, key=lambda item: item[1])
 
 
-def read_stretch(source: FrameSource, episode: int, first: int, last: int, scene: str) -> Stretch:
+def read_stretch(source: FrameSource, episode: int, first: int, last: int, scene: str,
+                 max_frames: int | None = None) -> Stretch:
+    """The vectors of frames first..last (only the first `max_frames` of them when that is given)."""
     keys = [k for k in STATE_KEYS if not isinstance(source, ShardFrameSource) or k in source.keys]
     missing = {"rel_actions", "robot_obs", "scene_obs"} - set(keys)
     if missing:
         raise ValueError(f"{source.name}: the sync check needs {sorted(missing)}, which this copy does not hold")
-    data = source.read({k: (first, last + 1) for k in keys})
-    vec = {k: np.asarray(v, dtype=np.float64) for k, v in data.items()}
-    return Stretch(episode, first, scene, vec["rel_actions"], vec["robot_obs"], vec["scene_obs"], vec.get("actions"))
+    stop = last + 1 if max_frames is None else min(last + 1, first + max_frames)
+    vec = {k: np.asarray(v, dtype=np.float64) for k, v in source.read({k: (first, stop) for k in keys}).items()}
+    return Stretch(episode, first, scene, vec["rel_actions"], vec["robot_obs"], vec["scene_obs"], vec.get("actions"),
+                   stored_last=last)
 
 
 def spread(items: list[Any], limit: int | None) -> list[Any]:
@@ -450,7 +454,7 @@ class SyncReport:
                          f"{np.median(errs):.3f} per unit (worst stretch {max(errs):.3f})")
         echoes = [a.gripper_echo for a in self.actions if a.gripper_echo is not None]
         if echoes:
-            lines.append(f"  robot_obs[t+1][14] repeats rel_actions[t][6]: {min(echoes):.1%} of frames or more")
+            lines.append(f"  robot_obs[t+1][14] repeats rel_actions[t][6] in at least {min(echoes):.1%} of each episode's frames")
         lines.append(f"  gripper: {self.gripper.summary()}")
         failed = sum(a.failed for a in self.annotations)
         lines.append(f"language <-> state: {len(self.annotations)} annotations, {failed} failed "
@@ -479,7 +483,14 @@ class SyncReport:
 def sync_report(source: FrameSource, stretches: Iterable[Stretch], states: RecordedStates) -> SyncReport:
     """Check the given stretches of `source` and the annotations that start in them."""
     report = SyncReport(source.name, f"env={states.backend}")
-    lang = source.lang
+    try:
+        lang = source.lang
+    except CalvinFormatError as e:  # no readable annotations: the actions are still checked
+        report.problems += e.problems
+        lang = LangAnnotations(np.zeros((0, 2), np.int64), [], [])
+    except (OSError, ValueError, KeyError) as e:  # a converted copy's annotations.json
+        report.problems.append(Problem(source.lang_where, f"cannot be read ({type(e).__name__}: {e})", "lang_annotations"))
+        lang = LangAnnotations(np.zeros((0, 2), np.int64), [], [])
     order = np.argsort(lang.indx[:, 0], kind="stable")
     starts = lang.indx[order, 0]
     for st in stretches:
@@ -487,11 +498,11 @@ def sync_report(source: FrameSource, stretches: Iterable[Stretch], states: Recor
         report.gripper.add(st)
         for k in order[np.searchsorted(starts, st.first) : np.searchsorted(starts, st.last)]:
             s, e = (int(v) for v in lang.indx[k])
-            if not st.holds(e):
+            if e > st.stored_last:
                 report.problems.append(Problem(source.name, f"annotation {k} ({lang.task[k]!r}, frames {s}..{e}) runs "
-                                                            f"past its episode's stored frames (..{st.last})", "lang_annotations"))
-                continue
-            report.annotations.append(annotation_sync(states, st, int(k), lang.task[k], s, e))
+                                                            f"past its episode's stored frames (..{st.stored_last})", "lang_annotations"))
+            elif e < st.last or st.last == st.stored_last:  # else it ends past the frames read, or its end + 1 is unread
+                report.annotations.append(annotation_sync(states, st, int(k), lang.task[k], s, e))
     report.judge()
     return report
 

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ep-len", type=int, default=360, help="the evaluation's steps per subtask")
     ap.add_argument("--windows", type=int, default=16, help="recorded windows the model predicts on")
     ap.add_argument("--episodes", type=int, default=8, help="episodes read for the normaliser, sync and robot_obs checks")
+    ap.add_argument("--episode-frames", type=int, default=1000, help="at most this many frames of each episode read")
     ap.add_argument("--replay-episodes", type=int, default=2)
     ap.add_argument("--replay-steps", type=int, default=64)
     ap.add_argument("--device", default="cpu")
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = DoctorConfig(
             checkpoint=args.checkpoint, data=args.data, env=args.env, scene=args.scene, renderer=args.renderer,
             env_options=dict(args.env_option), env_factory=args.env_factory, ep_len=args.ep_len, windows=args.windows,
-            episodes=args.episodes, replay_episodes=args.replay_episodes, replay_steps=args.replay_steps, device=args.device)
+            episodes=args.episodes, episode_frames=args.episode_frames, replay_episodes=args.replay_episodes,
+            replay_steps=args.replay_steps, device=args.device)
     except ValueError as e:
         ap.error(str(e))
     report = run_doctor(cfg)

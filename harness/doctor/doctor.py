@@ -52,7 +52,8 @@ class DoctorConfig:
     env_factory: str | None = None  # "module:callable", as the evaluation's env.factory
     ep_len: int = CALVIN_EP_LEN
     windows: int = 16  # recorded windows the model predicts on
-    episodes: int = 8  # episode stretches read for the normaliser, sync and robot_obs checks
+    episodes: int = 8  # episode stretches read for the normaliser, sync and robot_obs checks ...
+    episode_frames: int = 1000  # ... at most this many frames of each (CALVIN's recorded episodes are long)
     replay_episodes: int = 2
     replay_steps: int = 64
     device: str = "cpu"
@@ -61,7 +62,7 @@ class DoctorConfig:
     def __post_init__(self) -> None:
         if self.env not in ENV_BACKENDS:
             raise ValueError(f"env must be one of {', '.join(ENV_BACKENDS)}, got {self.env!r}")
-        for name in ("ep_len", "windows", "episodes", "replay_episodes", "replay_steps"):
+        for name in ("ep_len", "windows", "episodes", "episode_frames", "replay_episodes", "replay_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -94,12 +95,12 @@ def _split(root: Path, preferred: str, fallback: str) -> str | None:
     return None
 
 
-def open_data(root: Path, data_cfg: dict[str, Any], episodes: int) -> DataView:
+def open_data(root: Path, data_cfg: dict[str, Any], episodes: int, episode_frames: int) -> DataView:
     train_name = _split(root, data_cfg.get("train_split", "training"), "training")
     if train_name is None:
         raise ValueError(f"{root}: no training/ or validation/ split")
     train = open_frames(root, train_name)
-    stretches = [read_stretch(train, *b) for b in spread(stretch_bounds(train), episodes)]
+    stretches = [read_stretch(train, *b, max_frames=episode_frames) for b in spread(stretch_bounds(train), episodes)]
     stats_path = Path(train.name) / STATISTICS
     statistics = None
     if stats_path.is_file():
@@ -205,7 +206,7 @@ def _open_view(cfg: DoctorConfig, ckpt: Checkpoint, report: DoctorReport) -> tup
         report.add(Check("data", "skip", root_from))
         return None, root_from
     try:
-        view = open_data(root, ckpt.config.get("data") or {}, cfg.episodes)
+        view = open_data(root, ckpt.config.get("data") or {}, cfg.episodes, cfg.episode_frames)
         lang = view.train.lang
     except (ValueError, OSError, KeyError) as e:
         report.add(Check("data", "fail", f"{root}: {' '.join(str(e).split())}", "python -m harness.data check names every problem"))
