@@ -10,6 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from safetensors import safe_open
@@ -19,7 +20,8 @@ from harness.data.normalization import ActionNormalizer
 from harness.data.sync import RecordedStates, open_frames, read_stretch, stretch_bounds
 from harness.doctor import DoctorConfig, run_doctor
 from harness.doctor.__main__ import main as doctor_main
-from harness.doctor.env_checks import camera_check, replay_check, robot_obs_check
+from agents.replay import ReplayAgent
+from harness.doctor.env_checks import action_form_check, camera_check, replay_check, robot_obs_check
 from harness.envs import make_env
 from harness.spatial import euler_to_quat, quat_to_rotvec
 from tests.train_helpers import train_here
@@ -170,3 +172,18 @@ def test_images_rendered_at_another_size_than_the_data_fail():
         same = camera_check(("static",), expected, "as in its data", env.reset(), "env=builtin")
     assert small.status == "fail" and "trained on (200, 200, 3), rendered (100, 100, 3)" in small.advice
     assert same.status == "pass"
+
+
+def test_the_action_form_is_read_as_the_evaluation_reads_the_declared_type():
+    """A 7-vector pose from an agent that declares absolute actions is what the evaluation sends as a
+    target; a pose declared relative, or relative steps declared absolute, fail."""
+    with make_env("builtin", cameras=()) as env:
+        obs = env.reset()
+        pose, step = np.r_[obs["robot_obs"][:6], 1.0], np.r_[0.5, 0, -0.2, 0, 0, 0.1, -1.0]
+        status = {(kind, declared): action_form_check(ReplayAgent([action], action_type=declared), obs, "open the drawer",
+                                                      "env=builtin").status
+                  for kind, action in (("pose", pose), ("step", step)) for declared in ("absolute", "relative")}
+        refused = action_form_check(ReplayAgent([np.r_[step[:6], 0.3]]), obs, "open the drawer", "env=builtin")
+    assert status == {("pose", "absolute"): "pass", ("step", "relative"): "pass",
+                      ("pose", "relative"): "fail", ("step", "absolute"): "fail"}
+    assert refused.status == "fail" and "refuses" in refused.message

@@ -10,7 +10,8 @@ import numpy as np
 from agents.base import Agent
 from harness.data.sync import RecordedStates, Stretch, spread
 from harness.doctor.report import Check, judged
-from harness.envs.actions import AbsoluteAction, RelativeAction, parse_action
+from harness.envs.actions import RelativeAction, parse_action
+from harness.eval.rollout import env_action
 from harness.spatial import euler_to_quat, quat_to_rotvec, wrap_angle
 
 CALVIN_EP_LEN = 360
@@ -22,6 +23,8 @@ FK_FRAMES = 20
 REPLAY_POS = (0.005, 0.015)  # m
 REPLAY_ORN = (0.05, 0.15)  # rad
 REPLAY_WIDTH = (0.005, 0.02)  # m
+POSE_AS_RELATIVE = 0.05  # m: a relative action whose x, y, z lie this close to the TCP's position is its pose
+ABSOLUTE_REACH = 0.1  # m: an absolute target farther than this from the TCP is no policy's next-step target
 
 
 def camera_check(cameras: tuple[str, ...], expected: dict[str, tuple[int, ...]], expected_from: str,
@@ -46,8 +49,10 @@ def camera_check(cameras: tuple[str, ...], expected: dict[str, tuple[int, ...]],
 
 
 def action_form_check(agent: Agent, obs: dict[str, Any], instruction: str, env_name: str) -> Check:
-    """The agent's first action on an env observation, against the action type it declares and the
-    forms the env accepts (a 7-vector is relative: x0.02 m, x0.05 rad per unit, gripper +1 open / -1 close)."""
+    """The agent's first action on an env observation, passed to the env as the evaluation passes it for the
+    action type the agent declares (harness/eval/rollout.py: a 7-vector is relative, x0.02 m, x0.05 rad per
+    unit, gripper +1 open / -1 close, unless the agent declares absolute targets), and against the TCP's pose:
+    a pose declared relative, or relative steps declared absolute, land far from where the arm is."""
     declared = agent.spec.action_type
     try:
         agent.reset()
@@ -56,23 +61,28 @@ def action_form_check(agent: Agent, obs: dict[str, Any], instruction: str, env_n
         return Check("action form", "fail", f"the agent cannot act on {env_name}'s observation: {type(e).__name__}: {e}",
                      "give the agent the observation it needs (cameras, robot_obs), see the lines above")
     try:
-        parsed = parse_action(action)
+        parsed = parse_action(env_action(action, declared)[0])
     except ValueError as e:
         return Check("action form", "fail", f"the agent declares {declared} actions; the env refuses its action: {e}",
-                     "return a 7-vector in [-1, 1] with the gripper exactly +1 or -1 (relative), or (pos, euler, gripper)")
-    got = "relative" if isinstance(parsed, RelativeAction) else "absolute"
-    message = f"the agent declares {declared} actions; its first action ({instruction!r}) is {got}"
+                     "return a 7-vector in [-1, 1] with the gripper exactly +1 or -1 (relative), or an absolute "
+                     "target (pos, euler, gripper) from an agent that declares absolute actions")
+    tcp = np.asarray(obs["robot_obs"], np.float64)[:3]
+    message = f"the agent declares {declared} actions; its first action ({instruction!r})"
     fail = warn = ""
-    if got != declared:
-        fail = (f"the env reads this action as {got}, the agent means {declared}: a 7-vector is always relative "
-                "(tuple (pos, euler, gripper) for absolute targets)")
-    elif isinstance(parsed, RelativeAction):
+    if isinstance(parsed, RelativeAction):
         peak = float(np.abs(parsed.values[:6]).max())
         message += f": arm within +-{peak:.2f} (x0.02 m, x0.05 rad per unit), gripper {parsed.gripper:+d} (+1 opens)"
-        if peak > 1:
+        if peak > 1 and np.abs(parsed.values[:3] - tcp).max() < POSE_AS_RELATIVE:
+            fail = ("its x, y, z are the TCP's position: an absolute target declared relative (the env would move the "
+                    "arm by it, 0.02 m per unit); declare action_type absolute")
+        elif peak > 1:
             warn = "the env does not clip relative actions beyond [-1, 1]: the arm will move further than CALVIN's range"
-    elif isinstance(parsed, AbsoluteAction):
-        message += f": target {np.round(parsed.pos, 3).tolist()}, gripper {parsed.gripper:+d}"
+    else:
+        reach = float(np.linalg.norm(parsed.pos - tcp))
+        message += f": target {np.round(parsed.pos, 3).tolist()}, {reach * 1000:.0f} mm from the TCP, gripper {parsed.gripper:+d}"
+        if reach > ABSOLUTE_REACH:
+            fail = (f"a target {reach:.2f} m from the TCP is no next-step target: relative actions declared absolute? "
+                    "declare action_type relative, or return the pose to reach")
     return judged("action form", message, fail, warn)
 
 
