@@ -136,6 +136,18 @@ def relative_rotation_euler(quat_start: ArrayLike, quat_end: ArrayLike, degrees:
     return np.degrees(euler) if degrees else euler
 
 
+def quat_to_rotvec(quat: ArrayLike) -> np.ndarray:
+    """(..., 4) xyzw -> (..., 3) axis-angle (rotation vector: unit axis times the angle in [0, pi])."""
+    q = np.asarray(quat, dtype=np.float64)
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    q = np.where(q[..., 3:4] < 0, -q, q)  # w >= 0: the angle stays within [0, pi]
+    sin_half = np.linalg.norm(q[..., :3], axis=-1, keepdims=True)
+    angle = 2 * np.arctan2(sin_half, q[..., 3:4])
+    # angle / sin(angle / 2) -> 2 as the angle -> 0
+    scale = np.where(sin_half > 1e-12, angle / np.maximum(sin_half, 1e-12), 2.0)
+    return q[..., :3] * scale
+
+
 def wrap_angle(angle: ArrayLike) -> np.ndarray:
     """Angles wrapped into [-pi, pi)."""
     return (np.asarray(angle, dtype=np.float64) + np.pi) % (2 * np.pi) - np.pi

@@ -82,6 +82,18 @@ def test_relative_rotation_euler():
     assert np.allclose(sp.relative_rotation_euler(tilt, sp.quat_multiply(yaw, tilt)), [0, 0, 1.0], atol=1e-9)
 
 
+def test_quat_to_rotvec_matches_pybullet_axis_angle(client):
+    for e in _random_eulers(20):
+        q = p.getQuaternionFromEuler(e.tolist())
+        axis, angle = p.getAxisAngleFromQuaternion(q)
+        rotvec = np.asarray(axis) * angle
+        if angle > np.pi:  # PyBullet's angle runs to 2 pi; the rotation vector's to pi
+            rotvec = -np.asarray(axis) * (2 * np.pi - angle)
+        assert np.allclose(sp.quat_to_rotvec(q), rotvec, atol=1e-6)
+        assert np.allclose(sp.quat_to_rotvec(-np.asarray(q)), rotvec, atol=1e-6)  # -q: the same rotation
+    assert np.allclose(sp.quat_to_rotvec([0, 0, 0, 1]), 0) and sp.quat_to_rotvec(np.zeros((2, 3, 4)) + [0, 0, 0, 1]).shape == (2, 3, 3)
+
+
 def test_wrap_angle():
     assert np.allclose(sp.wrap_angle([np.pi + 0.1, -np.pi - 0.1, 0.5, 3 * np.pi]), [-np.pi + 0.1, np.pi - 0.1, 0.5, -np.pi])
 
