@@ -88,6 +88,10 @@ def plot_task_success(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _rate(counts: dict[str, int]) -> str:
+    return f"{counts['success'] / counts['total'] * 100:.1f}%" if counts["total"] else "-"
+
+
 def _kv_table(items: dict[str, Any]) -> str:
     rows = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in items.items()]
     return "\n".join(rows)
@@ -98,9 +102,16 @@ def report_markdown(results: dict[str, Any], videos: Sequence[str]) -> str:
     parts = [f"# CALVIN evaluation: {agent['name']} on {env['backend']} scene {env['scene']}", ""]
     if results["mode"] == "chains":
         parts += [calvin_table(results), "", f"![chain success]({CHAIN_PLOT})", f"![task success]({TASK_PLOT})", ""]
-        parts += ["## Per task", "", "| task | success | attempts | rate |", "|---|---:|---:|---:|"]
-        parts += [f"| {t} | {c['success']} | {c['total']} | {c['success'] / c['total'] * 100:.1f}% |"
-                  for t, c in results["task_info"].items()]
+        parts += ["## Success by position in the chain", "",
+                  "The subtasks attempted at each position (later ones start where the agent left the scene).", "",
+                  "| position | success | attempts | rate |", "|---|---:|---:|---:|"]
+        parts += [f"| {k} | {c['success']} | {c['total']} | {_rate(c)} |" for k, c in results["positions"].items()]
+        parts += ["", "## Per task", "",
+                  "| task | success | attempts | rate | as 1st subtask | later in the chain |", "|---|---:|---:|---:|---:|---:|"]
+        for t, c in results["task_info"].items():
+            first, later = (results["task_positions"][t][k] for k in ("first", "later"))
+            parts.append(f"| {t} | {c['success']} | {c['total']} | {_rate(c)} | {first['success']}/{first['total']} | "
+                         f"{later['success']}/{later['total']} |")
     else:
         parts += ["Single-task mode: each episode is one subtask from a random start condition where it is valid.", "",
                   single_task_table(results), "", f"![task success]({TASK_PLOT})"]
