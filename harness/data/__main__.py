@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--ep-len", type=int, default=360, help="steps allowed per subtask")
     r.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="recording processes")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--balance", action="store_true", help="draw tasks so that each is about equally frequent")
     r.add_argument("--embedding-model", help="sentence-embedding model (hub name or folder) for language.emb")
     args = ap.parse_args(argv)
 
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out, scenes=tuple(args.scenes), episodes=args.episodes, val_episodes=args.val_episodes,
             chain_length=args.chain_length, tasks=tuple(args.tasks.split(",")) if args.tasks else None,
             ep_len=args.ep_len, workers=args.workers, seed=args.seed, embedding_model=args.embedding_model,
+            balance=args.balance,
         )
         summary = record_dataset(cfg, progress=sys.stderr.isatty())
         print(json.dumps(summary))
