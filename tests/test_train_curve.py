@@ -39,6 +39,8 @@ def test_curve_of_a_run_evaluates_each_due_checkpoint_once(dataset, tmp_path):
     before = jsonl.read_text()
     assert [r["avg_seq_len"] for r in run_curve(run, settings, every=2)] == [r["avg_seq_len"] for r in rows]
     assert jsonl.read_text() == before
+    # --follow on a finished run (summary.json written) evaluates what is due and returns
+    assert [r["step"] for r in run_curve(run, settings, every=2, follow=True, poll_s=0.01)] == [2, 4]
 
 
 def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
