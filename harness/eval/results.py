@@ -4,6 +4,8 @@
     avg_seq_len   mean number of consecutive successes per chain
     task_info     {task: {"success": s, "total": t}}, t = successes + the one failing attempt, per chain
 
+`intervals` (harness.eval.stats): 95 % intervals of those numbers, keyed as they are.
+
 The project's additions for chains (a chain's later subtasks start wherever the agent left the arm and
 the scene, unlike single-task episodes, so success can fall with the position):
 
@@ -21,6 +23,7 @@ from collections import Counter
 from typing import Any, Iterable, Sequence
 
 from harness.eval.rollout import FAILURE_REASONS
+from harness.eval.stats import chain_intervals, rate_intervals
 from harness.tasks import TASK_NAMES
 
 CHAIN_LENGTH = 5
@@ -110,8 +113,10 @@ def summarize(records: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
         numbers["num_chains"] = len(records)
         numbers["positions"] = position_info(records)
         numbers["task_positions"] = task_position_info(records)
+        numbers["intervals"] = chain_intervals([int(r["completed"]) for r in records], numbers["task_info"], CHAIN_LENGTH)
     elif mode == "single_task":
         numbers = single_task_metrics(records)
+        numbers["intervals"] = rate_intervals(numbers["tasks"])
     else:
         raise ValueError(f"mode must be 'chains' or 'single_task', got {mode!r}")
     numbers["failure_reasons"] = failure_reasons(records)
