@@ -8,7 +8,8 @@ Every checkpoint `step_K` with K a multiple of `--every` is evaluated by `harnes
 `<run>/curve/<mode>/step_K/` (which resumes: the same command after a kill carries on), and after each one
 `curve.csv`, `curve.md` and `curve.png` in `<run>/curve/<mode>/` list per checkpoint: the step, the epoch,
 the training hours up to it, the validation loss, and the score (CALVIN's average sequence length, or the
-mean single-task success over the tasks) with the per-position (chains) or per-task rates.
+mean single-task success over the tasks) with its 95 % interval (columns `_low`, `_high`, from
+harness.eval.stats; error bars in the plot) and the per-position (chains) or per-task rates.
 
 Training hours are the sum of the logged step times (`step_s` in metrics.jsonl: forward, backward,
 optimizer and the wait for data; validation, checkpoints and rollouts excluded) over the steps up to K,
@@ -70,11 +71,19 @@ def curve_row(step: int, results: dict[str, Any], records: list[dict[str, Any]],
            "val_loss": _at(records, step, "val/loss")}
     if results["mode"] == "chains":
         row["avg_seq_len"] = results["avg_seq_len"]
+        row.update(_bounds("avg_seq_len", results["intervals"]["avg_seq_len"]))
         row.update({f"chain_sr_{k}": v for k, v in results["chain_sr"].items()})
     else:
         row["mean_task_success"] = results["mean_task_success_rate"]
+        # the interval of the rate over all episodes: the mean over tasks with equally many episodes each
+        row.update(_bounds("mean_task_success", results["intervals"]["success_rate"]))
         row.update({t: c["rate"] for t, c in results["tasks"].items()})
     return row
+
+
+def _bounds(score: str, interval: dict[str, float] | None) -> dict[str, float | None]:
+    """The score's 95 % interval (harness.eval.stats) as two columns."""
+    return {f"{score}_low": interval and interval["low"], f"{score}_high": interval and interval["high"]}
 
 
 def write_curve(folder: Path, rows: list[dict[str, Any]]) -> None:
@@ -100,7 +109,10 @@ def _plot(path: Path, rows: list[dict[str, Any]]) -> None:
     score = "avg_seq_len" if "avg_seq_len" in rows[0] else "mean_task_success"
     timed = [r for r in rows if r["train_hours"] is not None]
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
-    ax.plot([r["train_hours"] for r in timed], [r[score] for r in timed], "o-", color="#3b7dd8")
+    low = [r[score] - r[f"{score}_low"] if r[f"{score}_low"] is not None else 0.0 for r in timed]
+    high = [r[f"{score}_high"] - r[score] if r[f"{score}_high"] is not None else 0.0 for r in timed]
+    ax.errorbar([r["train_hours"] for r in timed], [r[score] for r in timed], yerr=[low, high], fmt="o-",
+                color="#3b7dd8", ecolor="#9bbbe8", capsize=2)
     for r in timed:
         ax.annotate(f"{r['step']}", (r["train_hours"], r[score]), fontsize=6, xytext=(2, 3), textcoords="offset points")
     ax.set(xlabel="training hours", ylabel=score.replace("_", " "), title=f"learning curve ({len(rows)} checkpoints)",
