@@ -51,7 +51,9 @@ train() {
     # only writer of the run folder
     trap "kill $trainer 2>/dev/null" INT TERM EXIT
     until [ -d "$run/checkpoints" ] || ! kill -0 "$trainer" 2>/dev/null; do sleep 30; done
-    python -m harness.train.curve "$run" --follow --every "$CURVE_EVERY" --chains "$CURVE_CHAINS" --workers 1 &
+    # two workers: harness.eval gives each worker cores/workers torch threads, and one worker's two threads
+    # beside the training spin on the busy cores (~10x the CPU a rollout step needs, measured: docs/TRAINING.md)
+    python -m harness.train.curve "$run" --follow --every "$CURVE_EVERY" --chains "$CURVE_CHAINS" --workers 2 &
     local curve=$!
     trap "kill $trainer $curve 2>/dev/null" INT TERM EXIT
     wait "$trainer"   # a failed training stops the script (set -e), and the trap stops the curve too
