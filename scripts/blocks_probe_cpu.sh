@@ -44,7 +44,8 @@ for variant in "$@"; do
     # shellcheck disable=SC2086
     python -m harness.train +experiment=e2e_full_cpu data.path="$shards" run_name="$variant" hydra.run.dir="$OUT/$variant" \
         trainer.max_steps="$STEPS" trainer.progress=false optim.schedule=constant ${OVERRIDES[$variant]}
+    # two workers of one torch thread each (a single worker gets two, which spin on busy cores: docs/TRAINING.md)
     python -m harness.eval agent=vla agent.checkpoint="$OUT/$variant/checkpoints/last" mode=single_task \
-        "tasks=[$EVAL_TASKS]" episodes_per_task="$EPISODES" workers=1 videos=0 video_failures=3 progress=false \
+        "tasks=[$EVAL_TASKS]" episodes_per_task="$EPISODES" workers=2 videos=0 video_failures=3 progress=false \
         output_dir="$OUT/$variant/eval_single_task_$STEPS"
 done
