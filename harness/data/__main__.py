@@ -1,4 +1,4 @@
-"""`python -m harness.data record OUT`, `check PATH` and `convert SRC DST`."""
+"""`python -m harness.data record OUT`, `check PATH [--sync]` and `convert SRC DST`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from harness.data.check import check_path, summary_dict
 from harness.data.images import RESIZE_MODES
 from harness.data.record import RecordConfig, record_dataset
 from harness.data.shards import DEFAULT_KEYS, convert, directory_size
+from harness.data.sync import check_sync
 
 
 def positive_int(text: str) -> int:
@@ -30,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--quick", action="store_true",
                    help="check images and depth by their npy headers only (default: every member is read and CRC-checked)")
     c.add_argument("--json", action="store_true", help="print the reports as JSON")
+    c.add_argument("--sync", action="store_true",
+                   help="also check that actions, observations and language line up (harness/data/sync.py; docs/DOCTOR.md)")
+    c.add_argument("--sync-episodes", type=positive_int,
+                   help="--sync: check this many episodes per split, spread over it (all by default)")
+    c.add_argument("--sync-env", default="builtin",
+                   help="--sync: the env backend that restores recorded states for the task oracle (builtin or calvin)")
     v = sub.add_parser("convert", help="convert per-frame npz splits to memory-mapped shards")
     v.add_argument("src", help="dataset root or split folder")
     v.add_argument("dst", help="destination folder (must not exist per split)")
@@ -70,11 +77,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "check":
         reports = check_path(args.path, split=args.split, sample=args.sample, progress=sys.stderr.isatty(), quick=args.quick)
+        syncs = [check_sync(r.path, episodes=args.sync_episodes, env=args.sync_env, progress=sys.stderr.isatty())
+                 for r in reports if args.sync and r.format != "?"]
         if args.json:
-            print(json.dumps([summary_dict(r) for r in reports], indent=1))
+            print(json.dumps([summary_dict(r) for r in reports] + [s.to_dict() for s in syncs], indent=1))
         else:
-            print("\n\n".join(r.render() for r in reports))
-        return 1 if any(r.errors for r in reports) else 0
+            print("\n\n".join([r.render() for r in reports] + [s.render() for s in syncs]))
+        return 1 if any(r.errors for r in [*reports, *syncs]) else 0
 
     results = convert(args.src, args.dst, splits=args.split, keys=args.keys, frames=args.frames,
                       resize=_key_sizes(ap, args.resize), resize_mode=args.resize_mode,
