@@ -164,6 +164,16 @@ def test_replay_of_broken_actions_fails(recording, break_it):
     assert ("TCP" if break_it == "shift" else "gripper width") in check.advice
 
 
+def test_shards_stored_at_the_input_size_expect_the_recorded_size(recording, tmp_path):
+    from harness.data.shards import ShardFrameSource, convert
+    from harness.doctor.doctor import _image_shapes
+
+    out = tmp_path / "small"
+    convert(recording / "training", out, resize={"rgb_static": 48}, resize_mode="bicubic", progress=False)
+    shapes = _image_shapes(ShardFrameSource(out), ("static", "gripper"))
+    assert shapes == {"rgb_static": (200, 200, 3), "rgb_gripper": (84, 84, 3)}  # rendered as recorded, not 48 px
+
+
 def test_images_rendered_at_another_size_than_the_data_fail():
     expected = {"rgb_static": (200, 200, 3)}
     with make_env("builtin", cameras=("static",), camera_sizes={"static": 100}) as env:

@@ -112,10 +112,15 @@ def open_data(root: Path, data_cfg: dict[str, Any], episodes: int, episode_frame
 
 
 def _image_shapes(source: FrameSource, cameras: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
-    """The sizes of the model's cameras in the data (those the data holds)."""
+    """The sizes of the model's cameras in the data (those the data holds): as recorded, for shards that
+    store them at the model's input size (`convert --resize`: the model resizes rendered frames the same way)."""
     first = int(source.runs[0, 0])
+    resized = (getattr(source, "manifest", None) or {}).get("resized") or {}
     shapes = {}
     for key in (f"rgb_{c}" for c in cameras):
+        if key in resized:
+            shapes[key] = tuple(resized[key]["from"])
+            continue
         try:
             shapes[key] = tuple(source.read({key: (first, first + 1)})[key].shape[1:])
         except (KeyError, CalvinFormatError):
@@ -225,7 +230,7 @@ def run_doctor(cfg: DoctorConfig) -> DoctorReport:
     cameras = ckpt.model.cfg.cameras
     view, why_not = _open_view(cfg, ckpt, report)
     if view is not None:
-        expected, expected_from = _image_shapes(view.train, cameras), "as in its data"
+        expected, expected_from = _image_shapes(view.train, cameras), "as recorded in its data"
         segments = np.diff(view.train.lang.indx, axis=1)[:, 0] + 1
     else:
         expected = {f"rgb_{c}": CALVIN_IMAGE_SHAPES[f"rgb_{c}"] for c in cameras}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.eval.results import calvin_printout
-from harness.eval.stats import interval_text
+from harness.eval.stats import interval_text, wilson
 
 CHAIN_PLOT = "chain_success.png"
 TASK_PLOT = "task_success.png"
@@ -136,6 +136,14 @@ def plot_task_success(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _rate_cells(counts: dict[str, int]) -> str:
+    """'rate | Wilson interval' of a {"success", "total"} count ('- | -' when nothing was attempted)."""
+    interval = wilson(counts["success"], counts["total"])
+    if interval is None:
+        return "- | -"
+    return f"{counts['success'] / counts['total'] * 100:.1f}% | {interval.text(percent=True)}"
+
+
 def _interval_note(results: dict[str, Any]) -> str:
     methods = "; ".join(f"{k}: {v}" for k, v in results["intervals"]["method"].items())
     return f"{_level(results)} ({methods}; see docs/EVALUATION.md, Intervals)."
@@ -163,9 +171,18 @@ def report_markdown(results: dict[str, Any], videos: Sequence[str]) -> str:
     if results["mode"] == "chains":
         parts += [calvin_table(results), "", _interval_note(results), "",
                   f"![chain success]({CHAIN_PLOT})", f"![task success]({TASK_PLOT})", ""]
-        parts += ["## Per task", "", f"| task | success | attempts | rate | {_level(results)} |", "|---|---:|---:|---:|---:|"]
-        parts += [f"| {t} | {c['success']} | {c['total']} | {c['success'] / c['total'] * 100:.1f}% | "
-                  f"{interval_text(results['intervals']['task_info'][t], percent=True)} |" for t, c in results["task_info"].items()]
+        parts += ["## Success by position in the chain", "",
+                  "The subtasks attempted at each position (later ones start where the agent left the scene).", "",
+                  f"| position | success | attempts | rate | {_level(results)} (Wilson) |", "|---|---:|---:|---:|---:|"]
+        parts += [f"| {k} | {c['success']} | {c['total']} | {_rate_cells(c)} |" for k, c in results["positions"].items()]
+        parts += ["", "## Per task", "",
+                  f"| task | success | attempts | rate | {_level(results)} | as 1st subtask | later in the chain |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for t, c in results["task_info"].items():
+            first, later = (results["task_positions"][t][k] for k in ("first", "later"))
+            parts.append(f"| {t} | {c['success']} | {c['total']} | {c['success'] / c['total'] * 100:.1f}% | "
+                         f"{interval_text(results['intervals']['task_info'][t], percent=True)} | "
+                         f"{first['success']}/{first['total']} | {later['success']}/{later['total']} |")
     else:
         parts += ["Single-task mode: each episode is one subtask from a random start condition where it is valid.", "",
                   single_task_table(results), "", _interval_note(results), "", f"![task success]({TASK_PLOT})"]
