@@ -49,6 +49,15 @@ def quat_to_euler(quat: ArrayLike) -> np.ndarray:
     return np.stack([roll, pitch, yaw], axis=-1)
 
 
+def axis_angle_to_quat(rotvec: ArrayLike) -> np.ndarray:
+    """(..., 3) rotation vector (axis * angle, rad) -> (..., 4) quaternion xyzw."""
+    v = np.asarray(rotvec, dtype=np.float64)
+    angle = np.linalg.norm(v, axis=-1, keepdims=True)
+    # sin(angle/2)/angle, with its limit 1/2 at 0 (no division by zero for the identity)
+    scale = np.where(angle > 1e-12, np.sin(angle / 2) / np.where(angle > 1e-12, angle, 1.0), 0.5)
+    return np.concatenate([v * scale, np.cos(angle / 2)], axis=-1)
+
+
 def quat_multiply(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     """Hamilton product a * b in xyzw: the rotation that applies b first, then a."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)

@@ -137,6 +137,9 @@ def test_invalid_settings_fail_in_one_line_before_the_folder_is_touched(tmp_path
         "agent=vla": "agent.checkpoint: Missing mandatory value",
         f"agent=vla agent.checkpoint={tmp_path / 'nowhere'}": f"agent (vla): checkpoint {tmp_path / 'nowhere'}: is not a folder",
         "agent=random mode=single_task tasks=[open_the_door]": "open_the_door",
+        "agent=random server=sometimes": "server must be one of ('auto', 'on', 'off'), got 'sometimes'",
+        "agent=random server_options.max_batch=0": "server_options: max_batch >= 1",
+        "agent=random +server_options.colour=red": "unknown server_options ['colour']",
     }
     for overrides, message in cases.items():
         out = tmp_path / "out"
@@ -158,7 +161,7 @@ def test_torchrun_two_cpu_ranks_merge_to_the_single_process_results(tmp_path, un
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not list(out.glob("results.rank*.jsonl"))  # merged into results.jsonl
     results = json.loads((out / "results.json").read_text())
-    assert results["parallelism"] == {"workers_per_rank": 1, "world_size": 2}
+    assert results["parallelism"] == {"workers_per_rank": 1, "world_size": 2, "server": "auto"}
     assert numbers(out) == numbers(uninterrupted)
     assert records(out) == records(uninterrupted)
     assert [json.loads(line)["index"] for line in (out / "results.jsonl").read_text().splitlines()] == list(range(NUM_CHAINS))

@@ -56,6 +56,14 @@ def test_quat_multiply_and_inverse_match_pybullet(client):
     assert np.allclose(sp.quat_multiply([0, 0, 0, 1], [0.1, 0.2, 0.3, 0.9]), [0.1, 0.2, 0.3, 0.9])
 
 
+def test_axis_angle_to_quat_matches_pybullet(client):
+    for axis, angle in zip(RNG.normal(size=(20, 3)), RNG.uniform(-3, 3, size=20)):
+        axis = axis / np.linalg.norm(axis)
+        assert _same_rotation(sp.axis_angle_to_quat(axis * angle), p.getQuaternionFromAxisAngle(axis.tolist(), angle))
+    assert np.allclose(sp.axis_angle_to_quat(np.zeros(3)), [0, 0, 0, 1])  # the identity, no division by zero
+    assert sp.axis_angle_to_quat(np.zeros((4, 2, 3))).shape == (4, 2, 4)
+
+
 def test_matrices_match_pybullet(client):
     for e in _random_eulers(20):
         q = p.getQuaternionFromEuler(e.tolist())

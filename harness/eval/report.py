@@ -61,10 +61,15 @@ def interval_printout(results: dict[str, Any]) -> str:
 
 
 def console_summary(results: dict[str, Any]) -> str:
-    """What the evaluation prints at the end: CALVIN's lines unchanged, then their intervals and the table."""
+    """What the evaluation prints at the end: CALVIN's lines unchanged, then their intervals and the table
+    (and the policy servers' figures, when the workers had one)."""
     if results["mode"] == "chains":
-        return f"{calvin_printout(results)}\n\n{interval_printout(results)}\n\n{calvin_table(results)}"
-    return single_task_table(results)
+        text = f"{calvin_printout(results)}\n\n{interval_printout(results)}\n\n{calvin_table(results)}"
+    else:
+        text = single_task_table(results)
+    if results.get("server"):
+        text += f"\n\nPolicy server:\n{server_table(results['server'])}"
+    return text
 
 
 def _task_rates(results: dict[str, Any]) -> dict[str, tuple[int, int]]:
@@ -149,6 +154,17 @@ def _kv_table(items: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def server_table(servers: list[dict[str, Any]]) -> str:
+    """One row per rank's policy server: latency percentiles (message read -> action ready), batches."""
+    rows = ["| rank | requests | latency p50 / p95 / p99 (ms) | mean batch | largest batch | peak memory (MB) | restarts |",
+            "|---:|---:|---|---:|---:|---:|---:|"]
+    for s in servers:
+        lat = s.get("latency_ms") or {}
+        rows.append(f"| {s['rank']} | {s['requests']} | {lat.get('p50', '-')} / {lat.get('p95', '-')} / {lat.get('p99', '-')} "
+                    f"| {s.get('mean_batch')} | {s.get('max_batch_reached')} | {s.get('peak_rss_mb')} | {s.get('restarts', 0)} |")
+    return "\n".join(rows)
+
+
 def report_markdown(results: dict[str, Any], videos: Sequence[str]) -> str:
     env, agent = results["env"], results["agent"]
     parts = [f"# CALVIN evaluation: {agent['name']} on {env['backend']} scene {env['scene']}", ""]
@@ -181,6 +197,8 @@ def report_markdown(results: dict[str, Any], videos: Sequence[str]) -> str:
         **{k.replace("_", " "): v for k, v in results["protocol"].items()},
     }), ""]
     parts += ["## Timings", "", _kv_table(results["timings"]), ""]
+    if results.get("server"):
+        parts += ["## Policy server", "", server_table(results["server"]), ""]
     if videos:
         parts += ["## Videos", ""] + [f"- [{Path(v).name}]({v})" for v in videos] + [""]
     if results["mode"] == "chains":

@@ -15,7 +15,11 @@ Faults:
     agent or env) and is killed: it is replaced and its chain handed out again; a chain that costs two
     workers is recorded as `env_error`;
   * a worker that cannot build its env or agent at all stops the evaluation with that error (a missing
-    package or checkpoint is not something to retry).
+    package or checkpoint is not something to retry);
+  * the agent's policy server goes away (`AgentUnavailable`, a remote agent): the worker waits for it to
+    come back (`agent.wait_until_available`) and runs the chain again from its start, on a new env when
+    `fresh_per_chain`, so the chain ends as if nothing had happened; a server that stays away past the
+    agent's reconnect_timeout_s stops the evaluation (the results so far are kept, a rerun resumes).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from agents import Agent
+from agents import Agent, AgentUnavailable
 from harness.envs import Env
 from harness.eval.jobs import Job
 from harness.eval.rollout import ChainRun, EnvFailure, SubtaskOutcome, SubtaskTrace, preserved_global_rngs, run_chain
@@ -132,18 +136,30 @@ class JobRunner:
         if self.env_used and self.env_cfg.fresh_per_chain:
             self._rebuild_env()
         self.env_used = True
-        failure: EnvFailure | None = None
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        failures: list[EnvFailure] = []
+        while len(failures) < MAX_ATTEMPTS:
             try:
                 chain = run_chain(self.env, self.agent, job, self.settings.ep_len, self.oracle, record_states)
             except EnvFailure as e:
-                failure = e
+                failures.append(e)
                 self._rebuild_env()
                 continue
-            record = job_record(job, chain.outcomes, attempt, clock, chain.final_state)
+            except AgentUnavailable as e:
+                self._wait_for_agent(e)
+                if self.env_cfg.fresh_per_chain:
+                    self._rebuild_env()
+                continue
+            record = job_record(job, chain.outcomes, len(failures) + 1, clock, chain.final_state)
             return record, self._kept_traces(job, chain)
-        assert failure is not None
-        return job_record(job, failure.outcomes(), MAX_ATTEMPTS, clock), None
+        return job_record(job, failures[-1].outcomes(), MAX_ATTEMPTS, clock), None
+
+    def _wait_for_agent(self, error: AgentUnavailable) -> None:
+        """Block until the agent's server answers again (AgentUnavailable when it does not in time)."""
+        wait = getattr(self.agent, "wait_until_available", None)
+        if wait is None:
+            raise error
+        print(f"[eval] {error}; waiting for it, then running the chain again", file=sys.stderr, flush=True)
+        wait()
 
     def _rebuild_env(self) -> None:
         try:
