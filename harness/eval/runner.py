@@ -44,6 +44,7 @@ from harness.eval.jobs import Job
 from harness.eval.rollout import ChainRun, EnvFailure, SubtaskOutcome, SubtaskTrace, preserved_global_rngs, run_chain
 from harness.eval.specs import AgentSource, EnvConfig, build_agent, is_live_agent
 from harness.eval.video import VideoJob, VideoQueue, VideoRenderer, render_process_main
+from harness.lifetime import end_with_parent
 from harness.tasks import TaskOracle
 
 MAX_ATTEMPTS = 2  # a chain is run at most twice when its env fails (and handed out at most twice on worker death)
@@ -190,6 +191,7 @@ class JobRunner:
 
 def _worker_main(conn: Connection, env_cfg: EnvConfig, agent: AgentSource, settings: RunSettings) -> None:
     """A worker process: build, say ready, then run jobs and render videos until told to stop or the parent goes away."""
+    end_with_parent()  # also mid-chain: a parent killed outright can record nothing more
     try:
         runner = JobRunner(env_cfg, agent, settings)
         conn.send(("ready", runner.describe()))
@@ -358,13 +360,14 @@ class WorkerPool:
         slot.conn.close()
         self.slots[self.slots.index(slot)] = self._start()
 
-    def close(self) -> None:
+    def close(self, grace_s: float = 10.0) -> None:
+        """Tell the workers to stop; terminate those still busy after `grace_s` seconds."""
         for slot in self.slots:
             try:
                 slot.conn.send(None)
             except (OSError, BrokenPipeError):
                 pass
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + grace_s
         for slot in self.slots:
             slot.process.join(timeout=max(0.0, deadline - time.monotonic()))
             if slot.process.is_alive():
@@ -375,8 +378,8 @@ class WorkerPool:
     def __enter__(self) -> "WorkerPool":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: Any) -> None:
+        self.close(grace_s=10.0 if exc_type is None else 0.0)  # stopped (SIGTERM, Ctrl-C, an error): at once
 
 
 def run_jobs(jobs: Sequence[Job], env_cfg: EnvConfig, agent: AgentSource, settings: RunSettings, workers: int,

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
-import signal
 import sys
 import threading
 import time
@@ -25,11 +23,13 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
 
+from harness.lifetime import end_with_parent
+
 from .server import ServeSettings, run_server
 
 
 def _serve_main(conn: Connection, agent: dict[str, Any], settings: ServeSettings, threads: int) -> None:
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
+    end_with_parent()  # a parent killed outright would leave the server holding the model for no one
     try:
         from agents import make_policy
 
@@ -43,15 +43,6 @@ def _serve_main(conn: Connection, agent: dict[str, Any], settings: ServeSettings
             conn.send(("fatal", traceback.format_exc()))
         except (OSError, BrokenPipeError):
             pass
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Stop the server (SIGTERM: it prints its stats and exits) once the process that started it is gone:
-    a parent killed outright (SIGKILL, an OOM kill) runs no cleanup, and its server would go on holding the
-    model (and the GPU's memory) for no one."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class ServerError(RuntimeError):
