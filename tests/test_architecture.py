@@ -21,13 +21,14 @@ PACKAGES = ("harness", "agents")
 # decides a module's layer.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("harness", "harness.spatial", "harness.folder_lock", "harness.config_errors", "harness.ranks",
-                    "harness.strict_config", "harness.hydra_app", "harness.tool_args", "harness.configs")),
+                    "harness.lifetime", "harness.strict_config", "harness.hydra_app", "harness.tool_args",
+                    "harness.configs")),
     ("sim", ("harness.sim",)),
     ("tasks", ("harness.tasks",)),
     ("envs", ("harness.envs",)),
     ("data", ("harness.data",)),
     ("agents", ("agents",)),
-    ("applications", ("harness.eval", "harness.record")),
+    ("applications", ("harness.serve", "harness.eval", "harness.record", "harness.doctor")),
     ("training", ("harness.train",)),
 )
 

@@ -1,4 +1,4 @@
-"""The built-in scene's geometry against the measured facts (shared/calvin-geometry.md)."""
+"""The built-in scene's geometry against the measured facts (docs/GEOMETRY.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from harness.sim.layout import NEUTRAL_JOINTS, NEUTRAL_TCP_POS, NEUTRAL_TCP_QUAT
 from harness.sim.robot import FINGER_JOINTS, TCP_LINK, robot_urdf_path
 from harness.sim.urdf_builder import ASSETS_DIR, generate_assets
 
-# Tight collision boxes at q = 0 from calvin-geometry.md §1b: (min, max) per scene and link.
+# Tight collision boxes at q = 0 from docs/GEOMETRY.md#link-boxes: (min, max) per scene and link.
 FACT_BOXES = {
     "A": {"drawer_link": ((-0.121, -0.261, 0.299), (0.321, 0.061, 0.401)), "button_link": ((-0.312, -0.152, 0.460), (-0.248, -0.088, 0.484)),
           "led_link": ((-0.360, 0.140, 0.648), (-0.200, 0.180, 0.664)), "light_link": ((0.272, 0.132, 0.648), (0.328, 0.188, 0.698)),
@@ -63,7 +63,7 @@ def test_robot_tcp_at_neutral_is_calvins(client):
     state = p.getLinkState(robot, TCP_LINK, computeForwardKinematics=True, physicsClientId=client)
     assert np.linalg.norm(np.array(state[4]) - NEUTRAL_TCP_POS) < 0.001
     assert abs(abs(np.dot(state[5], NEUTRAL_TCP_QUAT)) - 1) < 1e-4
-    # inner faces of the fingertip pads are 0.082 apart when open (calvin-geometry §2)
+    # inner faces of the fingertip pads are 0.082 apart when open (docs/GEOMETRY.md#robot)
     left = p.getAABB(robot, FINGER_JOINTS[0] + 1, physicsClientId=client)
     right = p.getAABB(robot, FINGER_JOINTS[1] + 1, physicsClientId=client)
     gap = np.linalg.norm(np.array(left[0])[:2] - np.array(right[1])[:2])

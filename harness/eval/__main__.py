@@ -18,10 +18,12 @@ from harness.config_errors import config_errors, exit_on_config_error, resolve_c
 from harness.eval.config import RENAMED, EvalConfig, store_eval_defaults
 from harness.eval.evaluation import run_evaluation
 from harness.hydra_app import hydra_app, reject_renamed
+from harness.lifetime import sigterm_exits
 
 
 @hydra_app("eval")
 def evaluate(cfg: DictConfig) -> None:
+    sigterm_exits()  # `kill` stops the workers and releases the folder as Ctrl-C does; the same command resumes
     with exit_on_config_error("harness.eval"):
         resolved = resolve_config(cfg)
         with config_errors():

@@ -13,7 +13,7 @@ a training run that has no rollouts).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
 from harness.eval.jobs import Job, chain_jobs, single_task_jobs
@@ -23,6 +23,26 @@ from harness.strict_config import from_mapping, plain
 
 MODES = ("chains", "single_task")
 DEFAULT_VIDEO_FAILURES = 10  # video_failures: true
+SERVER_MODES = ("auto", "on", "off")  # harness/eval/served.py
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """server_options.*: the evaluation's policy server (harness/eval/served.py; docs/SERVING.md)."""
+
+    max_batch: int = 16  # observations of different workers stepped together, at most
+    # Longer than an env step: a worker's next observation joins the batch the other workers wait in,
+    # instead of the workers falling into turns of one-observation batches.
+    max_wait_ms: float = 20.0
+    threads: int = 0  # the server's torch CPU threads (0: the rank's cores the env workers leave, at least 1)
+    timeout_s: float = 300.0  # a worker waits this long for one action (then: agent_error)
+    reconnect_timeout_s: float = 600.0  # a server that went away: how long workers wait for it
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.max_wait_ms < 0 or self.threads < 0:
+            raise ValueError(f"server_options: max_batch >= 1, max_wait_ms >= 0 and threads >= 0, got {self}")
+        if not self.timeout_s > 0 or not self.reconnect_timeout_s > 0:
+            raise ValueError(f"server_options: timeout_s and reconnect_timeout_s must be > 0, got {self}")
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,10 @@ class EvalSettings:
     overwrite: bool = False  # discard earlier results in the output folder instead of resuming
     dist_backend: str = "auto"  # torchrun only: auto (nccl for CUDA agents, else gloo) | gloo | nccl
     dist_timeout_s: float = 48 * 3600.0  # how long ranks wait for each other at the end
+    # auto: one policy server for all workers of a rank when the agent is a model (agent=vla) and workers > 1,
+    # instead of a model per worker | on: for any agent config | off
+    server: str = "auto"
+    server_options: ServerOptions = field(default_factory=ServerOptions)
 
     def __post_init__(self) -> None:
         for name, when_true in (("videos", 1), ("video_failures", DEFAULT_VIDEO_FAILURES)):
@@ -56,6 +80,8 @@ class EvalSettings:
             object.__setattr__(self, "tasks", tuple(self.tasks))
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.server not in SERVER_MODES:
+            raise ValueError(f"server must be one of {SERVER_MODES}, got {self.server!r}")
         for name in ("ep_len", "episodes_per_task", "video_fps", "video_stride"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

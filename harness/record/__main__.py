@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ep-len", type=int, help=f"steps allowed per subtask (default: {default['ep_len']})")
     ap.add_argument("--workers", type=int, help="recording processes (default: the number of CPUs)")
     ap.add_argument("--seed", type=int, help=f"(default: {default['seed']})")
+    ap.add_argument("--balance", action="store_true", help="draw tasks so that each is about equally frequent")
     ap.add_argument("--embedding-model", help="sentence-embedding model (hub name or folder) for language.emb")
     ap.add_argument("--env", help=f"env backend that records: builtin, or calvin (the real calvin_env; default: {default['env']})")
     renamed(ap, "--scenes", "--scene (as env.scene in the evaluation)")

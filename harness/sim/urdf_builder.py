@@ -1,9 +1,9 @@
-"""Generates the built-in scene's geometry files from the measured layout (shared/calvin-geometry.md).
+"""Generates the built-in scene's geometry files from the measured layout (docs/GEOMETRY.md).
 
 Run `python -m harness.sim.urdf_builder` to (re)write `harness/sim/assets/`. The files are committed, and
 a test checks that they match what this module generates, so the package always carries the geometry it
 was built from. Everything is boxes, cylinders, spheres and convex prisms: low triangle counts keep
-TinyRenderer fast (shared/calvin.md §6b).
+TinyRenderer fast (docs/CALVIN.md#rendering-cost).
 
 Table link order (PyBullet link indices) is calvin_env's: button 0, switch 1, slide 2, drawer 3, led 4,
 light 5, plank 6, base -1.
@@ -257,7 +257,7 @@ def front_plane_y(z: float) -> float:
 
 
 def table_base(lay: SceneLayout) -> Link:
-    """The static body's physics: calvin-geometry §1c exactly (slab with the plank recess, carcass with
+    """The static body's physics: docs/GEOMETRY.md#base-body exactly (slab with the plank recess, carcass with
     the drawer cavity, legs, back wall, the sloped cabinet sides and roof, the button collar)."""
     wood = rgb255(lay.wood_body)
     bx0, bx1 = lay.bay
@@ -316,8 +316,8 @@ def shell_faces(lay: SceneLayout) -> list[tuple[Quad, tuple[float, float, float]
     """The faces of the static base that a camera can see, as (quad, outward normal).
 
     TinyRenderer has no back-face culling and shades every covered pixel of every triangle, hidden or
-    not (shared/calvin.md §6b), so the shell's visual is built from the visible faces only: no bottoms,
-    no backs (both cameras are always in front of the table and above its top), nothing covered by
+    not (its cost: docs/CALVIN.md#rendering-cost), so the shell's visual is built from the visible faces
+    only: no bottoms, no backs (both cameras are always in front of the table and above its top), nothing covered by
     another part (the slab top under the plank and the cabinet, the carcass and leg tops under the slab).
     The physics body keeps the full solids."""
     bx0, bx1 = lay.bay
@@ -437,7 +437,7 @@ def table_links(lay: SceneLayout) -> list[tuple[Joint, Link]]:
     ])
     plank_o = ((lay.bay[0] + lay.bay[1]) / 2, 0.09, 0.42)
     # Blocks rest 1 mm higher on calvin_env's plank than on the table (centre 0.461, not 0.460:
-    # calvin-geometry §3), so its collision top is at 0.441. The visual follows it, which also keeps it
+    # docs/GEOMETRY.md#blocks), so its collision top is at 0.441. The visual follows it, which also keeps it
     # off the depth of the shell's slab top.
     plank = Link("plank_link", 2.844, [box((lay.bay[0], 0.02, 0.42), (lay.bay[1], 0.16, 0.441), plank_wood, origin=plank_o)])
     return [
@@ -561,8 +561,8 @@ def _joint(name: str, kind: str, parent: str, child: str, xyz, rpy=(0, 0, 0), ax
 
 def panda_urdf() -> str:
     """The robot. Arm links use pybullet_data's low-poly Panda collision meshes as visuals and
-    collisions; the hand, fingers and pads are boxes with calvin_env's measured extents (calvin-geometry
-    §2): TCP = hand + 0.14 along z; fingers 0..0.04 along +-TCP y."""
+    collisions; the hand, fingers and pads are boxes with calvin_env's measured extents
+    (docs/GEOMETRY.md#robot): TCP = hand + 0.14 along z; fingers 0..0.04 along +-TCP y."""
     from harness.sim.layout import ARM_JOINT_LIMITS
 
     mesh = lambda n, rgba: Shape("mesh", (0, 0, 0), mesh=PANDA_MESH.format(n), rgba=rgba)  # noqa: E731
