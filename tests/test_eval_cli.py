@@ -152,7 +152,7 @@ def test_invalid_settings_fail_in_one_line_before_the_folder_is_touched(tmp_path
         "agent=random mode=single_task tasks=[open_the_door]": "open_the_door",
         "agent=random server=sometimes": "server must be one of ('auto', 'on', 'off'), got 'sometimes'",
         "agent=random server_options.max_batch=0": "server_options: max_batch >= 1",
-        "agent=random +server_options.colour=red": "unknown server_options ['colour']",
+        "agent=random +server_options.colour=red": "server_options: unknown keys ['colour']",
     }
     for overrides, message in cases.items():
         out = tmp_path / "out"

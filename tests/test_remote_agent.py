@@ -140,3 +140,12 @@ def test_a_server_slower_than_the_timeout_is_an_agent_error(tmp_path):
     record = json.loads((tmp_path / "results.jsonl").read_text())
     assert "no reply from the policy server" in record["subtasks"][0]["message"]
     assert "within 0.5 s (agent.timeout_s)" in record["subtasks"][0]["message"]
+
+
+def test_a_served_agent_that_reads_the_layout_is_bound_to_the_clients_scene():
+    """A server has no env: make_policy binds the scripted expert to the scene its clients' env is in (the
+    evaluation's server=on passes env.scene), as the env would (`bind_env`)."""
+    from agents import make_policy
+
+    policy = make_policy("scripted", scene="B")
+    assert policy.new_session().spec.extra == {"scene": "B"} and policy.spec.extra == {"scene": "B"}
