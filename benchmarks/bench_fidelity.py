@@ -66,14 +66,18 @@ EP_LEN = 360
 # Backends as the evaluation builds them
 
 
-def env_config(backend: str, scene: str):
-    """The EnvConfig of configs/env/<backend>.yaml (renderer, fresh_per_chain) for `scene`."""
+def env_config(backend: str, scene: str, fresh: bool = False):
+    """The EnvConfig of configs/env/<backend>.yaml (renderer, fresh_per_chain) for `scene`; `fresh`
+    builds a new env for every chain whatever the config says."""
+    from dataclasses import replace
+
     from omegaconf import OmegaConf
 
     from harness.eval.config import env_config as from_yaml
 
     cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "env" / f"{backend}.yaml"), resolve=True)
-    return from_yaml(cfg, scene)
+    env = from_yaml(cfg, scene)
+    return replace(env, fresh_per_chain=True) if fresh else env
 
 
 def run_in_processes(calls: Sequence[tuple[Callable, tuple]], workers: int) -> list[Any]:
@@ -144,14 +148,14 @@ class RecordingAgent:
         return action
 
 
-def record_chains(backend: str, scene: str, num_chains: int) -> list[dict[str, Any]]:
+def record_chains(backend: str, scene: str, num_chains: int, fresh: bool = False) -> list[dict[str, Any]]:
     """The expert on CALVIN's first chains: each chain's job record, actions per subtask, and the
     robot_obs / scene_obs of every frame (frame 0 = the start state)."""
     from harness.eval.jobs import chain_jobs
     from harness.eval.runner import JobRunner, RunSettings
 
     agent = RecordingAgent(scene)
-    runner = JobRunner(env_config(backend, scene), agent, RunSettings(ep_len=EP_LEN, video_chains=num_chains))
+    runner = JobRunner(env_config(backend, scene, fresh), agent, RunSettings(ep_len=EP_LEN, video_chains=num_chains))
     chains = []
     try:
         for job in chain_jobs(num_chains):
@@ -168,7 +172,7 @@ def record_chains(backend: str, scene: str, num_chains: int) -> list[dict[str, A
 
 
 def record_both(args: argparse.Namespace, num_chains: int) -> dict[str, list[dict[str, Any]]]:
-    calls = [(record_chains, (backend, args.scene, num_chains)) for backend in BACKENDS]
+    calls = [(record_chains, (backend, args.scene, num_chains, args.fresh_envs)) for backend in BACKENDS]
     return dict(zip(BACKENDS, run_in_processes(calls, args.workers)))
 
 
@@ -193,12 +197,13 @@ def closed_part(recordings: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 # Open loop
 
 
-def replay_chains(backend: str, scene: str, recordings: list[dict[str, Any]], lateness: int) -> list[dict[str, Any]]:
+def replay_chains(backend: str, scene: str, recordings: list[dict[str, Any]], lateness: int,
+                  fresh: bool = False) -> list[dict[str, Any]]:
     """Each recorded chain's actions replayed in `backend` from the chain's start state."""
     from harness.eval.jobs import chain_jobs
     from harness.tasks import TaskOracle, initial_state
 
-    cfg = env_config(backend, scene)
+    cfg = env_config(backend, scene, fresh)
     oracle = TaskOracle()
     jobs = chain_jobs(len(recordings))
     env = None
@@ -266,7 +271,8 @@ def divergence(recording: dict[str, Any], robot: np.ndarray, states: np.ndarray,
 
 
 def open_part(args: argparse.Namespace, recordings: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    calls = [(replay_chains, (target, args.scene, recordings[source], args.lateness)) for source, target in DIRECTIONS]
+    calls = [(replay_chains, (target, args.scene, recordings[source], args.lateness, args.fresh_envs))
+             for source, target in DIRECTIONS]
     replays = run_in_processes(calls, args.workers)
     out: dict[str, Any] = {"chains": len(recordings["calvin"]), "lateness_steps": args.lateness}
     for (source, target), replayed in zip(DIRECTIONS, replays):
@@ -370,7 +376,9 @@ def images_part(args: argparse.Namespace, recordings: list[dict[str, Any]]) -> d
 
 def markdown(summary: dict[str, Any]) -> str:
     lines = [f"# Fidelity: built-in scene vs calvin_env (scene {summary['scene']})", "", f"`{summary['command']}`", "",
-             f"Machine: {summary['machine']}", ""]
+             f"Machine: {summary['machine']}", "",
+             "Envs per chain (closed and open loop): " + ("a new one in both backends" if summary.get("fresh_envs") else
+                                                          "as configured (a new built-in env per chain, one calvin_env reused)"), ""]
     if "speed" in summary:
         s = summary["speed"]
         lines += ["## Speed (env steps/s, median)", "", "| cameras | calvin_env | built-in | ratio |", "|---|---:|---:|---:|"]
@@ -431,6 +439,9 @@ def main() -> None:
     parser.add_argument("--pngs", type=int, default=8, help="side-by-side PNGs to save")
     parser.add_argument("--steps", type=int, default=200, help="speed: steps per measurement with cameras (x5 without)")
     parser.add_argument("--repeats", type=int, default=3, help="speed: interleaved measurements per figure")
+    parser.add_argument("--fresh-envs", action="store_true",
+                        help="closed and open loop: a new env for every chain in both backends (calvin_env's config "
+                             "reuses one, and its reset keeps block velocities and contacts from the chain before)")
     parser.add_argument("--out", default="runs/fidelity")
     args = parser.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
@@ -450,6 +461,7 @@ def main() -> None:
     summary: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     summary.update({
         "scene": args.scene,
+        "fresh_envs": args.fresh_envs,
         "command": "python benchmarks/bench_fidelity.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}",
     })
@@ -465,7 +477,7 @@ def main() -> None:
             summary["open"] = open_part(args, recordings)
     if "images" in parts:
         if recordings is None or len(recordings["calvin"]) < args.image_chains:
-            (calvin_chains,) = run_in_processes([(record_chains, ("calvin", args.scene, args.image_chains))], 1)
+            (calvin_chains,) = run_in_processes([(record_chains, ("calvin", args.scene, args.image_chains, args.fresh_envs))], 1)
         else:
             calvin_chains = recordings["calvin"]
         summary["images"] = images_part(args, calvin_chains)
