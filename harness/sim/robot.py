@@ -32,7 +32,6 @@ ASSETS_DIR = Path(__file__).parent / "assets"
 ARM_JOINTS = tuple(range(7))
 # Link indices as in calvin_env's panda_longer_finger (docs/FIDELITY.md §2)
 FINGER_JOINTS = (9, 11)  # left, right (prismatic, 0..0.04 each)
-GEL_TIP_LINKS = (10, 12)
 TCP_LINK = 15
 ARM_FORCE = 200.0
 ARM_MAX_VELOCITY = 2.0

@@ -15,6 +15,7 @@ import math
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -569,7 +570,7 @@ def _element(tag: str, shape: Shape) -> str:
     return f"<{tag}>{origin}<geometry>{shape.geometry_xml()}</geometry>{material}</{tag}>"
 
 
-def _link(name: str, contact: str = "", visuals: list[Shape] = (), collisions: list[Shape] = ()) -> str:
+def _link(name: str, contact: str = "", visuals: Sequence[Shape] = (), collisions: Sequence[Shape] = ()) -> str:
     body = "".join(_element("visual", v) for v in visuals) + "".join(_element("collision", c) for c in collisions)
     return f'  <link name="{name}">{_inertial(name)}{contact}{body}</link>'
 
@@ -636,7 +637,7 @@ def panda_urdf() -> str:
     lines.append(_joint("panda_joint8", "fixed", "panda_link7", "panda_link8", (0, 0, 0.107)))
     lines.append(_link("panda_hand", ARM_CONTACT, [mesh("hand")], [mesh("hand")]))
     lines.append(_joint("panda_hand_joint", "fixed", "panda_link8", "panda_hand", (0, 0, 0), (0, 0, -math.pi / 4)))
-    (tip_xyz, tip_yaw) = GEL_TIP_ORIGIN
+    tip_xyz, tip_yaw = GEL_TIP_ORIGIN
     for side, sign in (("left", 1.0), ("right", -1.0)):
         yaw = 0.0 if sign > 0 else math.pi  # the right finger is the left one turned about z
         finger = Shape("mesh", (0, 0, 0), rpy=(0, 0, yaw), mesh=OWN_MESH.format("panda_finger"), rgba=PANDA_WHITE)
