@@ -37,10 +37,14 @@ def _scripted(**kwargs: Any) -> Agent:
     return ScriptedExpert(**kwargs)
 
 
-def _vla(checkpoint: str | None = None, **kwargs: Any) -> Agent:
+def _required_checkpoint(checkpoint: str | None) -> str:
     if checkpoint is None:
         raise ValueError("make_agent('vla'): a checkpoint folder is needed (checkpoint=PATH)")
-    return load_agent(checkpoint, **kwargs)
+    return checkpoint
+
+
+def _vla(checkpoint: str | None = None, **kwargs: Any) -> Agent:
+    return load_agent(_required_checkpoint(checkpoint), **kwargs)
 
 
 AGENTS: dict[str, Callable[..., Agent]] = {"random": _random, "replay": _replay, "scripted": _scripted, "vla": _vla}
@@ -55,6 +59,18 @@ def make_agent(name: str, **kwargs: Any) -> Agent:
     return factory(**kwargs)
 
 
+def check_agent(name: str, **kwargs: Any) -> None:
+    """Raise now what `make_agent(name, **kwargs)` would raise later (in a worker process). A VLA agent's
+    options and checkpoint folder are checked without building its model; the other agents are cheap, so
+    they are built and dropped."""
+    if name != "vla":
+        make_agent(name, **kwargs)
+        return
+    from agents.vla.agent import check_agent_options
+
+    check_agent_options(_required_checkpoint(kwargs.pop("checkpoint", None)), **kwargs)
+
+
 def load_agent(checkpoint_dir: Any, device: str = "cpu", **kwargs: Any) -> Agent:
     """Load a VLA checkpoint folder into a ready agent (agents.vla.load_agent; see there for kwargs)."""
     from agents.vla import load_agent as _load
@@ -62,4 +78,4 @@ def load_agent(checkpoint_dir: Any, device: str = "cpu", **kwargs: Any) -> Agent
     return _load(checkpoint_dir, device=device, **kwargs)
 
 
-__all__ = ["AGENTS", "ActionType", "Agent", "AgentSpec", "load_agent", "make_agent"]
+__all__ = ["AGENTS", "ActionType", "Agent", "AgentSpec", "check_agent", "load_agent", "make_agent"]

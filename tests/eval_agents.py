@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import signal
 import time
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from agents import AgentSpec
+from agents.scripted import ScriptedExpert
 from harness.envs import make_env
 from harness.sim.layout import NEUTRAL_TCP_EULER, get_layout
 
@@ -75,8 +77,50 @@ class Misbehaving:
         return None
 
 
+class FalteringExpert(ScriptedExpert):
+    """The scripted expert, except on the chains named in `falter` ({chain seed: subtask number, from 1}):
+    there, from that subtask on, it returns a NaN action, so that subtask fails at once and ends the chain.
+    A run of it differs from the expert's in known chains, by a known number of subtasks."""
+
+    def __init__(self, falter: dict[int, int], scene: str = "D") -> None:
+        super().__init__(scene)
+        self.falter = {int(k): int(v) for k, v in falter.items()}
+        self.spec = AgentSpec(name="faltering_expert", action_type="relative", privileged=True)
+        self.seed, self.subtask = None, 0
+
+    def new_chain(self, seed: int) -> None:
+        super().new_chain(seed)
+        self.seed, self.subtask = seed, 0
+
+    def reset(self) -> None:
+        super().reset()
+        self.subtask += 1
+
+    def step(self, obs: dict[str, Any], instruction: str) -> np.ndarray:
+        if self.seed in self.falter and self.subtask >= self.falter[self.seed]:
+            return np.array([np.nan, 0, 0, 0, 0, 0, 1.0])
+        return super().step(obs, instruction)
+
+
 def make_button_presser(scene: str = "D") -> ButtonPresser:
     return ButtonPresser(scene)
+
+
+class GatedPresser(ButtonPresser):
+    """The button presser, holding every chain after the first while the file `gate` exists: an evaluation
+    that stays busy for exactly as long as a test needs."""
+
+    def __init__(self, gate: str, scene: str = "D") -> None:
+        super().__init__(scene)
+        self.gate = gate
+
+    def new_chain(self, seed: int) -> None:
+        while seed > 0 and os.path.exists(self.gate):
+            time.sleep(0.05)
+
+
+def make_gated_presser(gate: str, scene: str = "D") -> GatedPresser:
+    return GatedPresser(gate, scene)
 
 
 class FlakyEnv:
@@ -127,3 +171,12 @@ class FlakyEnv:
 
     def close(self):
         self.env.close()
+
+
+def env_killing_the_first_render_process(marker: str, **kwargs: Any):
+    """The built-in env; but the first rendering env (static camera) built in a child process kills that
+    process, as a segfault would. Rollout workers (no cameras) and the parent are spared."""
+    if "static" in kwargs.get("cameras", ()) and mp.parent_process() is not None and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return make_env("builtin", **kwargs)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +124,84 @@ def test_check_shards(tmp_path):
     errors = check_path(tmp_path / "s", split="training")[0].errors
     assert [(Path(p.where).parent.name, p.key) for p in errors] == [("shard_00001", "rel_actions"), ("shard_00002", "rgb_gripper")]
     assert "first row 35" in errors[0].message
+
+
+def corrupt_member(path: Path, key: str, stored: bool) -> None:
+    """Rewrite a frame (stored or deflated) and flip one byte in the middle of `key`'s member data: the
+    zip directory stays intact, only reading the member to its end (CRC-32, or inflate) finds it."""
+    arrays = dict(np.load(path))
+    (np.savez if stored else np.savez_compressed)(path, **arrays)
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{key}.npy")
+    with open(path, "r+b") as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", f.read(4))
+        pos = info.header_offset + 30 + name_len + extra_len + info.compress_size // 2
+        f.seek(pos)
+        byte = f.read(1)
+        f.seek(pos)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("stored", [True, False], ids=["stored", "deflated"])
+def test_a_corrupt_image_member_is_found_and_named(tmp_path, capsys, stored):
+    root = write_dataset(tmp_path / "d")
+    frame = root / "training" / "episode_0358483.npz"
+    corrupt_member(frame, "rgb_static", stored)
+    assert main(["check", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert f"ERROR: {frame} [rgb_static]: unreadable npz member" in out and "problems: 1 errors" in out, out
+    if stored:  # the directory and the npy header are intact: only reading the pixels finds it
+        assert main(["check", str(root), "--quick"]) == 0
+        assert "quick: images and depth checked by their headers only" in capsys.readouterr().out
+    split = CalvinSplit(root, "training")
+    with pytest.raises(CalvinFormatError, match=rf"{frame} \[rgb_static\]: unreadable npz member"):
+        split.load_frame(358483)
+    windows = WindowDataset(NpzFrameSource(split), WindowConfig(window_size=4), ActionNormalizer())
+    assert windows.window(0) == (0, 358482)
+    with pytest.raises(CalvinFormatError, match=rf"{frame} \[rgb_static\]: unreadable npz member"):
+        windows[0]  # the training loader's error names the frame file and key too
+
+
+def test_bad_episode_entries_do_not_stop_the_check(tmp_path):
+    root = write_dataset(tmp_path / "d")
+    split = root / "training"
+    eps = np.array([[358482, 358541], [358700, 358650], [358600, 358639], [358630, 358645]], dtype=np.int64)
+    np.save(split / "ep_start_end_ids.npy", eps)
+    np.save(split / "ep_lens.npy", eps[:, 1] - eps[:, 0] + 1)
+    rewrite(split, 358610, robot_obs=None)  # a problem inside a good episode
+    for fid in range(358640, 358646):  # the overlapping episode's own frames exist
+        rewrite(split, fid)
+    text = check_path(root, split="training")[0].render()
+    assert "ep_start_end_ids.npy: episode 1 starts after it ends: [358700, 358650]" in text, text
+    assert "ep_start_end_ids.npy: episodes overlap: [358600, 358639] and [358630, 358645]" in text
+    assert "episode_0358610.npz [robot_obs]: missing key" in text  # frames were still checked
+    assert "frames: 106 in 4 episodes (106 frames' contents checked)" in text
+    assert "annotations: 4 over 3 tasks" in text and "problems: 3 errors" in text
+    with pytest.raises(CalvinFormatError, match=r"episode 1 starts after it ends.*\(and 1 more problems\)"):
+        CalvinSplit(split)
+
+
+def test_sample_must_be_positive(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", str(tmp_path), "--sample", "-1"])
+    assert exit_info.value.code == 2 and "--sample: must be a number of frames >= 1, got -1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="sample must be a number of frames >= 1"):
+        check_path(tmp_path, sample=0)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("rel_actions: {mean: [0, 0", "not valid YAML"),
+    ("- just a list", "expected a mapping, got list"),
+    ("rel_actions: {mean: [a, b, c, d, e, f], std: [1, 1, 1, 1, 1, 1]}", "must be lists of 6 numbers"),
+    ("rel_actions: {mean: [0, 0, 0, 0, 0, 0]}", "must be lists of 6 numbers"),
+])
+def test_malformed_statistics_are_one_line_naming_the_file(tmp_path, content, message):
+    from harness.data.config import DataConfig, make_normalizer
+
+    stats = tmp_path / "training" / "statistics.yaml"
+    stats.parent.mkdir()
+    stats.write_text(content)
+    with pytest.raises(ValueError) as err:  # the training command line prints a ValueError here in one line
+        make_normalizer(DataConfig(path=str(tmp_path), normalizer={"mode": "zscore"}))
+    assert str(stats) in str(err.value) and message in str(err.value) and "\n" not in str(err.value)

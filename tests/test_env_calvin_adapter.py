@@ -1,7 +1,7 @@
 """env=calvin: the adapter around an installed calvin_env.
 
-calvin_env is not on PyPI and CI never has it, so these tests install a stand-in package with
-calvin_env's layout (a `calvin_env` package next to a hydra `conf/` folder whose env config
+These run with or without calvin_env installed (tests/test_env_calvin_real.py covers the real one): they
+install a stand-in package with calvin_env's layout (a `calvin_env` package next to a hydra `conf/` folder whose env config
 instantiates `calvin_env.envs.play_table_env.PlayTableSimEnv`). The stand-in records how it was built
 and runs the built-in scene underneath, so the adapter's config composition, validation and
 delegation are exercised end to end.
@@ -101,11 +101,13 @@ def stand_in_calvin(tmp_path, monkeypatch):
 
     yield module, root
     module.BUILT.clear()
+    for mod in [m for m in sys.modules if m.startswith("calvin_env")]:
+        del sys.modules[mod]  # the stand-in's modules go; monkeypatch then puts back any real ones
 
 
 def test_missing_calvin_env_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "calvin_env", None)  # import calvin_env -> ImportError
-    with pytest.raises(ImportError, match="git clone --recurse-submodules https://github.com/mees/calvin_env"):
+    with pytest.raises(ImportError, match="scripts/install_calvin_env.sh"):
         make_env("calvin", scene="D")
 
 

@@ -1,4 +1,4 @@
-"""`python -m harness.eval` end to end: resume after SIGKILL, torchrun with 2 CPU ranks, the same numbers."""
+"""`python -m harness.eval` end to end: resume after SIGKILL (videos too), torchrun with 2 CPU ranks, the same numbers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import imageio.v3 as iio
+import numpy as np
 import pytest
+
+from harness.eval.specs import EnvConfig
+from harness.eval.video import TraceStore, VideoSettings, render_videos
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_CHAINS = 24
@@ -53,7 +58,9 @@ def uninterrupted(tmp_path_factory) -> Path:
 
 def test_sigkill_then_rerun_gives_the_uninterrupted_results(tmp_path, uninterrupted):
     out = tmp_path / "killed"
-    proc = subprocess.Popen(command(out, "workers=1"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    videos = ("videos=2", "video_failures=2")  # rendered during the run: the kill may land in one
+    proc = subprocess.Popen(command(out, "workers=1", *videos), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     log = out / "results.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -67,17 +74,79 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_results(tmp_path, uninterrup
     assert not (out / "results.json").exists()
     with open(log, "ab") as f:
         f.write(b'{"key": "chain/23", "completed": 1, "subta')  # and a torn last line, as a kill mid-write leaves
-    run(command(out, "workers=1"))
+    run(command(out, "workers=1", *videos))
     assert numbers(out) == numbers(uninterrupted)
     assert records(out) == records(uninterrupted)
+    selected = TraceStore(out / "traces", video_chains=2, video_failures=2).selected()
+    names = sorted(f"{tf.video_name}.mp4" for tf in selected)
+    assert len(names) == 4 and sorted(p.name for p in (out / "videos").iterdir()) == names
+    render_videos(selected, tmp_path / "afterwards", EnvConfig(scene="D"), VideoSettings(ep_len=50))
+    for name in names:
+        assert np.array_equal(iio.imread(out / "videos" / name), iio.imread(tmp_path / "afterwards" / name)), name
+
+
+def error_lines(stderr: str) -> list[str]:
+    """What the command printed on stderr, less PyBullet's banner (its C library prints it on import)."""
+    return [line for line in stderr.strip().splitlines() if not line.startswith("pybullet build time:")]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_rerun_of_a_finished_run_changes_nothing_and_other_settings_are_refused(tmp_path, uninterrupted):
     before = (uninterrupted / "results.jsonl").read_bytes()
     proc = run(command(uninterrupted, "workers=1"))
     assert (uninterrupted / "results.jsonl").read_bytes() == before and "Average successful sequence length" in proc.stdout
-    refused = subprocess.run(command(uninterrupted, "ep_len=10"), cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert refused.returncode != 0 and "differs in: ep_len" in refused.stderr + refused.stdout
+    finished = snapshot(uninterrupted)
+    for overrides, differs in (("ep_len=10", "ep_len"), ("job_timeout_s=100", "job_timeout_s")):
+        refused = subprocess.run(command(uninterrupted, overrides), cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and f"differs in: {differs}" in refused.stderr, refused.stderr[-3000:]
+        assert len(error_lines(refused.stderr)) == 1, refused.stderr
+        assert snapshot(uninterrupted) == finished  # config.yaml included: a refused rerun writes nothing
+
+
+def test_a_second_evaluation_of_a_folder_in_use_is_refused_at_once(tmp_path, uninterrupted):
+    out, gate = tmp_path / "shared", tmp_path / "gate"
+    gate.touch()  # the first run holds at chain 1 until the gate goes
+    args = [a for a in command(out, "workers=1") if not a.startswith(("agent.factory=", "num_chains="))]
+    args += ["agent.factory=tests.eval_agents:make_gated_presser", f"+agent.gate={gate}", "num_chains=4"]
+    first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        log = out / "results.jsonl"
+        deadline = time.monotonic() + 120
+        while not (log.exists() and log.read_bytes().count(b"\n") >= 1):
+            assert first.poll() is None and time.monotonic() < deadline, "the first run did not record chain 0"
+            time.sleep(0.05)
+        second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and first.poll() is None, second.stderr
+        assert f"is being written by another evaluation (pid {first.pid} holds" in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr and len(error_lines(second.stderr)) == 1, second.stderr
+    finally:
+        gate.unlink()
+    assert first.wait(timeout=240) == 0, first.stderr.read()[-3000:]
+    alone = {k: r for k, r in records(uninterrupted).items() if int(k.split("/")[1]) < 4}
+    assert records(out) == alone  # every chain once, as in a run alone
+
+
+def test_invalid_settings_fail_in_one_line_before_the_folder_is_touched(tmp_path):
+    cases = {
+        "agent=random scene=E": "env (backend=builtin, scene=E): unknown scene 'E'",
+        "agent=random job_timeout_s=0": "job_timeout_s must be > 0 seconds",
+        "agent=random job_timeout_s=-5": "job_timeout_s must be > 0 seconds",
+        "agent=vla": "agent.checkpoint: Missing mandatory value",
+        f"agent=vla agent.checkpoint={tmp_path / 'nowhere'}": f"agent (vla): checkpoint {tmp_path / 'nowhere'}: is not a folder",
+        "agent=random mode=single_task tasks=[open_the_door]": "open_the_door",
+    }
+    for overrides, message in cases.items():
+        out = tmp_path / "out"
+        cmd = [sys.executable, "-m", "harness.eval", *overrides.split(), "num_chains=2", "ep_len=5", "workers=1",
+               "videos=0", "video_failures=0", "progress=false", f"output_dir={out}"]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (overrides, proc.stderr[-3000:])
+        lines = error_lines(proc.stderr)
+        assert len(lines) == 1 and lines[0].startswith("harness.eval: invalid configuration: ") and message in lines[0], proc.stderr
+        assert not out.exists(), overrides
 
 
 def test_torchrun_two_cpu_ranks_merge_to_the_single_process_results(tmp_path, uninterrupted):

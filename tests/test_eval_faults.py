@@ -44,6 +44,18 @@ def assert_others_unchanged(records, baseline):
             assert outcome(records[i]) == outcome(baseline[i])
 
 
+def test_a_render_process_that_dies_costs_its_video_nothing_but_time(tmp_path, baseline):
+    marker = tmp_path / "render_died"
+    env = EnvConfig(factory="tests.eval_agents:env_killing_the_first_render_process", options={"marker": str(marker)})
+    results = evaluate_chains(PRESSER, num_chains=NUM_CHAINS, ep_len=EP_LEN, workers=2, env=env, output_dir=tmp_path,
+                              videos=2, video_failures=2)
+    assert marker.exists() and len(results["videos"]) == 4  # chains 0 and 1 whole, the failures of 2 and 3
+    assert all((tmp_path / v).stat().st_size > 0 for v in results["videos"])
+    assert results["timings"]["videos_during_rollouts"] == 3  # the lost one was rendered at the end
+    records = {json.loads(line)["index"]: json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()}
+    assert all(outcome(records[i]) == outcome(baseline[i]) for i in range(NUM_CHAINS))
+
+
 def test_env_raising_twice_records_env_error(tmp_path, baseline):
     records = run(tmp_path / "out", flaky(tmp_path, "raise", None))
     bad = records[BAD]

@@ -118,3 +118,32 @@ def test_run_key_refuses_other_settings(tmp_path):
     check_run_key(tmp_path, dict(key))  # same: fine
     with pytest.raises(ValueError, match="differs in: ep_len, seed"):
         check_run_key(tmp_path, {**key, "ep_len": 100, "seed": 1})
+
+
+def test_a_setting_missing_from_an_older_run_json_counts_as_null(tmp_path):
+    check_run_key(tmp_path, {"mode": "chains", "seed": 0})  # written before job_timeout_s joined the key
+    check_run_key(tmp_path, {"mode": "chains", "seed": 0, "job_timeout_s": None})
+    with pytest.raises(ValueError, match="differs in: job_timeout_s"):
+        check_run_key(tmp_path, {"mode": "chains", "seed": 0, "job_timeout_s": 60.0})
+
+
+def test_job_timeout_must_be_positive_and_is_part_of_the_run_key():
+    from harness.eval.evaluation import EvalSettings
+    from harness.eval.specs import AgentConfig, EnvConfig
+
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match=f"job_timeout_s must be > 0 seconds .*got {bad}"):
+            EvalSettings(job_timeout_s=bad)
+    env, agent = EnvConfig(), AgentConfig("random")
+    assert EvalSettings(job_timeout_s=30).run_key(env, agent) != EvalSettings().run_key(env, agent)
+
+
+def test_a_setting_that_is_not_a_number_is_named():
+    from harness.eval.config import settings
+
+    base = {"mode": "chains", "num_chains": 3, "episodes_per_task": 1, "ep_len": 5, "workers": 0, "seed": 0}
+    assert settings(base).job_timeout_s is None and settings({**base, "job_timeout_s": 30}).job_timeout_s == 30.0
+    for key, value, kind in (("num_chains", "abc", "an integer"), ("ep_len", None, "an integer"),
+                             ("job_timeout_s", "soon", "a number")):
+        with pytest.raises(ValueError, match=f"^{key} must be {kind}, got {value!r}$"):
+            settings({**base, key: value})

@@ -22,7 +22,16 @@ from harness.tasks import (
     random_task,
     valid_tasks,
 )
-from harness.tasks.chains import _sample_condition, chains_per_condition
+from harness.tasks import chains as chains_module
+from harness.tasks.chains import (
+    CHAINS_1000_SHA256,
+    _as_chains,
+    _generate_items,
+    _sample_condition,
+    chain_cache_file,
+    chains_json,
+    chains_per_condition,
+)
 
 FIRST_CHAIN = (
     {"led": 1, "lightbulb": 1, "slider": "left", "drawer": "open", "red_block": "slider_left",
@@ -30,13 +39,16 @@ FIRST_CHAIN = (
     ("rotate_blue_block_right", "move_slider_right", "lift_red_block_slider", "place_in_slider",
      "turn_off_lightbulb"),
 )
-# sha256 of json.dumps([[condition, [tasks]] ...], separators=(",", ":")), conditions in key order
-CHAINS_1000_SHA256 = "604957a8a2d3102941b278df07df4950bc41f340ed959077b20467d5f692318a"
 
 
 @pytest.fixture(scope="module")
-def chains() -> list:
-    return eval_chains(1000)
+def items() -> tuple:
+    return _generate_items(1000)  # the generator itself, never the cache
+
+
+@pytest.fixture(scope="module")
+def chains(items) -> list:
+    return _as_chains(items)
 
 
 # --- a literal, slow transcription of §8b, using the legacy global RNG as CALVIN does ---------------
@@ -93,6 +105,7 @@ def test_first_chain(chains):
 
 def test_digest_of_the_1000_list(chains):
     text = json.dumps([[cond, list(tasks)] for cond, tasks in chains], separators=(",", ":"))
+    assert chains_json(chains) == text
     assert hashlib.sha256(text.encode()).hexdigest() == CHAINS_1000_SHA256
 
 
@@ -169,6 +182,79 @@ def test_bad_counts_raise(bad):
 def test_benchmark_has_only_1000():
     with pytest.raises(ValueError, match="1000"):
         benchmark_chains(1001)
+
+
+# --- the cached 1000-chain list -------------------------------------------------------------------
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty cache folder of its own, and no list in memory before or after."""
+    monkeypatch.setenv("VLA_HARNESS_CACHE", str(tmp_path / "cache"))
+    chains_module._generate.cache_clear()
+    yield tmp_path / "cache" / "calvin_eval_chains_1000.json"
+    chains_module._generate.cache_clear()
+
+
+def _generator_counting(monkeypatch, items) -> list:
+    calls = []
+    monkeypatch.setattr(chains_module, "_generate_items", lambda n: calls.append(n) or items)
+    return calls
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_benchmark_list_is_cached_as_json_and_read_back(cache, monkeypatch, items, chains):
+    calls = _generator_counting(monkeypatch, items)
+    assert benchmark_chains() == chains and calls == [1000]
+    assert chain_cache_file() == cache and _digest(cache) == CHAINS_1000_SHA256
+    assert json.loads(cache.read_text())[0] == [FIRST_CHAIN[0], list(FIRST_CHAIN[1])]
+    chains_module._generate.cache_clear()  # a later start
+    assert benchmark_chains() == chains and eval_chains(1000) == chains and calls == [1000]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "edited", "not_utf8", "empty"])
+def test_a_corrupt_or_edited_cache_is_generated_afresh(cache, monkeypatch, items, chains, damage):
+    text = chains_json(chains)
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes({
+        "truncated": text[: len(text) // 2].encode(),
+        "edited": text.replace("open_drawer", "close_drawer", 1).encode(),  # still valid JSON, a different list
+        "not_utf8": b"\xff\xfe" + text.encode(),
+        "empty": b"",
+    }[damage])
+    calls = _generator_counting(monkeypatch, items)
+    assert benchmark_chains() == chains and calls == [1000]
+    assert _digest(cache) == CHAINS_1000_SHA256
+
+
+def test_a_generated_list_that_is_not_calvins_is_refused_and_not_cached(cache, monkeypatch, items):
+    _generator_counting(monkeypatch, items[1:] + items[:1])
+    with pytest.raises(RuntimeError, match="CHAINS_1000_SHA256"):
+        benchmark_chains(5)
+    assert not cache.exists()
+
+
+def test_an_unwritable_cache_folder_only_costs_speed(tmp_path, monkeypatch, items, chains):
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("VLA_HARNESS_CACHE", str(tmp_path / "a_file" / "cache"))
+    chains_module._generate.cache_clear()
+    _generator_counting(monkeypatch, items)
+    try:
+        assert benchmark_chains(3) == chains[:3]
+    finally:
+        chains_module._generate.cache_clear()
+    assert list(tmp_path.iterdir()) == [tmp_path / "a_file"]
+
+
+def test_the_cache_folder_follows_xdg_and_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("VLA_HARNESS_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert chain_cache_file() == tmp_path / "xdg" / "vla-harness" / "calvin_eval_chains_1000.json"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert chain_cache_file() == tmp_path / "home" / ".cache" / "vla-harness" / "calvin_eval_chains_1000.json"
 
 
 # --- random chains for recording ------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -71,3 +72,30 @@ def test_a_multirun_ends_in_the_sweep_table_with_the_best_run_named(dataset, tmp
     (sweep / "sweep.md").unlink()
     sweep_main([str(sweep)])
     assert (sweep / "sweep.md").read_text() == table
+
+
+def test_sweep_table_shows_rollout_intervals_and_the_runs_they_do_not_separate(tmp_path):
+    """Three runs ranked by rollouts (summary.json as the trainer writes it, rollout metrics from real records):
+    10/10, 9/10 and 2/10 episodes. 9/10's Wilson interval overlaps 10/10's; 2/10's does not."""
+    from harness.eval.results import summarize
+    from harness.eval.stats import wilson
+    from harness.train.callbacks import rollout_metrics
+    from tests.test_eval_results import record
+
+    for run, successes in (("0", 10), ("1", 9), ("2", 2)):
+        records = [record(f"open_drawer/{e}", [("open_drawer", "success" if e < successes else "timeout")]) for e in range(10)]
+        rollout = rollout_metrics(summarize(records, "single_task"), "single_task")
+        assert rollout["rollout/open_drawer_ci_low"] == pytest.approx(wilson(successes, 10).low, abs=1e-6)
+        assert rollout["rollout/score_ci_high"] == pytest.approx(wilson(successes, 10).high, abs=1e-6)
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "summary.json").write_text(json.dumps({
+            "overrides": [f"optim.lr={run}"], "steps": 5, "val_loss": 0.1, "rollout": rollout,
+            "best": {"metric": "rollout_success"}, "samples_per_s": 1.0}))
+    sweep_main([str(tmp_path)])
+    table = (tmp_path / "sweep.md").read_text()
+    low, high = wilson(10, 10).low, wilson(10, 10).high
+    assert f"Best run: **0** (`optim.lr=0`), rollout score 1 [{low:.4g}, {high:.4g}]" in table
+    assert "Not separated from it by the rollouts (95 % intervals overlap): 1." in table
+    with (tmp_path / "sweep.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[2]["rollout_score_ci_low"]) == pytest.approx(wilson(2, 10).low, abs=1e-6)

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from harness.train.config import ConfigError, TrainConfig, check_config
+from harness.config_errors import ConfigError
+from harness.train.config import TrainConfig, check_config
 from tests.train_helpers import ENV, ROOT, cli, compose, config, dataset, train_here  # noqa: F401  (fixture)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness.data.vl.generate import generate
-from harness.train.config import ConfigError
+from harness.config_errors import ConfigError
 from harness.train.cotraining import MixedStream
 from harness.train.state import load_trainer_state
 from tests.train_helpers import assert_close_weights, dataset, metrics, train_here, weights  # noqa: F401  (fixture)

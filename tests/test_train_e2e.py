@@ -30,7 +30,10 @@ def test_train_save_load_evaluate(dataset, tmp_path):
     rollouts = [r for r in lines if "rollout/score" in r]
     assert [r["step"] for r in rollouts] == [10, 20]
     assert all(r["rollout/open_drawer"] in (0.0, 1.0) for r in rollouts)
+    assert all(r["rollout/open_drawer_ci_low"] <= r["rollout/open_drawer"] <= r["rollout/open_drawer_ci_high"]
+               and r["rollout/score_ci_high"] - r["rollout/score_ci_low"] > 0.5 for r in rollouts)  # 1 episode: wide
     assert (run / "rollouts" / "step_0000020" / "results.json").is_file()
+    assert "| task | success | episodes | rate | 95 % CI |" in (run / "rollouts" / "step_0000020" / "report.md").read_text()
     assert list((run / "tb").glob("events.out.tfevents.*"))
     assert (run / "config.yaml").is_file() and json.loads((run / "summary.json").read_text())["steps"] == 20
 

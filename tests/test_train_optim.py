@@ -9,7 +9,7 @@ import torch
 
 from harness.train.config import OptimConfig
 from harness.train.optim import build_optimizer, build_scheduler, lr_factor, parameter_groups
-from tests.train_helpers import dataset, losses, metrics, train_here, weights  # noqa: F401  (fixture)
+from tests.train_helpers import AVX2_ONLY, cli, dataset, losses, metrics, run_cli, train_here, weights  # noqa: F401  (fixture)
 from tests.vla_helpers import build_model, tiny_dir  # noqa: F401  (fixture)
 
 
@@ -131,3 +131,12 @@ def test_bf16_autocast_on_cpu_and_gradient_checkpointing_are_passed_through(data
     assert bf16 != fp32 and bf16 == pytest.approx(fp32, rel=2e-2)  # autocast ran, in bfloat16
     assert not built[0].vlm.is_activation_checkpointing and built[2].vlm.is_activation_checkpointing
     assert ckpt == pytest.approx(fp32, rel=1e-6)  # recomputing activations changes nothing
+
+
+def test_bf16_training_on_a_cpu_without_a_bf16_lstm(dataset, tmp_path):
+    """On an AVX2-only CPU (emulated: oneDNN and ATen limited to AVX2) oneDNN has no bf16 LSTM: the LSTM head
+    runs in fp32 under bf16 autocast, and the log says so once."""
+    out = tmp_path / "avx2"
+    proc = run_cli(cli(dataset, out, "trainer.max_steps=2", "trainer.val_every=0", "trainer.precision=bf16"), env=AVX2_ONLY)
+    assert (proc.stdout + proc.stderr).count("this CPU has no bfloat16 LSTM") == 1, proc.stderr[-3000:]
+    assert len(losses(out)) == 2 and all(math.isfinite(v) for v in losses(out).values())

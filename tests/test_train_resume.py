@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness.train.config import ConfigError
+from harness.config_errors import ConfigError
 from tests.train_helpers import ENV, ROOT, cli, dataset, metrics, run_cli, train_here, weights  # noqa: F401  (fixture)
 
 # augmentation on, head dropout on, a DataLoader worker, warmup then cosine: everything that draws randomness

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -127,3 +128,28 @@ def test_importing_agents_stays_light():
     code = "import sys, agents; assert callable(agents.load_agent); print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False False"
+
+
+def test_a_huge_instruction_is_cut_to_the_configured_tokens(tiny_dir):
+    """A 100,000-character instruction: the backbone sees at most `max_instruction_tokens` of it (the step's
+    cost is bounded by the token count), the cut is warned about once, and short instructions are untouched."""
+    agent = _agent(tiny_dir)
+    model = agent.model
+    limit = model.cfg.backbone.max_instruction_tokens
+    seen = []
+    model.vlm.model.register_forward_hook(lambda m, args, kwargs, out: seen.append(kwargs["input_ids"].shape[1]),
+                                          with_kwargs=True)
+    huge = " ".join(["push the red block to the left and then"] * 2501)[:100_000]
+    rng = np.random.default_rng(0)
+    agent.step(_obs(rng), "open the drawer")
+    short_length = seen[-1]
+    with pytest.warns(UserWarning, match=rf"cut to its first {limit} \(model.backbone.max_instruction_tokens\)"):
+        action = agent.step(_obs(rng), huge)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: the next steps say nothing
+        agent.step(_obs(rng), huge)
+    assert action.shape == (7,) and np.isfinite(action).all()
+    instruction_tokens = len(model.backbone.tokenizer("open the drawer", add_special_tokens=False)["input_ids"])
+    assert seen[-1] == seen[-2] <= short_length - instruction_tokens + limit + 1  # +1: a merge at the cut
+    assert model.prompt("open the drawer") == "What action should the robot take to open the drawer?"
+    assert model.prompt(huge).startswith("What action should the robot take to push the red block")

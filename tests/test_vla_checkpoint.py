@@ -148,3 +148,70 @@ def test_bfloat16_inference(saved):
     assert next(agent.model.parameters()).dtype == torch.bfloat16
     action = agent.step(_obs(np.random.default_rng(1)), "open the drawer")
     assert action.shape == (7,) and np.isfinite(action).all()
+
+
+REMOTE_MAP = {"AutoConfig": "remote.RemoteConfig", "AutoModel": "remote.RemoteModel",
+              "AutoModelForImageTextToText": "remote.RemoteModel", "AutoTokenizer": ["remote.RemoteTokenizer", None],
+              "AutoProcessor": "remote.RemoteProcessor", "AutoImageProcessor": "remote.RemoteImageProcessor"}
+LOCAL_CLASSES = {"model_type": "remote", "tokenizer_class": "RemoteTokenizer", "processor_class": "RemoteProcessor",
+                 "image_processor_type": "RemoteImageProcessor"}
+
+
+def plant_remote_code(folder, marker) -> None:
+    """What a hub repo with custom code looks like: `auto_map` in its config files, class names that
+    transformers does not know, and a .py file (here one that leaves `marker` behind when imported)."""
+    classes = "".join(f"class {name}:\n    pass\n\n\n" for name in
+                      ("RemoteConfig", "RemoteModel", "RemoteTokenizer", "RemoteProcessor", "RemoteImageProcessor"))
+    (folder / "remote.py").write_text(f"open({str(marker)!r}, 'w').close()\n\n\n{classes}")
+    for path in folder.glob("*config.json"):
+        config = json.loads(path.read_text())
+        for d in (config, config.get("image_processor")):
+            if isinstance(d, dict):
+                d["auto_map"] = REMOTE_MAP
+                d.update({k: v for k, v in LOCAL_CLASSES.items() if k in d})
+        path.write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("part", ["backbone", "tokenizer", "processor"])
+def test_loading_never_offers_nor_runs_code_from_the_checkpoint(saved, tmp_path, monkeypatch, part):
+    path = _copy(saved[0], tmp_path)
+    marker = tmp_path / "remote_code_ran"
+    plant_remote_code(path / part, marker)
+    prompts = []
+    monkeypatch.setattr("builtins.input", lambda *question: prompts.append(question) or "y")  # a user who says yes
+    try:
+        load_checkpoint(path)
+    except ValueError as err:  # transformers refuses: the folder needs its own code
+        assert "custom code" in str(err) and str(path / part) in str(err)
+    assert not prompts and not marker.exists()
+
+
+def test_a_malformed_normalizer_is_one_line_naming_the_file(saved, tmp_path):
+    from harness.eval.specs import AgentConfig
+
+    path = _copy(saved[0], tmp_path)
+    for content in ("{not json", '["clip_scale"]', '{"mode": "zscore", "mean": [0, 0, 0, 0, 0, "x"], "std": [1, 1, 1, 1, 1, 1]}'):
+        (path / "normalizer.json").write_text(content)
+        for load in (lambda: load_checkpoint(path), AgentConfig("vla", {"checkpoint": str(path)}).check):
+            with pytest.raises(ValueError) as err:
+                load()
+            assert f"{path / 'normalizer.json'}: not a valid action normaliser" in str(err.value)
+            assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("remote", ["tokenizer", "model"])
+def test_the_sentence_embedder_never_offers_nor_runs_code(saved, tmp_path, monkeypatch, remote):
+    from harness.data.lang_embedding import SentenceEmbedder
+
+    folder = tmp_path / "encoder"
+    shutil.copytree(saved[0] / "tokenizer", folder)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    marker = tmp_path / "remote_code_ran"
+    plant_remote_code(folder, marker)
+    if remote == "model":  # the tokenizer as saved, the model's config pointing at remote code
+        shutil.copy(saved[0] / "tokenizer" / "tokenizer_config.json", folder / "tokenizer_config.json")
+    prompts = []
+    monkeypatch.setattr("builtins.input", lambda *question: prompts.append(question) or "y")
+    with pytest.raises(ValueError, match="custom code"):
+        SentenceEmbedder(str(folder))
+    assert not prompts and not marker.exists()

@@ -47,17 +47,21 @@ def test_interleaved_history_shapes(tiny_dir, name, head):
 
 @pytest.mark.parametrize("name,head", [("tiny_llava", "lstm"), ("tiny_paligemma", "discrete")])
 def test_loss_decreases_when_overfitting_one_batch(tiny_dir, name, head):
-    model = build_model(tiny_dir, name, head=head)
-    batch = make_batch(w=3)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
+    """The whole model learns: 60 AdamW steps on one batch cut the loss to under a quarter. Over model/batch
+    seeds 0-7, on AVX-512 and on AVX2 kernels, the worst was 0.074 (lstm) and 0.006 (discrete) of the first
+    loss (`python -m tests.overfit_margin`). At lr 5e-3 the LSTM model could stall near half its first
+    loss for dozens of steps, longer or shorter with the CPU's kernels (`--lr 5e-3`)."""
+    model = build_model(tiny_dir, name, head=head, seed=0)
+    batch = make_batch(w=3, seed=0)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
     losses = []
-    for _ in range(30):
+    for _ in range(60):
         loss = model(batch)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0], losses
+    assert losses[-1] < 0.25 * losses[0], losses
 
 
 @pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_qwen2_vl", "tiny_smolvlm", "tiny_kosmos2"])

@@ -74,10 +74,14 @@ def cli(data: Path, out: Path, *overrides: str) -> list[str]:
     return [*TINY, f"data.path={data}", f"hydra.run.dir={out}", "run_name=test", *overrides]
 
 
-def run_cli(args: list[str], torchrun: int = 0, timeout: float = 300) -> subprocess.CompletedProcess:
+AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}  # oneDNN and ATen as on an AVX2-only CPU
+
+
+def run_cli(args: list[str], torchrun: int = 0, timeout: float = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(torchrun),
                 "--master_port", str(free_port()), "--master_addr", "127.0.0.1"] if torchrun else [sys.executable]
-    proc = subprocess.run([*launcher, "-m", "harness.train", *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
+    proc = subprocess.run([*launcher, "-m", "harness.train", *args], cwd=ROOT, env={**ENV, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc

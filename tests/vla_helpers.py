@@ -55,8 +55,9 @@ def make_config(folder: Path, name: str, head: str = "lstm", history: str = "pos
 
 
 def build_model(tiny_dir, name: str = "tiny_llava", seed: int = 0, **kw) -> VLAModel:
+    folder = tiny_dir(name)  # first: saving a new tiny backbone draws random numbers, so the seed comes after
     torch.manual_seed(seed)
-    return VLAModel.build(make_config(tiny_dir(name), name, **kw), verbose=False)
+    return VLAModel.build(make_config(folder, name, **kw), verbose=False)
 
 
 INSTRUCTIONS = ["open the drawer", "push the red block to the left", "turn on the light bulb", "stack the blocks"]

@@ -45,6 +45,10 @@ class AgentConfig:
         if self.exec_horizon < 1:
             raise ValueError(f"exec_horizon must be >= 1, got {self.exec_horizon}")
 
+    def check_chunk(self, chunk: int) -> None:
+        if self.execution == "chunk" and self.exec_horizon > chunk:
+            raise ValueError(f"exec_horizon {self.exec_horizon} exceeds the chunk length fwd_pred_next_n={chunk}")
+
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """'auto': bf16 on GPUs that support it, else fp16 on GPUs, fp32 on CPU."""
@@ -68,8 +72,7 @@ class VLAAgent:
         self.normalizer = normalizer
         self.cfg = cfg or AgentConfig()
         chunk = model.cfg.fwd_pred_next_n
-        if self.cfg.execution == "chunk" and self.cfg.exec_horizon > chunk:
-            raise ValueError(f"exec_horizon {self.cfg.exec_horizon} exceeds the chunk length fwd_pred_next_n={chunk}")
+        self.cfg.check_chunk(chunk)
         self.device = next(model.parameters()).device
         self.spec = AgentSpec(
             name="vla", action_type="relative", cameras=model.cfg.cameras, privileged=False, checkpoint=checkpoint,
@@ -141,15 +144,35 @@ class VLAAgent:
         return self._tcp + np.cumsum(rel[:, :3] * METRES_PER_UNIT, axis=0)
 
 
+def _options(device: str, dtype: str | torch.dtype | None, agent_cfg: dict[str, Any]) -> tuple[torch.device, torch.dtype, AgentConfig]:
+    unknown = set(agent_cfg) - set(AgentConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown agent options {sorted(unknown)}; known: {sorted(AgentConfig.__dataclass_fields__)}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"device={device!r} is not a device ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}, but this machine has no CUDA device")
+    return dev, resolve_dtype(dtype, dev), AgentConfig(**agent_cfg)
+
+
+def check_agent_options(checkpoint: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = "auto",
+                        **agent_cfg: Any) -> None:
+    """Everything `load_agent` checks before it builds the model: the options, and the checkpoint folder
+    read and checked (`inspect_checkpoint`), without building the model."""
+    from .checkpoint import inspect_checkpoint
+
+    _, _, cfg = _options(device, dtype, agent_cfg)
+    cfg.check_chunk(inspect_checkpoint(checkpoint).cfg.fwd_pred_next_n)
+
+
 def load_agent(checkpoint: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = "auto",
                **agent_cfg: Any) -> VLAAgent:
     """Load a checkpoint folder into a ready agent. `agent_cfg`: AgentConfig fields (execution, ...);
     the keys of configs/agent/vla.yaml other than `name` map onto these arguments."""
     from .checkpoint import load_checkpoint
 
-    unknown = set(agent_cfg) - set(AgentConfig.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"unknown agent options {sorted(unknown)}; known: {sorted(AgentConfig.__dataclass_fields__)}")
-    dev = torch.device(device)
-    ckpt = load_checkpoint(checkpoint, device=dev, dtype=resolve_dtype(dtype, dev))
-    return VLAAgent(ckpt.model, ckpt.normalizer, AgentConfig(**agent_cfg), checkpoint=str(checkpoint))
+    dev, dt, cfg = _options(device, dtype, agent_cfg)
+    ckpt = load_checkpoint(checkpoint, device=dev, dtype=dt)
+    return VLAAgent(ckpt.model, ckpt.normalizer, cfg, checkpoint=str(checkpoint))

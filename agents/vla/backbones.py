@@ -98,7 +98,7 @@ class BackboneAdapter:
     def load_processor(cls, path: str) -> Any:
         from transformers import AutoProcessor
 
-        return AutoProcessor.from_pretrained(path)
+        return AutoProcessor.from_pretrained(path, trust_remote_code=False)
 
     # ---------------------------------------------------------------- parts
     @property
@@ -457,7 +457,7 @@ class Kosmos2Adapter(BackboneAdapter):
     def load_processor(cls, path):
         from transformers import Kosmos2Processor
 
-        return Kosmos2Processor.from_pretrained(path)
+        return Kosmos2Processor.from_pretrained(path, trust_remote_code=False)
 
     def _image_token_id(self):
         return int(self.tokenizer.convert_tokens_to_ids(self.processor.boi_token))  # opens each image block
@@ -549,13 +549,13 @@ class ImageTextProcessor:
         from transformers import AutoImageProcessor, AutoTokenizer
         from transformers.processing_utils import ProcessorMixin
 
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         found, _ = ProcessorMixin.get_processor_dict(path)  # reads processor_config.json + chat template files
         template = found.pop("chat_template", None)
         if isinstance(template, dict):
             template = template.get("default")
         settings = {k: v for k, v in found.items() if k != "processor_class" and not isinstance(v, (dict, list))}
-        return cls(AutoImageProcessor.from_pretrained(path), tokenizer, template, image_token, processor_class,
+        return cls(AutoImageProcessor.from_pretrained(path, trust_remote_code=False), tokenizer, template, image_token, processor_class,
                    settings)
 
 
@@ -582,7 +582,7 @@ def load_backbone(cfg: BackboneConfig) -> BackboneAdapter:
         from transformers import AutoModelForImageTextToText
 
         model = AutoModelForImageTextToText.from_pretrained(
-            cfg.pretrained, dtype=_DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation
+            cfg.pretrained, dtype=_DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation, trust_remote_code=False
         )
         processor = cls.load_processor(cfg.pretrained)
     return cls(model, processor)
@@ -593,7 +593,7 @@ def backbone_from_folders(cfg: BackboneConfig, config_dir: str, processor_dir: s
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     cls = adapter_class(cfg.family)
-    hf_config = AutoConfig.from_pretrained(config_dir)
+    hf_config = AutoConfig.from_pretrained(config_dir, trust_remote_code=False)
     model = AutoModelForImageTextToText.from_config(
         hf_config, dtype=_DTYPES[cfg.dtype], attn_implementation=cfg.attn_implementation
     )

@@ -1,4 +1,5 @@
-"""Checkpoint folders (docs/ARCHITECTURE.md): save, and load with validation. Loading never unpickles.
+"""Checkpoint folders (docs/ARCHITECTURE.md): save, and load with validation. Loading never unpickles, and
+never runs code found in the folder (`trust_remote_code=False` wherever transformers loads from it).
 
     model.safetensors   all weights (tied tensors stored once); header metadata names family/head/history
     config.yaml         the resolved config: `model` (VLAConfig), `normalizer`, plus anything the caller adds
@@ -93,22 +94,42 @@ def _listing(names: list[str], limit: int = 8) -> str:
     return ", ".join(names[:limit]) + more
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
-                    dtype: torch.dtype | None = None) -> Checkpoint:
-    """Rebuild the model from the folder alone and load its weights, after checking that they match."""
+@dataclass
+class CheckpointFiles:
+    """What a checkpoint folder says before anything is built from it."""
+
+    cfg: VLAConfig
+    normalizer: ActionNormalizer
+    config: dict[str, Any]  # the whole config.yaml
+    metadata: dict[str, str]  # model.safetensors' header metadata
+
+
+def inspect_checkpoint(path: str | Path) -> CheckpointFiles:
+    """Read and check the folder's files without building the model or reading the weights: every file
+    there, config.yaml, normalizer.json and the weights' header parse and agree. Any problem is a
+    ValueError naming the folder and the file."""
     path = Path(path)
     if not path.is_dir():
         raise _fail(path, "is not a folder")
     missing_files = [f for f in REQUIRED if not (path / f).exists()]
     if missing_files:
         raise _fail(path, f"missing {', '.join(missing_files)}")
-    config = yaml.safe_load((path / CONFIG).read_text())
+    try:
+        config = yaml.safe_load((path / CONFIG).read_text())
+    except yaml.YAMLError as e:
+        raise _fail(path, f"{CONFIG} is not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(config, dict) or "model" not in config:
         raise _fail(path, f"{CONFIG} has no 'model' section")
-    cfg = VLAConfig.from_dict(config["model"])
+    try:
+        cfg = VLAConfig.from_dict(config["model"])
+    except (ValueError, TypeError) as e:
+        raise _fail(path, f"{CONFIG}: {e}") from None
     normalizer = ActionNormalizer.load(path / NORMALIZER)
     if "normalizer" in config:
-        recorded = ActionNormalizer.from_dict(config["normalizer"])
+        try:
+            recorded = ActionNormalizer.from_dict(config["normalizer"])
+        except (ValueError, TypeError) as e:
+            raise _fail(path, f"{CONFIG}: normalizer: {e}") from None
         if recorded != normalizer:
             raise _fail(path, f"different normalisation: {NORMALIZER} holds {normalizer.to_dict()} but the "
                               f"model was trained with {recorded.to_dict()} ({CONFIG}: normalizer)")
@@ -119,7 +140,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
         if meta.get(key) != want:
             raise _fail(path, f"different {key}: the weights in {WEIGHTS} were saved with {key}={meta.get(key)!r} "
                               f"but {CONFIG} says {want!r}")
+    return CheckpointFiles(cfg, normalizer, config, meta)
 
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                    dtype: torch.dtype | None = None) -> Checkpoint:
+    """Rebuild the model from the folder alone and load its weights, after checking that they match."""
+    path = Path(path)
+    files = inspect_checkpoint(path)
+    cfg, meta = files.cfg, files.metadata
     backbone = backbone_from_folders(cfg.backbone, str(path / "backbone"), str(path / "processor"))
     model = VLAModel(cfg, backbone)
     apply_finetune(model, cfg.finetune)  # same structure (LoRA layers) and trainable flags as when saved
@@ -131,7 +160,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     load_weights(model, path, f"the model built from {CONFIG}")
     model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
     model.eval()
-    return Checkpoint(model, normalizer, config, path)
+    return Checkpoint(model, files.normalizer, files.config, path)
 
 
 def read_weights_header(path: str | Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
@@ -172,6 +201,6 @@ def load_weights(model: torch.nn.Module, path: str | Path, target: str = "the mo
 def _check_tokenizer(path: Path, model: VLAModel) -> None:
     from transformers import AutoTokenizer
 
-    saved = AutoTokenizer.from_pretrained(str(path / "tokenizer"))
+    saved = AutoTokenizer.from_pretrained(str(path / "tokenizer"), trust_remote_code=False)
     if saved.get_vocab() != model.backbone.tokenizer.get_vocab():
         raise _fail(path, f"tokenizer mismatch: tokenizer/ has {len(saved)} tokens, processor/ {len(model.backbone.tokenizer)}")

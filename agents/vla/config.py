@@ -31,6 +31,9 @@ class BackboneConfig:
     tiny_size: dict[str, int] = field(default_factory=dict)  # overrides of agents.vla.tiny.TinySize
     # `{instruction}` is replaced by the language annotation; the family's chat template/processor wraps it.
     prompt: str = "What action should the robot take to {instruction}?"
+    # An instruction longer than this many tokens is cut (with a warning): one step's cost stays bounded
+    # whatever text arrives. CALVIN's instructions have fewer than 30.
+    max_instruction_tokens: int = 128
     dtype: str = "float32"  # weights dtype at load time: float32 | bfloat16 | float16
     attn_implementation: str = "sdpa"
 
@@ -42,6 +45,8 @@ class BackboneConfig:
             )
         if "{instruction}" not in self.prompt:
             raise ValueError(f"backbone.prompt must contain '{{instruction}}', got {self.prompt!r}")
+        if self.max_instruction_tokens < 1:
+            raise ValueError(f"backbone.max_instruction_tokens must be >= 1, got {self.max_instruction_tokens}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"backbone.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
 

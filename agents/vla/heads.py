@@ -16,8 +16,10 @@ decoding lives in `VLAModel` (it needs the backbone).
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -114,22 +116,49 @@ class HistoryHead(ContinuousHead):
         raise NotImplementedError
 
 
+@lru_cache(maxsize=None)
+def cpu_runs_bf16_lstm() -> bool:
+    """Whether this CPU runs an LSTM under bfloat16 autocast, forward and backward. oneDNN builds a bf16
+    LSTM only on CPUs with AVX-512 (or AMX); on AVX2-only CPUs it cannot create the primitive. Asked once
+    per process, and said once when the answer is no."""
+    try:
+        with torch.inference_mode(False), torch.enable_grad():  # whatever mode the caller runs in
+            lstm = nn.LSTM(8, 8, batch_first=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out, _ = lstm(torch.zeros(1, 2, 8, requires_grad=True))
+            out.float().sum().backward()
+        return True
+    except RuntimeError:
+        warnings.warn("this CPU has no bfloat16 LSTM (oneDNN needs AVX-512 for it): the LSTM head runs in float32 "
+                      "under bf16 autocast; the rest of the model stays in bf16", stacklevel=2)
+        return False
+
+
 class LSTMHead(HistoryHead):
     def __init__(self, cfg, d_in, chunk, window):
         super().__init__(cfg, d_in, chunk, window)
         self.lstm = nn.LSTM(d_in, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True,
                             dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
 
+    def _lstm(self, feats: torch.Tensor, hc: Any = None) -> tuple[torch.Tensor, Any]:
+        """The LSTM, in float32 where CPU bf16 autocast asks for a bf16 LSTM that this CPU lacks."""
+        if (feats.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+                and torch.get_autocast_dtype("cpu") == torch.bfloat16 and not cpu_runs_bf16_lstm()):
+            with torch.autocast("cpu", enabled=False):
+                hc = None if hc is None else tuple(t.float() for t in hc)
+                return self.lstm(feats.float(), hc)
+        return self.lstm(feats, hc)
+
     def forward(self, feats):
-        out, _ = self.lstm(feats)
+        out, _ = self._lstm(feats)
         return self.decoder(out)
 
     def _extend(self, feat, state):  # advance the stored (h, c) by one step
-        out, hc = self.lstm(feat.unsqueeze(1), state.cache)
+        out, hc = self._lstm(feat.unsqueeze(1), state.cache)
         return out[:, -1], hc
 
     def _rerun(self, feats):  # from a zero state over the window
-        out, hc = self.lstm(feats)
+        out, hc = self._lstm(feats)
         return out[:, -1], hc
 
 

@@ -21,6 +21,7 @@ backbone and its LM head; `generate_answers` decodes answers greedily with the K
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +85,8 @@ class VLAModel(nn.Module):
         self.proprio = ProprioEncoder(hidden) if cfg.use_proprio else None
         self.head = build_head(cfg.head, hidden, cfg.fwd_pred_next_n, cfg.window_size)
         self.bins = ActionBins(cfg.head.n_bins)
+        self._bounded_cache: dict[str, str] = {}  # long instruction -> its cut
+        self._warned_cut = False
 
     @classmethod
     def build(cls, cfg: VLAConfig, verbose: bool = True) -> "VLAModel":
@@ -145,8 +148,31 @@ class VLAModel(nn.Module):
     def _image_sizes(self, batch: Batch) -> tuple[tuple[int, int], ...]:
         return tuple((int(c.shape[2]), int(c.shape[3])) for c in self._cameras(batch))
 
+    def prompt(self, instruction: str) -> str:
+        """The backbone prompt around the instruction, cut to `backbone.max_instruction_tokens` tokens."""
+        return self.cfg.backbone.prompt.format(instruction=self._bounded(instruction))
+
+    def _bounded(self, instruction: str) -> str:
+        """The instruction, or its longest prefix of at most `max_instruction_tokens` tokens (warned once)."""
+        limit = self.cfg.backbone.max_instruction_tokens
+        if len(instruction) <= limit:  # a token covers at least one character
+            return instruction
+        if instruction not in self._bounded_cache:
+            enc = self.backbone.tokenizer(instruction, add_special_tokens=False, return_offsets_mapping=True)
+            cut = instruction
+            if len(enc["input_ids"]) > limit:
+                cut = instruction[: enc["offset_mapping"][limit - 1][1]]
+                if not self._warned_cut:
+                    self._warned_cut = True
+                    warnings.warn(f"an instruction of {len(enc['input_ids'])} tokens was cut to its first {limit} "
+                                  "(model.backbone.max_instruction_tokens); further cuts are not reported", stacklevel=3)
+            if len(self._bounded_cache) >= 1024:  # instructions are few; the cache is for repeated steps
+                self._bounded_cache.clear()
+            self._bounded_cache[instruction] = cut
+        return self._bounded_cache[instruction]
+
     def prompt_length(self, instruction: str, image_sizes: tuple[tuple[int, int], ...]) -> int:
-        return len(self.backbone.prompt_ids(self.cfg.backbone.prompt.format(instruction=instruction), image_sizes))
+        return len(self.backbone.prompt_ids(self.prompt(instruction), image_sizes))
 
     def _tokens(self, batch: Batch, action_bins: torch.Tensor | None = None, continuing: bool = False) -> TokenBatch:
         """Token sequences of the batch. `action_bins` (B, W, C*7) appends action tokens after each [LRN];
@@ -159,7 +185,7 @@ class VLAModel(nn.Module):
         lrn: list[list[int]] = []
         action_ids = self.action_token_ids.tolist()
         for b, instruction in enumerate(batch["instruction"]):
-            prompt = self.backbone.prompt_ids(self.cfg.backbone.prompt.format(instruction=instruction), sizes)
+            prompt = self.backbone.prompt_ids(self.prompt(instruction), sizes)
             seq: list[int] = []
             idx: list[int] = []
             for w in range(n_frames):

@@ -12,13 +12,22 @@ from harness.data.record import RecordConfig, record_dataset
 from harness.data.shards import DEFAULT_KEYS, convert, directory_size
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number of frames >= 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.data", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("check", help="validate a dataset (CALVIN npz or shards); exit 1 on any error")
     c.add_argument("path", help="dataset root, split folder, or converted split")
     c.add_argument("--split", help="check only this split of a dataset root")
-    c.add_argument("--sample", type=int, help="check the contents of this many random frames per split (all by default)")
+    c.add_argument("--sample", type=positive_int, help="check the contents of this many random frames per split (all by default)")
+    c.add_argument("--quick", action="store_true",
+                   help="check images and depth by their npy headers only (default: every member is read and CRC-checked)")
     c.add_argument("--json", action="store_true", help="print the reports as JSON")
     v = sub.add_parser("convert", help="convert per-frame npz splits to memory-mapped shards")
     v.add_argument("src", help="dataset root or split folder")
@@ -39,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="recording processes")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--embedding-model", help="sentence-embedding model (hub name or folder) for language.emb")
+    r.add_argument("--env", default="builtin", help="env backend that records: builtin, or calvin (the real calvin_env)")
     args = ap.parse_args(argv)
 
     if args.cmd == "record":
@@ -46,13 +56,14 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out, scenes=tuple(args.scenes), episodes=args.episodes, val_episodes=args.val_episodes,
             chain_length=args.chain_length, tasks=tuple(args.tasks.split(",")) if args.tasks else None,
             ep_len=args.ep_len, workers=args.workers, seed=args.seed, embedding_model=args.embedding_model,
+            env=args.env,
         )
         summary = record_dataset(cfg, progress=sys.stderr.isatty())
         print(json.dumps(summary))
         return 0
 
     if args.cmd == "check":
-        reports = check_path(args.path, split=args.split, sample=args.sample, progress=sys.stderr.isatty())
+        reports = check_path(args.path, split=args.split, sample=args.sample, progress=sys.stderr.isatty(), quick=args.quick)
         if args.json:
             print(json.dumps([summary_dict(r) for r in reports], indent=1))
         else:

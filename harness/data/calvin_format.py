@@ -12,9 +12,9 @@ A CALVIN dataset is a folder with `training/` and `validation/` splits (see shar
     <split>/lang_annotations/auto_lang_ann.npy   pickled dict, see `LangAnnotations`
     validation/lang_annotations/embeddings.npy   optional, per-task eval embeddings
 
-`auto_lang_ann.npy` and `scene_info.npy` are pickled by CALVIN itself, so reading a dataset must
-unpickle them (`allow_pickle=True`); this is acceptable for datasets the user chose to download,
-never for checkpoints. Frame files are read with `allow_pickle=False`.
+`auto_lang_ann.npy`, `scene_info.npy` and `embeddings.npy` are pickled by CALVIN itself; they are read
+by `safe_pickle.load_npy`, which rebuilds only plain containers, numbers, strings and numpy arrays and
+refuses anything that could run code. Frame files are read with `allow_pickle=False`.
 
 Real CALVIN frames store the vector keys as float64 although the docs say float32, so the reader
 accepts any float dtype and returns float32. Image sizes are not fixed by the reader (only rank and
@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -36,6 +37,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import yaml
+
+from harness.data.safe_pickle import RefusedGlobal, load_npy
 
 FRAME_NAME = "episode_{:07d}.npz"
 FRAME_RE = re.compile(r"^episode_(\d+)\.npz$")
@@ -134,24 +137,53 @@ def frame_value_problems(where: str, key: str, value: np.ndarray) -> list[Proble
     return problems
 
 
+def read_member(zf: zipfile.ZipFile, key: str, where: str) -> np.ndarray:
+    """One array of an open npz, read to the member's end, where zip checks its CRC-32. A damaged member
+    is a CalvinFormatError naming the frame file and the key."""
+    try:
+        with zf.open(f"{key}.npy") as f:
+            arr = np.lib.format.read_array(f, allow_pickle=False)
+            f.read()
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+        raise CalvinFormatError([Problem(where, f"unreadable npz member ({type(e).__name__}: {e})", key)]) from None
+    return arr
+
+
+def read_member_header(zf: zipfile.ZipFile, key: str, where: str) -> tuple[np.dtype, tuple[int, ...]]:
+    """dtype and shape of one array of an open npz, decompressing only its npy header."""
+    try:
+        with zf.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+        raise CalvinFormatError([Problem(where, f"unreadable npz member ({type(e).__name__}: {e})", key)]) from None
+    return dtype, shape
+
+
+def open_frame(path: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise CalvinFormatError([Problem(str(path), "missing frame file")]) from None
+    except (zipfile.BadZipFile, OSError) as e:
+        raise CalvinFormatError([Problem(str(path), f"not a readable npz file ({e})")]) from None
+
+
+def frame_keys(zf: zipfile.ZipFile) -> list[str]:
+    return [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+
+
 def read_frame(path: Path, keys: Iterable[str]) -> dict[str, np.ndarray]:
     """Load `keys` of one frame file, checked against the spec; floats come back as float32."""
     out: dict[str, np.ndarray] = {}
     where = str(path)
-    try:
-        zf = zipfile.ZipFile(path)
-    except FileNotFoundError:
-        raise CalvinFormatError([Problem(where, "missing frame file")]) from None
-    except (zipfile.BadZipFile, OSError) as e:
-        raise CalvinFormatError([Problem(where, f"not a readable npz file ({e})")]) from None
-    with zf:
-        names = set(zf.namelist())
+    with open_frame(path) as zf:
+        present = frame_keys(zf)
         for key in keys:
-            if f"{key}.npy" not in names:
-                present = sorted(n[:-4] for n in names if n.endswith(".npy"))
-                raise CalvinFormatError([Problem(where, f"missing key (present: {present})", key)])
-            with zf.open(f"{key}.npy") as f:
-                arr = np.lib.format.read_array(f, allow_pickle=False)
+            if key not in present:
+                raise CalvinFormatError([Problem(where, f"missing key (present: {sorted(present)})", key)])
+            arr = read_member(zf, key, where)
             problems = frame_key_problems(where, key, arr.dtype, arr.shape)
             if not problems and key in VECTOR_KEYS:
                 problems = frame_value_problems(where, key, arr)
@@ -159,20 +191,6 @@ def read_frame(path: Path, keys: Iterable[str]) -> dict[str, np.ndarray]:
                 raise CalvinFormatError(problems)
             out[key] = arr.astype(np.float32, copy=False) if arr.dtype.kind == "f" else arr
     return out
-
-
-def read_frame_headers(zf: zipfile.ZipFile) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
-    """dtype and shape of every array in an open npz, decompressing only the npy headers."""
-    headers = {}
-    for name in zf.namelist():
-        if not name.endswith(".npy"):
-            continue
-        with zf.open(name) as f:
-            version = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = read(f)
-        headers[name[:-4]] = (dtype, shape)
-    return headers
 
 
 def rel_actions_from_absolute(actions: np.ndarray, robot_obs: np.ndarray) -> np.ndarray:
@@ -294,35 +312,66 @@ def lang_annotation_path(split_dir: Path) -> Path | None:
     return None
 
 
-def load_pickled_npy(path: Path) -> Any:
-    """Load one of CALVIN's pickled-dict .npy files (dataset files only, never checkpoints)."""
+def load_pickled_npy(path: Path) -> dict[Any, Any]:
+    """Load one of CALVIN's pickled-dict .npy files with the restricted unpickler (nothing runs)."""
     try:
-        return np.load(path, allow_pickle=True).item()
+        array = load_npy(path)
+    except RefusedGlobal as e:
+        raise CalvinFormatError([Problem(str(path), str(e))]) from None
     except Exception as e:  # a corrupt pickle can raise nearly anything
         raise CalvinFormatError([Problem(str(path), f"cannot be loaded as a pickled dict ({type(e).__name__}: {e})")]) from None
+    value = array.item() if array.shape == () else None
+    if not isinstance(value, dict):
+        got = type(value).__name__ if array.shape == () else f"an array of shape {array.shape}"
+        raise CalvinFormatError([Problem(str(path), f"expected a pickled dict, got {got}")])
+    return value
 
 
-def load_episode_bounds(split_dir: Path) -> np.ndarray:
+def read_episode_bounds(split_dir: Path) -> tuple[np.ndarray | None, list[Problem]]:
+    """ep_start_end_ids.npy as stored, (N, 2) int64, and every problem with it: each episode that starts
+    after it ends, each pair that overlaps. None when the file is missing, unreadable or not (N, 2) ints."""
     path = split_dir / EP_START_END
+    where = str(path)
     if not path.is_file():
-        raise CalvinFormatError([Problem(str(path), "missing file (every CALVIN split has one)")])
+        return None, [Problem(where, "missing file (every CALVIN split has one)")]
     try:
         eps = np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise CalvinFormatError([Problem(str(path), f"cannot be loaded ({e})")]) from None
+    except Exception as e:  # a damaged .npy raises ValueError, OSError, EOFError ...
+        return None, [Problem(where, f"cannot be loaded ({e})")]
     if eps.size == 0:
         eps = eps.reshape(0, 2)
     if eps.ndim != 2 or eps.shape[1] != 2 or eps.dtype.kind not in "iu":
-        raise CalvinFormatError([Problem(str(path), f"expected (N, 2) integer frame ids, got {eps.shape} {eps.dtype}")])
-    if np.any(eps[:, 0] > eps[:, 1]):
-        bad = int(np.argmax(eps[:, 0] > eps[:, 1]))
-        raise CalvinFormatError([Problem(str(path), f"episode {bad} starts after it ends: {eps[bad].tolist()}")])
-    order = np.argsort(eps[:, 0], kind="stable")
-    s = eps[order]
-    if np.any(s[1:, 0] <= s[:-1, 1]):
-        k = int(np.argmax(s[1:, 0] <= s[:-1, 1]))
-        raise CalvinFormatError([Problem(str(path), f"episodes overlap: {s[k].tolist()} and {s[k + 1].tolist()}")])
-    return eps.astype(np.int64)
+        return None, [Problem(where, f"expected (N, 2) integer frame ids, got {eps.shape} {eps.dtype}")]
+    eps = eps.astype(np.int64)
+    problems = [Problem(where, f"episode {i} starts after it ends: {eps[i].tolist()}")
+                for i in np.flatnonzero(eps[:, 0] > eps[:, 1])]
+    ordered = eps[np.argsort(eps[:, 0], kind="stable")]
+    reach = None  # the episode reaching furthest so far
+    for ep in ordered[ordered[:, 0] <= ordered[:, 1]]:
+        if reach is not None and ep[0] <= reach[1]:
+            problems.append(Problem(where, f"episodes overlap: {reach.tolist()} and {ep.tolist()}"))
+        if reach is None or ep[1] > reach[1]:
+            reach = ep
+    return eps, problems
+
+
+def read_statistics(path: Path) -> dict[str, Any]:
+    """A statistics.yaml as a mapping; a file that is not YAML, or not a mapping, is a CalvinFormatError naming it."""
+    try:
+        stats = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise CalvinFormatError([Problem(str(path), f"not valid YAML ({' '.join(str(e).split())})")]) from None
+    if not isinstance(stats, dict):
+        raise CalvinFormatError([Problem(str(path), f"expected a mapping, got {type(stats).__name__}")])
+    return stats
+
+
+def load_episode_bounds(split_dir: Path) -> np.ndarray:
+    """ep_start_end_ids.npy as stored; any problem with it is a CalvinFormatError (listing all of them)."""
+    eps, problems = read_episode_bounds(split_dir)
+    if problems:
+        raise CalvinFormatError(problems)
+    return eps
 
 
 def resolve_split_dir(path: str | Path, split: str | None = None) -> Path:
@@ -387,7 +436,7 @@ class CalvinSplit:
 
     def statistics(self) -> dict[str, Any] | None:
         path = self.path / STATISTICS
-        return yaml.safe_load(path.read_text()) if path.is_file() else None
+        return read_statistics(path) if path.is_file() else None
 
     def eval_embeddings(self) -> dict[str, Any] | None:
         """validation/lang_annotations/embeddings.npy: task -> {"emb", "ann"} (optional)."""

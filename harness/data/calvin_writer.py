@@ -29,7 +29,6 @@ still being recorded) are deleted, and recording goes on after the last complete
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import uuid
@@ -62,9 +61,9 @@ from harness.data.calvin_format import (
     load_episode_bounds,
     load_pickled_npy,
 )
+from harness.folder_lock import FolderLock
 
 STAGING = ".staging"
-LOCK = ".writer.lock"
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -190,12 +189,7 @@ class CalvinDatasetWriter:
         self.path = Path(root) / split
         self.path.mkdir(parents=True, exist_ok=True)
         self.compress = compress
-        self._lock = open(self.path / LOCK, "w")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise RuntimeError(f"{self.path} is being written by another process") from None
+        self._lock = FolderLock(self.path).acquire()
         self.episodes: list[tuple[int, int]] = []
         self.annotations: list[AnnotationRecord] = []
         self.annotation_episodes: list[int] = []
@@ -203,7 +197,11 @@ class CalvinDatasetWriter:
         self._last_scene: str | None = None
         self._current: EpisodeWriter | None = None
         self.next_frame_id = int(first_frame_id)
-        self.resumed_from = self._recover()
+        try:
+            self.resumed_from = self._recover()
+        except BaseException:  # e.g. a metadata file that cannot be read: the split stays as it is, unlocked
+            self._lock.release()
+            raise
 
     @property
     def staging_dir(self) -> Path:
@@ -332,10 +330,7 @@ class CalvinDatasetWriter:
             self._current = None
         if self.staging_dir.is_dir() and not any(self.staging_dir.iterdir()):
             self.staging_dir.rmdir()
-        if not self._lock.closed:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
-            (self.path / LOCK).unlink(missing_ok=True)
+        self._lock.release()
 
     def __enter__(self) -> "CalvinDatasetWriter":
         return self

@@ -8,17 +8,16 @@ check PATH` prints them and exits non-zero when there is an error.
 from __future__ import annotations
 
 import os
-import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-import yaml
 from tqdm import tqdm
 
 from harness.data.calvin_format import (
+    ALL_FRAME_KEYS,
     CALVIN_IMAGE_SHAPES,
     EP_LENS,
     EP_START_END,
@@ -27,7 +26,6 @@ from harness.data.calvin_format import (
     FRAME_NAME,
     FRAME_RE,
     LANG_DIR,
-    OPTIONAL_FRAME_KEYS,
     SCENE_INFO,
     SPLITS,
     STATISTICS,
@@ -36,13 +34,17 @@ from harness.data.calvin_format import (
     LangAnnotations,
     Problem,
     frame_key_problems,
+    frame_keys,
     frame_value_problems,
     lang_annotation_path,
-    load_episode_bounds,
     load_pickled_npy,
     merge_ranges,
+    open_frame,
     range_in_runs,
-    read_frame_headers,
+    read_episode_bounds,
+    read_member,
+    read_member_header,
+    read_statistics,
 )
 from harness.data.shards import ANNOTATIONS, ShardFrameSource, is_shard_dir
 
@@ -108,57 +110,51 @@ def _check_annotations(rep: CheckReport, lang: LangAnnotations, where: str, runs
         rep.notes.append("language.emb absent (optional)")
 
 
-def _check_frame(rep: CheckReport, path: str, values: dict[str, list[np.ndarray]]) -> None:
+def _check_frame(rep: CheckReport, path: str, values: dict[str, list[np.ndarray]], quick: bool) -> None:
+    """Every member read to its end (zip's CRC check); quick: images and depth by their npy header only."""
     try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        rep.problems.append(Problem(path, f"not a readable npz file ({e})"))
+        zf = open_frame(Path(path))
+    except CalvinFormatError as e:
+        rep.problems += e.problems
         return
     with zf:
-        try:
-            headers = read_frame_headers(zf)
-        except Exception as e:  # corrupt members raise zlib/ValueError/OSError
-            rep.problems.append(Problem(path, f"corrupt npz member ({type(e).__name__}: {e})"))
-            return
-        for key in FRAME_KEYS:
-            if key not in headers:
-                rep.problems.append(Problem(path, "missing key", key))
-        for key, (dtype, shape) in headers.items():
-            if key not in FRAME_KEYS and key not in OPTIONAL_FRAME_KEYS:
+        present = frame_keys(zf)
+        rep.problems += [Problem(path, "missing key", key) for key in FRAME_KEYS if key not in present]
+        for key in present:
+            if key not in ALL_FRAME_KEYS:
+                continue
+            try:
+                if quick and key not in VECTOR_KEYS:
+                    dtype, shape = read_member_header(zf, key, path)
+                    value = None
+                else:
+                    value = read_member(zf, key, path)
+                    dtype, shape = value.dtype, value.shape
+            except CalvinFormatError as e:
+                rep.problems += e.problems
                 continue
             bad = frame_key_problems(path, key, dtype, shape)
             rep.problems += bad
             if bad:
                 continue
             if key in VECTOR_KEYS:
-                with zf.open(f"{key}.npy") as f:
-                    v = np.lib.format.read_array(f, allow_pickle=False)
-                found = frame_value_problems(path, key, v)
+                found = frame_value_problems(path, key, value)
                 rep.problems += found
                 if key in ACTION_KEYS and not found:
-                    values[key].append(v)
+                    values[key].append(value)
             else:
                 rep.image_shapes.setdefault(key, Counter())[tuple(shape)] += 1
 
 
-def check_npz_split(split_dir: Path, sample: int | None = None, progress: bool = False) -> CheckReport:
+def check_npz_split(split_dir: Path, sample: int | None = None, progress: bool = False, quick: bool = False) -> CheckReport:
     rep = CheckReport(str(split_dir), "npz")
     runs = np.zeros((0, 2), np.int64)
-    eps = None
-    try:
-        eps = load_episode_bounds(split_dir)
-        runs = merge_ranges(eps)
-        rep.episodes, rep.frames = len(eps), int((eps[:, 1] - eps[:, 0] + 1).sum())
-    except CalvinFormatError as e:
-        rep.problems += e.problems
-    if eps is not None:
-        lens_path = split_dir / EP_LENS
-        if not lens_path.is_file():
-            rep.problems.append(Problem(str(lens_path), "missing file", severity="warning"))
-        else:
-            lens = np.load(lens_path, allow_pickle=False)
-            if lens.shape != (len(eps),) or np.any(lens != eps[:, 1] - eps[:, 0] + 1):
-                rep.problems.append(Problem(str(lens_path), f"does not match {EP_START_END} (end - start + 1)"))
+    eps, problems = read_episode_bounds(split_dir)
+    rep.problems += problems
+    if eps is not None:  # the well-formed episodes are checked even when others are not
+        runs = merge_ranges(eps[eps[:, 0] <= eps[:, 1]])
+        rep.episodes, rep.frames = len(eps), int((runs[:, 1] - runs[:, 0] + 1).sum())
+        _check_episode_lengths(rep, split_dir / EP_LENS, eps)
 
     lang_path = lang_annotation_path(split_dir)
     if lang_path is None:
@@ -181,9 +177,11 @@ def check_npz_split(split_dir: Path, sample: int | None = None, progress: bool =
     if sample is not None and sample < len(ids):
         ids = sorted(np.random.default_rng(0).choice(ids, size=sample, replace=False).tolist())
         rep.notes.append(f"contents checked on a random sample of {sample} frames")
+    if quick:
+        rep.notes.append("quick: images and depth checked by their headers only, not decompressed")
     values: dict[str, list[np.ndarray]] = {k: [] for k in ACTION_KEYS}
     for fid in tqdm(ids, desc=f"check {split_dir.name}", unit="frame", disable=not progress):
-        _check_frame(rep, str(split_dir / FRAME_NAME.format(fid)), values)
+        _check_frame(rep, str(split_dir / FRAME_NAME.format(fid)), values, quick)
     rep.checked_frames = len(ids)
     for key, vs in values.items():
         if vs:
@@ -197,16 +195,28 @@ def check_npz_split(split_dir: Path, sample: int | None = None, progress: bool =
     return rep
 
 
+def _check_episode_lengths(rep: CheckReport, lens_path: Path, eps: np.ndarray) -> None:
+    if not lens_path.is_file():
+        rep.problems.append(Problem(str(lens_path), "missing file", severity="warning"))
+        return
+    try:
+        lens = np.load(lens_path, allow_pickle=False)
+    except Exception as e:  # a damaged .npy raises ValueError, OSError, EOFError ...
+        rep.problems.append(Problem(str(lens_path), f"cannot be loaded ({e})"))
+        return
+    if lens.shape != (len(eps),) or np.any(lens != eps[:, 1] - eps[:, 0] + 1):
+        rep.problems.append(Problem(str(lens_path), f"does not match {EP_START_END} (end - start + 1)"))
+
+
 def _check_side_files(rep: CheckReport, split_dir: Path) -> None:
     stats = split_dir / STATISTICS
     if not stats.is_file():
         rep.problems.append(Problem(str(stats), "missing file", severity="warning"))
     else:
         try:
-            if not isinstance(yaml.safe_load(stats.read_text()), dict):
-                rep.problems.append(Problem(str(stats), "expected a mapping"))
-        except yaml.YAMLError as e:
-            rep.problems.append(Problem(str(stats), f"not valid YAML ({e})"))
+            read_statistics(stats)
+        except CalvinFormatError as e:
+            rep.problems += e.problems
     for name in (SCENE_INFO, f"{LANG_DIR}/{EVAL_EMBEDDINGS}"):
         path = split_dir / name
         if path.is_file():
@@ -259,8 +269,12 @@ def check_shard_split(path: Path) -> CheckReport:
     return rep
 
 
-def check_path(path: str | Path, split: str | None = None, sample: int | None = None, progress: bool = False) -> list[CheckReport]:
-    """Check a split folder, a dataset root (each split), or converted shards."""
+def check_path(path: str | Path, split: str | None = None, sample: int | None = None, progress: bool = False,
+               quick: bool = False) -> list[CheckReport]:
+    """Check a split folder, a dataset root (each split), or converted shards. Every member of every
+    frame (or of `sample` random frames per split) is read; `quick` reads images and depth by header."""
+    if sample is not None and sample < 1:
+        raise ValueError(f"sample must be a number of frames >= 1 (or None for all), got {sample}")
     p = Path(path)
     if not p.exists():
         return [CheckReport(str(p), "?", [Problem(str(p), "does not exist")])]
@@ -270,7 +284,7 @@ def check_path(path: str | Path, split: str | None = None, sample: int | None = 
         if is_shard_dir(d):
             reports.append(check_shard_split(d))
         elif d.is_dir() and ((d / EP_START_END).is_file() or any(FRAME_RE.match(n) for n in os.listdir(d))):
-            reports.append(check_npz_split(d, sample=sample, progress=progress))
+            reports.append(check_npz_split(d, sample=sample, progress=progress, quick=quick))
         else:
             reports.append(CheckReport(str(d), "?", [Problem(str(d), f"neither a CALVIN split ({EP_START_END}, episode_*.npz) nor converted shards (manifest.json)")]))
     return reports

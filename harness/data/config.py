@@ -10,9 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
-from harness.data.calvin_format import STATISTICS
+from harness.data.calvin_format import STATISTICS, read_statistics
 from harness.data.normalization import ActionNormalizer
 from harness.data.shards import ShardFrameSource
 from harness.data.windows import FrameSource, NpzFrameSource, WindowConfig, WindowDataset
@@ -90,12 +88,25 @@ def make_normalizer(cfg: DataConfig) -> ActionNormalizer:
     d = dict(cfg.normalizer)
     if d.get("mode") == "zscore" and ("mean" not in d or "std" not in d):
         stats_path = Path(cfg.path) / cfg.train_split / STATISTICS
-        stats = yaml.safe_load(stats_path.read_text()) if stats_path.is_file() else None
-        if not stats or "rel_actions" not in stats:
-            raise ValueError(f"normalizer mode 'zscore' needs mean/std, or rel_actions statistics in {stats_path}")
-        d.setdefault("mean", stats["rel_actions"]["mean"][:6])
-        d.setdefault("std", stats["rel_actions"]["std"][:6])
+        mean, std = _rel_action_statistics(stats_path)
+        d.setdefault("mean", mean)
+        d.setdefault("std", std)
     return ActionNormalizer.from_dict(d)
+
+
+def _rel_action_statistics(path: Path) -> tuple[list[float], list[float]]:
+    """The arm's mean and std of relative actions from a statistics.yaml; any problem names the file."""
+    needs = f"normalizer mode 'zscore' needs mean/std, or rel_actions statistics in {path}"
+    if not path.is_file():
+        raise ValueError(f"{needs} (no such file)")
+    rel = read_statistics(path).get("rel_actions")
+    try:
+        mean, std = ([float(x) for x in rel[k][:6]] for k in ("mean", "std"))
+    except (TypeError, KeyError, ValueError) as e:  # missing keys, non-lists, non-numbers
+        raise ValueError(f"{needs}: rel_actions.mean and rel_actions.std must be lists of 6 numbers ({type(e).__name__}: {e})") from None
+    if len(mean) != 6 or len(std) != 6:
+        raise ValueError(f"{needs}: rel_actions.mean and rel_actions.std must have 6 numbers, got {len(mean)} and {len(std)}")
+    return mean, std
 
 
 def build_dataset(cfg: DataConfig, train: bool, normalizer: ActionNormalizer | None = None) -> WindowDataset:

@@ -15,8 +15,8 @@ class SentenceEmbedder:
     def __init__(self, name_or_path: str, device: str = "cpu", batch_size: int = 64) -> None:
         from transformers import AutoModel, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        self.model = AutoModel.from_pretrained(name_or_path).to(device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
+        self.model = AutoModel.from_pretrained(name_or_path, trust_remote_code=False).to(device).eval()
         self.device = device
         self.batch_size = batch_size
 

@@ -83,4 +83,11 @@ class ActionNormalizer:
 
     @classmethod
     def load(cls, path: str | Path) -> "ActionNormalizer":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """From a normalizer.json; a malformed file is a ValueError naming it."""
+        try:
+            d = json.loads(Path(path).read_text())
+            if not isinstance(d, dict):
+                raise ValueError(f"expected a JSON object, got {type(d).__name__}")
+            return cls.from_dict(d)
+        except (ValueError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+            raise ValueError(f"{path}: not a valid action normaliser ({e})") from None

@@ -1,7 +1,7 @@
 """Recording CALVIN-format datasets with the scripted expert (`scripts/collect_data.sh`).
 
 Every episode is one random valid task chain from one of CALVIN's 192 start conditions, run by the
-scripted expert in the built-in scene with both cameras; each completed subtask becomes one language
+scripted expert with both cameras in the built-in scene or (`env="calvin"`) the real calvin_env; each completed subtask becomes one language
 annotation over its frames. Training annotations use the project's varied phrasings, validation ones
 CALVIN's evaluation instructions. A frame holds the observation at step t and the action taken at t:
 `rel_actions` is the relative command sent to the env, `actions` the absolute target pose it sets.
@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from harness.data.calvin_writer import CalvinDatasetWriter, EpisodeRecord, EpisodeWriter, finalize_dataset
+from harness.envs import BACKENDS
 from harness.sim.layout import REL_ORN_SCALE, REL_POS_SCALE, get_layout
 from harness.spatial import wrap_angle
 from harness.tasks import (
@@ -57,8 +58,11 @@ class RecordConfig:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     seed: int = 0
     embedding_model: str | None = None  # a sentence-embedding model (hub name or folder) for language.emb
+    env: str = "builtin"  # the env backend that records: "builtin" or "calvin" (the real calvin_env)
 
     def __post_init__(self) -> None:
+        if self.env not in BACKENDS:
+            raise ValueError(f"env must be one of {', '.join(BACKENDS)}, got {self.env!r}")
         for s in self.scenes:
             get_layout(s)
         if self.episodes < 0 or self.val_episodes < 0:
@@ -116,17 +120,22 @@ def plan_episode(cfg: RecordConfig, split: str, scene: str, index: int) -> Episo
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_tools(scene: str) -> tuple[Any, Any, TaskOracle]:
-    """One env (both cameras) and one expert per scene per process, built on first use."""
-    if scene not in _WORKER:
+def _worker_tools(backend: str, scene: str) -> tuple[Any, Any, TaskOracle]:
+    """One env (both cameras) and one expert per process, for one backend and scene, built on first use."""
+    if (backend, scene) not in _WORKER:
         from agents.scripted import ScriptedExpert
         from harness.envs import make_env
 
-        for env, _, _ in _WORKER.values():
-            env.close()
-        _WORKER.clear()
-        _WORKER[scene] = (make_env("builtin", scene=scene), ScriptedExpert(scene), TaskOracle())
-    return _WORKER[scene]
+        close_worker_tools()
+        _WORKER[backend, scene] = (make_env(backend, scene=scene), ScriptedExpert(scene), TaskOracle())
+    return _WORKER[backend, scene]
+
+
+def close_worker_tools() -> None:
+    """Close this process's recording env (calvin_env holds ~200 MiB and a PyBullet client)."""
+    for env, _, _ in _WORKER.values():
+        env.close()
+    _WORKER.clear()
 
 
 @dataclass(frozen=True)
@@ -136,9 +145,9 @@ class EpisodeResult:
     failed: str | None
 
 
-def record_episode(plan: EpisodePlan, staging_dir: str) -> EpisodeResult:
-    """Run one plan and write its frames into a staging folder (safe in a worker process)."""
-    env, expert, oracle = _worker_tools(plan.scene)
+def record_episode(plan: EpisodePlan, staging_dir: str, backend: str = "builtin") -> EpisodeResult:
+    """Run one plan in the env `backend` and write its frames into a staging folder (safe in a worker process)."""
+    env, expert, oracle = _worker_tools(backend, plan.scene)
     writer = EpisodeWriter(staging_dir, f"calvin_scene_{plan.scene}")
     try:
         obs = env.reset(*initial_state(plan.condition, plan.scene))
@@ -173,7 +182,7 @@ def record_episode(plan: EpisodePlan, staging_dir: str) -> EpisodeResult:
         raise
 
 
-def _record(job: tuple[EpisodePlan, str]) -> EpisodeResult:
+def _record(job: tuple[EpisodePlan, str, str]) -> EpisodeResult:
     return record_episode(*job)
 
 
@@ -211,7 +220,7 @@ def record_dataset(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
             with CalvinDatasetWriter(root, split) as writer:
                 for _, scene, count in (p for p in _plans(cfg) if p[0] == split):
                     done = committed_episodes(writer, scene)
-                    jobs = [(plan_episode(cfg, split, scene, i), str(writer.staging_dir)) for i in range(done, count)]
+                    jobs = [(plan_episode(cfg, split, scene, i), str(writer.staging_dir), cfg.env) for i in range(done, count)]
                     results = pool.imap(_record, jobs) if pool is not None else map(_record, jobs)
                     bar = tqdm(results, total=len(jobs), desc=f"{split} {scene}", disable=not progress, unit="ep")
                     for result in bar:
@@ -225,6 +234,8 @@ def record_dataset(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
         if pool is not None:
             pool.close()
             pool.join()
+        else:
+            close_worker_tools()
     return summary
 
 
@@ -242,7 +253,7 @@ def _check_same_config(root: Path, cfg: RecordConfig) -> None:
     mine = {k: v for k, v in asdict(cfg).items() if k not in ("out", "workers")}
     mine = json.loads(json.dumps(mine))
     if path.exists():
-        theirs = json.loads(path.read_text())
+        theirs = {"env": "builtin", **json.loads(path.read_text())}  # recorded before the setting existed
         differ = {k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k) and k not in ("episodes", "val_episodes")}
         if differ:
             raise ValueError(f"{root} was recorded with other settings ({', '.join(sorted(differ))}); use a new folder")

@@ -1,21 +1,27 @@
 """`env=calvin`: the real calvin_env behind the same API as the built-in scene.
 
-calvin_env is not on PyPI. Install it from a git clone (its constructor reads its own git commit hash,
-so a `git archive` extraction fails):
+calvin_env is not on PyPI. `scripts/install_calvin_env.sh [SOURCE]` installs it into the project's venv
+from a git clone (GitHub by default, or a local clone or git bundle): its constructor reads its own git
+commit hash, so a `git archive` extraction fails. Only what its simulation imports is installed (no
+tacto, no hydra-colorlog): see docs/EVALUATION.md, "The real calvin_env".
 
-    git clone --recurse-submodules https://github.com/mees/calvin_env.git
-    pip install -e calvin_env
-
-The environment is built the way CALVIN's evaluation builds it (shared/calvin.md §2), from either
+The environment is built the way CALVIN's evaluation builds it (docs/EVALUATION.md), from either
   * calvin_env's own `conf/`: robot `panda_longer_finger`, scene `calvin_scene_{A..D}`, cameras
     `static_and_gripper` (so tacto is never imported), env `play_table_env` with the chosen renderer; or
   * a CALVIN dataset's `validation/.hydra/merged_config.yaml`, as CALVIN's `evaluate_policy` does.
 In both cases only the cameras that were asked for are kept: the tactile camera of the dataset config
 (it needs tacto and changes nothing the physics or the oracle sees) is dropped.
+
+reset(robot_obs, scene_obs) is calvin_env's own by default: it keeps the last gripper action (so
+robot_obs[14] of the first observation is the previous episode's), as in CALVIN's evaluation, whose
+published numbers were measured that way. `exact_reset=True` sets it from robot_obs[14], so that the
+observation after a reset is the state asked for. PyBullet's contact caches carry over either way: only
+a new env behaves exactly as a new env (docs/EVALUATION.md, "The real calvin_env").
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +33,8 @@ from harness.sim.layout import get_layout
 
 INSTALL_HINT = (
     "env=calvin needs the real calvin_env, which is not on PyPI. Install it from a git clone:\n"
-    "    git clone --recurse-submodules https://github.com/mees/calvin_env.git\n"
-    "    pip install -e calvin_env\n"
+    "    scripts/install_calvin_env.sh                 # from https://github.com/mees/calvin_env, commit 797142c\n"
+    "    scripts/install_calvin_env.sh PATH.bundle     # or from a local clone or git bundle (--commit 1431a46: CALVIN's pin)\n"
     "(a `git archive` or zip extraction does not work: calvin_env reads its own git commit hash)."
 )
 
@@ -39,6 +45,17 @@ def _import_calvin_env():
     except ImportError as e:
         raise ImportError(INSTALL_HINT) from e
     return calvin_env
+
+
+def _commit_of(calvin_env_module) -> str:
+    """The calvin_env commit in use (797142c and CALVIN's pinned 1431a46 differ: docs/EVALUATION.md)."""
+    try:
+        import git
+
+        repo = git.Repo(Path(calvin_env_module.__file__).resolve().parent, search_parent_directories=True)
+        return repo.head.object.hexsha[:7]
+    except Exception:  # noqa: BLE001 - not a clone: the constructor has already said so
+        return "unknown commit"
 
 
 def calvin_conf_dir(calvin_env_module) -> Path:
@@ -57,10 +74,16 @@ def compose_env_config(scene: str, renderer: str, config_name: str = "config_dat
 
     conf = calvin_conf_dir(_import_calvin_env())
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf), version_base=None):
+    with initialize_config_dir(config_dir=str(conf), version_base=None), warnings.catch_warnings():
+        # calvin_env's config predates hydra 1.1's `_self_` rule; its composition order is what CALVIN used.
+        warnings.filterwarnings("ignore", message=".*Defaults list is missing `_self_`")
         cfg = compose(
             config_name=config_name,
             overrides=[
+                # calvin_env's defaults name the hydra-colorlog plugin for its own logging; the env does
+                # not need it, so it is neither installed nor required (docs/EVALUATION.md).
+                "hydra/job_logging=default",
+                "hydra/hydra_logging=default",
                 "cameras=static_and_gripper",
                 "robot=panda_longer_finger",
                 f"scene=calvin_scene_{scene}",
@@ -100,6 +123,7 @@ class CalvinEnv:
         renderer: str = "tiny",
         seed: int = 0,
         config_name: str = "config_data_collection",
+        exact_reset: bool = False,
     ) -> None:
         layout = get_layout(scene)
         if renderer not in ("tiny", "egl"):
@@ -107,7 +131,7 @@ class CalvinEnv:
         unknown = [c for c in cameras if c not in CAMERA_NAMES]
         if unknown:
             raise ValueError(f"unknown camera(s) {unknown}: expected a subset of {list(CAMERA_NAMES)}")
-        _import_calvin_env()
+        calvin_env_module = _import_calvin_env()
         import hydra
 
         if dataset_path is not None:
@@ -122,6 +146,7 @@ class CalvinEnv:
                 raise RuntimeError(f"calvin_env is not installed from a git clone. {INSTALL_HINT}") from e
             raise
         self.cameras = tuple(cameras)
+        self.exact_reset = bool(exact_reset)
         use_egl = bool(cfg.env.get("use_egl", False))
         self.description = EnvDescription(
             backend="calvin",
@@ -129,7 +154,7 @@ class CalvinEnv:
             renderer=("egl" if use_egl else "tiny") if cameras else "none",
             cameras=self.cameras,
             camera_sizes={c: int(camera_sizes.get(c, 0)) for c in cameras} if camera_sizes else {},
-            version=f"calvin_env from {cfg.env.get('_target_', '?')}",
+            version=f"calvin_env {_commit_of(calvin_env_module)}" + (", exact_reset" if self.exact_reset else ""),
         )
 
     @staticmethod
@@ -153,7 +178,15 @@ class CalvinEnv:
         for values, size, name in ((robot_obs, ROBOT_OBS_DIM, "robot_obs"), (scene_obs, SCENE_OBS_DIM, "scene_obs")):
             if values is not None and np.asarray(values).shape != (size,):
                 raise ValueError(f"{name} must have shape ({size},), got {np.asarray(values).shape}")
+        if self.exact_reset:
+            self._clear_carry_over(robot_obs)
         return self._env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
+
+    def _clear_carry_over(self, robot_obs: np.ndarray | None) -> None:
+        """What calvin_env's reset keeps from before it: the robot's last gripper action (it ignores
+        robot_obs[14]). The blocks' velocities need nothing: calvin_env sets block poses with PyBullet's
+        resetBasePositionAndOrientation, which zeroes them (tests/test_env_calvin_real.py)."""
+        self._env.robot.gripper_action = 1 if robot_obs is None or robot_obs[14] > 0 else -1
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, dict[str, Any]]:
         parsed = parse_action(action)  # ValueError on bad input, before calvin_env's assertions
@@ -175,7 +208,7 @@ class CalvinEnv:
             return
         env.close()
         # calvin_env's __del__ calls close() again; PyBullet reuses client ids from 0, so a second
-        # disconnect would close the NEXT env's client. Disown the id (shared/calvin.md §1).
+        # disconnect would close the NEXT env's client. Disown the id (docs/EVALUATION.md).
         if hasattr(env, "ownsPhysicsClient"):
             env.ownsPhysicsClient = False
         self._env = None

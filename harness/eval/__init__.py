@@ -1,6 +1,7 @@
 """CALVIN long-horizon evaluation: rollouts, workers, ranks, resume, results, reports and videos.
 
     python -m harness.eval agent=scripted env=builtin scene=D num_chains=100 workers=2 output_dir=DIR
+    python -m harness.eval compare DIR_A DIR_B        # is B better than A, by how much, how sure
 
     from harness.eval import run_evaluation, evaluate_single_tasks, EvalSettings, EnvConfig, AgentConfig
 
@@ -12,6 +13,8 @@ Modules:
     store.py       results.jsonl (append-only, crash-safe), rank logs and their merge, the resume check
     distributed.py torchrun ranks: sharding, barriers, process group
     results.py     CALVIN's metrics (avg_seq_len, chain_sr, task_info) and the project's additions
+    stats.py       intervals (Wilson, BCa bootstrap), the exact paired sign-flip test, chains needed
+    compare.py     `python -m harness.eval compare A B ...`: paired comparison of runs, with a verdict
     report.py      results.json, report.md, plots
     video.py       traces -> re-rendered MP4/GIF videos with instruction and TCP paths drawn on
     evaluation.py  all of it together: run_evaluation, evaluate_chains, evaluate_single_tasks

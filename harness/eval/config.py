@@ -36,18 +36,29 @@ def agent_config(agent: Mapping[str, Any]) -> AgentConfig:
     return AgentConfig(name=agent["name"], kwargs=kwargs, factory=agent.get("factory"))
 
 
+def _number(cfg: Mapping[str, Any], key: str, kind: type, default: Any = None, optional: bool = False) -> Any:
+    """cfg[key] as an int or float (None stays None where `optional`); anything else is an error naming it."""
+    value = cfg.get(key, default)
+    if value is None and optional:
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+
+
 def settings(cfg: Mapping[str, Any]) -> EvalSettings:
     tasks = cfg.get("tasks")
     return EvalSettings(
-        mode=cfg["mode"], num_chains=int(cfg["num_chains"]), tasks=tuple(tasks) if tasks is not None else None,
-        episodes_per_task=int(cfg["episodes_per_task"]), ep_len=int(cfg["ep_len"]), workers=int(cfg["workers"]),
-        seed=int(cfg["seed"]), videos=_count(cfg.get("videos", 0), "videos", 1),
+        mode=cfg["mode"], num_chains=_number(cfg, "num_chains", int), tasks=tuple(tasks) if tasks is not None else None,
+        episodes_per_task=_number(cfg, "episodes_per_task", int), ep_len=_number(cfg, "ep_len", int),
+        workers=_number(cfg, "workers", int), seed=_number(cfg, "seed", int), videos=_count(cfg.get("videos", 0), "videos", 1),
         video_failures=_count(cfg.get("video_failures", 0), "video_failures", DEFAULT_VIDEO_FAILURES),
-        video_format=cfg.get("video_format", "mp4"), video_fps=int(cfg.get("video_fps", 30)),
-        video_stride=int(cfg.get("video_stride", 1)), progress=bool(cfg.get("progress", True)),
+        video_format=cfg.get("video_format", "mp4"), video_fps=_number(cfg, "video_fps", int, 30),
+        video_stride=_number(cfg, "video_stride", int, 1), progress=bool(cfg.get("progress", True)),
         overwrite=bool(cfg.get("overwrite", False)), dist_backend=cfg.get("dist_backend", "auto"),
-        dist_timeout_s=float(cfg.get("dist_timeout_s", 48 * 3600)),
-        job_timeout_s=float(cfg["job_timeout_s"]) if cfg.get("job_timeout_s") else None,
+        dist_timeout_s=_number(cfg, "dist_timeout_s", float, 48 * 3600),
+        job_timeout_s=_number(cfg, "job_timeout_s", float, optional=True),
     )
 
 

@@ -18,14 +18,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+import yaml
+
+from harness.config_errors import ConfigError, config_errors
 from harness.eval.distributed import DistInfo, barrier, choose_backend, dist_from_env, init_distributed, rank_device, shutdown
 from harness.eval.jobs import Job, chain_jobs, single_task_jobs
 from harness.eval.report import console_summary, write_reports
 from harness.eval.results import running_summary, summarize
 from harness.eval.runner import RunSettings, default_threads, run_jobs
-from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, describe_agent_source
+from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, check_sources, describe_agent_source
 from harness.eval.store import RESULTS, ResultsLog, check_run_key, clear_results, rank_log_name, read_results, write_merged
-from harness.eval.video import TraceStore, render_videos
+from harness.eval.video import TraceStore, VideoQueue, VideoSettings, render_videos, video_jobs
+from harness.folder_lock import FolderBusy, FolderLock
 
 MODES = ("chains", "single_task")
 
@@ -61,6 +65,11 @@ class EvalSettings:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.video_format not in ("mp4", "gif"):
             raise ValueError(f"video_format must be 'mp4' or 'gif', got {self.video_format!r}")
+        if self.job_timeout_s is not None and not self.job_timeout_s > 0:
+            raise ValueError(f"job_timeout_s must be > 0 seconds (or null for no limit), got {self.job_timeout_s}")
+
+    def video_settings(self) -> VideoSettings:
+        return VideoSettings(self.ep_len, self.video_fps, self.video_format, self.video_stride)
 
     def jobs(self) -> list[Job]:
         if self.mode == "chains":
@@ -69,10 +78,12 @@ class EvalSettings:
 
     def run_key(self, env: EnvConfig, agent: AgentSource) -> dict[str, Any]:
         """What results depend on; a rerun in the same folder must match it (num_chains, workers and
-        videos may change: more chains extend the run, fewer report a prefix)."""
+        videos may change: more chains extend the run, fewer report a prefix). job_timeout_s is in it: a
+        chain that runs past it twice is recorded as env_error instead of its outcome."""
         agent_key = describe_agent_source(agent)
         agent_key.get("kwargs", {}).pop("device", None)  # where it runs (cpu, cuda:N per rank) is not what it is
-        return {"mode": self.mode, "ep_len": self.ep_len, "seed": self.seed, "env": env.to_dict(), "agent": agent_key}
+        return {"mode": self.mode, "ep_len": self.ep_len, "seed": self.seed, "job_timeout_s": self.job_timeout_s,
+                "env": env.to_dict(), "agent": agent_key}
 
 
 @dataclass
@@ -126,6 +137,8 @@ def run_evaluation(settings: EvalSettings, env: EnvConfig, agent: AgentSource, o
     dist = dist_from_env()
     if dist.active and output_dir is None:
         raise ValueError("under torchrun the ranks share their results through output_dir: set one")
+    with config_errors():
+        check_sources(env, agent)  # before the output folder is touched or a worker is started
     dist = init_distributed(dist, choose_backend(settings.dist_backend, _agent_device(agent)), settings.dist_timeout_s)
     try:
         results = _evaluate(settings, env, _agent_for_rank(agent, dist), output_dir, config, dist, started)
@@ -140,15 +153,40 @@ def run_evaluation(settings: EvalSettings, env: EnvConfig, agent: AgentSource, o
 
 def _evaluate(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output_dir: str | Path | None,
               config: dict[str, Any] | None, dist: DistInfo, started: float) -> dict[str, Any]:
-    jobs = settings.jobs()
+    chains_started = time.perf_counter()
+    with config_errors():
+        jobs = settings.jobs()  # unknown task names fail here, before the folder is touched
+    chains_s = time.perf_counter() - chains_started
     folder = Path(output_dir) if output_dir is not None else None
-    key = settings.run_key(env, agent)
-    if folder is not None and dist.is_main:
-        if settings.overwrite:
-            clear_results(folder)
-            shutil.rmtree(folder / "traces", ignore_errors=True)
-            shutil.rmtree(folder / "videos", ignore_errors=True)
+    if folder is None or not dist.is_main:
+        return _run(settings, jobs, chains_s, env, agent, folder, config, dist, started)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:  # rank 0 writes the folder's shared files for the whole run (the other ranks only their own logs)
+        lock = FolderLock(folder, "written by another evaluation").acquire()
+    except FolderBusy as e:
+        raise ConfigError(f"output_dir: {e}") from None
+    try:
+        _claim(folder, settings, settings.run_key(env, agent), config)
+        return _run(settings, jobs, chains_s, env, agent, folder, config, dist, started)
+    finally:
+        lock.release()
+
+
+def _claim(folder: Path, settings: EvalSettings, key: dict[str, Any], config: dict[str, Any] | None) -> None:
+    """Clear the folder (overwrite), check the resume key, then record the config: a refused rerun
+    changes nothing in the folder."""
+    if settings.overwrite:
+        clear_results(folder)
+        shutil.rmtree(folder / "traces", ignore_errors=True)
+        shutil.rmtree(folder / "videos", ignore_errors=True)
+    with config_errors():
         check_run_key(folder, key)
+    if config is not None:
+        (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfig, agent: AgentSource,
+         folder: Path | None, config: dict[str, Any] | None, dist: DistInfo, started: float) -> dict[str, Any]:
     barrier(dist)  # the folder is checked (or cleared) before anyone reads it
     done = read_results(folder) if folder is not None else {}
     barrier(dist)  # everyone has read the same finished set before anyone appends to it
@@ -158,6 +196,20 @@ def _evaluate(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output
     records: dict[str, dict[str, Any]] = {k: r for k, r in done.items()}
     description = _saved_description(folder)
     traces = TraceStore(folder / "traces", settings.videos, settings.video_failures) if folder is not None else None
+    videos = VideoQueue()
+    finished_below = 0  # jobs[:finished_below] have all finished
+    own = {job.key for job in mine}
+
+    def queue_due_videos() -> None:
+        """Hand the videos that are sure to be kept to the workers, beside the rollouts (under torchrun,
+        those of this rank's own jobs); rank 0 renders the rest at the end."""
+        nonlocal finished_below
+        while finished_below < len(jobs) and jobs[finished_below].key in records:
+            finished_below += 1
+        if traces is not None:
+            due = [tf for tf in traces.due(finished_below) if not dist.active or tf.meta["key"] in own]
+            videos.pending.extend(video_jobs(due, folder / "videos", settings.video_settings()))
+
     finished = [int(done[j.key]["completed"]) for j in jobs if j.key in done]
     progress = _Progress(len(finished) + len(mine), finished)  # under torchrun: rank 0's own share
     log = ResultsLog(folder / (rank_log_name(dist.rank) if dist.active else RESULTS)) if folder is not None else None
@@ -174,6 +226,7 @@ def _evaluate(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output
         records[record["key"]] = record
         if traces is not None:
             traces.add(record, job_traces)
+            queue_due_videos()
         progress.add(record)
 
     run_settings = RunSettings(
@@ -185,7 +238,8 @@ def _evaluate(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output
     run_started = time.perf_counter()
     try:
         if mine:
-            run_jobs(mine, env, agent, run_settings, settings.workers, on_result, on_ready)
+            queue_due_videos()  # a resumed run's videos that a kill cut short
+            run_jobs(mine, env, agent, run_settings, settings.workers, on_result, on_ready, videos)
     finally:
         progress.close()
         if log is not None:
@@ -201,10 +255,9 @@ def _evaluate(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output
     results.update(_context(settings, description, dist, config))
     video_started = time.perf_counter()
     if traces is not None and (settings.videos or settings.video_failures):
-        video_paths = render_videos(traces.selected(), folder / "videos", env,
-                                    settings.ep_len, settings.video_fps, settings.video_format, settings.video_stride)
+        video_paths = render_videos(traces.selected(), folder / "videos", env, settings.video_settings())
         results["videos"] = [str(p.relative_to(folder)) for p in video_paths]
-    results["timings"] = _timings(_in_job_order(jobs, records), len(jobs) - len(done), run_s,
+    results["timings"] = _timings(_in_job_order(jobs, records), len(jobs) - len(done), chains_s, run_s, videos,
                                   time.perf_counter() - video_started, time.perf_counter() - started)
     if folder is not None:
         write_reports(folder, results)
@@ -263,13 +316,17 @@ def _context(settings: EvalSettings, description: dict[str, Any], dist: DistInfo
     return context
 
 
-def _timings(records: Sequence[dict[str, Any]], ran: int, run_s: float, video_s: float, total_s: float) -> dict[str, Any]:
+def _timings(records: Sequence[dict[str, Any]], ran: int, chains_s: float, run_s: float, videos: VideoQueue,
+             video_s: float, total_s: float) -> dict[str, Any]:
     job_s = sum(float(r["wall_s"]) for r in records)
     steps = sum(int(r["steps"]) for r in records)
     return {
         "total_s": round(total_s, 2),
-        "rollout_s": round(run_s, 2),
-        "video_s": round(video_s, 2),
+        "chains_s": round(chains_s, 2),  # the job list (CALVIN's chain list, from its cache)
+        "rollout_s": round(run_s, 2),  # the workers' time: rollouts, and the videos rendered beside them
+        "video_s": round(video_s, 2),  # the videos rendered after the rollouts, in this process
+        "videos_during_rollouts": len(videos.rendered),  # by the render process (workers=0: between jobs)
+        "video_during_rollouts_s": round(sum(v.seconds for v in videos.rendered), 2),  # part of rollout_s
         "jobs_run_now": ran,
         "jobs_per_min": round(ran / run_s * 60, 2) if run_s > 0 and ran else None,
         "mean_job_s": round(job_s / len(records), 3) if records else None,

@@ -4,6 +4,8 @@
     avg_seq_len   mean number of consecutive successes per chain
     task_info     {task: {"success": s, "total": t}}, t = successes + the one failing attempt, per chain
 
+`intervals` (harness.eval.stats): 95 % intervals of those numbers, keyed as they are.
+
 Records are what the runner writes to results.jsonl; a record's "subtasks" stop at the first failure,
 so every subtask in it was attempted. Chains recorded with an env error count as failed at that subtask
 (as in CALVIN, where an env crash loses the chain); how many there were is reported beside.
@@ -15,6 +17,7 @@ from collections import Counter
 from typing import Any, Iterable, Sequence
 
 from harness.eval.rollout import FAILURE_REASONS
+from harness.eval.stats import chain_intervals, rate_intervals
 from harness.tasks import TASK_NAMES
 
 CHAIN_LENGTH = 5
@@ -77,8 +80,10 @@ def summarize(records: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
     if mode == "chains":
         numbers = calvin_metrics(records)
         numbers["num_chains"] = len(records)
+        numbers["intervals"] = chain_intervals([int(r["completed"]) for r in records], numbers["task_info"], CHAIN_LENGTH)
     elif mode == "single_task":
         numbers = single_task_metrics(records)
+        numbers["intervals"] = rate_intervals(numbers["tasks"])
     else:
         raise ValueError(f"mode must be 'chains' or 'single_task', got {mode!r}")
     numbers["failure_reasons"] = failure_reasons(records)

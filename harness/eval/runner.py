@@ -3,7 +3,9 @@
 Each worker builds its own agent, then its own env with only the cameras the agent declares
 (`cameras=agent.spec.cameras`: none for the scripted expert, so no frame is ever rendered). The parent
 hands out one job at a time to whichever worker is free (a dynamic queue: long chains do not hold up
-the rest) and gets back one record per job.
+the rest) and gets back one record per job. Videos the parent queues (`VideoQueue`) go to a render
+process of their own, started with the first one, so they are made while the rollouts go on without
+holding up a worker (a GPU agent's worker, say); once no job is left to hand out, idle workers render too.
 
 Faults:
   * the env raises inside a chain: the worker rebuilds its env and runs the chain again from its start;
@@ -37,6 +39,7 @@ from harness.envs import Env
 from harness.eval.jobs import Job
 from harness.eval.rollout import ChainRun, EnvFailure, SubtaskOutcome, SubtaskTrace, preserved_global_rngs, run_chain
 from harness.eval.specs import AgentSource, EnvConfig, build_agent, is_live_agent
+from harness.eval.video import VideoJob, VideoQueue, VideoRenderer, render_process_main
 from harness.tasks import TaskOracle
 
 MAX_ATTEMPTS = 2  # a chain is run at most twice when its env fails (and handed out at most twice on worker death)
@@ -115,6 +118,7 @@ class JobRunner:
         self.env: Env | None = self._build_env()
         self.env_used = False
         self.oracle = TaskOracle()
+        self.renderer = VideoRenderer(env_cfg)
 
     def _build_env(self) -> Env:
         return self.env_cfg.build(cameras=tuple(self.agent.spec.cameras))
@@ -157,14 +161,19 @@ class JobRunner:
         failed = chain.outcomes and not chain.outcomes[-1].success
         return chain.traces[-1:] if failed and self.settings.video_failures and chain.traces else None
 
+    def render_queued(self, videos: VideoQueue) -> None:
+        while videos.pending:
+            videos.finished(self.renderer.try_render(videos.pending.popleft()))
+
     def close(self) -> None:
+        self.renderer.close()
         if self.env is not None:
             self.env.close()
             self.env = None
 
 
 def _worker_main(conn: Connection, env_cfg: EnvConfig, agent: AgentSource, settings: RunSettings) -> None:
-    """A worker process: build, say ready, then run jobs until told to stop or the parent goes away."""
+    """A worker process: build, say ready, then run jobs and render videos until told to stop or the parent goes away."""
     try:
         runner = JobRunner(env_cfg, agent, settings)
         conn.send(("ready", runner.describe()))
@@ -173,10 +182,13 @@ def _worker_main(conn: Connection, env_cfg: EnvConfig, agent: AgentSource, setti
         return
     try:
         while True:
-            job = conn.recv()
-            if job is None:
+            task = conn.recv()
+            if task is None:
                 break
-            conn.send(("result", runner.run(job)))
+            if isinstance(task, VideoJob):
+                conn.send(("video", runner.renderer.try_render(task)))
+            else:
+                conn.send(("result", runner.run(task)))
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         pass  # the parent is gone or interrupted: nothing left to report to
     except BaseException:  # noqa: BLE001
@@ -197,13 +209,15 @@ class _Slot:
     process: Any
     conn: Connection
     job: Job | None = None
+    video: VideoJob | None = None
     ready: bool = False
     since: float = 0.0  # when the current job was handed out
     killed_for_time: bool = False
+    renders_only: bool = False  # the render process
 
 
 class WorkerPool:
-    """N spawned worker processes sharing a queue of jobs."""
+    """N spawned worker processes sharing a queue of jobs, and (started with the first video) a render process."""
 
     def __init__(self, workers: int, env_cfg: EnvConfig, agent: AgentSource, settings: RunSettings) -> None:
         if is_live_agent(agent):
@@ -220,13 +234,16 @@ class WorkerPool:
         self.description: dict[str, Any] | None = None
         self.slots = [self._start() for _ in range(workers)]
         self.crashes: dict[str, int] = {}
+        self.videos = VideoQueue()
 
-    def _start(self) -> _Slot:
+    def _start(self, renders_only: bool = False) -> _Slot:
         parent, child = self.ctx.Pipe()
-        proc = self.ctx.Process(target=_worker_main, args=(child, self.env_cfg, self.agent, self.settings), daemon=True)
+        target, args = ((render_process_main, (child, self.env_cfg)) if renders_only
+                        else (_worker_main, (child, self.env_cfg, self.agent, self.settings)))
+        proc = self.ctx.Process(target=target, args=args, daemon=True)
         proc.start()
         child.close()
-        return _Slot(proc, parent)
+        return _Slot(proc, parent, ready=renders_only, renders_only=renders_only)
 
     def wait_ready(self) -> dict[str, Any]:
         """Block until every worker has built its env and agent; returns the first one's description."""
@@ -234,14 +251,28 @@ class WorkerPool:
             self._serve(deque(), lambda *a: None)
         return self.description
 
-    def run(self, jobs: Sequence[Job], on_result: OnResult) -> None:
+    def run(self, jobs: Sequence[Job], on_result: OnResult, videos: VideoQueue | None = None) -> None:
+        """Until every job is done and every video queued (also by on_result) is rendered."""
         pending = deque(jobs)
-        while pending or any(s.job is not None for s in self.slots):
-            for slot in self.slots:
-                if slot.ready and slot.job is None and pending:
-                    slot.job, slot.since = pending.popleft(), time.monotonic()
-                    slot.conn.send(slot.job)
+        self.videos = videos if videos is not None else VideoQueue()
+        while pending or self.videos.pending or any(s.job is not None or s.video is not None for s in self.slots):
+            self._hand_out(pending)
             self._serve(pending, on_result)
+
+    def _hand_out(self, pending: deque[Job]) -> None:
+        """Jobs to free workers; videos to the render process (started now if there is none), and to free
+        workers once no job is left for them."""
+        if self.videos.pending and not any(s.renders_only for s in self.slots):
+            self.slots.append(self._start(renders_only=True))
+        for slot in self.slots:
+            if not slot.ready or slot.job is not None or slot.video is not None:
+                continue
+            if self.videos.pending and (slot.renders_only or not pending):
+                slot.video = self.videos.pending.popleft()
+                slot.conn.send(slot.video)
+            elif pending and not slot.renders_only:
+                slot.job, slot.since = pending.popleft(), time.monotonic()
+                slot.conn.send(slot.job)
 
     def _serve(self, pending: deque[Job], on_result: OnResult) -> None:
         """Wait for a message from, or the death of, any worker, and handle what arrived."""
@@ -280,6 +311,9 @@ class WorkerPool:
                 elif kind == "result":
                     slot.job = None
                     on_result(*payload)
+                elif kind == "video":
+                    slot.video = None
+                    self.videos.finished(payload)
                 else:
                     raise WorkerError(f"an evaluation worker failed:\n{payload}")
         except (EOFError, ConnectionResetError, OSError):
@@ -291,6 +325,11 @@ class WorkerPool:
         exitcode = slot.process.exitcode
         if not slot.ready:
             raise WorkerError(f"an evaluation worker died while starting (exit code {exitcode})")
+        slot.video = None  # a video it was rendering is rendered at the end of the evaluation
+        if slot.renders_only:  # started again with the next video
+            slot.conn.close()
+            self.slots.remove(slot)
+            return
         job, slot.job = slot.job, None
         if job is not None:
             self.crashes[job.key] = self.crashes.get(job.key, 0) + 1
@@ -325,9 +364,12 @@ class WorkerPool:
 
 
 def run_jobs(jobs: Sequence[Job], env_cfg: EnvConfig, agent: AgentSource, settings: RunSettings, workers: int,
-             on_result: OnResult, on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
+             on_result: OnResult, on_ready: Callable[[dict[str, Any]], None] | None = None,
+             videos: VideoQueue | None = None) -> None:
     """Run the jobs; `on_result(record, traces)` is called in this process for each finished job, in
-    finishing order. `on_ready(description)` once the env and agent are built (before any result)."""
+    finishing order. `on_ready(description)` once the env and agent are built (before any result).
+    `videos`: videos to render beside the jobs (on_result may queue more); in this process (workers=0)
+    they are rendered between jobs."""
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     if workers == 0:
@@ -337,7 +379,11 @@ def run_jobs(jobs: Sequence[Job], env_cfg: EnvConfig, agent: AgentSource, settin
                 if on_ready:
                     on_ready(runner.describe())
                 for job in jobs:
+                    if videos is not None:
+                        runner.render_queued(videos)
                     on_result(*runner.run(job))
+                if videos is not None:
+                    runner.render_queued(videos)
             finally:
                 runner.close()
         return
@@ -345,7 +391,7 @@ def run_jobs(jobs: Sequence[Job], env_cfg: EnvConfig, agent: AgentSource, settin
         description = pool.wait_ready()
         if on_ready:
             on_ready(description)
-        pool.run(jobs, on_result)
+        pool.run(jobs, on_result, videos)
 
 
 def default_threads(workers: int, local_world: int = 1) -> int:

@@ -14,7 +14,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
-from agents import Agent, make_agent
+from agents import Agent, check_agent, make_agent
 from harness.envs import Env, make_env
 
 
@@ -47,6 +47,14 @@ class EnvConfig:
             return import_object(self.factory)(**kwargs)
         return make_env(self.backend, **kwargs)
 
+    def check(self) -> None:
+        """Build the env once, rendering nothing, and close it: a bad backend, scene or option (or a
+        missing package) fails here, with the setting named, instead of in every worker."""
+        try:
+            self.build().close()
+        except Exception as e:  # noqa: BLE001 - whatever the backend raises, the user needs one line
+            raise ValueError(f"env (backend={self.factory or self.backend}, scene={self.scene}): {_one_line(e)}") from e
+
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "scene": self.scene, "renderer": self.renderer,
                 "options": dict(self.options), "factory": self.factory, "fresh_per_chain": self.fresh_per_chain}
@@ -63,8 +71,30 @@ class AgentConfig:
             return import_object(self.factory)(**self.kwargs)
         return make_agent(self.name, **self.kwargs)
 
+    def check(self) -> None:
+        """What can be checked without building the agent in this process: the factory's import path,
+        or `agents.check_agent` (a VLA checkpoint is read and checked, not loaded)."""
+        try:
+            import_object(self.factory) if self.factory else check_agent(self.name, **self.kwargs)
+        except Exception as e:  # noqa: BLE001 - an import or a checkpoint can fail in many ways
+            raise ValueError(f"agent ({self.factory or self.name}): {_one_line(e)}") from e
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kwargs": dict(self.kwargs), "factory": self.factory}
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line; other errors than ValueErrors (written for users) keep their type."""
+    text = " ".join(str(error).split())
+    return text if isinstance(error, ValueError) else f"{type(error).__name__}: {text}"
+
+
+def check_sources(env: EnvConfig, agent: AgentSource) -> None:
+    """Check the env config and the agent before an evaluation touches its output folder or starts a
+    worker. A factory function or a live agent is the caller's own object: only configs are checked."""
+    env.check()
+    if isinstance(agent, AgentConfig):
+        agent.check()
 
 
 # What an evaluation can be given as its agent: a config (any number of worker processes), a picklable

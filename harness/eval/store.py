@@ -5,8 +5,8 @@ one process as soon as the job finishes. A run killed at any moment leaves at mo
 line, which reading ignores and appending cuts off first. Under torchrun each rank appends to its own
 results.rank{r}.jsonl, and rank 0 merges them into results.jsonl at the end.
 
-run.json records what the results depend on (mode, agent, env, ep_len, seed): running again in the same
-folder with other settings would mix results of different things, so it is refused.
+run.json records what the results depend on (mode, agent, env, ep_len, seed, job_timeout_s): running
+again in the same folder with other settings would mix results of different things, so it is refused.
 """
 
 from __future__ import annotations
@@ -101,12 +101,14 @@ def write_merged(folder: Path, records: Iterable[dict[str, Any]]) -> None:
 
 
 def check_run_key(folder: Path, key: dict[str, Any]) -> None:
-    """Write run.json on the first run; on a rerun refuse settings that change what the results mean."""
+    """Write run.json on the first run; on a rerun refuse settings that change what the results mean.
+
+    A setting missing from an older run.json (added to the key later, e.g. job_timeout_s) counts as null."""
     path = folder / RUN_FILE
     if path.exists():
-        old = json.loads(path.read_text())
-        if old != json.loads(json.dumps(key)):
-            diffs = [k for k in sorted(set(old) | set(key)) if old.get(k) != json.loads(json.dumps(key.get(k)))]
+        old, new = json.loads(path.read_text()), json.loads(json.dumps(key))
+        diffs = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        if diffs:
             raise ValueError(
                 f"{folder} holds results of another configuration (differs in: {', '.join(diffs)}); "
                 "choose another output_dir, or overwrite=true to discard them"

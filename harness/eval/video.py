@@ -1,21 +1,33 @@
-"""Videos without rendering during the evaluation.
+"""Videos without rendering during the rollouts.
 
 While a chain runs, the worker keeps only the cheap state of every frame (robot_obs, scene_obs and the
 agent's planned TCP path); the parent saves the traces of the chains that get videos to `traces/`.
-Afterwards a rendering env (static camera only) restores each recorded state with
+A rendering env (static camera only) then restores each recorded state with
 `env.reset(robot_obs, scene_obs)`, which the built-in env does exactly, so the frames are the images
 the run would have shown. On each frame: the instruction, the executed TCP path of the subtask so far,
 the agent's planned chunk where it has one, and the subtask's progress and outcome.
 
 Which traces are kept, with bounded memory and disk: every chain with index < `video_chains` (the whole
 chain), and the failed subtask of the `video_failures` failing chains with the lowest indices.
+
+When a video is rendered: as soon as it is sure to be in that selection (`TraceStore.due`), the parent
+queues it as a `VideoJob` for the worker pool's render process (harness/eval/runner.py), so videos are
+made while the rollouts go on. Whatever is left (workers=0 renders between jobs; a render process that
+died; a run killed before) is rendered at the end (`render_videos`). A video is written under a hidden name and renamed when complete, so a kill never
+leaves a file that looks like a finished video.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
+import traceback
 import warnings
+from collections import deque
+from contextlib import suppress
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -93,7 +105,9 @@ class TraceStore:
     def __init__(self, folder: Path, video_chains: int, video_failures: int) -> None:
         self.folder = Path(folder)
         self.video_chains, self.video_failures = video_chains, video_failures
+        self.full: list[TraceFile] = []  # kept whole-chain traces
         self.failures: list[TraceFile] = []  # kept failure traces, lowest indices first
+        self.handed_out: set[str] = set()  # video names that due() returned already
         if self.folder.exists():
             for path in sorted(self.folder.glob("*.npz")):
                 try:
@@ -103,6 +117,8 @@ class TraceStore:
                     continue
                 if not tf.meta["full"]:
                     self.failures.append(tf)
+                elif tf.index < video_chains:
+                    self.full.append(tf)
             self.failures.sort(key=lambda tf: tf.index)
 
     def add(self, record: dict[str, Any], traces: list[SubtaskTrace] | None) -> None:
@@ -122,10 +138,21 @@ class TraceStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{job_label(record['key'])}.npz"
         _write_trace(path, meta, traces)
-        if not full:
-            self.failures = sorted([*self.failures, TraceFile(path, meta)], key=lambda tf: tf.index)
-            while len(self.failures) > self.video_failures:
-                self.failures.pop().path.unlink(missing_ok=True)
+        if full:
+            self.full.append(TraceFile(path, meta))
+            return
+        self.failures = sorted([*self.failures, TraceFile(path, meta)], key=lambda tf: tf.index)
+        while len(self.failures) > self.video_failures:
+            self.failures.pop().path.unlink(missing_ok=True)
+
+    def due(self, finished_below: int) -> list[TraceFile]:
+        """The kept traces whose video is sure to be in the final selection, each returned once: every
+        whole chain, and a failure once all jobs with a lower index have finished (`finished_below`:
+        jobs 0 .. finished_below - 1 have), because then no failure can arrive that would push it out."""
+        sure = self.full + [tf for tf in self.failures[: self.video_failures] if tf.index < finished_below]
+        new = [tf for tf in sure if tf.video_name not in self.handed_out]
+        self.handed_out.update(tf.video_name for tf in new)
+        return new
 
     def selected(self) -> list[TraceFile]:
         """The traces to render, by index: the first chains in full, then the lowest-index failures."""
@@ -195,44 +222,147 @@ def _frames(env: Any, drawer: FrameDrawer, meta: dict[str, Any], traces: list[Su
 
 
 def write_video(path: Path, frames: Iterator[np.ndarray], fps: int, fmt: str) -> Path:
-    """MP4 (H.264 through imageio-ffmpeg, streamed) or GIF; `path` without its suffix."""
-    if fmt == "mp4":
-        import imageio.v2 as imageio
-
-        out = path.with_suffix(".mp4")
-        with imageio.get_writer(out, fps=fps, codec="libx264", macro_block_size=1, quality=7,
-                                ffmpeg_log_level="error") as writer:
-            for frame in frames:
-                writer.append_data(frame)
-        return out
-    if fmt != "gif":
+    """MP4 (H.264 through imageio-ffmpeg, streamed) or GIF; `path` without its suffix. Written under a
+    hidden name of this process first (`.<name>.<pid>.partial.<fmt>`, which no video lookup matches: a
+    worker of a killed run may still be writing its copy) and renamed when complete."""
+    if fmt not in ("mp4", "gif"):
         raise ValueError(f"video_format must be 'mp4' or 'gif', got {fmt!r}")
-    out = path.with_suffix(".gif")
-    images = [Image.fromarray(f) for f in frames]
-    images[0].save(out, save_all=True, append_images=images[1:], duration=max(1, round(1000 / fps)), loop=0)
+    out = path.with_suffix(f".{fmt}")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial.{fmt}")
+    try:
+        if fmt == "mp4":
+            _write_mp4(partial, frames, fps)
+        else:
+            images = [Image.fromarray(f) for f in frames]
+            images[0].save(partial, format="GIF", save_all=True, append_images=images[1:],
+                           duration=max(1, round(1000 / fps)), loop=0)
+        partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
     return out
 
 
-def render_videos(traces: Sequence[TraceFile], video_dir: Path, env_cfg: EnvConfig, ep_len: int, fps: int = 30,
-                  fmt: str = "mp4", stride: int = 1, scale: int = 2) -> list[Path]:
-    """Render the videos that do not exist yet; returns every selected video's path."""
-    video_dir.mkdir(parents=True, exist_ok=True)
-    todo = [tf for tf in traces if not any(video_dir.glob(f"{tf.video_name}.*"))]
-    if todo:
-        env = env_cfg.build(cameras=("static",))
+def _write_mp4(path: Path, frames: Iterator[np.ndarray], fps: int) -> None:
+    import imageio.v2 as imageio
+
+    writer = imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1, quality=7, ffmpeg_log_level="error")
+    try:
+        for frame in frames:
+            writer.append_data(frame)
+    except BaseException:
+        # imageio's `with` leaves ffmpeg running on an error, and it would write the file after we remove it
+        with suppress(Exception):
+            writer.close()
+        raise
+    writer.close()
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    ep_len: int = 360  # for the footer's "step t/ep_len"
+    fps: int = 30
+    fmt: str = "mp4"  # mp4 | gif
+    stride: int = 1  # render every n-th step
+    scale: int = 2  # upscaling of the static camera's frames
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One video to render from a saved trace: all a worker process needs."""
+
+    trace: Path
+    target: Path  # the video's path without its suffix
+    settings: VideoSettings
+
+
+@dataclass(frozen=True)
+class VideoOutcome:
+    target: Path
+    seconds: float
+    error: str | None = None  # the traceback when rendering failed
+
+
+def video_jobs(traces: Sequence[TraceFile], video_dir: Path, settings: VideoSettings) -> list[VideoJob]:
+    """Jobs for the traces whose video does not exist yet."""
+    return [VideoJob(tf.path, video_dir / tf.video_name, settings) for tf in traces
+            if not any(video_dir.glob(f"{tf.video_name}.*"))]
+
+
+class VideoRenderer:
+    """Renders VideoJobs with one rendering env (static camera only), built on first use."""
+
+    def __init__(self, env_cfg: EnvConfig) -> None:
+        self.env_cfg = env_cfg
+        self.env: Any = None
+
+    def try_render(self, job: VideoJob) -> VideoOutcome:
+        """render(), reporting a failure instead of raising it (in a worker, beside the rollouts)."""
+        started = time.perf_counter()
         try:
-            drawer = FrameDrawer(env.description.camera_sizes.get("static", DEFAULT_SPECS["static"].size), scale)
-            for tf in todo:
-                meta, subtraces = load_trace(tf.path)
-                target = video_dir / tf.video_name
-                try:
-                    write_video(target, _frames(env, drawer, meta, subtraces, ep_len, stride), fps, fmt)
-                except Exception as e:  # noqa: BLE001 - no working ffmpeg: a GIF is still a video
-                    if fmt != "mp4":
-                        raise
-                    warnings.warn(f"writing {target}.mp4 failed ({e}); writing a GIF instead")
-                    target.with_suffix(".mp4").unlink(missing_ok=True)
-                    write_video(target, _frames(env, drawer, meta, subtraces, ep_len, stride), fps, "gif")
+            self.render(job)
+        except Exception:  # noqa: BLE001 - reported; the evaluation renders it again at the end
+            return VideoOutcome(job.target, time.perf_counter() - started, traceback.format_exc())
+        return VideoOutcome(job.target, time.perf_counter() - started)
+
+    def render(self, job: VideoJob) -> None:
+        if self.env is None:
+            self.env = self.env_cfg.build(cameras=("static",))
+        s = job.settings
+        drawer = FrameDrawer(self.env.description.camera_sizes.get("static", DEFAULT_SPECS["static"].size), s.scale)
+        meta, subtraces = load_trace(job.trace)
+        job.target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write_video(job.target, _frames(self.env, drawer, meta, subtraces, s.ep_len, s.stride), s.fps, s.fmt)
+        except Exception as e:  # noqa: BLE001 - no working ffmpeg: a GIF is still a video
+            if s.fmt != "mp4":
+                raise
+            warnings.warn(f"writing {job.target}.mp4 failed ({e}); writing a GIF instead")
+            write_video(job.target, _frames(self.env, drawer, meta, subtraces, s.ep_len, s.stride), s.fps, "gif")
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+
+
+def render_process_main(conn: Connection, env_cfg: EnvConfig) -> None:
+    """The worker pool's render process: no agent, one rendering env (built with the first video);
+    answers each VideoJob with ("video", VideoOutcome) until it gets None or the parent is gone."""
+    renderer = VideoRenderer(env_cfg)
+    try:
+        while (video := conn.recv()) is not None:
+            conn.send(("video", renderer.try_render(video)))
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass  # the parent is gone or interrupted
+    finally:
+        renderer.close()
+
+
+class VideoQueue:
+    """Videos waiting for a free worker, and what the workers reported back."""
+
+    def __init__(self) -> None:
+        self.pending: deque[VideoJob] = deque()
+        self.rendered: list[VideoOutcome] = []
+
+    def finished(self, outcome: VideoOutcome) -> None:
+        if outcome.error is not None:
+            warnings.warn(f"a worker failed to render {outcome.target} (it is rendered again at the end):\n{outcome.error}")
+        else:
+            self.rendered.append(outcome)
+
+
+def render_videos(traces: Sequence[TraceFile], video_dir: Path, env_cfg: EnvConfig, settings: VideoSettings) -> list[Path]:
+    """Render, here and one after another, the videos that do not exist yet; returns every selected video's path."""
+    video_dir.mkdir(parents=True, exist_ok=True)
+    for stale in video_dir.glob(".*.partial.*"):  # a run killed while writing one
+        stale.unlink(missing_ok=True)
+    todo = video_jobs(traces, video_dir, settings)
+    if todo:
+        renderer = VideoRenderer(env_cfg)
+        try:
+            for job in todo:
+                renderer.render(job)
         finally:
-            env.close()
+            renderer.close()
     return sorted(p for tf in traces for p in video_dir.glob(f"{tf.video_name}.*"))

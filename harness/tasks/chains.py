@@ -6,6 +6,10 @@ Two entry points for evaluation, because CALVIN's generator depends on the numbe
 - `benchmark_chains(k)` is the first k of the fixed 1000-chain list. Published evaluations use that
   list; an evaluation of fewer chains runs its first k, which is what this returns.
 
+Generating the 1000-chain list takes seconds (tens on a busy machine), so it is kept as JSON in the user's
+cache folder (`VLA_HARNESS_CACHE`, else `$XDG_CACHE_HOME/vla-harness`, else `~/.cache/vla-harness`) and
+read back only when its sha256 is `CHAINS_1000_SHA256`: a corrupt or edited file is generated afresh.
+
 The legacy MT19937 stream is reproduced with private `numpy.random.RandomState(seed)` objects:
 `RandomState(i).permutation(34)[:5]` is exactly what `numpy.random.seed(i)` followed by
 `numpy.random.choice(TASKS, 5, replace=False)` draws (legacy `choice` without replacement is
@@ -15,8 +19,13 @@ RNG is never touched, and there is nothing to restore.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from contextlib import suppress
 from functools import lru_cache
 from itertools import product
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -25,6 +34,8 @@ from harness.tasks.catalog import COLORS, STATE_KEYS, TASK_CATEGORY, TASK_NAMES
 from harness.tasks.symbolic import StateTuple, SymbolicState, check_state, next_state, valid_tasks
 
 NUM_EVAL_CHAINS = 1000
+# sha256 of chains_json(eval_chains(1000)): the benchmark list, pinned (tests check the generator against it)
+CHAINS_1000_SHA256 = "604957a8a2d3102941b278df07df4950bc41f340ed959077b20467d5f692318a"
 CHAIN_LENGTH = 5
 # §8b.1: the values each key takes in the initial conditions, in product order.
 INITIAL_VALUES: dict[str, tuple[Any, ...]] = {
@@ -175,13 +186,63 @@ def _sample_condition(state: StateTuple, seed: int, count: int) -> list[tuple[in
     return found
 
 
-@lru_cache(maxsize=4)
-def _generate(n: int) -> tuple[tuple[StateTuple, tuple[int, ...]], ...]:
+ChainItems = tuple[tuple[StateTuple, tuple[int, ...]], ...]  # (start state, task indices) per chain
+
+
+def _generate_items(n: int) -> ChainItems:
+    """CALVIN's generator itself, without the cache."""
     items: list[tuple[StateTuple, tuple[int, ...]]] = []
     for i, (state, count) in enumerate(zip(_initial_tuples(), chains_per_condition(n))):
         items += [(state, draw) for draw in _sample_condition(state, i, count)]
     np.random.RandomState(0).shuffle(items)  # §8b.5: one legacy shuffle under seed 0
     return tuple(items)
+
+
+@lru_cache(maxsize=4)
+def _generate(n: int) -> ChainItems:
+    return _benchmark_items() if n == NUM_EVAL_CHAINS else _generate_items(n)
+
+
+def chains_json(chains: list[Chain]) -> str:
+    """The canonical text of a chain list (what CHAINS_1000_SHA256 is the digest of)."""
+    return json.dumps([[cond, list(tasks)] for cond, tasks in chains], separators=(",", ":"))
+
+
+def chain_cache_file() -> Path:
+    """Where the 1000-chain list is cached: $VLA_HARNESS_CACHE, else the XDG cache folder."""
+    folder = os.environ.get("VLA_HARNESS_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vla-harness"
+    return Path(folder) / "calvin_eval_chains_1000.json"
+
+
+def _benchmark_items() -> ChainItems:
+    """The 1000-chain list from the cache when its digest checks out, else generated (and cached)."""
+    path = chain_cache_file()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    if hashlib.sha256(text.encode()).hexdigest() == CHAINS_1000_SHA256:
+        return tuple((tuple(cond[k] for k in STATE_KEYS), tuple(map(TASK_NAMES.index, tasks)))
+                     for cond, tasks in json.loads(text))
+    items = _generate_items(NUM_EVAL_CHAINS)
+    text = chains_json(_as_chains(items))
+    if hashlib.sha256(text.encode()).hexdigest() != CHAINS_1000_SHA256:
+        raise RuntimeError("the generated 1000-chain list is not CALVIN's (its sha256 differs from CHAINS_1000_SHA256): "
+                           "has numpy's legacy RandomState stream changed?")
+    _write_cache(path, text)
+    return items
+
+
+def _write_cache(path: Path, text: str) -> None:
+    """Atomically (a reader never sees half a file); a folder that cannot be written only costs speed."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError:
+        with suppress(OSError):  # the folder itself may be what is missing
+            tmp.unlink(missing_ok=True)
 
 
 def _check_count(n: Any, what: str) -> int:
@@ -190,7 +251,7 @@ def _check_count(n: Any, what: str) -> int:
     return int(n)
 
 
-def _as_chains(items: tuple[tuple[StateTuple, tuple[int, ...]], ...]) -> list[Chain]:
+def _as_chains(items: ChainItems) -> list[Chain]:
     # fresh dicts each call, so a caller that edits a condition cannot corrupt the cache
     return [(dict(zip(STATE_KEYS, state)), tuple(TASK_NAMES[i] for i in draw)) for state, draw in items]
 

@@ -6,26 +6,22 @@ configuration is reported in one line (exit status 2) before any work starts.
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from harness.train.config import ConfigError, TrainConfig, config_errors
+from harness.config_errors import config_errors, exit_on_config_error, resolve_config
+from harness.train.config import TrainConfig
 from harness.train.trainer import train
 
 
 @hydra.main(config_path="../../configs", config_name="train", version_base=None)
 def main(cfg: DictConfig) -> float | None:
-    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    try:
+    with exit_on_config_error("harness.train"):
+        resolved = resolve_config(cfg)
         with config_errors():
             config = TrainConfig.from_dict(resolved)
         summary = train(config, overrides=list(HydraConfig.get().overrides.task))
-    except ConfigError as err:
-        print(f"harness.train: invalid configuration: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
     return summary.get("val_loss")  # a multirun's return value, for sweepers that optimise it
 
 

@@ -7,7 +7,8 @@ ranks, so the numbers equal a one-process pass over the same windows.
 Rollouts (`eval=single_task` or `eval=chains`): on rank 0, K episodes in the simulator with the model as
 it is (a VLAAgent around the in-memory model and the data's normaliser) or, under FSDP, loaded from the
 checkpoint just written; `harness.eval` runs them in this process (workers=0). The other ranks wait at
-the next collective. The training RNG states are restored afterwards, so a rollout does not change the
+the next collective. Each logged rate and score comes with its 95 % interval's bounds (`..._ci_low`,
+`..._ci_high`): a handful of rollout episodes is a noisy estimate, and the bounds say how noisy. The training RNG states are restored afterwards, so a rollout does not change the
 run it observes.
 """
 
@@ -103,10 +104,25 @@ def rollout(model: nn.Module, normalizer: ActionNormalizer, cfg: RolloutConfig, 
     finally:
         model.train(was_training)
         set_rng_state(saved)
-    if cfg.mode == "single_task":
-        out = {"rollout/score": results["success_rate"], "rollout/success_rate": results["success_rate"]}
-        out.update({f"rollout/{t}": v["rate"] for t, v in results["tasks"].items()})
-        return out
-    out = {"rollout/score": results["avg_seq_len"], "rollout/avg_seq_len": results["avg_seq_len"]}
-    out.update({f"rollout/chain_sr_{k}": v for k, v in results["chain_sr"].items()})
+    return rollout_metrics(results, cfg.mode)
+
+
+def rollout_metrics(results: dict[str, Any], mode: str) -> dict[str, float]:
+    """The rollout/... scalars of an evaluation's results, each rate and score with its 95 % interval's
+    bounds beside it as <name>_ci_low / <name>_ci_high (harness.eval.stats; Wilson for rates, BCa bootstrap
+    over chains for avg_seq_len)."""
+    intervals = results["intervals"]
+    if mode == "single_task":
+        values = {"score": (results["success_rate"], intervals["success_rate"]),
+                  "success_rate": (results["success_rate"], intervals["success_rate"])}
+        values.update({t: (v["rate"], intervals["tasks"][t]) for t, v in results["tasks"].items()})
+    else:
+        values = {"score": (results["avg_seq_len"], intervals["avg_seq_len"]),
+                  "avg_seq_len": (results["avg_seq_len"], intervals["avg_seq_len"])}
+        values.update({f"chain_sr_{k}": (v, intervals["chain_sr"][k]) for k, v in results["chain_sr"].items()})
+    out: dict[str, float] = {}
+    for name, (value, interval) in values.items():
+        out[f"rollout/{name}"] = value
+        if interval is not None:
+            out[f"rollout/{name}_ci_low"], out[f"rollout/{name}_ci_high"] = interval["low"], interval["high"]
     return out

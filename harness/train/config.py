@@ -16,10 +16,9 @@ trainer does before it builds the model.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from agents.vla.config import VLAConfig, _from_dict
 from harness.data.config import DataConfig
@@ -30,21 +29,6 @@ STRATEGIES = ("ddp", "fsdp")
 SCHEDULES = ("constant", "cosine")
 BEST_METRICS = ("val_loss", "rollout_success", "vqa_accuracy")
 STAGES = (1, 2)
-
-
-class ConfigError(ValueError):
-    """An invalid training configuration, found before any training work."""
-
-
-@contextmanager
-def config_errors() -> Iterator[None]:
-    """ValueErrors raised inside (config checks, opening the data) become ConfigErrors."""
-    try:
-        yield
-    except ConfigError:
-        raise
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
 
 
 @dataclass(frozen=True)

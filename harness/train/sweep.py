@@ -5,7 +5,9 @@
 A hydra multirun of `harness.train` writes it by itself when the last job ends (`SweepTableCallback`,
 configured in configs/train.yaml). Runs are the folders below the sweep folder with a summary.json; a run
 that has none (failed, or still running) is listed with its status. The best run has the lowest final
-validation loss, or the highest rollout score when the runs ranked checkpoints by rollouts.
+validation loss, or the highest rollout score when the runs ranked checkpoints by rollouts. Rollout scores
+come with their 95 % intervals (logged by the rollout callback); runs whose interval overlaps the best
+run's are named, because a few rollout episodes rarely separate close runs.
 """
 
 from __future__ import annotations
@@ -40,13 +42,16 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
     folders = [p for p in Path(sweep_dir).iterdir() if p.is_dir() and ((p / "summary.json").is_file() or (p / ".hydra").is_dir())]
     for run in sorted(folders, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)):
         summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else None
+        rollout = (summary or {}).get("rollout") or {}
         rows.append({
             "run": run.name,
             "overrides": dict(o.split("=", 1) for o in _overrides(run, summary) if "=" in o),
             "status": "done" if summary is not None else "no summary (failed or running)",
             "steps": summary["steps"] if summary else None,
             "val_loss": summary.get("val_loss") if summary else None,
-            "rollout_score": (summary.get("rollout") or {}).get("rollout/score") if summary else None,
+            "rollout_score": rollout.get("rollout/score"),
+            "rollout_score_ci_low": rollout.get("rollout/score_ci_low"),
+            "rollout_score_ci_high": rollout.get("rollout/score_ci_high"),
             "best_metric": (summary.get("best") or {}).get("metric") if summary else None,
             "samples_per_s": summary.get("samples_per_s") if summary else None,
         })
@@ -73,6 +78,21 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _score_text(row: dict[str, Any]) -> str:
+    """'3.1 [2.9, 3.3]': the rollout score and its interval (runs logged before intervals: the score alone)."""
+    low, high = row["rollout_score_ci_low"], row["rollout_score_ci_high"]
+    return _fmt(row["rollout_score"]) + (f" [{low:.4g}, {high:.4g}]" if low is not None and high is not None else "")
+
+
+def not_separated(rows: list[dict[str, Any]], best: dict[str, Any]) -> list[dict[str, Any]]:
+    """The other runs whose rollout-score interval overlaps the best run's."""
+    low = best["rollout_score_ci_low"]
+    if low is None:
+        return []
+    return [r for r in rows if r is not best and r["rollout_score_ci_high"] is not None and r["rollout_score_ci_high"] >= low
+            and r["rollout_score_ci_low"] <= best["rollout_score_ci_high"]]
+
+
 def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
     """The override keys whose values differ between the runs (the sweep's axes), in first-seen order."""
     keys: list[str] = []
@@ -88,23 +108,29 @@ def write_sweep_table(sweep_dir: str | Path) -> Path:
     best = best_run(rows)
     axes = swept_keys(rows)
     metrics = ["status", "steps", "val_loss", "rollout_score", "samples_per_s"]
+    csv_metrics = ["status", "steps", "val_loss", "rollout_score", "rollout_score_ci_low", "rollout_score_ci_high", "samples_per_s"]
     with (sweep_dir / CSV).open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["run", *axes, *metrics, "best"])
+        writer.writerow(["run", *axes, *csv_metrics, "best"])
         for r in rows:
-            writer.writerow([r["run"], *(r["overrides"].get(k, "") for k in axes), *(r[c] for c in metrics), r is best])
+            writer.writerow([r["run"], *(r["overrides"].get(k, "") for k in axes), *(r[c] for c in csv_metrics), r is best])
     lines = [f"# Sweep {sweep_dir}", ""]
     if best is not None:
-        metric = "rollout score" if best["best_metric"] == "rollout_success" and best["rollout_score"] is not None else "val loss"
-        value = best["rollout_score"] if metric == "rollout score" else best["val_loss"]
+        by_rollout = best["best_metric"] == "rollout_success" and best["rollout_score"] is not None
+        value = f"rollout score {_score_text(best)}" if by_rollout else f"val loss {_fmt(best['val_loss'])}"
         setting = " ".join(f"{k}={best['overrides'].get(k, '-')}" for k in axes)
-        lines += [f"Best run: **{best['run']}** (`{setting}`), {metric} {_fmt(value)}", ""]
+        lines += [f"Best run: **{best['run']}** (`{setting}`), {value}", ""]
+        close = not_separated(rows, best) if by_rollout else []
+        if close:
+            lines += [f"Not separated from it by the rollouts (95 % intervals overlap): {', '.join(r['run'] for r in close)}. "
+                      "Evaluate the checkpoints on more chains and `python -m harness.eval compare` them.", ""]
     else:
         lines += ["Best run: none (no run finished with a validation loss)", ""]
     columns = ["run", *axes, *metrics]
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
-        cells = [r["run"], *(r["overrides"].get(k, "-") for k in axes), *(_fmt(r[c]) for c in metrics)]
+        cells = [r["run"], *(r["overrides"].get(k, "-") for k in axes),
+                 *(_score_text(r) if c == "rollout_score" else _fmt(r[c]) for c in metrics)]
         if r is best:
             cells[0] = f"**{cells[0]}**"
         lines.append("| " + " | ".join(cells) + " |")

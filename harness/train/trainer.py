@@ -32,13 +32,14 @@ from tqdm import tqdm
 from agents.vla.checkpoint import load_weights, save_checkpoint, unique_state_dict
 from agents.vla.finetune import freeze_unreached
 from agents.vla.model import VLAModel
+from harness.config_errors import config_errors
 from harness.data.config import build_dataset, make_normalizer
 from harness.data.normalization import ActionNormalizer
 from harness.data.windows import collate_windows
 from harness.train import distributed as D
 from harness.train.callbacks import rollout, to_device, validate, validation_indices
 from harness.train.checkpoints import Checkpoints, step_name
-from harness.train.config import TrainConfig, check_config, config_errors, resolve_device
+from harness.train.config import TrainConfig, check_config, resolve_device
 from harness.train.cotraining import VQAValidation
 from harness.train.metrics import MetricsLogger
 from harness.train.optim import build_optimizer, build_scheduler

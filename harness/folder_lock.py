@@ -1,0 +1,82 @@
+"""One writer per folder: an exclusive, non-blocking `flock` on `<folder>/.writer.lock`.
+
+The dataset writer (a split folder) and the evaluation (its output folder) hold it for as long as they
+write. The lock file holds the owner's pid, so a second writer is refused at once with the process to
+wait for. The kernel drops the lock when its owner dies (even by SIGKILL), so a killed run never leaves
+a folder locked; the file it leaves behind is harmless.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from pathlib import Path
+from typing import IO, Any
+
+LOCK_FILE = ".writer.lock"
+
+
+class FolderBusy(RuntimeError):
+    """Another process holds the folder's lock."""
+
+
+class FolderLock:
+    """`with FolderLock(folder, "written by another evaluation"):` ... (the folder must exist)."""
+
+    def __init__(self, folder: str | Path, busy: str = "written by another process"):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self.busy = busy  # what the refusal says the folder is being
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> "FolderLock":
+        while True:
+            f = open(self.path, "a+")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(f)
+                f.close()
+                raise FolderBusy(f"{self.folder} is being {self.busy} (pid {holder} holds {self.path})") from None
+            if _same_file(f, self.path):
+                break
+            f.close()  # the owner removed the file between our open and our lock: lock the new one
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is None:
+            return
+        self.path.unlink(missing_ok=True)  # before unlocking: a waiting opener then sees a new file
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+        self._file = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _holder(f: IO[str], wait_s: float = 0.5) -> str:
+    """The pid in a locked file; its owner writes it just after locking, so wait a moment for it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        f.seek(0)
+        pid = f.read().strip()
+        if pid or time.monotonic() > deadline:
+            return pid or "unknown"
+        time.sleep(0.02)
+
+
+def _same_file(f: IO[str], path: Path) -> bool:
+    try:
+        return os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
