@@ -1,4 +1,4 @@
-"""Environment speed of the built-in scene, measured the way shared/calvin.md §6 measured calvin_env.
+"""Environment speed of the built-in scene, measured the way docs/CALVIN.md#reference-speed measured calvin_env.
 
     python benchmarks/bench_env.py [--scene D] [--steps 300] [--repeats 5] [--json PATH]
 

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_tasks.py
 
-Reference (shared/calvin.md §6): CALVIN's get_sequences(1000) takes about 45 s on 2 cores and
+Reference (docs/CALVIN.md#reference-speed): CALVIN's get_sequences(1000) takes about 45 s on 2 cores and
 calvin_env's full 34-task oracle check about 0.7 ms. The cache is timed in a temporary folder, as a
 later start finds it: read, digest checked, parsed. The oracle is timed on the synthetic infos of
 tests/task_infos.py (three blocks, a handful of contacts each, like the real scene's).

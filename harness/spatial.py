@@ -130,7 +130,7 @@ def matrix_to_euler(matrix: ArrayLike) -> np.ndarray:
 def relative_rotation_euler(quat_start: ArrayLike, quat_end: ArrayLike, degrees: bool = False) -> np.ndarray:
     """Euler xyz of end * start^-1: the world-frame rotation that turns the start pose into the end pose.
 
-    This is the quantity CALVIN's rotate_* tasks threshold (shared/calvin.md §7).
+    This is the quantity CALVIN's rotate_* tasks threshold (docs/CALVIN.md#task-thresholds).
     """
     euler = quat_to_euler(quat_multiply(quat_end, quat_inverse(quat_start)))
     return np.degrees(euler) if degrees else euler
@@ -186,7 +186,7 @@ def rel_action_tcp_to_world(
 ) -> np.ndarray:
     """A (..., 7) relative action whose arm part is in TCP axes -> the same action in world axes.
 
-    The scales are calvin_env's (0.02 m and 0.05 rad per unit, shared/calvin.md §4); the rotation part
+    The scales are calvin_env's (0.02 m and 0.05 rad per unit, docs/CALVIN.md#actions); the rotation part
     is converted in radians because the conversion is not linear. The gripper passes through.
     """
     a = np.asarray(action, dtype=np.float64)

@@ -111,7 +111,7 @@ def test_the_arm_reaches_every_block_slot(scene):
             reach(env, np.array([target[0], target[1], 0.62]), euler)
             tcp = reach(env, target, euler)
             # within 1.5 cm sideways and 2 cm in height: the fingertip pads (2.5 cm tall) then overlap
-            # a block sitting there (in B table slot 2 overlaps the button's collar: calvin-geometry §3)
+            # a block sitting there (in B table slot 2 overlaps the button's collar: docs/GEOMETRY.md#evaluation-slots)
             near = np.linalg.norm(tcp[:2] - target[:2]) < 0.015 and abs(tcp[2] - target[2]) < 0.02
             assert near, f"scene {scene}: {name} at {target}, TCP got to {tcp}"
 

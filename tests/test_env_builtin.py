@@ -1,4 +1,4 @@
-"""The built-in scene keeps calvin_env's observation/action contract (shared/calvin.md §3-5)."""
+"""The built-in scene keeps calvin_env's observation/action contract (docs/CALVIN.md#observations, #actions, #reset)."""
 
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def test_relative_actions_are_scaled_not_clipped(blind_env):
 
 
 def test_relative_motion_rate_matches_calvin(blind_env):
-    """calvin.md §4: a full-scale +x relative action moves the TCP 0.174 m in 10 steps."""
+    """docs/CALVIN.md#actions: a full-scale +x relative action moves the TCP 0.174 m in 10 steps."""
     obs = blind_env.reset(robot_obs=NEUTRAL_ROBOT_OBS, scene_obs=np.r_[np.zeros(6), blind_env.get_obs()["scene_obs"][6:]])
     x0 = obs["robot_obs"][0]
     for _ in range(10):
@@ -152,7 +152,7 @@ def test_relative_motion_rate_matches_calvin(blind_env):
 
 
 def test_gripper_dynamics_match_calvin(blind_env):
-    """calvin-geometry.md §7: opening width after each of 5 closing steps in free air."""
+    """docs/GEOMETRY.md#physics: opening width after each of 5 closing steps in free air."""
     blind_env.reset(robot_obs=NEUTRAL_ROBOT_OBS, scene_obs=np.r_[np.zeros(6), blind_env.get_obs()["scene_obs"][6:]])
     widths = [blind_env.step(np.array([0.0, 0, 0, 0, 0, 0, -1]))[0]["robot_obs"][6] for _ in range(5)]
     assert np.allclose(widths, [0.034, 0.015, 0.006, 0.003, 0.001], atol=0.003)
@@ -178,7 +178,7 @@ def test_info_has_calvin_layout(blind_env):
 
 
 def test_scene_obs_block_order_follows_the_scene():
-    """calvin.md §2: A orders blocks pink, blue, red in scene_obs; D red, blue, pink."""
+    """docs/CALVIN.md#observations: A orders blocks pink, blue, red in scene_obs; D red, blue, pink."""
     with make_env("builtin", scene="A", cameras=()) as e:
         e.reset()
         info, obs = e.get_info(), e.get_obs()

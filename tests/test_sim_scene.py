@@ -1,4 +1,4 @@
-"""The built-in scene's geometry against the measured facts (shared/calvin-geometry.md)."""
+"""The built-in scene's geometry against the measured facts (docs/GEOMETRY.md)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ CALVIN_ROBOT_LINKS = (
     "panda_grasptarget", "gripper_cam", "tcp",
 )
 
-# Tight collision boxes at q = 0 from calvin-geometry.md §1b: (min, max) per scene and link.
+# Tight collision boxes at q = 0 from docs/GEOMETRY.md#link-boxes: (min, max) per scene and link.
 FACT_BOXES = {
     "A": {"drawer_link": ((-0.121, -0.261, 0.299), (0.321, 0.061, 0.401)), "button_link": ((-0.312, -0.152, 0.460), (-0.248, -0.088, 0.484)),
           "led_link": ((-0.360, 0.140, 0.648), (-0.200, 0.180, 0.664)), "light_link": ((0.272, 0.132, 0.648), (0.328, 0.188, 0.698)),
@@ -77,7 +77,7 @@ def test_robot_tcp_at_neutral_is_calvins(client):
     state = p.getLinkState(robot, TCP_LINK, computeForwardKinematics=True, physicsClientId=client)
     assert np.linalg.norm(np.array(state[4]) - NEUTRAL_TCP_POS) < 0.001
     assert abs(abs(np.dot(state[5], NEUTRAL_TCP_QUAT)) - 1) < 1e-4
-    # inner faces of the fingertip pads are 0.082 apart when open (calvin-geometry §2)
+    # inner faces of the fingertip pads are 0.082 apart when open (docs/GEOMETRY.md#robot)
     left = p.getAABB(robot, FINGER_JOINTS[0] + 1, physicsClientId=client)
     right = p.getAABB(robot, FINGER_JOINTS[1] + 1, physicsClientId=client)
     gap = np.linalg.norm(np.array(left[0])[:2] - np.array(right[1])[:2])
@@ -110,7 +110,8 @@ def _outer_face(client: int, robot: int, z: float) -> float:
 
 def test_fingers_taper_like_calvins(client):
     """panda_longer_finger's slim fingers: open, the outer face is 67 mm from the TCP at the root (just
-    below the hand) and 45-54 mm over the last 15 mm (docs/FIDELITY.md §2); a box finger would be 67 mm all along."""
+    below the hand) and 45-54 mm over the last 15 mm (docs/FIDELITY.md#2-robot); a box finger would be
+    67 mm all along."""
     robot = PandaRobot(client)
     robot.reset(np.array(NEUTRAL_JOINTS), 0.08)
     assert 0.063 < _outer_face(client, robot.uid, -0.072) < 0.068

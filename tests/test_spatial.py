@@ -94,7 +94,7 @@ def test_tcp_frame_points_match_pybullet(client):
     for local, w in zip(pts, world):
         assert np.allclose(p.multiplyTransforms(pos, q, local, [0, 0, 0, 1])[0], w, atol=1e-7)
     assert np.allclose(sp.world_to_tcp(world, pos, euler), pts, atol=1e-12)
-    # calvin-geometry.md §2: at the neutral pose the TCP z axis (approach) points down
+    # docs/GEOMETRY.md#robot: at the neutral pose the TCP z axis (approach) points down
     assert np.allclose(sp.tcp_to_world([[0, 0, 1]], pos, euler) - pos, [[0.053, 0.025, -0.998]], atol=2e-3)
 
 

@@ -1,4 +1,4 @@
-"""CALVIN's evaluation chains (shared/calvin.md §8b) and the random chains used for recording."""
+"""CALVIN's evaluation chains (docs/CALVIN.md#chain-generator) and the random chains used for recording."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def chains(items) -> list:
     return _as_chains(items)
 
 
-# --- a literal, slow transcription of §8b, using the legacy global RNG as CALVIN does ---------------
+# --- a literal, slow transcription of docs/CALVIN.md#chain-generator, with the legacy global RNG as CALVIN ---
 
 def _reference_valid(cond: dict, seq) -> bool:
     state = dict(cond)

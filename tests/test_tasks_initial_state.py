@@ -1,4 +1,4 @@
-"""CALVIN's initial-state construction (shared/calvin.md §8)."""
+"""CALVIN's initial-state construction (docs/CALVIN.md#initial-states)."""
 
 from __future__ import annotations
 

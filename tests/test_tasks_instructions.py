@@ -1,4 +1,4 @@
-"""Evaluation instructions (shared/calvin.md §7) and the project's training phrasings."""
+"""Evaluation instructions (docs/CALVIN.md#instructions) and the project's training phrasings."""
 
 from __future__ import annotations
 

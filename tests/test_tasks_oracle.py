@@ -1,6 +1,6 @@
 """The 34-task oracle on synthetic infos: each task's completing change is detected, near misses are not.
 
-Thresholds and contact rules: shared/calvin.md §7. Scenes come from tests/task_infos.py, whose uids
+Thresholds and contact rules: docs/CALVIN.md#task-thresholds. Scenes come from tests/task_infos.py, whose uids
 and (optionally) table link numbers differ from the built-in scene's, so hard-coded ids would fail.
 """
 

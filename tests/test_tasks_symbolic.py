@@ -1,4 +1,4 @@
-"""The symbolic state machine (§8b transitions) and the symbolic view of info dicts."""
+"""The symbolic state machine (docs/CALVIN.md#symbolic-transitions) and the symbolic view of info dicts."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from harness.sim.layout import REL_ORN_SCALE, REL_POS_SCALE
 from harness.spatial import euler_to_quat, wrap_angle
 
 OPEN, CLOSE = 1, -1
-GRIPPER_SETTLE_STEPS = 8  # closing to 0.001 m takes 5 steps in free air (calvin-geometry §7)
+GRIPPER_SETTLE_STEPS = 8  # closing to 0.001 m takes 5 steps in free air (docs/GEOMETRY.md#physics)
 
 
 def down(yaw: float) -> np.ndarray:

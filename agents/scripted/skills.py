@@ -3,7 +3,7 @@
 A skill reads the current `World` (updated in place before it resumes), yields the next waypoint, and
 looks again once that waypoint is reached or given up. That keeps each task's script readable top to
 bottom and closed-loop: skills check the scene after acting and try again while the subtask lasts.
-Geometry comes from calvin-geometry.md through `World` (handles, slots, slope frames).
+Geometry (docs/GEOMETRY.md) comes through `World` (handles, slots, slope frames).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What the scripted expert knows: the observation's state vectors plus the scene's measured geometry.
 
-Everything is computed from `robot_obs`, `scene_obs` and `harness.sim.layout` (calvin-geometry.md), never
+Everything is computed from `robot_obs`, `scene_obs` and `harness.sim.layout` (docs/GEOMETRY.md), never
 from simulator internals, so the expert runs unchanged on any backend with CALVIN's contract.
 """
 

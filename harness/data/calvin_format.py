@@ -1,6 +1,6 @@
 """CALVIN's on-disk dataset format: the frame spec, problems, language annotations and a split reader.
 
-A CALVIN dataset is a folder with `training/` and `validation/` splits (see shared/calvin.md §10):
+A CALVIN dataset is a folder with `training/` and `validation/` splits (see docs/CALVIN.md#dataset-layout):
 
     <split>/episode_0358482.npz ...          one frame per file, 7-digit global frame id; ids need not
                                              start at 0 and jump between recorded episodes

@@ -1,4 +1,4 @@
-"""Parsing and validation of the actions calvin_env accepts (shared/calvin.md §4).
+"""Parsing and validation of the actions calvin_env accepts (docs/CALVIN.md#actions).
 
 Accepted forms:
   * a 7-vector (array/list/tuple of 7 numbers): relative (pos * 0.02 m, euler * 0.05 rad, gripper +-1);

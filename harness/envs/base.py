@@ -6,7 +6,7 @@ It mirrors calvin_env's PlayTableSimEnv so that code written against calvin_env 
     obs, reward, done, info = env.step(action)
     obs = env.get_obs(); info = env.get_info()
 
-Observation dict (CALVIN's contract, see shared/calvin.md §3):
+Observation dict (CALVIN's contract, see docs/CALVIN.md#observations):
     obs["rgb_obs"]["rgb_static"]      (200, 200, 3) uint8     only for cameras that were asked for
     obs["rgb_obs"]["rgb_gripper"]     (84, 84, 3) uint8
     obs["depth_obs"]["depth_static"]  (200, 200) float32 metric depth

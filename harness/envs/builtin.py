@@ -1,6 +1,6 @@
 """The built-in CALVIN-compatible scene: calvin_env's contract on our own PyBullet play table.
 
-Physics as calvin_env sets it (calvin-geometry.md §7): gravity -9.8, 1/240 s time step, 8 substeps per
+Physics as calvin_env sets it (docs/GEOMETRY.md#physics): gravity -9.8, 1/240 s time step, 8 substeps per
 env step (30 Hz control), 50 solver iterations, deterministic overlapping pairs.
 """
 

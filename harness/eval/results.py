@@ -1,4 +1,4 @@
-"""CALVIN's numbers from job records (shared/calvin.md §8 "Scoring"), and the project's additions.
+"""CALVIN's numbers from job records (docs/CALVIN.md#scoring), and the project's additions.
 
     chain_sr[i]   share of chains with at least i consecutive successes, i = 1..5 (a fraction)
     avg_seq_len   mean number of consecutive successes per chain
@@ -92,7 +92,7 @@ def summarize(records: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
 
 
 def calvin_printout(metrics: dict[str, Any]) -> str:
-    """The lines CALVIN's evaluation prints (calvin.md §8 "Scoring")."""
+    """The lines CALVIN's evaluation prints (docs/CALVIN.md#scoring)."""
     lines = [f"Average successful sequence length: {metrics['avg_seq_len']:.3f}", "Success rates for i instructions in a row:"]
     lines += [f"{i}: {sr * 100:.1f}%" for i, sr in metrics["chain_sr"].items()]
     lines.append("")

@@ -1,4 +1,4 @@
-"""One chain and one subtask, by CALVIN's protocol (shared/calvin.md §8).
+"""One chain and one subtask, by CALVIN's protocol (docs/CALVIN.md#evaluation-protocol).
 
 Per chain: reset the env to the chain's start state, then per subtask: the task's validation
 instruction, `agent.reset()`, and at most `ep_len` steps; after every step the oracle compares the

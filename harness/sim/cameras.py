@@ -1,4 +1,4 @@
-"""calvin_env's two cameras (calvin-geometry.md §5) and the renderer that draws them.
+"""calvin_env's two cameras (docs/GEOMETRY.md#cameras) and the renderer that draws them.
 
 Only the cameras that were asked for are rendered, and only when an observation is taken. The static
 camera's matrices are fixed; the gripper camera's view is rebuilt from the TCP pose every frame.

@@ -1,4 +1,4 @@
-"""The measured geometry of CALVIN's play table in scenes A-D (shared/calvin-geometry.md), as data.
+"""The measured geometry of CALVIN's play table in scenes A-D (docs/GEOMETRY.md), as data.
 
 Pure data with no PyBullet import: the scene builder, the task oracle's symbolic view, the initial
 state construction and the scripted expert all read the same numbers from here. World frame: z up,
@@ -63,7 +63,7 @@ IK_JOINT_LIMITS = (  # IK output is clipped to this narrower band
 )
 
 # Evaluation slots (defined for scene D, valid in A). Block centres, with the digits CALVIN's
-# evaluation uses (calvin-geometry §3 rounds them to 0.05, -0.12, 0.46 etc.).
+# evaluation uses (docs/GEOMETRY.md#evaluation-slots rounds them to 0.05, -0.12, 0.46 etc.).
 EVAL_TABLE_SLOTS = ((0.0500000896, -0.120000177, 0.459990009), (0.229995412, -0.11999514, 0.45999001))
 EVAL_SLIDER_SLOTS = {
     "slider_left": (-0.240851662, 0.0924044687, 0.460990009),
@@ -78,8 +78,9 @@ class LinkInertial:
     inertia: tuple[float, float, float]  # principal moments (kg m^2) as calvin_env's simulator computes them
 
 
-# panda_longer_finger's links as calvin_env's simulator holds them (PyBullet's getDynamicsInfo, docs/FIDELITY.md §2):
-# masses and centres of mass from its URDF, moments computed by PyBullet from its collision shapes.
+# panda_longer_finger's links as calvin_env's simulator holds them (PyBullet's getDynamicsInfo,
+# docs/FIDELITY.md#2-robot): masses and centres of mass from its URDF, moments computed by PyBullet from its
+# collision shapes.
 ROBOT_INERTIALS = {
     "panda_link0": LinkInertial(2.9, (0.0, 0.0, 0.05), (0.0, 0.0, 0.0)),  # fixed base
     "panda_link1": LinkInertial(2.7, (0.0, -0.04, -0.05), (0.0229713, 0.0177688, 0.0114841)),

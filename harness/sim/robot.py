@@ -1,6 +1,6 @@
 """The Franka Panda of calvin_env's `panda_longer_finger` config: control, IK and robot_obs.
 
-Control follows calvin_env (shared/calvin.md §4, calvin-geometry.md §7): a relative action adds
+Control follows calvin_env (docs/CALVIN.md#actions, docs/GEOMETRY.md#physics): a relative action adds
 pos * 0.02 m and euler * 0.05 rad to an internal *target* pose; an absolute action replaces it. Once per
 env step PyBullet's damped-least-squares IK (null-space rest pose = the neutral joints) solves for the
 target, the result is clipped to the IK band, and position motors (force 200, max velocity 2 rad/s) drive
@@ -30,7 +30,7 @@ from harness.sim.layout import (
 
 ASSETS_DIR = Path(__file__).parent / "assets"
 ARM_JOINTS = tuple(range(7))
-# Link indices as in calvin_env's panda_longer_finger (docs/FIDELITY.md §2)
+# Link indices as in calvin_env's panda_longer_finger (docs/FIDELITY.md#2-robot)
 FINGER_JOINTS = (9, 11)  # left, right (prismatic, 0..0.04 each)
 TCP_LINK = 15
 ARM_FORCE = 200.0

@@ -34,13 +34,13 @@ MAX_PLACEMENT_TRIES = 1000
 
 @dataclass
 class LightLogic:
-    """calvin_env's light rules (calvin-geometry.md §6), evaluated once per env step.
+    """calvin_env's light rules (docs/GEOMETRY.md#lights), evaluated once per env step.
 
     Switch -> bulb is a level rule applied on a change of the switch's high/low flag; a reset sets the
     flag low. Button -> LED toggles on the step the button becomes pressed (> 0.010). After a reset the
     button's toggle flag copies the LED (calvin_env HEAD); `legacy_button_reset` reproduces calvin_env
     1431a46, which the CALVIN repo pins, where the flag resets to off so the first press after a reset
-    with the LED on does nothing (shared/calvin.md §9a).
+    with the LED on does nothing (docs/CALVIN.md#calvin_env-versions).
     """
 
     led: int = 0

@@ -1,9 +1,9 @@
-"""Generates the built-in scene's geometry files from the measured layout (shared/calvin-geometry.md).
+"""Generates the built-in scene's geometry files from the measured layout (docs/GEOMETRY.md).
 
 Run `python -m harness.sim.urdf_builder` to (re)write `harness/sim/assets/`. The files are committed, and
 a test checks that they match what this module generates, so the package always carries the geometry it
 was built from. Everything is boxes, cylinders, spheres and convex prisms: low triangle counts keep
-TinyRenderer fast (shared/calvin.md §6b).
+TinyRenderer fast (docs/CALVIN.md#rendering-cost).
 
 Table link order (PyBullet link indices) is calvin_env's: button 0, switch 1, slide 2, drawer 3, led 4,
 light 5, plank 6, base -1.
@@ -271,7 +271,7 @@ def front_plane_y(z: float) -> float:
 
 
 def table_base(lay: SceneLayout) -> Link:
-    """The static body's physics: calvin-geometry §1c exactly (slab with the plank recess, carcass with
+    """The static body's physics: docs/GEOMETRY.md#base-body exactly (slab with the plank recess, carcass with
     the drawer cavity, legs, back wall, the sloped cabinet sides and roof, the button collar)."""
     wood = rgb255(lay.wood_body)
     bx0, bx1 = lay.bay
@@ -291,7 +291,7 @@ def table_base(lay: SceneLayout) -> Link:
     ]
     shapes += [Shape("mesh", (0, 0, 0), mesh=path) for path in table_base_collision_meshes(lay)]
     # the button collar, a 12-sided ring in calvin_env (corners at 0, 30, ... deg, 30 and 40 mm out;
-    # docs/FIDELITY.md §3): a ring is not convex, so one box per side, its outer corners on the ring's
+    # docs/FIDELITY.md#3-table): a ring is not convex, so one box per side, its outer corners on the ring's
     for k in range(COLLAR_SIDES):
         t = 2 * math.pi * (k + 0.5) / COLLAR_SIDES
         half_angle = math.pi / COLLAR_SIDES
@@ -335,8 +335,8 @@ def shell_faces(lay: SceneLayout) -> list[tuple[Quad, tuple[float, float, float]
     """The faces of the static base that a camera can see, as (quad, outward normal).
 
     TinyRenderer has no back-face culling and shades every covered pixel of every triangle, hidden or
-    not (shared/calvin.md §6b), so the shell's visual is built from the visible faces only: no bottoms,
-    no backs (both cameras are always in front of the table and above its top), nothing covered by
+    not (its cost: docs/CALVIN.md#rendering-cost), so the shell's visual is built from the visible faces
+    only: no bottoms, no backs (both cameras are always in front of the table and above its top), nothing covered by
     another part (the slab top under the plank and the cabinet, the carcass and leg tops under the slab).
     The physics body keeps the full solids."""
     bx0, bx1 = lay.bay
@@ -403,7 +403,7 @@ def table_shell(lay: SceneLayout) -> tuple[Link, dict[str, str]]:
     }
     shapes = [
         # calvin_env's collar is part of the wood body; its grooves are barely darker than the face
-        # around them (docs/FIDELITY.md §4)
+        # around them (docs/FIDELITY.md#4-appearance-tinyrenderer)
         Shape("mesh", (0, 0, 0), mesh=f"meshes/table_{lay.name}_collar.obj", rgba=rgb255(lay.wood_body), collision=False),
         *(
             Shape("box", slope_point(lay.switch_x + du, 0.03, -0.0035), (0.02, 0.12, 0.008), rpy=SLOPE_RPY, rgba=groove, collision=False)
@@ -458,7 +458,7 @@ def table_links(lay: SceneLayout) -> list[tuple[Joint, Link]]:
     ])
     plank_o = ((lay.bay[0] + lay.bay[1]) / 2, 0.09, 0.42)
     # Blocks rest 1 mm higher on calvin_env's plank than on the table (centre 0.461, not 0.460:
-    # calvin-geometry §3), so its collision top is at 0.441. The visual follows it, which also keeps it
+    # docs/GEOMETRY.md#blocks), so its collision top is at 0.441. The visual follows it, which also keeps it
     # off the depth of the shell's slab top.
     plank = Link("plank_link", 2.844, [box((lay.bay[0], 0.02, 0.42), (lay.bay[1], 0.16, 0.441), plank_wood, origin=plank_o)])
     return [
@@ -503,7 +503,8 @@ FLOOR_COLORS = {"light": (1.0, 1.0, 1.0, 1.0), "dark": (222 / 255, 222 / 255, 22
 def floor_obj(parity: int) -> str:
     """The light (0) or dark (1) squares of the ground's 0.5 m checker, as one flat mesh at z = 0.
     Two untextured meshes shade faster in TinyRenderer than one textured quad. calvin_env's floor has a
-    dark square where x and y both start at a multiple of 1 m (docs/FIDELITY.md §4)."""
+    dark square where x and y both start at a multiple of 1 m
+    (docs/FIDELITY.md#4-appearance-tinyrenderer)."""
     n = int(round(2 * FLOOR_HALF / FLOOR_SQUARE))
     verts, faces = [], []
     for i in range(n):
@@ -623,7 +624,7 @@ def gel_obj() -> str:
 
 def panda_urdf() -> str:
     """The robot, link for link as calvin_env's panda_longer_finger (so link indices, inertials and
-    frames agree: docs/FIDELITY.md §2). Arm and hand use pybullet_data's Panda collision meshes (the
+    frames agree: docs/FIDELITY.md#2-robot). Arm and hand use pybullet_data's Panda collision meshes (the
     same hulls as calvin_env's) as collisions and low-poly visuals; the fingers and gel tips are lofts of
     the measured sections."""
     mesh = lambda n: Shape("mesh", (0, 0, 0), mesh=PANDA_MESH.format(n), rgba=PANDA_WHITE)  # noqa: E731

@@ -1,7 +1,7 @@
 """CALVIN's tasks: the 34-task oracle, symbolic states, evaluation chains, initial states, instructions.
 
-Everything here follows shared/calvin.md §7-§8b. Imports only harness.sim.layout (pure data) and
-harness.spatial (pure numpy).
+Everything here follows docs/CALVIN.md (task oracle to initial states). Imports only harness.sim.layout
+(pure data) and harness.spatial (pure numpy).
 """
 
 from harness.tasks.catalog import CATEGORY_NAMES, STATE_KEYS, TASK_CATEGORY, TASK_NAMES, TASKS, TaskSpec, task_spec

@@ -1,6 +1,6 @@
 """The 34 CALVIN tasks: names in CALVIN's TASKS order, categories, and symbolic transitions.
 
-Source of truth: shared/calvin.md §8b. The order of TASK_NAMES is load-bearing: the evaluation chain
+Source of truth: docs/CALVIN.md#symbolic-transitions. The order of TASK_NAMES is load-bearing: the evaluation chain
 generator draws indices into this list, so reordering it changes every published chain.
 
 A transition is `condition -> effect` over the symbolic state keys (STATE_KEYS). A condition maps a
@@ -104,7 +104,7 @@ def _place_in_drawer() -> tuple[Transition, ...]:
 
 
 def _ordered_pairs() -> list[tuple[str, str]]:
-    """(top, bottom) colour pairs in §8b's order: red/blue, red/pink, blue/red, blue/pink, pink/red, pink/blue."""
+    """(top, bottom) colour pairs in CALVIN's order: red/blue, red/pink, blue/red, blue/pink, pink/red, pink/blue."""
     return [(top, bottom) for top in COLORS for bottom in COLORS if top != bottom]
 
 

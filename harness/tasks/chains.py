@@ -1,4 +1,4 @@
-"""CALVIN's evaluation chains (shared/calvin.md §8b), reproduced item for item, and random chains for recording.
+"""CALVIN's evaluation chains (docs/CALVIN.md#chain-generator), item for item, and random chains for recording.
 
 Two entry points for evaluation, because CALVIN's generator depends on the number asked for:
 - `eval_chains(n)` is CALVIN's `get_sequences(n)`: the per-condition counts come from
@@ -37,7 +37,7 @@ NUM_EVAL_CHAINS = 1000
 # sha256 of chains_json(eval_chains(1000)): the benchmark list, pinned (tests check the generator against it)
 CHAINS_1000_SHA256 = "604957a8a2d3102941b278df07df4950bc41f340ed959077b20467d5f692318a"
 CHAIN_LENGTH = 5
-# §8b.1: the values each key takes in the initial conditions, in product order.
+# Step 1 of docs/CALVIN.md#chain-generator: the values each key takes in the initial conditions, in product order.
 INITIAL_VALUES: dict[str, tuple[Any, ...]] = {
     "led": (0, 1),
     "lightbulb": (0, 1),
@@ -52,7 +52,7 @@ Chain = tuple[dict[str, Any], tuple[str, ...]]
 
 
 def _is_initial(values: tuple[Any, ...]) -> bool:
-    """§8b.2: one or two blocks on the table, at most one in each slider slot."""
+    """Step 2: one or two blocks on the table, at most one in each slider slot."""
     return values.count("table") in (1, 2) and values.count("slider_right") < 2 and values.count("slider_left") < 2
 
 
@@ -167,7 +167,7 @@ def _valid_heads(rs: np.random.RandomState, count: int, walker: _Walker, start: 
 
 
 def _sample_condition(state: StateTuple, seed: int, count: int) -> list[tuple[int, ...]]:
-    """§8b.4: reseed with the condition's number and keep the first `count` valid draws.
+    """Step 4: reseed with the condition's number and keep the first `count` valid draws.
 
     Draws come in batches sized from the hit rate so far; drawing past the last needed one is
     harmless, because every condition reseeds.
@@ -194,7 +194,7 @@ def _generate_items(n: int) -> ChainItems:
     items: list[tuple[StateTuple, tuple[int, ...]]] = []
     for i, (state, count) in enumerate(zip(_initial_tuples(), chains_per_condition(n))):
         items += [(state, draw) for draw in _sample_condition(state, i, count)]
-    np.random.RandomState(0).shuffle(items)  # §8b.5: one legacy shuffle under seed 0
+    np.random.RandomState(0).shuffle(items)  # step 5: one legacy shuffle under seed 0
     return tuple(items)
 
 

@@ -1,6 +1,6 @@
 """CALVIN's `get_env_state_for_initial_condition`: a symbolic start condition -> (robot_obs, scene_obs).
 
-shared/calvin.md §8. The block yaws are random but fixed per condition: the legacy MT19937 RNG is
+docs/CALVIN.md#initial-states. The block yaws are random but fixed per condition: the legacy MT19937 RNG is
 seeded with a 32-bit FNV-1 hash (offset basis 0, not FNV's standard one) of the UTF-16-LE bytes of
 `str(condition.values())`, the condition's keys in STATE_KEYS order. A private RandomState with
 that seed gives the same stream as CALVIN's `np.random.seed` inside `temp_seed`, without touching
@@ -65,7 +65,7 @@ def _slider_slots(scene: str) -> dict[str, np.ndarray]:
     """The slider slots, defined for scene D (and valid in A).
 
     In B and C the bay sits 0.18 further right and D's slider_left point is inside the solid
-    cabinet side (calvin-geometry.md §3), so there the slots move with the bay. The benchmark never
+    cabinet side (docs/GEOMETRY.md#evaluation-slots), so there the slots move with the bay. The benchmark never
     evaluates B or C, so this changes no published number.
     """
     shift = get_layout(scene).bay[0] - SCENES["D"].bay[0]
@@ -73,7 +73,7 @@ def _slider_slots(scene: str) -> dict[str, np.ndarray]:
 
 
 def _block_positions(cond: Mapping[str, Any], table_slots: list[np.ndarray], scene: str) -> dict[str, np.ndarray]:
-    """§8: red takes table slot 0; blue slot 1 if red is on the table, else slot 0; pink slot 1."""
+    """CALVIN's rule: red takes table slot 0; blue slot 1 if red is on the table, else slot 0; pink slot 1."""
     sliders = _slider_slots(scene)
     table_slot = {"red": 0, "blue": 1 if cond["red_block"] == "table" else 0, "pink": 1}
     return {

@@ -1,6 +1,6 @@
 """Language instructions: CALVIN's evaluation instruction per task, and this project's training phrasings.
 
-Evaluation instructions are `new_playtable_validation.yaml[task][0]` (shared/calvin.md §7), copied
+Evaluation instructions are `new_playtable_validation.yaml[task][0]` (docs/CALVIN.md#instructions), copied
 character for character, odd capitals and grammar included, because a policy is scored on exactly
 these strings. The training phrasings were written for this project; none equals an evaluation
 instruction, so a policy trained on our recordings is still tested on unseen wording.

@@ -1,10 +1,10 @@
 """The 34-task success oracle: which tasks a change from the subtask's start info to the current info completes.
 
-Predicates and thresholds are CALVIN's (shared/calvin.md §7, `conf/tasks/new_playtable_tasks.yaml` with
+Predicates and thresholds are CALVIN's (docs/CALVIN.md#task-thresholds, `conf/tasks/new_playtable_tasks.yaml` with
 calvin_env's `Tasks`). All comparisons are strict where CALVIN's are. Contacts are compared by body
 uid unless the predicate names a table link, in which case (uid, link) pairs are compared.
 
-One quirk is kept on purpose. shared/calvin.md words push_into_drawer as "robot never in its
+One quirk is kept on purpose. Its definition words push_into_drawer as "robot never in its
 start|end contacts", but calvin_env's code tests `robot_uid not in start | end` where those sets
 hold (uid, link) pairs, so that test never fails. The predicate that really runs is: the block's
 start contacts are exactly {(table, base_link)} (which rules the robot out at the start) and its end

@@ -2,7 +2,7 @@
 
 A state has the keys of catalog.STATE_KEYS (led, lightbulb, slider, drawer, red_block, blue_block,
 pink_block, grasped). A task is valid in a state when exactly one of its transitions applies
-(shared/calvin.md §8b); doing it replaces the effect's keys.
+(docs/CALVIN.md#symbolic-transitions); doing it replaces the effect's keys.
 
 `symbolic_state(info, scene)` reads such a state off a calvin_env info dict, so that the chain logic
 can be checked against a live scene (for example, that a recorded episode really did what its
@@ -221,7 +221,7 @@ def _slider_side(x: float, layout: SceneLayout) -> str:
 def _symbol_by_position(pos: tuple[float, float, float], layout: SceneLayout) -> str:
     """Below the table top over the drawer -> drawer; inside the cabinet bay -> slider; else table.
 
-    The drawer's inside spans x = drawer_x +- 0.176 (calvin-geometry.md §1d); the bay starts at the
+    The drawer's inside spans x = drawer_x +- 0.176 (docs/GEOMETRY.md#moving-links); the bay starts at the
     cabinet front (y 0.02). "table" is the catch-all, as the symbolic states know no other place.
     """
     x, y, z = pos
