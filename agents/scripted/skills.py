@@ -465,19 +465,21 @@ def rotate_block(color: str, direction: int) -> Callable[[World], Skill]:
 
 
 def push_into_drawer(world: World) -> Skill:
-    """Push the block lying on the table toward the robot, off the table's edge into the open drawer."""
+    """Push the block lying on the table toward the robot, off the table's edge into the open drawer;
+    again from where it lies when it slipped off the fingers' side (calvin_env's slim fingertips)."""
     yield from pull_drawer_to(world, 0.11)
-    block = next((b for b in world.blocks() if world.on_table(b)), None)
-    if block is None:
-        return
-    inside = world.drawer_inside()
-    dx = float(np.clip(inside[0] - block.pos[0], -0.08, 0.08))
-    side = block.footprint_half(np.array([0.0, 1.0, 0.0]))
-    start = block.pos + (0.0, side + FINGER_HALF_THICKNESS + 0.02, push_height(block))
-    yield from travel(world, start, down(NEUTRAL_YAW), CLOSE, z=CRUISE_Z)
-    edge = start + (dx, -0.10 - (block.pos[1] + 0.18) - 0.02, 0.0)  # until the block's centre is past y -0.18
-    yield wp(edge, down(NEUTRAL_YAW), CLOSE, speed=0.4, tol=0.01)
-    yield wp(lifted(world.tcp, 0.56), down(NEUTRAL_YAW), CLOSE, tol=0.02)
+    for _ in range(ATTEMPTS):
+        block = next((b for b in world.blocks() if world.on_table(b)), None)
+        if block is None:
+            return
+        inside = world.drawer_inside()
+        dx = float(np.clip(inside[0] - block.pos[0], -0.08, 0.08))
+        side = block.footprint_half(np.array([0.0, 1.0, 0.0]))
+        start = block.pos + (0.0, side + FINGER_HALF_THICKNESS + 0.02, push_height(block))
+        yield from travel(world, start, down(NEUTRAL_YAW), CLOSE, z=CRUISE_Z)
+        edge = start + (dx, -0.10 - (block.pos[1] + 0.18) - 0.02, 0.0)  # until the block's centre is past y -0.18
+        yield wp(edge, down(NEUTRAL_YAW), CLOSE, speed=0.4, tol=0.01)
+        yield wp(lifted(world.tcp, 0.56), down(NEUTRAL_YAW), CLOSE, tol=0.02)
 
 
 # ---------------------------------------------------------------------------------------- registry
