@@ -5,6 +5,8 @@
     agent = make_agent("random", seed=0)                # uniform relative actions, random gripper
     agent = make_agent("replay", actions="run.npz")     # plays back recorded actions
     agent = make_agent("vla", checkpoint=DIR, device="cuda")
+    agent = make_agent("remote", url="ws://127.0.0.1:8000", protocol="vla_eval")   # a policy server's agent
+    policy = make_policy("vla", checkpoint=DIR)         # what a policy server serves: sessions stepped together
 
 Every agent but the random and replay ones is imported only when it is made, so that `import agents`
 stays free of torch and transformers.
@@ -12,9 +14,10 @@ stays free of torch and transformers.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
-from agents.base import ActionType, Agent, AgentSpec
+from agents.base import ActionType, Agent, AgentSessions, AgentSpec, AgentUnavailable, SessionPolicy
 
 
 def _random(**kwargs: Any) -> Agent:
@@ -37,6 +40,12 @@ def _scripted(**kwargs: Any) -> Agent:
     return ScriptedExpert(**kwargs)
 
 
+def _remote(**kwargs: Any) -> Agent:
+    from agents.remote import RemoteAgent
+
+    return RemoteAgent(**kwargs)
+
+
 def _required_checkpoint(checkpoint: str | None) -> str:
     if checkpoint is None:
         raise ValueError("make_agent('vla'): a checkpoint folder is needed (checkpoint=PATH)")
@@ -47,7 +56,19 @@ def _vla(checkpoint: str | None = None, **kwargs: Any) -> Agent:
     return load_agent(_required_checkpoint(checkpoint), **kwargs)
 
 
-AGENTS: dict[str, Callable[..., Agent]] = {"random": _random, "replay": _replay, "scripted": _scripted, "vla": _vla}
+AGENTS: dict[str, Callable[..., Agent]] = {"random": _random, "replay": _replay, "scripted": _scripted, "vla": _vla,
+                                           "remote": _remote}
+
+
+def import_object(path: str) -> Any:
+    """"package.module:attribute" -> the attribute (a factory named by its import path)."""
+    module, sep, attr = str(path).partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"expected an import path 'package.module:attribute', got {path!r}")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def make_agent(name: str, **kwargs: Any) -> Agent:
@@ -61,14 +82,30 @@ def make_agent(name: str, **kwargs: Any) -> Agent:
 
 def check_agent(name: str, **kwargs: Any) -> None:
     """Raise now what `make_agent(name, **kwargs)` would raise later (in a worker process). A VLA agent's
-    options and checkpoint folder are checked without building its model; the other agents are cheap, so
-    they are built and dropped."""
+    options and checkpoint folder are checked without building its model; a remote agent connects once,
+    without waiting for a server that is down; the other agents are cheap, so they are built and dropped."""
+    if name == "remote":
+        make_agent(name, **{**kwargs, "reconnect_timeout_s": 0}).close()
+        return
     if name != "vla":
         make_agent(name, **kwargs)
         return
     from agents.vla.agent import check_agent_options
 
     check_agent_options(_required_checkpoint(kwargs.pop("checkpoint", None)), **kwargs)
+
+
+def make_policy(name: str, factory: str | None = None, **kwargs: Any) -> SessionPolicy:
+    """What a policy server serves. A VLA checkpoint becomes a `VLAPolicy` (sessions stepped together, the
+    model run once per batch); a factory ("module:callable") that returns a `SessionPolicy` is used as it
+    is; any other agent (a registered name, or a factory's agent) runs one agent per session."""
+    if factory is None and name == "vla":
+        from agents.vla import load_policy
+
+        return load_policy(_required_checkpoint(kwargs.pop("checkpoint", None)), **kwargs)
+    build = (lambda: import_object(factory)(**kwargs)) if factory else (lambda: make_agent(name, **kwargs))
+    first = build()
+    return first if isinstance(first, SessionPolicy) else AgentSessions(build, first)
 
 
 def load_agent(checkpoint_dir: Any, device: str = "cpu", **kwargs: Any) -> Agent:
@@ -78,4 +115,5 @@ def load_agent(checkpoint_dir: Any, device: str = "cpu", **kwargs: Any) -> Agent
     return _load(checkpoint_dir, device=device, **kwargs)
 
 
-__all__ = ["AGENTS", "ActionType", "Agent", "AgentSpec", "check_agent", "load_agent", "make_agent"]
+__all__ = ["AGENTS", "ActionType", "Agent", "AgentSessions", "AgentSpec", "AgentUnavailable", "SessionPolicy",
+           "check_agent", "import_object", "load_agent", "make_agent", "make_policy"]

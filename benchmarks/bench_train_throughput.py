@@ -1,4 +1,5 @@
-"""Training throughput (samples/s, s/step) of the real loop, with the per-frame npz and the sharded loader.
+"""Training throughput (samples/s, s/step) of the real loop: per-frame npz, shards, and shards whose images
+are stored at the model's input size (`convert --resize`, so the model skips its per-batch resize).
 
     python benchmarks/bench_train_throughput.py                          # tiny_llava, B=8, W=8, C=10, fp32, CPU
     python benchmarks/bench_train_throughput.py --batch 4 --workers 2 --precision bf16 --steps 40
@@ -6,11 +7,11 @@
     python benchmarks/bench_train_throughput.py PATH                     # a CALVIN-format dataset root of your own
 
 Without PATH, a CALVIN-layout dataset with rendered-looking images (bench_data_loading's) is written to a
-temporary folder and converted to shards. Each format trains `--steps` optimizer steps of the same
+temporary folder and converted to shards (full frames, and at the input size). Each format trains `--steps` optimizer steps of the same
 configuration with `harness.train.train` (static camera + proprio, augmentation on, one optimizer step per
 batch); the first `--warmup` steps (model warm-up, DataLoader start) are left out and the rest averaged
 from metrics.jsonl: samples/s, s/step and the part of a step spent waiting for data. With --repeats the
-formats alternate (npz, shards, npz, ...) and the best run of each is reported (the machine may be shared).
+formats alternate (npz, shards, resized shards, npz, ...) and the best run of each is reported (the machine may be shared).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_data_loading import synthesise  # noqa: E402
+from agents.vla.tiny import TinySize  # noqa: E402
 from harness.data.shards import convert  # noqa: E402
 
 
@@ -95,22 +97,25 @@ def main() -> None:
             t = time.perf_counter()
             synthesise(root)
             print(f"synthesised a CALVIN-layout dataset (2 episodes x 400 frames) in {time.perf_counter() - t:.1f} s")
-        shards = Path(tmp) / "shards"
+        shards, resized = Path(tmp) / "shards", Path(tmp) / "resized"
         convert(root, shards, splits=["training"], progress=False)
+        edge = int(dict(kv.split(":") for kv in args.tiny_size).get("image_size", TinySize.image_size))
+        convert(root, resized, splits=["training"], resize={"rgb_static": edge}, progress=False)
         best: dict[str, dict[str, float]] = {}
+        loaders = {"npz": ("npz", root), "shards": ("shards", shards), f"shards@{edge}": ("shards", resized)}
         for r in range(args.repeats):
-            for fmt, data in (("npz", root), ("shards", shards)):
-                out = Path(tmp) / f"run_{fmt}_{r}"
+            for name, (fmt, data) in loaders.items():
+                out = Path(tmp) / f"run_{fmt}_{data.name}_{r}"
                 result = measure(train_config(data, fmt, out, args), out)
-                if fmt not in best or result["samples_per_s"] > best[fmt]["samples_per_s"]:
-                    best[fmt] = result
+                if name not in best or result["samples_per_s"] > best[name]["samples_per_s"]:
+                    best[name] = result
     size = " ".join(args.tiny_size) or "default TinySize"
     print(f"\n{args.preset} ({size}), LSTM head, batch {args.batch}, window {args.window}, chunk {args.chunk}, "
           f"{args.precision} on {args.device}, {args.threads} thread(s), {args.workers} DataLoader worker(s); "
           f"{args.steps - args.warmup} steady steps, best of {args.repeats}")
-    print(f"{'loader':<8}{'samples/s':>12}{'s/step':>10}{'data wait s/step':>18}")
-    for fmt, res in best.items():
-        print(f"{fmt:<8}{res['samples_per_s']:>12.2f}{res['step_s']:>10.3f}{res['data_s']:>18.3f}")
+    print(f"{'loader':<11}{'samples/s':>12}{'s/step':>10}{'data wait s/step':>18}")
+    for name, res in best.items():
+        print(f"{name:<11}{res['samples_per_s']:>12.2f}{res['step_s']:>10.3f}{res['data_s']:>18.3f}")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,15 @@ def quat_to_euler(quat: ArrayLike) -> np.ndarray:
     return np.stack([roll, pitch, yaw], axis=-1)
 
 
+def axis_angle_to_quat(rotvec: ArrayLike) -> np.ndarray:
+    """(..., 3) rotation vector (axis * angle, rad) -> (..., 4) quaternion xyzw."""
+    v = np.asarray(rotvec, dtype=np.float64)
+    angle = np.linalg.norm(v, axis=-1, keepdims=True)
+    # sin(angle/2)/angle, with its limit 1/2 at 0 (no division by zero for the identity)
+    scale = np.where(angle > 1e-12, np.sin(angle / 2) / np.where(angle > 1e-12, angle, 1.0), 0.5)
+    return np.concatenate([v * scale, np.cos(angle / 2)], axis=-1)
+
+
 def quat_multiply(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     """Hamilton product a * b in xyzw: the rotation that applies b first, then a."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
@@ -134,6 +143,18 @@ def relative_rotation_euler(quat_start: ArrayLike, quat_end: ArrayLike, degrees:
     """
     euler = quat_to_euler(quat_multiply(quat_end, quat_inverse(quat_start)))
     return np.degrees(euler) if degrees else euler
+
+
+def quat_to_rotvec(quat: ArrayLike) -> np.ndarray:
+    """(..., 4) xyzw -> (..., 3) axis-angle (rotation vector: unit axis times the angle in [0, pi])."""
+    q = np.asarray(quat, dtype=np.float64)
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    q = np.where(q[..., 3:4] < 0, -q, q)  # w >= 0: the angle stays within [0, pi]
+    sin_half = np.linalg.norm(q[..., :3], axis=-1, keepdims=True)
+    angle = 2 * np.arctan2(sin_half, q[..., 3:4])
+    # angle / sin(angle / 2) -> 2 as the angle -> 0
+    scale = np.where(sin_half > 1e-12, angle / np.maximum(sin_half, 1e-12), 2.0)
+    return q[..., :3] * scale
 
 
 def wrap_angle(angle: ArrayLike) -> np.ndarray:

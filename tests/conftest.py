@@ -50,3 +50,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     marked = config.stash.get(_MARKED, 0)
     if marked and CALVIN_ENV_ROOT is None:
         terminalreporter.write_line(f"calvin_env: NOT INSTALLED - {marked} tests marked calvin_env were skipped: {SKIP_REASON}")
+
+
+@pytest.fixture(scope="session")
+def recording(tmp_path_factory) -> Path:
+    """A small dataset recorded by the scripted expert in built-in scene D (once per session): 2 training
+    episodes (rotate_blue_block_left, open_drawer; push_pink_block_right, lift_blue_block_slider) and 1
+    validation episode (lift_blue_block_slider, stack_block): block, contact and articulated tasks."""
+    from harness.data.record import RecordConfig, record_dataset
+
+    out = tmp_path_factory.mktemp("recording") / "ds"
+    summary = record_dataset(RecordConfig(out=str(out), episodes=2, val_episodes=1, chain_length=2, workers=1, seed=2),
+                             progress=False)
+    assert summary["failed_subtasks"] == {} and summary["annotations"] == 6
+    return out

@@ -102,6 +102,21 @@ class FalteringExpert(ScriptedExpert):
         return super().step(obs, instruction)
 
 
+class Sleepy:
+    """Relative no-op actions, each after `delay_s` seconds (a policy server too slow for its clients)."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.spec = AgentSpec(name="sleepy")
+
+    def reset(self) -> None:
+        pass
+
+    def step(self, obs: dict[str, Any], instruction: str) -> np.ndarray:
+        time.sleep(self.delay_s)
+        return np.array([0, 0, 0, 0, 0, 0, 1.0])
+
+
 def make_button_presser(scene: str = "D") -> ButtonPresser:
     return ButtonPresser(scene)
 

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
+from harness.data.images import resize_frames
 from harness.data.normalization import ActionNormalizer
 from harness.data.shards import ShardFrameSource, convert, directory_size
 from harness.data.windows import NpzFrameSource, WindowConfig, WindowDataset, collate_windows
@@ -105,3 +106,42 @@ def test_dataloader_workers_and_distributed_sampler(both):
             assert got_tasks[row] == want["task"]
         seen += order
     assert sorted(set(seen)) == list(range(len(sh)))  # the two replicas cover every window
+
+
+def test_resized_shards_store_what_the_processor_would_make(both, tmp_path):
+    """Images stored at a smaller size equal resize_frames of the full frames; the rest is unchanged."""
+    root, _, _ = both
+    out = tmp_path / "small"
+    convert(root / "training", out, resize={"rgb_static": 48, "rgb_gripper": 32}, resize_mode="bicubic", progress=False)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["keys"]["rgb_static"]["shape"] == [48, 48, 3] and m["keys"]["rgb_gripper"]["shape"] == [32, 32, 3]
+    assert m["resized"] == {"rgb_static": {"from": [200, 200, 3], "mode": "bicubic"},
+                            "rgb_gripper": {"from": [84, 84, 3], "mode": "bicubic"}}
+    npz = WindowDataset(NpzFrameSource(root, "training"), CFG, ActionNormalizer())
+    sh = WindowDataset(ShardFrameSource(out), CFG, ActionNormalizer())
+    for i in range(0, len(npz), 9):
+        full, small = npz[i], sh[i]
+        for key, edge in (("rgb_static", 48), ("rgb_gripper", 32)):
+            want = resize_frames(torch.from_numpy(full[key]).permute(0, 3, 1, 2), (edge, edge), "bicubic")
+            np.testing.assert_array_equal(small[key], want.permute(0, 2, 3, 1).numpy(), err_msg=key)
+        for key in ("actions", "action_mask", "robot_obs"):
+            np.testing.assert_array_equal(small[key], full[key], err_msg=key)
+
+
+@pytest.mark.parametrize("resize, mode, message", [
+    ({"robot_obs": 48}, "bicubic", "'robot_obs' is not an image key"),
+    ({"rgb_static": 0}, "bicubic", "must be a positive integer"),
+    ({"rgb_static": 48}, "lanczos", "resize_mode must be one of"),
+])
+def test_bad_resize_is_refused_before_any_work(both, tmp_path, resize, mode, message):
+    root, _, _ = both
+    with pytest.raises(ValueError, match=message):
+        convert(root / "training", tmp_path / "bad", resize=resize, resize_mode=mode, progress=False)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_resize_needs_a_converted_key(both, tmp_path):
+    root, _, _ = both
+    with pytest.raises(ValueError, match="'rgb_gripper' is not among the converted keys"):
+        convert(root / "training", tmp_path / "bad", keys=("rgb_static", "rel_actions"), resize={"rgb_gripper": 32},
+                progress=False)

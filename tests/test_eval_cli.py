@@ -106,18 +106,26 @@ def test_rerun_of_a_finished_run_changes_nothing_and_other_settings_are_refused(
         assert snapshot(uninterrupted) == finished  # config.yaml included: a refused rerun writes nothing
 
 
+def gated_command(out: Path, gate: Path, workers: int) -> list[str]:
+    """4 chains of the gated presser: its workers hold inside chains 1.. while `gate` exists (created here)."""
+    gate.touch()
+    args = [a for a in command(out, f"workers={workers}") if not a.startswith(("agent.factory=", "num_chains="))]
+    return args + ["agent.factory=tests.eval_agents:make_gated_presser", f"+agent.gate={gate}", "num_chains=4"]
+
+
+def wait_for_chain_0(proc: subprocess.Popen, out: Path) -> None:
+    log, deadline = out / "results.jsonl", time.monotonic() + 120
+    while not (log.exists() and log.read_bytes().count(b"\n") >= 1):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run did not record chain 0"
+        time.sleep(0.05)
+
+
 def test_a_second_evaluation_of_a_folder_in_use_is_refused_at_once(tmp_path, uninterrupted):
     out, gate = tmp_path / "shared", tmp_path / "gate"
-    gate.touch()  # the first run holds at chain 1 until the gate goes
-    args = [a for a in command(out, "workers=1") if not a.startswith(("agent.factory=", "num_chains="))]
-    args += ["agent.factory=tests.eval_agents:make_gated_presser", f"+agent.gate={gate}", "num_chains=4"]
+    args = gated_command(out, gate, workers=1)
     first = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        log = out / "results.jsonl"
-        deadline = time.monotonic() + 120
-        while not (log.exists() and log.read_bytes().count(b"\n") >= 1):
-            assert first.poll() is None and time.monotonic() < deadline, "the first run did not record chain 0"
-            time.sleep(0.05)
+        wait_for_chain_0(first, out)
         second = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert second.returncode == 2 and first.poll() is None, second.stderr
         assert f"is being written by another evaluation (pid {first.pid} holds" in second.stderr, second.stderr
@@ -137,6 +145,9 @@ def test_invalid_settings_fail_in_one_line_before_the_folder_is_touched(tmp_path
         "agent=vla": "agent.checkpoint: Missing mandatory value",
         f"agent=vla agent.checkpoint={tmp_path / 'nowhere'}": f"agent (vla): checkpoint {tmp_path / 'nowhere'}: is not a folder",
         "agent=random mode=single_task tasks=[open_the_door]": "open_the_door",
+        "agent=random server=sometimes": "server must be one of ('auto', 'on', 'off'), got 'sometimes'",
+        "agent=random server_options.max_batch=0": "server_options: max_batch >= 1",
+        "agent=random +server_options.colour=red": "unknown server_options ['colour']",
     }
     for overrides, message in cases.items():
         out = tmp_path / "out"
@@ -158,7 +169,7 @@ def test_torchrun_two_cpu_ranks_merge_to_the_single_process_results(tmp_path, un
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not list(out.glob("results.rank*.jsonl"))  # merged into results.jsonl
     results = json.loads((out / "results.json").read_text())
-    assert results["parallelism"] == {"workers_per_rank": 1, "world_size": 2}
+    assert results["parallelism"] == {"workers_per_rank": 1, "world_size": 2, "server": "auto"}
     assert numbers(out) == numbers(uninterrupted)
     assert records(out) == records(uninterrupted)
     assert [json.loads(line)["index"] for line in (out / "results.jsonl").read_text().splitlines()] == list(range(NUM_CHAINS))
@@ -175,3 +186,41 @@ def test_eval_calvin_sh_passes_overrides_to_the_evaluation(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "VLA_HARNESS_VENV": str(venv)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| random | builtin D | 2 |" in proc.stdout and (tmp_path / "results.json").exists()
+
+
+def live_children(pid: int) -> set[int]:
+    """The processes `pid` started (Linux /proc), zombies left out."""
+    kids = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids |= {int(k) for k in (task / "children").read_text().split()}
+    return {k for k in kids if is_running(k)}
+
+
+def is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_killed_evaluation_leaves_no_process_behind_and_resumes(tmp_path, uninterrupted, sig):
+    out, gate = tmp_path / "killed", tmp_path / "gate"
+    args = gated_command(out, gate, workers=2)  # busy workers, as in a long chain
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_chain_0(proc, out)
+        started = live_children(proc.pid)
+        assert len(started) >= 2  # the two workers (and multiprocessing's resource tracker, if any)
+        os.kill(proc.pid, sig)
+        assert proc.wait(timeout=60) == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while any(is_running(k) for k in started) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [k for k in started if is_running(k)], "processes of the killed evaluation are still running"
+    finally:
+        gate.unlink()
+    run(args)  # the same command carries on (the folder's lock went with the killed run)
+    alone = {k: r for k, r in records(uninterrupted).items() if int(k.split("/")[1]) < 4}
+    assert records(out) == alone

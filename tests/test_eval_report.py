@@ -88,6 +88,9 @@ def test_report_and_plots(smoke):
     assert "| agent | env | chains | 1 | 2 | 3 | 4 | 5 | Avg. Len. |" in report
     assert "| button_presser | builtin D | 3 | 33.3% | 0.0% | 0.0% | 0.0% | 0.0% | 0.33 |" in report
     assert "turn_off_led: 1 / 1 |  SR: 100.0%" in report and "(videos/chain_0000.mp4)" in report
+    assert "| 1 | 1 | 3 | 33.3% | [6.1%, 79.2%] |" in report and "| 2 | 0 | 1 | 0.0% | [0.0%, 79.3%] |" in report
+    assert "| 3 | 0 | 0 | - | - |" in report
+    assert "| turn_off_led | 1 | 1 | 100.0% | [20.7%, 100.0%] | 1/1 | 0/0 |" in report
     for name in ("chain_success.png", "task_success.png"):
         with Image.open(smoke / name) as image:
             image.verify()

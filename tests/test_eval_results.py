@@ -120,6 +120,19 @@ def test_run_key_refuses_other_settings(tmp_path):
         check_run_key(tmp_path, {**key, "ep_len": 100, "seed": 1})
 
 
+def test_success_by_position_and_first_vs_later_by_hand():
+    s = summarize(RECORDS, "chains")
+    # chain/0 fails at 1; chain/1 fails at 3; chain/2 succeeds 5 times; chain/3 fails at 2
+    assert s["positions"] == {"1": {"success": 3, "total": 4}, "2": {"success": 2, "total": 3},
+                              "3": {"success": 1, "total": 2}, "4": {"success": 1, "total": 1},
+                              "5": {"success": 1, "total": 1}}
+    assert s["task_positions"]["open_drawer"] == {"first": {"success": 1, "total": 2}, "later": {"success": 1, "total": 2}}
+    assert s["task_positions"]["turn_on_led"] == {"first": {"success": 1, "total": 1}, "later": {"success": 2, "total": 2}}
+    assert s["task_positions"]["place_in_drawer"] == {"first": {"success": 0, "total": 0}, "later": {"success": 1, "total": 1}}
+    assert list(s["task_positions"]) == list(s["task_info"])
+    assert summarize([], "chains")["positions"]["5"] == {"success": 0, "total": 0}
+
+
 def test_a_setting_missing_from_an_older_run_json_counts_as_null(tmp_path):
     check_run_key(tmp_path, {"mode": "chains", "seed": 0})  # written before job_timeout_s joined the key
     check_run_key(tmp_path, {"mode": "chains", "seed": 0, "job_timeout_s": None})

@@ -56,6 +56,14 @@ def test_quat_multiply_and_inverse_match_pybullet(client):
     assert np.allclose(sp.quat_multiply([0, 0, 0, 1], [0.1, 0.2, 0.3, 0.9]), [0.1, 0.2, 0.3, 0.9])
 
 
+def test_axis_angle_to_quat_matches_pybullet(client):
+    for axis, angle in zip(RNG.normal(size=(20, 3)), RNG.uniform(-3, 3, size=20)):
+        axis = axis / np.linalg.norm(axis)
+        assert _same_rotation(sp.axis_angle_to_quat(axis * angle), p.getQuaternionFromAxisAngle(axis.tolist(), angle))
+    assert np.allclose(sp.axis_angle_to_quat(np.zeros(3)), [0, 0, 0, 1])  # the identity, no division by zero
+    assert sp.axis_angle_to_quat(np.zeros((4, 2, 3))).shape == (4, 2, 4)
+
+
 def test_matrices_match_pybullet(client):
     for e in _random_eulers(20):
         q = p.getQuaternionFromEuler(e.tolist())
@@ -80,6 +88,18 @@ def test_relative_rotation_euler():
     tilt = sp.euler_to_quat([0.3, 0.0, 0.0])
     yaw = sp.euler_to_quat([0.0, 0.0, 1.0])
     assert np.allclose(sp.relative_rotation_euler(tilt, sp.quat_multiply(yaw, tilt)), [0, 0, 1.0], atol=1e-9)
+
+
+def test_quat_to_rotvec_matches_pybullet_axis_angle(client):
+    for e in _random_eulers(20):
+        q = p.getQuaternionFromEuler(e.tolist())
+        axis, angle = p.getAxisAngleFromQuaternion(q)
+        rotvec = np.asarray(axis) * angle
+        if angle > np.pi:  # PyBullet's angle runs to 2 pi; the rotation vector's to pi
+            rotvec = -np.asarray(axis) * (2 * np.pi - angle)
+        assert np.allclose(sp.quat_to_rotvec(q), rotvec, atol=1e-6)
+        assert np.allclose(sp.quat_to_rotvec(-np.asarray(q)), rotvec, atol=1e-6)  # -q: the same rotation
+    assert np.allclose(sp.quat_to_rotvec([0, 0, 0, 1]), 0) and sp.quat_to_rotvec(np.zeros((2, 3, 4)) + [0, 0, 0, 1]).shape == (2, 3, 3)
 
 
 def test_wrap_angle():

@@ -70,12 +70,18 @@ def test_agent_protocol_and_action_format(tiny_dir):
 
 
 class _Recorder:
-    """Wraps the agent's stream to record every chunk it produced."""
+    """Wraps the agent's policy to record every chunk the model produced."""
 
     def __init__(self, agent: VLAAgent):
         self.chunks: list[torch.Tensor] = []
-        step = agent.stream.step
-        agent.stream.step = lambda f: self.chunks.append(step(f).cpu()) or self.chunks[-1]
+        predict = agent.policy.predict_chunks
+
+        def recorded(episodes, frames):
+            chunks = predict(episodes, frames)
+            self.chunks.append(chunks[0].cpu())
+            return chunks
+
+        agent.policy.predict_chunks = recorded
 
 
 def test_chunk_execution_plays_k_actions_of_one_chunk(tiny_dir):

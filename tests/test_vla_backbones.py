@@ -9,6 +9,7 @@ import torch
 from agents.vla.backbones import ADAPTERS, adapter_class, load_backbone
 from agents.vla.config import BackboneConfig
 from agents.vla.tiny import TINY_PRESETS, build_tokenizer
+from harness.data.images import resize_hwc
 from tests.vla_helpers import tiny_dir  # noqa: F401  (fixture)
 
 FAMILIES = ["tiny_llava", "tiny_paligemma", "tiny_idefics3", "tiny_smolvlm", "tiny_qwen2_vl", "tiny_kosmos2"]
@@ -40,6 +41,18 @@ def test_prompt_has_one_placeholder_block_per_image_and_processor_pixels(tiny_di
         theirs = torch.as_tensor(np.asarray(bb.processor.image_processor(images=[image.numpy()])["pixel_values"]))
         assert ours.shape == theirs.shape
         assert (ours - theirs.float()).abs().mean() < 0.01
+
+
+@pytest.mark.parametrize("name", ["tiny_idefics3", "tiny_llava", "tiny_paligemma"])
+def test_frames_stored_at_the_input_size_give_the_same_pixels(tiny_dir, name):
+    """Shards converted with --resize to the model's input size (harness.data.images, the same resize)
+    feed the model exactly the pixels it would make of the full frames."""
+    bb = _load(tiny_dir, name)
+    full = torch.randint(0, 256, (3, 200, 200, 3), dtype=torch.uint8)
+    (h, w), crop = bb.target_size(200, 200)
+    assert h == w and crop in (None, (h, w))  # square frames: a centre crop of the resized frame is all of it
+    stored = torch.from_numpy(resize_hwc(full.numpy(), h, bb._settings()[0]))
+    assert torch.equal(bb.pixel_inputs([stored])["pixel_values"], bb.pixel_inputs([full])["pixel_values"])
 
 
 def test_unknown_family_lists_known_ones():

@@ -7,9 +7,9 @@
     heads.py       mlp / lstm / gpt / discrete heads and the losses
     model.py       VLAModel: forward(batch) -> losses, predict(batch) -> chunks
     finetune.py    LoRA, freezing, last-k layers, gradient checkpointing, parameter report
-    inference.py   EpisodeStream: cached step-by-step inference and the recompute baseline
+    inference.py   step_episodes / EpisodeStream: cached step-by-step inference of one or many episodes
     checkpoint.py  save_checkpoint / load_checkpoint (safetensors, validated)
-    agent.py       VLAAgent, load_agent
+    agent.py       VLAPolicy (many sessions stepped together), VLAAgent (one session), load_policy, load_agent
 
 Names are exported lazily: importing this package does not import torch.
 """
@@ -21,6 +21,7 @@ _EXPORTS = {
     "VLAConfig": "config", "BackboneConfig": "config", "HeadConfig": "config", "LossConfig": "config",
     "FinetuneConfig": "config", "VLAModel": "model", "save_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint", "VLAAgent": "agent", "AgentConfig": "agent", "load_agent": "agent",
+    "VLAPolicy": "agent", "load_policy": "agent",
     "EpisodeStream": "inference", "build_tiny": "tiny",
 }
 

@@ -1,4 +1,8 @@
-"""VLAAgent: runs a VLA checkpoint in the env loop (the `agents.base.Agent` protocol).
+"""VLAPolicy and VLAAgent: a VLA checkpoint in the env loop.
+
+`VLAPolicy` steps any number of sessions (episodes) together, the model run once for all of them (what a
+policy server serves, harness/serve); `VLAAgent` is one session of one behind the `agents.base.Agent`
+protocol (what an evaluation worker runs in-process).
 
 Every step the model sees the new frame (so the history stays the one it was trained on, and with the
 cache the backbone runs on that frame only), then an execution strategy picks the action:
@@ -15,7 +19,7 @@ Normalised outputs become env actions with the checkpoint's own `ActionNormalize
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +29,7 @@ import torch
 from agents.base import AgentSpec
 from harness.data.normalization import ActionNormalizer
 
-from .inference import EpisodeStream
+from .inference import EpisodeState, new_episode, step_episodes
 from .model import VLAModel
 
 EXECUTIONS = ("replan", "chunk", "ensemble")
@@ -65,7 +69,23 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return table[dtype]
 
 
-class VLAAgent:
+@dataclass
+class Session:
+    """One episode of a `VLAPolicy`: the model's incremental state and the execution's (plan, past chunks)."""
+
+    episode: EpisodeState
+    instruction: str | None = None
+    plan: torch.Tensor | None = None  # chunk being executed (normalised), and how far
+    plan_step: int = 0
+    chunks: deque = field(default_factory=deque)  # ensemble: the chunks that still cover the current step, newest last
+    tcp: np.ndarray | None = None
+
+
+class VLAPolicy:
+    """A VLA model with its normaliser and execution settings, stepping any number of sessions (episodes)
+    together: `step_batch` runs the model once for all of them (`inference.step_episodes`). A policy
+    server serves one; `VLAAgent` is one session of one."""
+
     def __init__(self, model: VLAModel, normalizer: ActionNormalizer, cfg: AgentConfig | None = None,
                  checkpoint: str | None = None):
         self.model = model.eval()
@@ -80,27 +100,36 @@ class VLAAgent:
                    "history": model.cfg.history, "window_size": model.cfg.window_size, "chunk": chunk,
                    "execution": self.cfg.execution, "use_cache": self.cfg.use_cache},
         )
-        self.stream = EpisodeStream(model, cached=self.cfg.use_cache)
-        self.reset()
 
-    def reset(self) -> None:
-        self.stream.reset()
-        self._instruction: str | None = None
-        self._plan: torch.Tensor | None = None  # chunk being executed (normalised), and how far
-        self._plan_step = 0
-        self._chunks: deque[torch.Tensor] = deque(maxlen=self.model.cfg.fwd_pred_next_n)  # ensemble, newest last
-        self._tcp: np.ndarray | None = None
+    def new_session(self) -> Session:
+        return Session(new_episode(self.model), chunks=deque(maxlen=self.model.cfg.fwd_pred_next_n))
 
-    def step(self, obs: dict[str, Any], instruction: str) -> np.ndarray:
-        if instruction != self._instruction:
-            if self._instruction is not None:  # features depend on the instruction: a new one starts afresh
-                self.reset()
-            self._instruction = instruction
-        chunk = self.stream.step(self._frame(obs, instruction)).cpu()
-        normalised = self._execute(chunk)
-        return self.normalizer.denormalize(normalised.numpy()).astype(np.float64)
+    def reset(self, session: Session) -> None:
+        """A new episode in the session (the start of a subtask)."""
+        fresh = self.new_session()
+        session.__dict__.update(fresh.__dict__)
 
-    def _frame(self, obs: dict[str, Any], instruction: str) -> dict[str, Any]:
+    def close_session(self, session: Session) -> None:
+        """Nothing to give back: a session's state is its own."""
+
+    def step_batch(self, sessions: list[Session], observations: list[dict[str, Any]],
+                   instructions: list[str]) -> list[np.ndarray]:
+        """The next env action (7,) of every session, from its observation and instruction."""
+        for session, instruction in zip(sessions, instructions):
+            if instruction != session.instruction:
+                if session.instruction is not None:  # features depend on the instruction: a new one starts afresh
+                    self.reset(session)
+                session.instruction = instruction
+        frames = [self._frame(s, obs, i) for s, obs, i in zip(sessions, observations, instructions)]
+        chunks = self.predict_chunks([s.episode for s in sessions], frames).cpu()
+        normalised = torch.stack([self._execute(s, chunk) for s, chunk in zip(sessions, chunks)])
+        return list(self.normalizer.denormalize(normalised.numpy()).astype(np.float64))
+
+    def predict_chunks(self, episodes: list[EpisodeState], frames: list[dict[str, Any]]) -> torch.Tensor:
+        """The model's normalised chunks (B, C, 7) at the sessions' new frames."""
+        return step_episodes(self.model, episodes, frames, cached=self.cfg.use_cache)
+
+    def _frame(self, session: Session, obs: dict[str, Any], instruction: str) -> dict[str, Any]:
         rgb = obs.get("rgb_obs", obs)
         frame: dict[str, Any] = {"instruction": [instruction]}
         for camera in self.model.cfg.cameras:
@@ -110,38 +139,59 @@ class VLAAgent:
             frame[key] = torch.as_tensor(np.ascontiguousarray(rgb[key]), dtype=torch.uint8, device=self.device)[None, None]
         if "robot_obs" in obs:
             robot_obs = np.asarray(obs["robot_obs"], dtype=np.float32)
-            self._tcp = robot_obs[:3].astype(np.float64)
+            if robot_obs.shape != (15,):
+                raise ValueError(f"robot_obs must have 15 values (CALVIN's proprioception), got shape {robot_obs.shape}")
+            session.tcp = robot_obs[:3].astype(np.float64)
             frame["robot_obs"] = torch.as_tensor(robot_obs, device=self.device)[None, None]
         elif self.model.cfg.use_proprio:
             raise ValueError("model uses proprioception but the observation has no 'robot_obs'")
         return frame
 
-    def _execute(self, chunk: torch.Tensor) -> torch.Tensor:
+    def _execute(self, session: Session, chunk: torch.Tensor) -> torch.Tensor:
         """Pick the normalised action (7,) for this step from the newest chunk (C, 7) and the past ones."""
         if self.cfg.execution == "replan":
-            self._plan, self._plan_step = chunk, 0
+            session.plan, session.plan_step = chunk, 0
         elif self.cfg.execution == "chunk":
-            if self._plan is None or self._plan_step >= self.cfg.exec_horizon:
-                self._plan, self._plan_step = chunk, 0
+            if session.plan is None or session.plan_step >= self.cfg.exec_horizon:
+                session.plan, session.plan_step = chunk, 0
         else:
-            self._chunks.append(chunk)
-            n = len(self._chunks)
+            session.chunks.append(chunk)
+            n = len(session.chunks)
             # chunk j (0 = oldest) was predicted n-1-j steps ago: its entry for now is at index n-1-j
-            preds = torch.stack([c[n - 1 - j] for j, c in enumerate(self._chunks)])
+            preds = torch.stack([c[n - 1 - j] for j, c in enumerate(session.chunks)])
             w = torch.exp(-self.cfg.ensemble_decay * torch.arange(n, dtype=torch.float32))
-            self._plan, self._plan_step = chunk, 0
+            session.plan, session.plan_step = chunk, 0
             return (preds * (w / w.sum()).unsqueeze(-1)).sum(0)
-        action = self._plan[self._plan_step]
-        self._plan_step += 1
+        action = session.plan[session.plan_step]
+        session.plan_step += 1
         return action
 
-    def planned_tcp_path(self) -> np.ndarray | None:
-        """World-frame TCP positions (K, 3) of the rest of the current plan, integrated from the current TCP."""
-        if self._plan is None or self._tcp is None:
+    def planned_tcp_path(self, session: Session) -> np.ndarray | None:
+        """World-frame TCP positions (K, 3) of the rest of the session's plan, integrated from its TCP."""
+        if session.plan is None or session.tcp is None:
             return None
-        start = self._plan_step - 1 if self.cfg.execution == "chunk" else 0
-        rel = self.normalizer.denormalize(self._plan[max(start, 0):].numpy())
-        return self._tcp + np.cumsum(rel[:, :3] * METRES_PER_UNIT, axis=0)
+        start = session.plan_step - 1 if self.cfg.execution == "chunk" else 0
+        rel = self.normalizer.denormalize(session.plan[max(start, 0):].numpy())
+        return session.tcp + np.cumsum(rel[:, :3] * METRES_PER_UNIT, axis=0)
+
+
+class VLAAgent:
+    """One session of a `VLAPolicy` behind the agent protocol (`agents.base.Agent`)."""
+
+    def __init__(self, model: VLAModel, normalizer: ActionNormalizer, cfg: AgentConfig | None = None,
+                 checkpoint: str | None = None):
+        self.policy = VLAPolicy(model, normalizer, cfg, checkpoint)
+        self.model, self.spec = self.policy.model, self.policy.spec
+        self.session = self.policy.new_session()
+
+    def reset(self) -> None:
+        self.policy.reset(self.session)
+
+    def step(self, obs: dict[str, Any], instruction: str) -> np.ndarray:
+        return self.policy.step_batch([self.session], [obs], [instruction])[0]
+
+    def planned_tcp_path(self) -> np.ndarray | None:
+        return self.policy.planned_tcp_path(self.session)
 
 
 def _options(device: str, dtype: str | torch.dtype | None, agent_cfg: dict[str, Any]) -> tuple[torch.device, torch.dtype, AgentConfig]:
@@ -167,12 +217,19 @@ def check_agent_options(checkpoint: str | Path, device: str = "cpu", dtype: str 
     cfg.check_chunk(inspect_checkpoint(checkpoint).cfg.fwd_pred_next_n)
 
 
-def load_agent(checkpoint: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = "auto",
-               **agent_cfg: Any) -> VLAAgent:
-    """Load a checkpoint folder into a ready agent. `agent_cfg`: AgentConfig fields (execution, ...);
-    the keys of configs/agent/vla.yaml other than `name` map onto these arguments."""
+def load_policy(checkpoint: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = "auto",
+                **agent_cfg: Any) -> VLAPolicy:
+    """Load a checkpoint folder into a ready policy (any number of sessions). `agent_cfg`: AgentConfig
+    fields (execution, ...); the keys of configs/agent/vla.yaml other than `name` map onto these arguments."""
     from .checkpoint import load_checkpoint
 
     dev, dt, cfg = _options(device, dtype, agent_cfg)
     ckpt = load_checkpoint(checkpoint, device=dev, dtype=dt)
-    return VLAAgent(ckpt.model, ckpt.normalizer, cfg, checkpoint=str(checkpoint))
+    return VLAPolicy(ckpt.model, ckpt.normalizer, cfg, checkpoint=str(checkpoint))
+
+
+def load_agent(checkpoint: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = "auto",
+               **agent_cfg: Any) -> VLAAgent:
+    """Load a checkpoint folder into a ready agent (one session of `load_policy`'s policy)."""
+    policy = load_policy(checkpoint, device, dtype, **agent_cfg)
+    return VLAAgent(policy.model, policy.normalizer, policy.cfg, checkpoint=policy.spec.checkpoint)

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.data.images import resize_frames
+
 from .config import BackboneConfig
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -203,13 +205,8 @@ class BackboneAdapter:
         mode, rescale, mean, std = self._settings()
         (h, w), crop = self.target_size(frames.shape[1], frames.shape[2])
         x = frames.permute(0, 3, 1, 2)
-        if (h, w) != tuple(x.shape[-2:]):
-            if mode == "nearest":
-                x = F.interpolate(x, size=(h, w), mode=mode)
-            elif x.device.type == "cpu":  # uint8 in, uint8 out: rounded and clipped like PIL, and ~7x faster
-                x = F.interpolate(x, size=(h, w), mode=mode, antialias=True, align_corners=False)
-            else:
-                x = F.interpolate(x.float(), size=(h, w), mode=mode, antialias=True, align_corners=False).clamp(0, 255)
+        if (h, w) != tuple(x.shape[-2:]):  # frames stored at the input size (shards converted with --resize) skip this
+            x = resize_frames(x, (h, w), mode)
         x = x.float()
         if crop is not None:
             top, left = (h - crop[0]) // 2, (w - crop[1]) // 2

@@ -2,13 +2,17 @@
 
 Continuous heads map features (B, W, H) to, for every frame, a chunk of C = fwd_pred_next_n actions:
 6 arm values through tanh (normalised space) and one gripper logit each. They also run incrementally
-(`init_state` / `step`), one new frame at a time, with the same result as `forward` over the window:
+(`init_state` / `step_batch`), one new frame per episode at a time, with the same result as `forward` over
+the window. `step_batch` advances any number of episodes in one call, each with its own state and at its
+own point of its window (a policy server steps many clients' episodes together):
 
 * `mlp`  - no history: each frame on its own.
 * `lstm` - keeps (h, c) while the window fills; once the window is full and slides, it re-runs over the
-  last W cached features from a zero state (exactly what it was trained on; the LSTM is cheap).
+  last W cached features from a zero state (exactly what it was trained on; the LSTM is cheap). Episodes
+  at different points go through one packed LSTM call (one step from their (h, c), or W from zero).
 * `gpt`  - causal transformer with learned positions 0..W-1 and a KV cache while the window fills; once
-  the window slides, positions shift, so it re-runs over the last W cached features.
+  the window slides, positions shift, so it re-runs over the last W cached features. Episodes at
+  different points go through one call: caches padded to the longest, an attention mask per episode.
 
 The discrete head reuses the language model: its action tokens are scored by `DiscreteHead.logits`, and
 decoding lives in `VLAModel` (it needs the backbone).
@@ -25,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pack_sequence
 
 from .config import HeadConfig, LossConfig
 
@@ -56,7 +61,7 @@ class ChunkDecoder(nn.Module):
 
 
 class ContinuousHead(nn.Module):
-    """Interface: `forward(feats (B, W, H))` and `init_state()` / `step(feat (B, H), state)`."""
+    """Interface: `forward(feats (B, W, H))` and `init_state()` / `step_batch(feats (B, H), states)`."""
 
     def __init__(self, cfg: HeadConfig, d_in: int, chunk: int, window: int):
         super().__init__()
@@ -66,7 +71,9 @@ class ContinuousHead(nn.Module):
     def init_state(self) -> Any:
         return None
 
-    def step(self, feat: torch.Tensor, state: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    def step_batch(self, feats: torch.Tensor, states: list[Any]) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
+        """One new frame's feature per episode (B, H) and the episodes' states -> arm (B, C, 6), gripper
+        logits (B, C) at the new frames, and the advanced states."""
         raise NotImplementedError
 
 
@@ -78,9 +85,9 @@ class MLPHead(ContinuousHead):
     def forward(self, feats):
         return self.decoder(self.trunk(feats))
 
-    def step(self, feat, state):
-        arm, grip = self.forward(feat)
-        return arm, grip, state
+    def step_batch(self, feats, states):
+        arm, grip = self.forward(feats)
+        return arm, grip, states
 
 
 @dataclass
@@ -91,28 +98,40 @@ class WindowState:
     cache: Any = None
 
 
+@dataclass
+class HistoryStep:
+    """What one episode feeds a history head this step: the new frame alone from its cache while its window
+    fills (`past` = the frames before it), or its whole window from scratch once the window slides."""
+
+    inputs: torch.Tensor  # (L, H): the new feature (L = 1), or the window's features (L = W)
+    past: int  # positions before `inputs` held in the episode's cache (0 when re-running the window)
+    state: WindowState
+
+
 class HistoryHead(ContinuousHead):
-    """A head over the window's features. Incrementally, `_extend` adds one frame while the window fills;
-    once it is full and slides, `_rerun` runs over the last W frames, as in training."""
+    """A head over the window's features. Incrementally, an episode whose window is filling adds its new
+    frame through its cache; once the window is full and slides, it runs over the last W frames, as in
+    training. `_advance` runs the whole batch of episodes, both kinds mixed, in one call."""
 
     def init_state(self):
         return WindowState()
 
-    def step(self, feat, state):
-        if len(state.feats) < self.window:
-            h, state.cache = self._extend(feat, state)
-            state.feats.append(feat)
-        else:
-            state.feats.popleft()
-            state.feats.append(feat)
-            h, state.cache = self._rerun(torch.stack(list(state.feats), dim=1))
+    def step_batch(self, feats, states):
+        steps = []
+        for feat, state in zip(feats, states):
+            if len(state.feats) < self.window:
+                steps.append(HistoryStep(feat.unsqueeze(0), len(state.feats), state))
+                state.feats.append(feat)
+            else:
+                state.feats.popleft()
+                state.feats.append(feat)
+                steps.append(HistoryStep(torch.stack(list(state.feats)), 0, state))
+        h = self._advance(steps)
         arm, grip = self.decoder(h)
-        return arm, grip, state
+        return arm, grip, states
 
-    def _extend(self, feat: torch.Tensor, state: WindowState) -> tuple[torch.Tensor, Any]:
-        raise NotImplementedError
-
-    def _rerun(self, feats: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    def _advance(self, steps: list[HistoryStep]) -> torch.Tensor:
+        """The last output (B, d) of every episode's inputs; updates each episode's cache."""
         raise NotImplementedError
 
 
@@ -140,26 +159,39 @@ class LSTMHead(HistoryHead):
         self.lstm = nn.LSTM(d_in, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True,
                             dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
 
-    def _lstm(self, feats: torch.Tensor, hc: Any = None) -> tuple[torch.Tensor, Any]:
-        """The LSTM, in float32 where CPU bf16 autocast asks for a bf16 LSTM that this CPU lacks."""
-        if (feats.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+    def _lstm(self, feats: Any, hc: Any = None) -> tuple[Any, Any]:
+        """The LSTM (on a tensor or a PackedSequence), in float32 where CPU bf16 autocast asks for a bf16
+        LSTM that this CPU lacks."""
+        data = feats.data if isinstance(feats, nn.utils.rnn.PackedSequence) else feats
+        if (data.device.type == "cpu" and torch.is_autocast_enabled("cpu")
                 and torch.get_autocast_dtype("cpu") == torch.bfloat16 and not cpu_runs_bf16_lstm()):
             with torch.autocast("cpu", enabled=False):
                 hc = None if hc is None else tuple(t.float() for t in hc)
-                return self.lstm(feats.float(), hc)
+                feats = feats._replace(data=data.float()) if data is not feats else feats.float()
+                return self.lstm(feats, hc)
         return self.lstm(feats, hc)
 
     def forward(self, feats):
         out, _ = self._lstm(feats)
         return self.decoder(out)
 
-    def _extend(self, feat, state):  # advance the stored (h, c) by one step
-        out, hc = self._lstm(feat.unsqueeze(1), state.cache)
-        return out[:, -1], hc
-
-    def _rerun(self, feats):  # from a zero state over the window
-        out, hc = self._lstm(feats)
-        return out[:, -1], hc
+    def _advance(self, steps):
+        """One LSTM call for the batch: a filling window's new frame from its (h, c), a sliding window's
+        W frames from a zero state. Sequences of different lengths go in packed."""
+        first = steps[0].inputs
+        caches = [s.state.cache for s in steps if s.past]
+        dtype = caches[0][0].dtype if caches else first.dtype
+        zeros = torch.zeros((self.lstm.num_layers, 1, self.lstm.hidden_size), dtype=dtype, device=first.device)
+        hcs = [s.state.cache if s.past else (zeros, zeros) for s in steps]
+        h0, c0 = (torch.cat([hc[k].to(dtype) for hc in hcs], dim=1) for k in (0, 1))
+        lengths = {len(s.inputs) for s in steps}
+        if len(lengths) == 1:  # one length (always so for a single episode): no packing
+            _, (h, c) = self._lstm(torch.stack([s.inputs for s in steps]), (h0, c0))
+        else:
+            _, (h, c) = self._lstm(pack_sequence([s.inputs for s in steps], enforce_sorted=False), (h0, c0))
+        for i, s in enumerate(steps):
+            s.state.cache = (h[:, i : i + 1], c[:, i : i + 1])
+        return h[-1]  # the last layer's state after each sequence's own last step = its last output
 
 
 class _CausalBlock(nn.Module):
@@ -171,13 +203,16 @@ class _CausalBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d), nn.Dropout(dropout))
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None,
+                mask: torch.Tensor | None = None):
+        """`mask` (B, 1, T, past + T), True where a query may attend, replaces the causal rule (batches of
+        episodes whose caches were padded to one length)."""
         b, t, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         # with a cache the new queries are the last positions and may see every cached key
-        att = F.scaled_dot_product_attention(q, k, v, is_causal=past is None and t > 1,
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and past is None and t > 1,
                                              dropout_p=self.dropout if self.training else 0.0)
         x = x + self.proj(att.transpose(1, 2).reshape(b, t, d))
         return x + self.mlp(self.ln2(x)), (k, v)
@@ -192,28 +227,68 @@ class GPTHead(HistoryHead):
         self.blocks = nn.ModuleList(_CausalBlock(d, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_layers))
         self.ln_f = nn.LayerNorm(d)
 
-    def _run(self, feats: torch.Tensor, start: int, past: list | None) -> tuple[torch.Tensor, list]:
-        t = feats.shape[1]
-        if start + t > self.window:
-            raise ValueError(f"GPT head: positions {start}..{start + t - 1} exceed window_size {self.window}")
-        x = self.inp(feats) + self.pos(torch.arange(start, start + t, device=feats.device))
+    def _run(self, feats: torch.Tensor, positions: torch.Tensor, past: list | None,
+             mask: torch.Tensor | None = None) -> tuple[torch.Tensor, list]:
+        if int(positions.max()) >= self.window:
+            raise ValueError(f"GPT head: position {int(positions.max())} exceeds window_size {self.window}")
+        x = self.inp(feats) + self.pos(positions)
         cache = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, None if past is None else past[i])
+            x, kv = block(x, None if past is None else past[i], mask)
             cache.append(kv)
         return self.ln_f(x), cache
 
     def forward(self, feats):
-        h, _ = self._run(feats, 0, None)
+        h, _ = self._run(feats, torch.arange(feats.shape[1], device=feats.device), None)
         return self.decoder(h)
 
-    def _extend(self, feat, state):  # one new position through the KV cache
-        h, cache = self._run(feat.unsqueeze(1), len(state.feats), state.cache)
-        return h[:, -1], cache
+    def _advance(self, steps):
+        if len({(len(s.inputs), s.past) for s in steps}) == 1:  # all alike (always so for one episode)
+            return self._advance_alike(steps)
+        return self._advance_mixed(steps)
 
-    def _rerun(self, feats):  # positions shifted by one: rebuild the cache over the window
-        h, cache = self._run(feats, 0, None)
-        return h[:, -1], cache
+    def _advance_alike(self, steps: list[HistoryStep]) -> torch.Tensor:
+        """Episodes at one point of their windows: stacked caches, the causal rule."""
+        x = torch.stack([s.inputs for s in steps])
+        past_len = steps[0].past
+        past = None
+        if past_len:
+            past = [tuple(torch.cat([s.state.cache[i][j] for s in steps]) for j in (0, 1)) for i in range(len(self.blocks))]
+        h, cache = self._run(x, torch.arange(past_len, past_len + x.shape[1], device=x.device), past)
+        for b, s in enumerate(steps):
+            s.state.cache = [(k[b : b + 1], v[b : b + 1]) for k, v in cache]
+        return h[:, -1]
+
+    def _advance_mixed(self, steps: list[HistoryStep]) -> torch.Tensor:
+        """Episodes at different points: inputs right-padded to the longest, caches to the longest, and a
+        mask per episode: its own cached positions, then its new positions causally. Padding sits after
+        every real position, so no real query sees it."""
+        first = steps[0].inputs
+        n, t, p = len(steps), max(len(s.inputs) for s in steps), max(s.past for s in steps)
+        x = first.new_zeros(n, t, first.shape[-1])
+        positions = torch.zeros(n, t, dtype=torch.long, device=first.device)
+        mask = torch.zeros(n, 1, t, p + t, dtype=torch.bool, device=first.device)
+        mask[..., p:] = torch.ones(t, t, dtype=torch.bool, device=first.device).tril()
+        for b, s in enumerate(steps):
+            x[b, : len(s.inputs)] = s.inputs
+            positions[b, : len(s.inputs)] = torch.arange(s.past, s.past + len(s.inputs), device=first.device)
+            mask[b, ..., : s.past] = True
+        past = None if p == 0 else [tuple(self._padded([s.state.cache[i][j] if s.past else None for s in steps], p)
+                                          for j in (0, 1)) for i in range(len(self.blocks))]
+        h, cache = self._run(x, positions, past, mask)
+        for b, s in enumerate(steps):  # each episode keeps its own positions only
+            keep = torch.cat([torch.arange(s.past), torch.arange(p, p + len(s.inputs))]).to(first.device)
+            s.state.cache = [(k[b : b + 1, :, keep], v[b : b + 1, :, keep]) for k, v in cache]
+        return h[torch.arange(n), torch.tensor([len(s.inputs) - 1 for s in steps], device=h.device)]
+
+    def _padded(self, caches: list[torch.Tensor | None], length: int) -> torch.Tensor:
+        """Per-episode (1, heads, P_i, d) keys or values (None: no cache) -> (B, heads, length, d)."""
+        like = next(c for c in caches if c is not None)
+        out = like.new_zeros(len(caches), like.shape[1], length, like.shape[3])
+        for b, c in enumerate(caches):
+            if c is not None:
+                out[b, :, : c.shape[2]] = c[0]
+        return out
 
 
 class DiscreteHead(nn.Module):

@@ -1,4 +1,4 @@
-"""`python -m harness.data record OUT`, `check PATH` and `convert SRC DST`."""
+"""`python -m harness.data record OUT`, `check PATH [--sync]` and `convert SRC DST`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import os
 import sys
 
 from harness.data.check import check_path, summary_dict
+from harness.data.images import RESIZE_MODES
 from harness.data.record import RecordConfig, record_dataset
 from harness.data.shards import DEFAULT_KEYS, convert, directory_size
+from harness.data.sync import check_sync
 
 
 def positive_int(text: str) -> int:
@@ -29,12 +31,22 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--quick", action="store_true",
                    help="check images and depth by their npy headers only (default: every member is read and CRC-checked)")
     c.add_argument("--json", action="store_true", help="print the reports as JSON")
+    c.add_argument("--sync", action="store_true",
+                   help="also check that actions, observations and language line up (harness/data/sync.py; docs/DOCTOR.md)")
+    c.add_argument("--sync-episodes", type=positive_int,
+                   help="--sync: check this many episodes per split, spread over it (all by default)")
+    c.add_argument("--sync-env", default="builtin",
+                   help="--sync: the env backend that restores recorded states for the task oracle (builtin or calvin)")
     v = sub.add_parser("convert", help="convert per-frame npz splits to memory-mapped shards")
     v.add_argument("src", help="dataset root or split folder")
     v.add_argument("dst", help="destination folder (must not exist per split)")
     v.add_argument("--split", action="append", help="convert only these splits (repeatable)")
     v.add_argument("--frames", choices=("all", "annotated"), default="all", help="all frames, or only those inside annotations")
     v.add_argument("--keys", nargs="+", default=list(DEFAULT_KEYS), help="frame keys to store")
+    v.add_argument("--resize", nargs="+", default=[], metavar="KEY=EDGE",
+                   help="store camera images at this square size, e.g. rgb_static=96 rgb_gripper=96 (the model's input size)")
+    v.add_argument("--resize-mode", choices=RESIZE_MODES, default="bicubic",
+                   help="interpolation of --resize; use the model's (its image processor's resample; bicubic for the tiny presets)")
     v.add_argument("--shard-frames", type=int, default=2048, help="frames per shard")
     v.add_argument("--workers", type=int, default=1, help="processes converting shards in parallel")
     r = sub.add_parser("record", help="record a CALVIN-format dataset with the scripted expert (resumable)")
@@ -47,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--ep-len", type=int, default=360, help="steps allowed per subtask")
     r.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="recording processes")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--balance", action="store_true", help="draw tasks so that each is about equally frequent")
     r.add_argument("--embedding-model", help="sentence-embedding model (hub name or folder) for language.emb")
     r.add_argument("--env", default="builtin", help="env backend that records: builtin, or calvin (the real calvin_env)")
     args = ap.parse_args(argv)
@@ -56,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             out=args.out, scenes=tuple(args.scenes), episodes=args.episodes, val_episodes=args.val_episodes,
             chain_length=args.chain_length, tasks=tuple(args.tasks.split(",")) if args.tasks else None,
             ep_len=args.ep_len, workers=args.workers, seed=args.seed, embedding_model=args.embedding_model,
-            env=args.env,
+            balance=args.balance, env=args.env,
         )
         summary = record_dataset(cfg, progress=sys.stderr.isatty())
         print(json.dumps(summary))
@@ -64,18 +77,32 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "check":
         reports = check_path(args.path, split=args.split, sample=args.sample, progress=sys.stderr.isatty(), quick=args.quick)
+        syncs = [check_sync(r.path, episodes=args.sync_episodes, env=args.sync_env, progress=sys.stderr.isatty())
+                 for r in reports if args.sync and r.format != "?"]
         if args.json:
-            print(json.dumps([summary_dict(r) for r in reports], indent=1))
+            print(json.dumps([summary_dict(r) for r in reports] + [s.to_dict() for s in syncs], indent=1))
         else:
-            print("\n\n".join(r.render() for r in reports))
-        return 1 if any(r.errors for r in reports) else 0
+            print("\n\n".join([r.render() for r in reports] + [s.render() for s in syncs]))
+        return 1 if any(r.errors for r in [*reports, *syncs]) else 0
 
     results = convert(args.src, args.dst, splits=args.split, keys=args.keys, frames=args.frames,
+                      resize=_key_sizes(ap, args.resize), resize_mode=args.resize_mode,
                       shard_frames=args.shard_frames, workers=args.workers)
     for r in results:
         print(f"{r['split']}: {r['frames']} frames in {r['shards']} shards, {r['bytes'] / 2**20:.1f} MiB")
     print(f"source {directory_size(args.src) / 2**20:.1f} MiB -> shards {directory_size(args.dst) / 2**20:.1f} MiB")
     return 0
+
+
+def _key_sizes(ap: argparse.ArgumentParser, items: list[str]) -> dict[str, int]:
+    """["rgb_static=96", ...] -> {"rgb_static": 96}; anything else is a usage error naming the item."""
+    sizes = {}
+    for item in items:
+        key, _, edge = item.partition("=")
+        if not edge.isdigit():
+            ap.error(f"--resize: expected KEY=EDGE (e.g. rgb_static=96), got {item!r}")
+        sizes[key] = int(edge)
+    return sizes
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Layout of a converted split (`convert` writes one per split of the source):
 
-    <dst>/<split>/manifest.json       format, version, keys (dtype, shape), runs, shards, episodes, scene_info
+    <dst>/<split>/manifest.json       format, version, keys (dtype, shape), resized, runs, shards, episodes, scene_info
     <dst>/<split>/annotations.json    info.indx, language.ann, language.task, info.episodes (plain JSON)
     <dst>/<split>/annotations_emb.npy language.emb, when the source has it
     <dst>/<split>/shard_00000/<key>.npy   (rows, *shape) contiguous arrays: uint8 images, float32 vectors
@@ -10,7 +10,9 @@ Layout of a converted split (`convert` writes one per split of the source):
 
 Frames are stored as `runs` of contiguous frame ids; run k holds ids [first, last] at rows
 row0 + (id - first). `frames="annotated"` stores only the frames inside language annotations (all
-that windows read), which is much smaller for real CALVIN splits. Nothing here is pickled.
+that windows read), which is much smaller for real CALVIN splits. `resize` stores camera images at a
+smaller square size (the model's input size; `resized` in the manifest says from what and how). Nothing
+here is pickled.
 
 `ShardFrameSource` opens the .npy files with `np.load(mmap_mode="r")` lazily, on first read in each
 process, and never pickles its maps: it works in DataLoader workers (fork or spawn) and with
@@ -24,7 +26,7 @@ import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -42,6 +44,7 @@ from harness.data.calvin_format import (
     range_in_runs,
     read_frame,
 )
+from harness.data.images import RESIZE_MODES, resize_hwc
 
 SHARD_FORMAT = "vla-harness-shards"
 SHARD_VERSION = 1
@@ -49,6 +52,7 @@ MANIFEST = "manifest.json"
 ANNOTATIONS = "annotations.json"
 ANNOTATION_EMB = "annotations_emb.npy"
 DEFAULT_KEYS = ("rgb_static", "rgb_gripper", "actions", "rel_actions", "robot_obs", "scene_obs")
+IMAGE_KEYS = ("rgb_static", "rgb_gripper")  # the camera images `resize` may store smaller
 
 
 def directory_size(path: str | Path) -> int:
@@ -63,21 +67,23 @@ def _id_list(runs: np.ndarray) -> np.ndarray:
     return np.concatenate([np.arange(s, e + 1) for s, e in runs]).astype(np.int64)
 
 
-def _write_shard(split_dir: str, shard_dir: str, frame_ids: Sequence[int], specs: dict[str, tuple[str, list[int]]]) -> int:
-    """Fill one shard's arrays from the frame files (runs in a worker process)."""
+def _write_shard(split_dir: str, shard_dir: str, frame_ids: Sequence[int], specs: dict[str, tuple[str, list[int]]],
+                 resize: dict[str, int], resize_mode: str) -> int:
+    """Fill one shard's arrays from the frame files (runs in a worker process); `resize`: key -> stored edge."""
     split = CalvinSplit(split_dir)
     out = Path(shard_dir)
     out.mkdir(parents=True)
+    stored = {k: [resize[k], resize[k], 3] if k in resize else shape for k, (_, shape) in specs.items()}
     arrays = {
-        k: np.lib.format.open_memmap(out / f"{k}.npy", mode="w+", dtype=np.dtype(dt), shape=(len(frame_ids), *shape))
-        for k, (dt, shape) in specs.items()
+        k: np.lib.format.open_memmap(out / f"{k}.npy", mode="w+", dtype=np.dtype(dt), shape=(len(frame_ids), *stored[k]))
+        for k, (dt, _) in specs.items()
     }
     for row, fid in enumerate(frame_ids):
         frame = split.load_frame(int(fid), specs)
         for k, v in frame.items():
             if list(v.shape) != specs[k][1]:
                 raise CalvinFormatError([Problem(str(split.frame_path(fid)), f"shape {v.shape} differs from the split's {specs[k][1]}", k)])
-            arrays[k][row] = v
+            arrays[k][row] = resize_hwc(v, resize[k], resize_mode) if k in resize else v
     for a in arrays.values():
         a.flush()
     return len(frame_ids)
@@ -89,16 +95,23 @@ def convert_split(
     *,
     keys: Sequence[str] = DEFAULT_KEYS,
     frames: str = "all",
+    resize: Mapping[str, int] | None = None,
+    resize_mode: str = "bicubic",
     shard_frames: int = 2048,
     workers: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Convert one split; writes into a temporary folder and renames it to `dst` when complete."""
+    """Convert one split; writes into a temporary folder and renames it to `dst` when complete.
+
+    `resize` maps image keys to the square edge they are stored at (e.g. {"rgb_static": 96}), resized
+    by `harness.data.images.resize_frames` in `resize_mode`, as the model's processor would at its input
+    size (the VLA backbones use the same function, and skip the resize for frames already that size)."""
     dst = Path(dst)
     if dst.exists():
         raise FileExistsError(f"{dst} exists; remove it or choose another destination")
     if frames not in ("all", "annotated"):
         raise ValueError(f"frames must be 'all' or 'annotated', got {frames!r}")
+    resize = _check_resize(resize or {}, keys, resize_mode)
     lang = src.lang
     for i, (s, e) in enumerate(lang.indx):
         if not src.has_range(int(s), int(e)):
@@ -115,7 +128,8 @@ def convert_split(
     tmp.mkdir(parents=True)
     bounds = list(range(0, len(ids), shard_frames)) + [len(ids)]
     shards = [{"dir": f"shard_{j:05d}", "rows": [bounds[j], bounds[j + 1]]} for j in range(len(bounds) - 1)]
-    jobs = [(str(src.path), str(tmp / sh["dir"]), ids[sh["rows"][0] : sh["rows"][1]].tolist(), specs) for sh in shards]
+    jobs = [(str(src.path), str(tmp / sh["dir"]), ids[sh["rows"][0] : sh["rows"][1]].tolist(), specs, resize, resize_mode)
+            for sh in shards]
     bar = tqdm(total=len(ids), unit="frame", desc=f"convert {src.path.name}", disable=not progress)
     try:
         if workers > 1:
@@ -147,7 +161,8 @@ def convert_split(
         "source": str(src.path),
         "frames": frames,
         "num_frames": int(len(ids)),
-        "keys": {k: {"dtype": dt, "shape": shape} for k, (dt, shape) in specs.items()},
+        "keys": {k: {"dtype": dt, "shape": [resize[k], resize[k], 3] if k in resize else shape} for k, (dt, shape) in specs.items()},
+        "resized": {k: {"from": specs[k][1], "mode": resize_mode} for k in resize},
         "runs": [[int(s), int(e), int(r)] for (s, e), r in zip(runs, row0)],
         "shards": shards,
         "episodes": src.episodes.tolist(),
@@ -156,6 +171,19 @@ def convert_split(
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, dst)
     return {"split": src.path.name, "frames": int(len(ids)), "shards": len(shards), "bytes": directory_size(dst)}
+
+
+def _check_resize(resize: Mapping[str, int], keys: Sequence[str], mode: str) -> dict[str, int]:
+    for key, edge in resize.items():
+        if key not in IMAGE_KEYS:
+            raise ValueError(f"resize: {key!r} is not an image key (image keys: {', '.join(IMAGE_KEYS)})")
+        if key not in keys:
+            raise ValueError(f"resize: {key!r} is not among the converted keys {list(keys)}")
+        if isinstance(edge, bool) or not isinstance(edge, (int, np.integer)) or edge < 1:
+            raise ValueError(f"resize: the edge of {key!r} must be a positive integer, got {edge!r}")
+    if resize and mode not in RESIZE_MODES:
+        raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {mode!r}")
+    return {k: int(v) for k, v in resize.items()}
 
 
 def convert(src: str | Path, dst: str | Path, *, splits: Iterable[str] | None = None, **kw: Any) -> list[dict[str, Any]]:

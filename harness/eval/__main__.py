@@ -18,10 +18,12 @@ from omegaconf import DictConfig
 from harness.config_errors import config_errors, exit_on_config_error, resolve_config
 from harness.eval.config import from_config
 from harness.eval.evaluation import run_evaluation
+from harness.lifetime import sigterm_exits
 
 
 @hydra.main(config_path="../../configs", config_name="eval", version_base=None)
 def main(cfg: DictConfig) -> None:
+    sigterm_exits()  # `kill` stops the workers and releases the folder as Ctrl-C does; the same command resumes
     with exit_on_config_error("harness.eval"):
         resolved = resolve_config(cfg)
         with config_errors():

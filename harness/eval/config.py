@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from harness.eval.evaluation import EvalSettings
+from harness.eval.served import server_options
 from harness.eval.specs import AgentConfig, EnvConfig
 
 DEFAULT_VIDEO_FAILURES = 10  # video_failures=true
@@ -59,6 +60,7 @@ def settings(cfg: Mapping[str, Any]) -> EvalSettings:
         overwrite=bool(cfg.get("overwrite", False)), dist_backend=cfg.get("dist_backend", "auto"),
         dist_timeout_s=_number(cfg, "dist_timeout_s", float, 48 * 3600),
         job_timeout_s=_number(cfg, "job_timeout_s", float, optional=True),
+        server=cfg.get("server", "auto"), server_options=server_options(cfg.get("server_options")),
     )
 
 

@@ -26,6 +26,7 @@ from harness.eval.jobs import Job, chain_jobs, single_task_jobs
 from harness.eval.report import console_summary, write_reports
 from harness.eval.results import running_summary, summarize
 from harness.eval.runner import RunSettings, default_threads, run_jobs
+from harness.eval.served import SERVER_MODES, PolicyServerForWorkers, ServerOptions, wants_server
 from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, check_sources, describe_agent_source
 from harness.eval.store import RESULTS, ResultsLog, check_run_key, clear_results, rank_log_name, read_results, write_merged
 from harness.eval.video import TraceStore, VideoQueue, VideoSettings, render_videos, video_jobs
@@ -53,10 +54,14 @@ class EvalSettings:
     overwrite: bool = False  # discard earlier results in the output folder instead of resuming
     dist_backend: str = "auto"  # auto | gloo | nccl
     dist_timeout_s: float = 48 * 3600.0
+    server: str = "auto"  # a policy server for the workers: auto (model agents, workers > 1) | on | off (served.py)
+    server_options: ServerOptions = field(default_factory=ServerOptions)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.server not in SERVER_MODES:
+            raise ValueError(f"server must be one of {SERVER_MODES}, got {self.server!r}")
         for name in ("ep_len", "episodes_per_task", "video_fps", "video_stride"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -139,6 +144,7 @@ def run_evaluation(settings: EvalSettings, env: EnvConfig, agent: AgentSource, o
         raise ValueError("under torchrun the ranks share their results through output_dir: set one")
     with config_errors():
         check_sources(env, agent)  # before the output folder is touched or a worker is started
+        wants_server(settings.server, agent, settings.workers)
     dist = init_distributed(dist, choose_backend(settings.dist_backend, _agent_device(agent)), settings.dist_timeout_s)
     try:
         results = _evaluate(settings, env, _agent_for_rank(agent, dist), output_dir, config, dist, started)
@@ -236,16 +242,25 @@ def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfi
     )
     progress.start(len(finished), settings.progress and dist.is_main, _bar_label(settings, dist, len(mine)))
     run_started = time.perf_counter()
+    server_stats = None
     try:
         if mine:
             queue_due_videos()  # a resumed run's videos that a kill cut short
-            run_jobs(mine, env, agent, run_settings, settings.workers, on_result, on_ready, videos)
+            if wants_server(settings.server, agent, settings.workers):
+                served = PolicyServerForWorkers(agent, settings.server_options, settings.workers, dist.local_world_size)
+                with served as remote:
+                    run_jobs(mine, env, remote, run_settings, settings.workers, on_result, on_ready, videos)
+                server_stats = served.stats
+            else:
+                run_jobs(mine, env, agent, run_settings, settings.workers, on_result, on_ready, videos)
     finally:
         progress.close()
         if log is not None:
             log.close()
     run_s = time.perf_counter() - run_started
-    barrier(dist)  # every rank's log is complete
+    if folder is not None and server_stats is not None:
+        (folder / f"server.rank{dist.rank}.json").write_text(json.dumps(server_stats, indent=2) + "\n")
+    barrier(dist)  # every rank's log (and server statistics) is complete
     if not dist.is_main:
         return {}
     if folder is not None:  # the other ranks' records too
@@ -259,6 +274,7 @@ def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfi
         results["videos"] = [str(p.relative_to(folder)) for p in video_paths]
     results["timings"] = _timings(_in_job_order(jobs, records), len(jobs) - len(done), chains_s, run_s, videos,
                                   time.perf_counter() - video_started, time.perf_counter() - started)
+    results["server"] = _server_section(folder, dist, server_stats)
     if folder is not None:
         write_reports(folder, results)
     return results
@@ -272,6 +288,19 @@ def _merge(folder: Path, jobs: Sequence[Job], dist: DistInfo) -> dict[str, dict[
         keys = {j.key for j in jobs}
         write_merged(folder, _in_job_order(jobs, records) + [r for k, r in records.items() if k not in keys])
     return records
+
+
+def _server_section(folder: Path | None, dist: DistInfo, own: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """The policy servers' statistics of this run, one entry per rank that started one (None: no server)."""
+    if folder is None:
+        return [{"rank": 0, **own}] if own is not None else None
+    ranks = []
+    for rank in range(dist.world_size):
+        path = folder / f"server.rank{rank}.json"
+        if path.exists():
+            ranks.append({"rank": rank, **json.loads(path.read_text())})
+            path.unlink()
+    return ranks or None
 
 
 def _bar_label(settings: EvalSettings, dist: DistInfo, mine: int) -> str:
@@ -310,7 +339,8 @@ def _context(settings: EvalSettings, description: dict[str, Any], dist: DistInfo
         protocol["episodes_per_task"] = settings.episodes_per_task
     protocol["instructions"] = "CALVIN's validation instruction per task (the first phrasing)"
     context = {"mode": settings.mode, "env": description["env"], "agent": description["agent"], "protocol": protocol,
-               "parallelism": {"workers_per_rank": settings.workers, "world_size": dist.world_size}}
+               "parallelism": {"workers_per_rank": settings.workers, "world_size": dist.world_size,
+                               "server": settings.server}}
     if config is not None:
         context["config"] = config
     return context

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.eval.results import calvin_printout
-from harness.eval.stats import interval_text
+from harness.eval.stats import interval_text, wilson
 
 CHAIN_PLOT = "chain_success.png"
 TASK_PLOT = "task_success.png"
@@ -61,10 +61,15 @@ def interval_printout(results: dict[str, Any]) -> str:
 
 
 def console_summary(results: dict[str, Any]) -> str:
-    """What the evaluation prints at the end: CALVIN's lines unchanged, then their intervals and the table."""
+    """What the evaluation prints at the end: CALVIN's lines unchanged, then their intervals and the table
+    (and the policy servers' figures, when the workers had one)."""
     if results["mode"] == "chains":
-        return f"{calvin_printout(results)}\n\n{interval_printout(results)}\n\n{calvin_table(results)}"
-    return single_task_table(results)
+        text = f"{calvin_printout(results)}\n\n{interval_printout(results)}\n\n{calvin_table(results)}"
+    else:
+        text = single_task_table(results)
+    if results.get("server"):
+        text += f"\n\nPolicy server:\n{server_table(results['server'])}"
+    return text
 
 
 def _task_rates(results: dict[str, Any]) -> dict[str, tuple[int, int]]:
@@ -131,6 +136,14 @@ def plot_task_success(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _rate_cells(counts: dict[str, int]) -> str:
+    """'rate | Wilson interval' of a {"success", "total"} count ('- | -' when nothing was attempted)."""
+    interval = wilson(counts["success"], counts["total"])
+    if interval is None:
+        return "- | -"
+    return f"{counts['success'] / counts['total'] * 100:.1f}% | {interval.text(percent=True)}"
+
+
 def _interval_note(results: dict[str, Any]) -> str:
     methods = "; ".join(f"{k}: {v}" for k, v in results["intervals"]["method"].items())
     return f"{_level(results)} ({methods}; see docs/EVALUATION.md, Intervals)."
@@ -141,15 +154,35 @@ def _kv_table(items: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def server_table(servers: list[dict[str, Any]]) -> str:
+    """One row per rank's policy server: latency percentiles (message read -> action ready), batches."""
+    rows = ["| rank | requests | latency p50 / p95 / p99 (ms) | mean batch | largest batch | peak memory (MB) | restarts |",
+            "|---:|---:|---|---:|---:|---:|---:|"]
+    for s in servers:
+        lat = s.get("latency_ms") or {}
+        rows.append(f"| {s['rank']} | {s['requests']} | {lat.get('p50', '-')} / {lat.get('p95', '-')} / {lat.get('p99', '-')} "
+                    f"| {s.get('mean_batch')} | {s.get('max_batch_reached')} | {s.get('peak_rss_mb')} | {s.get('restarts', 0)} |")
+    return "\n".join(rows)
+
+
 def report_markdown(results: dict[str, Any], videos: Sequence[str]) -> str:
     env, agent = results["env"], results["agent"]
     parts = [f"# CALVIN evaluation: {agent['name']} on {env['backend']} scene {env['scene']}", ""]
     if results["mode"] == "chains":
         parts += [calvin_table(results), "", _interval_note(results), "",
                   f"![chain success]({CHAIN_PLOT})", f"![task success]({TASK_PLOT})", ""]
-        parts += ["## Per task", "", f"| task | success | attempts | rate | {_level(results)} |", "|---|---:|---:|---:|---:|"]
-        parts += [f"| {t} | {c['success']} | {c['total']} | {c['success'] / c['total'] * 100:.1f}% | "
-                  f"{interval_text(results['intervals']['task_info'][t], percent=True)} |" for t, c in results["task_info"].items()]
+        parts += ["## Success by position in the chain", "",
+                  "The subtasks attempted at each position (later ones start where the agent left the scene).", "",
+                  f"| position | success | attempts | rate | {_level(results)} (Wilson) |", "|---|---:|---:|---:|---:|"]
+        parts += [f"| {k} | {c['success']} | {c['total']} | {_rate_cells(c)} |" for k, c in results["positions"].items()]
+        parts += ["", "## Per task", "",
+                  f"| task | success | attempts | rate | {_level(results)} | as 1st subtask | later in the chain |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for t, c in results["task_info"].items():
+            first, later = (results["task_positions"][t][k] for k in ("first", "later"))
+            parts.append(f"| {t} | {c['success']} | {c['total']} | {c['success'] / c['total'] * 100:.1f}% | "
+                         f"{interval_text(results['intervals']['task_info'][t], percent=True)} | "
+                         f"{first['success']}/{first['total']} | {later['success']}/{later['total']} |")
     else:
         parts += ["Single-task mode: each episode is one subtask from a random start condition where it is valid.", "",
                   single_task_table(results), "", _interval_note(results), "", f"![task success]({TASK_PLOT})"]
@@ -164,6 +197,8 @@ def report_markdown(results: dict[str, Any], videos: Sequence[str]) -> str:
         **{k.replace("_", " "): v for k, v in results["protocol"].items()},
     }), ""]
     parts += ["## Timings", "", _kv_table(results["timings"]), ""]
+    if results.get("server"):
+        parts += ["## Policy server", "", server_table(results["server"]), ""]
     if videos:
         parts += ["## Videos", ""] + [f"- [{Path(v).name}]({v})" for v in videos] + [""]
     if results["mode"] == "chains":

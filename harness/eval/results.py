@@ -6,6 +6,12 @@
 
 `intervals` (harness.eval.stats): 95 % intervals of those numbers, keyed as they are.
 
+The project's additions for chains (a chain's later subtasks start wherever the agent left the arm and
+the scene, unlike single-task episodes, so success can fall with the position):
+
+    positions       {"1".."5": {"success": s, "total": t}}: the subtasks attempted at each position
+    task_positions  {task: {"first": {...}, "later": {...}}}: each task as a chain's first subtask, and later
+
 Records are what the runner writes to results.jsonl; a record's "subtasks" stop at the first failure,
 so every subtask in it was attempted. Chains recorded with an env error count as failed at that subtask
 (as in CALVIN, where an env crash loses the chain); how many there were is reported beside.
@@ -35,6 +41,31 @@ def task_info(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
             total[sub["task"]] += 1
             success[sub["task"]] += bool(sub["success"])
     return {t: {"success": success[t], "total": total[t]} for t in _ordered_tasks(total)}
+
+
+def _tally(pairs: Iterable[tuple[str, bool]]) -> dict[str, dict[str, int]]:
+    """(key, success) pairs -> {key: {"success": s, "total": t}} in first-seen order."""
+    out: dict[str, dict[str, int]] = {}
+    for key, ok in pairs:
+        c = out.setdefault(key, {"success": 0, "total": 0})
+        c["total"] += 1
+        c["success"] += bool(ok)
+    return out
+
+
+def position_info(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Subtasks attempted and succeeded at each chain position 1..5 (a position no chain reached: 0 of 0)."""
+    counts = _tally((str(i + 1), sub["success"]) for r in records for i, sub in enumerate(r["subtasks"]))
+    return {str(i): counts.get(str(i), {"success": 0, "total": 0}) for i in range(1, CHAIN_LENGTH + 1)}
+
+
+def task_position_info(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]]]:
+    """Per task: as a chain's first subtask (the start state's robot pose) and later (where the agent left it)."""
+    records = list(records)
+    where = {"first": _tally((r["subtasks"][0]["task"], r["subtasks"][0]["success"]) for r in records if r["subtasks"]),
+             "later": _tally((sub["task"], sub["success"]) for r in records for sub in r["subtasks"][1:])}
+    empty = {"success": 0, "total": 0}
+    return {t: {k: where[k].get(t, empty) for k in where} for t in _ordered_tasks(task_info(records))}
 
 
 def calvin_metrics(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -80,6 +111,8 @@ def summarize(records: Sequence[dict[str, Any]], mode: str) -> dict[str, Any]:
     if mode == "chains":
         numbers = calvin_metrics(records)
         numbers["num_chains"] = len(records)
+        numbers["positions"] = position_info(records)
+        numbers["task_positions"] = task_position_info(records)
         numbers["intervals"] = chain_intervals([int(r["completed"]) for r in records], numbers["task_info"], CHAIN_LENGTH)
     elif mode == "single_task":
         numbers = single_task_metrics(records)

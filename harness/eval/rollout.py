@@ -8,7 +8,9 @@ at the first failure.
 A subtask fails for one of these reasons:
   timeout         no success within ep_len steps
   invalid_action  the agent returned something the env cannot take (NaN/inf, wrong shape, gripper not +-1)
-  agent_error     the agent raised
+  agent_error     the agent raised (a remote agent's policy server that does not answer within its timeout
+                  too); `AgentUnavailable` (the server went away) instead goes up to the runner, which
+                  waits for the server and runs the chain again
   env_error       the env (or the oracle reading its info) raised: `EnvFailure` goes up to the runner,
                   which rebuilds the env and retries the chain once before recording this reason
 
@@ -27,7 +29,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from agents import Agent
+from agents import Agent, AgentUnavailable
 from harness.envs import Env
 from harness.envs.actions import parse_action
 from harness.eval.jobs import Job
@@ -156,6 +158,8 @@ def run_subtask(
         raise EnvFailure(done or [], task, steps, e) from e
     try:
         agent.reset()
+    except AgentUnavailable:
+        raise
     except Exception as e:  # noqa: BLE001 - a failing agent fails its subtask, not the evaluation
         return failed("agent_error", e)
     if trace is not None:
@@ -163,6 +167,8 @@ def run_subtask(
     while steps < ep_len:
         try:
             raw = agent.step(agent_observation(obs, spec.privileged), instruction)
+        except AgentUnavailable:
+            raise
         except Exception as e:  # noqa: BLE001
             return failed("agent_error", e)
         try:
@@ -204,7 +210,8 @@ class ChainRun:
 def run_chain(
     env: Env, agent: Agent, job: Job, ep_len: int, oracle: TaskOracle | None = None, record: bool = False
 ) -> ChainRun:
-    """A chain from its start condition; raises EnvFailure when the env fails (the runner retries)."""
+    """A chain from its start condition; raises EnvFailure when the env fails (the runner retries), and
+    AgentUnavailable when the agent's server went away (the runner waits for it and runs the chain again)."""
     oracle = oracle or TaskOracle()
     seed_everything(job.seed)
     traces: list[SubtaskTrace] | None = [] if record else None
@@ -217,6 +224,8 @@ def run_chain(
     try:
         if hasattr(agent, "new_chain"):
             agent.new_chain(job.seed)
+    except AgentUnavailable:
+        raise
     except Exception as e:  # noqa: BLE001
         outcomes.append(SubtaskOutcome(job.tasks[0], False, 0, "agent_error", _error_text(e)))
         return ChainRun(outcomes, traces, (obs["robot_obs"], obs["scene_obs"]))

@@ -15,7 +15,11 @@ Faults:
     agent or env) and is killed: it is replaced and its chain handed out again; a chain that costs two
     workers is recorded as `env_error`;
   * a worker that cannot build its env or agent at all stops the evaluation with that error (a missing
-    package or checkpoint is not something to retry).
+    package or checkpoint is not something to retry);
+  * the agent's policy server goes away (`AgentUnavailable`, a remote agent): the worker waits for it to
+    come back (`agent.wait_until_available`) and runs the chain again from its start, on a new env when
+    `fresh_per_chain`, so the chain ends as if nothing had happened; a server that stays away past the
+    agent's reconnect_timeout_s stops the evaluation (the results so far are kept, a rerun resumes).
 """
 
 from __future__ import annotations
@@ -34,12 +38,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from agents import Agent
+from agents import Agent, AgentUnavailable
 from harness.envs import Env
 from harness.eval.jobs import Job
 from harness.eval.rollout import ChainRun, EnvFailure, SubtaskOutcome, SubtaskTrace, preserved_global_rngs, run_chain
 from harness.eval.specs import AgentSource, EnvConfig, build_agent, is_live_agent
 from harness.eval.video import VideoJob, VideoQueue, VideoRenderer, render_process_main
+from harness.lifetime import end_with_parent
 from harness.tasks import TaskOracle
 
 MAX_ATTEMPTS = 2  # a chain is run at most twice when its env fails (and handed out at most twice on worker death)
@@ -132,18 +137,30 @@ class JobRunner:
         if self.env_used and self.env_cfg.fresh_per_chain:
             self._rebuild_env()
         self.env_used = True
-        failure: EnvFailure | None = None
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        failures: list[EnvFailure] = []
+        while len(failures) < MAX_ATTEMPTS:
             try:
                 chain = run_chain(self.env, self.agent, job, self.settings.ep_len, self.oracle, record_states)
             except EnvFailure as e:
-                failure = e
+                failures.append(e)
                 self._rebuild_env()
                 continue
-            record = job_record(job, chain.outcomes, attempt, clock, chain.final_state)
+            except AgentUnavailable as e:
+                self._wait_for_agent(e)
+                if self.env_cfg.fresh_per_chain:
+                    self._rebuild_env()
+                continue
+            record = job_record(job, chain.outcomes, len(failures) + 1, clock, chain.final_state)
             return record, self._kept_traces(job, chain)
-        assert failure is not None
-        return job_record(job, failure.outcomes(), MAX_ATTEMPTS, clock), None
+        return job_record(job, failures[-1].outcomes(), MAX_ATTEMPTS, clock), None
+
+    def _wait_for_agent(self, error: AgentUnavailable) -> None:
+        """Block until the agent's server answers again (AgentUnavailable when it does not in time)."""
+        wait = getattr(self.agent, "wait_until_available", None)
+        if wait is None:
+            raise error
+        print(f"[eval] {error}; waiting for it, then running the chain again", file=sys.stderr, flush=True)
+        wait()
 
     def _rebuild_env(self) -> None:
         try:
@@ -174,6 +191,7 @@ class JobRunner:
 
 def _worker_main(conn: Connection, env_cfg: EnvConfig, agent: AgentSource, settings: RunSettings) -> None:
     """A worker process: build, say ready, then run jobs and render videos until told to stop or the parent goes away."""
+    end_with_parent()  # also mid-chain: a parent killed outright can record nothing more
     try:
         runner = JobRunner(env_cfg, agent, settings)
         conn.send(("ready", runner.describe()))
@@ -342,13 +360,14 @@ class WorkerPool:
         slot.conn.close()
         self.slots[self.slots.index(slot)] = self._start()
 
-    def close(self) -> None:
+    def close(self, grace_s: float = 10.0) -> None:
+        """Tell the workers to stop; terminate those still busy after `grace_s` seconds."""
         for slot in self.slots:
             try:
                 slot.conn.send(None)
             except (OSError, BrokenPipeError):
                 pass
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + grace_s
         for slot in self.slots:
             slot.process.join(timeout=max(0.0, deadline - time.monotonic()))
             if slot.process.is_alive():
@@ -359,8 +378,8 @@ class WorkerPool:
     def __enter__(self) -> "WorkerPool":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: Any) -> None:
+        self.close(grace_s=10.0 if exc_type is None else 0.0)  # stopped (SIGTERM, Ctrl-C, an error): at once
 
 
 def run_jobs(jobs: Sequence[Job], env_cfg: EnvConfig, agent: AgentSource, settings: RunSettings, workers: int,

@@ -10,23 +10,11 @@ registry entry; the callable gets the same keyword arguments.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
-from agents import Agent, check_agent, make_agent
+from agents import Agent, check_agent, import_object, make_agent
 from harness.envs import Env, make_env
-
-
-def import_object(path: str) -> Any:
-    """"package.module:attribute" -> the attribute."""
-    module, sep, attr = str(path).partition(":")
-    if not sep or not module or not attr:
-        raise ValueError(f"expected an import path 'package.module:attribute', got {path!r}")
-    obj = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from harness.eval.rollout import SubtaskTrace
 from harness.eval.specs import EnvConfig
+from harness.lifetime import end_with_parent
 from harness.sim.cameras import DEFAULT_SPECS, CameraSpec, static_view_matrix
 from harness.spatial import project_points
 
@@ -328,6 +329,7 @@ class VideoRenderer:
 def render_process_main(conn: Connection, env_cfg: EnvConfig) -> None:
     """The worker pool's render process: no agent, one rendering env (built with the first video);
     answers each VideoJob with ("video", VideoOutcome) until it gets None or the parent is gone."""
+    end_with_parent()  # also mid-video
     renderer = VideoRenderer(env_cfg)
     try:
         while (video := conn.recv()) is not None:

@@ -1,0 +1,293 @@
+"""The batching policy server against a model per client, side by side in one run.
+
+    python benchmarks/bench_policy_server.py                          # both parts, the e2e model untrained
+    python benchmarks/bench_policy_server.py --part throughput --sessions 1 2 4 8 16 --steps 24 --max-wait-ms 20
+    python benchmarks/bench_policy_server.py --part e2e --checkpoint runs/e2e/train/checkpoints/last --chains 100
+
+throughput: the project's tiny VLA (configs/model/tiny_idefics3.yaml, the model of scripts/e2e_cpu.sh),
+    observations/s through the server (harness/serve, in its own process, native protocol) with N
+    concurrent sessions (clients in another process, each stepping its own episode as fast as replies
+    come) against the same model in this process stepping the same sessions' frames one at a time (batch
+    1), with the same torch threads. For each N the in-process rate is measured right before the server's,
+    so that load from other processes hits both alike. Latency percentiles are the clients' (send ->
+    reply); the mean batch is the server's.
+e2e: an evaluation of the same chains with `workers` env workers, `server=auto` (one model in a server)
+    against `server=off` (a model per worker): wall time, whether each chain ended the same, and memory
+    (peak resident memory of the processes, sampled from /proc). Without --checkpoint the model is the
+    untrained tiny VLA (the output says so): its subtasks all time out, so every chain runs 360 steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness.eval.evaluation import EvalSettings, run_evaluation  # noqa: E402
+from harness.eval.served import ServerOptions  # noqa: E402
+from harness.eval.specs import AgentConfig, EnvConfig  # noqa: E402
+from harness.serve.process import ServerProcess  # noqa: E402
+from harness.serve.server import ServeSettings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+INSTRUCTIONS = ["open the drawer", "push the sliding door to the left side", "turn on the light bulb",
+                "lift the red block from the table", "push the button to turn on the green light"]
+
+
+def tiny_vla_checkpoint(folder: Path) -> Path:
+    """The e2e model (configs/model/tiny_idefics3.yaml), untrained, saved as a checkpoint."""
+    import torch
+
+    from agents.vla.checkpoint import save_checkpoint
+    from agents.vla.config import VLAConfig
+    from agents.vla.model import VLAModel
+    from harness.data.normalization import ActionNormalizer
+
+    torch.manual_seed(0)
+    cfg = VLAConfig.from_dict(yaml.safe_load((ROOT / "configs/model/tiny_idefics3.yaml").read_text()))
+    save_checkpoint(folder, VLAModel.build(cfg, verbose=False), ActionNormalizer())
+    return folder
+
+
+def session_frames(session: int, steps: int) -> tuple[list[dict[str, Any]], str]:
+    """One session's observations (as the env hands them to the agent) and its instruction."""
+    rng = np.random.default_rng(1000 + session)
+    frames = [{"rgb_obs": {"rgb_static": rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)},
+               "robot_obs": np.concatenate([[0.1, -0.2, 0.5], rng.normal(size=12)])} for _ in range(steps)]
+    return frames, INSTRUCTIONS[session % len(INSTRUCTIONS)]
+
+
+# ------------------------------------------------------------------ throughput
+def in_process_rate(policy: Any, sessions: int, steps: int, batched: bool = False) -> float:
+    """Observations/s of the policy stepping `sessions` episodes one observation at a time (batch 1), or
+    all sessions' observations in one call (`batched`: what the server can reach at best)."""
+    episodes = [session_frames(s, steps) for s in range(sessions)]
+    states = [policy.new_session() for _ in range(sessions)]
+    policy.step_batch([states[0]], [episodes[0][0][0]], [episodes[0][1]])  # warm-up
+    states[0] = policy.new_session()
+    start = time.perf_counter()
+    for t in range(steps):
+        if batched:
+            policy.step_batch(states, [frames[t] for frames, _ in episodes], [i for _, i in episodes])
+            continue
+        for state, (frames, instruction) in zip(states, episodes):
+            policy.step_batch([state], [frames[t]], [instruction])
+    return sessions * steps / (time.perf_counter() - start)
+
+
+async def _client(url: str, token: str, session: int, steps: int, start: asyncio.Event) -> list[float]:
+    from websockets.asyncio.client import connect
+
+    from agents.remote.wire import pack_message, unpack_message
+
+    frames, instruction = session_frames(session, steps)
+    latencies = []
+    async with connect(url, additional_headers={"Authorization": f"Api-Key {token}"}, max_size=None,
+                       compression=None) as ws:
+        await ws.send(pack_message("episode_start", {"seed": session}, 1))
+        await start.wait()
+        for t, obs in enumerate(frames):
+            sent = time.perf_counter()
+            await ws.send(pack_message("observation", {"obs": obs, "instruction": instruction}, t + 2))
+            reply = unpack_message(await ws.recv())
+            if reply.type != "action":
+                raise RuntimeError(f"the server answered {reply.type}: {reply.payload}")
+            latencies.append(time.perf_counter() - sent)
+    return latencies
+
+
+def clients_main(url: str, token: str, sessions: int, steps: int, out: Any) -> None:
+    """A process of `sessions` concurrent clients; sends (observations/s, latencies) back."""
+    async def run() -> tuple[float, list[float]]:
+        start = asyncio.Event()
+        tasks = [asyncio.create_task(_client(url, token, s, steps, start)) for s in range(sessions)]
+        await asyncio.sleep(0.5)  # every session opened
+        began = time.perf_counter()
+        start.set()
+        latencies = [x for lat in await asyncio.gather(*tasks) for x in lat]
+        return sessions * steps / (time.perf_counter() - began), latencies
+
+    out.send(asyncio.run(run()))
+
+
+def served_rate(server: ServerProcess, sessions: int, steps: int) -> tuple[float, np.ndarray, float]:
+    """Observations/s through the server, the clients' latencies (ms) and the server's mean batch."""
+    before = server.stats()["batch_sizes"]
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=clients_main, args=(server.url, server.settings.token, sessions, steps, child))
+    proc.start()
+    rate, latencies = parent.recv()
+    proc.join()
+    after = server.stats()["batch_sizes"]
+    sizes = {int(k): v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}
+    mean_batch = sum(k * v for k, v in sizes.items()) / max(1, sum(sizes.values()))
+    return rate, np.asarray(latencies) * 1e3, mean_batch
+
+
+def throughput(checkpoint: Path, sessions: list[int], steps: int, threads: int, max_wait_ms: float) -> dict[str, Any]:
+    import torch
+
+    from agents import make_policy
+
+    torch.set_num_threads(threads)
+    policy = make_policy("vla", checkpoint=str(checkpoint))
+    settings = ServeSettings(port=0, token=secrets.token_hex(8), max_batch=max(sessions), max_wait_ms=max_wait_ms)
+    rows = []
+    print(f"{'sessions':>8} {'in-process obs/s':>17} {'server obs/s':>13} {'ratio':>6} {'mean batch':>11} "
+          f"{'latency p50/p95/p99 ms':>24} {'in-process batched obs/s':>25}")
+    with ServerProcess({"name": "vla", "checkpoint": str(checkpoint)}, settings, threads=threads) as server:
+        served_rate(server, 1, 3)  # warm-up
+        for n in sessions:
+            alone = in_process_rate(policy, n, steps)
+            rate, lat, batch = served_rate(server, n, steps)
+            ceiling = in_process_rate(policy, n, steps, batched=True)
+            p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+            rows.append({"sessions": n, "in_process_obs_s": round(alone, 2), "server_obs_s": round(rate, 2),
+                         "ratio": round(rate / alone, 2), "mean_batch": round(batch, 2),
+                         "latency_ms": {"p50": round(p50, 1), "p95": round(p95, 1), "p99": round(p99, 1)},
+                         "in_process_batched_obs_s": round(ceiling, 2)})
+            print(f"{n:>8} {alone:>17.1f} {rate:>13.1f} {rate / alone:>5.2f}x {batch:>11.2f} "
+                  f"{p50:>10.1f} / {p95:5.1f} / {p99:5.1f} {ceiling:>25.1f}", flush=True)
+    return {"rows": rows, "threads": threads, "steps_per_session": steps, "max_wait_ms": max_wait_ms}
+
+
+# ------------------------------------------------------------------ end to end
+class MemorySampler:
+    """Peak resident memory (MB) of this process's descendants, summed over them and per process kind."""
+
+    def __init__(self, every_s: float = 0.5) -> None:
+        self.every_s, self.peak_total, self.peak_each = every_s, 0.0, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            rss = [_rss_mb(pid) for pid in _descendants(os.getpid())]
+            self.peak_total = max(self.peak_total, sum(rss))
+            self.peak_each = max([self.peak_each, *rss])
+
+    def __enter__(self) -> "MemorySampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def end_to_end(checkpoint: Path, trained: bool, chains: int, ep_len: int, workers: int, threads: int) -> dict[str, Any]:
+    agent = AgentConfig("vla", {"checkpoint": str(checkpoint)})
+    runs = {}
+    for server in ("auto", "off"):
+        settings = EvalSettings(num_chains=chains, ep_len=ep_len, workers=workers, progress=False, server=server,
+                                server_options=ServerOptions(threads=threads))
+        with tempfile.TemporaryDirectory() as out, MemorySampler() as memory:
+            results = run_evaluation(settings, EnvConfig(), agent, out, print_summary=False)
+            records = [json.loads(line) for line in (Path(out) / "results.jsonl").read_text().splitlines()]
+        runs[server] = {"rollout_s": results["timings"]["rollout_s"], "avg_seq_len": results["avg_seq_len"],
+                        "peak_rss_mb_all": round(memory.peak_total), "peak_rss_mb_largest": round(memory.peak_each),
+                        "server": results.get("server"),
+                        "chains": {r["key"]: (r["completed"], [s["reason"] for s in r["subtasks"]], r["final_state"])
+                                   for r in records}}
+        print(f"server={server}: {runs[server]['rollout_s']:.1f} s for {chains} chains, avg len "
+              f"{results['avg_seq_len']:.3f}, peak memory of all processes {memory.peak_total:.0f} MB "
+              f"(largest process {memory.peak_each:.0f} MB)", flush=True)
+    auto, off = runs["auto"]["chains"], runs["off"]["chains"]
+    same_outcome = sum(auto[k][:2] == off[k][:2] for k in off)
+    same_state = sum(auto[k][2] == off[k][2] for k in off)
+    (server_stats,) = runs["auto"]["server"]
+    print(f"speed-up server=auto vs a model per worker: {runs['off']['rollout_s'] / runs['auto']['rollout_s']:.2f}x; "
+          f"chains with the same outcomes: {same_outcome}/{len(off)}, the same final state (bit for bit): "
+          f"{same_state}/{len(off)}", flush=True)
+    print(f"server: {server_stats['requests']} requests, mean batch {server_stats['mean_batch']}, latency p50/p95/p99 "
+          f"{server_stats['latency_ms']} ms, peak memory {server_stats['peak_rss_mb']} MB (one model)", flush=True)
+    return {"model": "given checkpoint" if trained else "untrained tiny VLA (configs/model/tiny_idefics3.yaml)",
+            "chains": chains, "ep_len": ep_len, "workers": workers, "server_threads": threads,
+            "speedup": round(runs["off"]["rollout_s"] / runs["auto"]["rollout_s"], 3),
+            "same_outcomes": same_outcome, "same_final_state": same_state,
+            **{k: {kk: vv for kk, vv in v.items() if kk != "chains"} for k, v in runs.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=("throughput", "e2e", "both"), default="both")
+    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--steps", type=int, default=24, help="observations per session (throughput)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the model, in-process and in the server")
+    parser.add_argument("--max-wait-ms", type=float, default=20.0,
+                        help="the server's max_wait_ms (default: server=auto's; at 5, configs/serve.yaml's, clients on a "
+                             "busy machine miss the batch the others wait in and batches split)")
+    parser.add_argument("--checkpoint", default=None, help="e2e: a trained checkpoint (default: the untrained tiny VLA)")
+    parser.add_argument("--chains", type=int, default=100)
+    parser.add_argument("--ep-len", type=int, default=360)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--server-threads", type=int, default=0, help="e2e: the server's torch threads (0: all cores)")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    print(f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, load average "
+          f"{os.getloadavg()[0]:.2f}; no GPU used", flush=True)
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tiny = tiny_vla_checkpoint(Path(tmp) / "tiny_vla")
+        if args.part in ("throughput", "both"):
+            print(f"\nthroughput: untrained tiny VLA (tiny_idefics3, LSTM head, window 8, chunk 10), "
+                  f"{args.steps} observations per session, {args.threads} torch thread(s)", flush=True)
+            out["throughput"] = throughput(tiny, args.sessions, args.steps, args.threads, args.max_wait_ms)
+        if args.part in ("e2e", "both"):
+            checkpoint = Path(args.checkpoint) if args.checkpoint else tiny
+            what = checkpoint if args.checkpoint else "the untrained tiny VLA (no trained checkpoint given)"
+            print(f"\nend to end: {what}, {args.chains} chains, ep_len {args.ep_len}, {args.workers} workers", flush=True)
+            out["e2e"] = end_to_end(checkpoint, args.checkpoint is not None, args.chains, args.ep_len, args.workers,
+                                    args.server_threads)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

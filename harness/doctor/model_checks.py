@@ -1,0 +1,178 @@
+"""The checkpoint against the data: its normaliser, its predictions on recorded windows, its tokenizer."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.vla.model import VLAModel
+from harness.data.calvin_format import LangAnnotations
+from harness.data.normalization import ActionNormalizer
+from harness.data.sync import spread
+from harness.data.windows import FrameSource, WindowConfig, WindowDataset, collate_windows
+from harness.doctor.report import Check, judged
+from harness.tasks import TASK_NAMES, eval_instruction
+
+CLIPPED_WARN, CLIPPED_FAIL = 0.01, 0.10  # share of a dimension's recorded actions beyond the normaliser's clip
+ZSCORE_MEAN_TOLERANCE = 0.5  # |mean - data mean| in units of the data's std
+ZSCORE_STD_RATIO = 2.0  # std and the data's std may differ by at most this factor
+OUT_OF_RANGE_FAIL = 0.05  # share of predicted relative arm actions outside the env's [-1, 1]
+FOLLOWS_DATA = 0.3  # correlation of predicted and recorded arm actions that counts as following the data
+SCALE_FACTOR = 3.0  # data / prediction scale beyond this factor (either way): another normaliser
+GRIPPER_AGREES = 0.8  # share of frames where the predicted gripper matches the recorded command
+GRIPPER_INVERTED = 0.75  # share where it is the opposite: the other sign
+COVERAGE_WARN = 0.5  # share of evaluation-instruction words seen in the training annotations
+WINDOW_BATCH = 4
+ARM_AXES = ("x", "y", "z", "roll", "pitch", "yaw")
+
+
+def _describe(normalizer: ActionNormalizer) -> str:
+    if normalizer.mode == "clip_scale":
+        return f"clip_scale +-{normalizer.clip:g}"
+    return "zscore mean " + " ".join(f"{m:+.3f}" for m in normalizer.mean) + ", std " + " ".join(f"{s:.3f}" for s in normalizer.std)
+
+
+def _stats_arm(statistics: dict[str, Any] | None) -> dict[str, np.ndarray]:
+    """The rel_actions arm mean/std/min/max of a statistics.yaml (the project's recordings write them;
+    CALVIN's own statistics.yaml has none): those present."""
+    rel = (statistics or {}).get("rel_actions")
+    out = {}
+    for key in ("mean", "std", "min", "max"):
+        try:
+            out[key] = np.asarray(rel[key][:6], float)
+        except (TypeError, KeyError, ValueError, IndexError):
+            pass
+    return out
+
+
+def normaliser_check(normalizer: ActionNormalizer, rel_actions: np.ndarray, statistics: dict[str, Any] | None,
+                     stats_where: str) -> Check:
+    """The checkpoint's normaliser against the recorded relative actions and the split's statistics.yaml."""
+    arm = np.asarray(rel_actions, float)[:, :6]
+    stats = _stats_arm(statistics)
+    fail = warn = ""
+    if normalizer.mode == "clip_scale":
+        clipped = (np.abs(arm) > normalizer.clip + 1e-6).mean(axis=0)
+        worst = int(np.argmax(clipped))
+        message = (f"{_describe(normalizer)}: {clipped[worst]:.1%} of {len(arm)} recorded {ARM_AXES[worst]} actions lie beyond "
+                   f"the clip (99th percentile |a| per axis: {' '.join(f'{v:.2f}' for v in np.percentile(np.abs(arm), 99, axis=0))})")
+        if "min" in stats and "max" in stats:
+            beyond = [ARM_AXES[d] for d in range(6) if max(-stats["min"][d], stats["max"][d]) > normalizer.clip + 1e-6]
+            message += f"; {stats_where}'s range exceeds the clip on {', '.join(beyond) or 'no axis'}"
+        if clipped[worst] > CLIPPED_FAIL:
+            fail = (f"the normaliser clips {clipped[worst]:.0%} of the data's {ARM_AXES[worst]} actions, so the policy cannot "
+                    f"reproduce them: train with a clip that covers the data (data.normalizer.clip)")
+        elif clipped[worst] > CLIPPED_WARN:
+            warn = "a few recorded actions are clipped: the policy will move a little slower than its demonstrations"
+        return judged("normaliser", message, fail, warn)
+    references = [("these frames", arm.mean(axis=0), arm.std(axis=0))]
+    if "mean" in stats and "std" in stats:
+        references.append((stats_where, stats["mean"], stats["std"]))
+    message = _describe(normalizer)
+    for name, ref_mean, ref_std in references:
+        off = np.abs(np.asarray(normalizer.mean) - ref_mean) / np.maximum(ref_std, 1e-6)
+        ratio = np.asarray(normalizer.std) / np.maximum(ref_std, 1e-6)
+        message += f"; {name}: mean {' '.join(f'{m:+.3f}' for m in ref_mean)}, std {' '.join(f'{v:.3f}' for v in ref_std)}"
+        if off.max() > ZSCORE_MEAN_TOLERANCE or ratio.max() > ZSCORE_STD_RATIO or ratio.min() < 1 / ZSCORE_STD_RATIO:
+            fail = (f"the normaliser's statistics are not those of {name}: the checkpoint was trained on other data, "
+                    "or ships another normalizer.json than it was trained with")
+    return judged("normaliser", message, fail, warn)
+
+
+def _window_batches(ds: WindowDataset, indices: list[int], device: torch.device):
+    for i in range(0, len(indices), WINDOW_BATCH):
+        batch = collate_windows([ds[j] for j in indices[i : i + WINDOW_BATCH]])
+        yield {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def predict_windows(model: VLAModel, normalizer: ActionNormalizer, source: FrameSource, windows: int) -> dict[str, np.ndarray]:
+    """The model's first action of every frame's chunk on `windows` recorded windows spread over the
+    split, beside the recorded relative action of that frame: {"pred": normalised (N, 7), "data": (N, 7)}."""
+    cfg = model.cfg
+    wc = WindowConfig(window_size=cfg.window_size, fwd_pred_next_n=cfg.fwd_pred_next_n,
+                      use_gripper_image=cfg.use_gripper_image, use_proprio=cfg.use_proprio, augment=False,
+                      drop_short_segments=True)
+    ds = WindowDataset(source, wc, normalizer)
+    indices = spread(list(range(len(ds))), windows)
+    device = next(model.parameters()).device
+    pred = [model.predict(batch)[:, :, 0].float().cpu().numpy() for batch in _window_batches(ds, indices, device)]
+    data = [source.read({"rel_actions": (t0, t0 + cfg.window_size)})["rel_actions"] for _, t0 in map(ds.window, indices)]
+    return {"pred": np.concatenate(pred).reshape(-1, 7), "data": np.asarray(data, float).reshape(-1, 7), "windows": np.asarray(len(indices))}
+
+
+def prediction_checks(normalizer: ActionNormalizer, predicted: dict[str, np.ndarray]) -> list[Check]:
+    """Out-of-range predictions and the predicted arm against the data; the predicted gripper against the data's."""
+    pred, data = predicted["pred"], predicted["data"]
+    env = normalizer.denormalize(pred)
+    outside_env = float((np.abs(env[:, :6]) > 1 + 1e-6).mean())
+    outside_norm = float((np.abs(pred[:, :6]) > 1 + 1e-6).mean())
+    p, r = env[:, :6].ravel(), data[:, :6].ravel()
+    corr = float(np.corrcoef(p, r)[0, 1]) if p.std() > 0 and r.std() > 0 else float("nan")
+    scale = float(p @ r / (p @ p)) if p @ p > 0 else float("inf")
+    message = (f"{int(predicted['windows'])} windows, {len(pred)} frames: {outside_env:.1%} of the un-normalised arm actions "
+               f"lie outside the env's [-1, 1] ({outside_norm:.1%} of the model's normalised outputs outside [-1, 1]); "
+               f"correlation with the recorded actions {corr:+.2f}, recorded/predicted scale {scale:.2f}")
+    fail = warn = ""
+    if outside_env > OUT_OF_RANGE_FAIL:
+        fail = ("the normaliser turns the model's outputs into relative actions beyond [-1, 1]: normalizer.json is not "
+                "the one the model was trained with, or the model predicts another kind of action")
+    elif corr < -FOLLOWS_DATA:
+        fail = "the predicted arm actions go against the recorded ones: an action frame or sign differs between training and this data"
+    elif corr >= FOLLOWS_DATA and not 1 / SCALE_FACTOR < scale < SCALE_FACTOR:
+        fail = (f"the predictions are {scale:.1f} times {'smaller' if scale > 1 else 'larger'} than the recorded actions: "
+                "the checkpoint un-normalises with other statistics than it was trained with (normalizer.json)")
+    elif not corr >= FOLLOWS_DATA:
+        warn = "the predictions barely follow the recorded actions: an undertrained checkpoint, or data unlike its training data"
+    return [judged("predictions", message, fail, warn), _gripper_check(pred[:, 6] > 0.5, data[:, 6] > 0)]
+
+
+def _gripper_check(pred_open: np.ndarray, data_open: np.ndarray) -> Check:
+    agree = float((pred_open == data_open).mean())
+    message = (f"the predicted gripper matches the recorded command in {agree:.0%} of {len(pred_open)} frames "
+               f"(recorded: open in {data_open.mean():.0%}, predicted: open in {pred_open.mean():.0%}; CALVIN: +1 opens)")
+    fail = warn = ""
+    if 1 - agree >= GRIPPER_INVERTED:
+        fail = ("the predicted gripper is the recorded one inverted: the checkpoint learnt the other gripper sign "
+                "(data with -1 = open?); retrain on data with CALVIN's convention")
+    elif agree < GRIPPER_AGREES:
+        warn = "the predicted gripper often disagrees with the data: an undertrained checkpoint, or another gripper convention"
+    return judged("gripper", message, fail, warn)
+
+
+_WORD = re.compile(r"[a-z]+")
+
+
+def _words(texts: list[str]) -> set[str]:
+    return {w for t in texts for w in _WORD.findall(t.lower())}
+
+
+def instruction_check(model: VLAModel, training: LangAnnotations | None) -> Check:
+    """CALVIN's 34 evaluation instructions through the checkpoint's tokenizer: unknown tokens, length
+    against backbone.max_instruction_tokens, and (with training data) how many of their words it saw."""
+    tok = model.backbone.tokenizer
+    limit = model.cfg.backbone.max_instruction_tokens
+    texts = [eval_instruction(t) for t in TASK_NAMES]
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    unk = tok.unk_token_id
+    n_unknown = sum(i == unk for seq in ids for i in seq) if unk is not None else 0
+    unknown_words = sorted(w for w in _words(texts) if unk is not None and unk in tok(" " + w, add_special_tokens=False)["input_ids"])
+    longest = max(len(seq) for seq in ids)
+    message = (f"{len(texts)} evaluation instructions, {sum(map(len, ids))} tokens: {n_unknown} unknown; "
+               f"longest {longest} tokens (backbone.max_instruction_tokens {limit})")
+    fail = warn = ""
+    if n_unknown:
+        fail = (f"the tokenizer does not know {', '.join(unknown_words) or 'some characters'}: the policy cannot read "
+                "these words of the evaluation instructions; use a tokenizer that covers them")
+    elif longest > limit:
+        fail = f"evaluation instructions are cut to {limit} tokens: raise backbone.max_instruction_tokens above {longest}"
+    if training is not None and len(training):
+        seen = _words(list(training.ann))
+        eval_words = _words(texts)
+        coverage = len(eval_words & seen) / len(eval_words)
+        message += f"; {coverage:.0%} of their {len(eval_words)} words occur in the training annotations"
+        if coverage < COVERAGE_WARN and not fail:
+            warn = "most words of CALVIN's evaluation instructions never occur in training: expect poor language grounding"
+    return judged("instructions", message, fail, warn)

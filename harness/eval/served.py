@@ -1,0 +1,96 @@
+"""One model, many simulators: the evaluation's policy server (`server=auto|on|off`).
+
+With a server, this rank starts one policy server (harness/serve, in its own process, on the agent's
+device) and its env workers run `agent=remote` clients of it, instead of one model copy per worker: the
+model is loaded once, and the observations of all workers are stepped together in batches.
+
+    server=auto   a server for model agents (agent=vla) when workers > 1 (the default); none otherwise
+    server=on     a server for any agent config (agent=scripted, agent=custom, ...)
+    server=off    every worker builds its own agent
+
+The server binds 127.0.0.1 on a free port with a random token, uses the protocol the harness speaks
+(native: the agent's own observations and actions, so the results are those of the agent in-process),
+and is started again if it dies (its clients reconnect and run their chain again). Its statistics
+(latency percentiles, batch sizes, peak memory) go into results.json.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, replace
+from typing import Any
+
+from harness.eval.specs import AgentConfig, AgentSource
+from harness.serve.process import ServerProcess
+from harness.serve.server import ServeSettings
+
+SERVER_MODES = ("auto", "on", "off")
+MODEL_AGENTS = ("vla",)
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    max_batch: int = 16
+    # Longer than an env step: a worker's next observation joins the batch the other workers wait in,
+    # instead of the workers falling into turns of one-observation batches.
+    max_wait_ms: float = 20.0
+    threads: int = 0  # the server's torch CPU threads (0: the rank's cores the env workers leave, at least 1)
+    timeout_s: float = 300.0  # a worker waits this long for one action (then: agent_error)
+    reconnect_timeout_s: float = 600.0  # a server that went away: how long workers wait for it
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.max_wait_ms < 0 or self.threads < 0:
+            raise ValueError(f"server_options: max_batch >= 1, max_wait_ms >= 0 and threads >= 0, got {self}")
+        if not self.timeout_s > 0 or not self.reconnect_timeout_s > 0:
+            raise ValueError(f"server_options: timeout_s and reconnect_timeout_s must be > 0, got {self}")
+
+
+def wants_server(mode: str, agent: AgentSource, workers: int) -> bool:
+    """Whether this evaluation runs its agent in a policy server."""
+    if mode not in SERVER_MODES:
+        raise ValueError(f"server must be one of {SERVER_MODES}, got {mode!r}")
+    is_config = isinstance(agent, AgentConfig)
+    if mode == "off" or (mode == "auto" and not (is_config and agent.factory is None and agent.name in MODEL_AGENTS)):
+        return False
+    if mode == "auto":
+        return workers > 1
+    if not is_config or agent.name == "remote":
+        what = "a remote agent is served already" if is_config else "an agent object or factory cannot be sent to a server"
+        raise ValueError(f"server=on serves an agent config (agent=vla, agent=scripted, ...): {what}")
+    return True
+
+
+class PolicyServerForWorkers:
+    """A context: starts the server, gives the workers' agent (a remote client of it), stops it after
+    and keeps its last statistics in `stats`."""
+
+    def __init__(self, agent: AgentConfig, options: ServerOptions, workers: int, local_world_size: int = 1) -> None:
+        threads = options.threads or max(1, (os.cpu_count() or 1) // max(1, local_world_size) - workers)
+        served = {"name": agent.name, **agent.kwargs, **({"factory": agent.factory} if agent.factory else {})}
+        settings = ServeSettings(port=0, token=secrets.token_hex(16), max_batch=options.max_batch,
+                                 max_wait_ms=options.max_wait_ms)
+        self.server = ServerProcess(served, settings, threads=threads)
+        self.options, self.threads = options, threads
+        self.stats: dict[str, Any] | None = None
+
+    def __enter__(self) -> AgentConfig:
+        self.server.start()
+        return AgentConfig(name="remote", kwargs={
+            "url": self.server.url, "protocol": "native", "token": self.server.settings.token,
+            "timeout_s": self.options.timeout_s, "reconnect_timeout_s": self.options.reconnect_timeout_s})
+
+    def __exit__(self, *exc: Any) -> None:
+        stats = self.server.close()
+        if stats is not None:
+            self.stats = {**stats, "threads": self.threads, "restarts": self.server.restarts,
+                          "max_batch": self.options.max_batch, "max_wait_ms": self.options.max_wait_ms}
+
+
+def server_options(values: dict[str, Any] | None) -> ServerOptions:
+    values = dict(values or {})
+    known = set(ServerOptions.__dataclass_fields__)
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown server_options {sorted(unknown)}; known: {sorted(known)}")
+    return replace(ServerOptions(), **values)

@@ -1,0 +1,43 @@
+"""python -m harness.serve [hydra overrides]: serve an agent over WebSocket (configs/serve.yaml).
+
+An invalid configuration (a setting, the agent's checkpoint) is reported in one line (exit status 2)
+before anything is loaded or bound. Stopped by SIGTERM / Ctrl-C; prints its statistics then.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import hydra
+from omegaconf import DictConfig
+
+from agents import make_policy
+from harness.config_errors import config_errors, exit_on_config_error, resolve_config
+from harness.serve.server import ServeSettings, run_server
+
+_SERVER_KEYS = ("host", "port", "protocol", "token", "max_batch", "max_wait_ms", "max_message_mb", "observation")
+
+
+@hydra.main(config_path="../../configs", config_name="serve", version_base=None)
+def main(cfg: DictConfig) -> None:
+    with exit_on_config_error("harness.serve"):
+        resolved = resolve_config(cfg)
+        with config_errors():
+            settings = ServeSettings(**{k: resolved[k] for k in _SERVER_KEYS})
+            policy = make_policy(**resolved["agent"])  # configs/agent/<name>.yaml: name, options (factory)
+    threads = int(resolved.get("threads") or 0)
+    torch = sys.modules.get("torch")
+    if torch is not None and threads > 0:
+        torch.set_num_threads(threads)
+
+    def ready(port: int) -> None:
+        print(f"serving {policy.spec.name} on ws://{settings.host}:{port} (protocol {settings.protocol}, "
+              f"max_batch {settings.max_batch}, max_wait_ms {settings.max_wait_ms:g}"
+              f"{', token required' if settings.token else ''})", flush=True)
+
+    stats = run_server(policy, settings, on_ready=ready)
+    print(json.dumps(stats, indent=2), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""A run's learning curve: the evaluation of its saved checkpoints against the training time they cost.
+
+    python -m harness.train.curve runs/train/x --every 2000 --chains 100 --workers 2      # CALVIN's first 100 chains
+    python -m harness.train.curve runs/train/x --mode single_task --tasks lift_red_block_table --episodes 10
+    python -m harness.train.curve runs/train/x --follow ...    # beside a running training: each new checkpoint
+
+Every checkpoint `step_K` with K a multiple of `--every` is evaluated by `harness.eval` into
+`<run>/curve/<mode>/step_K/` (which resumes: the same command after a kill carries on), and after each one
+`curve.csv`, `curve.md` and `curve.png` in `<run>/curve/<mode>/` list per checkpoint: the step, the epoch,
+the training hours up to it, the validation loss, and the score (CALVIN's average sequence length, or the
+mean single-task success over the tasks) with its 95 % interval (columns `_low`, `_high`, from
+harness.eval.stats; error bars in the plot) and the per-position (chains) or per-task rates.
+
+Training hours are the sum of the logged step times (`step_s` in metrics.jsonl: forward, backward,
+optimizer and the wait for data; validation, checkpoints and rollouts excluded) over the steps up to K,
+so a curve measured on a busy or a quiet machine, resumed or not, is the time training itself took.
+Keep the checkpoints (`trainer.keep_last=0`) to evaluate all of them afterwards; `--follow` evaluates
+each as it appears and stops once the run has written its summary and every due checkpoint is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.train.checkpoints import step_name
+from harness.train.metrics import METRICS, read_metrics
+from harness.train.trainer import SUMMARY
+
+CURVE = "curve"
+POLL_S = 60.0
+
+
+def training_hours(records: list[dict[str, Any]]) -> dict[int, float]:
+    """Cumulative training hours at each logged training step (`step_s` times the steps since the previous line)."""
+    out, total, prev = {}, 0.0, 0
+    for r in sorted((r for r in records if "step_s" in r), key=lambda r: r["step"]):
+        total += r["step_s"] * (r["step"] - prev)
+        prev = r["step"]
+        out[r["step"]] = total / 3600
+    return out
+
+
+def _at(records: list[dict[str, Any]], step: int, key: str) -> Any:
+    return next((r[key] for r in records if r["step"] == step and key in r), None)
+
+
+def due_checkpoints(run: Path, every: int) -> list[tuple[int, Path]]:
+    """(step, folder) of the run's complete step checkpoints whose step is a multiple of `every`."""
+    found = []
+    for folder in (run / "checkpoints").glob("step_*"):
+        step = int(folder.name.removeprefix("step_"))
+        if folder.name == step_name(step) and step % every == 0:
+            found.append((step, folder))
+    return sorted(found)
+
+
+def evaluate_checkpoint(folder: Path, out: Path, settings: Any, scene: str) -> dict[str, Any]:
+    from harness.eval.evaluation import run_evaluation
+    from harness.eval.specs import AgentConfig, EnvConfig
+
+    agent = AgentConfig("vla", {"checkpoint": str(folder.resolve())})
+    return run_evaluation(settings, EnvConfig(backend="builtin", scene=scene), agent, out, print_summary=False)
+
+
+def curve_row(step: int, results: dict[str, Any], records: list[dict[str, Any]], hours: dict[int, float]) -> dict[str, Any]:
+    row = {"step": step, "epoch": _at(records, step, "epoch"), "train_hours": hours.get(step),
+           "val_loss": _at(records, step, "val/loss")}
+    if results["mode"] == "chains":
+        row["avg_seq_len"] = results["avg_seq_len"]
+        row.update(_bounds("avg_seq_len", results["intervals"]["avg_seq_len"]))
+        row.update({f"chain_sr_{k}": v for k, v in results["chain_sr"].items()})
+    else:
+        row["mean_task_success"] = results["mean_task_success_rate"]
+        # the interval of the rate over all episodes: the mean over tasks with equally many episodes each
+        row.update(_bounds("mean_task_success", results["intervals"]["success_rate"]))
+        row.update({t: c["rate"] for t, c in results["tasks"].items()})
+    return row
+
+
+def _bounds(score: str, interval: dict[str, float] | None) -> dict[str, float | None]:
+    """The score's 95 % interval (harness.eval.stats) as two columns."""
+    return {f"{score}_low": interval and interval["low"], f"{score}_high": interval and interval["high"]}
+
+
+def write_curve(folder: Path, rows: list[dict[str, Any]]) -> None:
+    """curve.csv, curve.md and curve.png of the rows (one per evaluated checkpoint)."""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with (folder / "curve.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    fmt = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---:|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    (folder / "curve.md").write_text("\n".join(lines) + "\n")
+    _plot(folder / "curve.png", rows)
+
+
+def _plot(path: Path, rows: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    score = "avg_seq_len" if "avg_seq_len" in rows[0] else "mean_task_success"
+    timed = [r for r in rows if r["train_hours"] is not None]
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
+    low = [r[score] - r[f"{score}_low"] if r[f"{score}_low"] is not None else 0.0 for r in timed]
+    high = [r[f"{score}_high"] - r[score] if r[f"{score}_high"] is not None else 0.0 for r in timed]
+    ax.errorbar([r["train_hours"] for r in timed], [r[score] for r in timed], yerr=[low, high], fmt="o-",
+                color="#3b7dd8", ecolor="#9bbbe8", capsize=2)
+    for r in timed:
+        ax.annotate(f"{r['step']}", (r["train_hours"], r[score]), fontsize=6, xytext=(2, 3), textcoords="offset points")
+    ax.set(xlabel="training hours", ylabel=score.replace("_", " "), title=f"learning curve ({len(rows)} checkpoints)",
+           ylim=(0, 5 if score == "avg_seq_len" else 1))
+    ax.title.set_fontsize(9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run_curve(run: Path, settings: Any, every: int, scene: str = "D", follow: bool = False,
+              poll_s: float = POLL_S) -> list[dict[str, Any]]:
+    """Evaluate the due checkpoints (waiting for new ones with `follow`); returns the curve's rows."""
+    folder = run / CURVE / settings.mode
+    folder.mkdir(parents=True, exist_ok=True)
+    results: dict[int, dict[str, Any]] = {}
+    while True:
+        pending = [(s, f) for s, f in due_checkpoints(run, every) if s not in results]
+        finished = (run / SUMMARY).is_file()  # read before evaluating: a checkpoint written after it is seen next round
+        for step, ckpt in pending:
+            results[step] = evaluate_checkpoint(ckpt, folder / step_name(step), settings, scene)
+            records = read_metrics(run / METRICS) if (run / METRICS).is_file() else []
+            hours = training_hours(records)
+            rows = [curve_row(s, results[s], records, hours) for s in sorted(results)]
+            write_curve(folder, rows)
+            print(f"{step_name(step)}: " + ", ".join(f"{k} {v:.3g}" for k, v in rows[-1].items()
+                                                   if k in ("train_hours", "avg_seq_len", "mean_task_success") and v is not None),
+                  flush=True)
+        if not follow or (finished and not pending):
+            break
+        if not pending:
+            time.sleep(poll_s)
+    records = read_metrics(run / METRICS) if (run / METRICS).is_file() else []
+    hours = training_hours(records)
+    return [curve_row(s, results[s], records, hours) for s in sorted(results)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from harness.eval.evaluation import EvalSettings
+
+    ap = argparse.ArgumentParser(prog="python -m harness.train.curve", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path, help="a training run folder (with checkpoints/ and metrics.jsonl)")
+    ap.add_argument("--every", type=int, default=1000, help="evaluate the checkpoints whose step is a multiple of this")
+    ap.add_argument("--mode", choices=("chains", "single_task"), default="chains")
+    ap.add_argument("--chains", type=int, default=100, help="chains: CALVIN's first N chains")
+    ap.add_argument("--tasks", help="single_task: comma-separated tasks (default: every task a start condition allows)")
+    ap.add_argument("--episodes", type=int, default=10, help="single_task: episodes per task")
+    ap.add_argument("--scene", default="D")
+    ap.add_argument("--workers", type=int, default=2, help="evaluation worker processes")
+    ap.add_argument("--follow", action="store_true", help="wait for new checkpoints until the run has finished")
+    args = ap.parse_args(argv)
+    if not (args.run / "checkpoints").is_dir() and not args.follow:
+        ap.error(f"{args.run}: no checkpoints/ folder (is it a training run folder?)")
+    if args.every < 1:
+        ap.error(f"--every must be >= 1, got {args.every}")
+    settings = EvalSettings(mode=args.mode, num_chains=args.chains, episodes_per_task=args.episodes,
+                            tasks=tuple(args.tasks.split(",")) if args.tasks else None, workers=args.workers,
+                            progress=False)
+    rows = run_curve(args.run, settings, args.every, args.scene, args.follow)
+    if not rows:
+        print(f"{args.run}: no checkpoint with a step that is a multiple of {args.every}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# All 34 CALVIN tasks from pixels on 2 CPU cores, in one command (docs/TRAINING.md, "Learning all 34 tasks
+# on CPU"):
+#   1. record chains of 5 subtasks from random valid starts with the scripted expert: scenes A, B, C for the
+#      ABC->D run and scene D for the D->D run (validation: scene D, CALVIN's evaluation instructions);
+#      convert each to shards with the images at the model's input size, then drop the per-frame files;
+#   2. train configs/experiment/e2e_full_cpu.yaml on D (D->D) and on ABC (ABC->D), while a second process
+#      evaluates each kept checkpoint on CALVIN's first 100 chains (the learning curve);
+#   3. evaluate both last checkpoints in scene D: CALVIN's 1000 chains (report.md: per position and per
+#      task) and single-task success from random valid start states.
+# Every step resumes where it stopped when the same command is run again (recording, conversion,
+# training and every evaluation carry on from what they have written).
+#   scripts/e2e_full_cpu.sh [OUT=runs/e2e_full]
+# Sizes (environment): CHAINS_D (600), CHAINS_ABC (per scene, 200), VAL_CHAINS (50), CURVE_EVERY (4000),
+# CURVE_CHAINS (100), SINGLE_TASK_EPISODES (20), KEEP_NPZ=1 keeps the per-frame recordings; TRAIN_ARGS: more
+# overrides for both trainings (e.g. a quick check: TRAIN_ARGS="trainer.max_steps=4 trainer.ckpt_every=2").
+source "$(dirname "$0")/_venv.sh"
+OUT="${1:-runs/e2e_full}"
+CHAINS_D="${CHAINS_D:-600}"
+CHAINS_ABC="${CHAINS_ABC:-200}"
+VAL_CHAINS="${VAL_CHAINS:-50}"
+CURVE_EVERY="${CURVE_EVERY:-4000}"
+CURVE_CHAINS="${CURVE_CHAINS:-100}"
+EPISODES="${SINGLE_TASK_EPISODES:-20}"
+read -r -a TRAIN_ARGS <<< "${TRAIN_ARGS:-}"
+RESIZE=(rgb_static=96 rgb_gripper=96)   # the model's input size (configs/experiment/e2e_full_cpu.yaml)
+export OMP_NUM_THREADS=1                 # training and the curve's evaluation share the two cores
+mkdir -p "$OUT"
+
+# record SCENES CHAINS NAME: chains -> $OUT/shards_NAME (the per-frame npz files are deleted once converted)
+record() {
+    local scenes="$1" chains="$2" name="$3" data="$OUT/data_$3" shards="$OUT/shards_$3"
+    if [ ! -d "$shards" ]; then
+        python -m harness.data record "$data" --scenes "$scenes" --episodes "$chains" --val-episodes "$VAL_CHAINS" \
+            --chain-length 5 --balance --workers 2 --seed 0
+        rm -rf "$shards.partial"   # a conversion stopped half-way starts again
+        python -m harness.data convert "$data" "$shards.partial" --frames annotated --workers 2 --resize "${RESIZE[@]}"
+        cp "$data/recording.json" "$shards.partial/"
+        mv "$shards.partial" "$shards"
+    fi
+    [ "${KEEP_NPZ:-0}" = 1 ] || rm -rf "$data"   # also when a run was stopped between the two
+}
+
+# train NAME: the recipe on shards_NAME, with the learning curve evaluated beside it
+train() {
+    local name="$1" run="$OUT/train_$1"
+    python -m harness.train +experiment=e2e_full_cpu data.path="$OUT/shards_$name" run_name="e2e_full_$name" \
+        hydra.run.dir="$run" trainer.progress=false "${TRAIN_ARGS[@]}" &
+    local trainer=$!
+    # a stopped script stops its background processes (they ignore Ctrl-C), so that the next run is the
+    # only writer of the run folder
+    trap "kill $trainer 2>/dev/null" INT TERM EXIT
+    until [ -d "$run/checkpoints" ] || ! kill -0 "$trainer" 2>/dev/null; do sleep 30; done
+    # two workers: harness.eval gives each worker cores/workers torch threads, and one worker's two threads
+    # beside the training spin on the busy cores (~10x the CPU a rollout step needs, measured: docs/TRAINING.md)
+    python -m harness.train.curve "$run" --follow --every "$CURVE_EVERY" --chains "$CURVE_CHAINS" --workers 2 &
+    local curve=$!
+    trap "kill $trainer $curve 2>/dev/null" INT TERM EXIT
+    wait "$trainer"   # a failed training stops the script (set -e), and the trap stops the curve too
+    wait "$curve"
+    trap - INT TERM EXIT
+}
+
+# evaluate NAME: CALVIN's 1000 chains and the single tasks in scene D
+evaluate() {
+    local name="$1" ckpt="$OUT/train_$1/checkpoints/last"
+    python -m harness.eval agent=vla agent.checkpoint="$ckpt" num_chains=1000 workers=2 videos=3 progress=false \
+        output_dir="$OUT/eval_${name}_chains"
+    python -m harness.eval agent=vla agent.checkpoint="$ckpt" mode=single_task episodes_per_task="$EPISODES" \
+        workers=2 videos=0 video_failures=10 progress=false output_dir="$OUT/eval_${name}_single_task"
+}
+
+record D "$CHAINS_D" D
+record ABC "$CHAINS_ABC" ABC
+train D
+evaluate D
+train ABC
+evaluate ABC

@@ -1,0 +1,199 @@
+"""The pre-flight doctor (harness/doctor): it passes a consistent checkpoint + recording + env, and fails a
+checkpoint with the other gripper sign, one that ships the wrong normaliser, and one whose camera the env
+does not render. The checkpoint is a tiny VLA (static + gripper camera, proprio) trained for 150 steps on
+the session's recording (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from harness.data.normalization import ActionNormalizer
+from harness.data.sync import RecordedStates, open_frames, read_stretch, stretch_bounds
+from harness.doctor import DoctorConfig, run_doctor
+from harness.doctor.__main__ import main as doctor_main
+from agents.replay import ReplayAgent
+from harness.doctor.env_checks import action_form_check, camera_check, replay_check, robot_obs_check
+from harness.envs import make_env
+from harness.spatial import euler_to_quat, quat_to_rotvec
+from tests.train_helpers import train_here
+
+FAST = dict(windows=8, replay_steps=32)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(recording, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("doctor_train")
+    train_here(recording, out, "trainer.max_steps=150", "trainer.batch_size=8", "trainer.val_every=1000",
+               "trainer.ckpt_every=1000", "model.use_gripper_image=true", "model.loss.gripper_weight=1.0",
+               "data.normalizer.clip=1.0", "optim.lr=3e-3")
+    return (out / "checkpoints" / "last").resolve()
+
+
+def _copy(checkpoint: Path, dst: Path) -> Path:
+    shutil.copytree(checkpoint, dst)
+    return dst
+
+
+def _status(report) -> dict[str, str]:
+    return {c.name: c.status for c in report.checks}
+
+
+def flip_gripper_head(checkpoint: Path, dst: Path) -> Path:
+    """The gripper logit negated (its last layer's weights and bias): the checkpoint a model trained on data
+    with the other gripper sign would be."""
+    folder = _copy(checkpoint, dst)
+    path = folder / "model.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    layers = [int(m.group(1)) for k in tensors if (m := re.fullmatch(r"head\.decoder\.gripper\.(\d+)\.weight", k))]
+    for part in ("weight", "bias"):
+        key = f"head.decoder.gripper.{max(layers)}.{part}"
+        tensors[key] = -tensors[key]
+    save_file(tensors, str(path), metadata=meta)
+    return folder
+
+
+def replace_normaliser(checkpoint: Path, dst: Path, normalizer: ActionNormalizer) -> Path:
+    """Another normaliser in normalizer.json and config.yaml alike (so the folder itself is consistent)."""
+    folder = _copy(checkpoint, dst)
+    normalizer.save(folder / "normalizer.json")
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["normalizer"] = normalizer.to_dict()
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder
+
+
+def test_a_consistent_checkpoint_data_and_env_pass(checkpoint, recording):
+    report = run_doctor(DoctorConfig(checkpoint=str(checkpoint), **FAST))  # the data: config.yaml's data.path
+    status = _status(report)
+    assert report.exit_code == 0 and not report.failed, report.render()
+    assert str(recording / "training") in report.checks[1].message
+    assert all(status[n] == "pass" for n in ("checkpoint", "data", "ep_len", "cameras", "action form", "normaliser", "gripper",
+                                             "robot_obs", "sync: actions", "sync: language", "replay")), report.render()
+    assert status["predictions"] in ("pass", "warn") and status["instructions"] in ("pass", "warn")
+    lines = report.render().splitlines()
+    assert len(lines) == 2 + len(report.checks) + sum(bool(c.advice) for c in report.checks)
+
+
+def test_the_other_gripper_sign_fails(checkpoint, tmp_path, capsys):
+    flipped = flip_gripper_head(checkpoint, tmp_path / "flipped")
+    report = run_doctor(DoctorConfig(checkpoint=str(flipped), **FAST))
+    failed = [c.name for c in report.failed]
+    assert failed == ["gripper"], report.render()
+    assert "other gripper sign" in report.failed[0].advice
+    assert doctor_main([str(flipped), "--windows", "8", "--replay-steps", "8", "--json"]) == 1
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["failed"] == 1 and {c["name"]: c["status"] for c in printed["checks"]}["gripper"] == "fail"
+
+
+@pytest.mark.parametrize("normalizer", [ActionNormalizer("clip_scale", clip=0.1),
+                                        ActionNormalizer("zscore", mean=(0.0,) * 6, std=(0.05,) * 6)],
+                         ids=["clip_0.1", "zscore_other_statistics"])
+def test_a_wrong_normaliser_fails(checkpoint, tmp_path, normalizer):
+    wrong = replace_normaliser(checkpoint, tmp_path / "wrong", normalizer)
+    report = run_doctor(DoctorConfig(checkpoint=str(wrong), env="none", **FAST))
+    status = _status(report)
+    assert status["normaliser"] == "fail" and report.exit_code == 1, report.render()
+    if normalizer.mode == "zscore":  # un-normalised with a std 10x too small: the actions shrink 10x
+        assert status["predictions"] in ("fail", "warn")
+
+
+def test_a_camera_the_env_does_not_render_fails(checkpoint, capsys):
+    code = doctor_main([str(checkpoint), "--env-option", "cameras=[static]", "--windows", "8", "--replay-steps", "8"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert re.search(r"FAIL  cameras .*renders rgb_static \(200, 200, 3\)$", out, re.M), out
+    assert "the env does not render rgb_gripper" in out and "FAIL  action form" in out
+
+
+def test_without_data_or_env_the_data_checks_are_skipped(checkpoint, tmp_path):
+    moved = _copy(checkpoint, tmp_path / "ckpt")
+    config = yaml.safe_load((moved / "config.yaml").read_text())
+    config["data"]["path"] = str(tmp_path / "nowhere")
+    (moved / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    report = run_doctor(DoctorConfig(checkpoint=str(moved), env="none", **FAST))
+    status = _status(report)
+    assert status["normaliser"] == status["replay"] == status["cameras"] == "skip" and report.exit_code == 0
+    assert "nowhere" in report.checks[-1].message
+    broken = run_doctor(DoctorConfig(checkpoint=str(tmp_path / "missing")))
+    assert [c.name for c in broken.failed] == ["checkpoint"] and broken.exit_code == 1
+
+
+def _stretches(recording: Path) -> list:
+    source = open_frames(recording, "training")
+    return [read_stretch(source, *b) for b in stretch_bounds(source)]
+
+
+def test_robot_obs_in_axis_angle_fails(recording):
+    stretches = _stretches(recording)
+    states = RecordedStates()
+    try:
+        assert robot_obs_check(states, stretches).status == "pass"
+        for st in stretches:
+            st.robot_obs[:, 3:6] = quat_to_rotvec(euler_to_quat(st.robot_obs[:, 3:6]))
+        check = robot_obs_check(states, stretches)
+    finally:
+        states.close()
+    assert check.status == "fail" and "axis-angle" in check.advice
+
+
+@pytest.mark.parametrize("break_it", ["shift", "gripper"])
+def test_replay_of_broken_actions_fails(recording, break_it):
+    stretches = _stretches(recording)
+    states = RecordedStates()
+    try:
+        assert replay_check(states, stretches, 64).status == "pass"
+        for st in stretches:
+            if break_it == "shift":  # the actions one frame ahead of the observations
+                st.rel_actions[:-1] = st.rel_actions[1:].copy()
+            else:
+                st.rel_actions[:, 6] *= -1
+        check = replay_check(states, stretches, 64)
+    finally:
+        states.close()
+    assert check.status == "fail", check
+    assert ("TCP" if break_it == "shift" else "gripper width") in check.advice
+
+
+def test_shards_stored_at_the_input_size_expect_the_recorded_size(recording, tmp_path):
+    from harness.data.shards import ShardFrameSource, convert
+    from harness.doctor.doctor import _image_shapes
+
+    out = tmp_path / "small"
+    convert(recording / "training", out, resize={"rgb_static": 48}, resize_mode="bicubic", progress=False)
+    shapes = _image_shapes(ShardFrameSource(out), ("static", "gripper"))
+    assert shapes == {"rgb_static": (200, 200, 3), "rgb_gripper": (84, 84, 3)}  # rendered as recorded, not 48 px
+
+
+def test_images_rendered_at_another_size_than_the_data_fail():
+    expected = {"rgb_static": (200, 200, 3)}
+    with make_env("builtin", cameras=("static",), camera_sizes={"static": 100}) as env:
+        small = camera_check(("static",), expected, "as in its data", env.reset(), "env=builtin")
+    with make_env("builtin", cameras=("static",)) as env:
+        same = camera_check(("static",), expected, "as in its data", env.reset(), "env=builtin")
+    assert small.status == "fail" and "trained on (200, 200, 3), rendered (100, 100, 3)" in small.advice
+    assert same.status == "pass"
+
+
+def test_the_action_form_is_read_as_the_evaluation_reads_the_declared_type():
+    """A 7-vector pose from an agent that declares absolute actions is what the evaluation sends as a
+    target; a pose declared relative, or relative steps declared absolute, fail."""
+    with make_env("builtin", cameras=()) as env:
+        obs = env.reset()
+        pose, step = np.r_[obs["robot_obs"][:6], 1.0], np.r_[0.5, 0, -0.2, 0, 0, 0.1, -1.0]
+        status = {(kind, declared): action_form_check(ReplayAgent([action], action_type=declared), obs, "open the drawer",
+                                                      "env=builtin").status
+                  for kind, action in (("pose", pose), ("step", step)) for declared in ("absolute", "relative")}
+        refused = action_form_check(ReplayAgent([np.r_[step[:6], 0.3]]), obs, "open the drawer", "env=builtin")
+    assert status == {("pose", "absolute"): "pass", ("step", "relative"): "pass",
+                      ("pose", "relative"): "fail", ("step", "absolute"): "fail"}
+    assert refused.status == "fail" and "refuses" in refused.message

@@ -1,0 +1,101 @@
+"""server=auto: one policy server for the evaluation's workers instead of a model per worker. Its results
+are those of the agent in-process, chain by chain; a server killed mid-evaluation is started again and the
+interrupted chains run again, ending as they would have; its statistics reach the report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from harness.eval.evaluation import EvalSettings, run_evaluation
+from harness.eval.served import ServerOptions, wants_server
+from harness.eval.specs import AgentConfig, EnvConfig
+from harness.serve.process import ServerProcess
+from harness.serve.server import ServeSettings
+from tests.serve_helpers import ROOT, checkpoint, wait_for  # noqa: F401  (fixture)
+from tests.train_helpers import free_port
+
+CHAINS, EP_LEN = 4, 30
+# One thread and batches of one: the server's arithmetic is then the in-process agent's, bit for bit
+# (batched steps agree to ~1e-6, which a long rollout can amplify; test_vla_batched.py bounds them).
+EXACT = ServerOptions(max_batch=1, threads=1)
+
+
+def _settings(**kw) -> EvalSettings:
+    return EvalSettings(num_chains=CHAINS, ep_len=EP_LEN, progress=False, **kw)
+
+
+def _records(folder: Path) -> dict[str, tuple]:
+    """What must not change: per chain, its subtasks' outcomes and the digest of its final state."""
+    records = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    return {r["key"]: (r["completed"], [(s["task"], s["reason"], s["steps"]) for s in r["subtasks"]], r["final_state"])
+            for r in records}
+
+
+def test_server_auto_serves_model_agents_when_there_are_workers():
+    vla = AgentConfig("vla", {"checkpoint": "x"})
+    assert wants_server("auto", vla, workers=2) and not wants_server("auto", vla, workers=1)
+    assert not wants_server("auto", AgentConfig("scripted"), workers=8) and not wants_server("off", vla, workers=8)
+    assert wants_server("on", AgentConfig("scripted"), workers=1)
+    with pytest.raises(ValueError, match="cannot be sent to a server"):
+        wants_server("on", lambda: None, workers=2)
+    with pytest.raises(ValueError, match="a remote agent is served already"):
+        wants_server("on", AgentConfig("remote", {"url": "ws://x"}), workers=2)
+    with pytest.raises(ValueError, match="server must be one of"):
+        EvalSettings(server="sometimes")
+
+
+@pytest.fixture(scope="module")
+def in_process(checkpoint, tmp_path_factory) -> dict[str, tuple]:
+    folder = tmp_path_factory.mktemp("in_process")
+    run_evaluation(_settings(workers=0, server="off"), EnvConfig(), AgentConfig("vla", {"checkpoint": str(checkpoint)}), folder)
+    return _records(folder)
+
+
+def test_workers_served_by_one_server_give_the_in_process_results(checkpoint, in_process, tmp_path, capsys):
+    agent = AgentConfig("vla", {"checkpoint": str(checkpoint)})
+    results = run_evaluation(_settings(workers=2, server_options=EXACT), EnvConfig(), agent, tmp_path)  # server=auto
+    assert _records(tmp_path) == in_process
+    assert results["agent"]["name"] == "vla" and results["agent"]["extra"]["served_by"]["protocol"] == "native"
+    (server,) = results["server"]
+    assert server["requests"] == CHAINS * EP_LEN and server["batch_sizes"] == {"1": CHAINS * EP_LEN}
+    assert set(server["latency_ms"]) == {"p50", "p95", "p99"} and server["peak_rss_mb"] > 0
+    assert server["sessions_open"] == 0 and server["sessions_total"] == CHAINS and server["restarts"] == 0
+    assert "## Policy server" in (tmp_path / "report.md").read_text()
+    assert "Policy server:\n| rank | requests | latency p50 / p95 / p99 (ms)" in capsys.readouterr().out
+    assert not list(tmp_path.glob("server.rank*.json"))  # folded into results.json
+
+
+def test_a_server_killed_mid_evaluation_comes_back_and_the_chain_runs_again(checkpoint, in_process, tmp_path, capfd):
+    settings = ServeSettings(port=0, max_batch=1)
+    with ServerProcess({"name": "vla", "checkpoint": str(checkpoint)}, settings, threads=1) as server:
+        def kill_after_the_first_chain() -> None:
+            log = tmp_path / "results.jsonl"
+            wait_for(lambda: log.exists() and log.read_text().strip(), 300, "the first chain's result")
+            server.kill()
+
+        killer = threading.Thread(target=kill_after_the_first_chain, daemon=True)
+        killer.start()
+        agent = AgentConfig("remote", {"url": server.url, "reconnect_timeout_s": 300})
+        run_evaluation(_settings(workers=2), EnvConfig(), agent, tmp_path)
+        killer.join()
+        assert server.restarts == 1
+    assert _records(tmp_path) == in_process
+    assert "waiting for it, then running the chain again" in capfd.readouterr().err
+
+
+def test_under_torchrun_each_rank_serves_its_own_workers(checkpoint, in_process, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "--master_addr", "127.0.0.1", "-m", "harness.eval", "agent=vla", f"agent.checkpoint={checkpoint}",
+           f"num_chains={CHAINS}", f"ep_len={EP_LEN}", "workers=1", "server=on", "server_options.max_batch=1",
+           "server_options.threads=1", "videos=0", "video_failures=0", "progress=false", f"output_dir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert _records(tmp_path) == in_process
+    servers = json.loads((tmp_path / "results.json").read_text())["server"]
+    assert [s["rank"] for s in servers] == [0, 1] and sum(s["requests"] for s in servers) == CHAINS * EP_LEN

@@ -1,0 +1,290 @@
+"""The policy server on the wire: vla-eval's and openpi's real clients (from PyPI) drive it, bad messages
+get error replies while other clients go on, a token keeps strangers out, a vanished client's session is
+freed. The served agent is an untrained tiny VLA checkpoint; its actions through the server are compared
+with the same checkpoint's in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import msgpack
+import numpy as np
+import pytest
+import websockets
+from websockets.sync.client import connect
+
+from agents.remote.wire import WireError, pack_message, unpack_message
+from tests.openpi_env import openpi_python
+from tests.serve_helpers import INSTRUCTIONS, ROOT, checkpoint, in_process_actions, observations, served, wait_for  # noqa: F401
+
+STEPS = 6
+
+
+def _vla_eval_obs(obs: dict, instruction: str) -> dict:
+    """An observation as vla-eval's CALVIN benchmark sends one (the full robot_obs as the state)."""
+    return {"images": {"rgb_static": obs["rgb_obs"]["rgb_static"]}, "states": obs["robot_obs"].astype(np.float32),
+            "task_description": instruction}
+
+
+def _as_sent(obs: list[dict]) -> list[dict]:
+    """What the server sees of vla-eval observations: robot_obs in float32."""
+    return [{**o, "robot_obs": o["robot_obs"].astype(np.float32)} for o in obs]
+
+
+# ------------------------------------------------------------------ the message codec against vla-eval's own
+def test_messages_round_trip_with_vla_evals_codec():
+    from vla_eval.protocol import messages as theirs
+    from vla_eval.protocol.numpy_codec import set_image_format
+
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    state = np.arange(8, dtype=np.float32)
+    ours = unpack_message(pack_message("observation", {"images": {"cam": image}, "states": state}, seq=7))
+    assert ours.type == "observation" and ours.seq == 7
+    decoded = theirs.unpack_message(pack_message("action", {"actions": state.astype(np.float64)[:7]}, seq=3))
+    assert decoded.type.value == "action" and decoded.seq == 3
+    np.testing.assert_array_equal(decoded.payload["actions"], state[:7])
+    for fmt in ("png", "raw", "jpeg"):  # vla-eval's client encodes images; png and raw are lossless
+        set_image_format(fmt)
+        try:
+            msg = theirs.Message(theirs.MessageType.OBSERVATION, {"images": {"cam": image}, "states": state}, seq=5)
+            got = unpack_message(theirs.pack_message(msg))
+        finally:
+            set_image_format("png")
+        assert got.seq == 5 and got.payload["images"]["cam"].shape == image.shape
+        np.testing.assert_array_equal(got.payload["states"], state)
+        if fmt != "jpeg":
+            np.testing.assert_array_equal(got.payload["images"]["cam"], image)
+
+
+def _raw(obj) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+ENVELOPE = {"type": "observation", "seq": 1, "timestamp": 0.0}
+
+
+@pytest.mark.parametrize("data,match", [
+    (b"\xc1\x00garbage", "not a msgpack message"),
+    (_raw([1, 2]), "must be a msgpack map"),
+    (_raw({"type": "observation", "payload": {}}), r"lacks \['seq', 'timestamp'\]"),
+    (_raw({**ENVELOPE, "type": "teleport", "payload": {}}), "unknown message type 'teleport'"),
+    (_raw({**ENVELOPE, "payload": {"x": {"__ndarray__": True, "data": b"\0" * 16, "dtype": "<c8", "shape": [2]}}}),
+     r"dtype '<c8' is not allowed"),
+    (_raw({**ENVELOPE, "payload": {"x": {"__ndarray__": True, "data": b"\0" * 8, "dtype": "|O", "shape": [1]}}}),
+     r"dtype '\|O' is not allowed"),
+    (_raw({**ENVELOPE, "payload": {"x": {"__ndarray__": True, "data": b"\0" * 7, "dtype": "<f4", "shape": [2]}}}),
+     "needs 8 bytes, got 7"),
+    (msgpack.packb({**ENVELOPE, "payload": msgpack.ExtType(5, b"x")}), "extension type 5"),
+])
+def test_unreadable_messages_are_named(data, match):
+    with pytest.raises(WireError, match=match):
+        unpack_message(data)
+
+
+# ------------------------------------------------------------------ vla-eval's client
+async def _vla_eval_episode(url: str, obs: list[dict], instruction: str) -> list[np.ndarray]:
+    from vla_eval.connection import Connection
+
+    async with Connection(url, timeout=60, max_retries=1) as conn:
+        assert conn.server_info["server"] == "vla-harness" and conn.server_info["agent"]["name"] == "vla"
+        await conn.start_episode({"task": instruction})
+        actions = [np.asarray((await conn.act(_vla_eval_obs(o, instruction)))["actions"]) for o in obs]
+        await conn.end_episode({"success": False})
+    return actions
+
+
+@pytest.fixture(scope="module")
+def vla_eval_server(checkpoint):
+    with served({"name": "vla", "checkpoint": str(checkpoint)}, protocol="vla_eval", max_message_mb=1,
+                max_wait_ms=50) as server:
+        yield server
+
+
+def test_vla_eval_client_drives_the_server(vla_eval_server, checkpoint):
+    obs = observations(STEPS, seed=1)
+    got = asyncio.run(_vla_eval_episode(vla_eval_server.url, obs, INSTRUCTIONS[0]))
+    want = in_process_actions(checkpoint, _as_sent(obs), INSTRUCTIONS[0])
+    np.testing.assert_allclose(np.stack(got), np.stack(want), atol=1e-6)
+
+
+def test_concurrent_clients_are_batched_and_each_gets_its_own_actions(vla_eval_server, checkpoint):
+    episodes = [(observations(STEPS, seed=10 + k), INSTRUCTIONS[k]) for k in range(4)]
+
+    async def all_together():
+        return await asyncio.gather(*(_vla_eval_episode(vla_eval_server.url, o, i) for o, i in episodes))
+
+    before = vla_eval_server.stats()["batch_sizes"]
+    results = asyncio.run(all_together())
+    for (obs, instruction), got in zip(episodes, results):
+        want = in_process_actions(checkpoint, _as_sent(obs), instruction)
+        np.testing.assert_allclose(np.stack(got), np.stack(want), atol=1e-4)
+    after = vla_eval_server.stats()["batch_sizes"]
+    batched = {int(k): v - before.get(k, 0) for k, v in after.items() if int(k) > 1}
+    assert sum(batched.values()) > 0, f"no batch of more than one observation: {after}"
+
+
+def test_an_observation_the_model_refuses_fails_only_its_own_request(vla_eval_server, checkpoint):
+    """Three sessions stepped in batches; one sends a state the model cannot take (8 values, not 15) at its
+    third step: that request gets an error, the batch is stepped again without it, and every session,
+    the refused one included, goes on as if the refused observation had never come."""
+    from vla_eval.connection import Connection
+
+    episodes = [(observations(STEPS, seed=20 + k), INSTRUCTIONS[k]) for k in range(3)]
+
+    async def episode(k: int) -> tuple[list[np.ndarray], list[str]]:
+        obs, instruction = episodes[k]
+        actions, errors = [], []
+        async with Connection(vla_eval_server.url, timeout=60, max_retries=1) as conn:
+            await conn.start_episode({})
+            for t, o in enumerate(obs):
+                if k == 1 and t == 2:
+                    bad = {**_vla_eval_obs(o, instruction), "states": np.zeros(8, np.float32)}
+                    try:
+                        await conn.act(bad)
+                    except RuntimeError as e:
+                        errors.append(str(e))
+                actions.append(np.asarray((await conn.act(_vla_eval_obs(o, instruction)))["actions"]))
+        return actions, errors
+
+    async def all_together():
+        return await asyncio.gather(*(episode(k) for k in range(3)))
+
+    results = asyncio.run(all_together())
+    assert results[1][1] and "robot_obs must have 15 values" in results[1][1][0]
+    assert not results[0][1] and not results[2][1]
+    for (obs, instruction), (got, _) in zip(episodes, results):
+        want = in_process_actions(checkpoint, _as_sent(obs), instruction)
+        np.testing.assert_allclose(np.stack(got), np.stack(want), atol=1e-4)
+
+
+def test_bad_messages_get_error_replies_and_every_connection_goes_on(vla_eval_server):
+    obs = observations(2, seed=3)
+    with connect(vla_eval_server.url, max_size=None) as bad, connect(vla_eval_server.url, max_size=None) as good:
+        def ask(ws, type_, payload, seq):
+            ws.send(pack_message(type_, payload, seq))
+            return unpack_message(ws.recv(timeout=60))
+
+        good.send(pack_message("episode_start", {}, 1))
+        assert ask(good, "observation", _vla_eval_obs(obs[0], "open the drawer"), 2).type == "action"
+        replies = []
+        bad.send(b"\xc1 not msgpack")
+        replies.append(unpack_message(bad.recv(timeout=60)))
+        replies.append(ask(bad, "observation", _vla_eval_obs(obs[0], "open the drawer"), 1))  # before episode_start
+        bad.send(pack_message("episode_start", {}, 2))
+        wrong = {**_vla_eval_obs(obs[0], "x"), "states": {"__ndarray__": True, "data": b"\0" * 16, "dtype": "<c8", "shape": [2]}}
+        replies.append(ask(bad, "observation", wrong, 3))
+        replies.append(ask(bad, "observation", {**_vla_eval_obs(obs[0], "x"), "images": {"rgb_static": np.zeros((4, 4), np.float32)}}, 4))
+        bad.send(b"\x00" * (1 * 2**20 + 10))  # over max_message_mb=1
+        replies.append(unpack_message(bad.recv(timeout=60)))
+        assert [r.type for r in replies] == ["error"] * 5
+        texts = [r.payload["error"] for r in replies]
+        assert "not a msgpack message" in texts[0]
+        assert "before episode_start" in texts[1]
+        assert "dtype '<c8' is not allowed" in texts[2]
+        assert "rgb_static must be a uint8 (H, W, 3) array" in texts[3]
+        assert "over the server's limit" in texts[4]
+        assert ask(bad, "observation", _vla_eval_obs(obs[1], "open the drawer"), 5).type == "action"  # still served
+        assert ask(good, "observation", _vla_eval_obs(obs[1], "open the drawer"), 3).type == "action"
+        bad.send(b"\x00" * (2 * 2**20 + 10))  # over twice the limit: the connection is closed, 1009
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            bad.recv(timeout=60)
+        assert closed.value.rcvd is None or closed.value.rcvd.code == 1009
+        assert ask(good, "observation", _vla_eval_obs(obs[0], "open the drawer"), 4).type == "action"
+
+
+def test_a_client_that_vanishes_frees_its_session(vla_eval_server):
+    code = (f"import asyncio, sys; sys.path.insert(0, {str(ROOT)!r})\n"
+            "from vla_eval.connection import Connection\n"
+            "from tests.test_serve_protocols import _vla_eval_obs\n"
+            "from tests.serve_helpers import observations\n"
+            "async def main():\n"
+            f"    conn = Connection({vla_eval_server.url!r}, timeout=60, max_retries=1)\n"
+            "    await conn.connect()\n"
+            "    await conn.start_episode({})\n"
+            "    await conn.act(_vla_eval_obs(observations(1)[0], 'open the drawer'))\n"
+            "    print('stepped', flush=True)\n"
+            "    await asyncio.sleep(600)\n"
+            "asyncio.run(main())\n")
+    before = vla_eval_server.stats()
+    client = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert client.stdout.readline().strip() == "stepped"
+        assert vla_eval_server.stats()["sessions_open"] == before["sessions_open"] + 1
+        os.kill(client.pid, signal.SIGKILL)
+    finally:
+        client.kill()
+        client.wait()
+    wait_for(lambda: vla_eval_server.stats()["sessions_open"] == before["sessions_open"], what="the session freed")
+
+
+# ------------------------------------------------------------------ openpi's client, in a venv of its own (numpy < 2)
+OPENPI_CLIENT = """
+import json, sys
+import numpy as np
+from openpi_client.websocket_client_policy import WebsocketClientPolicy
+url, token, instruction, seed, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+policy = WebsocketClientPolicy(url, api_key=token)
+rng = np.random.default_rng(seed)
+out = {"metadata": policy.get_server_metadata()["agent"]["name"], "actions": []}
+for t in range(steps):
+    image = rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    state = np.concatenate([[0.1, -0.2, 0.5], rng.normal(size=12)]).astype(np.float32)
+    reply = policy.infer({"observation/image": image, "observation/state": state, "prompt": instruction})
+    out["actions"].append(np.asarray(reply["actions"]).tolist())
+try:
+    policy.infer({"observation/image": np.zeros((4, 4), np.float32), "prompt": instruction})
+except RuntimeError as e:
+    out["error"] = str(e)
+print(json.dumps(out))
+"""
+
+
+def test_openpi_client_drives_the_server(checkpoint, tmp_path):
+    python = openpi_python()
+    script = tmp_path / "drive_server.py"  # not openpi_client.py: that would shadow the package
+    script.write_text(OPENPI_CLIENT)
+    with served({"name": "vla", "checkpoint": str(checkpoint)}, protocol="openpi", token="s3cret") as server:
+        run = subprocess.run([str(python), str(script), server.url, "s3cret", INSTRUCTIONS[1], "5", str(STEPS)],
+                             capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout)
+    assert out["metadata"] == "vla"
+    assert "rgb_static must be a uint8 (H, W, 3) array" in out["error"]
+    obs = observations(STEPS, seed=5)  # the client's frames: the same generator, the same draws
+    want = in_process_actions(checkpoint, _as_sent(obs), INSTRUCTIONS[1])
+    np.testing.assert_allclose(np.array(out["actions"]), np.stack(want), atol=1e-6)
+
+
+# ------------------------------------------------------------------ the token
+def test_a_token_keeps_clients_without_it_out(checkpoint):
+    from vla_eval.connection import Connection
+
+    from agents import make_agent
+
+    with served({"name": "random"}, token="s3cret") as server:
+        with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+            connect(server.url)
+        assert refused.value.response.status_code == 401
+        with pytest.raises(PermissionError, match="refused the token"):
+            make_agent("remote", url=server.url, token="wrong")
+        http = server.url.replace("ws://", "http://")
+        with pytest.raises(urllib.error.HTTPError) as stats:
+            urllib.request.urlopen(http + "/stats", timeout=30)
+        assert stats.value.code == 401
+        assert urllib.request.urlopen(http + "/health", timeout=30).status == 200
+        agent = make_agent("remote", url=server.url, token="s3cret")
+        agent.reset()
+        assert agent.step({"robot_obs": np.zeros(15)}, "open the drawer").shape == (7,)
+
+        async def with_query_token():  # vla-eval's client sends no headers: the token rides in the URL
+            async with Connection(server.url + "/?token=s3cret", timeout=30, max_retries=1) as conn:
+                return conn.server_info["agent"]["name"]
+
+        assert asyncio.run(with_query_token()) == "random"

@@ -1,0 +1,61 @@
+"""The learning curve: each kept checkpoint of a real tiny run evaluated in the simulator, against training hours."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from harness.eval.evaluation import EvalSettings
+from harness.train.curve import curve_row, main, run_curve, training_hours
+from tests.train_helpers import dataset, metrics, train_here  # noqa: F401  (fixture)
+
+
+def test_training_hours_sum_the_logged_step_times():
+    records = [{"step": 2, "step_s": 3.0}, {"step": 2, "val/loss": 1.0}, {"step": 5, "step_s": 6.0},
+               {"step": 5, "rollout/score": 0.0}]
+    assert training_hours(records) == pytest.approx({2: 6.0 / 3600, 5: (6.0 + 18.0) / 3600})
+
+
+def test_single_task_row_has_the_interval_of_the_rate_over_all_episodes():
+    results = {"mode": "single_task", "mean_task_success_rate": 0.25,
+               "intervals": {"success_rate": {"low": 0.1, "high": 0.5}},
+               "tasks": {"open_drawer": {"rate": 0.5}, "lift_red_block_table": {"rate": 0.0}}}
+    row = curve_row(4, results, [{"step": 4, "epoch": 0.5, "step_s": 1.0}], {4: 0.01})
+    assert row == {"step": 4, "epoch": 0.5, "train_hours": 0.01, "val_loss": None, "mean_task_success": 0.25,
+                   "mean_task_success_low": 0.1, "mean_task_success_high": 0.5, "open_drawer": 0.5,
+                   "lift_red_block_table": 0.0}
+    assert curve_row(4, {**results, "intervals": {"success_rate": None}}, [], {})["mean_task_success_low"] is None
+
+
+def test_curve_of_a_run_evaluates_each_due_checkpoint_once(dataset, tmp_path):
+    run = tmp_path / "run"
+    train_here(dataset, run, "trainer.max_steps=4", "trainer.ckpt_every=1", "trainer.keep_last=0", "trainer.val_every=2")
+    settings = EvalSettings(mode="chains", num_chains=2, ep_len=3, workers=0, progress=False)
+    rows = run_curve(run, settings, every=2)
+    assert [r["step"] for r in rows] == [2, 4]  # step_1 and step_3 are not multiples of 2
+    lines = metrics(run)
+    assert rows[0]["train_hours"] == pytest.approx(sum(r["step_s"] for r in lines if "step_s" in r and r["step"] <= 2) / 3600)
+    assert 0 < rows[0]["train_hours"] < rows[1]["train_hours"]
+    assert rows[1]["val_loss"] == next(r["val/loss"] for r in lines if r["step"] == 4 and "val/loss" in r)
+    assert all(0 <= r["avg_seq_len"] <= 5 and set(r) >= {"chain_sr_1", "chain_sr_5", "epoch"} for r in rows)
+    assert all(r["avg_seq_len_low"] <= r["avg_seq_len"] <= r["avg_seq_len_high"] for r in rows)
+    folder = run / "curve" / "chains"
+    with (folder / "curve.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in table] == [2, 4] and (folder / "curve.png").stat().st_size > 1000
+    assert "| step | epoch | train_hours | val_loss | avg_seq_len |" in (folder / "curve.md").read_text()
+
+    # the same command again evaluates nothing anew: each checkpoint's evaluation resumes complete
+    jsonl = folder / "step_0000004" / "results.jsonl"
+    before = jsonl.read_text()
+    assert [r["avg_seq_len"] for r in run_curve(run, settings, every=2)] == [r["avg_seq_len"] for r in rows]
+    assert jsonl.read_text() == before
+    # --follow on a finished run (summary.json written) evaluates what is due and returns
+    assert [r["step"] for r in run_curve(run, settings, every=2, follow=True, poll_s=0.01)] == [2, 4]
+
+
+def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path)])
+    assert "no checkpoints/ folder" in capsys.readouterr().err
