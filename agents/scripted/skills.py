@@ -389,6 +389,14 @@ def unstack_block(world: World) -> Skill:
 
 
 PUSH_DX = 0.125  # CALVIN counts a push from 0.1 m along x
+PUSH_TIP_CLEARANCE = 0.007  # fingertips over the block's bottom face while pushing
+
+
+def push_height(block: Block) -> float:
+    """The TCP's height over the block's centre for a push. calvin_env's fingers taper to a 14 mm wide
+    blade over their last 3 cm: pushed near its top a block slips off the side of the blade, so the
+    fingertips run just over the table and the block meets the fingers where they are wider."""
+    return PUSH_TIP_CLEARANCE - 0.5 * block.extents[2] + FINGER_TIP_BELOW_TCP
 
 
 def push_block(color: str, direction: int) -> Callable[[World], Skill]:
@@ -405,7 +413,7 @@ def push_block(color: str, direction: int) -> Callable[[World], Skill]:
             u = move / np.linalg.norm(move)
             gap = block.footprint_half(u) + FINGER_HALF_THICKNESS + 0.02
             euler = down(float(np.arctan2(u[1], u[0])))  # the fingers' flat side faces the push
-            start = block.pos - gap * u + (0.0, 0.0, 0.005 + FINGER_TIP_BELOW_TCP)
+            start = block.pos - gap * u + (0.0, 0.0, push_height(block))
             yield from travel(world, start, euler, CLOSE, z=CRUISE_Z)
             yield wp(start + (gap - 0.01 + 0.7 * np.linalg.norm(move)) * u, euler, CLOSE, speed=0.5, tol=0.01)
             yield wp(start + (gap + np.linalg.norm(move)) * u, euler, CLOSE, speed=0.15, tol=0.006)
@@ -457,19 +465,21 @@ def rotate_block(color: str, direction: int) -> Callable[[World], Skill]:
 
 
 def push_into_drawer(world: World) -> Skill:
-    """Push the block lying on the table toward the robot, off the table's edge into the open drawer."""
+    """Push the block lying on the table toward the robot, off the table's edge into the open drawer;
+    again from where it lies when it slipped off the fingers' side (calvin_env's slim fingertips)."""
     yield from pull_drawer_to(world, 0.11)
-    block = next((b for b in world.blocks() if world.on_table(b)), None)
-    if block is None:
-        return
-    inside = world.drawer_inside()
-    dx = float(np.clip(inside[0] - block.pos[0], -0.08, 0.08))
-    side = block.footprint_half(np.array([0.0, 1.0, 0.0]))
-    start = block.pos + (0.0, side + FINGER_HALF_THICKNESS + 0.02, 0.005 + FINGER_TIP_BELOW_TCP)
-    yield from travel(world, start, down(NEUTRAL_YAW), CLOSE, z=CRUISE_Z)
-    edge = start + (dx, -0.10 - (block.pos[1] + 0.18) - 0.02, 0.0)  # until the block's centre is past y -0.18
-    yield wp(edge, down(NEUTRAL_YAW), CLOSE, speed=0.4, tol=0.01)
-    yield wp(lifted(world.tcp, 0.56), down(NEUTRAL_YAW), CLOSE, tol=0.02)
+    for _ in range(ATTEMPTS):
+        block = next((b for b in world.blocks() if world.on_table(b)), None)
+        if block is None:
+            return
+        inside = world.drawer_inside()
+        dx = float(np.clip(inside[0] - block.pos[0], -0.08, 0.08))
+        side = block.footprint_half(np.array([0.0, 1.0, 0.0]))
+        start = block.pos + (0.0, side + FINGER_HALF_THICKNESS + 0.02, push_height(block))
+        yield from travel(world, start, down(NEUTRAL_YAW), CLOSE, z=CRUISE_Z)
+        edge = start + (dx, -0.10 - (block.pos[1] + 0.18) - 0.02, 0.0)  # until the block's centre is past y -0.18
+        yield wp(edge, down(NEUTRAL_YAW), CLOSE, speed=0.4, tol=0.01)
+        yield wp(lifted(world.tcp, 0.56), down(NEUTRAL_YAW), CLOSE, tol=0.02)
 
 
 # ---------------------------------------------------------------------------------------- registry

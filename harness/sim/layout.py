@@ -71,6 +71,66 @@ EVAL_SLIDER_SLOTS = {
     "slider_right": (0.070341633, 0.0924044687, 0.460990009),
 }
 
+
+@dataclass(frozen=True)
+class LinkInertial:
+    mass: float
+    com: tuple[float, float, float]  # centre of mass in the link frame
+    inertia: tuple[float, float, float]  # principal moments (kg m^2) as calvin_env's simulator computes them
+
+
+# panda_longer_finger's links as calvin_env's simulator holds them (PyBullet's getDynamicsInfo,
+# docs/FIDELITY.md#2-robot): masses and centres of mass from its URDF, moments computed by PyBullet from its
+# collision shapes.
+ROBOT_INERTIALS = {
+    "panda_link0": LinkInertial(2.9, (0.0, 0.0, 0.05), (0.0, 0.0, 0.0)),  # fixed base
+    "panda_link1": LinkInertial(2.7, (0.0, -0.04, -0.05), (0.0229713, 0.0177688, 0.0114841)),
+    "panda_link2": LinkInertial(2.73, (0.0, -0.04, 0.06), (0.0234909, 0.0116129, 0.0182282)),
+    "panda_link3": LinkInertial(2.04, (0.01, 0.01, -0.05), (0.0109205, 0.0125805, 0.0119681)),
+    "panda_link4": LinkInertial(2.08, (-0.03, 0.03, 0.02), (0.011335, 0.0122486, 0.0130568)),
+    "panda_link5": LinkInertial(3.0, (0.0, 0.04, -0.12), (0.0356765, 0.029848, 0.0128022)),
+    "panda_link6": LinkInertial(1.3, (0.04, 0.0, 0.0), (0.00342798, 0.00511692, 0.00598776)),
+    "panda_link7": LinkInertial(0.2, (0.0, 0.0, 0.08), (0.000361607, 0.000362157, 0.000592108)),
+    "panda_link8": LinkInertial(0.0, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)),
+    "panda_hand": LinkInertial(0.81, (0.0, 0.0, 0.04), (0.00371911, 0.00101616, 0.00338832)),
+    "panda_leftfinger": LinkInertial(0.1, (0.0, 0.01, 0.02), (9.84538e-05, 9.73962e-05, 1.50491e-05)),
+    "finger_left_tip": LinkInertial(0.0001, (0.0, 0.0, 0.0), (1.2989e-08, 8.85208e-09, 5.82626e-09)),
+    "panda_rightfinger": LinkInertial(0.1, (0.0, -0.01, 0.02), (9.84538e-05, 9.73962e-05, 1.50491e-05)),
+    "finger_right_tip": LinkInertial(0.0001, (0.0, 0.0, 0.0), (1.2989e-08, 8.85208e-09, 5.82626e-09)),
+    "panda_grasptarget": LinkInertial(0.0, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)),
+    "gripper_cam": LinkInertial(0.2, (0.0, 0.0, 0.0), (1.33333e-07, 1.33333e-07, 1.33333e-07)),
+    "tcp": LinkInertial(1e-05, (0.0, 0.0, 0.0), (6.66667e-12, 6.66667e-12, 6.66667e-12)),
+}
+# The gripper in the hand frame (z = approach; TCP at z 0.14), as panda_longer_finger builds it.
+FINGER_JOINT_Z = 0.0584  # both finger joints' origin; the fingers slide along +-y
+GRASP_TARGET_Z = 0.105
+GRIPPER_CAM_ORIGIN = ((-0.1, 0.0, 0.0), (1.3, 0.0, -1.57))  # xyz, rpy (its 8 x 2.5 x 1 cm white box)
+GRIPPER_CAM_BOX = (0.08, 0.025, 0.01)
+# The gel tip on each finger: (xyz, yaw) of its frame in the left finger's frame; the right is mirrored.
+GEL_TIP_ORIGIN = ((0.0009, 0.021, 0.066), -1.57)
+# The left finger's collision hull as sections across its length, in the finger frame (y = toward
+# the outside; the fingers' inner faces meet at y = 0 when closed): (z, half width along x, inner y,
+# outer y). A 21 mm thick root tapering to a 3 mm blade over the last 30 mm.
+FINGER_SECTIONS = (
+    (0.0002, 0.0104, 0.0062, 0.0270),
+    (0.0342, 0.0104, 0.0050, 0.0216),
+    (0.0647, 0.0094, 0.0040, 0.0143),
+    (0.0905, 0.0087, 0.0039, 0.0082),
+    (0.0963, 0.0058, 0.0039, 0.0068),
+)
+# The gel pad (a DIGIT gel) in its own frame: a dome on a flat base at x 0.0161, its apex toward the
+# other finger at x 0.0201; sections along z: (z, half width along y, apex x).
+GEL_SECTIONS = (
+    (0.0047, 0.0092, 0.0187),
+    (0.0083, 0.0092, 0.0197),
+    (0.0119, 0.0092, 0.0201),
+    (0.0190, 0.0092, 0.0201),
+    (0.0226, 0.0092, 0.0200),
+    (0.0262, 0.0082, 0.0196),
+    (0.0297, 0.0048, 0.0186),
+)
+GEL_BASE_X = 0.0161
+
 # The robot_obs (15 values) CALVIN's evaluation starts every chain from: TCP pose, gripper width, arm
 # joints, gripper action (the default reset of panda_longer_finger).
 NEUTRAL_ROBOT_OBS = np.array(

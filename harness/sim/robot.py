@@ -30,9 +30,9 @@ from harness.sim.layout import (
 
 ASSETS_DIR = Path(__file__).parent / "assets"
 ARM_JOINTS = tuple(range(7))
-FINGER_JOINTS = (8, 10)  # left, right (prismatic, 0..0.04 each)
-FINGER_LINKS = (8, 9, 10, 11)  # fingers and their pads
-TCP_LINK = 12
+# Link indices as in calvin_env's panda_longer_finger (docs/FIDELITY.md#2-robot)
+FINGER_JOINTS = (9, 11)  # left, right (prismatic, 0..0.04 each)
+TCP_LINK = 15
 ARM_FORCE = 200.0
 ARM_MAX_VELOCITY = 2.0
 GRIPPER_MAX_VELOCITY = 1.0
@@ -41,13 +41,15 @@ GRIPPER_CLOSE = (0.0, 200.0)
 
 
 def robot_urdf_path() -> Path:
-    """The robot URDF with pybullet_data's mesh paths resolved, written once per content to the temp dir.
+    """The robot URDF with its mesh paths resolved, written once per content to the temp dir.
 
-    The packaged URDF names its meshes `pybullet_data://...` because PyBullet resolves mesh files only
-    relative to the URDF's own folder, and the Panda's meshes live in the installed pybullet_data.
+    The packaged URDF names its meshes `pybullet_data://...` and `assets://...` because PyBullet resolves
+    mesh files only relative to the URDF's own folder, and the Panda's arm meshes live in the installed
+    pybullet_data.
     """
     text = (ASSETS_DIR / "panda_calvin.urdf").read_text()
     text = text.replace("pybullet_data://", pybullet_data.getDataPath().rstrip("/") + "/")
+    text = text.replace("assets://", str(ASSETS_DIR) + "/")
     digest = hashlib.sha1(text.encode()).hexdigest()[:12]
     path = Path(tempfile.gettempdir()) / f"vla_harness_panda_{digest}.urdf"
     if not path.exists():
@@ -67,7 +69,9 @@ class PandaRobot:
     def __init__(self, client: int) -> None:
         self.cid = client
         self.uid = p.loadURDF(
-            str(robot_urdf_path()), ROBOT_BASE_POS, (0, 0, 0, 1), useFixedBase=True, physicsClientId=client
+            str(robot_urdf_path()), ROBOT_BASE_POS, (0, 0, 0, 1), useFixedBase=True,
+            flags=p.URDF_USE_INERTIA_FROM_FILE,  # calvin_env's measured moments (layout.ROBOT_INERTIALS)
+            physicsClientId=client,
         )
         self.gripper_action = 1
         self.target = TargetPose(np.zeros(3), np.zeros(3))
@@ -81,8 +85,6 @@ class PandaRobot:
             physicsClientId=client,
         )
         p.changeConstraint(gear, gearRatio=-1, erp=0.1, maxForce=50, physicsClientId=client)
-        for link in (FINGER_LINKS[1], FINGER_LINKS[3]):  # pads
-            p.changeDynamics(self.uid, link, lateralFriction=1.0, spinningFriction=0.001, physicsClientId=client)
         self.reset(np.array(NEUTRAL_JOINTS), 0.08, 1)
 
     # ------------------------------------------------------------------ state

@@ -15,17 +15,28 @@ import math
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
 from harness.sim.layout import (
+    ARM_JOINT_LIMITS,
     BLOCK_COLORS,
     BLOCK_EXTENTS,
     BLOCK_RGBA,
     BUTTON_TRAVEL,
     CABINET_TOP_Z,
     DRAWER_TRAVEL,
+    FINGER_JOINT_Z,
+    FINGER_SECTIONS,
+    GEL_BASE_X,
+    GEL_SECTIONS,
+    GEL_TIP_ORIGIN,
+    GRASP_TARGET_Z,
+    GRIPPER_CAM_BOX,
+    GRIPPER_CAM_ORIGIN,
+    ROBOT_INERTIALS,
     SCENES,
     SWITCH_TRAVEL,
     TABLE_TOP_Z,
@@ -39,6 +50,9 @@ HANDLE_GREY = (101 / 255, 101 / 255, 101 / 255, 1.0)
 BUTTON_BLACK = (0.0, 0.0, 0.0, 1.0)
 SWITCH_GREY = (0.4, 0.4, 0.4, 1.0)
 LIGHT_OFF_WHITE = (1.0, 1.0, 1.0, 1.0)
+COLLAR_SIDES = 12
+COLLAR_RADII = (0.030, 0.040)  # the button collar's inner and outer corner radii
+GROOVE_SHADE = 0.88  # the switch grooves' brightness relative to the wood around them (calvin_env's render)
 INVISIBLE_VISUAL = '<visual><geometry><sphere radius="0.001"/></geometry><material name="invisible"><color rgba="0 0 0 0"/></material></visual>'
 
 
@@ -201,7 +215,7 @@ def prism_obj(profile_yz: list[tuple[float, float]], x0: float, x1: float) -> st
     return obj_text(verts, faces)
 
 
-def ring_obj(cx: float, cy: float, r_in: float, r_out: float, z0: float, z1: float, segments: int = 24) -> str:
+def ring_obj(cx: float, cy: float, r_in: float, r_out: float, z0: float, z1: float, segments: int) -> str:
     verts, faces = [], []
     for k in range(segments):
         t = 2 * math.pi * k / segments
@@ -276,11 +290,16 @@ def table_base(lay: SceneLayout) -> Link:
         *(box((x0, y0, 0.0), (x1, y1, 0.40), wood) for x0, x1 in ((-0.44, -0.40), (0.40, 0.44)) for y0, y1 in ((-0.18, -0.148), (0.148, 0.18))),
     ]
     shapes += [Shape("mesh", (0, 0, 0), mesh=path) for path in table_base_collision_meshes(lay)]
-    # the button collar: a ring is not convex, so 8 boxes around it
-    for k in range(8):
-        t = 2 * math.pi * k / 8
-        cx, cy = lay.button_x + 0.035 * math.cos(t), -0.12 + 0.035 * math.sin(t)
-        shapes.append(Shape("box", (cx, cy, 0.45), (0.010, 0.030, 0.02), rpy=(0, 0, t)))
+    # the button collar, a 12-sided ring in calvin_env (corners at 0, 30, ... deg, 30 and 40 mm out;
+    # docs/FIDELITY.md#3-table): a ring is not convex, so one box per side, its outer corners on the ring's
+    for k in range(COLLAR_SIDES):
+        t = 2 * math.pi * (k + 0.5) / COLLAR_SIDES
+        half_angle = math.pi / COLLAR_SIDES
+        depth = (COLLAR_RADII[1] - COLLAR_RADII[0]) * math.cos(half_angle)
+        r = COLLAR_RADII[1] * math.cos(half_angle) - depth / 2
+        cx, cy = lay.button_x + r * math.cos(t), -0.12 + r * math.sin(t)
+        chord = 2 * COLLAR_RADII[1] * math.sin(half_angle)
+        shapes.append(Shape("box", (cx, cy, 0.45), (depth, chord, 0.02), rpy=(0, 0, t)))
     return Link("base_link", 0.0, [replace(s, visual=False) for s in shapes], friction=0.5)
 
 
@@ -377,15 +396,17 @@ def table_shell(lay: SceneLayout) -> tuple[Link, dict[str, str]]:
     """The static base's visual, as its own visual-only body (see table_urdf)."""
     from harness.sim.cameras import STATIC_EYE
 
+    groove = (*(GROOVE_SHADE * c for c in rgb255(lay.wood_body)[:3]), 1.0)
     meshes = {
         f"meshes/table_{lay.name}_shell.obj": faces_obj(shell_faces(lay), STATIC_EYE),
-        f"meshes/table_{lay.name}_collar.obj": ring_obj(lay.button_x, -0.12, 0.030, 0.040, 0.44, 0.46),
+        f"meshes/table_{lay.name}_collar.obj": ring_obj(lay.button_x, -0.12, *COLLAR_RADII, 0.44, 0.46, COLLAR_SIDES),
     }
     shapes = [
-        Shape("mesh", (0, 0, 0), mesh=f"meshes/table_{lay.name}_collar.obj", rgba=BUTTON_BLACK, collision=False),
-        # the switch's grooves in the sloped face, seen as dark strips
+        # calvin_env's collar is part of the wood body; its grooves are barely darker than the face
+        # around them (docs/FIDELITY.md#4-appearance-tinyrenderer)
+        Shape("mesh", (0, 0, 0), mesh=f"meshes/table_{lay.name}_collar.obj", rgba=rgb255(lay.wood_body), collision=False),
         *(
-            Shape("box", slope_point(lay.switch_x + du, 0.03, -0.0035), (0.02, 0.12, 0.008), rpy=SLOPE_RPY, rgba=(0.25, 0.2, 0.15, 1.0), collision=False)
+            Shape("box", slope_point(lay.switch_x + du, 0.03, -0.0035), (0.02, 0.12, 0.008), rpy=SLOPE_RPY, rgba=groove, collision=False)
             for du in (-0.05, 0.05)
         ),
         Shape("mesh", (0, 0, 0), mesh=f"meshes/table_{lay.name}_shell.obj", rgba=rgb255(lay.wood_body), collision=False),
@@ -481,12 +502,14 @@ FLOOR_COLORS = {"light": (1.0, 1.0, 1.0, 1.0), "dark": (222 / 255, 222 / 255, 22
 
 def floor_obj(parity: int) -> str:
     """The light (0) or dark (1) squares of the ground's 0.5 m checker, as one flat mesh at z = 0.
-    Two untextured meshes shade faster in TinyRenderer than one textured quad."""
+    Two untextured meshes shade faster in TinyRenderer than one textured quad. calvin_env's floor has a
+    dark square where x and y both start at a multiple of 1 m
+    (docs/FIDELITY.md#4-appearance-tinyrenderer)."""
     n = int(round(2 * FLOOR_HALF / FLOOR_SQUARE))
     verts, faces = [], []
     for i in range(n):
         for j in range(n):
-            if (i + j) % 2 != parity:
+            if (i + j + 1) % 2 != parity:
                 continue
             x0, y0 = -FLOOR_HALF + i * FLOOR_SQUARE, -FLOOR_HALF + j * FLOOR_SQUARE
             k = len(verts)
@@ -514,28 +537,31 @@ def ground_urdf() -> str:
 # --------------------------------------------------------------------------------------------------
 # The robot: a Franka Panda with calvin_env's longer fingers (panda_longer_finger)
 
-PANDA_MESH = "pybullet_data://franka_panda/meshes/collision/{}.obj"  # resolved at load time
-PANDA_WHITE = (0.92, 0.92, 0.92, 1.0)
-PANDA_DARK = (0.22, 0.22, 0.24, 1.0)
-# (name, parent joint origin xyz, rpy, mass, rgba) for links 1..7; the standard Panda kinematics
+PANDA_MESH = "pybullet_data://franka_panda/meshes/collision/{}.obj"  # resolved at load time (robot.robot_urdf_path)
+OWN_MESH = "assets://meshes/{}.obj"  # this folder's meshes, likewise
+PANDA_WHITE = (1.0, 1.0, 1.0, 1.0)
+# (parent joint origin xyz, rpy) for links 1..7; the standard Panda kinematics
 PANDA_ARM = (
-    ((0, 0, 0.333), (0, 0, 0), 2.7, PANDA_WHITE),
-    ((0, 0, 0), (-math.pi / 2, 0, 0), 2.73, PANDA_WHITE),
-    ((0, -0.316, 0), (math.pi / 2, 0, 0), 2.04, PANDA_WHITE),
-    ((0.0825, 0, 0), (math.pi / 2, 0, 0), 2.08, PANDA_WHITE),
-    ((-0.0825, 0.384, 0), (-math.pi / 2, 0, 0), 3.0, PANDA_WHITE),
-    ((0, 0, 0), (math.pi / 2, 0, 0), 1.3, PANDA_WHITE),
-    ((0.088, 0, 0), (math.pi / 2, 0, 0), 0.2, PANDA_DARK),
+    ((0, 0, 0.333), (0, 0, 0)),
+    ((0, 0, 0), (-math.pi / 2, 0, 0)),
+    ((0, -0.316, 0), (math.pi / 2, 0, 0)),
+    ((0.0825, 0, 0), (math.pi / 2, 0, 0)),
+    ((-0.0825, 0.384, 0), (-math.pi / 2, 0, 0)),
+    ((0, 0, 0), (math.pi / 2, 0, 0)),
+    ((0.088, 0, 0), (math.pi / 2, 0, 0)),
 )
 FINGER_CONTACT = '<contact><lateral_friction value="1"/><spinning_friction value="0.1"/><rolling_friction value="0"/><stiffness value="30000"/><damping value="1000"/><restitution value="0"/></contact>'
 PAD_CONTACT = '<contact><lateral_friction value="1"/><spinning_friction value="0.001"/><rolling_friction value="0"/><restitution value="0"/></contact>'
 ARM_CONTACT = '<contact><lateral_friction value="0.5"/><restitution value="0"/></contact>'
 
 
-def _inertial(mass: float, com=(0.0, 0.0, 0.0), i: float = 0.01) -> str:
+def _inertial(name: str) -> str:
+    """calvin_env's measured inertial of a robot link (the robot is loaded with URDF_USE_INERTIA_FROM_FILE)."""
+    link = ROBOT_INERTIALS[name]
+    ixx, iyy, izz = link.inertia
     return (
-        f'<inertial><origin xyz="{fmt(com)}" rpy="0 0 0"/><mass value="{mass:.6g}"/>'
-        f'<inertia ixx="{i:.6g}" ixy="0" ixz="0" iyy="{i:.6g}" iyz="0" izz="{i:.6g}"/></inertial>'
+        f'<inertial><origin xyz="{fmt(link.com)}" rpy="0 0 0"/><mass value="{link.mass:.6g}"/>'
+        f'<inertia ixx="{ixx:.6g}" ixy="0" ixz="0" iyy="{iyy:.6g}" iyz="0" izz="{izz:.6g}"/></inertial>'
     )
 
 
@@ -545,9 +571,9 @@ def _element(tag: str, shape: Shape) -> str:
     return f"<{tag}>{origin}<geometry>{shape.geometry_xml()}</geometry>{material}</{tag}>"
 
 
-def _link(name: str, inertial: str, contact: str, visuals: list[Shape], collisions: list[Shape]) -> str:
+def _link(name: str, contact: str = "", visuals: Sequence[Shape] = (), collisions: Sequence[Shape] = ()) -> str:
     body = "".join(_element("visual", v) for v in visuals) + "".join(_element("collision", c) for c in collisions)
-    return f'  <link name="{name}">{inertial}{contact}{body}</link>'
+    return f'  <link name="{name}">{_inertial(name)}{contact}{body}</link>'
 
 
 def _joint(name: str, kind: str, parent: str, child: str, xyz, rpy=(0, 0, 0), axis=None, limits=None) -> str:
@@ -559,32 +585,75 @@ def _joint(name: str, kind: str, parent: str, child: str, xyz, rpy=(0, 0, 0), ax
     return s + "</joint>"
 
 
-def panda_urdf() -> str:
-    """The robot. Arm links use pybullet_data's low-poly Panda collision meshes as visuals and
-    collisions; the hand, fingers and pads are boxes with calvin_env's measured extents
-    (docs/GEOMETRY.md#robot): TCP = hand + 0.14 along z; fingers 0..0.04 along +-TCP y."""
-    from harness.sim.layout import ARM_JOINT_LIMITS
+def loft_obj(sections: list[list[tuple[float, float, float]]]) -> str:
+    """A closed mesh through cross-sections with the same number of points each (convex polygons,
+    counter-clockwise seen from the first section toward the last), with end caps."""
+    n = len(sections[0])
+    verts = [pt for section in sections for pt in section]
+    faces = []
+    for s in range(len(sections) - 1):
+        a, b = s * n, (s + 1) * n
+        for i in range(n):
+            j = (i + 1) % n
+            faces += [(a + i, b + j, a + j), (a + i, b + i, b + j)]
+    last = (len(sections) - 1) * n
+    for i in range(1, n - 1):
+        faces += [(0, i, i + 1), (last, last + i + 1, last + i)]
+    return obj_text(verts, faces)
 
-    mesh = lambda n, rgba: Shape("mesh", (0, 0, 0), mesh=PANDA_MESH.format(n), rgba=rgba)  # noqa: E731
-    stand = Shape("cylinder", (-0.05, 0, -0.12), (0.13, 0.24), rgba=(1, 1, 1, 1))
+
+def finger_obj() -> str:
+    """The left finger's tapered body (layout.FINGER_SECTIONS), in the finger frame."""
+    return loft_obj([
+        [(-hx, y_in, z), (-hx, y_out, z), (hx, y_out, z), (hx, y_in, z)] for z, hx, y_in, y_out in FINGER_SECTIONS
+    ])
+
+
+def gel_obj() -> str:
+    """The gel pad's dome (layout.GEL_SECTIONS) in the tip frame: the apex drops 1.5 mm toward the
+    pad's sides, as measured."""
+    def dome(apex: float, y: float) -> float:
+        return max(GEL_BASE_X + 0.001, apex - 0.0015 * (y / 0.0092) ** 2)
+
+    sections = []
+    for z, half, apex in GEL_SECTIONS:
+        ys = (half, 0.5 * half, 0.0, -0.5 * half, -half)
+        sections.append([(GEL_BASE_X, half, z), *((dome(apex, y), y, z) for y in ys), (GEL_BASE_X, -half, z)])
+    return loft_obj(sections)
+
+
+def panda_urdf() -> str:
+    """The robot, link for link as calvin_env's panda_longer_finger (so link indices, inertials and
+    frames agree: docs/FIDELITY.md#2-robot). Arm and hand use pybullet_data's Panda collision meshes (the
+    same hulls as calvin_env's) as collisions and low-poly visuals; the fingers and gel tips are lofts of
+    the measured sections."""
+    mesh = lambda n: Shape("mesh", (0, 0, 0), mesh=PANDA_MESH.format(n), rgba=PANDA_WHITE)  # noqa: E731
+    stand = Shape("cylinder", (-0.05, 0, -0.12), (0.13, 0.24), rgba=PANDA_WHITE)
     lines = ['<?xml version="1.0"?>', "<!-- generated by harness.sim.urdf_builder; do not edit -->", '<robot name="panda_calvin">']
-    lines.append(_link("panda_link0", _inertial(2.9, (0, 0, 0.05), 0.1), ARM_CONTACT, [mesh("link0", PANDA_WHITE), stand], [mesh("link0", PANDA_WHITE)]))
-    for k, (xyz, rpy, mass, rgba) in enumerate(PANDA_ARM, start=1):
-        lines.append(_link(f"panda_link{k}", _inertial(mass, i=0.05), ARM_CONTACT, [mesh(f"link{k}", rgba)], [mesh(f"link{k}", rgba)]))
+    lines.append(_link("panda_link0", ARM_CONTACT, [mesh("link0"), stand], [mesh("link0")]))
+    for k, (xyz, rpy) in enumerate(PANDA_ARM, start=1):
+        lines.append(_link(f"panda_link{k}", ARM_CONTACT, [mesh(f"link{k}")], [mesh(f"link{k}")]))
         lines.append(_joint(f"panda_joint{k}", "revolute", f"panda_link{k - 1}", f"panda_link{k}", xyz, rpy, (0, 0, 1), ARM_JOINT_LIMITS[k - 1]))
-    # hand: the joint-7 frame moved 0.107 along z and turned -45 deg about it
-    hand_box = Shape("box", (0, -0.002, 0.02), (0.064, 0.204, 0.092), rgba=PANDA_WHITE)
-    lines.append(_link("panda_hand", _inertial(0.81, (0, 0, 0.04), 0.005), ARM_CONTACT, [mesh("hand", PANDA_WHITE)], [hand_box]))
-    lines.append(_joint("panda_hand_joint", "fixed", "panda_link7", "panda_hand", (0, 0, 0.107), (0, 0, -math.pi / 4)))
-    # fingers: link origin at the TCP when closed; body and pad extents in the finger frame
+    lines.append(_link("panda_link8"))
+    lines.append(_joint("panda_joint8", "fixed", "panda_link7", "panda_link8", (0, 0, 0.107)))
+    lines.append(_link("panda_hand", ARM_CONTACT, [mesh("hand")], [mesh("hand")]))
+    lines.append(_joint("panda_hand_joint", "fixed", "panda_link8", "panda_hand", (0, 0, 0), (0, 0, -math.pi / 4)))
+    tip_xyz, tip_yaw = GEL_TIP_ORIGIN
     for side, sign in (("left", 1.0), ("right", -1.0)):
-        finger = Shape("box", (0, sign * 0.01545, -0.033), (0.021, 0.0231, 0.096), rgba=PANDA_DARK)
-        lines.append(_link(f"panda_{side}finger", _inertial(0.1, i=1e-4), FINGER_CONTACT, [finger], [finger]))
-        lines.append(_joint(f"panda_finger_joint_{side}", "prismatic", "panda_hand", f"panda_{side}finger", (0, 0, 0.14), axis=(0, sign, 0), limits=(0.0, 0.04)))
-        pad = Shape("box", (0.001, sign * 0.0029, 0.0015), (0.018, 0.004, 0.025), rgba=(0.1, 0.1, 0.1, 1))
-        lines.append(_link(f"panda_{side}pad", _inertial(1e-4, i=1e-8), PAD_CONTACT, [pad], [pad]))
-        lines.append(_joint(f"panda_{side}pad_joint", "fixed", f"panda_{side}finger", f"panda_{side}pad", (0, 0, 0)))
-    lines.append(f'  <link name="tcp">{_inertial(1e-4, i=1e-8)}</link>')
+        yaw = 0.0 if sign > 0 else math.pi  # the right finger is the left one turned about z
+        finger = Shape("mesh", (0, 0, 0), rpy=(0, 0, yaw), mesh=OWN_MESH.format("panda_finger"), rgba=PANDA_WHITE)
+        lines.append(_link(f"panda_{side}finger", FINGER_CONTACT, [finger], [finger]))
+        lines.append(_joint(f"panda_finger_joint_{side}", "prismatic", "panda_hand", f"panda_{side}finger", (0, 0, FINGER_JOINT_Z), axis=(0, sign, 0), limits=(0.0, 0.04)))
+        gel = Shape("mesh", (0, 0, 0), mesh=OWN_MESH.format("panda_gel"), rgba=PANDA_WHITE)
+        lines.append(_link(f"finger_{side}_tip", PAD_CONTACT, [gel], [gel]))
+        xyz = (sign * tip_xyz[0], sign * tip_xyz[1], tip_xyz[2])
+        lines.append(_joint(f"joint_finger_tip_{side}", "fixed", f"panda_{side}finger", f"finger_{side}_tip", xyz, (0, 0, sign * tip_yaw)))
+    lines.append(_link("panda_grasptarget"))
+    lines.append(_joint("panda_grasptarget_hand", "fixed", "panda_hand", "panda_grasptarget", (0, 0, GRASP_TARGET_Z)))
+    cam_xyz, cam_rpy = GRIPPER_CAM_ORIGIN
+    lines.append(_link("gripper_cam", visuals=[Shape("box", (0, 0, 0), GRIPPER_CAM_BOX, rgba=PANDA_WHITE)]))
+    lines.append(_joint("camera_joint", "fixed", "panda_hand", "gripper_cam", cam_xyz, cam_rpy))
+    lines.append(_link("tcp"))
     lines.append(_joint("tcp_joint", "fixed", "panda_hand", "tcp", (0, 0, 0.14)))
     lines.append("</robot>")
     return "\n".join(lines) + "\n"
@@ -605,6 +674,8 @@ def generate_assets() -> dict[str, bytes]:
         for size in BLOCK_EXTENTS:
             files[f"block_{color}_{size}.urdf"] = block_urdf(color, size).encode()
     files["panda_calvin.urdf"] = panda_urdf().encode()
+    files["meshes/panda_finger.obj"] = finger_obj().encode()
+    files["meshes/panda_gel.obj"] = gel_obj().encode()
     files["meshes/bulb_cap.obj"] = hemisphere_obj(0.028).encode()
     files["ground.urdf"] = ground_urdf().encode()
     files["floor.urdf"] = floor_urdf().encode()
