@@ -1,7 +1,8 @@
 """Agents: everything that maps (observation, instruction) to a 7-d CALVIN action.
 
     from agents import Agent, AgentSpec, make_agent
-    agent = make_agent("scripted", scene="D")          # the scripted expert (privileged, no cameras)
+    agent = make_agent("scripted")                      # the scripted expert (privileged, no cameras);
+    agent.bind_env(env.description)                     # it plans in the scene of the env it is bound to
     agent = make_agent("random", seed=0)                # uniform relative actions, random gripper
     agent = make_agent("replay", actions="run.npz")     # plays back recorded actions
     agent = make_agent("vla", checkpoint=DIR, device="cuda")
@@ -18,6 +19,7 @@ import importlib
 from typing import Any, Callable
 
 from agents.base import ActionType, Agent, AgentSessions, AgentSpec, AgentUnavailable, SessionPolicy
+from harness.envs.base import EnvDescription
 
 
 def _random(**kwargs: Any) -> Agent:
@@ -95,15 +97,24 @@ def check_agent(name: str, **kwargs: Any) -> None:
     check_agent_options(_required_checkpoint(kwargs.pop("checkpoint", None)), **kwargs)
 
 
-def make_policy(name: str, factory: str | None = None, **kwargs: Any) -> SessionPolicy:
+def make_policy(name: str, factory: str | None = None, scene: str | None = None, **kwargs: Any) -> SessionPolicy:
     """What a policy server serves. A VLA checkpoint becomes a `VLAPolicy` (sessions stepped together, the
     model run once per batch); a factory ("module:callable") that returns a `SessionPolicy` is used as it
-    is; any other agent (a registered name, or a factory's agent) runs one agent per session."""
+    is; any other agent (a registered name, or a factory's agent) runs one agent per session.
+
+    `scene`: the scene of the env the clients run in. A server has no env of its own, so an agent that
+    reads the layout (the scripted expert) is bound to this scene as an env would bind it (`bind_env`)."""
     if factory is None and name == "vla":
         from agents.vla import load_policy
 
         return load_policy(_required_checkpoint(kwargs.pop("checkpoint", None)), **kwargs)
-    build = (lambda: import_object(factory)(**kwargs)) if factory else (lambda: make_agent(name, **kwargs))
+
+    def build() -> Any:
+        agent = import_object(factory)(**kwargs) if factory else make_agent(name, **kwargs)
+        if scene is not None and hasattr(agent, "bind_env"):
+            agent.bind_env(EnvDescription(backend="served", scene=scene, renderer="none"))
+        return agent
+
     first = build()
     return first if isinstance(first, SessionPolicy) else AgentSessions(build, first)
 

@@ -7,6 +7,9 @@ An agent declares what it needs so that the harness renders and passes only that
 
 Agents that are not `privileged` get the observation without `scene_obs`.
 
+Optional hook: `bind_env(description: harness.envs.EnvDescription)`, called whenever the harness pairs the
+agent with an env (after building it, and after rebuilding it): the env owns the scene, and an agent that
+needs its layout (the scripted expert) reads it from the description.
 A policy server (harness/serve) serves a `SessionPolicy`: one model stepping many sessions (episodes)
 together; `agents.make_policy` builds one for any agent (`AgentSessions` wraps an agent per session).
 

@@ -81,7 +81,7 @@ def main() -> None:
         size = {k: int(v) for k, v in (kv.split("=") for kv in args.size)}
         cfg = VLAConfig(backbone=BackboneConfig(family=TINY_PRESETS[args.tiny].family, tiny=args.tiny, tiny_size=size),
                         head=HeadConfig(type=args.head, hidden_size=128), window_size=window,
-                        fwd_pred_next_n=args.chunk, use_gripper_image=args.gripper, use_proprio=True)
+                        chunk_size=args.chunk, use_gripper_image=args.gripper, use_proprio=True)
         model = VLAModel.build(cfg, verbose=False).eval()
         seq = frames(window + args.steps, args.gripper)
         time_side_by_side(model, seq[:3], warm=0)  # warm-up (allocator, prompt cache)

@@ -28,7 +28,7 @@ from harness.data.calvin_format import CalvinSplit, rel_actions_from_absolute  #
 from harness.data.calvin_writer import CalvinDatasetWriter, finalize_dataset  # noqa: E402
 from harness.data.normalization import ActionNormalizer  # noqa: E402
 from harness.data.shards import ShardFrameSource, convert_split, directory_size  # noqa: E402
-from harness.data.windows import NpzFrameSource, WindowConfig, WindowDataset  # noqa: E402
+from harness.data.windows import NpzFrameSource, WindowDataset, WindowOptions, WindowSpec  # noqa: E402
 
 
 def render(size: int, t: float, rng: np.random.Generator) -> np.ndarray:
@@ -100,9 +100,9 @@ def main() -> None:
     convert_split(src, Path(tmp.name) / "shards", progress=False)
     print(f"converted {src.num_frames} frames to shards in {time.perf_counter() - t:.1f} s")
 
-    cfg = WindowConfig(window_size=8, fwd_pred_next_n=10, use_gripper_image=True, use_proprio=True, augment=True)
-    npz = WindowDataset(NpzFrameSource(src), cfg, ActionNormalizer())
-    sh = WindowDataset(ShardFrameSource(Path(tmp.name) / "shards"), cfg, ActionNormalizer())
+    spec, options = WindowSpec(8, 10, cameras=("static", "gripper")), WindowOptions(augment=True)
+    npz = WindowDataset(NpzFrameSource(src), spec, ActionNormalizer(), options)
+    sh = WindowDataset(ShardFrameSource(Path(tmp.name) / "shards"), spec, ActionNormalizer(), options)
     rng = np.random.default_rng(0)
     r_npz = rate(npz, rng.integers(0, len(npz), args.windows))
     r_sh = rate(sh, rng.integers(0, len(sh), args.windows * 10))

@@ -61,7 +61,7 @@ def main() -> None:
 
     name, ep_len = default_agent() if args.agent is None else (args.agent, 360 if args.agent == "scripted" else 120)
     ep_len = args.ep_len or ep_len
-    agent = AgentConfig(name, {"scene": args.scene} if name == "scripted" else {})
+    agent = AgentConfig(name)
     env = EnvConfig(scene=args.scene)
     jobs = chain_jobs(args.chains)
     print(f"agent: {name} (ep_len {ep_len}), {args.chains} chains, scene {args.scene}, "

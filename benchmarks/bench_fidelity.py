@@ -73,10 +73,11 @@ def env_config(backend: str, scene: str, fresh: bool = False):
 
     from omegaconf import OmegaConf
 
-    from harness.eval.config import env_config as from_yaml
+    from harness.eval.specs import EnvConfig
 
     cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "env" / f"{backend}.yaml"), resolve=True)
-    env = from_yaml(cfg, scene)
+    cfg.pop("defaults")  # the rest builds on EnvConfig's defaults, as hydra composes it
+    env = EnvConfig.from_dict({**cfg, "scene": scene})
     return replace(env, fresh_per_chain=True) if fresh else env
 
 
@@ -127,12 +128,17 @@ def speed_part(args: argparse.Namespace) -> dict[str, Any]:
 class RecordingAgent:
     """The scripted expert, keeping every action it returns, one list per subtask."""
 
-    def __init__(self, scene: str) -> None:
+    def __init__(self) -> None:
         from agents.scripted import ScriptedExpert
 
-        self.expert = ScriptedExpert(scene)
+        self.expert = ScriptedExpert()
         self.spec = self.expert.spec
         self.actions: list[list[np.ndarray]] = []
+
+    def bind_env(self, description: Any) -> None:
+        """The expert plans in the scene of the env it runs in (the runner binds it)."""
+        self.expert.bind_env(description)
+        self.spec = self.expert.spec
 
     def new_chain(self, seed: int) -> None:
         self.expert.new_chain(seed)
@@ -154,7 +160,7 @@ def record_chains(backend: str, scene: str, num_chains: int, fresh: bool = False
     from harness.eval.jobs import chain_jobs
     from harness.eval.runner import JobRunner, RunSettings
 
-    agent = RecordingAgent(scene)
+    agent = RecordingAgent()
     runner = JobRunner(env_config(backend, scene, fresh), agent, RunSettings(ep_len=EP_LEN, video_chains=num_chains))
     chains = []
     try:

@@ -38,8 +38,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.eval.evaluation import EvalSettings, run_evaluation  # noqa: E402
-from harness.eval.served import ServerOptions  # noqa: E402
+from harness.eval.config import EvalSettings, ServerOptions  # noqa: E402
+from harness.eval.evaluation import run_evaluation  # noqa: E402
 from harness.eval.specs import AgentConfig, EnvConfig  # noqa: E402
 from harness.serve.process import ServerProcess  # noqa: E402
 from harness.serve.server import ServeSettings  # noqa: E402
@@ -223,7 +223,7 @@ def end_to_end(checkpoint: Path, trained: bool, chains: int, ep_len: int, worker
     runs = {}
     for server in ("auto", "off"):
         settings = EvalSettings(num_chains=chains, ep_len=ep_len, workers=workers, progress=False, server=server,
-                                server_options=ServerOptions(threads=threads))
+                                server_options=ServerOptions(threads=threads), videos=0, video_failures=0)
         with tempfile.TemporaryDirectory() as out, MemorySampler() as memory:
             results = run_evaluation(settings, EnvConfig(), agent, out, print_summary=False)
             records = [json.loads(line) for line in (Path(out) / "results.jsonl").read_text().splitlines()]

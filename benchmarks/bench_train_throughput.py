@@ -34,23 +34,18 @@ from harness.data.shards import convert  # noqa: E402
 
 
 def train_config(data: Path, fmt: str, out: Path, args: argparse.Namespace):
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from harness.train.config import TrainConfig
+    from harness.train.config import TrainConfig, compose_config
 
     size = "{" + ",".join(args.tiny_size) + "}"
     overrides = [
         "trainer=cpu", f"model={args.preset}", f"++model.backbone.tiny_size={size}", f"data.path={data}",
         f"data.format={fmt}", "data.val_split=training", f"output_dir={out}", "run_name=bench",
-        f"model.window_size={args.window}", f"model.fwd_pred_next_n={args.chunk}",  # the data follows the model
+        f"model.window_size={args.window}", f"model.chunk_size={args.chunk}",  # the data follows the model
         f"trainer.batch_size={args.batch}", f"trainer.max_steps={args.steps}", f"trainer.log_every={args.warmup}",
         "trainer.val_every=0", "trainer.val_samples=8", f"trainer.ckpt_every={args.steps}", "trainer.progress=false",
         f"trainer.num_workers={args.workers}", f"trainer.precision={args.precision}", f"trainer.device={args.device}",
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-        cfg = compose("train", overrides=overrides)
-    return TrainConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))
+    return TrainConfig.from_dict(compose_config(overrides))
 
 
 def measure(cfg, out: Path) -> dict[str, float]:

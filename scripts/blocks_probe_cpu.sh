@@ -34,7 +34,7 @@ declare -A OVERRIDES=(   # on top of e2e_full_cpu (static + gripper camera at 96
     [noaug]="data.augment=false"
 )
 
-python -m harness.data record "$OUT/data" --scenes D --episodes "$TRAIN_CHAINS" --val-episodes 20 --chain-length 5 \
+python -m harness.record "$OUT/data" --scene D --episodes "$TRAIN_CHAINS" --val-episodes 20 --chain-length 5 \
     --tasks "$TASKS" --workers 2 --seed 0
 for variant in "$@"; do
     shards="$OUT/${DATA[$variant]:?unknown variant $variant}"

@@ -10,7 +10,7 @@ OUT="${1:-runs/e2e}"
 EPISODES="${2:-20}"
 TASKS=open_drawer,close_drawer,move_slider_left,move_slider_right,turn_on_led,turn_off_led,turn_on_lightbulb,turn_off_lightbulb
 
-python -m harness.data record "$OUT/data_D" --scenes D --episodes 160 --val-episodes 16 --chain-length 3 \
+python -m harness.record "$OUT/data_D" --scene D --episodes 160 --val-episodes 16 --chain-length 3 \
     --tasks "$TASKS" --workers 2 --seed 0
 [ -d "$OUT/shards_D/validation" ] || python -m harness.data convert "$OUT/data_D" "$OUT/shards_D" --frames annotated --workers 2
 python -m harness.train +experiment=e2e_cpu data.path="$OUT/shards_D" run_name=e2e_cpu hydra.run.dir="$OUT/train"

@@ -31,7 +31,7 @@ mkdir -p "$OUT"
 record() {
     local scenes="$1" chains="$2" name="$3" data="$OUT/data_$3" shards="$OUT/shards_$3"
     if [ ! -d "$shards" ]; then
-        python -m harness.data record "$data" --scenes "$scenes" --episodes "$chains" --val-episodes "$VAL_CHAINS" \
+        python -m harness.record "$data" --scene "$scenes" --episodes "$chains" --val-episodes "$VAL_CHAINS" \
             --chain-length 5 --balance --workers 2 --seed 0
         rm -rf "$shards.partial"   # a conversion stopped half-way starts again
         python -m harness.data convert "$data" "$shards.partial" --frames annotated --workers 2 --resize "${RESIZE[@]}"

@@ -27,7 +27,8 @@ BUTTON, LED = 2, 5  # scene_obs indices
 def presses_to_turn_off_led(env, max_steps: int = 360) -> int:
     """Let the expert press the button until the LED goes off; count the presses (button travel past
     the threshold, from released) it took."""
-    expert = make_agent("scripted", scene="D")
+    expert = make_agent("scripted")
+    expert.bind_env(env.description)
     obs = env.reset(*initial_state(LED_ON, "D"))
     expert.new_chain(0)
     presses, pressed = 0, False

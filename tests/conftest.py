@@ -57,7 +57,7 @@ def recording(tmp_path_factory) -> Path:
     """A small dataset recorded by the scripted expert in built-in scene D (once per session): 2 training
     episodes (rotate_blue_block_left, open_drawer; push_pink_block_right, lift_blue_block_slider) and 1
     validation episode (lift_blue_block_slider, stack_block): block, contact and articulated tasks."""
-    from harness.data.record import RecordConfig, record_dataset
+    from harness.record.recorder import RecordConfig, record_dataset
 
     out = tmp_path_factory.mktemp("recording") / "ds"
     summary = record_dataset(RecordConfig(out=str(out), episodes=2, val_episodes=1, chain_length=2, workers=1, seed=2),

@@ -82,8 +82,8 @@ class FalteringExpert(ScriptedExpert):
     there, from that subtask on, it returns a NaN action, so that subtask fails at once and ends the chain.
     A run of it differs from the expert's in known chains, by a known number of subtasks."""
 
-    def __init__(self, falter: dict[int, int], scene: str = "D") -> None:
-        super().__init__(scene)
+    def __init__(self, falter: dict[int, int]) -> None:
+        super().__init__()  # the scene's layout comes from the env it is bound to
         self.falter = {int(k): int(v) for k, v in falter.items()}
         self.spec = AgentSpec(name="faltering_expert", action_type="relative", privileged=True)
         self.seed, self.subtask = None, 0

@@ -26,6 +26,12 @@ def run_subtask(env, agent, oracle, obs, task, ep_len=360):
     return obs, None
 
 
+def bound_expert(env):
+    expert = make_agent("scripted")
+    expert.bind_env(env.description)
+    return expert
+
+
 @pytest.fixture(scope="module")
 def blind_d():
     env = make_env("builtin", scene="D", cameras=())
@@ -36,8 +42,8 @@ def blind_d():
 @pytest.mark.parametrize("task", ARTICULATED + ("lift_red_block_table", "lift_blue_block_slider", "rotate_pink_block_left",
                                                 "push_red_block_right", "push_into_drawer"))
 def test_expert_solves_tasks_from_calvin_start_conditions(blind_d, task):
-    oracle, expert = TaskOracle(), make_agent("scripted", scene="D")
-    assert expert.spec.cameras == () and expert.spec.privileged
+    oracle, expert = TaskOracle(), bound_expert(blind_d)
+    assert expert.spec.cameras == () and expert.spec.privileged and expert.spec.extra == {"scene": "D"}
     condition = next(c for c in initial_conditions() if task in valid_tasks(c))
     obs = blind_d.reset(*initial_state(condition, "D"))
     _, steps = run_subtask(blind_d, expert, oracle, obs, task)
@@ -46,7 +52,7 @@ def test_expert_solves_tasks_from_calvin_start_conditions(blind_d, task):
 
 def test_expert_completes_calvin_chains(blind_d):
     """The first chains of CALVIN's 1000, each task after the last as the evaluation runs them."""
-    oracle, expert = TaskOracle(), make_agent("scripted", scene="D")
+    oracle, expert = TaskOracle(), bound_expert(blind_d)
     lengths = []
     for condition, tasks in benchmark_chains(6):
         obs = blind_d.reset(*initial_state(condition, "D"))
@@ -61,7 +67,7 @@ def test_expert_completes_calvin_chains(blind_d):
 
 
 def test_expert_actions_are_valid_relative_actions(blind_d):
-    expert = make_agent("scripted", scene="D")
+    expert = bound_expert(blind_d)
     condition, tasks = benchmark_chains(1)[0]
     obs = blind_d.reset(*initial_state(condition, "D"))
     expert.reset()
@@ -72,9 +78,25 @@ def test_expert_actions_are_valid_relative_actions(blind_d):
 
 
 def test_expert_rejects_unknown_instructions(blind_d):
-    expert = make_agent("scripted", scene="D")
+    expert = bound_expert(blind_d)
     with pytest.raises(ValueError, match="no task has the instruction"):
         expert.step(blind_d.reset(), "juggle the blocks")
+
+
+def test_expert_plans_in_the_scene_of_the_env_it_is_bound_to(blind_d):
+    """The env owns the scene: the expert has none until it is bound, then the env's (B's furniture
+    stands elsewhere than D's), and a rebind to the same scene keeps its state."""
+    expert = make_agent("scripted")
+    with pytest.raises(ValueError, match=r"knows no scene yet: call bind_env\(env.description\)"):
+        expert.step(blind_d.reset(), eval_instruction("open_drawer"))
+    with make_env("builtin", scene="B", cameras=()) as env_b:
+        expert.bind_env(env_b.description)
+        assert expert.world.layout is get_layout("B") and expert.spec.extra == {"scene": "B"}
+        world = expert.world
+        expert.bind_env(env_b.description)
+        assert expert.world is world
+    expert.bind_env(blind_d.description)
+    assert expert.world.layout is get_layout("D")
 
 
 def reach(env, pos, euler, steps=60):
@@ -120,8 +142,9 @@ def test_the_arm_reaches_every_block_slot(scene):
 def test_every_handle_button_and_switch_is_worked_in_every_scene(scene):
     """Scene D is covered above; here the expert opens and closes the drawer, slides the door both ways,
     and toggles both lights in the other scenes, where the furniture stands elsewhere."""
-    oracle, expert = TaskOracle(), make_agent("scripted", scene=scene)
+    oracle, expert = TaskOracle(), make_agent("scripted")
     with make_env("builtin", scene=scene, cameras=()) as env:
+        expert.bind_env(env.description)
         for task in ARTICULATED:
             condition = next(c for c in initial_conditions() if task in valid_tasks(c))
             obs = env.reset(*initial_state(condition, scene))
@@ -139,7 +162,7 @@ def test_a_chain_does_not_depend_on_the_chain_the_expert_ran_before():
     jobs = chain_jobs(26)
 
     def steps_of_chain_25(run_before: list[int]) -> list[int]:
-        runner = JobRunner(EnvConfig(scene="D"), AgentConfig("scripted", {"scene": "D"}), RunSettings(ep_len=360))
+        runner = JobRunner(EnvConfig(scene="D"), AgentConfig("scripted"), RunSettings(ep_len=360))
         try:
             for index in run_before:
                 runner.run(jobs[index])

@@ -16,7 +16,7 @@ from harness.data.calvin_format import CalvinFormatError, CalvinSplit
 from harness.data.check import check_path
 from harness.data.normalization import ActionNormalizer
 from harness.data.shards import convert
-from harness.data.windows import NpzFrameSource, WindowConfig, WindowDataset
+from harness.data.windows import NpzFrameSource, WindowDataset, WindowSpec
 from tests.calvin_layout import ANNOTATIONS, frame_arrays, lang_dict, write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def test_reader_names_file_and_key(bad_root):
         with pytest.raises(CalvinFormatError, match=pattern):
             split.load_frame(fid)
     with pytest.raises(ValueError, match=r"auto_lang_ann\.npy \[info\.indx\]: entry 4 .*\[358530, 358560\]"):
-        WindowDataset(NpzFrameSource(split), WindowConfig(window_size=4), ActionNormalizer())
+        WindowDataset(NpzFrameSource(split), WindowSpec(4, 10), ActionNormalizer())
 
 
 def test_broken_metadata_is_reported(tmp_path):
@@ -157,7 +157,7 @@ def test_a_corrupt_image_member_is_found_and_named(tmp_path, capsys, stored):
     split = CalvinSplit(root, "training")
     with pytest.raises(CalvinFormatError, match=rf"{frame} \[rgb_static\]: unreadable npz member"):
         split.load_frame(358483)
-    windows = WindowDataset(NpzFrameSource(split), WindowConfig(window_size=4), ActionNormalizer())
+    windows = WindowDataset(NpzFrameSource(split), WindowSpec(4, 10), ActionNormalizer())
     assert windows.window(0) == (0, 358482)
     with pytest.raises(CalvinFormatError, match=rf"{frame} \[rgb_static\]: unreadable npz member"):
         windows[0]  # the training loader's error names the frame file and key too

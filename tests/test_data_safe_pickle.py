@@ -19,7 +19,7 @@ from harness.data.calvin_format import CalvinFormatError, CalvinSplit, load_pick
 from harness.data.calvin_writer import CalvinDatasetWriter
 from harness.data.normalization import ActionNormalizer
 from harness.data.shards import convert
-from harness.data.windows import NpzFrameSource, WindowConfig, WindowDataset
+from harness.data.windows import NpzFrameSource, WindowDataset, WindowSpec
 from tests.calvin_layout import lang_dict, write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +127,7 @@ def test_convert_loader_and_writer_refuse(root, tmp_path):
     with pytest.raises(CalvinFormatError, match=message):
         convert(root, tmp_path / "shards", progress=False)
     with pytest.raises(CalvinFormatError, match=message):
-        WindowDataset(NpzFrameSource(CalvinSplit(root, "training")), WindowConfig(window_size=4), ActionNormalizer())
+        WindowDataset(NpzFrameSource(CalvinSplit(root, "training")), WindowSpec(4, 10), ActionNormalizer())
     before = sorted(p.name for p in (root / "training").iterdir())
     with pytest.raises(CalvinFormatError, match=message):
         CalvinDatasetWriter(root, "training")  # resuming reads the annotations

@@ -14,11 +14,11 @@ from torch.utils.data.distributed import DistributedSampler
 from harness.data.images import resize_frames
 from harness.data.normalization import ActionNormalizer
 from harness.data.shards import ShardFrameSource, convert, directory_size
-from harness.data.windows import NpzFrameSource, WindowConfig, WindowDataset, collate_windows
+from harness.data.windows import NpzFrameSource, WindowDataset, WindowOptions, WindowSpec, collate_windows
 from tests.calvin_layout import write_dataset
 
 torch.set_num_threads(1)
-CFG = WindowConfig(window_size=4, fwd_pred_next_n=6, use_gripper_image=True)
+CFG = WindowSpec(4, 6, cameras=("static", "gripper"))
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +62,9 @@ def test_shard_windows_equal_npz_windows(both, split):
     assert len(npz) == len(sh)
     for i in range(len(npz)):
         assert_items_equal(npz[i], sh[i])
-    aug = WindowConfig(window_size=4, fwd_pred_next_n=6, use_gripper_image=True, augment=True)
-    a, b = WindowDataset(NpzFrameSource(root, split), aug, ActionNormalizer()), WindowDataset(ShardFrameSource(dst, split), aug, ActionNormalizer())
+    aug = WindowOptions(augment=True)
+    a, b = (WindowDataset(NpzFrameSource(root, split), CFG, ActionNormalizer(), aug),
+            WindowDataset(ShardFrameSource(dst, split), CFG, ActionNormalizer(), aug))
     torch.manual_seed(0)
     first = [a[i] for i in range(0, len(a), 7)]
     torch.manual_seed(0)

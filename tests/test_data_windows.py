@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from agents.vla.config import VLAConfig
 from harness.data.calvin_format import CalvinSplit, rel_actions_from_absolute
 from harness.data.config import DataConfig, build_dataset
 from harness.data.normalization import ActionNormalizer
-from harness.data.windows import NpzFrameSource, WindowConfig, WindowDataset, collate_windows, random_shift
+from harness.data.windows import NpzFrameSource, WindowDataset, WindowOptions, WindowSpec, collate_windows, random_shift
 from tests.calvin_layout import ANNOTATIONS, EPISODES, frame_arrays, write_dataset, write_split
 
 torch.set_num_threads(1)
@@ -60,7 +61,7 @@ def test_lang_annotations_fallback_location(tmp_path):
 
 def test_windows_chunks_masks_against_hand_made_actions(calvin_root):
     W, C = 8, 10
-    ds = WindowDataset(NpzFrameSource(calvin_root, "training"), WindowConfig(window_size=W, fwd_pred_next_n=C), ActionNormalizer())
+    ds = WindowDataset(NpzFrameSource(calvin_root, "training"), WindowSpec(W, C), ActionNormalizer())
     # every start frame from s to e - W + 1: e - s + 2 - W windows per segment
     assert len(ds) == sum(e - s + 2 - W for (s, e), _, _ in ANNOTATIONS) == 12 + 40 + 5 + 13
     starts = [ds.window(i) for i in range(len(ds))]
@@ -87,7 +88,7 @@ def test_windows_chunks_masks_against_hand_made_actions(calvin_root):
 
 
 def test_normalisation_round_trip(calvin_root):
-    ds = WindowDataset(NpzFrameSource(calvin_root, "training"), WindowConfig(window_size=4, fwd_pred_next_n=3), ActionNormalizer())
+    ds = WindowDataset(NpzFrameSource(calvin_root, "training"), WindowSpec(4, 3), ActionNormalizer())
     k, t0 = ds.window(3)
     item = ds[3]
     back = ds.normalizer.denormalize(item["actions"])
@@ -116,9 +117,10 @@ def test_random_shift_is_replicate_pad_and_crop_and_consistent_over_the_window(c
     padded = np.pad(frames, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
     for dy, dx in ((0, 0), (8, 8), (3, 7)):
         np.testing.assert_array_equal(random_shift(frames, pad, dy, dx), padded[:, dy : dy + 12, dx : dx + 10])
-    cfg = WindowConfig(window_size=4, fwd_pred_next_n=2, augment=True, use_gripper_image=True, rgb_pad=10, gripper_pad=4)
-    plain = WindowDataset(NpzFrameSource(calvin_root, "training"), WindowConfig(window_size=4, fwd_pred_next_n=2, use_gripper_image=True), ActionNormalizer())
-    aug = WindowDataset(NpzFrameSource(calvin_root, "training"), cfg, ActionNormalizer())
+    spec = WindowSpec(4, 2, cameras=("static", "gripper"))
+    plain = WindowDataset(NpzFrameSource(calvin_root, "training"), spec, ActionNormalizer())
+    aug = WindowDataset(NpzFrameSource(calvin_root, "training"), spec, ActionNormalizer(),
+                        WindowOptions(augment=True, rgb_pad=10, gripper_pad=4))
     torch.manual_seed(3)
     a, p = aug[5], plain[5]
     shifts = []
@@ -134,7 +136,7 @@ def test_random_shift_is_replicate_pad_and_crop_and_consistent_over_the_window(c
 
 
 def test_collate_is_the_architecture_batch(calvin_root):
-    ds = WindowDataset(NpzFrameSource(calvin_root, "training"), WindowConfig(window_size=3, fwd_pred_next_n=5), ActionNormalizer())
+    ds = WindowDataset(NpzFrameSource(calvin_root, "training"), WindowSpec(3, 5), ActionNormalizer())
     batch = collate_windows([ds[0], ds[40]])
     assert set(batch) == {"rgb_static", "robot_obs", "actions", "action_mask", "instruction", "task"}
     assert batch["rgb_static"].dtype == torch.uint8 and batch["rgb_static"].shape == (2, 3, 200, 200, 3)
@@ -142,7 +144,7 @@ def test_collate_is_the_architecture_batch(calvin_root):
     assert batch["actions"].dtype == torch.float32 and batch["actions"].shape == (2, 3, 5, 7)
     assert batch["action_mask"].dtype == torch.bool and batch["action_mask"].shape == (2, 3, 5)
     assert batch["task"] == ["open_drawer", "lift_red_block_table"]
-    gripper = WindowDataset(ds.source, WindowConfig(window_size=3, fwd_pred_next_n=5, use_gripper_image=True, use_proprio=False), ActionNormalizer())
+    gripper = WindowDataset(ds.source, WindowSpec(3, 5, cameras=("static", "gripper"), proprio=False), ActionNormalizer())
     b = collate_windows([gripper[0]])
     assert b["rgb_gripper"].shape == (1, 3, 84, 84, 3) and "robot_obs" not in b
 
@@ -150,34 +152,39 @@ def test_collate_is_the_architecture_batch(calvin_root):
 def test_window_longer_than_segments_is_an_error(calvin_root):
     src = NpzFrameSource(calvin_root, "training")
     with pytest.raises(ValueError, match=r"window_size=13 is longer than 1 of 4 .*turn_on_led.*12 frames"):
-        WindowDataset(src, WindowConfig(window_size=13), ActionNormalizer())
-    ds = WindowDataset(src, WindowConfig(window_size=13, drop_short_segments=True), ActionNormalizer())
+        WindowDataset(src, WindowSpec(13, 10), ActionNormalizer())
+    ds = WindowDataset(src, WindowSpec(13, 10), ActionNormalizer(), WindowOptions(drop_short_segments=True))
     assert "turn_on_led" not in ds.lang.task
     with pytest.raises(ValueError, match="window_size must be an integer >= 1"):
-        WindowConfig(window_size=0)
-    with pytest.raises(ValueError, match="window_size"):
-        DataConfig(path=str(calvin_root), window_size=-1)
+        WindowSpec(0, 10)
+    with pytest.raises(ValueError, match="window_size and chunk_size must be >= 1"):
+        VLAConfig(window_size=-1)
 
 
 def test_exclude_tasks_and_n_shot(calvin_root):
     src = NpzFrameSource(calvin_root, "training")
-    ds = WindowDataset(src, WindowConfig(window_size=4, exclude_tasks=("open_drawer",)), ActionNormalizer())
+    ds = WindowDataset(src, WindowSpec(4, 10), ActionNormalizer(), WindowOptions(exclude_tasks=("open_drawer",)))
     assert sorted(ds.lang.task) == ["lift_red_block_table", "turn_on_led"]
     with pytest.raises(ValueError, match="exclude_tasks.*open_drawr"):
-        WindowDataset(src, WindowConfig(window_size=4, exclude_tasks=("open_drawr",)), ActionNormalizer())
-    picks = {tuple(WindowDataset(src, WindowConfig(window_size=4, n_shot=1, n_shot_seed=s), ActionNormalizer()).segments) for s in range(8)}
+        WindowDataset(src, WindowSpec(4, 10), ActionNormalizer(), WindowOptions(exclude_tasks=("open_drawr",)))
+    picks = {tuple(WindowDataset(src, WindowSpec(4, 10), ActionNormalizer(), WindowOptions(n_shot=1, n_shot_seed=s)).segments) for s in range(8)}
     for p in picks:  # one segment per task, and the drawer segment chosen depends on the seed
         assert len(p) == 3 and 1 in p and 2 in p
     assert picks == {(0, 1, 2), (1, 2, 3)}
-    again = WindowDataset(src, WindowConfig(window_size=4, n_shot=1, n_shot_seed=5), ActionNormalizer()).segments
-    np.testing.assert_array_equal(again, WindowDataset(src, WindowConfig(window_size=4, n_shot=1, n_shot_seed=5), ActionNormalizer()).segments)
+    again = WindowDataset(src, WindowSpec(4, 10), ActionNormalizer(), WindowOptions(n_shot=1, n_shot_seed=5)).segments
+    np.testing.assert_array_equal(again, WindowDataset(src, WindowSpec(4, 10), ActionNormalizer(), WindowOptions(n_shot=1, n_shot_seed=5)).segments)
 
 
 def test_build_dataset_from_config(calvin_root):
-    cfg = DataConfig(path=str(calvin_root), window_size=4, fwd_pred_next_n=2, exclude_tasks=("open_drawer",), n_shot=1)
-    train, val = build_dataset(cfg, train=True), build_dataset(cfg, train=False)
-    assert train.config.augment and not val.config.augment
+    """The windows' shape comes from the model's config, how they are drawn from the data config."""
+    cfg = DataConfig(path=str(calvin_root), exclude_tasks=("open_drawer",), n_shot=1)
+    spec = VLAConfig(window_size=4, chunk_size=2).window_spec()
+    train, val = build_dataset(cfg, spec, train=True), build_dataset(cfg, spec, train=False)
+    assert train.options.augment and not val.options.augment and train.spec == val.spec == WindowSpec(4, 2)
+    assert train[0]["actions"].shape == (4, 2, 7) and "robot_obs" in train[0]
     assert "open_drawer" not in train.lang.task and val.lang.task == ["turn_on_led"]
     assert val.window(0) == (0, 553570)
-    with pytest.raises(ValueError, match="unknown data config keys"):
+    with pytest.raises(ValueError, match=r"data: unknown keys \['windowsize'\]"):
         DataConfig.from_dict({"path": "x", "windowsize": 3})
+    with pytest.raises(ValueError, match="data.n_shot must be an integer, got 'one'"):
+        DataConfig.from_dict({"path": "x", "n_shot": "one"})

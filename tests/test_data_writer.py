@@ -13,7 +13,7 @@ import harness.data.calvin_writer as cw
 from harness.data.calvin_format import CalvinFormatError, CalvinSplit
 from harness.data.calvin_writer import CalvinDatasetWriter, EpisodeWriter, finalize_dataset
 from harness.data.normalization import ActionNormalizer
-from harness.data.windows import NpzFrameSource, WindowConfig, WindowDataset
+from harness.data.windows import NpzFrameSource, WindowDataset, WindowSpec
 from tests.calvin_layout import frame_arrays
 
 KEYS = ("actions", "rel_actions", "robot_obs", "scene_obs", "rgb_static", "rgb_gripper", "depth_static", "depth_gripper")
@@ -64,7 +64,7 @@ def test_round_trip_every_key(tmp_path):
     np.testing.assert_allclose(on_disk["robot_obs"][0]["mean"], robot.mean(0), atol=1e-5)
     np.testing.assert_allclose(stats["rel_actions"]["std"], np.stack([frame(i)["rel_actions"] for i in range(22)]).std(0), atol=1e-5)
     # and the windows of what was recorded check out against the recorded actions
-    ds = WindowDataset(NpzFrameSource(split), WindowConfig(window_size=4, fwd_pred_next_n=3), ActionNormalizer())
+    ds = WindowDataset(NpzFrameSource(split), WindowSpec(4, 3), ActionNormalizer())
     assert len(ds) == 3 + 3 + 7
     k, t0 = ds.window(6)
     assert (k, t0) == (2, 1012)

@@ -14,7 +14,8 @@ import pytest
 
 from harness.data.calvin_format import CalvinSplit
 from harness.data.config import DataConfig, build_dataset
-from harness.data.record import RecordConfig, record_dataset
+from harness.data.windows import WindowSpec
+from harness.record.recorder import RecordConfig, record_dataset
 from harness.eval import AgentConfig, EnvConfig
 from harness.eval.jobs import chain_jobs
 from harness.eval.runner import JobRunner, RunSettings
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_eval_script_runs_the_expert_on_calvin_env(tmp_path):
     out = tmp_path / "eval"
     proc = subprocess.run(
-        ["bash", "scripts/eval_calvin.sh", "agent=scripted", "env=calvin", "scene=D", "num_chains=2", "workers=1",
+        ["bash", "scripts/eval_calvin.sh", "agent=scripted", "env=calvin", "env.scene=D", "num_chains=2", "workers=1",
          "videos=1", "video_stride=20", "video_failures=0", "progress=false", f"output_dir={out}"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -88,7 +89,7 @@ def test_recorder_on_calvin_env(tmp_path):
     frame = split.load_frame(int(split.frame_ids()[0]))
     assert frame["rgb_static"].shape == (200, 200, 3) and frame["rgb_gripper"].shape == (84, 84, 3)
     assert frame["robot_obs"].shape == (15,) and frame["scene_obs"].shape == (24,)
-    windows = build_dataset(DataConfig(path=cfg.out, window_size=4, fwd_pred_next_n=5, augment=False), train=True)
+    windows = build_dataset(DataConfig(path=cfg.out, augment=False), WindowSpec(4, 5), train=True)
     assert len(windows) > 0
     for index in (0, len(windows) - 1):
         item = windows[index]

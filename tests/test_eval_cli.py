@@ -139,7 +139,12 @@ def test_a_second_evaluation_of_a_folder_in_use_is_refused_at_once(tmp_path, uni
 
 def test_invalid_settings_fail_in_one_line_before_the_folder_is_touched(tmp_path):
     cases = {
-        "agent=random scene=E": "env (backend=builtin, scene=E): unknown scene 'E'",
+        "agent=random env.scene=E": "env.scene: unknown scene 'E'",
+        "agent=random env.backend=mujoco": "env.backend: unknown env backend 'mujoco'",
+        "agent=random scene=E": "scene is now env.scene (the env owns the scene)",
+        "agent=scripted agent.scene=A": "agent.scene is now env.scene",
+        "agent=random seed=abc": "seed must be an integer, got 'abc'",
+        "agent=random +num_chain=5": "eval: unknown key 'num_chain'",
         "agent=random job_timeout_s=0": "job_timeout_s must be > 0 seconds",
         "agent=random job_timeout_s=-5": "job_timeout_s must be > 0 seconds",
         "agent=vla": "agent.checkpoint: Missing mandatory value",
@@ -147,7 +152,7 @@ def test_invalid_settings_fail_in_one_line_before_the_folder_is_touched(tmp_path
         "agent=random mode=single_task tasks=[open_the_door]": "open_the_door",
         "agent=random server=sometimes": "server must be one of ('auto', 'on', 'off'), got 'sometimes'",
         "agent=random server_options.max_batch=0": "server_options: max_batch >= 1",
-        "agent=random +server_options.colour=red": "unknown server_options ['colour']",
+        "agent=random +server_options.colour=red": "server_options: unknown keys ['colour']",
     }
     for overrides, message in cases.items():
         out = tmp_path / "out"
@@ -181,7 +186,7 @@ def test_eval_calvin_sh_passes_overrides_to_the_evaluation(tmp_path):
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if not stamp.exists() or stamp.read_text().strip() != want:
         pytest.skip("this venv was not set up by scripts/_venv.sh: the wrapper would install into it")
-    cmd = ["bash", str(ROOT / "scripts" / "eval_calvin.sh"), "agent=random", "env=builtin", "scene=D", "num_chains=2",
+    cmd = ["bash", str(ROOT / "scripts" / "eval_calvin.sh"), "agent=random", "env=builtin", "env.scene=D", "num_chains=2",
            "workers=1", "ep_len=5", "videos=0", "video_failures=0", "progress=false", f"output_dir={tmp_path}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env={**os.environ, "VLA_HARNESS_VENV": str(venv)})
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -28,7 +28,7 @@ FACTORY = "tests.eval_agents:FalteringExpert"
 def runs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("compare")
     settings = {
-        "expert": (AgentConfig("scripted", {"scene": "D"}), 8),
+        "expert": (AgentConfig("scripted"), 8),
         "falter6": (AgentConfig(factory=FACTORY, kwargs={"falter": {i: 1 for i in range(6)}}), 8),
         "falter1": (AgentConfig(factory=FACTORY, kwargs={"falter": {0: 3}}), 3),
     }
@@ -161,10 +161,10 @@ def test_single_task_runs_are_paired_episode_by_episode(tmp_path):
     loses exactly the 6 open_drawer episodes, so the success rate drops by 50 points with p = 2 / 2^6."""
     from harness.eval import evaluate_single_tasks
 
-    agents = {"expert": AgentConfig("scripted", {"scene": "D"}),
+    agents = {"expert": AgentConfig("scripted"),
               "presser": AgentConfig(factory="tests.eval_agents:make_button_presser")}
     for name, agent in agents.items():
-        evaluate_single_tasks(agent, tasks=["turn_on_led", "open_drawer"], episodes=6, ep_len=120, output_dir=tmp_path / name)
+        evaluate_single_tasks(agent, tasks=["turn_on_led", "open_drawer"], episodes_per_task=6, ep_len=120, output_dir=tmp_path / name)
     rc, result = compare(tmp_path / "expert", tmp_path / "presser", "--chains-needed", tmp_path / "out")
     c = result["comparisons"][0]
     assert rc == 0 and c["unit"] == "episodes" and c["paired"] == 12

@@ -92,7 +92,7 @@ def test_a_hung_chain_is_killed_retried_once_then_an_env_error(tmp_path):
     from harness.eval import EvalSettings, run_evaluation
 
     agent = AgentConfig("hangs", {"what": "hang", "bad_seed": 1}, factory="tests.eval_agents:Misbehaving")
-    settings = EvalSettings(num_chains=3, ep_len=5, workers=2, job_timeout_s=1.5, progress=False)
+    settings = EvalSettings(num_chains=3, ep_len=5, workers=2, job_timeout_s=1.5, progress=False, videos=0, video_failures=0)
     results = run_evaluation(settings, EnvConfig(), agent, tmp_path, print_summary=False)
     lines = {json.loads(line)["index"]: json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()}
     assert sorted(lines) == [0, 1, 2]

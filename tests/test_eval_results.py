@@ -141,7 +141,7 @@ def test_a_setting_missing_from_an_older_run_json_counts_as_null(tmp_path):
 
 
 def test_job_timeout_must_be_positive_and_is_part_of_the_run_key():
-    from harness.eval.evaluation import EvalSettings
+    from harness.eval.config import EvalSettings
     from harness.eval.specs import AgentConfig, EnvConfig
 
     for bad in (0, -1.0):
@@ -152,11 +152,17 @@ def test_job_timeout_must_be_positive_and_is_part_of_the_run_key():
 
 
 def test_a_setting_that_is_not_a_number_is_named():
-    from harness.eval.config import settings
+    from harness.eval.config import EvalSettings, split_settings
+
+    def settings(d):
+        return split_settings(d, (), "")[1]
 
     base = {"mode": "chains", "num_chains": 3, "episodes_per_task": 1, "ep_len": 5, "workers": 0, "seed": 0}
     assert settings(base).job_timeout_s is None and settings({**base, "job_timeout_s": 30}).job_timeout_s == 30.0
+    assert settings({**base, "videos": True, "video_failures": True}).video_failures == 10
     for key, value, kind in (("num_chains", "abc", "an integer"), ("ep_len", None, "an integer"),
-                             ("job_timeout_s", "soon", "a number")):
+                             ("job_timeout_s", "soon", "a number"), ("workers", 1.5, "an integer"),
+                             ("progress", "yes", "true or false")):
         with pytest.raises(ValueError, match=f"^{key} must be {kind}, got {value!r}$"):
             settings({**base, key: value})
+    assert EvalSettings().num_chains == 100  # the command's default, in one place

@@ -105,7 +105,7 @@ def test_env_action_forms():
 
 
 def test_single_task_mode():
-    results = evaluate_single_tasks(PRESSER, tasks=["turn_on_led", "turn_off_led", "open_drawer"], episodes=2, ep_len=30)
+    results = evaluate_single_tasks(PRESSER, tasks=["turn_on_led", "turn_off_led", "open_drawer"], episodes_per_task=2, ep_len=30)
     assert results["tasks"]["turn_on_led"] == {"success": 2, "total": 2, "rate": 1.0}
     assert results["tasks"]["turn_off_led"] == {"success": 2, "total": 2, "rate": 1.0}
     assert results["tasks"]["open_drawer"] == {"success": 0, "total": 2, "rate": 0.0}
@@ -114,15 +114,15 @@ def test_single_task_mode():
 
 def test_single_task_mode_with_a_live_agent_in_process():
     agent = ButtonPresser()
-    results = evaluate_single_tasks(agent, tasks=["turn_on_led"], episodes=1, ep_len=30)
+    results = evaluate_single_tasks(agent, tasks=["turn_on_led"], episodes_per_task=1, ep_len=30)
     assert results["tasks"]["turn_on_led"]["success"] == 1 and results["agent"]["name"] == "button_presser"
     with pytest.raises(ValueError, match="in-process"):
-        evaluate_single_tasks(agent, tasks=["turn_on_led"], episodes=1, ep_len=30, workers=1)
+        evaluate_single_tasks(agent, tasks=["turn_on_led"], episodes_per_task=1, ep_len=30, workers=1)
 
 
 def test_worker_processes_need_a_picklable_agent():
     with pytest.raises(ValueError, match="picklable"):
-        evaluate_single_tasks(lambda: ButtonPresser(), tasks=["turn_on_led"], episodes=1, ep_len=5, workers=1)
+        evaluate_single_tasks(lambda: ButtonPresser(), tasks=["turn_on_led"], episodes_per_task=1, ep_len=5, workers=1)
 
 
 def test_an_in_process_evaluation_leaves_the_callers_random_streams_alone():
@@ -133,5 +133,5 @@ def test_an_in_process_evaluation_leaves_the_callers_random_streams_alone():
     expected = (random.random(), np.random.rand())
     random.seed(5)
     np.random.seed(5)
-    evaluate_single_tasks(AgentConfig("random"), tasks=["turn_on_led"], episodes=2, ep_len=3)
+    evaluate_single_tasks(AgentConfig("random"), tasks=["turn_on_led"], episodes_per_task=2, ep_len=3)
     assert (random.random(), np.random.rand()) == expected

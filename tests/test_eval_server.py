@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.eval.evaluation import EvalSettings, run_evaluation
-from harness.eval.served import ServerOptions, wants_server
+from harness.eval.config import EvalSettings, ServerOptions
+from harness.eval.evaluation import run_evaluation
+from harness.eval.served import wants_server
 from harness.eval.specs import AgentConfig, EnvConfig
 from harness.serve.process import ServerProcess
 from harness.serve.server import ServeSettings
@@ -27,7 +28,7 @@ EXACT = ServerOptions(max_batch=1, threads=1)
 
 
 def _settings(**kw) -> EvalSettings:
-    return EvalSettings(num_chains=CHAINS, ep_len=EP_LEN, progress=False, **kw)
+    return EvalSettings(num_chains=CHAINS, ep_len=EP_LEN, progress=False, **{"videos": 0, "video_failures": 0, **kw})
 
 
 def _records(folder: Path) -> dict[str, tuple]:

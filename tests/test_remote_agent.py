@@ -17,7 +17,8 @@ from PIL import Image
 from agents import make_agent
 from agents.remote.mapping import ActionConvention, ObservationMapping
 from agents.remote.wire import WireError
-from harness.eval.evaluation import EvalSettings, run_evaluation
+from harness.eval.config import EvalSettings
+from harness.eval.evaluation import run_evaluation
 from harness.eval.specs import AgentConfig, EnvConfig
 from tests.serve_helpers import ROOT, observations, served, wait_for
 from tests.train_helpers import free_port
@@ -123,7 +124,8 @@ def test_remote_agent_against_a_vla_eval_model_server(model_server):
 
 def test_evaluating_a_third_party_server_on_the_builtin_scene(model_server, tmp_path):
     agent = AgentConfig("remote", {"url": model_server, **THIRD_PARTY})
-    results = run_evaluation(EvalSettings(num_chains=2, ep_len=8, workers=0, progress=False, server="off"),
+    results = run_evaluation(EvalSettings(num_chains=2, ep_len=8, workers=0, progress=False, server="off", videos=0,
+                                                 video_failures=0),
                              EnvConfig(), agent, tmp_path)
     assert results["num_chains"] == 2 and results["agent"]["name"] == "remote"
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
@@ -134,9 +136,18 @@ def test_evaluating_a_third_party_server_on_the_builtin_scene(model_server, tmp_
 def test_a_server_slower_than_the_timeout_is_an_agent_error(tmp_path):
     with served({"name": "sleepy", "factory": "tests.eval_agents:Sleepy", "delay_s": 5.0}) as server:
         agent = AgentConfig("remote", {"url": server.url, "timeout_s": 0.5})
-        results = run_evaluation(EvalSettings(num_chains=1, ep_len=5, workers=0, progress=False), EnvConfig(), agent,
+        results = run_evaluation(EvalSettings(num_chains=1, ep_len=5, workers=0, progress=False, videos=0, video_failures=0), EnvConfig(), agent,
                                  tmp_path)
     assert results["failure_reasons"]["agent_error"] == 1
     record = json.loads((tmp_path / "results.jsonl").read_text())
     assert "no reply from the policy server" in record["subtasks"][0]["message"]
     assert "within 0.5 s (agent.timeout_s)" in record["subtasks"][0]["message"]
+
+
+def test_a_served_agent_that_reads_the_layout_is_bound_to_the_clients_scene():
+    """A server has no env: make_policy binds the scripted expert to the scene its clients' env is in (the
+    evaluation's server=on passes env.scene), as the env would (`bind_env`)."""
+    from agents import make_policy
+
+    policy = make_policy("scripted", scene="B")
+    assert policy.new_session().spec.extra == {"scene": "B"} and policy.spec.extra == {"scene": "B"}

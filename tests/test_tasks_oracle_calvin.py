@@ -57,7 +57,8 @@ def test_oracle_agrees_with_calvin_env_at_every_step_of_the_expert(env, calvin_t
     """Chains are picked greedily, each for the most tasks not yet completed, and cut after the last of
     them, until both checkers have seen every task completed (a subtask the expert fails ends its
     chain, as in the evaluation)."""
-    expert = make_agent("scripted", scene="D")
+    expert = make_agent("scripted")
+    expert.bind_env(env.description)
     pool, left, disagreements, chains = candidate_chains(), set(TASK_NAMES), [], 0
     while left and chains < 20:
         condition, tasks = pool.pop(max(range(len(pool)), key=lambda i: len(left & set(pool[i][1]))))

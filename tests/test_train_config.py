@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import fields
 
 import pytest
+import yaml
 
+from agents.vla.config import VLAConfig
 from harness.config_errors import ConfigError
-from harness.train.config import TrainConfig, check_config
+from harness.data.config import DataConfig
+from harness.data.windows import WindowSpec
+from harness.train.checks import check_config
+from harness.train.config import TrainConfig
 from tests.train_helpers import ENV, ROOT, cli, compose, config, dataset, train_here  # noqa: F401  (fixture)
 
 
 def test_every_config_group_composes_and_round_trips(dataset, tmp_path):
-    for overrides in ([], ["model=llava", "trainer=default", "eval=single_task"], ["eval=chains", "optim.schedule=cosine"],
-                      ["+sweep=tiny_grid"]):
+    for overrides in ([], ["model=llava", "trainer=default", "rollout=single_task"], ["rollout=chains", "optim.schedule=cosine"],
+                      ["+sweep=tiny_grid"], ["rollout=chains", "rollout.env.scene=B", "rollout.env.backend=builtin"]):
         cfg = config(dataset, tmp_path, *overrides)
         assert TrainConfig.from_dict(cfg.to_dict()) == cfg
-    cfg = config(dataset, tmp_path, "eval=single_task", "eval.tasks=[open_drawer]")
-    assert cfg.eval.enabled and cfg.eval.tasks == ("open_drawer",) and cfg.trainer.device == "cpu"
+    cfg = config(dataset, tmp_path, "rollout=single_task", "rollout.tasks=[open_drawer]")
+    assert cfg.rollout.enabled and cfg.rollout.settings.tasks == ("open_drawer",) and cfg.trainer.device == "cpu"
+    assert cfg.rollout.settings.workers == 0 and cfg.rollout.env.scene == "D"
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -26,22 +33,57 @@ def test_every_config_group_composes_and_round_trips(dataset, tmp_path):
     (["model.backbone.tiny=tiny_gpt"], "unknown tiny preset 'tiny_gpt'"),
     (["model.backbone.tiny=null", "model.backbone.pretrained=./no/such/backbone"], "folder ./no/such/backbone does not exist"),
     (["data.path=/no/such/dataset"], "data.path: dataset folder /no/such/dataset does not exist"),
-    (["data.window_size=5"], "model.window_size=4 differs from data.window_size=5"),
-    (["data.use_proprio=false"], "model.use_proprio=true needs data.use_proprio=true"),
     (["trainer.precision=fp16"], "fp16 needs a GPU"),
     (["trainer.device=cuda"], "CUDA is not available"),
     (["stage=1"], "stage 1 trains on vision-language data only"),
     (["+sources.vl={weight: 0.1}"], "sources.vl.options.path: the folder of the VL data"),
     (["+sources.depth={weight: 0.1}"], "sources.depth: no loss for this source"),
     (["optim.warmup_epochs=0.5"], "set optim.warmup_steps or optim.warmup_epochs, not both"),
-    (["trainer.best_metric=rollout_success"], "needs the rollout callback"),
-    (["eval=single_task", "eval.tasks=[fly_away]"], "fly_away"),
+    (["trainer.best_metric=rollout_success"], "needs rollouts (rollout=single_task or rollout=chains)"),
+    (["rollout=single_task", "rollout.tasks=[fly_away]"], "fly_away"),
+    (["rollout=chains", "rollout.env.scene=E"], "env.scene: unknown scene 'E'"),
+    (["rollout=chains", "rollout.workers=2"], "rollout.workers: rollouts run the model in the training process"),
+    (["rollout=chains", "rollout.execution=replay"], "rollout.execution must be one of"),
+    (["rollout=chains", "+rollout.episodes=3"], "rollout: unknown key 'episodes'"),
+    (["+data.window_size=5"], "data.window_size is now model.window_size (the data's windows follow the model)"),
+    (["+model.fwd_pred_next_n=5"], "model: set chunk_size or its alias fwd_pred_next_n, not both"),
+    (["trainer.max_steps=ten"], "trainer.max_steps must be an integer, got 'ten'"),
     (["init_from=/no/such/checkpoint"], "init_from: checkpoint folder /no/such/checkpoint does not exist"),
     (["resume=yes"], "resume: expected auto, never or a checkpoint folder; yes is none of them"),
 ])
 def test_invalid_configs_fail_with_a_message_that_names_the_problem(dataset, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
         check_config(TrainConfig.from_dict(compose(dataset, tmp_path, *overrides)))
+
+
+def test_the_model_owns_window_and_chunk():
+    """window_size and chunk_size are VLAConfig's alone: no yaml file declares them (the presets build on its
+    defaults), the data config has no such fields, and the dataset's windows come from the model's spec."""
+    def keys(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield k
+                yield from keys(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from keys(v)
+
+    shape, inputs = {"window_size", "chunk_size", "fwd_pred_next_n"}, {"use_gripper_image", "use_proprio"}
+    for path in sorted((ROOT / "configs").rglob("*.yaml")):
+        declared = set(keys(yaml.safe_load(path.read_text())))
+        assert not shape & declared, path  # VLAConfig's defaults, overridden on the command line
+        assert path.parent.name in ("model", "experiment") or not inputs & declared, path  # model presets only
+    assert not (shape | inputs) & {f.name for f in fields(DataConfig)}
+    assert VLAConfig(window_size=5, chunk_size=3).window_spec() == WindowSpec(5, 3, ("static",), True)
+
+
+def test_old_spellings_on_the_command_line_name_the_new_setting(dataset, tmp_path):
+    for override, message in (("eval=chains", "eval is now rollout"), ("eval.scene=B", "eval.scene is now rollout.env.scene"),
+                              ("data.window_size=4", "data.window_size is now model.window_size")):
+        proc = subprocess.run([sys.executable, "-m", "harness.train", *cli(dataset, tmp_path / "run", override)],
+                              cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and f"harness.train: invalid configuration: {message}" in proc.stderr, proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_unknown_keys_are_refused(dataset, tmp_path):

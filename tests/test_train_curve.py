@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from harness.eval.evaluation import EvalSettings
+from harness.eval.config import EvalSettings
 from harness.train.curve import curve_row, main, run_curve, training_hours
 from tests.train_helpers import dataset, metrics, train_here  # noqa: F401  (fixture)
 
@@ -31,7 +31,7 @@ def test_single_task_row_has_the_interval_of_the_rate_over_all_episodes():
 def test_curve_of_a_run_evaluates_each_due_checkpoint_once(dataset, tmp_path):
     run = tmp_path / "run"
     train_here(dataset, run, "trainer.max_steps=4", "trainer.ckpt_every=1", "trainer.keep_last=0", "trainer.val_every=2")
-    settings = EvalSettings(mode="chains", num_chains=2, ep_len=3, workers=0, progress=False)
+    settings = EvalSettings(mode="chains", num_chains=2, ep_len=3, workers=0, progress=False, videos=0, video_failures=0)
     rows = run_curve(run, settings, every=2)
     assert [r["step"] for r in rows] == [2, 4]  # step_1 and step_3 are not multiples of 2
     lines = metrics(run)

@@ -18,8 +18,8 @@ from tests.train_helpers import dataset, metrics, train_here  # noqa: F401  (fix
 def test_train_save_load_evaluate(dataset, tmp_path):
     run = tmp_path / "run"
     summary = train_here(dataset, run, "trainer.max_steps=20", "trainer.val_every=10", "trainer.ckpt_every=10",
-                         "eval=single_task", "eval.tasks=[open_drawer]", "eval.episodes=1", "eval.ep_len=3",
-                         "eval.every=10", "eval.output=true")
+                         "rollout=single_task", "rollout.tasks=[open_drawer]", "rollout.episodes_per_task=1",
+                         "rollout.ep_len=3", "rollout.every=10", "rollout.output=true")
     assert summary["steps"] == 20 and summary["val_loss"] is not None
 
     lines = metrics(run)

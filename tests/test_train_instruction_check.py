@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from harness.data.config import DataConfig, build_dataset
+from harness.data.windows import WindowSpec
 from harness.tasks import eval_instruction, training_instruction
 from harness.train.instruction_check import Reworded, instruction_check
 from tests.train_helpers import dataset, metrics, train_here  # noqa: F401  (fixture)
 
 
 def test_reworded_items(dataset):
-    windows = build_dataset(DataConfig(path=str(dataset), val_split="training", window_size=4, fwd_pred_next_n=2), train=False)
+    windows = build_dataset(DataConfig(path=str(dataset), val_split="training"), WindowSpec(4, 2), train=False)
     tasks = sorted(set(windows.lang.task))
     for i in range(0, len(windows), 7):
         task = windows[i]["task"]

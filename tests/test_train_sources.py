@@ -11,7 +11,8 @@ import torch
 
 from harness.data.config import build_dataset
 from harness.train import sources
-from harness.train.sources import EpochSeeded, ResumableDistributedSampler, SourceLosses
+from harness.train.sources import SourceLosses
+from harness.train.streams import EpochSeeded, ResumableDistributedSampler
 from tests.train_helpers import config, dataset, metrics, train_here  # noqa: F401  (fixture)
 from tests.vla_helpers import build_model, tiny_dir  # noqa: F401  (fixture)
 
@@ -34,8 +35,8 @@ def test_two_ranks_of_the_sampler_cover_the_one_process_order_and_start_mid_epoc
 
 
 def test_augmentation_depends_on_seed_epoch_and_index_only_and_leaves_the_rng_alone(dataset):
-    cfg = config(dataset, dataset / "unused", "data.augment=true").data
-    windows = EpochSeeded(build_dataset(cfg, train=True), seed=0)
+    cfg = config(dataset, dataset / "unused", "data.augment=true")
+    windows = EpochSeeded(build_dataset(cfg.data, cfg.model.window_spec(), train=True), seed=0)
     torch.manual_seed(123)
     state = torch.get_rng_state()
     a = windows[5]["rgb_static"]

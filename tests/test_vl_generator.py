@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from harness.data.vl.__main__ import main as vl_main
-from harness.data.vl.generate import generate, parse_scenes
+from harness.data.vl.generate import generate
+from harness.sim.layout import parse_scenes
 from harness.data.vl.llava import LlavaDataset
 from harness.data.vl.questions import QUESTION_TYPES, ask_all
 from harness.data.vl.scene import SceneRenderer, block_masks
@@ -148,13 +149,16 @@ def test_generate_writes_llava_json_split_by_state(tmp_path):
 
 def test_generation_is_deterministic_by_seed(tmp_path, capsys):
     generate(tmp_path / "a", num_states=3, seed=5, scenes="D")
-    assert vl_main(["generate", str(tmp_path / "b"), "--num-states", "3", "--seed", "5", "--scenes", "D"]) == 0
+    assert vl_main(["generate", str(tmp_path / "b"), "--num-states", "3", "--seed", "5", "--scene", "D"]) == 0
     assert '"num_states": 3' in capsys.readouterr().out
     generate(tmp_path / "c", num_states=3, seed=6, scenes="D")
     for name in ("train.json", "val.json", "states.json"):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
     assert (tmp_path / "a" / "images" / "D_000002.png").read_bytes() == (tmp_path / "b" / "images" / "D_000002.png").read_bytes()
     assert (tmp_path / "a" / "train.json").read_text() != (tmp_path / "c" / "train.json").read_text()
+    with pytest.raises(SystemExit):
+        vl_main(["generate", str(tmp_path / "d"), "--num-states", "3", "--scenes", "D"])
+    assert "--scenes is now --scene" in capsys.readouterr().err
 
 
 def test_parse_scenes():

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
-from omegaconf import OmegaConf
 from PIL import Image
 
 from harness.data.vl.config import VLDataConfig, build_vl_dataset, make_vl_loader
 from harness.data.vl.llava import PAD_COLOR, LlavaDataset, collate_vl, load_image, read_llava_json
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def write_image(path, size=(200, 200), color=(10, 200, 30)):
@@ -114,8 +109,9 @@ def test_file_level_errors(folder):
 
 
 def test_config_file_and_loader(folder):
-    raw = OmegaConf.to_container(OmegaConf.create(yaml.safe_load((CONFIGS / "data" / "vl_sim.yaml").read_text())),
-                                 resolve=True)
+    from harness.train.config import compose_config
+
+    raw = compose_config(["data.path=unused", "output_dir=unused", "run_name=x", "sources=vl"])["sources"]["vl"]["options"]
     cfg = VLDataConfig.from_dict({**raw, "path": str(folder), "train_file": "data.json", "skip_text_only": True,
                                   "batch_size": 2})
     assert cfg.image_size == 200
@@ -123,7 +119,7 @@ def test_config_file_and_loader(folder):
     assert len(batches) == 1 and len(batches[0]["prompts"]) == 2  # 3 examples, last partial batch dropped
     unshuffled = make_vl_loader(cfg, train=False, dataset=build_vl_dataset(cfg, train=True))
     assert [p for b in unshuffled for p in b["prompts"]] == ["What colour is it?", "What is this?", "Is it wide?"]
-    with pytest.raises(ValueError, match=r"unknown VL data config keys \['ration'\]"):
+    with pytest.raises(ValueError, match=r"sources\.vl\.options: unknown keys \['ration'\]"):
         VLDataConfig.from_dict({"path": "x", "ration": 0.5})
     with pytest.raises(ValueError, match="batch_size and image_size must be >= 1"):
         VLDataConfig(path="x", batch_size=0)

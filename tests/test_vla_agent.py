@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from agents.base import Agent
-from agents.vla.agent import METRES_PER_UNIT, AgentConfig, VLAAgent
+from agents.vla.agent import METRES_PER_UNIT, ExecutionConfig, VLAAgent
 from agents.vla.inference import EpisodeStream
 from harness.data.normalization import ActionNormalizer
 from tests.vla_helpers import WINDOW, build_model, frames_of, make_batch, tiny_dir  # noqa: F401  (fixture)
@@ -47,7 +47,7 @@ def test_cached_path_runs_the_backbone_once_per_step(tiny_dir):
 
 def _agent(tiny_dir, obs_rng=None, **cfg) -> VLAAgent:
     model = build_model(tiny_dir, "tiny_llava", head="lstm", gripper=True, proprio=True)
-    return VLAAgent(model, ActionNormalizer(), AgentConfig(**cfg), checkpoint="ckpt")
+    return VLAAgent(model, ActionNormalizer(), ExecutionConfig(**cfg), checkpoint="ckpt")
 
 
 def _obs(rng) -> dict:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.vla.agent import AgentConfig, VLAAgent, VLAPolicy
+from agents.vla.agent import ExecutionConfig, VLAAgent, VLAPolicy
 from agents.vla.inference import EpisodeStream, new_episode, step_episodes
 from harness.data.normalization import ActionNormalizer
 from tests.vla_helpers import INSTRUCTIONS, WINDOW, build_model, frames_of, make_batch, tiny_dir  # noqa: F401
@@ -92,8 +92,8 @@ def test_a_policy_steps_sessions_as_agents_step_alone(tiny_dir, execution):
     per session; a session reset between subtasks starts afresh."""
     model = build_model(tiny_dir, "tiny_llava", head="lstm", gripper=True, proprio=True)
     cfg = dict(execution=execution, exec_horizon=2)
-    policy = VLAPolicy(model, ActionNormalizer(), AgentConfig(**cfg))
-    agents = [VLAAgent(model, ActionNormalizer(), AgentConfig(**cfg)) for _ in range(3)]
+    policy = VLAPolicy(model, ActionNormalizer(), ExecutionConfig(**cfg))
+    agents = [VLAAgent(model, ActionNormalizer(), ExecutionConfig(**cfg)) for _ in range(3)]
     sessions = [policy.new_session() for _ in agents]
     rng = np.random.default_rng(0)
     for t in range(6):

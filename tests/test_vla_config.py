@@ -8,16 +8,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agents.vla.agent import AgentConfig, load_agent
+from agents.vla.agent import ExecutionConfig, load_agent
 from agents.vla.config import VLAConfig
 from agents.vla.tiny import TinySize, build_tiny
+from harness.train.config import compose_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.mark.parametrize("path", sorted((CONFIGS / "model").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_model_config_builds_a_vla_config(path):
-    cfg = VLAConfig.from_dict(yaml.safe_load(path.read_text()))
+    """Each preset composes over VLAConfig's defaults (`- base`) and sets only some of the keys."""
+    preset = yaml.safe_load(path.read_text())
+    assert preset["defaults"] == ["base", "_self_"]
+    resolved = compose_config(["data.path=unused", "output_dir=unused", "run_name=x", f"model={path.stem}"])["model"]
+    cfg = VLAConfig.from_dict(resolved)
+    assert resolved == VLAConfig().to_dict() | {k: resolved[k] for k in preset if k != "defaults"}
     assert VLAConfig.from_dict(cfg.to_dict()) == cfg
     if cfg.backbone.tiny is None:
         assert "/" in cfg.backbone.pretrained  # a hub id
@@ -25,8 +31,16 @@ def test_every_model_config_builds_a_vla_config(path):
 
 def test_agent_config_keys_are_load_agent_arguments():
     keys = set(yaml.safe_load((CONFIGS / "agent" / "vla.yaml").read_text())) - {"name"}
-    accepted = set(inspect.signature(load_agent).parameters) | set(AgentConfig.__dataclass_fields__)
+    accepted = set(inspect.signature(load_agent).parameters) | set(ExecutionConfig.__dataclass_fields__)
     assert keys <= accepted, keys - accepted
+
+
+def test_chunk_size_reads_robovlms_fwd_pred_next_n():
+    """Configs and checkpoints written with RoboVLMs' name still load; the code reads either name."""
+    cfg = VLAConfig.from_dict({"fwd_pred_next_n": 5})
+    assert cfg.chunk_size == cfg.fwd_pred_next_n == 5 and "fwd_pred_next_n" not in cfg.to_dict()
+    with pytest.raises(ValueError, match="set chunk_size or its alias fwd_pred_next_n, not both"):
+        VLAConfig.from_dict({"fwd_pred_next_n": 5, "chunk_size": 5})
 
 
 def test_config_errors_name_the_key():
@@ -36,7 +50,7 @@ def test_config_errors_name_the_key():
         VLAConfig.from_dict({"head": {"type": "transformer"}})
     with pytest.raises(ValueError, match="history must be one of"):
         VLAConfig.from_dict({"history": "pre"})
-    with pytest.raises(ValueError, match="unknown agent options"):
+    with pytest.raises(ValueError, match=r"agent: unknown keys \[.execute.\]"):
         load_agent("nowhere", execute="chunk")
 
 

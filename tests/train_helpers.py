@@ -32,7 +32,7 @@ TINY = [
     "trainer=cpu",
     "++model.backbone.tiny_size={hidden:64,vision_hidden:32,image_size:32,layers:1,vision_layers:1}",
     "model.head.hidden_size=32", "model.head.num_layers=1",
-    "model.window_size=4", "model.fwd_pred_next_n=2",  # the data's windows follow (configs/train.yaml)
+    "model.window_size=4", "model.chunk_size=2",  # the data's windows follow the model
     "data.augment=false", "trainer.num_workers=0", "trainer.progress=false", "trainer.log_every=1",
     "trainer.val_samples=16", "optim.lr=1e-3", "optim.warmup_epochs=0", "optim.warmup_steps=2",
 ]
@@ -46,14 +46,9 @@ def dataset(tmp_path_factory) -> Path:
 
 def compose(data: Path, out: Path, *overrides: str) -> dict[str, Any]:
     """configs/train.yaml with the tiny overrides, resolved, as the hydra app would see it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
+    from harness.train.config import compose_config
 
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-        cfg = hydra_compose("train", overrides=[*TINY, f"data.path={data}", f"output_dir={out}", "run_name=test",
-                                                *overrides])
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # as harness.train.__main__
+    return compose_config([*TINY, f"data.path={data}", f"output_dir={out}", "run_name=test", *overrides])
 
 
 def config(data: Path, out: Path, *overrides: str):

@@ -50,7 +50,7 @@ def make_config(folder: Path, name: str, head: str = "lstm", history: str = "pos
         head=HeadConfig(type=head, hidden_size=64, num_layers=2, num_heads=4, n_bins=32),
         loss=LossConfig(arm_weight=1.0, gripper_weight=0.1),
         finetune=FinetuneConfig(**finetune),
-        history=history, window_size=window, fwd_pred_next_n=chunk, use_gripper_image=gripper, use_proprio=proprio,
+        history=history, window_size=window, chunk_size=chunk, use_gripper_image=gripper, use_proprio=proprio,
     )
 
 

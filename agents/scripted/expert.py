@@ -16,6 +16,7 @@ from agents.base import AgentSpec
 from agents.scripted.control import TargetController, Waypoint
 from agents.scripted.skills import task_skill
 from agents.scripted.world import World
+from harness.envs.base import EnvDescription
 from harness.sim.layout import get_layout
 from harness.tasks import task_for_instruction
 
@@ -23,16 +24,25 @@ MAX_WAYPOINTS_PER_STEP = 8  # reached waypoints are skipped within one step, up 
 
 
 class ScriptedExpert:
-    """Privileged, camera-free, deterministic."""
+    """Privileged, camera-free, deterministic. It plans in the scene of the env it is bound to: the
+    evaluation and the recorder call `bind_env(env.description)`, so the layout is always the env's own."""
 
-    def __init__(self, scene: str = "D") -> None:
-        self.layout = get_layout(scene)
-        self.spec = AgentSpec(name="scripted", action_type="relative", cameras=(), privileged=True, extra={"scene": self.layout.name})
-        self.world = World(self.layout)
+    def __init__(self) -> None:
+        self.spec = AgentSpec(name="scripted", action_type="relative", cameras=(), privileged=True)
+        self.world: World | None = None
         self.controller = TargetController()
         self._task: str | None = None
         self._skill: Iterator[Waypoint] | None = None
         self._waypoint: Waypoint | None = None
+
+    def bind_env(self, description: EnvDescription) -> None:
+        """Plan in the layout of the env's scene from now on."""
+        layout = get_layout(description.scene)
+        if self.world is not None and self.world.layout is layout:
+            return
+        self.world = World(layout)
+        self.spec = AgentSpec(name="scripted", action_type="relative", cameras=(), privileged=True,
+                              extra={"scene": layout.name})
 
     def new_chain(self, seed: int) -> None:
         """A new episode in a reset env: nothing of the previous one may carry over (the controller's
@@ -49,6 +59,9 @@ class ScriptedExpert:
         self._waypoint = None
 
     def step(self, obs: dict[str, Any], instruction: str) -> np.ndarray:
+        if self.world is None:
+            raise ValueError("the scripted expert knows no scene yet: call bind_env(env.description) first "
+                             "(the evaluation and the recorder do)")
         task = task_for_instruction(instruction)
         self.world.update(obs)
         self.controller.sync(self.world.robot_obs)

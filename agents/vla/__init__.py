@@ -20,7 +20,7 @@ from typing import Any
 _EXPORTS = {
     "VLAConfig": "config", "BackboneConfig": "config", "HeadConfig": "config", "LossConfig": "config",
     "FinetuneConfig": "config", "VLAModel": "model", "save_checkpoint": "checkpoint",
-    "load_checkpoint": "checkpoint", "VLAAgent": "agent", "AgentConfig": "agent", "load_agent": "agent",
+    "load_checkpoint": "checkpoint", "VLAAgent": "agent", "ExecutionConfig": "agent", "load_agent": "agent",
     "VLAPolicy": "agent", "load_policy": "agent",
     "EpisodeStream": "inference", "build_tiny": "tiny",
 }

@@ -28,6 +28,7 @@ import torch
 
 from agents.base import AgentSpec
 from harness.data.normalization import ActionNormalizer
+from harness.strict_config import from_mapping
 
 from .inference import EpisodeState, new_episode, step_episodes
 from .model import VLAModel
@@ -37,9 +38,11 @@ METRES_PER_UNIT = 0.02  # CALVIN relative action: position delta per unit of the
 
 
 @dataclass
-class AgentConfig:
+class ExecutionConfig:
+    """How the agent turns the model's chunks into one action per step (configs/agent/vla.yaml)."""
+
     execution: str = "replan"
-    exec_horizon: int = 1  # chunk: actions executed per chunk (1 <= k <= fwd_pred_next_n)
+    exec_horizon: int = 1  # chunk: actions executed per chunk (1 <= k <= the model's chunk_size)
     ensemble_decay: float = 0.1
     use_cache: bool = True  # False: re-run the whole window every step (the baseline)
 
@@ -51,7 +54,7 @@ class AgentConfig:
 
     def check_chunk(self, chunk: int) -> None:
         if self.execution == "chunk" and self.exec_horizon > chunk:
-            raise ValueError(f"exec_horizon {self.exec_horizon} exceeds the chunk length fwd_pred_next_n={chunk}")
+            raise ValueError(f"exec_horizon {self.exec_horizon} exceeds the model's chunk_size={chunk}")
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -86,12 +89,12 @@ class VLAPolicy:
     together: `step_batch` runs the model once for all of them (`inference.step_episodes`). A policy
     server serves one; `VLAAgent` is one session of one."""
 
-    def __init__(self, model: VLAModel, normalizer: ActionNormalizer, cfg: AgentConfig | None = None,
+    def __init__(self, model: VLAModel, normalizer: ActionNormalizer, cfg: ExecutionConfig | None = None,
                  checkpoint: str | None = None):
         self.model = model.eval()
         self.normalizer = normalizer
-        self.cfg = cfg or AgentConfig()
-        chunk = model.cfg.fwd_pred_next_n
+        self.cfg = cfg or ExecutionConfig()
+        chunk = model.cfg.chunk_size
         self.cfg.check_chunk(chunk)
         self.device = next(model.parameters()).device
         self.spec = AgentSpec(
@@ -102,7 +105,7 @@ class VLAPolicy:
         )
 
     def new_session(self) -> Session:
-        return Session(new_episode(self.model), chunks=deque(maxlen=self.model.cfg.fwd_pred_next_n))
+        return Session(new_episode(self.model), chunks=deque(maxlen=self.model.cfg.chunk_size))
 
     def reset(self, session: Session) -> None:
         """A new episode in the session (the start of a subtask)."""
@@ -178,7 +181,7 @@ class VLAPolicy:
 class VLAAgent:
     """One session of a `VLAPolicy` behind the agent protocol (`agents.base.Agent`)."""
 
-    def __init__(self, model: VLAModel, normalizer: ActionNormalizer, cfg: AgentConfig | None = None,
+    def __init__(self, model: VLAModel, normalizer: ActionNormalizer, cfg: ExecutionConfig | None = None,
                  checkpoint: str | None = None):
         self.policy = VLAPolicy(model, normalizer, cfg, checkpoint)
         self.model, self.spec = self.policy.model, self.policy.spec
@@ -194,17 +197,15 @@ class VLAAgent:
         return self.policy.planned_tcp_path(self.session)
 
 
-def _options(device: str, dtype: str | torch.dtype | None, agent_cfg: dict[str, Any]) -> tuple[torch.device, torch.dtype, AgentConfig]:
-    unknown = set(agent_cfg) - set(AgentConfig.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"unknown agent options {sorted(unknown)}; known: {sorted(AgentConfig.__dataclass_fields__)}")
+def _options(device: str, dtype: str | torch.dtype | None, agent_cfg: dict[str, Any]) -> tuple[torch.device, torch.dtype, ExecutionConfig]:
+    execution = from_mapping(ExecutionConfig, agent_cfg, "agent")
     try:
         dev = torch.device(device)
     except RuntimeError as e:
         raise ValueError(f"device={device!r} is not a device ({e})") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r}, but this machine has no CUDA device")
-    return dev, resolve_dtype(dtype, dev), AgentConfig(**agent_cfg)
+    return dev, resolve_dtype(dtype, dev), execution
 
 
 def check_agent_options(checkpoint: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = "auto",
@@ -214,12 +215,12 @@ def check_agent_options(checkpoint: str | Path, device: str = "cpu", dtype: str 
     from .checkpoint import inspect_checkpoint
 
     _, _, cfg = _options(device, dtype, agent_cfg)
-    cfg.check_chunk(inspect_checkpoint(checkpoint).cfg.fwd_pred_next_n)
+    cfg.check_chunk(inspect_checkpoint(checkpoint).cfg.chunk_size)
 
 
 def load_policy(checkpoint: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = "auto",
                 **agent_cfg: Any) -> VLAPolicy:
-    """Load a checkpoint folder into a ready policy (any number of sessions). `agent_cfg`: AgentConfig
+    """Load a checkpoint folder into a ready policy (any number of sessions). `agent_cfg`: ExecutionConfig
     fields (execution, ...); the keys of configs/agent/vla.yaml other than `name` map onto these arguments."""
     from .checkpoint import load_checkpoint
 

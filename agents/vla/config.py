@@ -1,15 +1,24 @@
 """Dataclass configs of the VLA model: backbone, history, head, loss and fine-tuning.
 
-The hydra group `configs/model/*.yaml` mirrors `VLAConfig` field for field; `VLAConfig.from_dict` turns a
-resolved mapping back into dataclasses and rejects unknown keys, so a typo in a config fails at start-up
-instead of silently falling back to a default. The same dict is written into every checkpoint's
-`config.yaml`.
+`VLAConfig`'s defaults are the base every preset of the hydra group `configs/model/*.yaml` builds on (a
+preset sets only what differs); `VLAConfig.from_dict` turns a resolved mapping back into dataclasses and
+rejects unknown keys and mistyped values, so a typo in a config fails at start-up instead of silently
+falling back to a default. The same dict is written into every checkpoint's `config.yaml`.
+
+The model owns the shape of its training samples: `window_size` frames of history, a chunk of `chunk_size`
+actions per frame (RoboVLMs' `fwd_pred_next_n`, accepted as an alias when reading a config), the cameras and
+proprioception. The dataset derives its windows from them (`window_spec()`), as the trainer builds it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
+
+from harness.strict_config import from_mapping, plain
+
+if TYPE_CHECKING:
+    from harness.data.windows import WindowSpec
 
 HISTORY_MODES = ("post", "interleaved")
 HEAD_TYPES = ("mlp", "lstm", "gpt", "discrete")
@@ -111,44 +120,39 @@ class VLAConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     history: str = "post"  # post: one VLM pass per frame, fusion in the head; interleaved: one pass per window
-    window_size: int = 8
-    fwd_pred_next_n: int = 10  # chunk length C predicted at every frame
-    use_gripper_image: bool = False
-    use_proprio: bool = False  # robot_obs becomes one [PROPRIO] token before [LRN]
+    window_size: int = 8  # frames of history per sample
+    chunk_size: int = 10  # actions C predicted at every frame (RoboVLMs: fwd_pred_next_n)
+    use_gripper_image: bool = False  # the gripper camera besides the static one
+    use_proprio: bool = True  # robot_obs becomes one [PROPRIO] token before [LRN]
 
     def __post_init__(self) -> None:
         if self.history not in HISTORY_MODES:
             raise ValueError(f"history must be one of {HISTORY_MODES}, got {self.history!r}")
-        if self.window_size < 1 or self.fwd_pred_next_n < 1:
-            raise ValueError(
-                f"window_size and fwd_pred_next_n must be >= 1, got {self.window_size}, {self.fwd_pred_next_n}"
-            )
+        if self.window_size < 1 or self.chunk_size < 1:
+            raise ValueError(f"window_size and chunk_size must be >= 1, got {self.window_size}, {self.chunk_size}")
+
+    @property
+    def fwd_pred_next_n(self) -> int:
+        """RoboVLMs' name of `chunk_size`."""
+        return self.chunk_size
 
     @property
     def cameras(self) -> tuple[str, ...]:
         return ("static", "gripper") if self.use_gripper_image else ("static",)
 
+    def window_spec(self) -> "WindowSpec":
+        """What one training sample must hold for this model: the dataset's windows follow it."""
+        from harness.data.windows import WindowSpec
+
+        return WindowSpec(self.window_size, self.chunk_size, self.cameras, self.use_proprio)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return plain(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "VLAConfig":
-        return _from_dict(cls, d, "model")
-
-
-def _from_dict(cls: type, d: Mapping[str, Any], where: str) -> Any:
-    """Build dataclass `cls` from a mapping, recursing into nested dataclass fields; unknown keys raise."""
-    if not isinstance(d, Mapping):
-        raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(d) - set(known))
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; known keys are {sorted(known)}")
-    kwargs = {}
-    for name, value in d.items():
-        default = known[name].default_factory() if callable(known[name].default_factory) else None
-        if is_dataclass(default) and value is not None:
-            kwargs[name] = _from_dict(type(default), value, f"{where}.{name}")
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
+        if isinstance(d, Mapping) and "fwd_pred_next_n" in d:  # RoboVLMs' name (and checkpoints written before)
+            if "chunk_size" in d:
+                raise ValueError("model: set chunk_size or its alias fwd_pred_next_n, not both")
+            d = {("chunk_size" if k == "fwd_pred_next_n" else k): v for k, v in d.items()}
+        return from_mapping(cls, d, "model")

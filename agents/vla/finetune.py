@@ -4,18 +4,16 @@ and the per-part trainable-parameter report.
 The VLA's own parts (the added token rows incl. [LRN], the proprio encoder and the head) always train.
 An untied LM head is frozen unless `train_lm_head` is set: the action losses never reach it, and an
 unused trainable parameter breaks DDP.
+
+The functions take a VLA model (`agents.vla.model.VLAModel`, whose `build` calls `apply_finetune`) and read
+its parts by name: `backbone` (the adapter), `vlm`, `embed`, `head`, `proprio`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from torch import nn
 
 from .config import FinetuneConfig
-
-if TYPE_CHECKING:
-    from .model import VLAModel
 
 
 def _set(module: nn.Module | None, trainable: bool) -> None:
@@ -29,7 +27,7 @@ def lora_target_modules(language_model: nn.Module) -> list[str]:
     return [name for name, m in language_model.named_modules() if isinstance(m, nn.Linear)]
 
 
-def apply_finetune(model: "VLAModel", cfg: FinetuneConfig) -> None:
+def apply_finetune(model: nn.Module, cfg: FinetuneConfig) -> None:
     """Set `requires_grad` (and inject LoRA, enable checkpointing) on `model` as `cfg` says."""
     bb = model.backbone
     lm = bb.language_model
@@ -72,7 +70,7 @@ def apply_finetune(model: "VLAModel", cfg: FinetuneConfig) -> None:
             model.vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def freeze_unreached(model: "VLAModel", batch: dict) -> list[str]:
+def freeze_unreached(model: nn.Module, batch: dict) -> list[str]:
     """Freeze the trainable parameters that the loss of `batch` does not reach; return their names.
 
     Some backbone parts never feed the [LRN] feature (e.g. LLaVA reads the vision tower's hidden states, so
@@ -90,7 +88,7 @@ def freeze_unreached(model: "VLAModel", batch: dict) -> list[str]:
     return unreached
 
 
-def parameter_report(model: "VLAModel") -> list[tuple[str, int, int]]:
+def parameter_report(model: nn.Module) -> list[tuple[str, int, int]]:
     """(part, trainable, total) per part; tied weights are counted once, in the first part listed."""
     bb = model.backbone
     head = bb.lm_head

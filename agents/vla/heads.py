@@ -1,6 +1,6 @@
 """Policy heads over the per-frame [LRN] features, and their losses.
 
-Continuous heads map features (B, W, H) to, for every frame, a chunk of C = fwd_pred_next_n actions:
+Continuous heads map features (B, W, H) to, for every frame, a chunk of C = chunk_size actions:
 6 arm values through tanh (normalised space) and one gripper logit each. They also run incrementally
 (`init_state` / `step_batch`), one new frame per episode at a time, with the same result as `forward` over
 the window. `step_batch` advances any number of episodes in one call, each with its own state and at its

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import torch
 
 from .backbones import BackboneCache
-from .model import FRAME_KEYS, Batch, VLAModel
+from .model import PER_FRAME_INPUTS, Batch, VLAModel
 
 
 @dataclass
@@ -102,7 +102,7 @@ class EpisodeStream:
 def stack_frames(frames: list[Batch]) -> Batch:
     """Samples (windows of equal length) -> one batch: tensors concatenated along the batch axis."""
     batch: Batch = {"instruction": [i for f in frames for i in f["instruction"]]}
-    for key in FRAME_KEYS:
+    for key in PER_FRAME_INPUTS:
         if key in frames[0]:
             batch[key] = torch.cat([f[key] for f in frames], dim=0)
     return batch
@@ -110,8 +110,8 @@ def stack_frames(frames: list[Batch]) -> Batch:
 
 def _window(state: EpisodeState) -> Batch:
     first = state.frames[0]
-    window = {k: v for k, v in first.items() if k not in FRAME_KEYS}
-    for k in FRAME_KEYS:
+    window = {k: v for k, v in first.items() if k not in PER_FRAME_INPUTS}
+    for k in PER_FRAME_INPUTS:
         if k in first:
             window[k] = torch.cat([f[k] for f in state.frames], dim=1)
     return window
@@ -131,7 +131,7 @@ def _grouped(samples: list[Batch], key: Callable[[Batch], Any], run: Callable[[B
 
 def _shapes(sample: Batch) -> tuple:
     """What must agree for samples to share one batch: window length and image sizes."""
-    return tuple(tuple(sample[k].shape[1:]) for k in FRAME_KEYS if k in sample)
+    return tuple(tuple(sample[k].shape[1:]) for k in PER_FRAME_INPUTS if k in sample)
 
 
 def _rerun_windows(model: VLAModel, states: list[EpisodeState]) -> torch.Tensor:
@@ -169,4 +169,4 @@ def _chunks(arm: torch.Tensor, grip_logits: torch.Tensor) -> torch.Tensor:
 
 
 def _bins_to_chunks(model: VLAModel, bins: torch.Tensor) -> torch.Tensor:
-    return model.bins.decode(bins.view(bins.shape[0], model.cfg.fwd_pred_next_n, -1)).float()
+    return model.bins.decode(bins.view(bins.shape[0], model.cfg.chunk_size, -1)).float()

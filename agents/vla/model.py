@@ -31,6 +31,7 @@ from torch import nn
 
 from .backbones import BackboneAdapter, BackboneCache, load_backbone
 from .config import VLAConfig
+from .finetune import apply_finetune, format_parameter_report, parameter_report
 from .heads import ARM_DIM, DiscreteHead, build_head, continuous_loss, discrete_loss
 from .tokens import ActionBins, AddedTokenEmbedding, add_vla_tokens
 
@@ -83,7 +84,7 @@ class VLAModel(nn.Module):
         self.vlm.set_input_embeddings(AddedTokenEmbedding(embed, [self.lrn_id, self.proprio_id, *ids["actions"]]))
         hidden = backbone.hidden_size
         self.proprio = ProprioEncoder(hidden) if cfg.use_proprio else None
-        self.head = build_head(cfg.head, hidden, cfg.fwd_pred_next_n, cfg.window_size)
+        self.head = build_head(cfg.head, hidden, cfg.chunk_size, cfg.window_size)
         self.bins = ActionBins(cfg.head.n_bins)
         self._bounded_cache: dict[str, str] = {}  # long instruction -> its cut
         self._warned_cut = False
@@ -92,8 +93,6 @@ class VLAModel(nn.Module):
     def build(cls, cfg: VLAConfig, verbose: bool = True) -> "VLAModel":
         """Load/construct the backbone named by `cfg.backbone`, add the VLA parts, apply `cfg.finetune`;
         print the trainable parameters per part."""
-        from .finetune import apply_finetune, format_parameter_report, parameter_report
-
         model = cls(cfg, load_backbone(cfg.backbone))
         apply_finetune(model, cfg.finetune)
         if verbose:
@@ -110,7 +109,7 @@ class VLAModel(nn.Module):
 
     @property
     def n_action_tokens(self) -> int:
-        return self.cfg.fwd_pred_next_n * ACTION_DIM
+        return self.cfg.chunk_size * ACTION_DIM
 
     # ------------------------------------------------------------------ inputs
     def _check(self, batch: Batch, need_actions: bool) -> tuple[int, int]:
@@ -126,9 +125,9 @@ class VLAModel(nn.Module):
         if len(batch["instruction"]) != b:
             raise ValueError(f"batch['instruction'] has {len(batch['instruction'])} entries for batch size {b}")
         if need_actions:
-            expect = (b, w, self.cfg.fwd_pred_next_n, ACTION_DIM)
+            expect = (b, w, self.cfg.chunk_size, ACTION_DIM)
             if tuple(batch["actions"].shape) != expect:
-                raise ValueError(f"batch['actions'] must have shape {expect} (B, W, fwd_pred_next_n, 7), got {tuple(batch['actions'].shape)}")
+                raise ValueError(f"batch['actions'] must have shape {expect} (B, W, chunk_size, 7), got {tuple(batch['actions'].shape)}")
             if tuple(batch["action_mask"].shape) != expect[:3]:
                 raise ValueError(f"batch['action_mask'] must have shape {expect[:3]}, got {tuple(batch['action_mask'].shape)}")
         return b, w
@@ -254,7 +253,7 @@ class VLAModel(nn.Module):
             # the [LRN] state predicts action token 0, action token k predicts token k + 1
             positions = tokens.lrn_index.unsqueeze(-1) + torch.arange(self.n_action_tokens, device=hidden.device)
             h = _gather(hidden, positions.flatten(1))
-            logits = self.head.logits(h).view(b, w, self.cfg.fwd_pred_next_n, ACTION_DIM, -1)
+            logits = self.head.logits(h).view(b, w, self.cfg.chunk_size, ACTION_DIM, -1)
             return discrete_loss(logits, bins, mask, self.cfg.loss)
         arm, grip = self.head(self.features(batch))
         return continuous_loss(arm, grip, actions, mask, self.cfg.loss)
@@ -267,7 +266,7 @@ class VLAModel(nn.Module):
         if not self.discrete:
             arm, grip = self.head(self.features(batch))
             return torch.cat([arm, torch.sigmoid(grip).unsqueeze(-1)], dim=-1).float()
-        out = torch.empty(b, w, self.cfg.fwd_pred_next_n, ACTION_DIM, device=batch["rgb_static"].device)
+        out = torch.empty(b, w, self.cfg.chunk_size, ACTION_DIM, device=batch["rgb_static"].device)
         sizes = self._image_sizes(batch)
         groups: dict[int, list[int]] = {}
         for i, instruction in enumerate(batch["instruction"]):  # equal prompt lengths decode together unpadded
@@ -279,7 +278,7 @@ class VLAModel(nn.Module):
             else:
                 cache = BackboneCache()
                 bins = torch.stack([self.decode_actions(frame(sub, t), cache, continuing=t > 0) for t in range(w)], 1)
-            out[idx] = self.bins.decode(bins.view(len(idx), w, self.cfg.fwd_pred_next_n, ACTION_DIM))
+            out[idx] = self.bins.decode(bins.view(len(idx), w, self.cfg.chunk_size, ACTION_DIM))
         return out
 
     @torch.no_grad()
@@ -429,9 +428,9 @@ def select(batch: Batch, idx: list[int]) -> Batch:
     return out
 
 
-FRAME_KEYS = ("rgb_static", "rgb_gripper", "robot_obs")
+PER_FRAME_INPUTS = ("rgb_static", "rgb_gripper", "robot_obs")
 
 
 def frame(batch: Batch, t: int) -> Batch:
     """The window of length 1 at frame `t` (per-frame keys sliced, the rest kept)."""
-    return {k: (v[:, t : t + 1] if k in FRAME_KEYS else v) for k, v in batch.items() if k not in ("actions", "action_mask")}
+    return {k: (v[:, t : t + 1] if k in PER_FRAME_INPUTS else v) for k, v in batch.items() if k not in ("actions", "action_mask")}

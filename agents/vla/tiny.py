@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .processors import ImageTextProcessor
+
 # Phrasings of the 34 CALVIN tasks and the prompt words (written for this project; the BPE merges are
 # learnt from them, the byte alphabet covers any other text).
 TASK_CORPUS = """
@@ -263,8 +265,6 @@ def _tiny_idefics3_like(family: str, size: TinySize):
     image_processor = ImageProcessor(size={"longest_edge": px}, max_image_size={"longest_edge": px},
                                      do_image_splitting=False, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     if family == "smolvlm":  # SmolVLMProcessor cannot be built without torchvision (its video processor needs it)
-        from .backbones import ImageTextProcessor
-
         processor = ImageTextProcessor(image_processor, tokenizer, _CHAT_TEMPLATES[family], image_token="<image>",
                                        processor_class="SmolVLMProcessor", settings={"image_seq_len": image_seq_len})
     else:
@@ -280,8 +280,6 @@ def _tiny_idefics3_like(family: str, size: TinySize):
 def _tiny_qwen2_vl(size: TinySize):
     from transformers import AutoModelForImageTextToText, Qwen2VLConfig
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    from .backbones import ImageTextProcessor
 
     tokenizer = build_tokenizer("qwen2_vl")
     # 200x200 static frames -> the multiple of 28 above image_size (112 px: 8x8 patches of 14 -> 16 tokens);

@@ -1,17 +1,19 @@
-"""`python -m harness.data record OUT`, `check PATH [--sync]` and `convert SRC DST`."""
+"""`python -m harness.data check PATH [--sync]` and `convert SRC DST` (vla-harness-data; recording a dataset: `python -m harness.record`).
+
+Options follow harness/tool_args.py's convention (`--option VALUE`, several values one after another).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from harness.data.check import check_path, summary_dict
 from harness.data.images import RESIZE_MODES
-from harness.data.record import RecordConfig, record_dataset
 from harness.data.shards import DEFAULT_KEYS, convert, directory_size
 from harness.data.sync import check_sync
+from harness.tool_args import several
 
 
 def positive_int(text: str) -> int:
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     v = sub.add_parser("convert", help="convert per-frame npz splits to memory-mapped shards")
     v.add_argument("src", help="dataset root or split folder")
     v.add_argument("dst", help="destination folder (must not exist per split)")
-    v.add_argument("--split", action="append", help="convert only these splits (repeatable)")
+    v.add_argument("--split", nargs="+", help="convert only these splits")
     v.add_argument("--frames", choices=("all", "annotated"), default="all", help="all frames, or only those inside annotations")
     v.add_argument("--keys", nargs="+", default=list(DEFAULT_KEYS), help="frame keys to store")
     v.add_argument("--resize", nargs="+", default=[], metavar="KEY=EDGE",
@@ -49,31 +51,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="interpolation of --resize; use the model's (its image processor's resample; bicubic for the tiny presets)")
     v.add_argument("--shard-frames", type=int, default=2048, help="frames per shard")
     v.add_argument("--workers", type=int, default=1, help="processes converting shards in parallel")
-    r = sub.add_parser("record", help="record a CALVIN-format dataset with the scripted expert (resumable)")
-    r.add_argument("out", help="dataset root (training/ and validation/ inside)")
-    r.add_argument("--scenes", default="D", help="scenes of the training split, e.g. D or ABC (validation is D)")
-    r.add_argument("--episodes", type=int, default=100, help="training episodes (task chains) per scene")
-    r.add_argument("--val-episodes", type=int, default=10, help="validation episodes, scene D")
-    r.add_argument("--chain-length", type=int, default=5, help="tasks per episode, 1..5")
-    r.add_argument("--tasks", help="comma-separated task names to draw from (default: all 34)")
-    r.add_argument("--ep-len", type=int, default=360, help="steps allowed per subtask")
-    r.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="recording processes")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--balance", action="store_true", help="draw tasks so that each is about equally frequent")
-    r.add_argument("--embedding-model", help="sentence-embedding model (hub name or folder) for language.emb")
-    r.add_argument("--env", default="builtin", help="env backend that records: builtin, or calvin (the real calvin_env)")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["record"]:
+        ap.error("recording moved: python -m harness.record OUT [options] (or scripts/collect_data.sh)")
     args = ap.parse_args(argv)
-
-    if args.cmd == "record":
-        cfg = RecordConfig(
-            out=args.out, scenes=tuple(args.scenes), episodes=args.episodes, val_episodes=args.val_episodes,
-            chain_length=args.chain_length, tasks=tuple(args.tasks.split(",")) if args.tasks else None,
-            ep_len=args.ep_len, workers=args.workers, seed=args.seed, embedding_model=args.embedding_model,
-            balance=args.balance, env=args.env,
-        )
-        summary = record_dataset(cfg, progress=sys.stderr.isatty())
-        print(json.dumps(summary))
-        return 0
 
     if args.cmd == "check":
         reports = check_path(args.path, split=args.split, sample=args.sample, progress=sys.stderr.isatty(), quick=args.quick)
@@ -85,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n\n".join([r.render() for r in reports] + [s.render() for s in syncs]))
         return 1 if any(r.errors for r in [*reports, *syncs]) else 0
 
-    results = convert(args.src, args.dst, splits=args.split, keys=args.keys, frames=args.frames,
-                      resize=_key_sizes(ap, args.resize), resize_mode=args.resize_mode,
+    results = convert(args.src, args.dst, splits=several(args.split), keys=several(args.keys), frames=args.frames,
+                      resize=_key_sizes(ap, several(args.resize)), resize_mode=args.resize_mode,
                       shard_frames=args.shard_frames, workers=args.workers)
     for r in results:
         print(f"{r['split']}: {r['frames']} frames in {r['shards']} shards, {r['bytes'] / 2**20:.1f} MiB")

@@ -1,79 +1,47 @@
 """The data config (hydra group `data`, configs/data/calvin.yaml) and the builders of window datasets.
 
+What a window holds (frames, chunk, cameras, proprioception) is the model's (`VLAConfig.window_spec()`);
+the data config says where the data is and how windows are drawn from it (`WindowOptions`).
 `exclude_tasks` and `n_shot` select training segments only: validation keeps every task so that its
 loss also measures the held-out ones. Augmentation is never applied to validation.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from harness.data.calvin_format import STATISTICS, read_statistics
 from harness.data.normalization import ActionNormalizer
 from harness.data.shards import ShardFrameSource
-from harness.data.windows import FrameSource, NpzFrameSource, WindowConfig, WindowDataset
+from harness.data.windows import FrameSource, NpzFrameSource, WindowDataset, WindowOptions, WindowSpec
+from harness.strict_config import from_mapping, plain
+
+FORMATS = ("npz", "shards")
 
 
-def strict_from_dict(cls: type, d: Mapping[str, Any], what: str) -> Any:
-    """The dataclass `cls` from a flat mapping; unknown keys raise a ValueError naming them (`what`: the config)."""
-    names = {f.name for f in fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-        raise ValueError(f"unknown {what} keys {sorted(unknown)} (known: {sorted(names)})")
-    return cls(**dict(d))
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    path: str
-    format: str = "npz"  # "npz" (CALVIN's per-frame files) or "shards" (python -m harness.data convert)
+@dataclass(frozen=True, kw_only=True)
+class DataConfig(WindowOptions):
+    path: str  # dataset root with training/ and validation/
+    format: str = "npz"  # npz: CALVIN's per-frame files | shards: `python -m harness.data convert SRC DST`
     train_split: str = "training"
     val_split: str = "validation"
-    window_size: int = 8
-    fwd_pred_next_n: int = 10
-    use_gripper_image: bool = False
-    use_proprio: bool = True
-    augment: bool = True  # training split only
-    rgb_pad: int = 10
-    gripper_pad: int = 4
-    exclude_tasks: tuple[str, ...] = ()
-    n_shot: int | None = None
-    n_shot_seed: int = 0
-    drop_short_segments: bool = False
-    normalizer: Mapping[str, Any] = field(default_factory=lambda: {"mode": "clip_scale", "clip": 0.65})
+    # harness.data.normalization.ActionNormalizer, saved with every checkpoint: clip_scale | zscore (zscore
+    # defaults to statistics.yaml's rel_actions mean/std)
+    normalizer: dict[str, Any] = field(default_factory=lambda: {"mode": "clip_scale", "clip": 0.65})
 
     def __post_init__(self) -> None:
-        if self.format not in ("npz", "shards"):
+        super().__post_init__()
+        if self.format not in FORMATS:
             raise ValueError(f"data.format must be 'npz' or 'shards', got {self.format!r}")
-        object.__setattr__(self, "exclude_tasks", tuple(self.exclude_tasks))
-        object.__setattr__(self, "normalizer", dict(self.normalizer))
-        self.window_config(train=True)  # validates the window settings now, before any data is read
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "DataConfig":
-        return strict_from_dict(cls, d, "data config")
+        return from_mapping(cls, d, "data")
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["exclude_tasks"] = list(self.exclude_tasks)
-        return d
-
-    def window_config(self, train: bool) -> WindowConfig:
-        return WindowConfig(
-            window_size=self.window_size,
-            fwd_pred_next_n=self.fwd_pred_next_n,
-            use_gripper_image=self.use_gripper_image,
-            use_proprio=self.use_proprio,
-            augment=self.augment and train,
-            rgb_pad=self.rgb_pad,
-            gripper_pad=self.gripper_pad,
-            exclude_tasks=self.exclude_tasks if train else (),
-            n_shot=self.n_shot if train else None,
-            n_shot_seed=self.n_shot_seed,
-            drop_short_segments=self.drop_short_segments,
-        )
+        return plain(self)
 
     def split_name(self, train: bool) -> str:
         return self.train_split if train else self.val_split
@@ -109,7 +77,8 @@ def _rel_action_statistics(path: Path) -> tuple[list[float], list[float]]:
     return mean, std
 
 
-def build_dataset(cfg: DataConfig, train: bool, normalizer: ActionNormalizer | None = None) -> WindowDataset:
-    """Training (train=True) or validation windows. Pass the checkpoint's normaliser at eval time."""
+def build_dataset(cfg: DataConfig, spec: WindowSpec, train: bool, normalizer: ActionNormalizer | None = None) -> WindowDataset:
+    """Training (train=True) or validation windows of the shape `spec` (the model's `window_spec()`). Pass
+    the checkpoint's normaliser at eval time."""
     source = open_source(cfg.path, cfg.split_name(train), cfg.format)
-    return WindowDataset(source, cfg.window_config(train), normalizer or make_normalizer(cfg))
+    return WindowDataset(source, spec, normalizer or make_normalizer(cfg), cfg if train else cfg.for_validation())

@@ -18,7 +18,7 @@ shards (`harness.data.shards.ShardFrameSource`); both yield identical items.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -82,30 +82,54 @@ class NpzFrameSource:
 
 
 @dataclass(frozen=True)
-class WindowConfig:
-    window_size: int = 8
-    fwd_pred_next_n: int = 10
-    use_gripper_image: bool = False
-    use_proprio: bool = True  # robot_obs in the batch
-    augment: bool = False  # random shift; the builders turn it off for validation
+class WindowSpec:
+    """What one sample holds, decided by the model that trains on it (agents.vla.config.VLAConfig.window_spec):
+    `window_size` frames, `chunk_size` future actions per frame, these cameras, and robot_obs or not."""
+
+    window_size: int
+    chunk_size: int
+    cameras: tuple[str, ...] = ("static",)
+    proprio: bool = True  # robot_obs in the batch
+
+    def __post_init__(self) -> None:
+        for name in ("window_size", "chunk_size"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        unknown = sorted(set(self.cameras) - {"static", "gripper"})
+        if "static" not in self.cameras or unknown:
+            raise ValueError(f"cameras must be static, optionally with gripper; got {list(self.cameras)}")
+        object.__setattr__(self, "cameras", tuple(self.cameras))
+
+    @property
+    def gripper(self) -> bool:
+        return "gripper" in self.cameras
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowOptions:
+    """How windows are drawn from a dataset, whatever the model: augmentation and which segments train
+    (harness.data.config.DataConfig holds these with the dataset's location)."""
+
+    augment: bool = True  # random shift, drawn once per window; never for validation (`for_validation`)
     rgb_pad: int = 10  # static camera shift range, pixels
-    gripper_pad: int = 4
-    exclude_tasks: tuple[str, ...] = ()
-    n_shot: int | None = None  # keep n annotated segments per task
+    gripper_pad: int = 4  # gripper camera shift range, pixels
+    exclude_tasks: tuple[str, ...] = ()  # task names left out of training (validation keeps all)
+    n_shot: int | None = None  # keep n annotated segments per task for training
     n_shot_seed: int = 0
     drop_short_segments: bool = False  # else a segment shorter than window_size is an error
 
     def __post_init__(self) -> None:
-        for name in ("window_size", "fwd_pred_next_n"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"WindowConfig.{name} must be an integer >= 1, got {v!r}")
         for name in ("rgb_pad", "gripper_pad"):
             if getattr(self, name) < 0:
-                raise ValueError(f"WindowConfig.{name} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.n_shot is not None and self.n_shot < 1:
-            raise ValueError(f"WindowConfig.n_shot must be >= 1 or None, got {self.n_shot}")
+            raise ValueError(f"n_shot must be >= 1 or null, got {self.n_shot}")
         object.__setattr__(self, "exclude_tasks", tuple(self.exclude_tasks))
+
+    def for_validation(self) -> "WindowOptions":
+        """Validation windows: every task and segment, no augmentation."""
+        return replace(self, augment=False, exclude_tasks=(), n_shot=None)
 
 
 def random_shift(frames: np.ndarray, pad: int, dy: int, dx: int) -> np.ndarray:
@@ -126,7 +150,7 @@ def random_shift(frames: np.ndarray, pad: int, dy: int, dx: int) -> np.ndarray:
     return out
 
 
-def select_segments(lang: LangAnnotations, cfg: WindowConfig, where: str) -> np.ndarray:
+def select_segments(lang: LangAnnotations, window_size: int, cfg: WindowOptions, where: str) -> np.ndarray:
     """Indices of the annotations that make windows: exclusions, short segments, n-shot."""
     tasks = np.asarray(lang.task, dtype=object)
     unknown = sorted(set(cfg.exclude_tasks) - set(lang.task))
@@ -134,11 +158,11 @@ def select_segments(lang: LangAnnotations, cfg: WindowConfig, where: str) -> np.
         raise ValueError(f"exclude_tasks {unknown} are not tasks of {where} (tasks there: {sorted(set(lang.task))})")
     keep = np.flatnonzero(~np.isin(tasks, list(cfg.exclude_tasks)))
     lengths = lang.indx[keep, 1] - lang.indx[keep, 0] + 1
-    short = lengths < cfg.window_size
+    short = lengths < window_size
     if short.any() and not cfg.drop_short_segments:
         k = keep[int(np.argmin(lengths))]
         raise ValueError(
-            f"window_size={cfg.window_size} is longer than {int(short.sum())} of {len(keep)} annotated segments in "
+            f"window_size={window_size} is longer than {int(short.sum())} of {len(keep)} annotated segments in "
             f"{where} (shortest: entry {k}, {lang.task[k]!r}, {int(lengths.min())} frames); lower window_size or set "
             "drop_short_segments"
         )
@@ -158,11 +182,16 @@ def select_segments(lang: LangAnnotations, cfg: WindowConfig, where: str) -> np.
 
 
 class WindowDataset(Dataset):
-    """Windows of language-annotated segments; items are dicts of numpy arrays and strings."""
+    """Windows of language-annotated segments; items are dicts of numpy arrays and strings.
 
-    def __init__(self, source: FrameSource, config: WindowConfig, normalizer: ActionNormalizer):
+    `spec` (from the model) says what a window holds, `options` how windows are drawn (default: no
+    augmentation, every segment)."""
+
+    def __init__(self, source: FrameSource, spec: WindowSpec, normalizer: ActionNormalizer,
+                 options: WindowOptions | None = None):
         self.source = source
-        self.config = config
+        self.spec = spec
+        self.options = options if options is not None else WindowOptions(augment=False)
         self.normalizer = normalizer
         lang = source.lang
         runs = source.runs
@@ -172,9 +201,9 @@ class WindowDataset(Dataset):
                     f"{source.lang_where} [info.indx]: entry {i} ({lang.task[i]!r}) covers frames [{s}, {e}], which are not "
                     f"all frames of {source.name}"
                 )
-        self.segments = select_segments(lang, config, source.lang_where)
+        self.segments = select_segments(lang, spec.window_size, self.options, source.lang_where)
         self.lang = lang.select(self.segments)
-        counts = self.lang.indx[:, 1] - self.lang.indx[:, 0] + 2 - config.window_size
+        counts = self.lang.indx[:, 1] - self.lang.indx[:, 0] + 2 - spec.window_size
         self._cum = np.cumsum(counts)
 
     def __len__(self) -> int:
@@ -189,15 +218,15 @@ class WindowDataset(Dataset):
         return k, int(self.lang.indx[k, 0]) + index - before
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        cfg = self.config
-        W, C = cfg.window_size, cfg.fwd_pred_next_n
+        spec, opts = self.spec, self.options
+        W, C = spec.window_size, spec.chunk_size
         k, t0 = self.window(int(index))
         end = int(self.lang.indx[k, 1])
         act_stop = min(t0 + W + C - 1, end + 1)
         ranges = {"rel_actions": (t0, act_stop), "rgb_static": (t0, t0 + W)}
-        if cfg.use_gripper_image:
+        if spec.gripper:
             ranges["rgb_gripper"] = (t0, t0 + W)
-        if cfg.use_proprio:
+        if spec.proprio:
             ranges["robot_obs"] = (t0, t0 + W)
         data = self.source.read(ranges)
 
@@ -210,14 +239,14 @@ class WindowDataset(Dataset):
             "instruction": self.lang.ann[k],
             "task": self.lang.task[k],
         }
-        if cfg.use_gripper_image:
+        if spec.gripper:
             item["rgb_gripper"] = data["rgb_gripper"]
-        if cfg.use_proprio:
+        if spec.proprio:
             item["robot_obs"] = data["robot_obs"]
-        for key, pad in (("rgb_static", cfg.rgb_pad), ("rgb_gripper", cfg.gripper_pad)):
+        for key, pad in (("rgb_static", opts.rgb_pad), ("rgb_gripper", opts.gripper_pad)):
             if key not in item:
                 continue
-            if cfg.augment and pad > 0:
+            if opts.augment and pad > 0:
                 # torch's RNG: seeded per DataLoader worker and epoch, reproducible with manual_seed
                 dy, dx = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,)))
                 item[key] = random_shift(item[key], pad, dy, dx)

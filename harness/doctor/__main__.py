@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("checkpoint", help="a checkpoint folder (runs/train/NAME/checkpoints/last)")
     ap.add_argument("--data", help="dataset root (CALVIN npz or shards); default: the checkpoint's training data")
     ap.add_argument("--env", default="builtin", choices=ENV_BACKENDS, help="the evaluation's env backend (none: skip env checks)")
-    ap.add_argument("--scene", default="D")
+    ap.add_argument("--scene", default=DoctorConfig.scene, help="the evaluation's env.scene (default: %(default)s)")
     ap.add_argument("--renderer", default="tiny", help="tiny | egl")
     ap.add_argument("--env-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
                     help="an env option as in the evaluation's env.options (YAML value), e.g. camera_sizes={static:200}")

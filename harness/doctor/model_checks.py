@@ -12,7 +12,7 @@ from agents.vla.model import VLAModel
 from harness.data.calvin_format import LangAnnotations
 from harness.data.normalization import ActionNormalizer
 from harness.data.sync import spread
-from harness.data.windows import FrameSource, WindowConfig, WindowDataset, collate_windows
+from harness.data.windows import FrameSource, WindowDataset, WindowOptions, collate_windows
 from harness.doctor.report import Check, judged
 from harness.tasks import TASK_NAMES, eval_instruction
 
@@ -92,10 +92,7 @@ def predict_windows(model: VLAModel, normalizer: ActionNormalizer, source: Frame
     """The model's first action of every frame's chunk on `windows` recorded windows spread over the
     split, beside the recorded relative action of that frame: {"pred": normalised (N, 7), "data": (N, 7)}."""
     cfg = model.cfg
-    wc = WindowConfig(window_size=cfg.window_size, fwd_pred_next_n=cfg.fwd_pred_next_n,
-                      use_gripper_image=cfg.use_gripper_image, use_proprio=cfg.use_proprio, augment=False,
-                      drop_short_segments=True)
-    ds = WindowDataset(source, wc, normalizer)
+    ds = WindowDataset(source, cfg.window_spec(), normalizer, WindowOptions(augment=False, drop_short_segments=True))
     indices = spread(list(range(len(ds))), windows)
     device = next(model.parameters()).device
     pred = [model.predict(batch)[:, :, 0].float().cpu().numpy() for batch in _window_batches(ds, indices, device)]

@@ -1,69 +1,166 @@
-"""The hydra config (configs/eval.yaml and its env/agent groups) -> the evaluation's settings."""
+"""The evaluation's config, the same dataclasses for both callers: the command line (configs/eval.yaml) and the
+rollouts during training (harness/train/config.py's RolloutConfig, configs/rollout/).
+
+    configs/eval.yaml, top level   -> EvalSettings (below; its defaults are the command's)
+    configs/eval.yaml, env.*       -> EnvConfig (harness/eval/specs.py; configs/env/*.yaml)
+    configs/eval.yaml, agent.*     -> AgentConfig: `name` (or `factory`) + the agent's keyword arguments
+
+Parsing is strict (harness/strict_config.py): an unknown key or a mistyped value is an error naming it.
+`python -m harness.eval --cfg job` prints every setting with its value. This module imports neither
+pybullet nor torch: the training parses its rollout settings without either (pybullet changes nothing in
+a training run that has no rollouts).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Sequence
 
-from harness.eval.evaluation import EvalSettings
-from harness.eval.served import server_options
-from harness.eval.specs import AgentConfig, EnvConfig
+from harness.eval.jobs import Job, chain_jobs, single_task_jobs
+from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, describe_agent_source
+from harness.hydra_app import store_defaults
+from harness.strict_config import from_mapping, plain
 
-DEFAULT_VIDEO_FAILURES = 10  # video_failures=true
-_ENV_KEYS = {"backend", "renderer", "options", "factory", "fresh_per_chain"}
-_AGENT_KEYS = {"name", "factory"}
-
-
-def _count(value: Any, name: str, default_true: int) -> int:
-    if isinstance(value, bool):
-        return default_true if value else 0
-    if value is None:
-        return 0
-    if not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be true/false or a count >= 0, got {value!r}")
-    return value
+MODES = ("chains", "single_task")
+DEFAULT_VIDEO_FAILURES = 10  # video_failures: true
+SERVER_MODES = ("auto", "on", "off")  # harness/eval/served.py
 
 
-def env_config(env: Mapping[str, Any], scene: str) -> EnvConfig:
-    options = dict(env.get("options") or {})
-    for key, value in env.items():  # backend-specific keys (dataset_path) go to make_env when set
-        if key not in _ENV_KEYS and value is not None:
-            options[key] = value
-    return EnvConfig(backend=env["backend"], scene=scene, renderer=env.get("renderer", "tiny"), options=options,
-                     factory=env.get("factory"), fresh_per_chain=bool(env.get("fresh_per_chain", True)))
+@dataclass(frozen=True)
+class ServerOptions:
+    """server_options.*: the evaluation's policy server (harness/eval/served.py; docs/SERVING.md)."""
+
+    max_batch: int = 16  # observations of different workers stepped together, at most
+    # Longer than an env step: a worker's next observation joins the batch the other workers wait in,
+    # instead of the workers falling into turns of one-observation batches.
+    max_wait_ms: float = 20.0
+    threads: int = 0  # the server's torch CPU threads (0: the rank's cores the env workers leave, at least 1)
+    timeout_s: float = 300.0  # a worker waits this long for one action (then: agent_error)
+    reconnect_timeout_s: float = 600.0  # a server that went away: how long workers wait for it
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.max_wait_ms < 0 or self.threads < 0:
+            raise ValueError(f"server_options: max_batch >= 1, max_wait_ms >= 0 and threads >= 0, got {self}")
+        if not self.timeout_s > 0 or not self.reconnect_timeout_s > 0:
+            raise ValueError(f"server_options: timeout_s and reconnect_timeout_s must be > 0, got {self}")
 
 
-def agent_config(agent: Mapping[str, Any]) -> AgentConfig:
-    kwargs = {k: v for k, v in agent.items() if k not in _AGENT_KEYS}
+@dataclass(frozen=True)
+class EvalSettings:
+    """How an evaluation runs. The defaults are the command line's (configs/eval.yaml builds on them);
+    training rollouts start from `RolloutConfig`'s (harness/train/config.py)."""
+
+    mode: str = "chains"  # chains: CALVIN's benchmark chains | single_task: episodes per task
+    num_chains: int = 100  # the first N of CALVIN's 1000 evaluation chains (1000 = the published protocol)
+    tasks: tuple[str, ...] | None = None  # single_task: task names; None = every task a start condition allows
+    episodes_per_task: int = 10  # single_task
+    ep_len: int = 360  # steps per subtask (CALVIN: 360)
+    workers: int = 2  # worker processes (per torchrun rank); 0 runs in this process
+    job_timeout_s: float | None = None  # workers only: a worker stuck this long on one chain is killed, the chain retried once
+    seed: int = 0  # chain i is seeded with seed + i
+    videos: int | bool = 3  # whole-chain videos of the first K chains (true = 1, false = 0)
+    video_failures: int | bool = 5  # clips of the failed subtask of this many failing chains, lowest indices first (true = 10)
+    video_format: str = "mp4"  # mp4 | gif
+    video_fps: int = 30
+    video_stride: int = 1  # render every n-th step
+    progress: bool = True
+    overwrite: bool = False  # discard earlier results in the output folder instead of resuming
+    dist_backend: str = "auto"  # torchrun only: auto (nccl for CUDA agents, else gloo) | gloo | nccl
+    dist_timeout_s: float = 48 * 3600.0  # how long ranks wait for each other at the end
+    # auto: one policy server for all workers of a rank when the agent is a model (agent=vla) and workers > 1,
+    # instead of a model per worker | on: for any agent config | off
+    server: str = "auto"
+    server_options: ServerOptions = field(default_factory=ServerOptions)
+
+    def __post_init__(self) -> None:
+        for name, when_true in (("videos", 1), ("video_failures", DEFAULT_VIDEO_FAILURES)):
+            if isinstance(getattr(self, name), bool):
+                object.__setattr__(self, name, when_true if getattr(self, name) else 0)
+        if self.tasks is not None:
+            object.__setattr__(self, "tasks", tuple(self.tasks))
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.server not in SERVER_MODES:
+            raise ValueError(f"server must be one of {SERVER_MODES}, got {self.server!r}")
+        for name in ("ep_len", "episodes_per_task", "video_fps", "video_stride"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_chains", "workers", "videos", "video_failures"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.video_format not in ("mp4", "gif"):
+            raise ValueError(f"video_format must be 'mp4' or 'gif', got {self.video_format!r}")
+        if self.job_timeout_s is not None and not self.job_timeout_s > 0:
+            raise ValueError(f"job_timeout_s must be > 0 seconds (or null for no limit), got {self.job_timeout_s}")
+
+    def jobs(self) -> list[Job]:
+        if self.mode == "chains":
+            return chain_jobs(self.num_chains, self.seed)
+        return single_task_jobs(self.tasks, self.episodes_per_task, self.seed)
+
+    def run_key(self, env: EnvConfig, agent: AgentSource) -> dict[str, Any]:
+        """What results depend on; a rerun in the same folder must match it (num_chains, workers and
+        videos may change: more chains extend the run, fewer report a prefix). job_timeout_s is in it: a
+        chain that runs past it twice is recorded as env_error instead of its outcome."""
+        agent_key = describe_agent_source(agent)
+        agent_key.get("kwargs", {}).pop("device", None)  # where it runs (cpu, cuda:N per rank) is not what it is
+        return {"mode": self.mode, "ep_len": self.ep_len, "seed": self.seed, "job_timeout_s": self.job_timeout_s,
+                "env": env.to_dict(), "agent": agent_key}
+
+
+# quick checks from Python (and rollouts during training): in this process, quiet, no videos
+IN_PROCESS = {"workers": 0, "progress": False, "videos": 0, "video_failures": 0}
+
+# old spellings -> the settings that replaced them (command-line overrides and config files)
+RENAMED = {"scene": "env.scene (the env owns the scene)",
+           "agent.scene": "env.scene (the env owns the scene; the scripted expert reads it from the env)"}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What `python -m harness.eval` runs: configs/eval.yaml, resolved."""
+
+    settings: EvalSettings
+    env: EnvConfig
+    agent: AgentConfig
+    output_dir: str
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "EvalConfig":
+        own, settings = split_settings(d, ("env", "agent", "output_dir"), "")
+        for key in ("env", "agent", "output_dir"):
+            if key not in own:
+                raise ValueError(f"the evaluation config has no `{key}`")
+        return cls(settings, EnvConfig.from_dict(own["env"]), agent_config(own["agent"]), str(own["output_dir"]))
+
+
+def split_settings(d: Mapping[str, Any], own: Sequence[str], where: str) -> tuple[dict[str, Any], EvalSettings]:
+    """A config that holds EvalSettings' fields beside its own keys `own` (the evaluation's top level, a
+    rollout group): its own keys, and the rest as EvalSettings. An unknown key is an error naming it."""
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{where or 'the evaluation config'}: expected a mapping of settings, got {type(d).__name__}")
+    known = set(own) | {f.name for f in fields(EvalSettings)}
+    for key in sorted(set(d) - known):
+        full = f"{where}.{key}" if where else key
+        raise ValueError(f"{full} is now {RENAMED[full]}" if full in RENAMED else
+                         f"{where or 'eval'}: unknown key {key!r}; known keys are {sorted(known)}")
+    mine = {k: v for k, v in d.items() if k in own}
+    return mine, from_mapping(EvalSettings, {k: v for k, v in d.items() if k not in own}, where)
+
+
+def agent_config(agent: Any) -> AgentConfig:
+    """`agent:` of configs/eval.yaml: `name` (configs/agent/<name>.yaml) or `factory` ("module:callable"),
+    and the agent's keyword arguments."""
+    if not isinstance(agent, Mapping) or "name" not in agent:
+        raise ValueError(f"agent: expected a mapping with a `name` (configs/agent/*.yaml), got {agent!r}")
+    for key in agent:
+        if f"agent.{key}" in RENAMED:
+            raise ValueError(f"agent.{key} is now {RENAMED[f'agent.{key}']}")
+    kwargs = {k: v for k, v in agent.items() if k not in ("name", "factory")}
     return AgentConfig(name=agent["name"], kwargs=kwargs, factory=agent.get("factory"))
 
 
-def _number(cfg: Mapping[str, Any], key: str, kind: type, default: Any = None, optional: bool = False) -> Any:
-    """cfg[key] as an int or float (None stays None where `optional`); anything else is an error naming it."""
-    value = cfg.get(key, default)
-    if value is None and optional:
-        return None
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
-
-
-def settings(cfg: Mapping[str, Any]) -> EvalSettings:
-    tasks = cfg.get("tasks")
-    return EvalSettings(
-        mode=cfg["mode"], num_chains=_number(cfg, "num_chains", int), tasks=tuple(tasks) if tasks is not None else None,
-        episodes_per_task=_number(cfg, "episodes_per_task", int), ep_len=_number(cfg, "ep_len", int),
-        workers=_number(cfg, "workers", int), seed=_number(cfg, "seed", int), videos=_count(cfg.get("videos", 0), "videos", 1),
-        video_failures=_count(cfg.get("video_failures", 0), "video_failures", DEFAULT_VIDEO_FAILURES),
-        video_format=cfg.get("video_format", "mp4"), video_fps=_number(cfg, "video_fps", int, 30),
-        video_stride=_number(cfg, "video_stride", int, 1), progress=bool(cfg.get("progress", True)),
-        overwrite=bool(cfg.get("overwrite", False)), dist_backend=cfg.get("dist_backend", "auto"),
-        dist_timeout_s=_number(cfg, "dist_timeout_s", float, 48 * 3600),
-        job_timeout_s=_number(cfg, "job_timeout_s", float, optional=True),
-        server=cfg.get("server", "auto"), server_options=server_options(cfg.get("server_options")),
-    )
-
-
-def from_config(cfg: Mapping[str, Any]) -> tuple[EvalSettings, EnvConfig, AgentConfig]:
-    """A resolved config (plain dict) -> (settings, env, agent)."""
-    return settings(cfg), env_config(cfg["env"], cfg["scene"]), agent_config(cfg["agent"])
+def store_eval_defaults() -> None:
+    """The defaults configs/eval.yaml and configs/env/*.yaml build on, from the dataclasses."""
+    store_defaults("eval_settings", plain(EvalSettings()))
+    store_defaults("base", plain(EnvConfig()), group="env")

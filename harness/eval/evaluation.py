@@ -1,8 +1,8 @@
 """An evaluation from settings to reports: jobs, resume, ranks, workers, progress, videos, results.
 
     results = run_evaluation(EvalSettings(num_chains=100, workers=2), EnvConfig(scene="D"),
-                             AgentConfig("scripted", {"scene": "D"}), output_dir="runs/eval/x")
-    results = evaluate_single_tasks(lambda: my_agent, tasks=["open_drawer"], episodes=5)   # from training
+                             AgentConfig("scripted"), output_dir="runs/eval/x")
+    results = evaluate_single_tasks(lambda: my_agent, tasks=["open_drawer"], episodes_per_task=5)   # from training
 
 Resume: everything finished is in the output folder's results.jsonl (and rank logs); a run in the same
 folder skips those jobs. The final numbers are computed from the records in job order, so they do not
@@ -21,75 +21,17 @@ from typing import Any, Sequence
 import yaml
 
 from harness.config_errors import ConfigError, config_errors
-from harness.eval.distributed import DistInfo, barrier, choose_backend, dist_from_env, init_distributed, rank_device, shutdown
-from harness.eval.jobs import Job, chain_jobs, single_task_jobs
+from harness.eval.config import IN_PROCESS, EvalSettings
+from harness.eval.jobs import Job
 from harness.eval.report import console_summary, write_reports
 from harness.eval.results import running_summary, summarize
 from harness.eval.runner import RunSettings, default_threads, run_jobs
-from harness.eval.served import SERVER_MODES, PolicyServerForWorkers, ServerOptions, wants_server
+from harness.eval.served import PolicyServerForWorkers, wants_server
 from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, check_sources, describe_agent_source
 from harness.eval.store import RESULTS, ResultsLog, check_run_key, clear_results, rank_log_name, read_results, write_merged
 from harness.eval.video import TraceStore, VideoQueue, VideoSettings, render_videos, video_jobs
 from harness.folder_lock import FolderBusy, FolderLock
-
-MODES = ("chains", "single_task")
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    mode: str = "chains"  # "chains": CALVIN's benchmark chains; "single_task": N episodes per task
-    num_chains: int = 1000
-    tasks: tuple[str, ...] | None = None  # single_task: None = every task with a valid start condition
-    episodes_per_task: int = 10
-    ep_len: int = 360
-    workers: int = 1  # worker processes per rank; 0 runs in this process
-    job_timeout_s: float | None = None  # workers only: kill a worker stuck this long on one chain (then retry once)
-    seed: int = 0
-    videos: int = 0  # whole-chain videos of the first K chains
-    video_failures: int = 0  # clips of the failed subtask of this many failing chains (lowest indices)
-    video_format: str = "mp4"  # mp4 | gif
-    video_fps: int = 30
-    video_stride: int = 1  # render every n-th step
-    progress: bool = True
-    overwrite: bool = False  # discard earlier results in the output folder instead of resuming
-    dist_backend: str = "auto"  # auto | gloo | nccl
-    dist_timeout_s: float = 48 * 3600.0
-    server: str = "auto"  # a policy server for the workers: auto (model agents, workers > 1) | on | off (served.py)
-    server_options: ServerOptions = field(default_factory=ServerOptions)
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.server not in SERVER_MODES:
-            raise ValueError(f"server must be one of {SERVER_MODES}, got {self.server!r}")
-        for name in ("ep_len", "episodes_per_task", "video_fps", "video_stride"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_chains", "workers", "videos", "video_failures"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.video_format not in ("mp4", "gif"):
-            raise ValueError(f"video_format must be 'mp4' or 'gif', got {self.video_format!r}")
-        if self.job_timeout_s is not None and not self.job_timeout_s > 0:
-            raise ValueError(f"job_timeout_s must be > 0 seconds (or null for no limit), got {self.job_timeout_s}")
-
-    def video_settings(self) -> VideoSettings:
-        return VideoSettings(self.ep_len, self.video_fps, self.video_format, self.video_stride)
-
-    def jobs(self) -> list[Job]:
-        if self.mode == "chains":
-            return chain_jobs(self.num_chains, self.seed)
-        return single_task_jobs(self.tasks, self.episodes_per_task, self.seed)
-
-    def run_key(self, env: EnvConfig, agent: AgentSource) -> dict[str, Any]:
-        """What results depend on; a rerun in the same folder must match it (num_chains, workers and
-        videos may change: more chains extend the run, fewer report a prefix). job_timeout_s is in it: a
-        chain that runs past it twice is recorded as env_error instead of its outcome."""
-        agent_key = describe_agent_source(agent)
-        agent_key.get("kwargs", {}).pop("device", None)  # where it runs (cpu, cuda:N per rank) is not what it is
-        return {"mode": self.mode, "ep_len": self.ep_len, "seed": self.seed, "job_timeout_s": self.job_timeout_s,
-                "env": env.to_dict(), "agent": agent_key}
-
+from harness.ranks import DistInfo, barrier, choose_backend, dist_from_env, init_distributed, rank_device, shutdown
 
 @dataclass
 class _Progress:
@@ -214,7 +156,7 @@ def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfi
             finished_below += 1
         if traces is not None:
             due = [tf for tf in traces.due(finished_below) if not dist.active or tf.meta["key"] in own]
-            videos.pending.extend(video_jobs(due, folder / "videos", settings.video_settings()))
+            videos.pending.extend(video_jobs(due, folder / "videos", _video_settings(settings)))
 
     finished = [int(done[j.key]["completed"]) for j in jobs if j.key in done]
     progress = _Progress(len(finished) + len(mine), finished)  # under torchrun: rank 0's own share
@@ -247,7 +189,8 @@ def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfi
         if mine:
             queue_due_videos()  # a resumed run's videos that a kill cut short
             if wants_server(settings.server, agent, settings.workers):
-                served = PolicyServerForWorkers(agent, settings.server_options, settings.workers, dist.local_world_size)
+                served = PolicyServerForWorkers(agent, settings.server_options, settings.workers, dist.local_world_size,
+                                                env.scene)
                 with served as remote:
                     run_jobs(mine, env, remote, run_settings, settings.workers, on_result, on_ready, videos)
                 server_stats = served.stats
@@ -270,7 +213,7 @@ def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfi
     results.update(_context(settings, description, dist, config))
     video_started = time.perf_counter()
     if traces is not None and (settings.videos or settings.video_failures):
-        video_paths = render_videos(traces.selected(), folder / "videos", env, settings.video_settings())
+        video_paths = render_videos(traces.selected(), folder / "videos", env, _video_settings(settings))
         results["videos"] = [str(p.relative_to(folder)) for p in video_paths]
     results["timings"] = _timings(_in_job_order(jobs, records), len(jobs) - len(done), chains_s, run_s, videos,
                                   time.perf_counter() - video_started, time.perf_counter() - started)
@@ -278,6 +221,10 @@ def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfi
     if folder is not None:
         write_reports(folder, results)
     return results
+
+
+def _video_settings(settings: EvalSettings) -> VideoSettings:
+    return VideoSettings(settings.ep_len, settings.video_fps, settings.video_format, settings.video_stride)
 
 
 def _merge(folder: Path, jobs: Sequence[Job], dist: DistInfo) -> dict[str, dict[str, Any]]:
@@ -365,27 +312,25 @@ def _timings(records: Sequence[dict[str, Any]], ran: int, chains_s: float, run_s
     }
 
 
-def evaluate_single_tasks(agent: AgentSource, tasks: Sequence[str] | None = None, episodes: int = 10,
-                          env: EnvConfig | None = None, ep_len: int = 360, workers: int = 0, seed: int = 0,
-                          output_dir: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
-    """Single-task success rates, for checks during training.
+def evaluate_single_tasks(agent: AgentSource, env: EnvConfig | None = None, output_dir: str | Path | None = None,
+                          **settings: Any) -> dict[str, Any]:
+    """Single-task success rates from Python: `settings` are EvalSettings fields (tasks, episodes_per_task,
+    ep_len, ...), in process and without videos unless they say otherwise.
 
     agent: an AgentConfig, a picklable zero-argument factory, or (workers=0) the live agent itself.
     Returns results.json's content: "success_rate", "mean_task_success_rate", "tasks" {task: success,
     total, rate}, "failure_reasons", ...
     """
-    settings = EvalSettings(mode="single_task", tasks=tuple(tasks) if tasks is not None else None,
-                            episodes_per_task=episodes, ep_len=ep_len, workers=workers, seed=seed, progress=progress)
-    return run_evaluation(settings, env or EnvConfig(), agent, output_dir, print_summary=progress)
+    s = EvalSettings(**{**IN_PROCESS, **settings, "mode": "single_task"})
+    return run_evaluation(s, env or EnvConfig(), agent, output_dir, print_summary=s.progress)
 
 
-def evaluate_chains(agent: AgentSource, num_chains: int = 1000, env: EnvConfig | None = None, workers: int = 0,
-                    ep_len: int = 360, seed: int = 0, output_dir: str | Path | None = None,
-                    progress: bool = False, **settings: Any) -> dict[str, Any]:
-    """CALVIN's chain evaluation from Python; returns results.json's content."""
-    s = EvalSettings(mode="chains", num_chains=num_chains, workers=workers, ep_len=ep_len, seed=seed,
-                     progress=progress, **settings)
-    return run_evaluation(s, env or EnvConfig(), agent, output_dir, print_summary=progress)
+def evaluate_chains(agent: AgentSource, env: EnvConfig | None = None, output_dir: str | Path | None = None,
+                    **settings: Any) -> dict[str, Any]:
+    """CALVIN's chain evaluation from Python (`settings`: EvalSettings fields, in process and without videos
+    unless they say otherwise); returns results.json's content."""
+    s = EvalSettings(**{**IN_PROCESS, **settings, "mode": "chains"})
+    return run_evaluation(s, env or EnvConfig(), agent, output_dir, print_summary=s.progress)
 
 
-__all__ = ["EvalSettings", "evaluate_chains", "evaluate_single_tasks", "run_evaluation"]
+__all__ = ["evaluate_chains", "evaluate_single_tasks", "run_evaluation"]

@@ -1,7 +1,8 @@
 """Runs jobs (chains or single-task episodes) in N worker processes, or in this process (workers=0).
 
 Each worker builds its own agent, then its own env with only the cameras the agent declares
-(`cameras=agent.spec.cameras`: none for the scripted expert, so no frame is ever rendered). The parent
+(`cameras=agent.spec.cameras`: none for the scripted expert, so no frame is ever rendered) and binds
+the agent to it (`EnvConfig.build_for`). The parent
 hands out one job at a time to whichever worker is free (a dynamic queue: long chains do not hold up
 the rest) and gets back one record per job. Videos the parent queues (`VideoQueue`) go to a render
 process of their own, started with the first one, so they are made while the rollouts go on without
@@ -120,13 +121,10 @@ class JobRunner:
         torch = sys.modules.get("torch")
         if torch is not None and settings.threads > 0:
             torch.set_num_threads(settings.threads)
-        self.env: Env | None = self._build_env()
+        self.env: Env | None = self.env_cfg.build_for(self.agent)
         self.env_used = False
         self.oracle = TaskOracle()
         self.renderer = VideoRenderer(env_cfg)
-
-    def _build_env(self) -> Env:
-        return self.env_cfg.build(cameras=tuple(self.agent.spec.cameras))
 
     def describe(self) -> dict[str, Any]:
         return {"env": self.env.description.to_dict(), "agent": _spec_dict(self.agent)}
@@ -167,7 +165,7 @@ class JobRunner:
             self.env.close()
         except Exception:  # noqa: BLE001 - a broken env may not close cleanly; a new one is built anyway
             pass
-        self.env = self._build_env()
+        self.env = self.env_cfg.build_for(self.agent)
 
     def _kept_traces(self, job: Job, chain: ChainRun) -> list[SubtaskTrace] | None:
         """Full traces for the first video chains; only the failed subtask's for other failing jobs."""

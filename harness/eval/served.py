@@ -18,32 +18,14 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, replace
 from typing import Any
 
+from harness.eval.config import SERVER_MODES, ServerOptions
 from harness.eval.specs import AgentConfig, AgentSource
 from harness.serve.process import ServerProcess
 from harness.serve.server import ServeSettings
 
-SERVER_MODES = ("auto", "on", "off")
 MODEL_AGENTS = ("vla",)
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    max_batch: int = 16
-    # Longer than an env step: a worker's next observation joins the batch the other workers wait in,
-    # instead of the workers falling into turns of one-observation batches.
-    max_wait_ms: float = 20.0
-    threads: int = 0  # the server's torch CPU threads (0: the rank's cores the env workers leave, at least 1)
-    timeout_s: float = 300.0  # a worker waits this long for one action (then: agent_error)
-    reconnect_timeout_s: float = 600.0  # a server that went away: how long workers wait for it
-
-    def __post_init__(self) -> None:
-        if self.max_batch < 1 or self.max_wait_ms < 0 or self.threads < 0:
-            raise ValueError(f"server_options: max_batch >= 1, max_wait_ms >= 0 and threads >= 0, got {self}")
-        if not self.timeout_s > 0 or not self.reconnect_timeout_s > 0:
-            raise ValueError(f"server_options: timeout_s and reconnect_timeout_s must be > 0, got {self}")
 
 
 def wants_server(mode: str, agent: AgentSource, workers: int) -> bool:
@@ -65,9 +47,11 @@ class PolicyServerForWorkers:
     """A context: starts the server, gives the workers' agent (a remote client of it), stops it after
     and keeps its last statistics in `stats`."""
 
-    def __init__(self, agent: AgentConfig, options: ServerOptions, workers: int, local_world_size: int = 1) -> None:
+    def __init__(self, agent: AgentConfig, options: ServerOptions, workers: int, local_world_size: int = 1,
+                 scene: str | None = None) -> None:
         threads = options.threads or max(1, (os.cpu_count() or 1) // max(1, local_world_size) - workers)
-        served = {"name": agent.name, **agent.kwargs, **({"factory": agent.factory} if agent.factory else {})}
+        served = {"name": agent.name, **agent.kwargs, **({"factory": agent.factory} if agent.factory else {}),
+                  "scene": scene}  # the workers' env's scene, for a served agent that reads the layout
         settings = ServeSettings(port=0, token=secrets.token_hex(16), max_batch=options.max_batch,
                                  max_wait_ms=options.max_wait_ms)
         self.server = ServerProcess(served, settings, threads=threads)
@@ -85,12 +69,3 @@ class PolicyServerForWorkers:
         if stats is not None:
             self.stats = {**stats, "threads": self.threads, "restarts": self.server.restarts,
                           "max_batch": self.options.max_batch, "max_wait_ms": self.options.max_wait_ms}
-
-
-def server_options(values: dict[str, Any] | None) -> ServerOptions:
-    values = dict(values or {})
-    known = set(ServerOptions.__dataclass_fields__)
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"unknown server_options {sorted(unknown)}; known: {sorted(known)}")
-    return replace(ServerOptions(), **values)

@@ -14,26 +14,56 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
 from agents import Agent, check_agent, import_object, make_agent
-from harness.envs import Env, make_env
+from harness.envs import BACKENDS, Env, make_env
+from harness.sim.layout import get_layout
+from harness.strict_config import from_mapping
 
 
 @dataclass(frozen=True)
 class EnvConfig:
-    backend: str = "builtin"  # "builtin" | "calvin"
-    scene: str = "D"
-    renderer: str = "tiny"  # "tiny" | "egl"
-    options: dict[str, Any] = field(default_factory=dict)  # further make_env kwargs (dataset_path, camera_sizes)
-    factory: str | None = None  # "module:callable" used instead of make_env(backend, ...)
+    """The env (hydra group `env`, configs/env/*.yaml; `rollout.env` in training). It owns the scene: agents
+    that need the layout read it from the built env's description (`Agent.bind_env`)."""
+
+    backend: str = "builtin"  # builtin | calvin
+    scene: str = "D"  # A | B | C | D
+    renderer: str = "tiny"  # tiny (CPU TinyRenderer) | egl; used when the agent asks for cameras, and for videos
+    # further make_env keyword arguments, e.g. {camera_sizes: {static: 200}}; calvin: dataset_path, exact_reset
+    # (configs/env/calvin.yaml). An option set to null is not passed: the backend's default holds.
+    options: dict[str, Any] = field(default_factory=dict)
+    factory: str | None = None  # "module:callable" that builds the env instead of make_env (custom backends, tests)
     # A new env for every chain. A reset restores the state a chain starts from, but not every cache of
     # PyBullet's solver: after a long history of chains on one env, a chain can end differently than on
     # a new env. A built-in env takes ~50 ms to build, so results that depend on the chain alone are cheap.
     fresh_per_chain: bool = True
+
+    def __post_init__(self) -> None:
+        """The names are checked here, without building anything (no pybullet import): a training run checks
+        its rollout env at start-up, hours before the first rollout builds it."""
+        object.__setattr__(self, "options", {k: v for k, v in self.options.items() if v is not None})
+        if self.factory is None and self.backend not in BACKENDS:
+            raise ValueError(f"env.backend: unknown env backend {self.backend!r}: expected one of {', '.join(BACKENDS)}")
+        try:
+            get_layout(self.scene)
+        except ValueError as e:
+            raise ValueError(f"env.scene: {e}") from None
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "env") -> "EnvConfig":
+        return from_mapping(cls, d, where)
 
     def build(self, cameras: tuple[str, ...] = ()) -> Env:
         kwargs = {"scene": self.scene, "renderer": self.renderer, "cameras": tuple(cameras), **self.options}
         if self.factory:
             return import_object(self.factory)(**kwargs)
         return make_env(self.backend, **kwargs)
+
+    def build_for(self, agent: Agent) -> Env:
+        """The env with only the cameras `agent` reads, and the agent bound to it: the env owns the scene, and
+        an agent that needs its layout (the scripted expert) reads it from `bind_env(env.description)`."""
+        env = self.build(cameras=tuple(agent.spec.cameras))
+        if hasattr(agent, "bind_env"):
+            agent.bind_env(env.description)
+        return env
 
     def check(self) -> None:
         """Build the env once, rendering nothing, and close it: a bad backend, scene or option (or a

@@ -8,23 +8,25 @@ from __future__ import annotations
 
 import json
 import sys
-import hydra
+
 from omegaconf import DictConfig
 
 from agents import make_policy
 from harness.config_errors import config_errors, exit_on_config_error, resolve_config
+from harness.hydra_app import hydra_app
 from harness.serve.server import ServeSettings, run_server
 
 _SERVER_KEYS = ("host", "port", "protocol", "token", "max_batch", "max_wait_ms", "max_message_mb", "observation")
 
 
-@hydra.main(config_path="../../configs", config_name="serve", version_base=None)
+@hydra_app("serve")  # configs/serve.yaml, wherever the package is installed
 def main(cfg: DictConfig) -> None:
     with exit_on_config_error("harness.serve"):
         resolved = resolve_config(cfg)
         with config_errors():
             settings = ServeSettings(**{k: resolved[k] for k in _SERVER_KEYS})
-            policy = make_policy(**resolved["agent"])  # configs/agent/<name>.yaml: name, options (factory)
+            # configs/agent/<name>.yaml: name, options (factory); scene: the clients' env's, for agents that read it
+            policy = make_policy(**resolved["agent"], scene=resolved["scene"])
     threads = int(resolved.get("threads") or 0)
     torch = sys.modules.get("torch")
     if torch is not None and threads > 0:

@@ -8,6 +8,7 @@ the robot on the -y side, +y toward the cabinet, +x to the robot's right. Metres
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -227,3 +228,12 @@ def get_layout(scene: str) -> SceneLayout:
     if key not in SCENES:
         raise ValueError(f"unknown scene {scene!r}: expected one of {', '.join(SCENES)} (or calvin_scene_X)")
     return SCENES[key]
+
+
+def parse_scenes(text: str | Sequence[str]) -> tuple[str, ...]:
+    """"D", "ABCD", "A,B,C,D", "calvin_scene_D" or a list of these -> ("A", ...); ValueError names the valid scenes."""
+    tokens = text.replace(",", " ").split() if isinstance(text, str) else list(text)
+    scenes = tuple(s for token in tokens for s in token.strip().removeprefix("calvin_scene_"))
+    if not scenes or any(s not in SCENES for s in scenes):
+        raise ValueError(f"scenes must name some of {', '.join(SCENES)}, got {text!r}")
+    return scenes

@@ -7,16 +7,19 @@
     summary = train(TrainConfig.from_dict(cfg))
 
 Modules:
-    config.py       dataclass configs mirroring configs/train.yaml's groups; check_config
-    trainer.py      train(): the loop, top to bottom
-    sources.py      named batch sources: the loss registry, the resumable action stream, the VL hook
-    optim.py        AdamW parameter groups, warmup + constant/cosine schedule
-    distributed.py  process group from torchrun, DDP / FSDP wrapping, JSON collectives
-    state.py        trainer state for exact resume (safetensors + JSON), RNG states
-    checkpoints.py  step folders, `last` and `best`, keep-last-k
-    callbacks.py    validation loss, rollout callback
-    metrics.py      metrics.jsonl + TensorBoard
-    sweep.py        a hydra multirun's results -> sweep.csv + sweep.md
+    config.py           dataclass configs mirroring configs/train.yaml's groups
+    checks.py           check_config: what can be wrong before any work
+    trainer.py          train(): the loop, top to bottom
+    sources.py          named batch sources: their losses, the stream that serves the configured sources
+    streams.py          resumable streams of batches: the action windows' (rank-independent data order)
+    cotraining.py       the vision-language stream, the mixer of several sources, VQA validation
+    optim.py            AdamW parameter groups, warmup + constant/cosine schedule
+    distributed.py      the process group for training (ranks: harness/ranks.py), DDP / FSDP wrapping, JSON collectives
+    state.py            trainer state for exact resume (safetensors + JSON), RNG states
+    run_checkpoints.py  the run's step folders, `last` and `best`, keep-last-k (one folder: agents/vla/checkpoint.py)
+    callbacks.py        validation loss, rollout callback
+    metrics.py          metrics.jsonl + TensorBoard, step timing
+    sweep.py            a hydra multirun's results -> sweep.csv + sweep.md
 
 Names are exported lazily, so importing this package imports neither torch nor transformers.
 """
@@ -24,7 +27,7 @@ Names are exported lazily, so importing this package imports neither torch nor t
 from importlib import import_module
 from typing import Any
 
-_EXPORTS = {"TrainConfig": "config", "check_config": "config", "train": "trainer", "write_sweep_table": "sweep"}
+_EXPORTS = {"TrainConfig": "config", "check_config": "checks", "train": "trainer", "write_sweep_table": "sweep"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""python -m harness.train [hydra overrides]: train a VLA (configs/train.yaml; docs/TRAINING.md).
+"""python -m harness.train [key=value ...] (vla-harness-train): train a VLA (configs/train.yaml; docs/TRAINING.md).
 
 Under torchrun every rank runs this; rank 0's resolved config is the one all of them use. An invalid
 configuration is reported in one line (exit status 2) before any work starts.
@@ -6,23 +6,32 @@ configuration is reported in one line (exit status 2) before any work starts.
 
 from __future__ import annotations
 
-import hydra
+import sys
+
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from harness.config_errors import config_errors, exit_on_config_error, resolve_config
-from harness.train.config import TrainConfig
+from harness.hydra_app import hydra_app, reject_renamed
+from harness.train.config import RENAMED, TrainConfig, store_train_defaults
 from harness.train.trainer import train
 
 
-@hydra.main(config_path="../../configs", config_name="train", version_base=None)
-def main(cfg: DictConfig) -> float | None:
+@hydra_app("train")
+def train_app(cfg: DictConfig) -> float | None:
     with exit_on_config_error("harness.train"):
         resolved = resolve_config(cfg)
         with config_errors():
             config = TrainConfig.from_dict(resolved)
         summary = train(config, overrides=list(HydraConfig.get().overrides.task))
     return summary.get("val_loss")  # a multirun's return value, for sweepers that optimise it
+
+
+def main() -> None:
+    with exit_on_config_error("harness.train"):
+        reject_renamed(sys.argv[1:], RENAMED)
+    store_train_defaults()
+    train_app()
 
 
 if __name__ == "__main__":

@@ -4,12 +4,12 @@ Validation: a fixed, evenly spread subset of the validation windows (`trainer.va
 the ranks, no augmentation; the loss parts are summed weighted by their item counts and reduced over the
 ranks, so the numbers equal a one-process pass over the same windows.
 
-Rollouts (`eval=single_task` or `eval=chains`): on rank 0, K episodes in the simulator with the model as
+Rollouts (`rollout=single_task` or `rollout=chains`): on rank 0, K episodes in the simulator with the model as
 it is (a VLAAgent around the in-memory model and the data's normaliser) or, under FSDP, loaded from the
 checkpoint just written; `harness.eval` runs them in this process (workers=0). The other ranks wait at
 the next collective. Each logged rate and score comes with its 95 % interval's bounds (`..._ci_low`,
-`..._ci_high`): a handful of rollout episodes is a noisy estimate, and the bounds say how noisy. The training RNG states are restored afterwards, so a rollout does not change the
-run it observes.
+`..._ci_high`): a handful of rollout episodes is a noisy estimate, and the bounds say how noisy. The
+training RNG states are restored afterwards, so a rollout does not change the run it observes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from harness.data.normalization import ActionNormalizer
 from harness.data.windows import collate_windows
 from harness.train.config import RolloutConfig
-from harness.train.distributed import DistInfo, all_reduce_sum, hide_ranks
+from harness.ranks import DistInfo
+from harness.train.distributed import all_reduce_sum, hide_ranks
 from harness.train.sources import LOSSES
 from harness.train.state import rng_state, set_rng_state
 
@@ -87,9 +88,8 @@ def rollout(model: nn.Module, normalizer: ActionNormalizer, cfg: RolloutConfig, 
 
     `rollout/score` is what `trainer.best_metric=rollout_success` ranks by: the success rate over all
     episodes (single_task), or CALVIN's average successful sequence length (chains)."""
-    from agents.vla.agent import AgentConfig, VLAAgent, load_agent
+    from agents.vla.agent import ExecutionConfig, VLAAgent, load_agent
     from harness.eval.evaluation import run_evaluation
-    from harness.eval.specs import EnvConfig
 
     saved = rng_state()
     was_training = model.training
@@ -97,14 +97,13 @@ def rollout(model: nn.Module, normalizer: ActionNormalizer, cfg: RolloutConfig, 
         if checkpoint is not None:
             agent = load_agent(checkpoint, device=str(next(model.parameters()).device), execution=cfg.execution)
         else:
-            agent = VLAAgent(model, normalizer, AgentConfig(execution=cfg.execution))
+            agent = VLAAgent(model, normalizer, ExecutionConfig(execution=cfg.execution))
         with hide_ranks():
-            results = run_evaluation(cfg.settings(), EnvConfig(backend=cfg.backend, scene=cfg.scene), agent,
-                                     output_dir, print_summary=False)
+            results = run_evaluation(cfg.settings, cfg.env, agent, output_dir, print_summary=False)
     finally:
         model.train(was_training)
         set_rng_state(saved)
-    return rollout_metrics(results, cfg.mode)
+    return rollout_metrics(results, cfg.settings.mode)
 
 
 def rollout_metrics(results: dict[str, Any], mode: str) -> dict[str, float]:

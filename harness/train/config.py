@@ -1,27 +1,33 @@
-"""The training config: dataclasses that mirror configs/train.yaml and its groups, checked before any work.
+"""The training config: the dataclasses behind configs/train.yaml and its groups, checked before any work.
 
-    configs/train.yaml     stage, sources, init_from, resume, run_name, output_dir
-    configs/model/*.yaml   -> agents.vla.config.VLAConfig   (backbone + head + loss + fine-tuning)
-    configs/data/*.yaml    -> harness.data.config.DataConfig
-    configs/optim/*.yaml   -> OptimConfig
-    configs/trainer/*.yaml -> TrainerConfig
-    configs/eval/*.yaml    -> RolloutConfig (the rollout callback; `eval: none` turns it off)
+    configs/train.yaml       stage, sources, init_from, resume, run_name, output_dir
+    configs/model/*.yaml     -> agents.vla.config.VLAConfig   (backbone + head + loss + fine-tuning; window, chunk)
+    configs/data/*.yaml      -> harness.data.config.DataConfig (where the data is, how windows are drawn)
+    configs/optim/*.yaml     -> OptimConfig
+    configs/trainer/*.yaml   -> TrainerConfig
+    configs/rollout/*.yaml   -> RolloutConfig (rollouts during training; `rollout: none` turns them off)
+    configs/sources/*.yaml   -> SourceConfig per batch source
 
-`TrainConfig.from_dict` rejects unknown keys at every level. `check_config` then checks what can be
-checked without building anything: the dataset path, model/data agreement, the backbone family and
-preset, the precision on the chosen device, the batch sources of the stage, the rollout tasks. The
-window-vs-segment check reads the annotations only and happens when the datasets are opened, which the
-trainer does before it builds the model.
+Each group's yaml files build on its dataclass's defaults (`store_train_defaults` registers them with
+hydra), so a default lives in its dataclass only. `TrainConfig.from_dict` rejects unknown keys and
+mistyped values at every level; harness/train/checks.py's `check_config` then checks what can be checked
+without building anything.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
-from agents.vla.config import VLAConfig, _from_dict
+from agents.vla.agent import EXECUTIONS
+from agents.vla.config import VLAConfig
 from harness.data.config import DataConfig
+from harness.data.vl.config import VLDataConfig
+from harness.eval.config import IN_PROCESS, EvalSettings, split_settings, store_eval_defaults
+from harness.eval.specs import EnvConfig
+from harness.config_errors import resolve_config
+from harness.hydra_app import config_dir, store_defaults
+from harness.strict_config import defaults_of, from_mapping, plain
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -33,15 +39,16 @@ STAGES = (1, 2)
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW (no decay on norms, biases and embeddings) and the learning-rate schedule."""
+    """AdamW (no decay on norms, biases and embeddings) and the learning-rate schedule. Defaults: RoboVLMs'
+    CALVIN recipe (lr 2e-5, no decay, linear warmup over a quarter epoch, then constant)."""
 
     lr: float = 2e-5
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     schedule: str = "constant"  # constant | cosine (after the warmup)
-    warmup_steps: int = 0  # linear warmup over this many optimizer steps ...
-    warmup_epochs: float = 0.0  # ... or over this fraction of an epoch (set one of the two)
+    warmup_steps: int | None = 0  # linear warmup over this many optimizer steps ...
+    warmup_epochs: float | None = 0.25  # ... or over this fraction of an epoch (set one of the two; null = 0)
     min_lr_ratio: float = 0.0  # cosine: the lr ends at min_lr_ratio * lr
 
     def __post_init__(self) -> None:
@@ -68,23 +75,24 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    """Loop length, batch, precision, clipping, intervals, device and the distributed strategy."""
+    """Loop length, batch, precision, clipping, intervals, device and the distributed strategy.
+    Global batch = batch_size x grad_accum x ranks."""
 
-    max_steps: int | None = 1000  # optimizer steps; or
-    max_epochs: float | None = None  # epochs of the action data (set exactly one of the two)
+    max_steps: int | None = None  # optimizer steps; or
+    max_epochs: float | None = 5  # epochs of the action data (set exactly one of the two)
     batch_size: int = 8  # per rank and micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
-    global_batch_size: int | None = None  # if set: grad_accum = global / (batch_size * world size)
-    precision: str = "fp32"  # fp32 | bf16 (autocast, CPU or GPU) | fp16 (autocast + GradScaler, GPU only)
+    global_batch_size: int | None = None  # if set: grad_accum = global / (batch_size * world size), the same on any number of ranks
+    precision: str = "bf16"  # fp32 | bf16 (autocast, CPU or GPU) | fp16 (autocast + GradScaler, GPU only)
     max_grad_norm: float = 1.0  # clip the global grad norm to this; 0 = no clipping (the norm is logged anyway)
     seed: int = 0
     log_every: int = 10  # steps between metrics.jsonl / TensorBoard lines
-    val_every: int = 500  # steps between validation passes (0 = only at the end)
+    val_every: int = 1000  # steps between validation passes (0 = only at the end)
     val_samples: int | None = 512  # validation windows (and VQA questions) per pass, evenly spread (null = all)
     ckpt_every: int = 1000  # steps between checkpoints (the last step is always saved)
-    keep_last: int = 2  # step checkpoints kept (besides `best`); 0 = keep all
-    best_metric: str = "val_loss"  # val_loss (lower is better) | rollout_success | vqa_accuracy (higher is better)
-    num_workers: int = 2  # DataLoader worker processes per rank
+    keep_last: int = 3  # step checkpoints kept (besides `best`); 0 = keep all
+    best_metric: str = "val_loss"  # val_loss (lower is better) | rollout_success (needs rollouts) | vqa_accuracy (higher is better)
+    num_workers: int = 4  # DataLoader worker processes per rank
     device: str = "auto"  # auto (cuda if available) | cpu | cuda (under torchrun: each rank's own GPU)
     strategy: str = "ddp"  # ddp | fsdp (torch fully_shard; for backbones too large to replicate)
     dist_timeout_s: float = 3600.0  # how long ranks wait for each other (rank 0's rollouts included)
@@ -129,34 +137,38 @@ class TrainerConfig:
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    """The rollout callback: simulator episodes every `every` steps, logged as success rates (rank 0)."""
+    """Rollouts during training (hydra group `rollout`): every `every` steps (and at the last), rank 0
+    evaluates the model as it is in the simulator, in this process, and logs the success rates.
+
+    The group holds the evaluation's own settings beside these fields: EvalSettings' (mode, num_chains,
+    tasks, episodes_per_task, ep_len, seed, ...) as `rollout.<name>`, the env as `rollout.env.*` (EnvConfig),
+    so a setting is spelled as in `python -m harness.eval` with `rollout.` before it."""
 
     enabled: bool = False
-    every: int = 1000  # steps between rollouts (and at the last step)
-    mode: str = "single_task"  # single_task: `episodes` per task | chains: CALVIN's first `num_chains` chains
-    tasks: tuple[str, ...] | None = None  # single_task: task names (null = every task a start condition allows)
-    episodes: int = 1  # single_task: episodes per task
-    num_chains: int = 2  # chains
-    ep_len: int = 360  # steps per subtask
-    seed: int = 0
-    backend: str = "builtin"  # env backend
-    scene: str = "D"
-    execution: str = "replan"  # agent execution: replan | chunk | ensemble
+    every: int = 1000  # steps between rollouts
     output: bool = False  # keep each rollout's results/report under <run>/rollouts/step_XXXXXXX
+    execution: str = "replan"  # the VLA agent's execution: replan | chunk | ensemble
+    env: EnvConfig = field(default_factory=EnvConfig)
+    settings: EvalSettings = field(default_factory=lambda: EvalSettings(**IN_PROCESS))
+
+    OWN = ("enabled", "every", "output", "execution", "env")  # the group's keys that are not EvalSettings'
 
     def __post_init__(self) -> None:
-        if self.tasks is not None:
-            object.__setattr__(self, "tasks", tuple(self.tasks))
         if self.every < 1:
-            raise ValueError(f"eval.every must be >= 1, got {self.every}")
+            raise ValueError(f"rollout.every must be >= 1, got {self.every}")
+        if self.execution not in EXECUTIONS:
+            raise ValueError(f"rollout.execution must be one of {EXECUTIONS}, got {self.execution!r}")
+        if self.settings.workers != 0:
+            raise ValueError(f"rollout.workers: rollouts run the model in the training process (workers=0), "
+                             f"got {self.settings.workers}")
 
-    def settings(self) -> Any:
-        """The evaluation settings (harness.eval.EvalSettings); in-process, no videos, no progress bar."""
-        from harness.eval.evaluation import EvalSettings
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RolloutConfig":
+        own, settings = split_settings(d, cls.OWN, "rollout")
+        return from_mapping(cls, {**own, "settings": settings}, "rollout")
 
-        return EvalSettings(mode=self.mode, num_chains=self.num_chains, tasks=self.tasks,
-                            episodes_per_task=self.episodes, ep_len=self.ep_len, workers=0, seed=self.seed,
-                            progress=False)
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: plain(getattr(self, k)) for k in self.OWN}, **plain(self.settings)}
 
 
 @dataclass(frozen=True)
@@ -172,13 +184,27 @@ class SourceConfig:
             raise ValueError(f"source weight and ratio must be >= 0, got {self.weight}, {self.ratio}")
 
 
+# old spellings -> the settings that replaced them (command-line overrides and config files)
+RENAMED = {
+    "eval": "rollout (the group of rollouts during training: rollout=single_task | chains | none)",
+    "eval.scene": "rollout.env.scene", "eval.backend": "rollout.env.backend",
+    "eval.episodes": "rollout.episodes_per_task", "eval.": "rollout.",
+    "data.window_size": "model.window_size (the data's windows follow the model)",
+    "data.fwd_pred_next_n": "model.chunk_size (the data's windows follow the model)",
+    "data.use_gripper_image": "model.use_gripper_image (the data's windows follow the model)",
+    "data.use_proprio": "model.use_proprio (the data's windows follow the model)",
+    "model.fwd_pred_next_n": "model.chunk_size (RoboVLMs' fwd_pred_next_n)",
+}
+TOP_LEVEL = ("stage", "init_from", "resume", "output_dir", "run_name")  # train.yaml's own keys
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     model: VLAConfig
     data: DataConfig
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    eval: RolloutConfig = field(default_factory=RolloutConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
     # stage 1: vision-language only (sources: {vl}); stage 2: actions, optionally co-trained with vl
     stage: int = 2
     sources: dict[str, SourceConfig] = field(default_factory=lambda: {"action": SourceConfig()})
@@ -189,32 +215,51 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"train config: unknown keys {unknown}; known keys are {sorted(known)}")
+        if not isinstance(d, Mapping):
+            raise ValueError(f"train config: expected a mapping, got {type(d).__name__}")
         for required in ("model", "data"):
             if required not in d:
                 raise ValueError(f"train config: missing the `{required}` section")
-        kw = dict(d)
-        kw["model"] = VLAConfig.from_dict(d["model"])
-        kw["data"] = DataConfig.from_dict(d["data"])
-        for name, typ in (("optim", OptimConfig), ("trainer", TrainerConfig), ("eval", RolloutConfig)):
-            if name in d:
-                kw[name] = _from_dict(typ, d[name] or {}, name)
-        if "sources" in d:
-            if not isinstance(d["sources"], Mapping) or not d["sources"]:
-                raise ValueError(f"sources: expected a non-empty mapping of source name -> settings, got {d['sources']!r}")
-            kw["sources"] = {str(k): _from_dict(SourceConfig, v or {}, f"sources.{k}") for k, v in d["sources"].items()}
-        return cls(**kw)
+        sections = dict(d)
+        sections["model"] = VLAConfig.from_dict(d["model"])
+        data = d["data"]
+        for key in data if isinstance(data, Mapping) else ():
+            if f"data.{key}" in RENAMED:
+                raise ValueError(f"data.{key} is now {RENAMED[f'data.{key}']}")
+        if "rollout" in d:
+            sections["rollout"] = RolloutConfig.from_dict(d["rollout"])
+        if "sources" in d and (not isinstance(d["sources"], Mapping) or not d["sources"]):
+            raise ValueError(f"sources: expected a non-empty mapping of source name -> settings, got {d['sources']!r}")
+        return from_mapping(cls, sections, "", renamed=RENAMED)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["model"], d["data"] = self.model.to_dict(), self.data.to_dict()
-        d["optim"]["betas"] = list(self.optim.betas)
-        if self.eval.tasks is not None:
-            d["eval"]["tasks"] = list(self.eval.tasks)
+        d = plain(self)
+        d["model"], d["data"], d["rollout"] = self.model.to_dict(), self.data.to_dict(), self.rollout.to_dict()
         return d
+
+
+def store_train_defaults() -> None:
+    """The defaults configs/train.yaml and its groups build on, from the dataclasses (and the evaluation's,
+    for the env group)."""
+    store_eval_defaults()
+    store_defaults("train_settings", {k: v for k, v in defaults_of(TrainConfig).items() if k in TOP_LEVEL})
+    store_defaults("base", VLAConfig().to_dict(), group="model")
+    store_defaults("base", defaults_of(DataConfig), group="data")
+    store_defaults("vl_base", defaults_of(VLDataConfig), group="data")
+    store_defaults("base", plain(OptimConfig()), group="optim")
+    store_defaults("base", plain(TrainerConfig()), group="trainer")
+    store_defaults("base", RolloutConfig().to_dict(), group="rollout")
+
+
+def compose_config(overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """configs/train.yaml with `overrides` (key=value, as on the command line), resolved: what
+    `python -m harness.train` parses, for Python callers (tests, benchmarks). Set `output_dir` (hydra's
+    run folder exists only in a hydra run)."""
+    from hydra import compose, initialize_config_dir
+
+    store_train_defaults()
+    with initialize_config_dir(config_dir=config_dir(), version_base=None):
+        return resolve_config(compose("train", overrides=list(overrides)))
 
 
 def resolve_device(trainer: TrainerConfig) -> str:
@@ -223,72 +268,3 @@ def resolve_device(trainer: TrainerConfig) -> str:
     if trainer.device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return trainer.device
-
-
-def check_config(cfg: TrainConfig) -> None:
-    """Everything that can be wrong without reading data or building the model: a ValueError naming it."""
-    import torch
-
-    from agents.vla.backbones import adapter_class
-    from agents.vla.tiny import TINY_PRESETS
-    from harness.train import cotraining  # noqa: F401  (registers the `vl` source and the mixer)
-    from harness.train.sources import check_sources
-
-    # the model: family and preset known, a local backbone folder present
-    bb = cfg.model.backbone
-    adapter_class(bb.family)
-    if bb.tiny is not None and bb.tiny not in TINY_PRESETS:
-        raise ValueError(f"model.backbone.tiny: unknown tiny preset {bb.tiny!r}; known: {sorted(TINY_PRESETS)}")
-    if bb.tiny is not None and TINY_PRESETS[bb.tiny].family != bb.family:
-        raise ValueError(f"model.backbone: tiny preset {bb.tiny!r} is a {TINY_PRESETS[bb.tiny].family!r} model, "
-                         f"but family is {bb.family!r}")
-    if bb.pretrained is not None and _looks_local(bb.pretrained) and not Path(bb.pretrained).is_dir():
-        raise ValueError(f"model.backbone.pretrained: folder {bb.pretrained} does not exist")
-
-    # the data: present, and what the model reads is in the batch
-    if not Path(cfg.data.path).is_dir():
-        raise ValueError(f"data.path: dataset folder {cfg.data.path} does not exist (set data.path=... or the "
-                         "CALVIN_DATASET environment variable)")
-    if "action" in cfg.sources:
-        for key in ("window_size", "fwd_pred_next_n"):
-            if getattr(cfg.model, key) != getattr(cfg.data, key):
-                raise ValueError(f"model.{key}={getattr(cfg.model, key)} differs from data.{key}={getattr(cfg.data, key)}: "
-                                 "the model is trained on the data's windows, set both to the same value")
-        for key in ("use_gripper_image", "use_proprio"):
-            if getattr(cfg.model, key) and not getattr(cfg.data, key):
-                raise ValueError(f"model.{key}=true needs data.{key}=true (the batch would not carry it)")
-
-    # precision and device
-    device = resolve_device(cfg.trainer)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("trainer.device=cuda but CUDA is not available (use trainer.device=cpu or auto)")
-    if cfg.trainer.precision == "fp16" and device != "cuda":
-        raise ValueError("trainer.precision=fp16 needs a GPU (its GradScaler is CUDA-only); use bf16 or fp32 on CPU")
-    if cfg.trainer.precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError("trainer.precision=bf16: this GPU does not support bfloat16; use fp16")
-    if cfg.trainer.precision == "fp16" and bb.dtype == "float16" and cfg.model.finetune.mode != "frozen":
-        raise ValueError("trainer.precision=fp16 with model.backbone.dtype=float16: GradScaler cannot unscale fp16 "
-                         "gradients of trainable weights; load the backbone in float32 (autocast runs it in fp16)")
-
-    # the rest
-    if cfg.stage not in STAGES:
-        raise ValueError(f"stage must be 1 (vision-language only) or 2 (actions), got {cfg.stage!r}")
-    check_sources(cfg)
-    if cfg.trainer.best_metric == "vqa_accuracy" and "vl" not in cfg.sources:
-        raise ValueError("trainer.best_metric=vqa_accuracy needs a vision-language source (sources=vl or action_vl)")
-    if cfg.trainer.best_metric == "rollout_success" and not cfg.eval.enabled:
-        raise ValueError("trainer.best_metric=rollout_success needs the rollout callback (eval=single_task or eval=chains)")
-    if cfg.eval.enabled:
-        if cfg.trainer.strategy == "fsdp" and cfg.eval.every % cfg.trainer.ckpt_every:
-            raise ValueError(f"with trainer.strategy=fsdp rollouts load the step's checkpoint: eval.every={cfg.eval.every} "
-                             f"must be a multiple of trainer.ckpt_every={cfg.trainer.ckpt_every}")
-        cfg.eval.settings().jobs()  # unknown task names, impossible tasks, bad mode
-    if cfg.init_from is not None and not Path(cfg.init_from).is_dir():
-        raise ValueError(f"init_from: checkpoint folder {cfg.init_from} does not exist")
-    if cfg.resume not in ("auto", "never") and not Path(cfg.resume).is_dir():
-        raise ValueError(f"resume: expected auto, never or a checkpoint folder; {cfg.resume} is none of them")
-
-
-def _looks_local(name: str) -> bool:
-    """A folder rather than a hub id ("org/name"): absolute, relative with ./ or ../, or ~."""
-    return name.startswith(("/", "./", "../", "~")) or Path(name).exists()

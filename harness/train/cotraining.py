@@ -1,6 +1,6 @@
 """Vision-language co-training in the trainer: the `vl` batch source and the mixer of several sources.
 
-Importing this module registers them with `harness.train.sources` (the config check and the trainer do):
+harness/train/sources.py serves them for these configs:
 
     sources=vl stage=1        configs/sources/vl.yaml: VL batches only (configs/experiment/vl_stage1.yaml)
     sources=action_vl         configs/sources/action_vl.yaml: 3 action : 1 VL micro-batches (vl_stage2.yaml)
@@ -19,18 +19,16 @@ majority-answer baseline: stage 1's progress and stage 2's forgetting, step by s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from harness.data.vl.config import VLDataConfig, build_vl_dataset, make_vl_loader
 from harness.data.vl.mixing import CreditSchedule
 from harness.eval.vqa import evaluate_vqa, majority_answers
-from harness.train.sources import BatchStream, EpochStream, register_mixer, register_stream
-
-if TYPE_CHECKING:
-    from harness.eval.distributed import DistInfo
-    from harness.train.config import TrainConfig
+from harness.ranks import DistInfo
+from harness.train.config import TrainConfig
+from harness.train.streams import BatchStream, EpochStream
 
 
 class VLStream(EpochStream):
@@ -38,7 +36,7 @@ class VLStream(EpochStream):
 
     name = "vl"
 
-    def __init__(self, cfg: VLDataConfig, dist: "DistInfo"):
+    def __init__(self, cfg: VLDataConfig, dist: DistInfo):
         dataset = build_vl_dataset(cfg, train=True)
         self.loader = make_vl_loader(cfg, train=True, rank=dist.rank, world_size=dist.world_size, dataset=dataset)
         self.batches_per_epoch = len(self.loader)
@@ -98,7 +96,7 @@ class MixedStream:
             stream.load_state_dict(state["streams"][name])
 
 
-def vl_data_config(cfg: "TrainConfig", batch_size: int) -> VLDataConfig:
+def vl_data_config(cfg: TrainConfig, batch_size: int) -> VLDataConfig:
     """`sources.vl.options` as a VLDataConfig (batch size and seed default to the trainer's)."""
     options = dict(cfg.sources["vl"].options)
     for key, instead in (("ratio", "sources.vl.ratio"), ("loss_weight", "sources.vl.weight")):
@@ -111,21 +109,21 @@ def vl_data_config(cfg: "TrainConfig", batch_size: int) -> VLDataConfig:
     return VLDataConfig.from_dict(options)
 
 
-def check_vl_source(cfg: "TrainConfig") -> None:
+def check_vl_source(cfg: TrainConfig) -> None:
     train_file = vl_data_config(cfg, cfg.trainer.batch_size).file(True)
     if not train_file.is_file():
         raise ValueError(f"sources.vl.options: {train_file} does not exist (python -m harness.data.vl generate "
                          "OUT writes train.json and val.json; or set train_file/val_file)")
 
 
-def build_vl_stream(cfg: "TrainConfig", dist: "DistInfo", batch_size: int) -> VLStream:
+def build_vl_stream(cfg: TrainConfig, dist: DistInfo, batch_size: int) -> VLStream:
     return VLStream(vl_data_config(cfg, batch_size), dist)
 
 
 class VQAValidation:
     """VQA accuracy of the model on a fixed, evenly spread subset of the validation questions (rank 0)."""
 
-    def __init__(self, cfg: "TrainConfig"):
+    def __init__(self, cfg: TrainConfig):
         vl = vl_data_config(cfg, cfg.trainer.batch_size)
         train, self.dataset = build_vl_dataset(vl, train=True), build_vl_dataset(vl, train=False)
         self.majority = majority_answers((ex.question_type, ex.answer) for ex in train.examples)
@@ -140,6 +138,3 @@ class VQAValidation:
         return {"val/vqa_accuracy": result["accuracy"], "val/vqa_majority": result["majority_accuracy"],
                 **{f"val/vqa_{t}": r["accuracy"] for t, r in result["per_type"].items()}}
 
-
-register_stream("vl", build_vl_stream, check=check_vl_source)
-register_mixer(MixedStream)

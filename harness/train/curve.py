@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.train.checkpoints import step_name
+from harness.train.run_checkpoints import step_name
 from harness.train.metrics import METRICS, read_metrics
 from harness.train.trainer import SUMMARY
 
@@ -151,7 +151,8 @@ def run_curve(run: Path, settings: Any, every: int, scene: str = "D", follow: bo
 
 
 def main(argv: list[str] | None = None) -> None:
-    from harness.eval.evaluation import EvalSettings
+    from harness.eval.config import EvalSettings
+    from harness.eval.specs import EnvConfig
 
     ap = argparse.ArgumentParser(prog="python -m harness.train.curve", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--chains", type=int, default=100, help="chains: CALVIN's first N chains")
     ap.add_argument("--tasks", help="single_task: comma-separated tasks (default: every task a start condition allows)")
     ap.add_argument("--episodes", type=int, default=10, help="single_task: episodes per task")
-    ap.add_argument("--scene", default="D")
+    ap.add_argument("--scene", default=EnvConfig.scene, help="the evaluation's env.scene (default: %(default)s)")
     ap.add_argument("--workers", type=int, default=2, help="evaluation worker processes")
     ap.add_argument("--follow", action="store_true", help="wait for new checkpoints until the run has finished")
     args = ap.parse_args(argv)
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"--every must be >= 1, got {args.every}")
     settings = EvalSettings(mode=args.mode, num_chains=args.chains, episodes_per_task=args.episodes,
                             tasks=tuple(args.tasks.split(",")) if args.tasks else None, workers=args.workers,
-                            progress=False)
+                            progress=False, videos=0, video_failures=0)
     rows = run_curve(args.run, settings, args.every, args.scene, args.follow)
     if not rows:
         print(f"{args.run}: no checkpoint with a step that is a multiple of {args.every}")

@@ -28,10 +28,7 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from harness.eval.distributed import DistInfo, barrier, dist_from_env, init_distributed, rank_device, shutdown
-
-__all__ = ["DistInfo", "barrier", "rank_device", "setup", "shutdown", "wrap", "for_evaluation", "no_grad_sync",
-           "all_reduce_sum", "broadcast_json", "gather_json", "fingerprint", "rank_fingerprints", "hide_ranks"]
+from harness.ranks import DistInfo, dist_from_env, init_distributed
 
 
 def setup(device: str, timeout_s: float) -> DistInfo:

@@ -21,9 +21,10 @@ import torch
 from torch.utils.data import Dataset
 
 from harness.data.config import DataConfig, build_dataset
+from harness.ranks import DistInfo
 from harness.tasks import eval_instruction, training_instruction
 from harness.train.callbacks import validate, validation_indices
-from harness.train.distributed import DistInfo
+from harness.train.config import RENAMED
 from harness.train.sources import SourceLosses
 
 VARIANTS = ("own", "training_phrasing", "other_task")
@@ -59,7 +60,10 @@ def instruction_check(checkpoint: str, data_path: str | None = None, samples: in
     from agents.vla.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
-    data = DataConfig.from_dict({**ckpt.config["data"], **({"path": data_path} if data_path else {})})
+    # the windows follow the model; a checkpoint written before that also has the model's keys under data
+    saved = {k: v for k, v in ckpt.config["data"].items() if f"data.{k}" not in RENAMED}
+    data = DataConfig.from_dict({**saved, **({"path": data_path} if data_path else {})})
+    spec = ckpt.model.cfg.window_spec()
     net = SourceLosses(ckpt.model)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else torch.autocast("cpu", enabled=False)
 
@@ -67,9 +71,9 @@ def instruction_check(checkpoint: str, data_path: str | None = None, samples: in
         indices = validation_indices(len(dataset), samples)
         return validate(net, dataset, indices, batch_size, 0, DistInfo(), torch.device("cpu"), autocast, False)["val/loss"]
 
-    val = build_dataset(data, train=False, normalizer=ckpt.normalizer)
+    val = build_dataset(data, spec, train=False, normalizer=ckpt.normalizer)
     out = {variant: loss(Reworded(val, variant)) for variant in VARIANTS}
-    out["training_windows"] = loss(build_dataset(replace(data, augment=False), train=True, normalizer=ckpt.normalizer))
+    out["training_windows"] = loss(build_dataset(replace(data, augment=False), spec, train=True, normalizer=ckpt.normalizer))
     return out
 
 

@@ -1,4 +1,5 @@
-"""Rank 0's record of a run: metrics.jsonl (one JSON object per logged step) and TensorBoard scalars.
+"""Rank 0's record of a run: metrics.jsonl (one JSON object per logged step) and TensorBoard scalars; and
+`StepTimer`, the seconds per step, the share spent waiting for data and the samples per second it logs.
 
 Every line of metrics.jsonl has `step` and the values logged at that step: training lines `loss`,
 `loss/<source>`, the action loss parts, `lr`, `grad_norm` (before clipping), `samples_per_s`, ...;
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -62,3 +64,37 @@ class MetricsLogger:
         if self._file is not None:
             self._file.close()
             self._tb.close()
+
+
+class StepTimer:
+    """Seconds per training step (data included; validation, saving and rollouts not), the share of it
+    spent waiting for data, and samples per second, since the last report and over the run."""
+
+    def __init__(self) -> None:
+        self.t0 = self.t_data = 0.0
+        self.steps = self.samples = 0
+        self.busy_s = self.data_s = 0.0
+        self.total_samples, self.total_s = 0, 0.0
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def data_ready(self) -> None:
+        self.data_s += time.perf_counter() - self.t0
+
+    def stop(self, samples: int) -> None:
+        self.busy_s += time.perf_counter() - self.t0
+        self.steps += 1
+        self.samples += samples
+
+    def report(self) -> dict[str, float]:
+        out = {"samples_per_s": self.samples / self.busy_s, "step_s": self.busy_s / self.steps,
+               "data_s": self.data_s / self.steps}
+        self.total_samples += self.samples
+        self.total_s += self.busy_s
+        self.steps = self.samples = 0
+        self.busy_s = self.data_s = 0.0
+        return out
+
+    def mean_rate(self) -> float | None:
+        return self.total_samples / self.total_s if self.total_s else None

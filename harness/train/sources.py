@@ -1,39 +1,30 @@
-"""Named batch sources: what the trainer draws micro-batches from, and how each kind of batch makes a loss.
+"""Named batch sources: which stream serves each source of the config, and how each kind of batch makes a loss.
 
-The trainer consumes one `BatchStream`, which yields `(source name, batch)` pairs and can save and restore
-its position (JSON). The loss of a pair is dispatched on the source name through `LOSSES`:
+The trainer consumes one `BatchStream` (harness/train/streams.py), which yields `(source name, batch)` pairs
+and can save and restore its position (JSON). The loss of a pair is dispatched on the source name through
+`LOSSES`:
 
     action -> model(batch)                                       (docs/ARCHITECTURE.md's training batch)
     vl     -> model.vl_loss(batch["images"], batch["prompts"], batch["answers"])   (co-training)
 
-Stage 2 with only `sources.action` trains on `ActionStream`. Several sources (stage 2 + vision-language
-co-training, or stage 1's `vl` alone) come from streams registered in `STREAMS` by the module that provides
-that data, mixed by the `MIXER` it registers (`register_stream`, `register_mixer`); the source's
+`sources.action` alone trains on `ActionStream`; `sources.vl` is harness/train/cotraining.py's `VLStream`,
+and several sources (stage 2 + vision-language co-training) are mixed by its `MixedStream`; the source's
 `ratio` and `options` in the config are theirs to read, its `weight` scales its loss here.
-
-Data order is a pure function of (seed, epoch, position), whatever the number of ranks:
-`ResumableDistributedSampler` is torch's DistributedSampler (seeded permutation per epoch, rank r takes
-every world-th index) that can start part-way through an epoch, and `EpochSeeded` makes the random-shift
-augmentation of window i in epoch e depend on (seed, e, i) only. So a run resumed after a kill, a run on
-2 ranks with half the batch, and a run with 4x accumulation all see the same samples with the same
-augmentation as the plain run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 
-from harness.data.windows import collate_windows
-
-if TYPE_CHECKING:
-    from harness.eval.distributed import DistInfo
-    from harness.train.config import TrainConfig
+from harness.ranks import DistInfo
+from harness.train.config import TrainConfig
+from harness.train.cotraining import MixedStream, build_vl_stream, check_vl_source
+from harness.train.streams import ActionStream, BatchStream
 
 Batch = Any
 
@@ -88,191 +79,24 @@ class SourceLosses(nn.Module):
         return LOSSES[source].loss(self.model, batch)
 
 
-# ----------------------------------------------------------------------------------------- streams
-class BatchStream(Protocol):
-    """Yields (source name, batch) forever; its position is JSON and restores exactly."""
-
-    batches_per_epoch: int  # micro-batches of the action data per epoch, per rank (defines `epoch`)
-
-    def __next__(self) -> tuple[str, Batch]: ...
-
-    @property
-    def epoch(self) -> float:
-        """Epochs of the action data consumed (fractional)."""
-        ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
-
-
-class ResumableDistributedSampler(DistributedSampler):
-    """torch's DistributedSampler that can start `start` samples into this rank's share of the epoch.
-
-    drop_last=True: every rank gets floor(n / world) samples, so a global batch of B x world on N ranks
-    covers the same samples as a batch of B x world on one."""
-
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, shuffle: bool = True):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
-        self.start = 0
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(list(super().__iter__())[self.start:])
-
-    def __len__(self) -> int:
-        return self.num_samples - self.start
-
-
-class EpochSeeded(Dataset):
-    """Items whose randomness (the window augmentation) is seeded by (seed, epoch, index).
-
-    WindowDataset draws its random shift from torch's global RNG; here each item is produced under its own
-    seed and the caller's RNG state is put back, so items do not depend on which rank, worker or resumed
-    run reads them, and reading one does not disturb the training RNG. `epoch` is set before each epoch's
-    DataLoader iterator is made (worker processes receive a copy then: persistent_workers must stay off)."""
-
-    def __init__(self, dataset: Dataset, seed: int):
-        self.dataset = dataset
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Any:
-        seed = int(np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(1)[0])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.dataset[index]
-
-
-class EpochStream:
-    """Batches of one source from a DataLoader, epoch after epoch, with its position (epoch, batches of it
-    handed out) for resume. Subclasses set `name`, `loader`, `batches_per_epoch` and say how a pass
-    starts at (epoch, first sample of this rank's share)."""
-
-    name: str
-    loader: DataLoader
-    batches_per_epoch: int
-
-    def _position_sampler(self, epoch: int, start_sample: int) -> None:
-        raise NotImplementedError
-
-    def _reset_position(self) -> None:
-        self._epoch, self._batch = 0, 0
-        self._it: Iterator[Batch] | None = None
-
-    def __iter__(self) -> "EpochStream":
-        return self
-
-    def __next__(self) -> tuple[str, Batch]:
-        if self._batch >= self.batches_per_epoch:
-            self._epoch, self._batch, self._it = self._epoch + 1, 0, None
-        if self._it is None:
-            self._position_sampler(self._epoch, self._batch * self.loader.batch_size)
-            self._it = iter(self.loader)
-        batch = next(self._it)
-        self._batch += 1
-        return self.name, batch
-
-    @property
-    def epoch(self) -> float:
-        return self._epoch + self._batch / self.batches_per_epoch
-
-
-class ActionStream(EpochStream):
-    """The action windows of one rank: DataLoader + ResumableDistributedSampler, epoch after epoch."""
-
-    name = "action"
-
-    def __init__(self, dataset: Dataset, batch_size: int, dist: "DistInfo", seed: int, num_workers: int = 0,
-                 pin_memory: bool = False):
-        self.items = EpochSeeded(dataset, seed)
-        self.sampler = ResumableDistributedSampler(self.items, dist.world_size, dist.rank, seed)
-        self.batch_size = batch_size
-        self.batches_per_epoch = self.sampler.num_samples // batch_size
-        if self.batches_per_epoch == 0:
-            raise ValueError(f"the training data has {len(dataset)} windows: fewer than one global batch "
-                             f"({batch_size} x {dist.world_size} ranks); lower trainer.batch_size")
-        self.loader = DataLoader(
-            self.items, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
-            collate_fn=collate_windows, drop_last=True, pin_memory=pin_memory, persistent_workers=False,
-            generator=torch.Generator(),  # the loader's own base seed: creating an iterator leaves torch's RNG alone
-        )
-        self._reset_position()
-
-    def _position_sampler(self, epoch: int, start_sample: int) -> None:
-        self.sampler.set_epoch(epoch)
-        self.sampler.start = start_sample
-        self.items.epoch = epoch
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self._epoch, "batch": self._batch, "seed": self.items.seed, "batch_size": self.batch_size,
-                "world_size": self.sampler.num_replicas, "windows": len(self.items)}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        mine = self.state_dict()
-        for key in ("seed", "windows"):
-            if state[key] != mine[key]:
-                raise ValueError(f"cannot resume the data position: the checkpoint's {key} is {state[key]}, this run's "
-                                 f"{mine[key]} (same seed and dataset needed)")
-        # the position in global batches carries over to another world size with the same global batch
-        saved_global, global_now = state["batch_size"] * state["world_size"], self.batch_size * self.sampler.num_replicas
-        if saved_global != global_now:
-            raise ValueError(f"cannot resume the data position: the checkpoint's global micro-batch is {saved_global} "
-                             f"(batch_size x world size), this run's {global_now}")
-        self._epoch, self._batch, self._it = int(state["epoch"]), int(state["batch"]), None
-
-
-# ----------------------------------------------------------------------------------------- registry
-StreamBuilder = Callable[["TrainConfig", "DistInfo", int], BatchStream]  # (config, ranks, batch size) -> stream
-Mixer = Callable[[dict[str, BatchStream], dict[str, float], int], BatchStream]  # (streams, ratios, seed) -> stream
-
-StreamCheck = Callable[["TrainConfig"], None]  # raises a ValueError naming a bad `sources.<name>` setting
-
-STREAMS: dict[str, StreamBuilder] = {}
-CHECKS: dict[str, StreamCheck] = {}
-MIXER: list[Mixer] = []  # at most one, registered by the module that brings a second source
-
-
-def register_stream(name: str, builder: StreamBuilder, loss: SourceLoss | None = None,
-                    check: StreamCheck | None = None) -> None:
-    """Make source `name` available to configs (`sources.<name>`); `loss` if it is not in LOSSES yet;
-    `check` validates its settings before any data is read (check_config)."""
-    STREAMS[name] = builder
-    if loss is not None:
-        LOSSES[name] = loss
-    if check is not None:
-        CHECKS[name] = check
-
-
-def register_mixer(mixer: Mixer) -> None:
-    MIXER[:] = [mixer]
-
-
-def check_sources(cfg: "TrainConfig") -> None:
+# ----------------------------------------------------------------------------------------- sources
+def check_sources(cfg: TrainConfig) -> None:
+    """The sources of the stage, each known and with its settings valid (before any data is read)."""
     names = set(cfg.sources)
     if cfg.stage == 1 and names != {"vl"}:
         raise ValueError(f"stage 1 trains on vision-language data only: sources must be just `vl`, got {sorted(names)}")
     if cfg.stage == 2 and "action" not in names:
         raise ValueError(f"stage 2 trains on actions: sources must include `action`, got {sorted(names)}")
-    for name in sorted(names):
-        if name not in LOSSES:
-            raise ValueError(f"sources.{name}: no loss for this source; known: {sorted(LOSSES)}")
-        if name != "action" and name not in STREAMS:
-            raise ValueError(f"sources.{name}: no data stream is registered for it (harness.train.sources."
-                             "register_stream; the vision-language co-training module provides `vl`)")
-        if name in CHECKS:
-            CHECKS[name](cfg)
+    for name in sorted(names - set(LOSSES)):
+        raise ValueError(f"sources.{name}: no loss for this source; known: {sorted(LOSSES)}")
+    if "vl" in names:
+        check_vl_source(cfg)
     idle = sorted(n for n in names if cfg.sources[n].ratio == 0)
     if len(names) > 1 and idle:
         raise ValueError(f"sources {idle}: ratio 0 in a mix; remove the source instead (sources=action: no co-training)")
-    if len(names) > 1 and not MIXER:
-        raise ValueError(f"sources {sorted(names)}: mixing several sources needs a mixer "
-                         "(harness.train.sources.register_mixer)")
 
 
-def build_stream(cfg: "TrainConfig", dist: "DistInfo", batch_size: int, action_data: Dataset | None,
+def build_stream(cfg: TrainConfig, dist: DistInfo, batch_size: int, action_data: Dataset | None,
                  pin_memory: bool = False) -> BatchStream:
     """The configured sources as one stream (each source's own stream when there is only one)."""
     streams: dict[str, BatchStream] = {}
@@ -282,7 +106,7 @@ def build_stream(cfg: "TrainConfig", dist: "DistInfo", batch_size: int, action_d
             streams[name] = ActionStream(action_data, batch_size, dist, cfg.trainer.seed, cfg.trainer.num_workers,
                                          pin_memory)
         else:
-            streams[name] = STREAMS[name](cfg, dist, batch_size)
+            streams[name] = build_vl_stream(cfg, dist, batch_size)
     if len(streams) == 1:
         return next(iter(streams.values()))
-    return MIXER[0](streams, {n: s.ratio for n, s in cfg.sources.items()}, cfg.trainer.seed)
+    return MixedStream(streams, {n: s.ratio for n, s in cfg.sources.items()}, cfg.trainer.seed)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +35,17 @@ from harness.config_errors import config_errors
 from harness.data.config import build_dataset, make_normalizer
 from harness.data.normalization import ActionNormalizer
 from harness.data.windows import collate_windows
+from harness.ranks import DistInfo, barrier, rank_device, shutdown
 from harness.train import distributed as D
 from harness.train.callbacks import rollout, to_device, validate, validation_indices
-from harness.train.checkpoints import Checkpoints, step_name
-from harness.train.config import TrainConfig, check_config, resolve_device
+from harness.train.run_checkpoints import RunCheckpoints, step_name
+from harness.train.checks import check_config
+from harness.train.config import TrainConfig, resolve_device
 from harness.train.cotraining import VQAValidation
-from harness.train.metrics import MetricsLogger
+from harness.train.metrics import MetricsLogger, StepTimer
 from harness.train.optim import build_optimizer, build_scheduler
-from harness.train.sources import LOSSES, EpochSeeded, SourceLosses, build_stream
+from harness.train.sources import LOSSES, SourceLosses, build_stream
+from harness.train.streams import EpochSeeded
 from harness.train.state import (full_weights, load_optimizer_state, load_trainer_state, optimizer_state,
                                  record_best, rng_state, save_trainer_state, seed_all, set_rng_state)
 
@@ -62,23 +64,25 @@ def train(cfg: TrainConfig, overrides: list[str] | None = None) -> dict[str, Any
         cfg = TrainConfig.from_dict(D.broadcast_json(cfg.to_dict(), dist))
         return _train(cfg, dist, device_kind, overrides or [])
     finally:
-        D.shutdown(dist)
+        shutdown(dist)
 
 
-def _train(cfg: TrainConfig, dist: D.DistInfo, device_kind: str, overrides: list[str]) -> dict[str, Any]:
+def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[str]) -> dict[str, Any]:
     tc = cfg.trainer
-    device = torch.device(D.rank_device(device_kind, dist))  # under torchrun, "cuda" is this rank's GPU
+    device = torch.device(rank_device(device_kind, dist))  # under torchrun, "cuda" is this rank's GPU
     run_dir = Path(cfg.output_dir)
-    ckpts = Checkpoints(run_dir / "checkpoints", tc.keep_last)
+    ckpts = RunCheckpoints(run_dir / "checkpoints", tc.keep_last)
 
     # ---- what is known before any work: the schedule of batches, where to resume from, the data
     with config_errors():
         accum = tc.accumulation(dist.world_size)
         resume_from = _resume_point(cfg, ckpts, dist)
         # opening the datasets reads the annotations only, and checks the window against every segment
-        train_set = build_dataset(cfg.data, train=True) if "action" in cfg.sources else None
+        # the windows hold what the model reads: its window, chunk, cameras and proprioception
+        spec = cfg.model.window_spec()
+        train_set = build_dataset(cfg.data, spec, train=True) if "action" in cfg.sources else None
         normalizer = train_set.normalizer if train_set is not None else make_normalizer(cfg.data)
-        val_set = build_dataset(cfg.data, train=False, normalizer=normalizer) if train_set is not None else None
+        val_set = build_dataset(cfg.data, spec, train=False, normalizer=normalizer) if train_set is not None else None
         stream = build_stream(cfg, dist, tc.batch_size, train_set, pin_memory=device.type == "cuda")
     steps_per_epoch = max(stream.batches_per_epoch // accum, 1)
     total_steps = tc.max_steps or math.ceil(tc.max_epochs * steps_per_epoch)
@@ -135,7 +139,7 @@ def _train(cfg: TrainConfig, dist: D.DistInfo, device_kind: str, overrides: list
     sources = sorted(cfg.sources)
     val_metrics: dict[str, float] = {}
     rollout_metrics: dict[str, float] = {}
-    timer = _Timer()
+    timer = StepTimer()
 
     # ---- the loop
     while step < total_steps:
@@ -185,7 +189,7 @@ def _train(cfg: TrainConfig, dist: D.DistInfo, device_kind: str, overrides: list
             logger.log(step, vqa_metrics)
             val_metrics.update(vqa_metrics)
             score = vqa_metrics["val/vqa_accuracy"] if tc.best_metric == "vqa_accuracy" else score
-        rollout_due = cfg.eval.enabled and (step % cfg.eval.every == 0 or last)
+        rollout_due = cfg.rollout.enabled and (step % cfg.rollout.every == 0 or last)
         saved = step % tc.ckpt_every == 0 or last
         folder = save(step, best) if saved else None  # the folder on rank 0, None on the others
         if rollout_due:
@@ -214,7 +218,7 @@ def _train(cfg: TrainConfig, dist: D.DistInfo, device_kind: str, overrides: list
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _resume_point(cfg: TrainConfig, ckpts: Checkpoints, dist: D.DistInfo) -> Path | None:
+def _resume_point(cfg: TrainConfig, ckpts: RunCheckpoints, dist: DistInfo) -> Path | None:
     """The checkpoint to resume from (rank 0 decides; the folder must be visible to every rank)."""
     if cfg.resume not in ("auto", "never"):
         return Path(cfg.resume)
@@ -226,7 +230,7 @@ def _resume_point(cfg: TrainConfig, ckpts: Checkpoints, dist: D.DistInfo) -> Pat
 
 
 def _restore(folder: Path, optimizer: torch.optim.Optimizer, net: nn.Module, sharded: bool, scheduler: Any,
-             scaler: torch.amp.GradScaler, stream: Any, dist: D.DistInfo, seed: int) -> tuple[int, dict | None]:
+             scaler: torch.amp.GradScaler, stream: Any, dist: DistInfo, seed: int) -> tuple[int, dict | None]:
     meta, named = load_trainer_state(folder)
     load_optimizer_state(optimizer, net, named, sharded, folder)
     scheduler.load_state_dict(meta["scheduler"])
@@ -248,7 +252,7 @@ class _Saver:
     """Writes a checkpoint of the current state (collective: every rank calls it; rank 0 writes)."""
 
     cfg: TrainConfig
-    ckpts: Checkpoints
+    ckpts: RunCheckpoints
     model: VLAModel
     net: nn.Module
     normalizer: ActionNormalizer
@@ -256,7 +260,7 @@ class _Saver:
     scheduler: Any
     scaler: torch.amp.GradScaler
     stream: Any
-    dist: D.DistInfo
+    dist: DistInfo
     sharded: bool
     weight_names: list[str]
     total_steps: int
@@ -280,7 +284,7 @@ class _Saver:
                 save_trainer_state(d, meta, optim)
 
             folder = self.ckpts.save(step, write)
-        D.barrier(self.dist)
+        barrier(self.dist)
         return folder
 
     def mark_best(self, folder: Path | None, best: dict) -> None:
@@ -296,8 +300,8 @@ def _train_section(cfg: TrainConfig) -> dict[str, Any]:
 
 def _rollout(cfg: TrainConfig, model: VLAModel, normalizer: ActionNormalizer, run_dir: Path, step: int,
              checkpoint: Path | None) -> dict[str, float]:
-    out = run_dir / "rollouts" / step_name(step) if cfg.eval.output else None
-    return rollout(model, normalizer, cfg.eval, out, checkpoint)
+    out = run_dir / "rollouts" / step_name(step) if cfg.rollout.output else None
+    return rollout(model, normalizer, cfg.rollout, out, checkpoint)
 
 
 def _vqa_validation(cfg: TrainConfig, sharded: bool, is_main: bool) -> VQAValidation | None:
@@ -338,7 +342,7 @@ def _clip(params: list[nn.Parameter], max_norm: float) -> float:
 
 
 def _global_counts(group: list[tuple[str, Any]], counts: list[int], sources: list[str],
-                   dist: D.DistInfo) -> dict[str, float]:
+                   dist: DistInfo) -> dict[str, float]:
     local = torch.zeros(len(sources), dtype=torch.float64)
     for (source, _), n in zip(group, counts):
         local[sources.index(source)] += n
@@ -378,37 +382,3 @@ def _batch_len(batch: Any) -> int:
         if key in batch:
             return len(batch[key])
     return 0
-
-
-class _Timer:
-    """Seconds per training step (data included; validation, saving and rollouts not), the share of it
-    spent waiting for data, and samples per second, since the last report and over the run."""
-
-    def __init__(self) -> None:
-        self.t0 = self.t_data = 0.0
-        self.steps = self.samples = 0
-        self.busy_s = self.data_s = 0.0
-        self.total_samples, self.total_s = 0, 0.0
-
-    def start(self) -> None:
-        self.t0 = time.perf_counter()
-
-    def data_ready(self) -> None:
-        self.data_s += time.perf_counter() - self.t0
-
-    def stop(self, samples: int) -> None:
-        self.busy_s += time.perf_counter() - self.t0
-        self.steps += 1
-        self.samples += samples
-
-    def report(self) -> dict[str, float]:
-        out = {"samples_per_s": self.samples / self.busy_s, "step_s": self.busy_s / self.steps,
-               "data_s": self.data_s / self.steps}
-        self.total_samples += self.samples
-        self.total_s += self.busy_s
-        self.steps = self.samples = 0
-        self.busy_s = self.data_s = 0.0
-        return out
-
-    def mean_rate(self) -> float | None:
-        return self.total_samples / self.total_s if self.total_s else None

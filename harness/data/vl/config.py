@@ -4,15 +4,15 @@ trainer's `sources.vl.ratio` and `sources.vl.weight`."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from torch.utils.data import DataLoader
 
-from harness.data.config import strict_from_dict
 from harness.data.vl.llava import LlavaDataset, collate_vl
 from harness.data.vl.mixing import EpochSampler
+from harness.strict_config import from_mapping, plain
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,11 @@ class VLDataConfig:
                              f"{self.batch_size}, {self.image_size}, {self.num_workers}")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "VLDataConfig":
-        return strict_from_dict(cls, d, "VL data config")
+    def from_dict(cls, d: Mapping[str, Any], where: str = "sources.vl.options") -> "VLDataConfig":
+        return from_mapping(cls, d, where)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return plain(self)
 
     def file(self, train: bool) -> Path:
         return Path(self.path) / (self.train_file if train else self.val_file)

@@ -29,18 +29,9 @@ from tqdm import tqdm
 from harness.data.vl.llava import llava_entry
 from harness.data.vl.questions import ask_all
 from harness.data.vl.scene import SceneRenderer, sample_state
-from harness.sim.layout import SCENES
+from harness.sim.layout import parse_scenes
 
 MAX_REDRAWS = 50  # planned states of one index rejected in a row before giving up
-
-
-def parse_scenes(text: str | Sequence[str]) -> tuple[str, ...]:
-    """"D", "ABCD", "A,B,C,D", "calvin_scene_D" or a list of these -> ("A", ...); ValueError names the valid scenes."""
-    tokens = text.replace(",", " ").split() if isinstance(text, str) else list(text)
-    scenes = tuple(s for token in tokens for s in token.strip().removeprefix("calvin_scene_"))
-    if not scenes or any(s not in SCENES for s in scenes):
-        raise ValueError(f"scenes must name some of {', '.join(SCENES)}, got {text!r}")
-    return scenes
 
 
 def split_of_states(num_states: int, val_fraction: float, seed: int) -> np.ndarray:

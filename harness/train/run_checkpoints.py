@@ -1,4 +1,5 @@
-"""The run's checkpoint folders: `step_XXXXXXX/`, and `last` and `best` pointing at two of them.
+"""The run's checkpoint folders: `step_XXXXXXX/`, and `last` and `best` pointing at two of them (what one
+checkpoint folder holds, and how it is written and read: agents/vla/checkpoint.py).
 
     <run>/checkpoints/step_0001000/   a checkpoint folder (agents.vla.checkpoint) + trainer state
     <run>/checkpoints/last -> step_0001000    the newest; resume starts here
@@ -24,7 +25,7 @@ def step_name(step: int) -> str:
     return f"step_{step:07d}"
 
 
-class Checkpoints:
+class RunCheckpoints:
     def __init__(self, root: str | Path, keep_last: int):
         self.root = Path(root)
         self.keep_last = keep_last

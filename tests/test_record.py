@@ -11,7 +11,9 @@ import pytest
 from harness.data.calvin_format import CalvinSplit
 from harness.data.check import check_path
 from harness.data.config import DataConfig, build_dataset
-from harness.data.record import RecordConfig, plan_episode, record_dataset
+from harness.data.windows import WindowSpec
+from harness.record.__main__ import main as record_main
+from harness.record.recorder import RecordConfig, plan_episode, record_dataset
 from harness.sim.layout import REL_ORN_SCALE, REL_POS_SCALE
 from harness.spatial import wrap_angle
 from harness.tasks import TASK_NAMES, eval_instruction, training_instructions
@@ -68,8 +70,8 @@ def test_actions_are_the_targets_the_relative_actions_set(recorded):
 
 def test_windows_read_back_the_recorded_actions(recorded):
     cfg, _ = recorded
-    data = DataConfig(path=cfg.out, window_size=4, fwd_pred_next_n=5, augment=False)
-    ds = build_dataset(data, train=True)
+    data = DataConfig(path=cfg.out, augment=False)
+    ds = build_dataset(data, WindowSpec(4, 5), train=True)
     split = CalvinSplit(cfg.out, "training")
     for index in (0, len(ds) // 2, len(ds) - 1):
         item = ds[index]
@@ -100,6 +102,21 @@ def test_recording_continues_where_it_stopped_and_keeps_its_settings(tmp_path):
     assert all(np.array_equal(a, again.load_frame(i, ("rel_actions",))["rel_actions"]) for i, a in zip(first.frame_ids(), first_frames))
     with pytest.raises(ValueError, match="other settings"):
         record_dataset(RecordConfig(episodes=2, **{**base, "seed": 2}), progress=False)
+    # the command line records the same settings (tasks given one after another, or with commas)
+    cli = str(tmp_path / "cli")
+    assert record_main([cli, "--scene", "D", "--episodes", "1", "--val-episodes", "0", "--chain-length", "1",
+                        "--tasks", "open_drawer,turn_on_led", "--workers", "1", "--seed", "1"]) == 0
+    settings = [json.loads((tmp_path / name / "recording.json").read_text()) for name in ("cli", "ds")]
+    assert settings[0] == {**settings[1], "episodes": 1}
+    assert [CalvinSplit(cli, "training").load_frame(i, ("rel_actions",))["rel_actions"].tolist()
+            for i in CalvinSplit(cli, "training").frame_ids()] == [a.tolist() for a in first_frames]
+
+
+def test_the_command_line_names_a_renamed_option(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        record_main([str(tmp_path / "x"), "--scenes", "D"])
+    assert "--scenes is now --scene" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_plans_are_valid_chains_over_the_allowed_tasks():

@@ -1,4 +1,4 @@
-"""Recording CALVIN-format datasets with the scripted expert (`scripts/collect_data.sh`).
+"""Recording CALVIN-format datasets with the scripted expert (`python -m harness.record`, `scripts/collect_data.sh`).
 
 Every episode is one random valid task chain from one of CALVIN's 192 start conditions, run by the
 scripted expert with both cameras in the built-in scene or (`env="calvin"`) the real calvin_env; each completed subtask becomes one language
@@ -161,7 +161,9 @@ def _worker_tools(backend: str, scene: str) -> tuple[Any, Any, TaskOracle]:
         from harness.envs import make_env
 
         close_worker_tools()
-        _WORKER[backend, scene] = (make_env(backend, scene=scene), ScriptedExpert(scene), TaskOracle())
+        env, expert = make_env(backend, scene=scene), ScriptedExpert()
+        expert.bind_env(env.description)
+        _WORKER[backend, scene] = (env, expert, TaskOracle())
     return _WORKER[backend, scene]
 
 

@@ -1,4 +1,5 @@
 """Ranks under torchrun: who am I, a barrier, and the process group, with no world size written anywhere.
+Shared by the evaluation and the training (whose DDP/FSDP parts are harness/train/distributed.py).
 
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE (and MASTER_ADDR/PORT). Each rank takes
 its share of the pending jobs (`pending[rank::world_size]`) and appends to its own results log; the files
