@@ -72,7 +72,7 @@ def test_saved_then_loaded_gives_identical_actions(saved):
         np.testing.assert_array_equal(a.step(obs, "open the drawer"), b.step(obs, "open the drawer"))
 
 
-@pytest.mark.parametrize("name", ["tiny_paligemma", "tiny_kosmos2", "tiny_smolvlm"])
+@pytest.mark.parametrize("name", ["tiny_paligemma", "tiny_kosmos2", "tiny_smolvlm", "tiny_mllama"])
 def test_lora_checkpoint_round_trip(tiny_dir, tmp_path, name):
     model = build_model(tiny_dir, name, head="gpt", mode="lora", lora_r=4, train_vision=False).eval()
     with torch.no_grad():  # make the adapters matter (lora_B starts at zero)

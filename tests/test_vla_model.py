@@ -13,7 +13,7 @@ from tests.vla_helpers import CHUNK, WINDOW, build_model, make_batch, tiny_dir  
 HEADS = ["mlp", "lstm", "gpt", "discrete"]
 
 
-@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_kosmos2"])
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_kosmos2", "tiny_mllama"])
 @pytest.mark.parametrize("head", HEADS)
 def test_forward_backward_and_predict_shapes(tiny_dir, name, head):
     model = build_model(tiny_dir, name, head=head, gripper=True, proprio=True)
@@ -37,7 +37,8 @@ def test_forward_backward_and_predict_shapes(tiny_dir, name, head):
 
 
 @pytest.mark.parametrize("name,head", [("tiny_llava", "gpt"), ("tiny_qwen2_vl", "mlp"), ("tiny_idefics3", "discrete"),
-                                       ("tiny_smolvlm", "lstm"), ("tiny_kosmos2", "discrete")])
+                                       ("tiny_smolvlm", "lstm"), ("tiny_kosmos2", "discrete"),
+                                       ("tiny_mllama", "gpt"), ("tiny_mllama", "discrete")])
 def test_interleaved_history_shapes(tiny_dir, name, head):
     model = build_model(tiny_dir, name, head=head, history="interleaved", proprio=True)
     batch = make_batch()
@@ -45,7 +46,7 @@ def test_interleaved_history_shapes(tiny_dir, name, head):
     assert model.eval().predict(batch).shape == (2, WINDOW, CHUNK, 7)
 
 
-@pytest.mark.parametrize("name,head", [("tiny_llava", "lstm"), ("tiny_paligemma", "discrete")])
+@pytest.mark.parametrize("name,head", [("tiny_llava", "lstm"), ("tiny_paligemma", "discrete"), ("tiny_mllama", "lstm")])
 def test_loss_decreases_when_overfitting_one_batch(tiny_dir, name, head):
     """The whole model learns: 60 AdamW steps on one batch cut the loss to under a quarter. Over model/batch
     seeds 0-7, on AVX-512 and on AVX2 kernels, the worst was 0.074 (lstm) and 0.006 (discrete) of the first
@@ -64,7 +65,8 @@ def test_loss_decreases_when_overfitting_one_batch(tiny_dir, name, head):
     assert losses[-1] < 0.25 * losses[0], losses
 
 
-@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_qwen2_vl", "tiny_smolvlm", "tiny_kosmos2"])
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_qwen2_vl", "tiny_smolvlm", "tiny_kosmos2",
+                                  "tiny_mllama"])
 def test_lrn_feature_does_not_depend_on_padding(tiny_dir, name):
     model = build_model(tiny_dir, name, proprio=True).eval()
     short = "stack the blocks"
@@ -74,7 +76,8 @@ def test_lrn_feature_does_not_depend_on_padding(tiny_dir, name):
         torch.testing.assert_close(model.features(batch)[:1], model.features(alone), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_qwen2_vl", "tiny_idefics3", "tiny_kosmos2"])
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_qwen2_vl", "tiny_idefics3", "tiny_kosmos2",
+                                  "tiny_mllama"])
 def test_interleaved_frames_do_not_see_the_future(tiny_dir, name):
     model = build_model(tiny_dir, name, history="interleaved").eval()
     batch = make_batch(b=1)
@@ -126,7 +129,7 @@ def test_masked_chunk_steps_do_not_count(tiny_dir):
         torch.testing.assert_close(model(batch)["loss"], model(other)["loss"])
 
 
-@pytest.mark.parametrize("name", ["tiny_llava", "tiny_kosmos2"])
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_kosmos2", "tiny_mllama"])
 def test_proprio_and_gripper_image_enter_the_feature(tiny_dir, name):
     model = build_model(tiny_dir, name, head="mlp", proprio=True, gripper=True).eval()
     batch = make_batch(gripper=True)
