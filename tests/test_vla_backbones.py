@@ -13,7 +13,7 @@ from harness.data.images import resize_hwc
 from tests.vla_helpers import tiny_dir  # noqa: F401  (fixture)
 
 FAMILIES = ["tiny_llava", "tiny_paligemma", "tiny_idefics3", "tiny_smolvlm", "tiny_qwen2_vl", "tiny_kosmos2",
-            "tiny_mllama"]
+            "tiny_mllama", "scratch"]
 SIZES = ((200, 200), (84, 84))
 
 

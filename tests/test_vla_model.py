@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -10,11 +12,12 @@ from agents.vla.model import frame
 from agents.vla.tokens import ActionBins
 from tests.vla_helpers import CHUNK, WINDOW, build_model, make_batch, tiny_dir  # noqa: F401  (fixture)
 
-HEADS = ["mlp", "lstm", "gpt", "discrete"]
+CONTINUOUS = ["mlp", "lstm", "gpt"]
+HEADS = [*CONTINUOUS, "discrete"]
 
 
-@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_kosmos2", "tiny_mllama"])
-@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("name,head", [(n, h) for n in ("tiny_llava", "tiny_paligemma", "tiny_kosmos2", "tiny_mllama")
+                                       for h in HEADS] + [("scratch", h) for h in CONTINUOUS])
 def test_forward_backward_and_predict_shapes(tiny_dir, name, head):
     model = build_model(tiny_dir, name, head=head, gripper=True, proprio=True)
     batch = make_batch(gripper=True)
@@ -46,7 +49,8 @@ def test_interleaved_history_shapes(tiny_dir, name, head):
     assert model.eval().predict(batch).shape == (2, WINDOW, CHUNK, 7)
 
 
-@pytest.mark.parametrize("name,head", [("tiny_llava", "lstm"), ("tiny_paligemma", "discrete"), ("tiny_mllama", "lstm")])
+@pytest.mark.parametrize("name,head", [("tiny_llava", "lstm"), ("tiny_paligemma", "discrete"), ("tiny_mllama", "lstm"),
+                                       ("scratch", "lstm")])
 def test_loss_decreases_when_overfitting_one_batch(tiny_dir, name, head):
     """The whole model learns: 60 AdamW steps on one batch cut the loss to under a quarter. Over model/batch
     seeds 0-7, on AVX-512 and on AVX2 kernels, the worst was 0.074 (lstm) and 0.006 (discrete) of the first
@@ -66,7 +70,7 @@ def test_loss_decreases_when_overfitting_one_batch(tiny_dir, name, head):
 
 
 @pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_qwen2_vl", "tiny_smolvlm", "tiny_kosmos2",
-                                  "tiny_mllama"])
+                                  "tiny_mllama", "scratch"])
 def test_lrn_feature_does_not_depend_on_padding(tiny_dir, name):
     model = build_model(tiny_dir, name, proprio=True).eval()
     short = "stack the blocks"
@@ -129,7 +133,7 @@ def test_masked_chunk_steps_do_not_count(tiny_dir):
         torch.testing.assert_close(model(batch)["loss"], model(other)["loss"])
 
 
-@pytest.mark.parametrize("name", ["tiny_llava", "tiny_kosmos2", "tiny_mllama"])
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_kosmos2", "tiny_mllama", "scratch"])
 def test_proprio_and_gripper_image_enter_the_feature(tiny_dir, name):
     model = build_model(tiny_dir, name, head="mlp", proprio=True, gripper=True).eval()
     batch = make_batch(gripper=True)
@@ -178,3 +182,12 @@ def test_frame_slices_one_frame(tiny_dir):
     one = frame(batch, 2)
     assert one["rgb_static"].shape[1] == 1 and torch.equal(one["rgb_gripper"][:, 0], batch["rgb_gripper"][:, 2])
     assert "actions" not in one
+
+
+@pytest.mark.parametrize("setting,message", [
+    (dict(history="interleaved"), "history='interleaved'"), (dict(head="discrete"), "head.type='discrete'"),
+    (dict(mode="lora"), "finetune.mode='lora'"), (dict(train_decoder_layers=1), "train_decoder_layers"),
+])
+def test_the_non_vlm_baseline_names_what_it_cannot_do(tiny_dir, setting, message):
+    with pytest.raises(ValueError, match=f"family=scratch .*{re.escape(message)}"):
+        build_model(tiny_dir, "scratch", **setting)

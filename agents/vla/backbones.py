@@ -31,7 +31,7 @@ from torch import nn
 
 from harness.data.images import resize_frames
 
-from .config import BackboneConfig
+from .config import BackboneConfig, VLAConfig
 from .processors import ImageTextProcessor
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -95,6 +95,10 @@ class BackboneAdapter:
     def _image_token_id(self) -> int:
         """The id of the image placeholder tokens whose embeddings become image features."""
         return int(self.model.config.image_token_id)
+
+    @classmethod
+    def check_config(cls, cfg: VLAConfig) -> None:
+        """Raise a ValueError naming the setting if `cfg` asks for what this family cannot do."""
 
     @classmethod
     def load_processor(cls, path: str) -> Any:
@@ -601,10 +605,51 @@ class MllamaAdapter(BackboneAdapter):
         return {"cross_attention_mask": self.cross_attention_mask(full, input_ids.shape[1], torch.cat(tiles).tolist())}
 
 
+class ScratchAdapter(BackboneAdapter):
+    """The non-VLM baseline (`agents/vla/scratch.py`): a CNN vector per camera image in its one `<image>`
+    placeholder, learned word embeddings, a GRU over the frame's tokens; no pretrained model, no LM head.
+
+    Only what needs no language model applies: `post` history with a continuous head (mlp, lstm, gpt),
+    full or frozen training (`check_config` names anything else)."""
+
+    family = "scratch"
+    model_types = ("vla_scratch",)
+    language_model_path = "language_model"
+    vision_paths = ("vision_model",)
+
+    @classmethod
+    def check_config(cls, cfg):
+        problems = []
+        if cfg.history != "post":
+            problems.append(f"history={cfg.history!r} (interleaved needs a sequence model over the frames; use post)")
+        if cfg.head.type == "discrete":
+            problems.append("head.type='discrete' (action tokens are decoded by a language model's head)")
+        if cfg.finetune.mode == "lora":
+            problems.append("finetune.mode='lora' (nothing is pretrained: train it fully)")
+        if cfg.finetune.train_decoder_layers >= 0:
+            problems.append("finetune.train_decoder_layers (it has no decoder layers)")
+        if cfg.finetune.gradient_checkpointing:
+            problems.append("finetune.gradient_checkpointing")
+        if problems:
+            raise ValueError("model.backbone.family=scratch (the non-VLM baseline) does not support "
+                             + "; ".join(problems))
+
+    @classmethod
+    def load_processor(cls, path):
+        return ImageTextProcessor.from_pretrained(path, image_token="<image>")
+
+    def encode_prompt(self, text, image_sizes):
+        return self.tokenizer(text)["input_ids"]  # one placeholder per image, no expansion
+
+    def run_model(self, input_ids, attention_mask, kwargs):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                          pixel_values=kwargs.get("pixel_values")).last_hidden_state
+
+
 ADAPTERS: dict[str, type[BackboneAdapter]] = {
     a.family: a
     for a in (LlavaAdapter, PaliGemmaAdapter, Idefics3Adapter, SmolVLMAdapter, Qwen2VLAdapter, Kosmos2Adapter,
-              MllamaAdapter)
+              MllamaAdapter, ScratchAdapter)
 }
 
 
@@ -617,6 +662,8 @@ def adapter_class(family: str) -> type[BackboneAdapter]:
 def load_backbone(cfg: BackboneConfig) -> BackboneAdapter:
     """Build the adapter for `cfg`: `from_pretrained` on a hub id / local folder, or a tiny preset."""
     cls = adapter_class(cfg.family)
+    from . import scratch  # noqa: F401  (registers the non-VLM baseline with transformers' Auto classes)
+
     if cfg.tiny is not None:
         from .tiny import build_tiny
 
@@ -634,6 +681,8 @@ def load_backbone(cfg: BackboneConfig) -> BackboneAdapter:
 def backbone_from_folders(cfg: BackboneConfig, config_dir: str, processor_dir: str) -> BackboneAdapter:
     """Random-init backbone from a saved `config.json` + processor folder (checkpoint loading, no download)."""
     from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from . import scratch  # noqa: F401  (registers the non-VLM baseline with transformers' Auto classes)
 
     cls = adapter_class(cfg.family)
     hf_config = AutoConfig.from_pretrained(config_dir, trust_remote_code=False)

@@ -117,6 +117,7 @@ _SPECIALS = {  # per family: (specials, bos, eos, pad, image token, extra tokens
                      pad="<|endoftext|>", add_bos=False),
 }
 _SPECIALS["idefics3"] = _SPECIALS["smolvlm"]
+_SPECIALS["scratch"] = _SPECIALS["llava"]
 # XLM-R layout as Kosmos-2's tokenizer (<s>=0, <pad>=1, </s>=2, <unk>=3); Kosmos2Processor adds <image>, </image>,
 # <grounding>, ... and the <patch_index_*> tokens itself
 _SPECIALS["kosmos2"] = dict(specials=["<s>", "<pad>", "</s>", "<unk>"], bos="<s>", eos="</s>", pad="<pad>",
@@ -355,6 +356,25 @@ def _tiny_mllama(size: TinySize):
     return model, processor
 
 
+def _scratch(size: TinySize):
+    """The non-VLM baseline (agents/vla/scratch.py): CNN channels 32, 64, vision_hidden, vision_hidden on
+    image_size px frames; word embeddings and a `layers`-layer GRU of width `hidden`."""
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    from .scratch import ScratchPolicyConfig, ScratchPolicyModel
+
+    tokenizer = build_tokenizer("scratch")
+    px = size.image_size
+    image_processor = SiglipImageProcessorPil(size={"height": px, "width": px}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processor = ImageTextProcessor(image_processor, tokenizer, image_token="<image>")
+    config = ScratchPolicyConfig(vocab_size=len(tokenizer), hidden_size=size.hidden, num_hidden_layers=size.layers,
+                                 cnn_channels=[32, 64, size.vision_hidden, size.vision_hidden],
+                                 image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+                                 pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                                 eos_token_id=tokenizer.eos_token_id)
+    return ScratchPolicyModel(config), processor
+
+
 TINY_PRESETS: dict[str, TinyPreset] = {
     "tiny_llava": TinyPreset("llava", _tiny_llava, "CLIP ViT 96px/16 (36 tokens) + Llama"),
     "tiny_paligemma": TinyPreset("paligemma", _tiny_paligemma, "SigLIP 96px/16 (36 tokens) + Gemma, prefix-LM"),
@@ -366,6 +386,7 @@ TINY_PRESETS: dict[str, TinyPreset] = {
     "tiny_kosmos2": TinyPreset("kosmos2", _tiny_kosmos2, "Kosmos-2 CLIP ViT 96px/16 + resampler (16 latents) + decoder"),
     "tiny_mllama": TinyPreset("mllama", _tiny_mllama,
                               "Mllama ViT 96px/16 (4 tiles, 37 patches each) + Llama with a gated cross-attention layer"),
+    "scratch": TinyPreset("scratch", _scratch, "non-VLM baseline: CNN + spatial softmax per camera, word embeddings, GRU"),
 }
 
 
