@@ -15,6 +15,8 @@ config, rebuilt from it), agents and batched stepping serve it unchanged.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForImageTextToText, PreTrainedConfig, PreTrainedModel
@@ -58,7 +60,7 @@ class ConvEncoder(nn.Module):
             # GroupNorm (per sample: a frame's vector never depends on its batch) keeps the maps at unit scale,
             # so the spatial softmax is peaked, not flat, from the start
             layers += [nn.Conv2d(c_in, c_out, 5 if i == 0 else 3, stride=2, padding=2 if i == 0 else 1),
-                       nn.GroupNorm(8, c_out), nn.GELU()]
+                       nn.GroupNorm(math.gcd(8, c_out), c_out), nn.GELU()]
         self.convs = nn.Sequential(*layers)
         self.keypoints = SpatialSoftmax()
         self.out = nn.Sequential(nn.Linear(2 * channels[-1], hidden), nn.GELU(), nn.Linear(hidden, hidden))
