@@ -77,7 +77,8 @@ def test_frozen_backbone(tiny_dir):
     assert all(p.requires_grad for p in model.head.parameters())
 
 
-@pytest.mark.parametrize("name,mlp_name,linear", [("tiny_llava", "mlp", "down_proj"), ("tiny_kosmos2", "ffn", "fc2")])
+@pytest.mark.parametrize("name,mlp_name,linear", [("tiny_llava", "mlp", "down_proj"), ("tiny_kosmos2", "ffn", "fc2"),
+                                                    ("tiny_mllama", "mlp", "down_proj")])
 def test_gradient_checkpointing_recomputes_layers_and_keeps_gradients(tiny_dir, name, mlp_name, linear):
     grads, calls = {}, {}
     for gc in (False, True):

@@ -169,8 +169,9 @@ def test_action_bins_round_trip():
     assert set(ids[:, 6].tolist()) <= {0, 255}
 
 
-def test_vision_language_loss_reaches_the_lm_head(tiny_dir):
-    model = build_model(tiny_dir, "tiny_llava", head="mlp", train_lm_head=True)
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_mllama"])
+def test_vision_language_loss_reaches_the_lm_head(tiny_dir, name):
+    model = build_model(tiny_dir, name, head="mlp", train_lm_head=True)
     images = [torch.randint(0, 256, (2, 200, 200, 3), dtype=torch.uint8)]
     loss = model.vl_loss(images, ["what is in the drawer?", "where is the block?"], ["a red block", "on the table"])
     loss.backward()
