@@ -51,10 +51,11 @@ def test_train_save_load_evaluate(dataset, tmp_path):
 
 @pytest.mark.parametrize("preset", ["scratch", "tiny_mllama"])
 def test_the_baseline_and_the_cross_attention_family_train_in_the_same_loop(dataset, tmp_path, preset):
-    """The non-VLM baseline and Mllama go through the training loop, its checkpoint and the agent as they are."""
+    """The non-VLM baseline and Mllama go through the training loop (bf16 autocast, as CPU runs train), its
+    checkpoint and the agent as they are."""
     run = tmp_path / "run"
     summary = train_here(dataset, run, f"model={preset}", "trainer.max_steps=3", "trainer.val_every=3",
-                         "trainer.ckpt_every=3")
+                         "trainer.ckpt_every=3", "trainer.precision=bf16")
     assert summary["steps"] == 3 and summary["val_loss"] is not None
     assert all(r["grad_norm"] > 0 for r in metrics(run) if "loss" in r)
     agent = load_agent(run / "checkpoints" / "last")

@@ -114,7 +114,7 @@ class ScratchPolicyModel(PreTrainedModel):
             images = self.vision_model(pixel_values.to(embeds.dtype))
             if int(placeholders.sum()) != images.shape[0]:
                 raise ValueError(f"scratch: {int(placeholders.sum())} <image> placeholders for {images.shape[0]} images")
-            embeds = embeds.masked_scatter(placeholders, images)
+            embeds = embeds.masked_scatter(placeholders, images.to(embeds.dtype))  # autocast: the CNN's dtype
         elif bool(placeholders.any()):
             raise ValueError("scratch: the ids hold <image> placeholders but no pixels were given")
         states, _ = self.language_model.gru(embeds)
