@@ -31,6 +31,7 @@ def test_every_config_group_composes_and_round_trips(dataset, tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (["model.backbone.family=kosmos"], "unknown backbone family 'kosmos'"),
     (["model.backbone.tiny=tiny_gpt"], "unknown tiny preset 'tiny_gpt'"),
+    (["model=scratch", "model.history=interleaved"], "family=scratch (the non-VLM baseline) does not support history="),
     (["model.backbone.tiny=null", "model.backbone.pretrained=./no/such/backbone"], "folder ./no/such/backbone does not exist"),
     (["data.path=/no/such/dataset"], "data.path: dataset folder /no/such/dataset does not exist"),
     (["trainer.precision=fp16"], "fp16 needs a GPU"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from agents import load_agent
@@ -46,3 +47,18 @@ def test_train_save_load_evaluate(dataset, tmp_path):
     assert results["agent"]["checkpoint"] == str(ckpt)
     assert (out / "results.json").is_file() and "Average successful sequence length" in (out / "report.md").read_text()
     assert json.loads((out / "results.json").read_text())["avg_seq_len"] == pytest.approx(results["avg_seq_len"])
+
+
+@pytest.mark.parametrize("preset", ["scratch", "tiny_mllama"])
+def test_the_baseline_and_the_cross_attention_family_train_in_the_same_loop(dataset, tmp_path, preset):
+    """The non-VLM baseline and Mllama go through the training loop (bf16 autocast, as CPU runs train), its
+    checkpoint and the agent as they are."""
+    run = tmp_path / "run"
+    summary = train_here(dataset, run, f"model={preset}", "trainer.max_steps=3", "trainer.val_every=3",
+                         "trainer.ckpt_every=3", "trainer.precision=bf16")
+    assert summary["steps"] == 3 and summary["val_loss"] is not None
+    assert all(r["grad_norm"] > 0 for r in metrics(run) if "loss" in r)
+    agent = load_agent(run / "checkpoints" / "last")
+    assert agent.model.cfg.backbone.family == {"scratch": "scratch", "tiny_mllama": "mllama"}[preset]
+    obs = {"rgb_obs": {"rgb_static": np.zeros((200, 200, 3), np.uint8)}, "robot_obs": np.zeros(15)}
+    assert agent.step(obs, "open the drawer").shape == (7,)

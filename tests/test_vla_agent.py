@@ -22,6 +22,8 @@ CASES = [("tiny_llava", h, "post") for h in ("mlp", "lstm", "gpt", "discrete")] 
     ("tiny_paligemma", "lstm", "post"), ("tiny_paligemma", "gpt", "interleaved"),
     ("tiny_qwen2_vl", "gpt", "post"), ("tiny_llava", "lstm", "interleaved"), ("tiny_llava", "discrete", "interleaved"),
     ("tiny_kosmos2", "lstm", "interleaved"), ("tiny_kosmos2", "discrete", "interleaved"),
+    ("tiny_mllama", "gpt", "post"), ("tiny_mllama", "lstm", "interleaved"), ("tiny_mllama", "discrete", "interleaved"),
+    ("scratch", "lstm", "post"), ("scratch", "gpt", "post"),
 ]
 
 

@@ -12,7 +12,8 @@ from agents.vla.tiny import TINY_PRESETS, build_tokenizer
 from harness.data.images import resize_hwc
 from tests.vla_helpers import tiny_dir  # noqa: F401  (fixture)
 
-FAMILIES = ["tiny_llava", "tiny_paligemma", "tiny_idefics3", "tiny_smolvlm", "tiny_qwen2_vl", "tiny_kosmos2"]
+FAMILIES = ["tiny_llava", "tiny_paligemma", "tiny_idefics3", "tiny_smolvlm", "tiny_qwen2_vl", "tiny_kosmos2",
+            "tiny_mllama", "scratch"]
 SIZES = ((200, 200), (84, 84))
 
 
@@ -135,3 +136,32 @@ def test_kosmos2_prompt_and_mask_match_its_processor_and_forward(tiny_dir):
     torch.testing.assert_close(ours[attention.bool()], theirs[attention.bool()])
     with pytest.raises(ValueError, match="no pixels"):
         bb.forward(input_ids, attention, None)
+
+
+def test_mllama_inputs_match_its_processor(tiny_dir):
+    """Ids, tiles (a 200 px frame is 2x2 tiles of 96 px, an 84 px one a single tile), aspect ratios and the
+    cross-attention mask are what MllamaProcessor gives for the same text and images; a cached run over two
+    segments (the second with its own images) equals one run over the whole sequence."""
+    bb = _load(tiny_dir, "tiny_mllama")
+    prompt = "What action should the robot take to open the drawer?"
+    frames = [torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8) for h, w in SIZES]
+    ref = bb.processor(text=[bb.format_text(prompt, 2)], images=[[f[0].numpy() for f in frames]], return_tensors="pt")
+    ids = bb.prompt_ids(prompt, SIZES)
+    assert ids == ref["input_ids"][0].tolist()
+    ours = bb.pixel_inputs(frames)
+    torch.testing.assert_close(ours["pixel_values"], ref["pixel_values"].float(), atol=0.02, rtol=0)
+    assert torch.equal(ours["aspect_ratio_ids"], ref["aspect_ratio_ids"])
+    assert torch.equal(ours["aspect_ratio_mask"], ref["aspect_ratio_mask"]) and ours["aspect_ratio_mask"].sum() == 5
+    mask = bb.extra_inputs(torch.tensor([ids]), None, ours, None, None)["cross_attention_mask"]
+    assert torch.equal(mask, ref["cross_attention_mask"])
+
+    from agents.vla.backbones import BackboneCache
+
+    both = torch.tensor([ids + ids[:-1]])  # a second segment: its own two images, then text
+    others = [255 - f for f in frames]
+    with torch.no_grad():
+        whole = bb.forward(both, None, bb.pixel_inputs(frames + others))
+        cache = BackboneCache()
+        first = bb.forward(both[:, : len(ids)], None, bb.pixel_inputs(frames), cache=cache)
+        second = bb.forward(both[:, len(ids):], None, bb.pixel_inputs(others), cache=cache)
+    torch.testing.assert_close(torch.cat([first, second], 1), whole, atol=1e-5, rtol=1e-4)

@@ -22,6 +22,8 @@ EPISODES = 4
 CASES = [("tiny_llava", h, "post") for h in ("mlp", "lstm", "gpt", "discrete")] + [
     ("tiny_idefics3", "lstm", "post"), ("tiny_paligemma", "lstm", "post"), ("tiny_qwen2_vl", "gpt", "post"),
     ("tiny_llava", "lstm", "interleaved"), ("tiny_kosmos2", "discrete", "interleaved"),
+    ("tiny_mllama", "lstm", "post"), ("tiny_mllama", "lstm", "interleaved"),
+    ("scratch", "lstm", "post"), ("scratch", "gpt", "post"),
 ]
 
 

@@ -72,7 +72,7 @@ def test_saved_then_loaded_gives_identical_actions(saved):
         np.testing.assert_array_equal(a.step(obs, "open the drawer"), b.step(obs, "open the drawer"))
 
 
-@pytest.mark.parametrize("name", ["tiny_paligemma", "tiny_kosmos2", "tiny_smolvlm"])
+@pytest.mark.parametrize("name", ["tiny_paligemma", "tiny_kosmos2", "tiny_smolvlm", "tiny_mllama"])
 def test_lora_checkpoint_round_trip(tiny_dir, tmp_path, name):
     model = build_model(tiny_dir, name, head="gpt", mode="lora", lora_r=4, train_vision=False).eval()
     with torch.no_grad():  # make the adapters matter (lora_B starts at zero)
@@ -82,6 +82,23 @@ def test_lora_checkpoint_round_trip(tiny_dir, tmp_path, name):
     save_checkpoint(tmp_path / "lora", model, ActionNormalizer())
     batch = make_batch()
     torch.testing.assert_close(load_checkpoint(tmp_path / "lora").model.predict(batch), model.predict(batch))
+
+
+@pytest.mark.parametrize("name,head", [("scratch", "lstm"), ("tiny_mllama", "discrete")])
+def test_a_checkpoint_of_another_structure_gives_identical_actions(tiny_dir, tmp_path, name, head):
+    """The non-VLM baseline (a transformers model of this project, rebuilt from its saved config) and the
+    cross-attention family, fully trainable: saved then loaded, the same actions, in the model and as agents."""
+    model = build_model(tiny_dir, name, head=head, gripper=True, proprio=True).eval()
+    save_checkpoint(tmp_path / "ckpt", model, ActionNormalizer())
+    batch = make_batch(gripper=True)
+    torch.testing.assert_close(load_checkpoint(tmp_path / "ckpt").model.predict(batch), model.predict(batch), atol=0, rtol=0)
+    from agents.vla.agent import VLAAgent
+
+    a, b = load_agent(tmp_path / "ckpt"), VLAAgent(model, ActionNormalizer())
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        obs = _obs(rng)
+        np.testing.assert_array_equal(a.step(obs, "open the drawer"), b.step(obs, "open the drawer"))
 
 
 def test_loading_never_unpickles(saved, monkeypatch):

@@ -14,7 +14,7 @@ def _trainable(model) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("name", ["tiny_llava", "tiny_kosmos2"])
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_kosmos2", "tiny_mllama"])
 def test_lora_trains_only_adapters_and_vla_parts(tiny_dir, name):
     r = 4
     model = build_model(tiny_dir, name, head="lstm", proprio=True, mode="lora", lora_r=r, lora_alpha=8,
@@ -62,7 +62,7 @@ def test_frozen_word_embeddings_still_train_the_action_token(tiny_dir):
     assert all(p.grad is None for m in model.backbone.vision_modules for p in m.parameters())
 
 
-@pytest.mark.parametrize("name", ["tiny_paligemma", "tiny_kosmos2"])
+@pytest.mark.parametrize("name", ["tiny_paligemma", "tiny_kosmos2", "tiny_mllama"])
 def test_last_k_decoder_layers_only(tiny_dir, name):
     model = build_model(tiny_dir, name, head="mlp", train_decoder_layers=1)
     layers = model.backbone.decoder_layers
@@ -77,7 +77,8 @@ def test_frozen_backbone(tiny_dir):
     assert all(p.requires_grad for p in model.head.parameters())
 
 
-@pytest.mark.parametrize("name,mlp_name,linear", [("tiny_llava", "mlp", "down_proj"), ("tiny_kosmos2", "ffn", "fc2")])
+@pytest.mark.parametrize("name,mlp_name,linear", [("tiny_llava", "mlp", "down_proj"), ("tiny_kosmos2", "ffn", "fc2"),
+                                                    ("tiny_mllama", "mlp", "down_proj")])
 def test_gradient_checkpointing_recomputes_layers_and_keeps_gradients(tiny_dir, name, mlp_name, linear):
     grads, calls = {}, {}
     for gc in (False, True):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -10,11 +12,12 @@ from agents.vla.model import frame
 from agents.vla.tokens import ActionBins
 from tests.vla_helpers import CHUNK, WINDOW, build_model, make_batch, tiny_dir  # noqa: F401  (fixture)
 
-HEADS = ["mlp", "lstm", "gpt", "discrete"]
+CONTINUOUS = ["mlp", "lstm", "gpt"]
+HEADS = [*CONTINUOUS, "discrete"]
 
 
-@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_kosmos2"])
-@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("name,head", [(n, h) for n in ("tiny_llava", "tiny_paligemma", "tiny_kosmos2", "tiny_mllama")
+                                       for h in HEADS] + [("scratch", h) for h in CONTINUOUS])
 def test_forward_backward_and_predict_shapes(tiny_dir, name, head):
     model = build_model(tiny_dir, name, head=head, gripper=True, proprio=True)
     batch = make_batch(gripper=True)
@@ -37,7 +40,8 @@ def test_forward_backward_and_predict_shapes(tiny_dir, name, head):
 
 
 @pytest.mark.parametrize("name,head", [("tiny_llava", "gpt"), ("tiny_qwen2_vl", "mlp"), ("tiny_idefics3", "discrete"),
-                                       ("tiny_smolvlm", "lstm"), ("tiny_kosmos2", "discrete")])
+                                       ("tiny_smolvlm", "lstm"), ("tiny_kosmos2", "discrete"),
+                                       ("tiny_mllama", "gpt"), ("tiny_mllama", "discrete")])
 def test_interleaved_history_shapes(tiny_dir, name, head):
     model = build_model(tiny_dir, name, head=head, history="interleaved", proprio=True)
     batch = make_batch()
@@ -45,7 +49,8 @@ def test_interleaved_history_shapes(tiny_dir, name, head):
     assert model.eval().predict(batch).shape == (2, WINDOW, CHUNK, 7)
 
 
-@pytest.mark.parametrize("name,head", [("tiny_llava", "lstm"), ("tiny_paligemma", "discrete")])
+@pytest.mark.parametrize("name,head", [("tiny_llava", "lstm"), ("tiny_paligemma", "discrete"), ("tiny_mllama", "lstm"),
+                                       ("scratch", "lstm")])
 def test_loss_decreases_when_overfitting_one_batch(tiny_dir, name, head):
     """The whole model learns: 60 AdamW steps on one batch cut the loss to under a quarter. Over model/batch
     seeds 0-7, on AVX-512 and on AVX2 kernels, the worst was 0.074 (lstm) and 0.006 (discrete) of the first
@@ -64,7 +69,8 @@ def test_loss_decreases_when_overfitting_one_batch(tiny_dir, name, head):
     assert losses[-1] < 0.25 * losses[0], losses
 
 
-@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_qwen2_vl", "tiny_smolvlm", "tiny_kosmos2"])
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_qwen2_vl", "tiny_smolvlm", "tiny_kosmos2",
+                                  "tiny_mllama", "scratch"])
 def test_lrn_feature_does_not_depend_on_padding(tiny_dir, name):
     model = build_model(tiny_dir, name, proprio=True).eval()
     short = "stack the blocks"
@@ -74,7 +80,8 @@ def test_lrn_feature_does_not_depend_on_padding(tiny_dir, name):
         torch.testing.assert_close(model.features(batch)[:1], model.features(alone), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_qwen2_vl", "tiny_idefics3", "tiny_kosmos2"])
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_paligemma", "tiny_qwen2_vl", "tiny_idefics3", "tiny_kosmos2",
+                                  "tiny_mllama"])
 def test_interleaved_frames_do_not_see_the_future(tiny_dir, name):
     model = build_model(tiny_dir, name, history="interleaved").eval()
     batch = make_batch(b=1)
@@ -126,7 +133,7 @@ def test_masked_chunk_steps_do_not_count(tiny_dir):
         torch.testing.assert_close(model(batch)["loss"], model(other)["loss"])
 
 
-@pytest.mark.parametrize("name", ["tiny_llava", "tiny_kosmos2"])
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_kosmos2", "tiny_mllama", "scratch"])
 def test_proprio_and_gripper_image_enter_the_feature(tiny_dir, name):
     model = build_model(tiny_dir, name, head="mlp", proprio=True, gripper=True).eval()
     batch = make_batch(gripper=True)
@@ -162,8 +169,9 @@ def test_action_bins_round_trip():
     assert set(ids[:, 6].tolist()) <= {0, 255}
 
 
-def test_vision_language_loss_reaches_the_lm_head(tiny_dir):
-    model = build_model(tiny_dir, "tiny_llava", head="mlp", train_lm_head=True)
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_mllama"])
+def test_vision_language_loss_reaches_the_lm_head(tiny_dir, name):
+    model = build_model(tiny_dir, name, head="mlp", train_lm_head=True)
     images = [torch.randint(0, 256, (2, 200, 200, 3), dtype=torch.uint8)]
     loss = model.vl_loss(images, ["what is in the drawer?", "where is the block?"], ["a red block", "on the table"])
     loss.backward()
@@ -175,3 +183,12 @@ def test_frame_slices_one_frame(tiny_dir):
     one = frame(batch, 2)
     assert one["rgb_static"].shape[1] == 1 and torch.equal(one["rgb_gripper"][:, 0], batch["rgb_gripper"][:, 2])
     assert "actions" not in one
+
+
+@pytest.mark.parametrize("setting,message", [
+    (dict(history="interleaved"), "history='interleaved'"), (dict(head="discrete"), "head.type='discrete'"),
+    (dict(mode="lora"), "finetune.mode='lora'"), (dict(train_decoder_layers=1), "train_decoder_layers"),
+])
+def test_the_non_vlm_baseline_names_what_it_cannot_do(tiny_dir, setting, message):
+    with pytest.raises(ValueError, match=f"family=scratch .*{re.escape(message)}"):
+        build_model(tiny_dir, "scratch", **setting)

@@ -1,7 +1,8 @@
 """The VLA model: any transformers VLM + a learnable [LRN] action token + a policy head, and its agent.
 
     config.py      dataclass configs (VLAConfig, BackboneConfig, HeadConfig, LossConfig, FinetuneConfig)
-    backbones.py   one adapter per VLM family (llava, paligemma, idefics3, smolvlm, qwen2_vl, kosmos2) + registry
+    backbones.py   one adapter per family (llava, paligemma, idefics3, smolvlm, qwen2_vl, kosmos2, mllama, scratch)
+    scratch.py     the non-VLM baseline: CNN + word embeddings + GRU, a transformers model of this project
     tokens.py      [LRN] / [PROPRIO] / action tokens, their embedding table, action binning
     tiny.py        tiny random-init backbones and the offline tokenizer
     heads.py       mlp / lstm / gpt / discrete heads and the losses

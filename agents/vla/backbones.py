@@ -31,7 +31,7 @@ from torch import nn
 
 from harness.data.images import resize_frames
 
-from .config import BackboneConfig
+from .config import BackboneConfig, VLAConfig
 from .processors import ImageTextProcessor
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -58,7 +58,8 @@ class BackboneCache:
 
     kv: Any = None  # transformers Cache, created by the first forward
     ids: torch.Tensor | None = None  # (B, T_past) all token ids so far
-    grids: list[torch.Tensor] = field(default_factory=list)  # Qwen2-VL: image_grid_thw of the past images
+    # Qwen2-VL: image_grid_thw of the past images; Mllama: the real tiles of each past image
+    grids: list[torch.Tensor] = field(default_factory=list)
     last_position: torch.Tensor | None = None  # Qwen2-VL: M-RoPE position ids of the last token (3, B, 1)
 
     @property
@@ -94,6 +95,10 @@ class BackboneAdapter:
     def _image_token_id(self) -> int:
         """The id of the image placeholder tokens whose embeddings become image features."""
         return int(self.model.config.image_token_id)
+
+    @classmethod
+    def check_config(cls, cfg: VLAConfig) -> None:
+        """Raise a ValueError naming the setting if `cfg` asks for what this family cannot do."""
 
     @classmethod
     def load_processor(cls, path: str) -> Any:
@@ -507,9 +512,144 @@ class Kosmos2Adapter(BackboneAdapter):
                        **kwargs).last_hidden_state
 
 
+class MllamaAdapter(BackboneAdapter):
+    """Mllama (Llama 3.2 Vision): a tiled vision encoder whose features the language model reads through
+    gated cross-attention layers (interleaved with its self-attention layers) instead of image tokens in its
+    sequence. Each image is one `<|image|>` token in the text; `cross_attention_mask` (S, T, images, tiles)
+    says which image tiles each token attends to, built from the ids by Mllama's own processor rule
+    (`get_cross_attention_token_mask`: a token attends to the image group that precedes it, up to the next
+    image token). So in `interleaved` history a frame's tokens read that frame's cameras, and earlier frames
+    only through self-attention over their tokens (Flamingo's "attend to the immediate media").
+
+    Images are tiled as Mllama's image processor tiles them (its canvas choice, aspect-preserving resize,
+    zero padding, tiles packed to `max_image_tiles` with zero tiles, tested against it): a 200 px frame is
+    one 560 px tile for Llama 3.2 Vision, 2x2 tiles of 96 px for `tiny_mllama`. The vision tower runs all
+    `max_image_tiles` tiles of every image, the padding ones masked. With a KV cache the cross-attention
+    layers keep the keys/values of every image so far (new images are appended), so the mask is built over
+    all images of the sequence (their tile counts kept in `BackboneCache.grids`) and cut to the new rows.
+    """
+
+    family = "mllama"
+    model_types = ("mllama",)
+    vision_paths = ("model.vision_model", "model.multi_modal_projector")
+    answer_separator = " "
+
+    @property
+    def _tiles(self) -> tuple[int, int]:
+        ip = self.processor.image_processor
+        return int(ip.max_image_tiles), int(ip.size["height"])
+
+    def _canvas(self, height: int, width: int) -> tuple[int, int]:
+        """(tiles high, tiles wide) of the processor's canvas for an image of this size."""
+        from transformers.models.mllama.image_processing_pil_mllama import get_optimal_tiled_canvas
+
+        max_tiles, tile = self._tiles
+        canvas_h, canvas_w = get_optimal_tiled_canvas(height, width, max_tiles, tile)
+        return int(canvas_h) // tile, int(canvas_w) // tile
+
+    def target_size(self, height, width):
+        from transformers.models.mllama.image_processing_pil_mllama import get_image_size_fit_to_canvas
+
+        _, tile = self._tiles
+        rows, cols = self._canvas(height, width)
+        h, w = get_image_size_fit_to_canvas(height, width, rows * tile, cols * tile, tile)
+        return (int(h), int(w)), None
+
+    def _tiled(self, frames: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """uint8 (S, H, W, 3) -> (S, max_tiles, 3, tile, tile), (rows, cols) of real tiles."""
+        max_tiles, tile = self._tiles
+        rows, cols = self._canvas(frames.shape[1], frames.shape[2])
+        x = self.preprocess(frames)  # (S, 3, h, w)
+        _, _, mean, std = self._settings()
+        canvas = (-mean / std).to(x).expand(x.shape[0], 3, rows * tile, cols * tile).clone()  # 0 before normalising
+        canvas[..., : x.shape[2], : x.shape[3]] = x
+        tiles = canvas.reshape(-1, 3, rows, tile, cols, tile).permute(0, 2, 4, 1, 3, 5).flatten(1, 2)
+        return F.pad(tiles, (0, 0, 0, 0, 0, 0, 0, max_tiles - rows * cols)), (rows, cols)
+
+    def pixel_inputs(self, images):
+        """pixel_values (S, J, max_tiles, 3, tile, tile), aspect_ratio_ids (S, J), aspect_ratio_mask (S, J, max_tiles)."""
+        from transformers.models.mllama.image_processing_pil_mllama import convert_aspect_ratios_to_ids_np
+
+        max_tiles, _ = self._tiles
+        tiled = [self._tiled(im) for im in images]
+        s, device = images[0].shape[0], images[0].device
+        ratio_ids = convert_aspect_ratios_to_ids_np([[layout for _, layout in tiled]], max_tiles)[0]
+        n_tiles = torch.tensor([rows * cols for _, (rows, cols) in tiled], device=device)
+        mask = (torch.arange(max_tiles, device=device) < n_tiles.unsqueeze(1)).long()
+        return {"pixel_values": torch.stack([t for t, _ in tiled], dim=1).to(self.model.dtype),
+                "aspect_ratio_ids": torch.as_tensor(ratio_ids, device=device).long().expand(s, -1),
+                "aspect_ratio_mask": mask.expand(s, -1, -1)}
+
+    def cross_attention_mask(self, full_ids: torch.Tensor, n_new: int, n_tiles: list[int]) -> torch.Tensor:
+        """(S, n_new, images, max_tiles): Mllama's processor rule over the whole sequence, its last n_new rows;
+        `n_tiles`: the real tiles of each image of the sequence."""
+        from transformers.models.mllama.processing_mllama import (
+            convert_sparse_cross_attention_mask_to_dense, get_cross_attention_token_mask)
+
+        spans = [get_cross_attention_token_mask(ids, self.image_token_id) for ids in full_ids.tolist()]
+        if any(len(r) != len(n_tiles) for r in spans):
+            raise ValueError(f"mllama: {[len(r) for r in spans]} <|image|> tokens per sequence for {len(n_tiles)} images")
+        dense = convert_sparse_cross_attention_mask_to_dense(spans, [n_tiles] * len(spans), self._tiles[0],
+                                                             full_ids.shape[1])
+        return torch.from_numpy(dense[:, -n_new:]).to(full_ids.device)
+
+    def extra_inputs(self, input_ids, attention_mask, pixels, prefix_mask, cache):
+        tiles = [] if cache is None else list(cache.grids)
+        if pixels is not None:
+            tiles.append(pixels["aspect_ratio_mask"][0].sum(-1))
+            if cache is not None:
+                cache.grids = tiles
+        if not tiles:
+            return {}  # text only: Mllama skips its cross-attention layers
+        full = input_ids if cache is None or cache.ids is None else torch.cat([cache.ids, input_ids], dim=1)
+        return {"cross_attention_mask": self.cross_attention_mask(full, input_ids.shape[1], torch.cat(tiles).tolist())}
+
+
+class ScratchAdapter(BackboneAdapter):
+    """The non-VLM baseline (`agents/vla/scratch.py`): a CNN vector per camera image in its one `<image>`
+    placeholder, learned word embeddings, a GRU over the frame's tokens; no pretrained model, no LM head.
+
+    Only what needs no language model applies: `post` history with a continuous head (mlp, lstm, gpt),
+    full or frozen training (`check_config` names anything else)."""
+
+    family = "scratch"
+    model_types = ("vla_scratch",)
+    language_model_path = "language_model"
+    vision_paths = ("vision_model",)
+
+    @classmethod
+    def check_config(cls, cfg):
+        problems = []
+        if cfg.history != "post":
+            problems.append(f"history={cfg.history!r} (interleaved needs a sequence model over the frames; use post)")
+        if cfg.head.type == "discrete":
+            problems.append("head.type='discrete' (action tokens are decoded by a language model's head)")
+        if cfg.finetune.mode == "lora":
+            problems.append("finetune.mode='lora' (nothing is pretrained: train it fully)")
+        if cfg.finetune.train_decoder_layers >= 0:
+            problems.append("finetune.train_decoder_layers (it has no decoder layers)")
+        if cfg.finetune.gradient_checkpointing:
+            problems.append("finetune.gradient_checkpointing")
+        if problems:
+            raise ValueError("model.backbone.family=scratch (the non-VLM baseline) does not support "
+                             + "; ".join(problems))
+
+    @classmethod
+    def load_processor(cls, path):
+        return ImageTextProcessor.from_pretrained(path, image_token="<image>")
+
+    def encode_prompt(self, text, image_sizes):
+        return self.tokenizer(text)["input_ids"]  # one placeholder per image, no expansion
+
+    def run_model(self, input_ids, attention_mask, kwargs):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                          pixel_values=kwargs.get("pixel_values")).last_hidden_state
+
+
 ADAPTERS: dict[str, type[BackboneAdapter]] = {
     a.family: a
-    for a in (LlavaAdapter, PaliGemmaAdapter, Idefics3Adapter, SmolVLMAdapter, Qwen2VLAdapter, Kosmos2Adapter)
+    for a in (LlavaAdapter, PaliGemmaAdapter, Idefics3Adapter, SmolVLMAdapter, Qwen2VLAdapter, Kosmos2Adapter,
+              MllamaAdapter, ScratchAdapter)
 }
 
 
@@ -522,6 +662,8 @@ def adapter_class(family: str) -> type[BackboneAdapter]:
 def load_backbone(cfg: BackboneConfig) -> BackboneAdapter:
     """Build the adapter for `cfg`: `from_pretrained` on a hub id / local folder, or a tiny preset."""
     cls = adapter_class(cfg.family)
+    from . import scratch  # noqa: F401  (registers the non-VLM baseline with transformers' Auto classes)
+
     if cfg.tiny is not None:
         from .tiny import build_tiny
 
@@ -539,6 +681,8 @@ def load_backbone(cfg: BackboneConfig) -> BackboneAdapter:
 def backbone_from_folders(cfg: BackboneConfig, config_dir: str, processor_dir: str) -> BackboneAdapter:
     """Random-init backbone from a saved `config.json` + processor folder (checkpoint loading, no download)."""
     from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from . import scratch  # noqa: F401  (registers the non-VLM baseline with transformers' Auto classes)
 
     cls = adapter_class(cfg.family)
     hf_config = AutoConfig.from_pretrained(config_dir, trust_remote_code=False)

@@ -71,6 +71,7 @@ class ProprioEncoder(nn.Module):
 class VLAModel(nn.Module):
     def __init__(self, cfg: VLAConfig, backbone: BackboneAdapter):
         super().__init__()
+        backbone.check_config(cfg)
         self.cfg = cfg
         self.backbone = backbone  # plain object; its HF model is registered as `vlm`
         self.vlm = backbone.model

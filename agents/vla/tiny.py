@@ -117,10 +117,16 @@ _SPECIALS = {  # per family: (specials, bos, eos, pad, image token, extra tokens
                      pad="<|endoftext|>", add_bos=False),
 }
 _SPECIALS["idefics3"] = _SPECIALS["smolvlm"]
+_SPECIALS["scratch"] = _SPECIALS["llava"]
 # XLM-R layout as Kosmos-2's tokenizer (<s>=0, <pad>=1, </s>=2, <unk>=3); Kosmos2Processor adds <image>, </image>,
 # <grounding>, ... and the <patch_index_*> tokens itself
 _SPECIALS["kosmos2"] = dict(specials=["<s>", "<pad>", "</s>", "<unk>"], bos="<s>", eos="</s>", pad="<pad>",
                             unk="<unk>", add_bos=False)
+
+# Llama 3's names; Mllama's processor writes `<|image|>* <|begin_of_text|> text` itself (no BOS from the tokenizer)
+_SPECIALS["mllama"] = dict(specials=["<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>", "<|image|>",
+                                     "<|eot_id|>", "<|python_tag|>"], bos="<|begin_of_text|>", eos="<|end_of_text|>",
+                           pad="<|finetune_right_pad_id|>", add_bos=False)
 
 # Chat templates in each family's style; `{"type": "image"}` items become the family's placeholder.
 _CHAT_TEMPLATES = {
@@ -319,6 +325,56 @@ def _tiny_kosmos2(size: TinySize):
     return AutoModelForImageTextToText.from_config(config), processor
 
 
+def _tiny_mllama(size: TinySize):
+    """Mllama with `layers` self-attention layers and one gated cross-attention layer after the first; a
+    vision encoder of `vision_layers` local + 1 global layers, 4 tiles per image as Llama 3.2 Vision.
+    Random init leaves the cross-attention gates at zero (the language model blind to images, as in
+    Mllama's pre-training start); the preset opens them (tanh(1)), as they are in a trained checkpoint."""
+    import torch
+    from transformers import AutoModelForImageTextToText, MllamaConfig, MllamaProcessor
+    from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
+
+    tokenizer = build_tokenizer("mllama")
+    px = size.image_size
+    image_processor = MllamaImageProcessorPil(size={"height": px, "width": px}, max_image_tiles=4)
+    processor = MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    vision = dict(hidden_size=size.vision_hidden, intermediate_size=2 * size.vision_hidden,
+                  num_hidden_layers=size.vision_layers, num_global_layers=1, attention_heads=size.vision_heads,
+                  image_size=px, patch_size=size.patch_size, max_num_tiles=4,
+                  intermediate_layers_indices=[size.vision_layers - 1], vision_output_dim=2 * size.vision_hidden)
+    text = _text_kwargs(tokenizer, size, num_hidden_layers=size.layers + 1, cross_attention_layers=[1],
+                        tie_word_embeddings=False)
+    text.pop("head_dim")
+    config = MllamaConfig(vision_config=vision, text_config=text,
+                          image_token_index=tokenizer.convert_tokens_to_ids("<|image|>"))
+    model = AutoModelForImageTextToText.from_config(config)
+    with torch.no_grad():
+        for layer in model.model.language_model.layers:
+            if hasattr(layer, "cross_attn_attn_gate"):
+                layer.cross_attn_attn_gate.fill_(1.0)
+                layer.cross_attn_mlp_gate.fill_(1.0)
+    return model, processor
+
+
+def _scratch(size: TinySize):
+    """The non-VLM baseline (agents/vla/scratch.py): CNN channels 32, 64, vision_hidden, vision_hidden on
+    image_size px frames; word embeddings and a `layers`-layer GRU of width `hidden`."""
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    from .scratch import ScratchPolicyConfig, ScratchPolicyModel
+
+    tokenizer = build_tokenizer("scratch")
+    px = size.image_size
+    image_processor = SiglipImageProcessorPil(size={"height": px, "width": px}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processor = ImageTextProcessor(image_processor, tokenizer, image_token="<image>")
+    config = ScratchPolicyConfig(vocab_size=len(tokenizer), hidden_size=size.hidden, num_hidden_layers=size.layers,
+                                 cnn_channels=[32, 64, size.vision_hidden, size.vision_hidden],
+                                 image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+                                 pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                                 eos_token_id=tokenizer.eos_token_id)
+    return ScratchPolicyModel(config), processor
+
+
 TINY_PRESETS: dict[str, TinyPreset] = {
     "tiny_llava": TinyPreset("llava", _tiny_llava, "CLIP ViT 96px/16 (36 tokens) + Llama"),
     "tiny_paligemma": TinyPreset("paligemma", _tiny_paligemma, "SigLIP 96px/16 (36 tokens) + Gemma, prefix-LM"),
@@ -328,6 +384,9 @@ TINY_PRESETS: dict[str, TinyPreset] = {
                                "SmolVLM SigLIP 96px/16 + 2x2 pixel shuffle (9 tokens) + Llama"),
     "tiny_qwen2_vl": TinyPreset("qwen2_vl", _tiny_qwen2_vl, "Qwen2-VL ViT 112px/14, 2x2 merge (16 tokens) + Qwen2"),
     "tiny_kosmos2": TinyPreset("kosmos2", _tiny_kosmos2, "Kosmos-2 CLIP ViT 96px/16 + resampler (16 latents) + decoder"),
+    "tiny_mllama": TinyPreset("mllama", _tiny_mllama,
+                              "Mllama ViT 96px/16 (4 tiles, 37 patches each) + Llama with a gated cross-attention layer"),
+    "scratch": TinyPreset("scratch", _scratch, "non-VLM baseline: CNN + spatial softmax per camera, word embeddings, GRU"),
 }
 
 

@@ -21,7 +21,7 @@ def check_config(cfg: TrainConfig) -> None:
     """Everything that can be wrong without reading data or building the model: a ValueError naming it."""
     # the model: family and preset known, a local backbone folder present
     bb = cfg.model.backbone
-    adapter_class(bb.family)
+    adapter_class(bb.family).check_config(cfg.model)  # what the family cannot do (e.g. the non-VLM baseline's)
     if bb.tiny is not None and bb.tiny not in TINY_PRESETS:
         raise ValueError(f"model.backbone.tiny: unknown tiny preset {bb.tiny!r}; known: {sorted(TINY_PRESETS)}")
     if bb.tiny is not None and TINY_PRESETS[bb.tiny].family != bb.family:
