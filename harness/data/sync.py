@@ -21,9 +21,9 @@ Language <-> state: for each annotation (task, start, end), the task oracle must
 from the state of frame `start` to the state of a later frame up to `end + 1` (the state the annotation's
 last action leads to; CALVIN's own annotations end on the completed state, the recorder's one frame
 before it). The oracle reads `get_info()` dicts, with contacts, which a dataset does not store: each state
-is restored in a built-in env (`reset(robot_obs, scene_obs)`, one physics step) and its `get_info()`
-read. Contacts are therefore recomputed from the poses, and block velocities are those of one step from
-rest (stack_block and unstack_block require blocks at rest). Where `end + 1` is not stored (the last
+is restored in a built-in env (`reset(robot_obs, scene_obs)` with the poses kept exactly: collision
+detection, no physics step) and its `get_info()` read. Contacts are therefore recomputed from the poses,
+and blocks are at rest (stack_block and unstack_block require that; a dataset holds no velocities). Where `end + 1` is not stored (the last
 annotation of a recorded episode), the last actions are replayed from two frames before the end and
 the arm held at its last target for a few steps: such annotations are reported as simulated.
 An annotation that fails is reported as mislabelled (other tasks were completed instead), misaligned
@@ -272,7 +272,8 @@ class RecordedStates:
         if scene not in self._envs:
             from harness.envs import make_env
 
-            self._envs[scene] = make_env(self.backend, **{**self.env_options, "scene": scene, "cameras": ()})
+            exact = {"step_after_reset": False} if self.backend == "builtin" else {}  # the recorded poses, unsettled
+            self._envs[scene] = make_env(self.backend, **{**exact, **self.env_options, "scene": scene, "cameras": ()})
         return self._envs[scene]
 
     def info(self, st: Stretch, frame_id: int) -> dict[str, Any]:
