@@ -127,6 +127,10 @@ class BuiltinEnv:
             "scene_obs": self.scene.observation(),
         }
 
+    def set_static_view(self, eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> None:
+        """Move the static camera (harness/envs/perturbations.py's camera axis)."""
+        self.cameras.set_static_view(eye, target, up)
+
     def get_info(self) -> dict[str, Any]:
         return {"robot_info": self.robot.info(), "scene_info": self.scene.info()}
 
