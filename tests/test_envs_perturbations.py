@@ -134,3 +134,14 @@ def test_language_levels():
 
 def test_every_env_axis_is_a_field():
     assert set(ENV_AXES) < set(Perturbations().levels()) == set(AXES)
+
+
+def test_a_restored_state_is_exact_outside_a_chain_start(plain):
+    """Videos restore recorded states on a perturbed env without new_chain: the start pose stays as recorded."""
+    env = EnvConfig(perturb=Perturbations(start_pose=3)).build(cameras=())
+    try:
+        robot_obs, scene_obs = initial_state(benchmark_chains(1)[0][0], "D")
+        obs = env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
+        np.testing.assert_array_equal(np.concatenate([obs["robot_obs"], obs["scene_obs"]]), plain[1])
+    finally:
+        env.close()

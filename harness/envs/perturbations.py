@@ -49,7 +49,7 @@ class Axis:
 AXES: dict[str, Axis] = {a.name: a for a in (
     # std of the noise in the action's own units (relative actions: arm values in [-1, 1])
     Axis("action_noise", "dynamics", "std", (0.1, 0.25, 0.5)),
-    Axis("latency", "timing", "steps old", (1, 2, 4)),  # 33, 67, 133 ms at 30 Hz
+    Axis("latency", "timing", "step(s) old", (1, 2, 4)),  # 33, 67, 133 ms at 30 Hz
     # the static camera moved x cm and turned x * CAMERA_DEG_PER_CM degrees (its field of view is 10 degrees:
     # 1 degree moves the picture by 20 of its 200 pixels)
     Axis("camera", "visual", "cm", (1, 2, 4)),
@@ -139,6 +139,7 @@ class PerturbedEnv:
         self.env, self.perturbations = env, perturbations
         self.description = replace(env.description, perturbations=perturbations.describe())
         self.new_chain(0)
+        self.start_pending = False  # only a chain's start is moved, never a state restored for a video
 
     def new_chain(self, seed: int) -> None:
         """Draw this chain's perturbations: the rollout calls it with the chain's seed before its reset."""
