@@ -29,6 +29,7 @@ from harness.eval.compare import Comparison, compare_runs, load_run
 from harness.eval.config import EvalConfig, EvalSettings, store_eval_defaults
 from harness.eval.evaluation import run_evaluation
 from harness.eval.specs import AgentSource, EnvConfig
+from harness.eval.stats import Interval
 from harness.hydra_app import hydra_app, store_defaults
 from harness.lifetime import sigterm_exits
 from harness.strict_config import from_mapping, plain
@@ -111,10 +112,10 @@ def _row(axis: str, level: int, run: Any, comparison: Comparison | None) -> dict
            "avg_len_low": interval["low"], "avg_len_high": interval["high"],
            "drop": None, "drop_low": None, "drop_high": None, "p": None, "paired": None}
     if comparison is not None:
-        m = comparison.main  # B - A; the drop is A - B
-        row.update(drop=-m.difference, paired=m.n, p=m.p_value,
-                   drop_low=-m.interval.high if m.interval else -m.difference,
-                   drop_high=-m.interval.low if m.interval else -m.difference)
+        m = comparison.main  # B - A; the drop is A - B (+ 0.0: no "-0.00" where nothing changed)
+        interval = m.interval or Interval(m.difference, m.difference)
+        row.update(drop=-m.difference + 0.0, drop_low=-interval.high + 0.0, drop_high=-interval.low + 0.0,
+                   paired=m.n, p=m.p_value)
     return row
 
 
