@@ -107,3 +107,11 @@ def test_the_command_line_names_a_bad_axis(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "suite.axes: unknown axes ['fog']" in run.stderr, run.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_videos_of_a_perturbed_run_use_the_unperturbed_camera(tmp_path):
+    """The drawn TCP path is projected with the default static camera: the picture must be that camera's."""
+    from harness.eval.video import VideoRenderer
+
+    renderer = VideoRenderer(EnvConfig(perturb=Perturbations(camera=3, blur=2, start_pose=1)))
+    assert not renderer.env_cfg.perturb.any()

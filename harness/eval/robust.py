@@ -163,7 +163,7 @@ def plot_table(rows: list[dict[str, Any]], path: Path) -> None:
 
     base = rows[0]
     axes = list(dict.fromkeys(r["axis"] for r in rows[1:]))
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=120)
     for k, name in enumerate(axes):
         points = [base] + [r for r in rows if r["axis"] == name]
         x = [r["level"] + (k - (len(axes) - 1) / 2) * 0.04 for r in points]
@@ -171,10 +171,10 @@ def plot_table(rows: list[dict[str, Any]], path: Path) -> None:
         low = [r["avg_len"] - (r["avg_len_low"] if r["avg_len_low"] is not None else r["avg_len"]) for r in points]
         high = [(r["avg_len_high"] if r["avg_len_high"] is not None else r["avg_len"]) - r["avg_len"] for r in points]
         ax.errorbar(x, y, yerr=[low, high], marker="o", ms=4, capsize=3, label=name)
-    ax.set(xlabel="level (0 = unperturbed)", ylabel="avg. len, 95 % CI", ylim=(0, 5.05),
+    ax.set(xlabel="level (0 = unperturbed)", ylabel="avg. len, 95 % CI", ylim=(-0.1, 5.15),
            title=f"robustness ({base['chains']} chains per row)")
     ax.set_xticks(range(0, LEVELS + 1))
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
