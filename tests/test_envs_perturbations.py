@@ -145,3 +145,33 @@ def test_a_restored_state_is_exact_outside_a_chain_start(plain):
         np.testing.assert_array_equal(np.concatenate([obs["robot_obs"], obs["scene_obs"]]), plain[1])
     finally:
         env.close()
+
+
+def test_block_friction_and_mass_change_how_a_grasped_block_moves():
+    """The expert lifts a block on the plain env; its actions replayed with lighter friction or heavier blocks
+    move the block otherwise (the arm's own motion is commanded, the block's is physics)."""
+    from agents.scripted import ScriptedExpert
+
+    condition, tasks = benchmark_chains(30)[29]
+    assert tasks[0] == "lift_red_block_table"
+    robot_obs, scene_obs = initial_state(condition, "D")
+
+    def blocks(perturb: Perturbations, actions: list[np.ndarray] | None) -> tuple[np.ndarray, list[np.ndarray]]:
+        env = EnvConfig(perturb=perturb).build(cameras=())
+        try:
+            obs = env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
+            expert, taken, states = ScriptedExpert(), [], []
+            expert.bind_env(env.description)
+            for t in range(70):
+                action = actions[t] if actions is not None else expert.step(obs, eval_instruction(tasks[0]))
+                obs = env.step(action)[0]
+                taken.append(np.asarray(action))
+                states.append(obs["scene_obs"][6:])  # the blocks' poses
+            return np.array(states), taken
+        finally:
+            env.close()
+
+    plain, actions = blocks(Perturbations(), None)
+    assert plain[-1, 2] > plain[0, 2] + 0.02  # the plain run lifted the red block
+    for perturb in (Perturbations(friction=3), Perturbations(mass=3)):
+        assert not np.allclose(blocks(perturb, actions)[0], plain, atol=1e-4), perturb

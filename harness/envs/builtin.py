@@ -131,6 +131,10 @@ class BuiltinEnv:
         """Move the static camera (harness/envs/perturbations.py's camera axis)."""
         self.cameras.set_static_view(eye, target, up)
 
+    def scale_block_dynamics(self, friction: float = 1.0, mass: float = 1.0) -> None:
+        """The blocks' friction and mass times these factors (harness/envs/perturbations.py's dynamics axes)."""
+        self.scene.scale_block_dynamics(friction, mass)
+
     def get_info(self) -> dict[str, Any]:
         return {"robot_info": self.robot.info(), "scene_info": self.scene.info()}
 

@@ -12,6 +12,7 @@ and every caller that builds an env from the config gets the same ones. Who appl
 | start_pose | the robot's arm joints moved off the chain's start pose | `PerturbedEnv.reset` after `new_chain` |
 | camera | the static camera's pose jittered (1, 2, 4 cm; a quarter as many degrees), once per chain | `PerturbedEnv.new_chain` (built-in scene) |
 | image_noise, blur | Gaussian pixel noise, Gaussian blur of every rendered RGB image | `PerturbedEnv`'s observations |
+| friction, mass | the blocks' lateral friction and mass scaled | `PerturbedEnv` when built (built-in scene) |
 | latency, language | the policy sees observations k steps old; instructions reworded | the rollout (harness/eval/rollout.py) |
 
 Every random draw comes from the chain's seed (`new_chain(seed)`, which the rollout calls with the job's
@@ -58,10 +59,14 @@ AXES: dict[str, Axis] = {a.name: a for a in (
     # 1: a held-out paraphrase, 2: + word order changed, 3: + typos (harness/tasks/paraphrases.py)
     Axis("language", "language", "", (1, 2, 3)),
     Axis("start_pose", "robot", "rad per joint (max)", (0.1, 0.2, 0.3)),
+    # the blocks' lateral friction and mass scaled (built-in scene); new axes go last: the order names the seed streams
+    Axis("friction", "dynamics", "x block friction", (0.6, 0.4, 0.2)),
+    Axis("mass", "dynamics", "x block mass", (2, 4, 8)),
 )}
 LANGUAGE_LEVEL_NAMES = ("none", "paraphrase", "paraphrase + word order", "paraphrase + word order + typos")
 CAMERA_DEG_PER_CM = 0.25
-ENV_AXES = ("action_noise", "camera", "image_noise", "blur", "start_pose")  # the rest: the rollout's
+ENV_AXES = ("action_noise", "camera", "image_noise", "blur", "start_pose")  # the env's random draws, per chain
+BLOCK_AXES = ("friction", "mass")  # the env's fixed changes; latency and language: the rollout's
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,8 @@ class Perturbations:
     blur: int = 0
     language: int = 0
     start_pose: int = 0
+    friction: int = 0
+    mass: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -136,7 +143,14 @@ class PerturbedEnv:
             env.close()
             raise ValueError(f"env.perturb.camera: the {env.description.backend} backend cannot move its static "
                              "camera; the camera axis needs the built-in scene (env.backend=builtin)")
+        if (perturbations.friction or perturbations.mass) and not hasattr(env, "scale_block_dynamics"):
+            env.close()
+            raise ValueError(f"env.perturb.friction/mass: the {env.description.backend} backend cannot change its "
+                             "blocks' dynamics; these axes need the built-in scene (env.backend=builtin)")
         self.env, self.perturbations = env, perturbations
+        if perturbations.friction or perturbations.mass:
+            env.scale_block_dynamics(friction=AXES["friction"].value(perturbations.friction) or 1.0,
+                                     mass=AXES["mass"].value(perturbations.mass) or 1.0)
         self.description = replace(env.description, perturbations=perturbations.describe())
         self.new_chain(0)
         self.start_pending = False  # only a chain's start is moved, never a state restored for a video
