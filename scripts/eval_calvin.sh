@@ -5,6 +5,12 @@
 #   scripts/eval_calvin.sh agent=vla agent.checkpoint=runs/train/x/checkpoint agent.device=cuda num_chains=1000
 #   scripts/eval_calvin.sh agent=random env=builtin env.scene=B num_chains=20 workers=2 output_dir=/tmp/eval
 #   scripts/eval_calvin.sh mode=single_task episodes_per_task=10
+#   scripts/eval_calvin.sh suite=robust num_chains=200     # the robustness suite (docs/ROBUSTNESS.md, configs/robust.yaml)
 # The same command again resumes in its output_dir (overwrite=true starts afresh).
 source "$(dirname "$0")/_venv.sh"
-exec python -m harness.eval "$@"
+module=harness.eval
+args=()
+for arg in "$@"; do
+    if [[ "$arg" == "suite=robust" ]]; then module=harness.eval.robust; else args+=("$arg"); fi
+done
+exec python -m "$module" ${args[@]+"${args[@]}"}

@@ -43,10 +43,14 @@ class EnvDescription:
     cameras: tuple[str, ...] = ()
     camera_sizes: dict[str, int] = field(default_factory=dict)
     version: str = ""
+    # the perturbation suite's axes and levels ({} = unperturbed; harness/envs/perturbations.py)
+    perturbations: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["cameras"] = list(self.cameras)
+        if not self.perturbations:  # an unperturbed env's description is what it always was
+            del d["perturbations"]
         return d
 
 

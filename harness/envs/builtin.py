@@ -135,6 +135,14 @@ class BuiltinEnv:
             "scene_obs": self.scene.observation(),
         }
 
+    def set_static_view(self, eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> None:
+        """Move the static camera (harness/envs/perturbations.py's camera axis)."""
+        self.cameras.set_static_view(eye, target, up)
+
+    def scale_block_dynamics(self, friction: float = 1.0, mass: float = 1.0) -> None:
+        """The blocks' friction and mass times these factors (harness/envs/perturbations.py's dynamics axes)."""
+        self.scene.scale_block_dynamics(friction, mass)
+
     def get_info(self) -> dict[str, Any]:
         return {"robot_info": self.robot.info(), "scene_info": self.scene.info()}
 

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import yaml
 
 from harness.config_errors import ConfigError, config_errors
+from harness.envs.perturbations import level_name
 from harness.eval.config import IN_PROCESS, EvalSettings
 from harness.eval.jobs import Job
 from harness.eval.report import console_summary, write_reports
@@ -210,7 +211,7 @@ def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfi
         records = _merge(folder, jobs, dist)
     description = description or _saved_description(folder) or _fallback_description(env, agent)
     results = summarize(_in_job_order(jobs, records), settings.mode)
-    results.update(_context(settings, description, dist, config))
+    results.update(_context(settings, env, description, dist, config))
     video_started = time.perf_counter()
     if traces is not None and (settings.videos or settings.video_failures):
         video_paths = render_videos(traces.selected(), folder / "videos", env, _video_settings(settings))
@@ -278,13 +279,15 @@ def _fallback_description(env: EnvConfig, agent: AgentSource) -> dict[str, Any]:
     }
 
 
-def _context(settings: EvalSettings, description: dict[str, Any], dist: DistInfo, config: dict[str, Any] | None) -> dict[str, Any]:
+def _context(settings: EvalSettings, env: EnvConfig, description: dict[str, Any], dist: DistInfo, config: dict[str, Any] | None) -> dict[str, Any]:
     protocol = {"mode": settings.mode, "ep_len": settings.ep_len, "seed": settings.seed}
     if settings.mode == "chains":
         protocol["chains"] = f"the first {settings.num_chains} of CALVIN's 1000 benchmark chains, in CALVIN's order"
     else:
         protocol["episodes_per_task"] = settings.episodes_per_task
     protocol["instructions"] = "CALVIN's validation instruction per task (the first phrasing)"
+    if env.perturb.language:  # the language axis rewords them (docs/ROBUSTNESS.md)
+        protocol["instructions"] += f", reworded: language level {env.perturb.language} ({level_name('language', env.perturb.language)})"
     context = {"mode": settings.mode, "env": description["env"], "agent": description["agent"], "protocol": protocol,
                "parallelism": {"workers_per_rank": settings.workers, "world_size": dist.world_size,
                                "server": settings.server}}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import random
 import sys
 import traceback
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
@@ -32,9 +33,11 @@ import numpy as np
 from agents import Agent, AgentUnavailable
 from harness.envs import Env
 from harness.envs.actions import parse_action
+from harness.envs.perturbations import AXES, Perturbations, axis_rng
 from harness.eval.jobs import Job
 from harness.tasks import TaskOracle, eval_instruction, initial_state
 from harness.tasks.info import InfoView
+from harness.tasks.paraphrases import perturbed_instruction
 
 REASONS = ("success", "timeout", "invalid_action", "agent_error", "env_error")
 FAILURE_REASONS = REASONS[1:]
@@ -140,13 +143,29 @@ def env_action(raw: Any, action_type: str) -> tuple[Any, bool]:
     return arr, bool(np.any(np.abs(arr[:6]) > 1.0))
 
 
+class ObservationDelay:
+    """The latency axis (harness/envs/perturbations.py): the policy sees the observation of `steps` env steps
+    ago, as a policy that takes that long to answer would; the chain's first observation until there is one
+    that old. Over a whole chain: a real-time system's lag does not restart with each instruction."""
+
+    def __init__(self, steps: int) -> None:
+        self.history: deque[dict[str, Any]] = deque(maxlen=steps + 1)
+
+    def __call__(self, obs: dict[str, Any]) -> dict[str, Any]:
+        self.history.append(obs)
+        return self.history[0]
+
+
 def run_subtask(
     env: Env, agent: Agent, oracle: TaskOracle, task: str, obs: dict[str, Any], ep_len: int,
     trace: SubtaskTrace | None = None, done: list[SubtaskOutcome] | None = None,
+    instruction: str | None = None, delay: ObservationDelay | None = None,
 ) -> tuple[SubtaskOutcome, dict[str, Any]]:
-    """Up to ep_len steps of one subtask from the env's current state; returns the outcome and the last obs."""
+    """Up to ep_len steps of one subtask from the env's current state; returns the outcome and the last obs.
+    instruction: what the agent is told (default CALVIN's); delay: the latency axis."""
     spec = agent.spec
-    instruction = eval_instruction(task)
+    instruction = instruction if instruction is not None else eval_instruction(task)
+    delay = delay or ObservationDelay(0)
     steps = out_of_range = 0
 
     def failed(reason: str, error: BaseException) -> tuple[SubtaskOutcome, dict[str, Any]]:
@@ -166,7 +185,7 @@ def run_subtask(
         trace.add(obs, _plan(agent))
     while steps < ep_len:
         try:
-            raw = agent.step(agent_observation(obs, spec.privileged), instruction)
+            raw = agent.step(agent_observation(delay(obs), spec.privileged), instruction)
         except AgentUnavailable:
             raise
         except Exception as e:  # noqa: BLE001
@@ -215,7 +234,12 @@ def run_chain(
     oracle = oracle or TaskOracle()
     seed_everything(job.seed)
     traces: list[SubtaskTrace] | None = [] if record else None
+    perturb: Perturbations = getattr(env, "perturbations", None) or Perturbations()
+    language = axis_rng(job.seed, "language")
+    delay = ObservationDelay(int(AXES["latency"].value(perturb.latency)))
     try:
+        if hasattr(env, "new_chain"):  # a perturbed env draws this chain's perturbations
+            env.new_chain(job.seed)
         robot_obs, scene_obs = initial_state(job.condition, env.description.scene)
         obs = env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
     except Exception as e:  # noqa: BLE001
@@ -230,8 +254,9 @@ def run_chain(
         outcomes.append(SubtaskOutcome(job.tasks[0], False, 0, "agent_error", _error_text(e)))
         return ChainRun(outcomes, traces, (obs["robot_obs"], obs["scene_obs"]))
     for task in job.tasks:
-        trace = SubtaskTrace(task, eval_instruction(task)) if record else None
-        outcome, obs = run_subtask(env, agent, oracle, task, obs, ep_len, trace, outcomes)
+        instruction = perturbed_instruction(task, perturb.language, language)
+        trace = SubtaskTrace(task, instruction) if record else None
+        outcome, obs = run_subtask(env, agent, oracle, task, obs, ep_len, trace, outcomes, instruction, delay)
         outcomes.append(outcome)
         if traces is not None:
             traces.append(trace)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Union
 
 from agents import Agent, check_agent, import_object, make_agent
 from harness.envs import BACKENDS, Env, make_env
+from harness.envs.perturbations import Perturbations, perturbed
 from harness.sim.layout import get_layout
 from harness.strict_config import from_mapping
 
@@ -35,6 +36,8 @@ class EnvConfig:
     # PyBullet's solver: after a long history of chains on one env, a chain can end differently than on
     # a new env. A built-in env takes ~50 ms to build, so results that depend on the chain alone are cheap.
     fresh_per_chain: bool = True
+    # env.perturb.<axis>=<level>: the robustness suite's axes, 0 = unperturbed (harness/envs/perturbations.py)
+    perturb: Perturbations = field(default_factory=Perturbations)
 
     def __post_init__(self) -> None:
         """The names are checked here, without building anything (no pybullet import): a training run checks
@@ -53,9 +56,8 @@ class EnvConfig:
 
     def build(self, cameras: tuple[str, ...] = ()) -> Env:
         kwargs = {"scene": self.scene, "renderer": self.renderer, "cameras": tuple(cameras), **self.options}
-        if self.factory:
-            return import_object(self.factory)(**kwargs)
-        return make_env(self.backend, **kwargs)
+        env = import_object(self.factory)(**kwargs) if self.factory else make_env(self.backend, **kwargs)
+        return perturbed(env, self.perturb)
 
     def build_for(self, agent: Agent) -> Env:
         """The env with only the cameras `agent` reads, and the agent bound to it: the env owns the scene, and
@@ -74,8 +76,11 @@ class EnvConfig:
             raise ValueError(f"env (backend={self.factory or self.backend}, scene={self.scene}): {_one_line(e)}") from e
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "scene": self.scene, "renderer": self.renderer,
-                "options": dict(self.options), "factory": self.factory, "fresh_per_chain": self.fresh_per_chain}
+        d = {"backend": self.backend, "scene": self.scene, "renderer": self.renderer,
+             "options": dict(self.options), "factory": self.factory, "fresh_per_chain": self.fresh_per_chain}
+        if self.perturb.any():  # unperturbed: the key of every earlier run, so their folders still resume
+            d["perturb"] = self.perturb.active()
+        return d
 
 
 @dataclass(frozen=True)

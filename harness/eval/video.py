@@ -26,7 +26,7 @@ import traceback
 import warnings
 from collections import deque
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -34,6 +34,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from harness.envs.perturbations import Perturbations
 from harness.eval.rollout import SubtaskTrace
 from harness.eval.specs import EnvConfig
 from harness.lifetime import end_with_parent
@@ -293,7 +294,9 @@ class VideoRenderer:
     """Renders VideoJobs with one rendering env (static camera only), built on first use."""
 
     def __init__(self, env_cfg: EnvConfig) -> None:
-        self.env_cfg = env_cfg
+        # The recorded states already hold what the dynamics, latency and start-pose axes did; the picture is
+        # the unperturbed camera's, which the drawn TCP path is projected with (docs/ROBUSTNESS.md).
+        self.env_cfg = replace(env_cfg, perturb=Perturbations())
         self.env: Any = None
 
     def try_render(self, job: VideoJob) -> VideoOutcome:

@@ -51,6 +51,22 @@ def static_view_matrix() -> tuple[float, ...]:
     return p.computeViewMatrix(STATIC_EYE, STATIC_TARGET, STATIC_UP)
 
 
+def jittered_static_pose(rng: np.random.Generator, shift_m: float, turn_deg: float
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The static camera moved by `shift_m` metres in a random direction and turned by `turn_deg` degrees
+    about a random axis through its eye: (eye, target, up) for `CameraRig.set_static_view`. The
+    perturbation suite's camera axis (docs/ROBUSTNESS.md)."""
+    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (STATIC_EYE, STATIC_TARGET, STATIC_UP))
+    direction, axis = rng.normal(size=3), rng.normal(size=3)
+    direction, axis = direction / np.linalg.norm(direction), axis / np.linalg.norm(axis)
+    angle = np.radians(turn_deg)
+    # Rodrigues' rotation of the view direction and the up vector about `axis`
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+    new_eye = eye + shift_m * direction
+    return new_eye, new_eye + rotation @ (target - eye), rotation @ up
+
+
 def gripper_view_matrix(tcp_pos: np.ndarray, tcp_orn: tuple[float, float, float, float]) -> tuple[float, ...]:
     rot = np.array(p.getMatrixFromQuaternion(tcp_orn)).reshape(3, 3)
     eye = tcp_pos + rot @ GRIPPER_CAM_OFFSET
@@ -155,6 +171,11 @@ class CameraRig:
             rgb[f"rgb_{name}"] = colour
             depth[f"depth_{name}"] = spec.metric_depth(buffer)
         return rgb, depth
+
+    def set_static_view(self, eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> None:
+        """Move the static camera (the perturbation suite's camera axis); the cached layer is drawn anew."""
+        self._static_view = p.computeViewMatrix([float(v) for v in eye], [float(v) for v in target], [float(v) for v in up])
+        self._layer_key = None
 
     def _draw(self, spec: CameraSpec, view: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
         _, _, pixels, buffer, _ = p.getCameraImage(

@@ -85,6 +85,8 @@ class PlayTableScene:
                 collisionMargin=0.001, physicsClientId=client,
             )
             self.block_uids[color] = uid
+        # (mass, lateral friction) as built: what scale_block_dynamics scales
+        self.block_dynamics = {uid: p.getDynamicsInfo(uid, -1, physicsClientId=client)[:2] for uid in self.block_uids.values()}
         self.table = p.loadURDF(str(ASSETS_DIR / f"table_{layout.name}.urdf"), useFixedBase=True, physicsClientId=client)
         # visual-only bodies, drawn after everything in front of them (TinyRenderer draws in load order)
         self.shell = p.loadURDF(str(ASSETS_DIR / f"table_{layout.name}_shell.urdf"), useFixedBase=True, physicsClientId=client)
@@ -146,6 +148,12 @@ class PlayTableScene:
         # calvin_env keeps block velocities across resets; zeroing them makes a reset restore a
         # recorded state exactly, whatever ran before.
         p.resetBaseVelocity(uid, (0, 0, 0), (0, 0, 0), physicsClientId=self.cid)
+
+    def scale_block_dynamics(self, friction: float, mass: float) -> None:
+        """The blocks' lateral friction and mass times these factors (the perturbation suite's dynamics axes)."""
+        for uid, (base_mass, base_friction) in self.block_dynamics.items():
+            p.changeDynamics(uid, -1, mass=base_mass * mass, lateralFriction=base_friction * friction,
+                             physicsClientId=self.cid)
 
     def random_scene_obs(self, rng: np.random.Generator) -> np.ndarray:
         """calvin_env's random reset: furniture at 0, lights off, each block on a random surface
