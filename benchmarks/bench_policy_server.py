@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -57,9 +56,10 @@ def tiny_vla_checkpoint(folder: Path) -> Path:
     from agents.vla.config import VLAConfig
     from agents.vla.model import VLAModel
     from harness.data.normalization import ActionNormalizer
+    from harness.train.config import compose_config
 
     torch.manual_seed(0)
-    cfg = VLAConfig.from_dict(yaml.safe_load((ROOT / "configs/model/tiny_idefics3.yaml").read_text()))
+    cfg = VLAConfig.from_dict(compose_config(["model=tiny_idefics3", f"output_dir={folder}"])["model"])
     save_checkpoint(folder, VLAModel.build(cfg, verbose=False), ActionNormalizer())
     return folder
 
