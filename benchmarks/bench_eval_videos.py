@@ -32,7 +32,7 @@ from harness.eval.video import TraceStore, VideoSettings, render_videos  # noqa:
 def evaluate(folder: Path, chains: int, workers: int, videos: int, failures: int) -> float:
     settings = EvalSettings(num_chains=chains, workers=workers, videos=videos, video_failures=failures, progress=False)
     start = time.perf_counter()
-    run_evaluation(settings, EnvConfig(scene="D"), AgentConfig("scripted", {"scene": "D"}), folder, print_summary=False)
+    run_evaluation(settings, EnvConfig(scene="D"), AgentConfig("scripted"), folder, print_summary=False)
     return time.perf_counter() - start
 
 
