@@ -14,6 +14,10 @@ and every caller that builds an env from the config gets the same ones. Who appl
 | image_noise, blur | Gaussian pixel noise, Gaussian blur of every rendered RGB image | `PerturbedEnv`'s observations |
 | friction, mass | the blocks' lateral friction and mass scaled | `PerturbedEnv` when built (built-in scene) |
 | latency, language | the policy sees observations k steps old; instructions reworded | the rollout (harness/eval/rollout.py) |
+| distractors | 1, 2, 4 objects on the table, away from every task's reach, placed per chain | `PerturbedEnv` when built (the bodies) and `new_chain` (built-in scene) |
+| block_colors | blocks swap colours; "the red block" is the one that looks red (scene_axes.py) | `PerturbedEnv` when built (built-in scene) |
+| block_position | blocks that start on the table moved 2, 4, 8 cm off CALVIN's slots | `PerturbedEnv.reset` after `new_chain` |
+| furniture_friction, _mass, _damping | the door's, drawer's, button's and switch's joints | `PerturbedEnv` when built (built-in scene) |
 
 Every random draw comes from the chain's seed (`new_chain(seed)`, which the rollout calls with the job's
 seed, `seed + chain index`) and the axis, each axis from a stream of its own: a chain is perturbed the same
@@ -29,6 +33,8 @@ import numpy as np
 
 from harness.envs.actions import AbsoluteAction, RelativeAction, parse_action
 from harness.envs.base import Env
+from harness.envs.scene_axes import COLOR_LEVEL_NAMES, COLOR_PERMUTATIONS, shift_table_blocks
+from harness.sim.distractors import DISTRACTORS, place_distractors
 
 LEVELS = 3  # levels 1..3 on every axis
 
@@ -62,11 +68,22 @@ AXES: dict[str, Axis] = {a.name: a for a in (
     # the blocks' lateral friction and mass scaled (built-in scene); new axes go last: the order names the seed streams
     Axis("friction", "dynamics", "x block friction", (0.6, 0.4, 0.2)),
     Axis("mass", "dynamics", "x block mass", (2, 4, 8)),
+    # scene axes (built-in scene; harness/envs/scene_axes.py, harness/sim/distractors.py)
+    Axis("distractors", "scene", "object(s)", (1, 2, 4)),
+    Axis("block_colors", "scene", "", (1, 2, 3)),  # COLOR_PERMUTATIONS[level]
+    Axis("block_position", "scene", "cm off the slot", (2, 4, 8)),
+    # the door's, drawer's, button's and switch's joints (built-in scene): friction (and the button's spring),
+    # the door's and drawer's mass, joint damping
+    Axis("furniture_friction", "dynamics", "x furniture friction", (2, 4, 8)),
+    Axis("furniture_mass", "dynamics", "x door and drawer mass", (2, 4, 8)),
+    Axis("furniture_damping", "dynamics", "N s/m furniture damping", (5, 10, 20)),
 )}
 LANGUAGE_LEVEL_NAMES = ("none", "paraphrase", "paraphrase + word order", "paraphrase + word order + typos")
 CAMERA_DEG_PER_CM = 0.25
-ENV_AXES = ("action_noise", "camera", "image_noise", "blur", "start_pose")  # the env's random draws, per chain
+ENV_AXES = ("action_noise", "camera", "image_noise", "blur", "start_pose",  # the env's random draws, per chain
+            "distractors", "block_position")
 BLOCK_AXES = ("friction", "mass")  # the env's fixed changes; latency and language: the rollout's
+FURNITURE_AXES = ("furniture_friction", "furniture_mass", "furniture_damping")
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,12 @@ class Perturbations:
     start_pose: int = 0
     friction: int = 0
     mass: int = 0
+    distractors: int = 0
+    block_colors: int = 0
+    block_position: int = 0
+    furniture_friction: int = 0
+    furniture_mass: int = 0
+    furniture_damping: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -107,6 +130,8 @@ class Perturbations:
 def level_name(axis: str, level: int) -> str:
     if axis == "language":
         return LANGUAGE_LEVEL_NAMES[level]
+    if axis == "block_colors":
+        return COLOR_LEVEL_NAMES[level]
     if axis == "camera" and level:
         return f"{AXES['camera'].value(level):g} cm, {AXES['camera'].value(level) * CAMERA_DEG_PER_CM:g} deg"
     return AXES[axis].level_name(level)
@@ -151,6 +176,7 @@ class PerturbedEnv:
         if perturbations.friction or perturbations.mass:
             env.scale_block_dynamics(friction=AXES["friction"].value(perturbations.friction) or 1.0,
                                      mass=AXES["mass"].value(perturbations.mass) or 1.0)
+        apply_fixed_scene_axes(env, perturbations)
         self.description = replace(env.description, perturbations=perturbations.describe())
         self.new_chain(0)
         self.start_pending = False  # only a chain's start is moved, never a state restored for a video
@@ -162,6 +188,9 @@ class PerturbedEnv:
         if self.perturbations.camera:
             amount = AXES["camera"].value(self.perturbations.camera)
             self.env.set_static_view(*_static_pose(self.rngs["camera"], amount))
+        if self.perturbations.distractors:
+            count = int(AXES["distractors"].value(self.perturbations.distractors))
+            self.env.set_distractor_poses(place_distractors(self.env.layout, count, self.rngs["distractors"]))
 
     def reset(self, robot_obs: np.ndarray | None = None, scene_obs: np.ndarray | None = None) -> dict[str, Any]:
         """The chain's start (the first reset after new_chain) with the arm moved off its pose; later resets
@@ -170,6 +199,9 @@ class PerturbedEnv:
             robot_obs = np.array(robot_obs, dtype=np.float64)
             bound = AXES["start_pose"].value(self.perturbations.start_pose)
             robot_obs[7:14] += self.rngs["start_pose"].uniform(-bound, bound, 7)
+        if self.perturbations.block_position and self.start_pending and scene_obs is not None:
+            distance = AXES["block_position"].value(self.perturbations.block_position) / 100.0
+            scene_obs = shift_table_blocks(scene_obs, self.description.layout(), distance, self.rngs["block_position"])
         self.start_pending = False
         return self._observed(self.env.reset(robot_obs=robot_obs, scene_obs=scene_obs))
 
@@ -217,6 +249,27 @@ class PerturbedEnv:
                 image = add_image_noise(image, AXES["image_noise"].value(noise), self.rngs["image_noise"])
             rgb[name] = image
         return {**obs, "rgb_obs": rgb}
+
+
+def apply_fixed_scene_axes(env: Env, perturbations: Perturbations) -> None:
+    """The axes that change the scene once, when the env is built: block colours, the distractors' bodies and
+    the furniture's dynamics (built-in scene). An env that cannot is an error naming the axis and the backend."""
+    levels = perturbations.levels()
+    needs = {"block_colors": "permute_block_colors", "distractors": "add_distractors",
+             **{axis: "set_furniture_dynamics" for axis in FURNITURE_AXES}}
+    for axis, method in needs.items():
+        if levels[axis] and not hasattr(env, method):
+            env.close()
+            raise ValueError(f"env.perturb.{axis}: the {env.description.backend} backend does not support this "
+                             "axis; it needs the built-in scene (env.backend=builtin)")
+    if perturbations.block_colors:
+        env.permute_block_colors(COLOR_PERMUTATIONS[perturbations.block_colors])
+    if perturbations.distractors:
+        env.add_distractors(DISTRACTORS[:int(AXES["distractors"].value(perturbations.distractors))])
+    if any(levels[axis] for axis in FURNITURE_AXES):
+        env.set_furniture_dynamics(friction=AXES["furniture_friction"].value(perturbations.furniture_friction) or 1.0,
+                                   mass=AXES["furniture_mass"].value(perturbations.furniture_mass) or 1.0,
+                                   damping=AXES["furniture_damping"].value(perturbations.furniture_damping))
 
 
 def _static_pose(rng: np.random.Generator, amount: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -177,6 +177,11 @@ class CameraRig:
         self._static_view = p.computeViewMatrix([float(v) for v in eye], [float(v) for v in target], [float(v) for v in up])
         self._layer_key = None
 
+    def set_static_layer(self, layer: StaticLayer) -> None:
+        """The scene's bodies or colours changed (the distractor and block colour axes): cache this layer."""
+        self._hide(None)
+        self._layer, self._layer_key = layer, None
+
     def _draw(self, spec: CameraSpec, view: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
         _, _, pixels, buffer, _ = p.getCameraImage(
             spec.size, spec.size, view, self._projections[spec.name], renderer=self._renderer,
