@@ -187,3 +187,22 @@ def test_unperturbed_description_names_no_block_sizes():
         assert env.description.layout() is get_layout("D")
     finally:
         env.close()
+
+
+@pytest.mark.parametrize("axis", SCENE_LOOKS)
+def test_a_reused_env_draws_a_chain_start_as_a_new_env_does(axis):
+    """The recorder and the evaluation reuse an env across chains: after a chain with the furniture elsewhere,
+    the static camera's cached layer is drawn anew with the furniture's own colours and textures."""
+    conditions = [benchmark_chains(3)[i][0] for i in (0, 2)]
+
+    def start(env, seed: int, condition) -> np.ndarray:
+        env.new_chain(seed)
+        return env.reset(*initial_state(condition, "D"))["rgb_obs"]["rgb_static"]
+
+    reused, new = (EnvConfig(perturb=Perturbations(**{axis: 1})).build(cameras=("static",)) for _ in range(2))
+    try:
+        start(reused, 5, conditions[0])
+        np.testing.assert_array_equal(start(reused, 6, conditions[1]), start(new, 6, conditions[1]))
+    finally:
+        reused.close()
+        new.close()

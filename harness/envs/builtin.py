@@ -15,7 +15,7 @@ import pybullet as p
 from harness import __version__
 from harness.envs.actions import AbsoluteAction, parse_action
 from harness.envs.base import CAMERA_NAMES, ROBOT_OBS_DIM, SCENE_OBS_DIM, EnvDescription
-from harness.sim.cameras import CameraRig
+from harness.sim.cameras import CameraRig, visual_shapes
 from harness.sim.distractors import DistractorKind
 from harness.sim.layout import NEUTRAL_JOINTS, get_layout
 from harness.sim.robot import PandaRobot
@@ -152,8 +152,8 @@ class BuiltinEnv:
 
     def add_distractors(self, kinds: tuple[DistractorKind, ...]) -> None:
         """Bodies for the distractor axis (harness/envs/perturbations.py); `set_distractor_poses` places them."""
-        self.scene.add_distractors(kinds)
-        self.cameras.set_static_layer(self.scene.static_layer(self.robot.uid))
+        for uid in self.scene.add_distractors(kinds):
+            self.cameras.add_movers(visual_shapes(self.cid, uid))
 
     def set_distractor_poses(self, centres: np.ndarray) -> None:
         """Where the distractors stand from the next reset on (a chain's draw)."""
@@ -162,9 +162,8 @@ class BuiltinEnv:
     def permute_block_colors(self, permutation: dict[str, str]) -> None:
         """The block colour axis (harness/envs/perturbations.py): the block that was colour c is colour
         permutation[c] from now on, to the eye and to the state; the description names the blocks' sizes."""
-        self.scene.permute_block_colors(permutation)
+        self.cameras.recolour_movers(self.scene.permute_block_colors(permutation))
         self.layout = self.scene.layout
-        self.cameras.set_static_layer(self.scene.static_layer(self.robot.uid))
         self.description = replace(self.description, block_sizes=dict(self.layout.block_sizes))
 
     def get_info(self) -> dict[str, Any]:

@@ -84,6 +84,7 @@ ENV_AXES = ("action_noise", "camera", "image_noise", "blur", "start_pose",  # th
             "distractors", "block_position")
 BLOCK_AXES = ("friction", "mass")  # the env's fixed changes; latency and language: the rollout's
 FURNITURE_AXES = ("furniture_friction", "furniture_mass", "furniture_damping")
+ROLLOUT_AXES = ("latency", "language")  # applied by the evaluation's rollout, not by the env
 
 
 @dataclass(frozen=True)

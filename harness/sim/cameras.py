@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pkgutil
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -177,10 +177,23 @@ class CameraRig:
         self._static_view = p.computeViewMatrix([float(v) for v in eye], [float(v) for v in target], [float(v) for v in up])
         self._layer_key = None
 
-    def set_static_layer(self, layer: StaticLayer) -> None:
-        """The scene's bodies or colours changed (the distractor and block colour axes): cache this layer."""
+    def add_movers(self, shapes: list[VisualShape]) -> None:
+        """Bodies added to the scene after the layer was made (the distractor axis): drawn with the movers."""
+        if self._layer is not None:
+            self._hide(None)
+            self._layer.movers.extend(shapes)
+            self._layer_key = None
+
+    def recolour_movers(self, colours: dict[int, tuple[float, float, float, float]]) -> None:
+        """Give bodies among the movers new colours (the block colour axis), here and in the layer, which restores
+        them after hiding them. (The layer's colours are read once, before anything changes them: PyBullet reports
+        one colour for every shape of a link once one has been changed.)"""
         self._hide(None)
-        self._layer, self._layer_key = layer, None
+        for body, rgba in colours.items():
+            p.changeVisualShape(body, -1, rgbaColor=rgba, physicsClientId=self.cid)
+        if self._layer is not None:
+            self._layer.movers[:] = [replace(s, rgba=tuple(colours[s.body])) if s.body in colours else s
+                                     for s in self._layer.movers]
 
     def _draw(self, spec: CameraSpec, view: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
         _, _, pixels, buffer, _ = p.getCameraImage(

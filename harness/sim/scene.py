@@ -171,22 +171,23 @@ class PlayTableScene:
     def place_block(self, color: str, pos: np.ndarray, euler: np.ndarray) -> None:
         _place_body(self.cid, self.block_uids[color], pos, p.getQuaternionFromEuler([float(v) for v in euler]))
 
-    def add_distractors(self, kinds: tuple[DistractorKind, ...]) -> None:
+    def add_distractors(self, kinds: tuple[DistractorKind, ...]) -> list[int]:
         """Bodies for the distractor axis, out of the way until `distractor_poses` places them at a reset."""
-        for kind in kinds:
-            self.distractor_uids.append(_distractor_body(self.cid, kind))
+        uids = [_distractor_body(self.cid, kind) for kind in kinds]
+        self.distractor_uids += uids
         self.distractor_poses = np.array([_parking(k) for k in range(len(self.distractor_uids))])
+        return uids
 
-    def permute_block_colors(self, permutation: dict[str, str]) -> None:
+    def permute_block_colors(self, permutation: dict[str, str]) -> dict[int, tuple[float, float, float, float]]:
         """The block that was colour c looks colour permutation[c] from now on, and IS that colour to
         everything else: scene_obs, the info the oracle reads and the layout's block sizes follow the look
-        (the block colour axis, docs/ROBUSTNESS.md)."""
+        (the block colour axis, docs/ROBUSTNESS.md). Returns the bodies' new colours, for the renderer to apply."""
         uids, sizes = dict(self.block_uids), dict(self.layout.block_sizes)
         for old, new in permutation.items():
             self.block_uids[new] = uids[old]
             sizes[new] = self.layout.block_sizes[old]
-            p.changeVisualShape(uids[old], -1, rgbaColor=BLOCK_RGBA[new], physicsClientId=self.cid)
         self.layout = replace(self.layout, block_sizes=sizes)
+        return {uids[old]: BLOCK_RGBA[new] for old, new in permutation.items()}
 
     def scale_block_dynamics(self, friction: float, mass: float) -> None:
         """The blocks' lateral friction and mass times these factors (the perturbation suite's dynamics axes)."""
