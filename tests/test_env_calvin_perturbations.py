@@ -10,6 +10,7 @@ import pytest
 from harness.envs.perturbations import AXES, Perturbations
 from harness.eval.specs import EnvConfig
 from harness.sim.cameras import STATIC_EYE, STATIC_TARGET, STATIC_UP
+from harness.sim.layout import NEUTRAL_ROBOT_OBS
 from harness.tasks import benchmark_chains, initial_state
 from tests.test_envs_perturbations import ACTIONS
 from tests.test_envs_scene_axes import expert_run
@@ -78,3 +79,22 @@ def test_block_and_furniture_dynamics_on_calvin():
 def test_scene_axes_on_calvin_are_an_error_naming_axis_and_backend(axis):
     with pytest.raises(ValueError, match=f"env.perturb.{axis}: the calvin backend does not support this axis"):
         EnvConfig(**CALVIN, perturb=Perturbations(**{axis: 1})).build()
+
+
+def test_start_state_axes_act_on_calvin_as_on_the_builtin_scene():
+    """start_pose and block_position change the start state a chain asks for, on any backend: the same draw
+    moves calvin_env's arm joints and table blocks as it moves the built-in scene's."""
+    perturb = Perturbations(start_pose=1, block_position=2)
+    starts = {}
+    for backend in ("builtin", "calvin"):
+        env = EnvConfig(backend=backend, perturb=perturb).build(cameras=())
+        try:
+            env.new_chain(9)
+            obs = env.reset(*initial_state(benchmark_chains(1)[0][0], "D"))
+            starts[backend] = np.concatenate([obs["robot_obs"][7:14], obs["scene_obs"][6:]])
+        finally:
+            env.close()
+    plain = np.concatenate([NEUTRAL_ROBOT_OBS[7:14], initial_state(benchmark_chains(1)[0][0], "D")[1][6:]])
+    assert not np.allclose(starts["calvin"], plain, atol=1e-3)
+    # to the blocks' settling in the reset's physics step (calvin_env's tilt them by ~3 mrad)
+    np.testing.assert_allclose(starts["calvin"], starts["builtin"], atol=5e-3)
