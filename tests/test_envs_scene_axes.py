@@ -44,9 +44,9 @@ def test_distractors_stand_clear_of_blocks_and_tasks_and_follow_the_chain_seed()
         env.new_chain(5)
         env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
         scene, cid = env.env.scene, env.env.cid
-        assert len(scene.distractor_uids) == AXES["distractors"].value(3) == len(DISTRACTORS)
+        assert len(scene.distractors.uids) == AXES["distractors"].value(3) == len(DISTRACTORS)
         (lo, hi), = free_x_ranges(get_layout("D"))
-        for uid, kind in zip(scene.distractor_uids, DISTRACTORS):
+        for uid, kind in zip(scene.distractors.uids, DISTRACTORS):
             (x, y, z), _ = p.getBasePositionAndOrientation(uid, physicsClientId=cid)
             assert lo + kind.radius <= x <= hi - kind.radius and TABLE_FRONT_Y[0] < y < TABLE_FRONT_Y[1]
             assert z == pytest.approx(kind.rest_z, abs=2e-3)  # standing on the table top
@@ -54,11 +54,11 @@ def test_distractors_stand_clear_of_blocks_and_tasks_and_follow_the_chain_seed()
                 assert not p.getClosestPoints(uid, other, 0.01, physicsClientId=cid)
             touching = p.getContactPoints(uid, scene.table, physicsClientId=cid)
             assert all(c[8] > -2e-3 for c in touching)  # resting on the table, not sunk into it
-        first = scene.distractor_poses.copy()
+        first = scene.distractors.poses.copy()
         env.new_chain(5)
-        np.testing.assert_array_equal(scene.distractor_poses, first)
+        np.testing.assert_array_equal(scene.distractors.poses, first)
         env.new_chain(6)
-        assert not np.array_equal(scene.distractor_poses, first)
+        assert not np.array_equal(scene.distractors.poses, first)
     finally:
         env.close()
 

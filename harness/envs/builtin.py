@@ -110,7 +110,7 @@ class BuiltinEnv:
         body apart and running collision detection once drops them all."""
         for k, uid in enumerate(self.scene.block_uids.values()):
             p.resetBasePositionAndOrientation(uid, (10.0 * (k + 1), 10.0, 10.0), (0, 0, 0, 1), physicsClientId=self.cid)
-        self.scene.park_distractors()
+        self.scene.distractors.park()
         self.scene.reset_furniture(np.zeros(4))
         self.robot.reset(np.array(NEUTRAL_JOINTS), 0.08, 1)
         p.performCollisionDetection(physicsClientId=self.cid)
@@ -157,7 +157,7 @@ class BuiltinEnv:
 
     def set_distractor_poses(self, centres: np.ndarray) -> None:
         """Where the distractors stand from the next reset on (a chain's draw)."""
-        self.scene.distractor_poses = np.asarray(centres, dtype=np.float64)
+        self.scene.distractors.poses = np.asarray(centres, dtype=np.float64).reshape(-1, 3)
 
     def permute_block_colors(self, permutation: dict[str, str]) -> None:
         """The block colour axis (harness/envs/perturbations.py): the block that was colour c is colour

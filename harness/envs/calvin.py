@@ -30,7 +30,8 @@ import numpy as np
 from harness.envs.actions import AbsoluteAction, parse_action
 from harness.envs.base import CAMERA_NAMES, ROBOT_OBS_DIM, SCENE_OBS_DIM, EnvDescription
 from harness.sim.layout import get_layout
-from harness.sim.scene import FURNITURE_FORCE
+from harness.sim.distractors import DistractorKind
+from harness.sim.scene import FURNITURE_FORCE, DistractorBodies
 
 INSTALL_HINT = (
     "env=calvin needs the real calvin_env, which is not on PyPI. Install it from a git clone:\n"
@@ -148,6 +149,7 @@ class CalvinEnv:
             raise
         self.cameras = tuple(cameras)
         self.exact_reset = bool(exact_reset)
+        self._distractors = DistractorBodies(self._env.cid, ())  # the distractor axis's, if it is on
         use_egl = bool(cfg.env.get("use_egl", False))
         self.description = EnvDescription(
             backend="calvin",
@@ -181,6 +183,7 @@ class CalvinEnv:
                 raise ValueError(f"{name} must have shape ({size},), got {np.asarray(values).shape}")
         if self.exact_reset:
             self._clear_carry_over(robot_obs)
+        self._distractors.place()  # calvin_env's reset moves only its own bodies; the distractors stand first
         return self._env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
 
     def _clear_carry_over(self, robot_obs: np.ndarray | None) -> None:
@@ -239,6 +242,14 @@ class CalvinEnv:
                 changes["mass"] = pb.getDynamicsInfo(joint.uid, joint.joint_index, physicsClientId=cid)[0] * mass
             if changes:
                 pb.changeDynamics(joint.uid, joint.joint_index, **changes, physicsClientId=cid)
+
+    def add_distractors(self, kinds: tuple[DistractorKind, ...]) -> None:
+        """The distractor axis's bodies in calvin_env's client (its cameras draw every body there)."""
+        self._distractors = DistractorBodies(self._env.cid, kinds)
+
+    def set_distractor_poses(self, centres: np.ndarray) -> None:
+        """Where the distractors stand from the next reset on (a chain's draw)."""
+        self._distractors.poses = np.asarray(centres, dtype=np.float64).reshape(-1, 3)
 
     def close(self) -> None:
         env = getattr(self, "_env", None)

@@ -191,7 +191,7 @@ class PerturbedEnv:
             self.env.set_static_view(*_static_pose(self.rngs["camera"], amount))
         if self.perturbations.distractors:
             count = int(AXES["distractors"].value(self.perturbations.distractors))
-            self.env.set_distractor_poses(place_distractors(self.env.layout, count, self.rngs["distractors"]))
+            self.env.set_distractor_poses(place_distractors(self.description.layout(), count, self.rngs["distractors"]))
 
     def reset(self, robot_obs: np.ndarray | None = None, scene_obs: np.ndarray | None = None) -> dict[str, Any]:
         """The chain's start (the first reset after new_chain) with the arm moved off its pose; later resets

@@ -99,8 +99,7 @@ class PlayTableScene:
         self.lights = LightLogic(legacy_button_reset=legacy_button_reset)
         self._shown_lights: tuple[int, int] | None = None
         # the distractor axis's bodies (uids after the floor) and where each chain puts them
-        self.distractor_uids: list[int] = []
-        self.distractor_poses = np.zeros((0, 3))
+        self.distractors = DistractorBodies(client, ())
 
     def _hold_furniture(self, force: float) -> None:
         """The door's, drawer's and switch's Coulomb friction (velocity motors at 0) and the button's spring."""
@@ -138,7 +137,7 @@ class PlayTableScene:
         ]
         robot_links = set(range(p.getNumJoints(robot_uid, physicsClientId=self.cid)))
         movers = [*visual_shapes(self.cid, robot_uid, robot_links)]
-        for uid in [*self.block_uids.values(), *self.distractor_uids]:
+        for uid in [*self.block_uids.values(), *self.distractors.uids]:
             movers += visual_shapes(self.cid, uid)
         return StaticLayer(furniture, movers, self.furniture_key)
 
@@ -160,8 +159,7 @@ class PlayTableScene:
         for color in self.layout.block_order:
             pose = scene_obs[self.layout.block_obs_slice(color)]
             self.place_block(color, pose[:3], pose[3:6])
-        for uid, pos in zip(self.distractor_uids, self.distractor_poses):
-            _place_body(self.cid, uid, pos, (0, 0, 0, 1))
+        self.distractors.place()
 
     def reset_furniture(self, joints: np.ndarray) -> None:
         """Slide, drawer, button and switch joint values (scene_obs[0:4]), at rest."""
@@ -172,11 +170,9 @@ class PlayTableScene:
         _place_body(self.cid, self.block_uids[color], pos, p.getQuaternionFromEuler([float(v) for v in euler]))
 
     def add_distractors(self, kinds: tuple[DistractorKind, ...]) -> list[int]:
-        """Bodies for the distractor axis, out of the way until `distractor_poses` places them at a reset."""
-        uids = [_distractor_body(self.cid, kind) for kind in kinds]
-        self.distractor_uids += uids
-        self.distractor_poses = np.array([_parking(k) for k in range(len(self.distractor_uids))])
-        return uids
+        """Bodies for the distractor axis (once), out of the way until their poses are set and a reset places them."""
+        self.distractors = DistractorBodies(self.cid, kinds)
+        return self.distractors.uids
 
     def permute_block_colors(self, permutation: dict[str, str]) -> dict[int, tuple[float, float, float, float]]:
         """The block that was colour c looks colour permutation[c] from now on, and IS that colour to
@@ -216,11 +212,6 @@ class PlayTableScene:
             p.getClosestPoints(a, b, distance=0.0, physicsClientId=self.cid)
             for i, a in enumerate(uids) for b in uids[i + 1:]
         )
-
-    def park_distractors(self) -> None:
-        """Out of the way (with the blocks) while the env forgets its contacts."""
-        for k, uid in enumerate(self.distractor_uids):
-            _place_body(self.cid, uid, _parking(k), (0, 0, 0, 1))
 
     def update_lights(self) -> None:
         """The light logic, once per env step after the physics substeps."""
@@ -273,6 +264,27 @@ class PlayTableScene:
             "switches": {"base__switch": {"joint_state": switch, "logical_state": int(self.lights.switch_high)}},
             "lights": {"lightbulb": {"logical_state": self.lights.bulb}, "led": {"logical_state": self.lights.led}},
         }
+
+
+class DistractorBodies:
+    """The distractor axis's bodies in one PyBullet client (harness/sim/distractors.py says what they are and
+    where they may stand), and where they stand from the next reset on; the built-in scene and env=calvin
+    (harness/envs/calvin.py) hold them alike."""
+
+    def __init__(self, client: int, kinds: tuple[DistractorKind, ...]) -> None:
+        self.cid = client
+        self.uids = [_distractor_body(client, kind) for kind in kinds]
+        self.poses = np.array([_parking(k) for k in range(len(kinds))]).reshape(-1, 3)
+
+    def place(self) -> None:
+        """At their poses, at rest (a reset)."""
+        for uid, pos in zip(self.uids, self.poses):
+            _place_body(self.cid, uid, pos, (0, 0, 0, 1))
+
+    def park(self) -> None:
+        """Out of the way (with the blocks) while the env forgets its contacts."""
+        for k, uid in enumerate(self.uids):
+            _place_body(self.cid, uid, _parking(k), (0, 0, 0, 1))
 
 
 def _parking(k: int) -> tuple[float, float, float]:
