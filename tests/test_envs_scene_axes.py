@@ -206,3 +206,14 @@ def test_a_reused_env_draws_a_chain_start_as_a_new_env_does(axis):
     finally:
         reused.close()
         new.close()
+
+
+def test_the_suite_refuses_a_row_its_scene_cannot_run_before_running_any(tmp_path):
+    from harness.eval.config import EvalSettings
+    from harness.eval.robust import SuiteSettings, run_suite
+    from harness.eval.specs import AgentConfig
+
+    settings = EvalSettings(num_chains=1, ep_len=5, workers=0, videos=0, video_failures=0, progress=False)
+    with pytest.raises(ValueError, match="scene A's table"):
+        run_suite(settings, EnvConfig(scene="A"), AgentConfig("scripted"), SuiteSettings(axes=("distractors",)), tmp_path)
+    assert not any(tmp_path.iterdir())

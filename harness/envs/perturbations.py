@@ -177,7 +177,7 @@ class PerturbedEnv:
         if perturbations.friction or perturbations.mass:
             env.scale_block_dynamics(friction=AXES["friction"].value(perturbations.friction) or 1.0,
                                      mass=AXES["mass"].value(perturbations.mass) or 1.0)
-        apply_fixed_scene_axes(env, perturbations)
+        apply_fixed_axes(env, perturbations)
         self.description = replace(env.description, perturbations=perturbations.describe())
         self.new_chain(0)
         self.start_pending = False  # only a chain's start is moved, never a state restored for a video
@@ -252,7 +252,7 @@ class PerturbedEnv:
         return {**obs, "rgb_obs": rgb}
 
 
-def apply_fixed_scene_axes(env: Env, perturbations: Perturbations) -> None:
+def apply_fixed_axes(env: Env, perturbations: Perturbations) -> None:
     """The axes that change the scene once, when the env is built: block colours, the distractors' bodies and
     the furniture's dynamics (built-in scene). An env that cannot is an error naming the axis and the backend."""
     levels = perturbations.levels()

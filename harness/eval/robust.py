@@ -67,6 +67,8 @@ def run_suite(settings: EvalSettings, env: EnvConfig, agent: AgentSource, suite:
     """Every row's evaluation (resuming what is there), then the table; returns its rows."""
     if env.perturb.any():
         raise ConfigError(f"env.perturb: the suite sets the perturbations of each row itself; got {env.perturb.active()}")
+    for axis in suite.axes:  # a row the backend or the scene cannot run fails now, not after the others ran
+        replace(env, perturb=Perturbations(**{axis: max(suite.levels)})).check()
     folder = Path(output_dir)
     rows = [(UNPERTURBED, 0), *suite.rows()]
     for axis, level in rows:
