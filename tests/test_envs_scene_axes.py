@@ -217,3 +217,15 @@ def test_the_suite_refuses_a_row_its_scene_cannot_run_before_running_any(tmp_pat
     with pytest.raises(ValueError, match="scene A's table"):
         run_suite(settings, EnvConfig(scene="A"), AgentConfig("scripted"), SuiteSettings(axes=("distractors",)), tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_axis_streams_do_not_depend_on_the_order_of_later_axes():
+    """The first nine axes keep the streams they were measured with (their place); later ones are named by
+    their name, so axes added on two branches draw the same whichever is listed first."""
+    from harness.envs.perturbations import PLACE_NAMED_STREAMS, axis_rng
+
+    assert list(AXES)[:len(PLACE_NAMED_STREAMS)] == list(PLACE_NAMED_STREAMS)
+    legacy = np.random.default_rng(np.random.SeedSequence([7, PLACE_NAMED_STREAMS.index("camera")])).random()
+    assert axis_rng(7, "camera").random() == legacy
+    draws = {axis: axis_rng(7, axis).random() for axis in AXES}
+    assert len(set(draws.values())) == len(AXES)

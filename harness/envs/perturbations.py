@@ -26,6 +26,7 @@ way on any worker, on resume, and whatever other axes are on. All levels 0 build
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -138,9 +139,19 @@ def level_name(axis: str, level: int) -> str:
     return AXES[axis].level_name(level)
 
 
+# The first axes' streams are named by their place, as they were measured; every later axis's by its name
+# (crc32), so that axes added side by side never shift each other's draws, whatever order they are listed in.
+PLACE_NAMED_STREAMS = ("action_noise", "latency", "camera", "image_noise", "blur", "language", "start_pose",
+                       "friction", "mass")
+
+
 def axis_rng(seed: int, axis: str) -> np.random.Generator:
     """The random stream of `axis` for the chain seeded `seed` (independent of every other axis)."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed) % 2**63, list(AXES).index(axis)]))
+    if axis in PLACE_NAMED_STREAMS:
+        stream = [PLACE_NAMED_STREAMS.index(axis)]
+    else:
+        stream = [len(PLACE_NAMED_STREAMS), zlib.crc32(axis.encode())]
+    return np.random.default_rng(np.random.SeedSequence([int(seed) % 2**63, *stream]))
 
 
 def add_image_noise(rgb: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
