@@ -14,7 +14,7 @@ import pybullet as p
 from harness import __version__
 from harness.envs.actions import AbsoluteAction, parse_action
 from harness.envs.base import CAMERA_NAMES, ROBOT_OBS_DIM, SCENE_OBS_DIM, EnvDescription
-from harness.sim.cameras import CameraRig
+from harness.sim.cameras import CameraRig, load_renderer
 from harness.sim.layout import NEUTRAL_JOINTS, get_layout
 from harness.sim.robot import PandaRobot
 from harness.sim.scene import PlayTableScene
@@ -52,6 +52,8 @@ class BuiltinEnv:
         self.layout = get_layout(scene)
         self.cid = p.connect(p.DIRECT)
         try:
+            if cameras:
+                load_renderer(self.cid, renderer)
             self._setup_physics()
             self.robot = PandaRobot(self.cid)
             self.scene = PlayTableScene(self.cid, self.layout, legacy_button_reset=legacy_button_reset)
