@@ -12,11 +12,12 @@ import importlib.util
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pybullet as p
 
+from harness.sim.appearance import random_rotation
 from harness.sim.layout import CAMERA_NAMES
 
 # In TCP coordinates: the gripper camera's origin, view direction and image up.
@@ -60,12 +61,9 @@ def jittered_static_pose(rng: np.random.Generator, shift_m: float, turn_deg: flo
     about a random axis through its eye: (eye, target, up) for `CameraRig.set_static_view`. The
     perturbation suite's camera axis (docs/ROBUSTNESS.md)."""
     eye, target, up = (np.asarray(v, dtype=np.float64) for v in (STATIC_EYE, STATIC_TARGET, STATIC_UP))
-    direction, axis = rng.normal(size=3), rng.normal(size=3)
-    direction, axis = direction / np.linalg.norm(direction), axis / np.linalg.norm(axis)
-    angle = np.radians(turn_deg)
-    # Rodrigues' rotation of the view direction and the up vector about `axis`
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    rotation = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    rotation = random_rotation(rng, turn_deg)  # of the view direction and the up vector
     new_eye = eye + shift_m * direction
     return new_eye, new_eye + rotation @ (target - eye), rotation @ up
 
@@ -198,6 +196,7 @@ class CameraRig:
         self._layer_key: tuple | None = None
         self._layer_image: tuple[np.ndarray, np.ndarray] | None = None
         self._hidden: str | None = None  # which group of the static layer is hidden now, if any
+        self._light: dict[str, Any] = {}  # getCameraImage's light arguments; none: the renderer's defaults
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -224,10 +223,37 @@ class CameraRig:
         self._static_view = p.computeViewMatrix([float(v) for v in eye], [float(v) for v in target], [float(v) for v in up])
         self._layer_key = None
 
+    @property
+    def static_view(self) -> tuple[float, ...]:
+        return self._static_view
+
+    def set_light(self, light: dict[str, Any]) -> None:
+        """getCameraImage's light arguments ({}: the renderer's own light); the cached layer is drawn anew."""
+        self._light = dict(light)
+        self._layer_key = None
+
+    def recolor(self, shapes: list[VisualShape]) -> None:
+        """Give these shapes their (new) colours, also where the static layer restores them from."""
+        self._hide(None)
+        for shape in shapes:
+            p.changeVisualShape(shape.body, shape.link, shapeIndex=shape.index, rgbaColor=shape.rgba, physicsClientId=self.cid)
+        if self._layer is not None:
+            new = {(s.body, s.link, s.index): s for s in shapes}
+            for group in (self._layer.furniture, self._layer.movers):
+                group[:] = [new.get((s.body, s.link, s.index), s) for s in group]
+        self._layer_key = None
+
+    def retexture(self, shapes: list[VisualShape], texture: int) -> None:
+        """Draw these shapes with a loaded texture (times their colour)."""
+        self._hide(None)
+        for shape in shapes:
+            p.changeVisualShape(shape.body, shape.link, shapeIndex=shape.index, textureUniqueId=texture, physicsClientId=self.cid)
+        self._layer_key = None
+
     def _draw(self, spec: CameraSpec, view: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
         _, _, pixels, buffer, _ = p.getCameraImage(
             spec.size, spec.size, view, self._projections[spec.name], renderer=self._renderer,
-            flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=self.cid,
+            flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=self.cid, **self._light,
         )
         colour = np.asarray(pixels, dtype=np.uint8).reshape(spec.size, spec.size, 4)[:, :, :3].copy()
         return colour, np.asarray(buffer, dtype=np.float32).reshape(spec.size, spec.size)
