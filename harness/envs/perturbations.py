@@ -13,6 +13,7 @@ and every caller that builds an env from the config gets the same ones. Who appl
 | camera | the static camera's pose jittered (1, 2, 4 cm; a quarter as many degrees), once per chain | `PerturbedEnv.new_chain` (built-in scene) |
 | image_noise, blur | Gaussian pixel noise, Gaussian blur of every rendered RGB image | `PerturbedEnv`'s observations |
 | friction, mass | the blocks' lateral friction and mass scaled | `PerturbedEnv` when built (built-in scene) |
+| light, color, texture | the light's direction and intensity, furniture colours, a procedural texture, per chain | `PerturbedEnv.new_chain` (built-in scene; harness/sim/appearance.py) |
 | latency, language | the policy sees observations k steps old; instructions reworded | the rollout (harness/eval/rollout.py) |
 
 Every random draw comes from the chain's seed (`new_chain(seed)`, which the rollout calls with the job's

@@ -5,7 +5,8 @@ paired with the unperturbed run (docs/ROBUSTNESS.md).
     python -m harness.eval.robust agent=vla agent.checkpoint=DIR suite.axes=[camera,language] suite.levels=[1,3]
 
 The settings are the evaluation's (configs/robust.yaml builds on the same dataclasses; its defaults: 200
-chains, no videos) plus `suite.axes` and `suite.levels`. Each row is an ordinary evaluation in a subfolder
+chains, no videos) plus `suite.axes` (the env's axes and `renderer`: the same chains drawn by the other
+renderer, with the per-camera image difference on the same states), `suite.levels` and `suite.image_chains`. Each row is an ordinary evaluation in a subfolder
 of output_dir (`unperturbed/`, `camera_1/`, ...), with `env.perturb` set for it: each resumes like any
 evaluation, so the same command again finishes what a killed suite left. Then output_dir gets
 `robustness.md`, `robustness.csv` and `robustness.png`: avg. len with its 95 % interval per axis and level,
