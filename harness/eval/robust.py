@@ -6,9 +6,10 @@ paired with the unperturbed run (docs/ROBUSTNESS.md).
 
 The settings are the evaluation's (configs/robust.yaml builds on the same dataclasses; its defaults: 200
 chains, no videos) plus `suite.axes` (the env's axes and `renderer`: the same chains drawn by the other
-renderer, with the per-camera image difference on the same states), `suite.levels` and `suite.image_chains`. Each row is an ordinary evaluation in a subfolder
-of output_dir (`unperturbed/`, `camera_1/`, ...), with `env.perturb` set for it: each resumes like any
-evaluation, so the same command again finishes what a killed suite left. Then output_dir gets
+renderer, with the per-camera image difference on the same states), `suite.levels` and `suite.image_chains`.
+Each row is an ordinary evaluation in a subfolder of output_dir (`unperturbed/`, `camera_1/`, ...), with
+`env.perturb` (or `env.renderer`) set for it: each resumes like any evaluation, so the same command again
+finishes what a killed suite left. Then output_dir gets
 `robustness.md`, `robustness.csv` and `robustness.png`: avg. len with its 95 % interval per axis and level,
 and the drop against the unperturbed run with the paired interval and exact test of `harness.eval.compare`.
 """
@@ -95,7 +96,8 @@ def run_suite(settings: EvalSettings, env: EnvConfig, agent: AgentSource, suite:
             print(f"[robust] {sub.name}: renderer {row_env.renderer}", flush=True)
             run_evaluation(settings, row_env, agent, sub, config=_row_config(config, row_env), print_summary=False)
             if not (sub / IMAGE_DIFFERENCE).exists():
-                difference = image_difference(env, row_env, chain_jobs(min(suite.image_chains, settings.num_chains), settings.seed), settings.ep_len)
+                jobs = chain_jobs(min(suite.image_chains, settings.num_chains), settings.seed)
+                difference = image_difference(env, row_env, jobs, settings.ep_len)
                 (sub / IMAGE_DIFFERENCE).write_text(json.dumps(difference, indent=1) + "\n")
             continue
         perturb = Perturbations(**({axis: level} if level else {}))
@@ -123,7 +125,7 @@ def image_difference(a: EnvConfig, b: EnvConfig, jobs: list[Job], ep_len: int, e
     from agents import make_agent
 
     states = []
-    with closing(replace(a, perturb=Perturbations()).build()) as blind:
+    with closing(a.build()) as blind:
         expert = make_agent("scripted")
         expert.bind_env(blind.description)
         for job in jobs:
