@@ -6,8 +6,9 @@ A rendering env (static camera only) then restores each recorded state with
 `env.reset(robot_obs, scene_obs)`, which the built-in env does exactly, so the frames are the images
 the run would have shown. A perturbed run's videos show what its policy saw: the rendering env has the
 run's visual perturbations (camera pose, light, colours, texture, blur, noise), drawn for each chain from its
-seed as in the run; the noise is drawn anew, so only it differs from the policy's pixels. On each frame: the instruction, the executed TCP path of the subtask so far,
-the agent's planned chunk where it has one, and the subtask's progress and outcome.
+seed as in the run; the noise is drawn anew, so only it differs from the policy's pixels. On each frame:
+the instruction, the executed TCP path of the subtask so far, the agent's planned chunk where it has one,
+and the subtask's progress and outcome.
 
 Which traces are kept, with bounded memory and disk: every chain with index < `video_chains` (the whole
 chain), and the failed subtask of the `video_failures` failing chains with the lowest indices.
@@ -135,7 +136,8 @@ class TraceStore:
             if len(self.failures) >= self.video_failures and record["index"] > self.failures[-1].index:
                 return
         meta = {
-            "key": record["key"], "index": record["index"], "seed": record["seed"], "tasks": record["tasks"], "full": full,
+            "key": record["key"], "index": record["index"], "seed": record["seed"], "tasks": record["tasks"],
+            "full": full,
             "subtasks": [{"task": t.task, "instruction": t.instruction} for t in traces],
             "outcomes": record["subtasks"],
         }
