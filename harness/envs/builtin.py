@@ -6,6 +6,7 @@ env step (30 Hz control), 50 solver iterations, deterministic overlapping pairs.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,8 @@ import pybullet as p
 from harness import __version__
 from harness.envs.actions import AbsoluteAction, parse_action
 from harness.envs.base import CAMERA_NAMES, ROBOT_OBS_DIM, SCENE_OBS_DIM, EnvDescription
-from harness.sim.cameras import CameraRig
+from harness.sim.appearance import Appearance, load_texture, mixed_color
+from harness.sim.cameras import CameraRig, load_renderer
 from harness.sim.layout import NEUTRAL_JOINTS, get_layout
 from harness.sim.robot import PandaRobot
 from harness.sim.scene import PlayTableScene
@@ -52,6 +54,8 @@ class BuiltinEnv:
         self.layout = get_layout(scene)
         self.cid = p.connect(p.DIRECT)
         try:
+            if cameras:
+                load_renderer(self.cid, renderer)
             self._setup_physics()
             self.robot = PandaRobot(self.cid)
             self.scene = PlayTableScene(self.cid, self.layout, legacy_button_reset=legacy_button_reset)
@@ -62,6 +66,7 @@ class BuiltinEnv:
             p.disconnect(self.cid)
             raise
         self.rng = np.random.default_rng(seed)
+        self._furniture = self.scene.furniture_shapes()  # their colours as built: what the color axis mixes
         self.description = EnvDescription(
             backend="builtin",
             scene=self.layout.name,
@@ -138,6 +143,16 @@ class BuiltinEnv:
     def set_static_view(self, eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> None:
         """Move the static camera (harness/envs/perturbations.py's camera axis)."""
         self.cameras.set_static_view(eye, target, up)
+
+    def set_appearance(self, appearance: Appearance) -> None:
+        """This chain's light, furniture colours and texture (harness/envs/perturbations.py's appearance
+        axes); the parts left None are drawn as built. Rendering only: the physics never sees them."""
+        self.cameras.set_light(appearance.light.camera_kwargs() if appearance.light else {})
+        if appearance.colors is not None:
+            self.cameras.recolor([replace(s, rgba=mixed_color(s.rgba, appearance.colors, k))
+                                  for k, s in enumerate(self._furniture)])
+        if appearance.texture is not None:
+            self.cameras.retexture(self._furniture, load_texture(self.cid, appearance.texture))
 
     def scale_block_dynamics(self, friction: float = 1.0, mass: float = 1.0) -> None:
         """The blocks' friction and mass times these factors (harness/envs/perturbations.py's dynamics axes)."""
