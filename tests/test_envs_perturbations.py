@@ -175,3 +175,36 @@ def test_block_friction_and_mass_change_how_a_grasped_block_moves():
     assert plain[-1, 2] > plain[0, 2] + 0.02  # the plain run lifted the red block
     for perturb in (Perturbations(friction=3), Perturbations(mass=3)):
         assert not np.allclose(blocks(perturb, actions)[0], plain, atol=1e-4), perturb
+
+
+APPEARANCE = ("light", "color", "texture")
+
+
+@pytest.mark.parametrize("axis", APPEARANCE)
+def test_appearance_axes_change_the_images_per_chain_seed_and_not_the_physics(plain, axis):
+    images, start, states = rollout(Perturbations(**{axis: 2}))
+    assert np.abs(images.astype(int) - plain[0]).mean() > 1.0
+    np.testing.assert_array_equal(start, plain[1])
+    np.testing.assert_array_equal(states, plain[2])
+    np.testing.assert_array_equal(rollout(Perturbations(**{axis: 2}))[0], images)  # the chain's seed decides
+    assert not np.array_equal(rollout(Perturbations(**{axis: 2}), seed=4)[0], images)
+
+
+def test_the_cached_static_layer_keeps_the_appearance():
+    """Colours and textures also where the static layer restores its shapes from: the layered picture is
+    the one a full draw with the same light gives."""
+    from harness.sim.cameras import CameraRig
+
+    env = EnvConfig(perturb=Perturbations(light=3, color=3, texture=3)).build(cameras=("static", "gripper"))
+    try:
+        env.new_chain(5)
+        full_rig = CameraRig(env.cid, ("static",), None, "tiny")
+        full_rig.set_light(env.cameras._light)
+        robot_obs, scene_obs = initial_state(benchmark_chains(1)[0][0], "D")
+        env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
+        for action in ACTIONS[:3]:
+            obs = env.step(action)[0]  # draws the static (layered) and the gripper camera
+            full, _ = full_rig.render(*env.robot.tcp_pose())
+            assert (obs["rgb_obs"]["rgb_static"] != full["rgb_static"]).any(-1).sum() <= 8
+    finally:
+        env.close()

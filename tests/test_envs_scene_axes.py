@@ -229,3 +229,24 @@ def test_axis_streams_do_not_depend_on_the_order_of_later_axes():
     assert axis_rng(7, "camera").random() == legacy
     draws = {axis: axis_rng(7, axis).random() for axis in AXES}
     assert len(set(draws.values())) == len(AXES)
+
+
+def test_videos_show_the_distractors_and_colours_the_policy_saw():
+    """A video's rendering env keeps the scene's looks (drawn from the chain's seed) and not the block positions,
+    which are in the recorded states already: its frames are the policy's images, the distractors where the
+    chain started them (their settling by a fraction of a pixel since is not in the recorded states)."""
+    from harness.eval.video import VideoRenderer, _frames
+    from tests.test_eval_robust import RawFrames, perturbed_chain
+
+    looks = Perturbations(distractors=2, block_colors=1)
+    seen, meta, trace = perturbed_chain(replace(looks, block_position=2), seed=7, steps=3)
+    renderer = VideoRenderer(EnvConfig(perturb=replace(looks, block_position=2)))
+    assert renderer.env_cfg.perturb == looks
+    frames = RawFrames()
+    list(_frames(renderer.chain_env(meta), frames, meta, [trace], ep_len=360, stride=1))
+    renderer.close()
+    assert len(frames.images) == len(seen)
+    np.testing.assert_array_equal(frames.images[0], seen[0])
+    for frame, image in zip(frames.images[1:], seen[1:]):
+        differ = frame != image
+        assert differ.mean() < 1e-4 and np.abs(frame.astype(int) - image).max() <= 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 
@@ -109,9 +110,61 @@ def test_the_command_line_names_a_bad_axis(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_videos_of_a_perturbed_run_use_the_unperturbed_camera(tmp_path):
-    """The drawn TCP path is projected with the default static camera: the picture must be that camera's."""
-    from harness.eval.video import VideoRenderer
+class RawFrames:
+    """A FrameDrawer that keeps the camera image each video frame is drawn from."""
 
-    renderer = VideoRenderer(EnvConfig(perturb=Perturbations(camera=3, blur=2, start_pose=1)))
-    assert not renderer.env_cfg.perturb.any()
+    def __init__(self) -> None:
+        self.images: list[np.ndarray] = []
+
+    def draw(self, rgb, *args, **kwargs):
+        self.images.append(rgb)
+        return rgb
+
+
+def perturbed_chain(perturb: Perturbations, seed: int, steps: int = 6):
+    """What a policy reading both cameras saw of the static one along a few steps of a perturbed chain, and
+    the trace of it."""
+    from harness.eval.rollout import SubtaskTrace
+    from harness.tasks import initial_state
+
+    job = chain_jobs(1)[0]
+    env = EnvConfig(perturb=perturb).build(cameras=("static", "gripper"))
+    env.new_chain(seed)
+    obs = env.reset(*initial_state(job.condition, "D"))
+    trace, seen = SubtaskTrace(job.tasks[0], "instruction"), []
+    for k in range(steps + 1):
+        trace.add(obs, None)
+        seen.append(obs["rgb_obs"]["rgb_static"])
+        if k < steps:
+            obs = env.step(np.array([0.8, 0.3, -0.2, 0.0, 0.0, 0.1, 1.0]))[0]
+    env.close()
+    meta = {"key": job.key, "index": job.index, "seed": seed, "tasks": list(job.tasks), "full": True,
+            "subtasks": [{"task": trace.task, "instruction": trace.instruction}],
+            "outcomes": [{"task": trace.task, "success": False, "reason": "timeout"}]}
+    return seen, meta, trace
+
+
+def test_videos_of_a_perturbed_run_show_what_the_policy_saw():
+    """The video's frames are drawn from the policy's own images: the chain's camera pose, light, colours,
+    texture and blur, redrawn from its seed; noise is drawn anew (the same amount, other pixels: the video
+    renders one camera where the policy had two)."""
+    from harness.eval.video import VideoRenderer, _frames
+
+    visual = Perturbations(camera=3, light=2, color=2, texture=2, blur=1)
+    seen, meta, trace = perturbed_chain(replace(visual, start_pose=1, action_noise=1), seed=7)
+    renderer = VideoRenderer(EnvConfig(perturb=replace(visual, start_pose=1, action_noise=1)))
+    assert renderer.env_cfg.perturb == visual  # the rest is in the recorded states
+    frames = RawFrames()
+    list(_frames(renderer.chain_env(meta), frames, meta, [trace], ep_len=360, stride=1))
+    assert len(frames.images) == len(seen)
+    for frame, image in zip(frames.images, seen):
+        np.testing.assert_array_equal(frame, image)
+    assert renderer.env.cameras.static_view != VideoRenderer(EnvConfig()).chain_env(meta).cameras.static_view
+    renderer.close()
+    noisy = Perturbations(image_noise=1)  # std 4: two independent draws differ by ~1.13 * 4 on average
+    seen, meta, trace = perturbed_chain(noisy, seed=7, steps=2)
+    renderer, frames = VideoRenderer(EnvConfig(perturb=noisy)), RawFrames()
+    list(_frames(renderer.chain_env(meta), frames, meta, [trace], ep_len=360, stride=1))
+    renderer.close()
+    differences = [np.abs(frame.astype(int) - image).mean() for frame, image in zip(frames.images, seen)]
+    assert max(differences) > 0 and all(d < 6 for d in differences), differences

@@ -15,7 +15,8 @@ import pybullet as p
 from harness import __version__
 from harness.envs.actions import AbsoluteAction, parse_action
 from harness.envs.base import CAMERA_NAMES, ROBOT_OBS_DIM, SCENE_OBS_DIM, EnvDescription
-from harness.sim.cameras import CameraRig, visual_shapes
+from harness.sim.appearance import Appearance, load_texture, mixed_color
+from harness.sim.cameras import CameraRig, VisualShape, load_renderer, visual_shapes
 from harness.sim.distractors import DistractorKind
 from harness.sim.layout import NEUTRAL_JOINTS, get_layout
 from harness.sim.robot import PandaRobot
@@ -54,6 +55,8 @@ class BuiltinEnv:
         self.layout = get_layout(scene)
         self.cid = p.connect(p.DIRECT)
         try:
+            if cameras:
+                load_renderer(self.cid, renderer)
             self._setup_physics()
             self.robot = PandaRobot(self.cid)
             self.scene = PlayTableScene(self.cid, self.layout, legacy_button_reset=legacy_button_reset)
@@ -64,6 +67,7 @@ class BuiltinEnv:
             p.disconnect(self.cid)
             raise
         self.rng = np.random.default_rng(seed)
+        self._furniture = self.scene.furniture_shapes()  # their colours as built: what the color axis mixes
         self.description = EnvDescription(
             backend="builtin",
             scene=self.layout.name,
@@ -142,6 +146,16 @@ class BuiltinEnv:
         """Move the static camera (harness/envs/perturbations.py's camera axis)."""
         self.cameras.set_static_view(eye, target, up)
 
+    def set_appearance(self, appearance: Appearance) -> None:
+        """This chain's light, furniture colours and texture (harness/envs/perturbations.py's appearance
+        axes); the parts left None are drawn as built. Rendering only: the physics never sees them."""
+        self.cameras.set_light(appearance.light.camera_kwargs() if appearance.light else {})
+        if appearance.colors is not None:
+            self.cameras.recolor([replace(s, rgba=mixed_color(s.rgba, appearance.colors, k))
+                                  for k, s in enumerate(self._furniture)])
+        if appearance.texture is not None:
+            self.cameras.retexture(self._furniture, load_texture(self.cid, appearance.texture))
+
     def scale_block_dynamics(self, friction: float = 1.0, mass: float = 1.0) -> None:
         """The blocks' friction and mass times these factors (harness/envs/perturbations.py's dynamics axes)."""
         self.scene.scale_block_dynamics(friction, mass)
@@ -162,7 +176,8 @@ class BuiltinEnv:
     def permute_block_colors(self, permutation: dict[str, str]) -> None:
         """The block colour axis (harness/envs/perturbations.py): the block that was colour c is colour
         permutation[c] from now on, to the eye and to the state; the description names the blocks' sizes."""
-        self.cameras.recolour_movers(self.scene.permute_block_colors(permutation))
+        colours = self.scene.permute_block_colors(permutation)
+        self.cameras.recolor([VisualShape(uid, -1, 0, rgba) for uid, rgba in colours.items()])  # a block: one shape
         self.layout = self.scene.layout
         self.description = replace(self.description, block_sizes=dict(self.layout.block_sizes))
 

@@ -13,6 +13,7 @@ and every caller that builds an env from the config gets the same ones. Who appl
 | camera | the static camera's pose jittered (1, 2, 4 cm; a quarter as many degrees), once per chain | `PerturbedEnv.new_chain` (built-in scene) |
 | image_noise, blur | Gaussian pixel noise, Gaussian blur of every rendered RGB image | `PerturbedEnv`'s observations |
 | friction, mass | the blocks' lateral friction and mass scaled | `PerturbedEnv` when built (built-in scene) |
+| light, color, texture | the light's direction and intensity, furniture colours, a procedural texture, per chain | `PerturbedEnv.new_chain` (built-in scene; harness/sim/appearance.py) |
 | latency, language | the policy sees observations k steps old; instructions reworded | the rollout (harness/eval/rollout.py) |
 | distractors | 1, 2, 4 objects on the table, away from every task's reach, placed per chain | `PerturbedEnv` when built (the bodies) and `new_chain` (built-in scene) |
 | block_colors | blocks swap colours; "the red block" is the one that looks red (scene_axes.py) | `PerturbedEnv` when built (built-in scene) |
@@ -79,13 +80,25 @@ AXES: dict[str, Axis] = {a.name: a for a in (
     Axis("furniture_mass", "dynamics", "x door and drawer mass", (2, 4, 8)),
     Axis("furniture_damping", "dynamics", "N s/m furniture damping", (5, 10, 20)),
 )}
+# The scene's appearance (built-in scene; harness/sim/appearance.py), drawn once per chain. light: the light
+# turned by x degrees about a random axis and its intensity scaled by up to +-x * LIGHT_INTENSITY_PER_DEG;
+# color: each furniture part's colour mixed with a random colour by this fraction; texture: a procedural
+# texture of this contrast on the furniture
+AXES.update({a.name: a for a in (
+    Axis("light", "visual", "deg", (15, 30, 60)),
+    Axis("color", "visual", "random colour", (0.25, 0.5, 1.0)),
+    Axis("texture", "visual", "contrast", (0.25, 0.5, 1.0)),
+)})
+LIGHT_INTENSITY_PER_DEG = 0.005  # 15 deg: +-7.5 %, 60 deg: +-30 %
+APPEARANCE_AXES = ("light", "color", "texture")
 LANGUAGE_LEVEL_NAMES = ("none", "paraphrase", "paraphrase + word order", "paraphrase + word order + typos")
 CAMERA_DEG_PER_CM = 0.25
-ENV_AXES = ("action_noise", "camera", "image_noise", "blur", "start_pose",  # the env's random draws, per chain
+ENV_AXES = ("action_noise", "camera", "image_noise", "blur", "start_pose", *APPEARANCE_AXES,  # the env's random draws, per chain
             "distractors", "block_position")
 BLOCK_AXES = ("friction", "mass")  # the env's fixed changes; latency and language: the rollout's
 FURNITURE_AXES = ("furniture_friction", "furniture_mass", "furniture_damping")
 ROLLOUT_AXES = ("latency", "language")  # applied by the evaluation's rollout, not by the env
+SCENE_LOOK_AXES = ("distractors", "block_colors")  # scene axes a picture shows that the recorded states do not
 
 
 @dataclass(frozen=True)
@@ -107,6 +120,9 @@ class Perturbations:
     furniture_friction: int = 0
     furniture_mass: int = 0
     furniture_damping: int = 0
+    light: int = 0
+    color: int = 0
+    texture: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -136,6 +152,10 @@ def level_name(axis: str, level: int) -> str:
         return COLOR_LEVEL_NAMES[level]
     if axis == "camera" and level:
         return f"{AXES['camera'].value(level):g} cm, {AXES['camera'].value(level) * CAMERA_DEG_PER_CM:g} deg"
+    if axis == "light" and level:
+        return f"{AXES['light'].value(level):g} deg, +-{AXES['light'].value(level) * LIGHT_INTENSITY_PER_DEG:.1%} intensity"
+    if axis in ("color", "texture") and level:
+        return f"{AXES[axis].value(level):.0%} {AXES[axis].unit}"
     return AXES[axis].level_name(level)
 
 
@@ -180,6 +200,10 @@ class PerturbedEnv:
             env.close()
             raise ValueError(f"env.perturb.camera: the {env.description.backend} backend cannot move its static "
                              "camera; the camera axis needs the built-in scene (env.backend=builtin)")
+        if any(getattr(perturbations, a) for a in APPEARANCE_AXES) and not hasattr(env, "set_appearance"):
+            env.close()
+            raise ValueError(f"env.perturb.light/color/texture: the {env.description.backend} backend cannot change "
+                             "its scene's appearance; these axes need the built-in scene (env.backend=builtin)")
         if (perturbations.friction or perturbations.mass) and not hasattr(env, "scale_block_dynamics"):
             env.close()
             raise ValueError(f"env.perturb.friction/mass: the {env.description.backend} backend cannot change its "
@@ -203,6 +227,8 @@ class PerturbedEnv:
         if self.perturbations.distractors:
             count = int(AXES["distractors"].value(self.perturbations.distractors))
             self.env.set_distractor_poses(place_distractors(self.description.layout(), count, self.rngs["distractors"]))
+        if any(getattr(self.perturbations, a) for a in APPEARANCE_AXES):
+            self.env.set_appearance(self._appearance())
 
     def reset(self, robot_obs: np.ndarray | None = None, scene_obs: np.ndarray | None = None) -> dict[str, Any]:
         """The chain's start (the first reset after new_chain) with the arm moved off its pose; later resets
@@ -261,6 +287,19 @@ class PerturbedEnv:
                 image = add_image_noise(image, AXES["image_noise"].value(noise), self.rngs["image_noise"])
             rgb[name] = image
         return {**obs, "rgb_obs": rgb}
+
+
+    def _appearance(self) -> Any:
+        """This chain's light, colours and texture (None where the axis is off)."""
+        from harness.sim.appearance import Appearance, draw_colors, draw_light, draw_texture  # pybullet
+
+        p = self.perturbations
+        light, color, texture = (AXES[a].value(getattr(p, a)) for a in APPEARANCE_AXES)
+        return Appearance(
+            light=draw_light(self.rngs["light"], light, light * LIGHT_INTENSITY_PER_DEG) if light else None,
+            colors=draw_colors(self.rngs["color"], color) if color else None,
+            texture=draw_texture(self.rngs["texture"], texture) if texture else None,
+        )
 
 
 def apply_fixed_axes(env: Env, perturbations: Perturbations) -> None:

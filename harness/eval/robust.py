@@ -5,9 +5,11 @@ paired with the unperturbed run (docs/ROBUSTNESS.md).
     python -m harness.eval.robust agent=vla agent.checkpoint=DIR suite.axes=[camera,language] suite.levels=[1,3]
 
 The settings are the evaluation's (configs/robust.yaml builds on the same dataclasses; its defaults: 200
-chains, no videos) plus `suite.axes` and `suite.levels`. Each row is an ordinary evaluation in a subfolder
-of output_dir (`unperturbed/`, `camera_1/`, ...), with `env.perturb` set for it: each resumes like any
-evaluation, so the same command again finishes what a killed suite left. Then output_dir gets
+chains, no videos) plus `suite.axes` (the env's axes and `renderer`: the same chains drawn by the other
+renderer, with the per-camera image difference on the same states), `suite.levels` and `suite.image_chains`.
+Each row is an ordinary evaluation in a subfolder of output_dir (`unperturbed/`, `camera_1/`, ...), with
+`env.perturb` (or `env.renderer`) set for it: each resumes like any evaluation, so the same command again
+finishes what a killed suite left. Then output_dir gets
 `robustness.md`, `robustness.csv` and `robustness.png`: avg. len with its 95 % interval per axis and level,
 and the drop against the unperturbed run with the paired interval and exact test of `harness.eval.compare`.
 """
@@ -17,17 +19,22 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig
 
 from harness.config_errors import ConfigError, config_errors, exit_on_config_error, resolve_config
+from harness.envs import CAMERA_NAMES
 from harness.envs.perturbations import AXES, LEVELS, Perturbations, level_name
 from harness.eval.compare import Comparison, compare_runs, load_run
 from harness.eval.config import EvalConfig, EvalSettings, store_eval_defaults
 from harness.eval.evaluation import run_evaluation
+from harness.eval.jobs import Job, chain_jobs
+from harness.eval.rollout import run_chain
 from harness.eval.specs import AgentSource, EnvConfig
 from harness.eval.stats import Interval
 from harness.hydra_app import hydra_app, store_defaults
@@ -35,27 +42,35 @@ from harness.lifetime import sigterm_exits
 from harness.strict_config import from_mapping, plain
 
 UNPERTURBED = "unperturbed"
+# A row of the suite, not a perturbation of the env: the same chains drawn by the other renderer (env.renderer
+# owns the choice), with the per-camera image difference between the two on the same states.
+RENDERER = "renderer"
+SUITE_AXES = (*AXES, RENDERER)
+OTHER_RENDERER = {"tiny": "egl", "egl": "tiny"}
+IMAGE_DIFFERENCE = "image_difference.json"
 
 
 @dataclass(frozen=True)
 class SuiteSettings:
     """suite.*: which axes and levels the suite runs (every row on the same chains)."""
 
-    axes: tuple[str, ...] = tuple(AXES)
+    axes: tuple[str, ...] = SUITE_AXES
     levels: tuple[int, ...] = tuple(range(1, LEVELS + 1))
+    image_chains: int = 5  # the renderer row's image difference: the expert's states along this many chains
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "axes", tuple(self.axes))
         object.__setattr__(self, "levels", tuple(self.levels))
-        unknown = [a for a in self.axes if a not in AXES]
+        unknown = [a for a in self.axes if a not in SUITE_AXES]
         if unknown:
-            raise ValueError(f"suite.axes: unknown axes {unknown}; the axes are {list(AXES)}")
+            raise ValueError(f"suite.axes: unknown axes {unknown}; the axes are {list(SUITE_AXES)}")
         bad = [level for level in self.levels if not 1 <= level <= LEVELS]
         if bad:
             raise ValueError(f"suite.levels: levels are 1..{LEVELS} (the unperturbed run is always made), got {bad}")
 
     def rows(self) -> list[tuple[str, int]]:
-        return [(axis, level) for axis in self.axes for level in self.levels]
+        """(axis, level) per row; the renderer has one (the other renderer), whatever the levels."""
+        return [(axis, level) for axis in self.axes for level in ((1,) if axis == RENDERER else self.levels)]
 
 
 def row_folder(output_dir: Path, axis: str, level: int) -> Path:
@@ -67,28 +82,69 @@ def run_suite(settings: EvalSettings, env: EnvConfig, agent: AgentSource, suite:
     """Every row's evaluation (resuming what is there), then the table; returns its rows."""
     if env.perturb.any():
         raise ConfigError(f"env.perturb: the suite sets the perturbations of each row itself; got {env.perturb.active()}")
-    for axis in suite.axes:  # a row the backend or the scene cannot run fails now, not after the others ran
+    if RENDERER in suite.axes:  # an EGL that cannot start fails here, before any row runs
+        try:
+            replace(env, renderer=OTHER_RENDERER[env.renderer]).check()
+        except ValueError as e:
+            raise ConfigError(f"suite.axes: the renderer row cannot run ({e}); leave 'renderer' out of suite.axes") from e
+    for axis in (a for a in suite.axes if a != RENDERER):  # a row the backend or scene cannot run fails now too
         replace(env, perturb=Perturbations(**{axis: max(suite.levels)})).check()
     folder = Path(output_dir)
     rows = [(UNPERTURBED, 0), *suite.rows()]
     for axis, level in rows:
-        perturb = Perturbations(**({axis: level} if level else {}))
         sub = folder / UNPERTURBED if not level else row_folder(folder, axis, level)
+        if axis == RENDERER:
+            row_env = replace(env, renderer=OTHER_RENDERER[env.renderer])
+            print(f"[robust] {sub.name}: renderer {row_env.renderer}", flush=True)
+            run_evaluation(settings, row_env, agent, sub, config=_row_config(config, row_env), print_summary=False)
+            if not (sub / IMAGE_DIFFERENCE).exists():
+                jobs = chain_jobs(min(suite.image_chains, settings.num_chains), settings.seed)
+                difference = image_difference(env, row_env, jobs, settings.ep_len)
+                (sub / IMAGE_DIFFERENCE).write_text(json.dumps(difference, indent=1) + "\n")
+            continue
+        perturb = Perturbations(**({axis: level} if level else {}))
         print(f"[robust] {sub.name}: {perturb.describe() or 'unperturbed'}", flush=True)
-        run_evaluation(settings, replace(env, perturb=perturb), agent, sub, config=_row_config(config, perturb),
-                       print_summary=False)
+        row_env = replace(env, perturb=perturb)
+        run_evaluation(settings, row_env, agent, sub, config=_row_config(config, row_env), print_summary=False)
     table = robustness_table(folder, suite)
     write_table(folder, table)
     return table
 
 
-def _row_config(config: dict[str, Any] | None, perturb: Perturbations) -> dict[str, Any] | None:
-    """The row's resolved config as its own evaluation would have it (env.perturb set, no suite)."""
+def _row_config(config: dict[str, Any] | None, env: EnvConfig) -> dict[str, Any] | None:
+    """The row's resolved config as its own evaluation would have it (env.perturb or env.renderer set, no suite)."""
     if config is None:
         return None
     row = {k: v for k, v in config.items() if k != "suite"}
-    row["env"] = {**row["env"], "perturb": plain(perturb)}
+    row["env"] = {**row["env"], "renderer": env.renderer, "perturb": plain(env.perturb)}
     return row
+
+
+def image_difference(a: EnvConfig, b: EnvConfig, jobs: list[Job], ep_len: int, every: int = 20) -> dict[str, Any]:
+    """How differently envs `a` and `b` (two renderers) draw the same states: the scripted expert's states
+    along `jobs`, every `every`-th step, restored in both. Per camera: the mean absolute RGB difference
+    (0-255) and the median absolute depth difference (m), each averaged over the states."""
+    from agents import make_agent
+
+    states = []
+    with closing(a.build()) as blind:
+        expert = make_agent("scripted")
+        expert.bind_env(blind.description)
+        for job in jobs:
+            for trace in run_chain(blind, expert, job, ep_len, record=True).traces:
+                states += list(zip(trace.robot_obs, trace.scene_obs))[::every]
+    rgb: dict[str, list[float]] = {}
+    depth: dict[str, list[float]] = {}
+    with closing(a.build(cameras=CAMERA_NAMES)) as env_a, closing(b.build(cameras=CAMERA_NAMES)) as env_b:
+        for robot_obs, scene_obs in states:
+            obs_a, obs_b = (e.reset(robot_obs=robot_obs, scene_obs=scene_obs) for e in (env_a, env_b))
+            for name, image in obs_a["rgb_obs"].items():
+                rgb.setdefault(name, []).append(float(np.abs(image.astype(np.int16) - obs_b["rgb_obs"][name]).mean()))
+            for name, d in obs_a["depth_obs"].items():
+                depth.setdefault(name, []).append(float(np.median(np.abs(d - obs_b["depth_obs"][name]))))
+    return {"renderers": [a.renderer, b.renderer], "chains": len(jobs), "states": len(states), "every": every,
+            "rgb_mean_abs": {k: float(np.mean(v)) for k, v in rgb.items()},
+            "depth_median_abs_m": {k: float(np.mean(v)) for k, v in depth.items()}}
 
 
 def robustness_table(folder: Path, suite: SuiteSettings) -> list[dict[str, Any]]:
@@ -98,7 +154,7 @@ def robustness_table(folder: Path, suite: SuiteSettings) -> list[dict[str, Any]]
     for axis, level in suite.rows():
         run = load_run(row_folder(folder, axis, level), "B")
         comparison = compare_runs(base, run, allow_mismatch=True)
-        expected = ("env.perturb", "protocol.instructions") if axis == "language" else ("env.perturb",)
+        expected = {"language": ("env.perturb", "protocol.instructions"), RENDERER: ("env.renderer",)}.get(axis, ("env.perturb",))
         other = [k for k, _, _ in comparison.mismatches if not k.startswith(expected)]
         if other:
             raise ValueError(f"{run.path} and {base.path} differ in more than the perturbation: {other}")
@@ -106,10 +162,17 @@ def robustness_table(folder: Path, suite: SuiteSettings) -> list[dict[str, Any]]
     return rows
 
 
+def _amount(axis: str, level: int, run: Any) -> str:
+    if axis != RENDERER:
+        return level_name(axis, level) if level else ""
+    config = json.loads((run.path / "run.json").read_text())["env"]
+    return f"{config['renderer']} (unperturbed: {OTHER_RENDERER[config['renderer']]})"
+
+
 def _row(axis: str, level: int, run: Any, comparison: Comparison | None) -> dict[str, Any]:
     results = _results(run.path)
     interval = results["intervals"]["avg_seq_len"] or {"low": None, "high": None}
-    row = {"axis": axis, "level": level, "amount": level_name(axis, level) if level else "",
+    row = {"axis": axis, "level": level, "amount": _amount(axis, level, run),
            "chains": results["num_chains"], "avg_len": results["avg_seq_len"],
            "avg_len_low": interval["low"], "avg_len_high": interval["high"],
            "drop": None, "drop_low": None, "drop_high": None, "p": None, "paired": None}
@@ -146,14 +209,28 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def image_difference_markdown(folder: Path) -> str:
+    """The renderer row's image difference, when the suite has that row."""
+    path = row_folder(folder, RENDERER, 1) / IMAGE_DIFFERENCE
+    if not path.exists():
+        return ""
+    d = json.loads(path.read_text())
+    cameras = ", ".join(f"{name.removeprefix('rgb_')} {value:.1f}" for name, value in d["rgb_mean_abs"].items())
+    depth = ", ".join(f"{name.removeprefix('depth_')} {value * 1000:.1f} mm" for name, value in d["depth_median_abs_m"].items())
+    return (f"\nImages of renderer {d['renderers'][0]} vs {d['renderers'][1]} on the same {d['states']} states (the "
+            f"scripted expert's, every {d['every']}th step of {d['chains']} chains): mean absolute RGB difference "
+            f"(0-255) {cameras}; median absolute depth difference {depth}.\n")
+
+
 def write_table(folder: Path, rows: list[dict[str, Any]]) -> None:
-    (folder / "robustness.md").write_text(table_markdown(rows))
+    markdown = table_markdown(rows) + image_difference_markdown(folder)
+    (folder / "robustness.md").write_text(markdown)
     with open(folder / "robustness.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     plot_table(rows, folder / "robustness.png")
-    print(table_markdown(rows) + f"\nwritten: {folder / 'robustness.md'}, robustness.csv, robustness.png", flush=True)
+    print(markdown + f"\nwritten: {folder / 'robustness.md'}, robustness.csv, robustness.png", flush=True)
 
 
 def plot_table(rows: list[dict[str, Any]], path: Path) -> None:

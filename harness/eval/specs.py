@@ -69,7 +69,13 @@ class EnvConfig:
 
     def check(self) -> None:
         """Build the env once, rendering nothing, and close it: a bad backend, scene or option (or a
-        missing package) fails here, with the setting named, instead of in every worker."""
+        missing package) fails here, with the setting named, instead of in every worker. renderer=egl is
+        tried too (the env built here renders nothing)."""
+        if self.renderer == "egl":
+            from harness.sim.cameras import egl_problem  # pybullet: only when EGL is asked for
+
+            if (problem := egl_problem()) is not None:
+                raise ValueError(f"env.renderer=egl: {problem}")
         try:
             self.build().close()
         except Exception as e:  # noqa: BLE001 - whatever the backend raises, the user needs one line

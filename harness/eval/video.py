@@ -4,8 +4,11 @@ While a chain runs, the worker keeps only the cheap state of every frame (robot_
 agent's planned TCP path); the parent saves the traces of the chains that get videos to `traces/`.
 A rendering env (static camera only) then restores each recorded state with
 `env.reset(robot_obs, scene_obs)`, which the built-in env does exactly, so the frames are the images
-the run would have shown. On each frame: the instruction, the executed TCP path of the subtask so far,
-the agent's planned chunk where it has one, and the subtask's progress and outcome.
+the run would have shown. A perturbed run's videos show what its policy saw: the rendering env has the
+run's visual perturbations (camera pose, light, colours, texture, blur, noise), drawn for each chain from its
+seed as in the run; the noise is drawn anew, so only it differs from the policy's pixels. On each frame:
+the instruction, the executed TCP path of the subtask so far, the agent's planned chunk where it has one,
+and the subtask's progress and outcome.
 
 Which traces are kept, with bounded memory and disk: every chain with index < `video_chains` (the whole
 chain), and the failed subtask of the `video_failures` failing chains with the lowest indices.
@@ -34,7 +37,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from harness.envs.perturbations import Perturbations
+from harness.envs.perturbations import AXES, SCENE_LOOK_AXES, Perturbations
 from harness.eval.rollout import SubtaskTrace
 from harness.eval.specs import EnvConfig
 from harness.lifetime import end_with_parent
@@ -133,7 +136,8 @@ class TraceStore:
             if len(self.failures) >= self.video_failures and record["index"] > self.failures[-1].index:
                 return
         meta = {
-            "key": record["key"], "index": record["index"], "tasks": record["tasks"], "full": full,
+            "key": record["key"], "index": record["index"], "seed": record["seed"], "tasks": record["tasks"],
+            "full": full,
             "subtasks": [{"task": t.task, "instruction": t.instruction} for t in traces],
             "outcomes": record["subtasks"],
         }
@@ -172,9 +176,10 @@ class TraceStore:
 class FrameDrawer:
     """Upscales a static-camera frame and draws the instruction, the TCP paths and the progress on it."""
 
-    def __init__(self, size: int, scale: int = 2, spec: CameraSpec = DEFAULT_SPECS["static"]) -> None:
+    def __init__(self, size: int, scale: int = 2, spec: CameraSpec = DEFAULT_SPECS["static"],
+                 view: tuple[float, ...] | None = None) -> None:
         self.size, self.scale = size, scale
-        self.view, self.proj = static_view_matrix(), spec.projection_matrix()
+        self.view, self.proj = view or static_view_matrix(), spec.projection_matrix()
         self.font = ImageFont.load_default(size=12 if scale >= 2 else 9)
 
     def pixels(self, points: np.ndarray) -> list[tuple[float, float]]:
@@ -294,10 +299,18 @@ class VideoRenderer:
     """Renders VideoJobs with one rendering env (static camera only), built on first use."""
 
     def __init__(self, env_cfg: EnvConfig) -> None:
-        # The recorded states already hold what the dynamics, latency and start-pose axes did; the picture is
-        # the unperturbed camera's, which the drawn TCP path is projected with (docs/ROBUSTNESS.md).
-        self.env_cfg = replace(env_cfg, perturb=Perturbations())
+        # The recorded states already hold what the dynamics, latency and start-pose axes did; the visual axes
+        # are drawn again per chain, so the picture is the policy's (docs/ROBUSTNESS.md).
+        self.env_cfg = replace(env_cfg, perturb=visual_only(env_cfg.perturb))
         self.env: Any = None
+
+    def chain_env(self, meta: dict[str, Any]) -> Any:
+        """The rendering env (built on first use) with the visual perturbations of the trace's chain."""
+        if self.env is None:
+            self.env = self.env_cfg.build(cameras=("static",))
+        if hasattr(self.env, "new_chain"):
+            self.env.new_chain(meta.get("seed", meta["index"]))  # traces written before seeds were kept: seed 0
+        return self.env
 
     def try_render(self, job: VideoJob) -> VideoOutcome:
         """render(), reporting a failure instead of raising it (in a worker, beside the rollouts)."""
@@ -309,24 +322,31 @@ class VideoRenderer:
         return VideoOutcome(job.target, time.perf_counter() - started)
 
     def render(self, job: VideoJob) -> None:
-        if self.env is None:
-            self.env = self.env_cfg.build(cameras=("static",))
         s = job.settings
-        drawer = FrameDrawer(self.env.description.camera_sizes.get("static", DEFAULT_SPECS["static"].size), s.scale)
         meta, subtraces = load_trace(job.trace)
+        env = self.chain_env(meta)
+        drawer = FrameDrawer(env.description.camera_sizes.get("static", DEFAULT_SPECS["static"].size), s.scale,
+                             view=getattr(getattr(env, "cameras", None), "static_view", None))
         job.target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            write_video(job.target, _frames(self.env, drawer, meta, subtraces, s.ep_len, s.stride), s.fps, s.fmt)
+            write_video(job.target, _frames(env, drawer, meta, subtraces, s.ep_len, s.stride), s.fps, s.fmt)
         except Exception as e:  # noqa: BLE001 - no working ffmpeg: a GIF is still a video
             if s.fmt != "mp4":
                 raise
             warnings.warn(f"writing {job.target}.mp4 failed ({e}); writing a GIF instead")
-            write_video(job.target, _frames(self.env, drawer, meta, subtraces, s.ep_len, s.stride), s.fps, "gif")
+            write_video(job.target, _frames(env, drawer, meta, subtraces, s.ep_len, s.stride), s.fps, "gif")
 
     def close(self) -> None:
         if self.env is not None:
             self.env.close()
             self.env = None
+
+
+def visual_only(perturb: Perturbations) -> Perturbations:
+    """The visual axes of `perturb` and the scene's looks (distractors, block colours): what the picture shows;
+    the others are in the recorded states already."""
+    return Perturbations(**{axis: level for axis, level in perturb.active().items()
+                            if AXES[axis].group == "visual" or axis in SCENE_LOOK_AXES})
 
 
 def render_process_main(conn: Connection, env_cfg: EnvConfig) -> None:

@@ -6,14 +6,18 @@ camera's matrices are fixed; the gripper camera's view is rebuilt from the TCP p
 
 from __future__ import annotations
 
-import pkgutil
-import warnings
-from dataclasses import dataclass, replace
-from typing import Callable
+import ctypes.util
+import functools
+import importlib.util
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import pybullet as p
 
+from harness.sim.appearance import random_rotation
 from harness.sim.layout import CAMERA_NAMES
 
 # In TCP coordinates: the gripper camera's origin, view direction and image up.
@@ -57,12 +61,9 @@ def jittered_static_pose(rng: np.random.Generator, shift_m: float, turn_deg: flo
     about a random axis through its eye: (eye, target, up) for `CameraRig.set_static_view`. The
     perturbation suite's camera axis (docs/ROBUSTNESS.md)."""
     eye, target, up = (np.asarray(v, dtype=np.float64) for v in (STATIC_EYE, STATIC_TARGET, STATIC_UP))
-    direction, axis = rng.normal(size=3), rng.normal(size=3)
-    direction, axis = direction / np.linalg.norm(direction), axis / np.linalg.norm(axis)
-    angle = np.radians(turn_deg)
-    # Rodrigues' rotation of the view direction and the up vector about `axis`
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    rotation = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    rotation = random_rotation(rng, turn_deg)  # of the view direction and the up vector
     new_eye = eye + shift_m * direction
     return new_eye, new_eye + rotation @ (target - eye), rotation @ up
 
@@ -73,19 +74,61 @@ def gripper_view_matrix(tcp_pos: np.ndarray, tcp_orn: tuple[float, float, float,
     return p.computeViewMatrix(eye, eye + rot @ GRIPPER_CAM_VIEW, rot @ GRIPPER_CAM_UP)
 
 
-def load_renderer(client: int, renderer: str) -> tuple[str, int]:
-    """("tiny", ER_TINY_RENDERER) by default; ("egl", ER_BULLET_HARDWARE_OPENGL) when asked and the EGL
-    plugin loads. When EGL was asked for but cannot load, warn and fall back to TinyRenderer: the env's
-    description names the renderer really in use."""
-    if renderer not in ("tiny", "egl"):
+RENDERERS = {"tiny": p.ER_TINY_RENDERER, "egl": p.ER_BULLET_HARDWARE_OPENGL}
+EGL_PACKAGES = "libegl1 libegl-mesa0 libgl1-mesa-dri"  # Debian/Ubuntu: libEGL and Mesa's software EGL driver
+# A child process loads the plugin and draws one box: the plugin ends its whole process when EGL fails to start
+_EGL_PROBE = """
+import importlib.util, sys, numpy as np, pybullet as p
+plugin = importlib.util.find_spec("eglRenderer")
+if plugin is None:
+    sys.exit("this pybullet has no eglRenderer plugin")
+cid = p.connect(p.DIRECT)
+if p.loadPlugin(plugin.origin, "_eglRendererPlugin") < 0:
+    sys.exit("pybullet's loadPlugin refused the eglRenderer plugin")
+p.createMultiBody(0, -1, p.createVisualShape(p.GEOM_BOX, halfExtents=[1, 1, 1], rgbaColor=[1, 0, 0, 1]))
+view = p.computeViewMatrix([0, -5, 0], [0, 0, 0], [0, 0, 1])
+rgb = p.getCameraImage(8, 8, view, p.computeProjectionMatrixFOV(60, 1, 0.1, 10), renderer=p.ER_BULLET_HARDWARE_OPENGL)[2]
+if np.asarray(rgb, dtype=np.uint8).reshape(8, 8, 4)[4, 4, 0] < 100:
+    sys.exit("the eglRenderer plugin loaded but drew nothing")
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def egl_problem() -> str | None:
+    """None when PyBullet's EGL renderer works in this environment; otherwise what is wrong and what to
+    install. Tried once per process, in a child process."""
+    try:
+        probe = subprocess.run([sys.executable, "-c", _EGL_PROBE], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return "a test render with pybullet's eglRenderer plugin did not finish in 120 s"
+    if probe.returncode == 0:
+        return None
+    said = list(dict.fromkeys(line.strip() for line in (probe.stdout + probe.stderr).splitlines()
+                              if line.strip() and "build time" not in line))
+    missing = "" if ctypes.util.find_library("EGL") else "libEGL.so.1 is not installed; "
+    return (f"PyBullet's EGL renderer cannot start here ({missing}the test render said: {' | '.join(said[-3:]) or 'nothing'}). "
+            f"It needs libEGL and an EGL driver; Mesa's software one works without a GPU "
+            f"(Debian/Ubuntu: apt-get install {EGL_PACKAGES}). Or use renderer=tiny")
+
+
+def renderer_flag(renderer: str) -> int:
+    """PyBullet's getCameraImage flag for "tiny" or "egl"."""
+    if renderer not in RENDERERS:
         raise ValueError(f"renderer must be 'tiny' or 'egl', got {renderer!r}")
-    if renderer == "egl":
-        loader = pkgutil.get_loader("eglRenderer")
-        plugin = p.loadPlugin(loader.get_filename(), "_eglRendererPlugin", physicsClientId=client) if loader else -1
-        if plugin >= 0:
-            return "egl", p.ER_BULLET_HARDWARE_OPENGL
-        warnings.warn("EGL renderer requested but PyBullet's eglRenderer plugin did not load; using TinyRenderer")
-    return "tiny", p.ER_TINY_RENDERER
+    return RENDERERS[renderer]
+
+
+def load_renderer(client: int, renderer: str) -> None:
+    """Make `renderer` ("tiny" | "egl") drawable in `client`. EGL: PyBullet's eglRenderer plugin, which draws
+    only the bodies loaded after it, so this comes before any body; an EGL that cannot start is an error
+    naming what is missing (`egl_problem`)."""
+    if renderer_flag(renderer) == RENDERERS["egl"]:
+        problem = egl_problem()
+        if problem is not None:
+            raise RuntimeError(f"renderer=egl: {problem}")
+        plugin = importlib.util.find_spec("eglRenderer").origin
+        if p.loadPlugin(plugin, "_eglRendererPlugin", physicsClientId=client) < 0:
+            raise RuntimeError("renderer=egl: pybullet's loadPlugin refused the eglRenderer plugin")
 
 
 @dataclass(frozen=True)
@@ -144,13 +187,16 @@ class CameraRig:
             n: CameraSpec(n, int(sizes.get(n, DEFAULT_SPECS[n].size)), DEFAULT_SPECS[n].fov, DEFAULT_SPECS[n].near, DEFAULT_SPECS[n].far)
             for n in names
         }
-        self.renderer_name, self._renderer = load_renderer(client, renderer) if names else ("none", 0)
+        # "egl" draws through the plugin that `load_renderer` loaded before the bodies
+        self.renderer_name, self._renderer = (renderer, renderer_flag(renderer)) if names else ("none", 0)
         self._projections = {n: s.projection_matrix() for n, s in self.specs.items()}
         self._static_view = static_view_matrix()
-        self._layer = static_layer
+        # EGL draws shadows: a mover's shadow falls on the furniture, which a cached layer would not show
+        self._layer = static_layer if renderer == "tiny" else None
         self._layer_key: tuple | None = None
         self._layer_image: tuple[np.ndarray, np.ndarray] | None = None
         self._hidden: str | None = None  # which group of the static layer is hidden now, if any
+        self._light: dict[str, Any] = {}  # getCameraImage's light arguments; none: the renderer's defaults
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -184,21 +230,37 @@ class CameraRig:
             self._layer.movers.extend(shapes)
             self._layer_key = None
 
-    def recolour_movers(self, colours: dict[int, tuple[float, float, float, float]]) -> None:
-        """Give bodies among the movers new colours (the block colour axis), here and in the layer, which restores
-        them after hiding them. (The layer's colours are read once, before anything changes them: PyBullet reports
-        one colour for every shape of a link once one has been changed.)"""
+    @property
+    def static_view(self) -> tuple[float, ...]:
+        return self._static_view
+
+    def set_light(self, light: dict[str, Any]) -> None:
+        """getCameraImage's light arguments ({}: the renderer's own light); the cached layer is drawn anew."""
+        self._light = dict(light)
+        self._layer_key = None
+
+    def recolor(self, shapes: list[VisualShape]) -> None:
+        """Give these shapes their (new) colours, also where the static layer restores them from."""
         self._hide(None)
-        for body, rgba in colours.items():
-            p.changeVisualShape(body, -1, rgbaColor=rgba, physicsClientId=self.cid)
+        for shape in shapes:
+            p.changeVisualShape(shape.body, shape.link, shapeIndex=shape.index, rgbaColor=shape.rgba, physicsClientId=self.cid)
         if self._layer is not None:
-            self._layer.movers[:] = [replace(s, rgba=tuple(colours[s.body])) if s.body in colours else s
-                                     for s in self._layer.movers]
+            new = {(s.body, s.link, s.index): s for s in shapes}
+            for group in (self._layer.furniture, self._layer.movers):
+                group[:] = [new.get((s.body, s.link, s.index), s) for s in group]
+        self._layer_key = None
+
+    def retexture(self, shapes: list[VisualShape], texture: int) -> None:
+        """Draw these shapes with a loaded texture (times their colour)."""
+        self._hide(None)
+        for shape in shapes:
+            p.changeVisualShape(shape.body, shape.link, shapeIndex=shape.index, textureUniqueId=texture, physicsClientId=self.cid)
+        self._layer_key = None
 
     def _draw(self, spec: CameraSpec, view: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
         _, _, pixels, buffer, _ = p.getCameraImage(
             spec.size, spec.size, view, self._projections[spec.name], renderer=self._renderer,
-            flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=self.cid,
+            flags=p.ER_NO_SEGMENTATION_MASK, physicsClientId=self.cid, **self._light,
         )
         colour = np.asarray(pixels, dtype=np.uint8).reshape(spec.size, spec.size, 4)[:, :, :3].copy()
         return colour, np.asarray(buffer, dtype=np.float32).reshape(spec.size, spec.size)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pybullet as p
 
-from harness.sim.cameras import StaticLayer, visual_shapes
+from harness.sim.cameras import StaticLayer, VisualShape, visual_shapes
 from harness.sim.distractors import DistractorKind
 from harness.sim.layout import (
     BLOCK_REST_Z,
@@ -127,12 +127,10 @@ class PlayTableScene:
 
     def static_layer(self, robot_uid: int) -> StaticLayer:
         """The static camera's cacheable layer (see cameras.StaticLayer)."""
-        lights = {LED_LINK, BULB_LINK}
-        table_links = set(range(-1, p.getNumJoints(self.table, physicsClientId=self.cid))) - lights
         furniture = [
             *visual_shapes(self.cid, self.shell),
             *visual_shapes(self.cid, self.floor),
-            *visual_shapes(self.cid, self.table, table_links),
+            *visual_shapes(self.cid, self.table, self._table_links()),
             *visual_shapes(self.cid, robot_uid, {-1}),
         ]
         robot_links = set(range(p.getNumJoints(robot_uid, physicsClientId=self.cid)))
@@ -140,6 +138,14 @@ class PlayTableScene:
         for uid in [*self.block_uids.values(), *self.distractors.uids]:
             movers += visual_shapes(self.cid, uid)
         return StaticLayer(furniture, movers, self.furniture_key)
+
+    def _table_links(self) -> set[int]:
+        """The table's links but the LED and the bulb (whose colours show the light state)."""
+        return set(range(-1, p.getNumJoints(self.table, physicsClientId=self.cid))) - {LED_LINK, BULB_LINK}
+
+    def furniture_shapes(self) -> list[VisualShape]:
+        """The table's and its shell's visual shapes but the lights, as built (the appearance axes' parts)."""
+        return [*visual_shapes(self.cid, self.table, self._table_links()), *visual_shapes(self.cid, self.shell)]
 
     def furniture_key(self) -> tuple:
         """Joint values to 1 um (a pixel of the static camera is ~3.6 mm) and the lights."""
