@@ -159,10 +159,11 @@ def level_name(axis: str, level: int) -> str:
     return AXES[axis].level_name(level)
 
 
-# The first axes' streams are named by their place, as they were measured; every later axis's by its name
-# (crc32), so that axes added side by side never shift each other's draws, whatever order they are listed in.
+# These axes' streams are named by their place in this list (their place in AXES when they were measured);
+# every later axis's by its name (crc32), so that axes added side by side never shift each other's draws,
+# whatever order they are listed in.
 PLACE_NAMED_STREAMS = ("action_noise", "latency", "camera", "image_noise", "blur", "language", "start_pose",
-                       "friction", "mass")
+                       "friction", "mass", "light", "color", "texture")
 
 
 def axis_rng(seed: int, axis: str) -> np.random.Generator:
