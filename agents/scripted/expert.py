@@ -17,7 +17,6 @@ from agents.scripted.control import TargetController, Waypoint
 from agents.scripted.skills import task_skill
 from agents.scripted.world import World
 from harness.envs.base import EnvDescription
-from harness.sim.layout import get_layout
 from harness.tasks import task_for_instruction
 
 MAX_WAYPOINTS_PER_STEP = 8  # reached waypoints are skipped within one step, up to this many
@@ -37,8 +36,8 @@ class ScriptedExpert:
 
     def bind_env(self, description: EnvDescription) -> None:
         """Plan in the layout of the env's scene from now on."""
-        layout = get_layout(description.scene)
-        if self.world is not None and self.world.layout is layout:
+        layout = description.layout()  # the scene's, with the blocks' sizes of a block colour perturbation
+        if self.world is not None and self.world.layout == layout:
             return
         self.world = World(layout)
         self.spec = AgentSpec(name="scripted", action_type="relative", cameras=(), privileged=True,

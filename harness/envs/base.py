@@ -21,12 +21,12 @@ are accepted too.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from harness.sim.layout import CAMERA_NAMES, SCENES
+from harness.sim.layout import CAMERA_NAMES, SCENES, SceneLayout, get_layout
 
 __all__ = ["CAMERA_NAMES", "SCENES", "ROBOT_OBS_DIM", "SCENE_OBS_DIM", "EnvDescription", "Env"]
 ROBOT_OBS_DIM = 15
@@ -45,13 +45,22 @@ class EnvDescription:
     version: str = ""
     # the perturbation suite's axes and levels ({} = unperturbed; harness/envs/perturbations.py)
     perturbations: dict[str, Any] = field(default_factory=dict)
+    # colour -> "small" | "middle" | "big" where the blocks' sizes are not the scene's own (the block colour
+    # axis swaps which block is which colour); {} = the scene's, and agents that plan from the layout use these
+    block_sizes: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["cameras"] = list(self.cameras)
-        if not self.perturbations:  # an unperturbed env's description is what it always was
-            del d["perturbations"]
+        for key in ("perturbations", "block_sizes"):
+            if not d[key]:  # an unperturbed env's description is what it always was
+                del d[key]
         return d
+
+    def layout(self) -> SceneLayout:
+        """The scene's layout, with the blocks' sizes as this env has them."""
+        layout = get_layout(self.scene)
+        return replace(layout, block_sizes=dict(self.block_sizes)) if self.block_sizes else layout
 
 
 @runtime_checkable

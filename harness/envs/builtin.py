@@ -16,7 +16,8 @@ from harness import __version__
 from harness.envs.actions import AbsoluteAction, parse_action
 from harness.envs.base import CAMERA_NAMES, ROBOT_OBS_DIM, SCENE_OBS_DIM, EnvDescription
 from harness.sim.appearance import Appearance, load_texture, mixed_color
-from harness.sim.cameras import CameraRig, load_renderer
+from harness.sim.cameras import CameraRig, VisualShape, load_renderer, visual_shapes
+from harness.sim.distractors import DistractorKind
 from harness.sim.layout import NEUTRAL_JOINTS, get_layout
 from harness.sim.robot import PandaRobot
 from harness.sim.scene import PlayTableScene
@@ -113,6 +114,7 @@ class BuiltinEnv:
         body apart and running collision detection once drops them all."""
         for k, uid in enumerate(self.scene.block_uids.values()):
             p.resetBasePositionAndOrientation(uid, (10.0 * (k + 1), 10.0, 10.0), (0, 0, 0, 1), physicsClientId=self.cid)
+        self.scene.distractors.park()
         self.scene.reset_furniture(np.zeros(4))
         self.robot.reset(np.array(NEUTRAL_JOINTS), 0.08, 1)
         p.performCollisionDetection(physicsClientId=self.cid)
@@ -157,6 +159,27 @@ class BuiltinEnv:
     def scale_block_dynamics(self, friction: float = 1.0, mass: float = 1.0) -> None:
         """The blocks' friction and mass times these factors (harness/envs/perturbations.py's dynamics axes)."""
         self.scene.scale_block_dynamics(friction, mass)
+
+    def set_furniture_dynamics(self, friction: float = 1.0, mass: float = 1.0, damping: float = 0.0) -> None:
+        """The door's, drawer's, button's and switch's friction, mass and joint damping (the furniture axes)."""
+        self.scene.set_furniture_dynamics(friction, mass, damping)
+
+    def add_distractors(self, kinds: tuple[DistractorKind, ...]) -> None:
+        """Bodies for the distractor axis (harness/envs/perturbations.py); `set_distractor_poses` places them."""
+        for uid in self.scene.add_distractors(kinds):
+            self.cameras.add_movers(visual_shapes(self.cid, uid))
+
+    def set_distractor_poses(self, centres: np.ndarray) -> None:
+        """Where the distractors stand from the next reset on (a chain's draw)."""
+        self.scene.distractors.poses = np.asarray(centres, dtype=np.float64).reshape(-1, 3)
+
+    def permute_block_colors(self, permutation: dict[str, str]) -> None:
+        """The block colour axis (harness/envs/perturbations.py): the block that was colour c is colour
+        permutation[c] from now on, to the eye and to the state; the description names the blocks' sizes."""
+        colours = self.scene.permute_block_colors(permutation)
+        self.cameras.recolor([VisualShape(uid, -1, 0, rgba) for uid, rgba in colours.items()])  # a block: one shape
+        self.layout = self.scene.layout
+        self.description = replace(self.description, block_sizes=dict(self.layout.block_sizes))
 
     def get_info(self) -> dict[str, Any]:
         return {"robot_info": self.robot.info(), "scene_info": self.scene.info()}

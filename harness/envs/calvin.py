@@ -30,6 +30,8 @@ import numpy as np
 from harness.envs.actions import AbsoluteAction, parse_action
 from harness.envs.base import CAMERA_NAMES, ROBOT_OBS_DIM, SCENE_OBS_DIM, EnvDescription
 from harness.sim.layout import get_layout
+from harness.sim.distractors import DistractorKind
+from harness.sim.scene import FURNITURE_FORCE, DistractorBodies
 
 INSTALL_HINT = (
     "env=calvin needs the real calvin_env, which is not on PyPI. Install it from a git clone:\n"
@@ -147,6 +149,7 @@ class CalvinEnv:
             raise
         self.cameras = tuple(cameras)
         self.exact_reset = bool(exact_reset)
+        self._distractors = DistractorBodies(self._env.cid, ())  # the distractor axis's, if it is on
         use_egl = bool(cfg.env.get("use_egl", False))
         self.description = EnvDescription(
             backend="calvin",
@@ -180,6 +183,7 @@ class CalvinEnv:
                 raise ValueError(f"{name} must have shape ({size},), got {np.asarray(values).shape}")
         if self.exact_reset:
             self._clear_carry_over(robot_obs)
+        self._distractors.place()  # calvin_env's reset moves only its own bodies; the distractors stand first
         return self._env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
 
     def _clear_carry_over(self, robot_obs: np.ndarray | None) -> None:
@@ -201,6 +205,51 @@ class CalvinEnv:
 
     def get_info(self) -> dict[str, Any]:
         return self._env.get_info()
+
+    # ------------------------------------------------------------------ the perturbation suite's axes
+
+    # On calvin_env's own physics client (docs/ROBUSTNESS.md#on-envcalvin): the static camera, the blocks' and
+    # the furniture's dynamics. calvin_env holds its furniture as ours does (velocity motors at 0 with 4 N as
+    # Coulomb friction, the button a 4 N position motor), so the furniture axes mean the same on both.
+
+    def set_static_view(self, eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> None:
+        """Move the static camera (the camera axis); without a static camera nothing renders that could move."""
+        for camera in self._env.cameras:
+            if camera.name == "static":
+                camera.viewMatrix = self._env.p.computeViewMatrix([float(v) for v in eye], [float(v) for v in target],
+                                                                  [float(v) for v in up])
+
+    def scale_block_dynamics(self, friction: float = 1.0, mass: float = 1.0) -> None:
+        """The blocks' lateral friction and mass times these factors (the friction and mass axes)."""
+        pb, cid = self._env.p, self._env.cid
+        for block in self._env.scene.movable_objects:
+            base_mass, base_friction = pb.getDynamicsInfo(block.uid, -1, physicsClientId=cid)[:2]
+            pb.changeDynamics(block.uid, -1, mass=base_mass * mass, lateralFriction=base_friction * friction,
+                              physicsClientId=cid)
+
+    def set_furniture_dynamics(self, friction: float = 1.0, mass: float = 1.0, damping: float = 0.0) -> None:
+        """The furniture axes, as the built-in scene's `set_furniture_dynamics`: friction of the door, drawer and
+        switch and the button's spring force times `friction`; door and drawer mass times `mass`; joint damping."""
+        pb, cid, scene = self._env.p, self._env.cid, self._env.scene
+        for joint in (*scene.doors, *scene.buttons, *scene.switches):
+            if friction != 1.0:
+                target = {"targetPosition": joint.initial_state} if joint in scene.buttons else {}
+                mode = pb.POSITION_CONTROL if joint in scene.buttons else pb.VELOCITY_CONTROL
+                pb.setJointMotorControl2(joint.uid, joint.joint_index, controlMode=mode, force=FURNITURE_FORCE * friction,
+                                         physicsClientId=cid, **target)
+            changes: dict[str, float] = {"jointDamping": damping} if damping else {}
+            if mass != 1.0 and joint in scene.doors:
+                changes["mass"] = pb.getDynamicsInfo(joint.uid, joint.joint_index, physicsClientId=cid)[0] * mass
+            if changes:
+                pb.changeDynamics(joint.uid, joint.joint_index, **changes, physicsClientId=cid)
+
+    def add_distractors(self, kinds: tuple[DistractorKind, ...]) -> None:
+        """The distractor axis's bodies in calvin_env's client (its cameras draw every body there)."""
+        self._distractors = DistractorBodies(self._env.cid, kinds)
+
+    def set_distractor_poses(self, centres: np.ndarray) -> None:
+        """Where the distractors stand from the next reset on (a chain's draw)."""
+        self._distractors.poses = np.asarray(centres, dtype=np.float64).reshape(-1, 3)
 
     def close(self) -> None:
         env = getattr(self, "_env", None)

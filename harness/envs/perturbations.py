@@ -15,6 +15,10 @@ and every caller that builds an env from the config gets the same ones. Who appl
 | friction, mass | the blocks' lateral friction and mass scaled | `PerturbedEnv` when built (built-in scene) |
 | light, color, texture | the light's direction and intensity, furniture colours, a procedural texture, per chain | `PerturbedEnv.new_chain` (built-in scene; harness/sim/appearance.py) |
 | latency, language | the policy sees observations k steps old; instructions reworded | the rollout (harness/eval/rollout.py) |
+| distractors | 1, 2, 4 objects on the table, away from every task's reach, placed per chain | `PerturbedEnv` when built (the bodies) and `new_chain` (built-in scene) |
+| block_colors | blocks swap colours; "the red block" is the one that looks red (scene_axes.py) | `PerturbedEnv` when built (built-in scene) |
+| block_position | blocks that start on the table moved 2, 4, 8 cm off CALVIN's slots | `PerturbedEnv.reset` after `new_chain` |
+| furniture_friction, _mass, _damping | the door's, drawer's, button's and switch's joints | `PerturbedEnv` when built (built-in scene) |
 
 Every random draw comes from the chain's seed (`new_chain(seed)`, which the rollout calls with the job's
 seed, `seed + chain index`) and the axis, each axis from a stream of its own: a chain is perturbed the same
@@ -23,6 +27,7 @@ way on any worker, on resume, and whatever other axes are on. All levels 0 build
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -30,6 +35,8 @@ import numpy as np
 
 from harness.envs.actions import AbsoluteAction, RelativeAction, parse_action
 from harness.envs.base import Env
+from harness.envs.scene_axes import COLOR_LEVEL_NAMES, COLOR_PERMUTATIONS, shift_table_blocks
+from harness.sim.distractors import DISTRACTORS, place_distractors
 
 LEVELS = 3  # levels 1..3 on every axis
 
@@ -63,6 +70,15 @@ AXES: dict[str, Axis] = {a.name: a for a in (
     # the blocks' lateral friction and mass scaled (built-in scene); new axes go last: the order names the seed streams
     Axis("friction", "dynamics", "x block friction", (0.6, 0.4, 0.2)),
     Axis("mass", "dynamics", "x block mass", (2, 4, 8)),
+    # scene axes (built-in scene; harness/envs/scene_axes.py, harness/sim/distractors.py)
+    Axis("distractors", "scene", "object(s)", (1, 2, 4)),
+    Axis("block_colors", "scene", "", (1, 2, 3)),  # COLOR_PERMUTATIONS[level]
+    Axis("block_position", "scene", "cm off the slot", (2, 4, 8)),
+    # the door's, drawer's, button's and switch's joints (built-in scene): friction (and the button's spring),
+    # the door's and drawer's mass, joint damping
+    Axis("furniture_friction", "dynamics", "x furniture friction", (2, 4, 8)),
+    Axis("furniture_mass", "dynamics", "x door and drawer mass", (2, 4, 8)),
+    Axis("furniture_damping", "dynamics", "N s/m furniture damping", (5, 10, 20)),
 )}
 # The scene's appearance (built-in scene; harness/sim/appearance.py), drawn once per chain. light: the light
 # turned by x degrees about a random axis and its intensity scaled by up to +-x * LIGHT_INTENSITY_PER_DEG;
@@ -77,8 +93,12 @@ LIGHT_INTENSITY_PER_DEG = 0.005  # 15 deg: +-7.5 %, 60 deg: +-30 %
 APPEARANCE_AXES = ("light", "color", "texture")
 LANGUAGE_LEVEL_NAMES = ("none", "paraphrase", "paraphrase + word order", "paraphrase + word order + typos")
 CAMERA_DEG_PER_CM = 0.25
-ENV_AXES = ("action_noise", "camera", "image_noise", "blur", "start_pose", *APPEARANCE_AXES)  # the env's random draws, per chain
+ENV_AXES = ("action_noise", "camera", "image_noise", "blur", "start_pose", *APPEARANCE_AXES,  # the env's random draws, per chain
+            "distractors", "block_position")
 BLOCK_AXES = ("friction", "mass")  # the env's fixed changes; latency and language: the rollout's
+FURNITURE_AXES = ("furniture_friction", "furniture_mass", "furniture_damping")
+ROLLOUT_AXES = ("latency", "language")  # applied by the evaluation's rollout, not by the env
+SCENE_LOOK_AXES = ("distractors", "block_colors")  # scene axes a picture shows that the recorded states do not
 
 
 @dataclass(frozen=True)
@@ -94,6 +114,12 @@ class Perturbations:
     start_pose: int = 0
     friction: int = 0
     mass: int = 0
+    distractors: int = 0
+    block_colors: int = 0
+    block_position: int = 0
+    furniture_friction: int = 0
+    furniture_mass: int = 0
+    furniture_damping: int = 0
     light: int = 0
     color: int = 0
     texture: int = 0
@@ -122,6 +148,8 @@ class Perturbations:
 def level_name(axis: str, level: int) -> str:
     if axis == "language":
         return LANGUAGE_LEVEL_NAMES[level]
+    if axis == "block_colors":
+        return COLOR_LEVEL_NAMES[level]
     if axis == "camera" and level:
         return f"{AXES['camera'].value(level):g} cm, {AXES['camera'].value(level) * CAMERA_DEG_PER_CM:g} deg"
     if axis == "light" and level:
@@ -131,9 +159,20 @@ def level_name(axis: str, level: int) -> str:
     return AXES[axis].level_name(level)
 
 
+# These axes' streams are named by their place in this list (their place in AXES when they were measured);
+# every later axis's by its name (crc32), so that axes added side by side never shift each other's draws,
+# whatever order they are listed in.
+PLACE_NAMED_STREAMS = ("action_noise", "latency", "camera", "image_noise", "blur", "language", "start_pose",
+                       "friction", "mass", "light", "color", "texture")
+
+
 def axis_rng(seed: int, axis: str) -> np.random.Generator:
     """The random stream of `axis` for the chain seeded `seed` (independent of every other axis)."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed) % 2**63, list(AXES).index(axis)]))
+    if axis in PLACE_NAMED_STREAMS:
+        stream = [PLACE_NAMED_STREAMS.index(axis)]
+    else:
+        stream = [len(PLACE_NAMED_STREAMS), zlib.crc32(axis.encode())]
+    return np.random.default_rng(np.random.SeedSequence([int(seed) % 2**63, *stream]))
 
 
 def add_image_noise(rgb: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
@@ -174,6 +213,7 @@ class PerturbedEnv:
         if perturbations.friction or perturbations.mass:
             env.scale_block_dynamics(friction=AXES["friction"].value(perturbations.friction) or 1.0,
                                      mass=AXES["mass"].value(perturbations.mass) or 1.0)
+        apply_fixed_axes(env, perturbations)
         self.description = replace(env.description, perturbations=perturbations.describe())
         self.new_chain(0)
         self.start_pending = False  # only a chain's start is moved, never a state restored for a video
@@ -185,6 +225,9 @@ class PerturbedEnv:
         if self.perturbations.camera:
             amount = AXES["camera"].value(self.perturbations.camera)
             self.env.set_static_view(*_static_pose(self.rngs["camera"], amount))
+        if self.perturbations.distractors:
+            count = int(AXES["distractors"].value(self.perturbations.distractors))
+            self.env.set_distractor_poses(place_distractors(self.description.layout(), count, self.rngs["distractors"]))
         if any(getattr(self.perturbations, a) for a in APPEARANCE_AXES):
             self.env.set_appearance(self._appearance())
 
@@ -195,6 +238,9 @@ class PerturbedEnv:
             robot_obs = np.array(robot_obs, dtype=np.float64)
             bound = AXES["start_pose"].value(self.perturbations.start_pose)
             robot_obs[7:14] += self.rngs["start_pose"].uniform(-bound, bound, 7)
+        if self.perturbations.block_position and self.start_pending and scene_obs is not None:
+            distance = AXES["block_position"].value(self.perturbations.block_position) / 100.0
+            scene_obs = shift_table_blocks(scene_obs, self.description.layout(), distance, self.rngs["block_position"])
         self.start_pending = False
         return self._observed(self.env.reset(robot_obs=robot_obs, scene_obs=scene_obs))
 
@@ -255,6 +301,27 @@ class PerturbedEnv:
             colors=draw_colors(self.rngs["color"], color) if color else None,
             texture=draw_texture(self.rngs["texture"], texture) if texture else None,
         )
+
+
+def apply_fixed_axes(env: Env, perturbations: Perturbations) -> None:
+    """The axes that change the scene once, when the env is built: block colours, the distractors' bodies and
+    the furniture's dynamics (built-in scene). An env that cannot is an error naming the axis and the backend."""
+    levels = perturbations.levels()
+    needs = {"block_colors": "permute_block_colors", "distractors": "add_distractors",
+             **{axis: "set_furniture_dynamics" for axis in FURNITURE_AXES}}
+    for axis, method in needs.items():
+        if levels[axis] and not hasattr(env, method):
+            env.close()
+            raise ValueError(f"env.perturb.{axis}: the {env.description.backend} backend does not support this "
+                             "axis; it needs the built-in scene (env.backend=builtin)")
+    if perturbations.block_colors:
+        env.permute_block_colors(COLOR_PERMUTATIONS[perturbations.block_colors])
+    if perturbations.distractors:
+        env.add_distractors(DISTRACTORS[:int(AXES["distractors"].value(perturbations.distractors))])
+    if any(levels[axis] for axis in FURNITURE_AXES):
+        env.set_furniture_dynamics(friction=AXES["furniture_friction"].value(perturbations.furniture_friction) or 1.0,
+                                   mass=AXES["furniture_mass"].value(perturbations.furniture_mass) or 1.0,
+                                   damping=AXES["furniture_damping"].value(perturbations.furniture_damping))
 
 
 def _static_pose(rng: np.random.Generator, amount: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

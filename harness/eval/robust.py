@@ -87,6 +87,8 @@ def run_suite(settings: EvalSettings, env: EnvConfig, agent: AgentSource, suite:
             replace(env, renderer=OTHER_RENDERER[env.renderer]).check()
         except ValueError as e:
             raise ConfigError(f"suite.axes: the renderer row cannot run ({e}); leave 'renderer' out of suite.axes") from e
+    for axis in (a for a in suite.axes if a != RENDERER):  # a row the backend or scene cannot run fails now too
+        replace(env, perturb=Perturbations(**{axis: max(suite.levels)})).check()
     folder = Path(output_dir)
     rows = [(UNPERTURBED, 0), *suite.rows()]
     for axis, level in rows:

@@ -37,7 +37,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from harness.envs.perturbations import AXES, Perturbations
+from harness.envs.perturbations import AXES, SCENE_LOOK_AXES, Perturbations
 from harness.eval.rollout import SubtaskTrace
 from harness.eval.specs import EnvConfig
 from harness.lifetime import end_with_parent
@@ -343,8 +343,10 @@ class VideoRenderer:
 
 
 def visual_only(perturb: Perturbations) -> Perturbations:
-    """The visual axes of `perturb` (what the picture shows); the others are in the recorded states already."""
-    return Perturbations(**{axis: level for axis, level in perturb.active().items() if AXES[axis].group == "visual"})
+    """The visual axes of `perturb` and the scene's looks (distractors, block colours): what the picture shows;
+    the others are in the recorded states already."""
+    return Perturbations(**{axis: level for axis, level in perturb.active().items()
+                            if AXES[axis].group == "visual" or axis in SCENE_LOOK_AXES})
 
 
 def render_process_main(conn: Connection, env_cfg: EnvConfig) -> None:

@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--balance", action="store_true", help="draw tasks so that each is about equally frequent")
     ap.add_argument("--embedding-model", help="sentence-embedding model (hub name or folder) for language.emb")
     ap.add_argument("--env", help=f"env backend that records: builtin, or calvin (the real calvin_env; default: {default['env']})")
+    ap.add_argument("--perturb", nargs="+", metavar="AXIS=LEVEL",
+                    help="perturbation axes of the env, e.g. camera=2 distractors=1, each episode drawn from its own "
+                    "seed (docs/ROBUSTNESS.md; the env's axes only: not latency or language)")
     renamed(ap, "--scenes", "--scene (as env.scene in the evaluation)")
     given = vars(ap.parse_args(argv))
     try:
@@ -41,12 +44,25 @@ def main(argv: list[str] | None = None) -> int:
             given["scenes"] = parse_scenes(several(given.pop("scene")))
         if "tasks" in given:
             given["tasks"] = several(given["tasks"])
+        if "perturb" in given:
+            given["perturb"] = perturb_levels(several(given["perturb"]))
         cfg = RecordConfig(**given)
     except ValueError as e:
         ap.error(str(e))
     summary = record_dataset(cfg, progress=sys.stderr.isatty())
     print(json.dumps(summary))
     return 0
+
+
+def perturb_levels(items: list[str]) -> dict[str, int]:
+    """["camera=2", "blur=1"] -> {"camera": 2, "blur": 1}; RecordConfig checks the axes and levels."""
+    levels = {}
+    for item in items:
+        axis, _, level = item.partition("=")
+        if not level.strip().isdigit():
+            raise ValueError(f"--perturb: expected AXIS=LEVEL (e.g. camera=2), got {item!r}")
+        levels[axis.strip()] = int(level)
+    return levels
 
 
 if __name__ == "__main__":

@@ -28,8 +28,10 @@ from tqdm import tqdm
 
 from harness.data.calvin_writer import CalvinDatasetWriter, EpisodeRecord, EpisodeWriter, finalize_dataset
 from harness.envs import BACKENDS
+from harness.envs.perturbations import ROLLOUT_AXES, Perturbations, perturbed
 from harness.sim.layout import REL_ORN_SCALE, REL_POS_SCALE, get_layout
 from harness.spatial import wrap_angle
+from harness.strict_config import from_mapping
 from harness.tasks import (
     TASK_CATEGORY,
     TASK_NAMES,
@@ -45,6 +47,7 @@ from harness.tasks import (
 from harness.tasks.initial_state import check_condition
 
 SPLIT_IDS = {"training": 0, "validation": 1}
+PERTURB_STREAM = 1  # episode_seed's SeedSequence entry beside the plan's (seed, split, scene, index)
 MAX_TASK_DRAWS = 1000
 
 
@@ -62,10 +65,19 @@ class RecordConfig:
     embedding_model: str | None = None  # a sentence-embedding model (hub name or folder) for language.emb
     balance: bool = False  # draw tasks with weights that make each about equally frequent (task_weights)
     env: str = "builtin"  # the env backend that records: "builtin" or "calvin" (the real calvin_env)
+    # the env's perturbation axes (docs/ROBUSTNESS.md), drawn per episode from its own seed (episode_seed)
+    perturb: Perturbations = field(default_factory=Perturbations)
 
     def __post_init__(self) -> None:
         if self.env not in BACKENDS:
             raise ValueError(f"env must be one of {', '.join(BACKENDS)}, got {self.env!r}")
+        if isinstance(self.perturb, dict):
+            object.__setattr__(self, "perturb", from_mapping(Perturbations, self.perturb, "perturb"))
+        rollout_axes = [axis for axis in ROLLOUT_AXES if getattr(self.perturb, axis)]
+        if rollout_axes:
+            raise ValueError(f"perturb: {', '.join(rollout_axes)} act in the evaluation's rollout, not in the env a "
+                             "recording runs (and the held-out paraphrases must stay out of training data); a "
+                             "recording takes the env's axes only (docs/ROBUSTNESS.md)")
         for s in self.scenes:
             get_layout(s)
         if self.episodes < 0 or self.val_episodes < 0:
@@ -88,6 +100,7 @@ class EpisodePlan:
     tasks: tuple[str, ...]
     instructions: tuple[str, ...]
     ep_len: int
+    seed: int = 0  # the episode's perturbation seed (episode_seed): what `new_chain` gets before its reset
 
 
 def plan_episode(cfg: RecordConfig, split: str, scene: str, index: int) -> EpisodePlan:
@@ -101,7 +114,15 @@ def plan_episode(cfg: RecordConfig, split: str, scene: str, index: int) -> Episo
         instructions = tuple(eval_instruction(t) for t in tasks)
     else:
         instructions = tuple(sample_training_instruction(t, rng) for t in tasks)
-    return EpisodePlan(split, get_layout(scene).name, index, check_condition(condition), tuple(tasks), instructions, cfg.ep_len)
+    return EpisodePlan(split, get_layout(scene).name, index, check_condition(condition), tuple(tasks), instructions,
+                       cfg.ep_len, episode_seed(cfg, split, scene, index))
+
+
+def episode_seed(cfg: RecordConfig, split: str, scene: str, index: int) -> int:
+    """The seed episode `index` of `split`/`scene` draws its perturbations from (a stream of its own, apart
+    from the plan's): a perturbed dataset's episodes are perturbed each their own way, and reproducibly."""
+    scene_id = "ABCD".index(get_layout(scene).name)
+    return int(np.random.SeedSequence([cfg.seed, SPLIT_IDS[split], scene_id, index, PERTURB_STREAM]).generate_state(1)[0])
 
 
 def _draw_chain(rng: np.random.Generator, allowed: tuple[str, ...] | None, length: int,
@@ -154,17 +175,17 @@ def task_weights(allowed: tuple[str, ...] | None, length: int) -> dict[str, floa
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_tools(backend: str, scene: str) -> tuple[Any, Any, TaskOracle]:
-    """One env (both cameras) and one expert per process, for one backend and scene, built on first use."""
-    if (backend, scene) not in _WORKER:
+def _worker_tools(backend: str, scene: str, perturb: Perturbations) -> tuple[Any, Any, TaskOracle]:
+    """One env (both cameras) and one expert per process, for one backend, scene and perturbation, built on first use."""
+    if (backend, scene, perturb) not in _WORKER:
         from agents.scripted import ScriptedExpert
         from harness.envs import make_env
 
         close_worker_tools()
-        env, expert = make_env(backend, scene=scene), ScriptedExpert()
+        env, expert = perturbed(make_env(backend, scene=scene), perturb), ScriptedExpert()
         expert.bind_env(env.description)
-        _WORKER[backend, scene] = (env, expert, TaskOracle())
-    return _WORKER[backend, scene]
+        _WORKER[backend, scene, perturb] = (env, expert, TaskOracle())
+    return _WORKER[backend, scene, perturb]
 
 
 def close_worker_tools() -> None:
@@ -181,11 +202,16 @@ class EpisodeResult:
     failed: str | None
 
 
-def record_episode(plan: EpisodePlan, staging_dir: str, backend: str = "builtin") -> EpisodeResult:
-    """Run one plan in the env `backend` and write its frames into a staging folder (safe in a worker process)."""
-    env, expert, oracle = _worker_tools(backend, plan.scene)
+def record_episode(plan: EpisodePlan, staging_dir: str, backend: str = "builtin",
+                   perturb: Perturbations = Perturbations()) -> EpisodeResult:
+    """Run one plan in the env `backend` and write its frames into a staging folder (safe in a worker process).
+    A perturbed env draws the episode's perturbations from `plan.seed`; the frames hold what it observed, and
+    the actions the expert commanded (action noise is the env's, after the command)."""
+    env, expert, oracle = _worker_tools(backend, plan.scene, perturb)
     writer = EpisodeWriter(staging_dir, f"calvin_scene_{plan.scene}")
     try:
+        if hasattr(env, "new_chain"):
+            env.new_chain(plan.seed)
         obs = env.reset(*initial_state(plan.condition, plan.scene))
         # the env's internal target pose: the TCP after a reset, then moved by every relative action
         target = np.array(obs["robot_obs"][:6], dtype=np.float64)
@@ -218,7 +244,7 @@ def record_episode(plan: EpisodePlan, staging_dir: str, backend: str = "builtin"
         raise
 
 
-def _record(job: tuple[EpisodePlan, str, str]) -> EpisodeResult:
+def _record(job: tuple[EpisodePlan, str, str, Perturbations]) -> EpisodeResult:
     return record_episode(*job)
 
 
@@ -256,7 +282,8 @@ def record_dataset(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
             with CalvinDatasetWriter(root, split) as writer:
                 for _, scene, count in (p for p in _plans(cfg) if p[0] == split):
                     done = committed_episodes(writer, scene)
-                    jobs = [(plan_episode(cfg, split, scene, i), str(writer.staging_dir), cfg.env) for i in range(done, count)]
+                    jobs = [(plan_episode(cfg, split, scene, i), str(writer.staging_dir), cfg.env, cfg.perturb)
+                            for i in range(done, count)]
                     results = pool.imap(_record, jobs) if pool is not None else map(_record, jobs)
                     bar = tqdm(results, total=len(jobs), desc=f"{split} {scene}", disable=not progress, unit="ep")
                     for result in bar:
@@ -286,15 +313,22 @@ def _tally(summary: dict[str, Any], result: EpisodeResult) -> None:
 def _check_same_config(root: Path, cfg: RecordConfig) -> None:
     """A dataset is continued only with the settings it was started with (they decide the plans)."""
     path = root / "recording.json"
-    mine = {k: v for k, v in asdict(cfg).items() if k not in ("out", "workers")}
+    mine = {k: v for k, v in asdict(cfg).items() if k not in ("out", "workers", "perturb")}
+    if cfg.perturb.any():  # an unperturbed recording's settings are what they always were
+        mine["perturb"] = cfg.perturb.active()
     mine = json.loads(json.dumps(mine))
     if path.exists():
         theirs = json.loads(path.read_text())
         defaults = {f.name: f.default for f in fields(RecordConfig)}  # a setting added later: its default then
-        differ = {k for k in set(mine) | set(theirs)
-                  if mine.get(k) != theirs.get(k, defaults.get(k)) and k not in ("episodes", "val_episodes")}
+        differ = {k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k, defaults.get(k))
+                  and k not in ("episodes", "val_episodes", "episode_seeds", "perturbations")}
         if differ:
             raise ValueError(f"{root} was recorded with other settings ({', '.join(sorted(differ))}); use a new folder")
+    if cfg.perturb.any():
+        mine["perturbations"] = cfg.perturb.describe()
+        mine["episode_seeds"] = {split: {scene: [episode_seed(cfg, split, scene, i) for i in range(count)]
+                                         for s, scene, count in _plans(cfg) if s == split}
+                                 for split in dict.fromkeys(s for s, _, _ in _plans(cfg))}
     path.write_text(json.dumps(mine, indent=2))
 
 
@@ -325,4 +359,4 @@ def _write_eval_embeddings(root: Path, embedder) -> None:
     np.save(folder / "embeddings.npy", table, allow_pickle=True)
 
 
-__all__ = ["EpisodePlan", "RecordConfig", "plan_episode", "record_dataset", "record_episode"]
+__all__ = ["EpisodePlan", "RecordConfig", "episode_seed", "plan_episode", "record_dataset", "record_episode"]

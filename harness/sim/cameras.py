@@ -223,6 +223,13 @@ class CameraRig:
         self._static_view = p.computeViewMatrix([float(v) for v in eye], [float(v) for v in target], [float(v) for v in up])
         self._layer_key = None
 
+    def add_movers(self, shapes: list[VisualShape]) -> None:
+        """Bodies added to the scene after the layer was made (the distractor axis): drawn with the movers."""
+        if self._layer is not None:
+            self._hide(None)
+            self._layer.movers.extend(shapes)
+            self._layer_key = None
+
     @property
     def static_view(self) -> tuple[float, ...]:
         return self._static_view

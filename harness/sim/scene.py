@@ -7,15 +7,17 @@ bodies follow: the table's static shell (6) and the floor (7).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pybullet as p
 
 from harness.sim.cameras import StaticLayer, VisualShape, visual_shapes
+from harness.sim.distractors import DistractorKind
 from harness.sim.layout import (
     BLOCK_REST_Z,
+    BLOCK_RGBA,
     BUTTON_PRESSED_THRESHOLD,
     SWITCH_ON_THRESHOLD,
     TABLE_LINKS,
@@ -29,6 +31,7 @@ BULB_ON_RGBA = (1.0, 1.0, 0.0, 1.0)
 LIGHT_OFF_RGBA = (1.0, 1.0, 1.0, 1.0)
 SLIDE, DRAWER, BUTTON, SWITCH = (TABLE_LINKS[k] for k in ("slide_link", "drawer_link", "button_link", "switch_link"))
 LED_LINK, BULB_LINK = TABLE_LINKS["led_link"], TABLE_LINKS["light_link"]
+FURNITURE_JOINTS = (SLIDE, DRAWER, BUTTON, SWITCH)
 MAX_PLACEMENT_TRIES = 1000
 
 
@@ -91,15 +94,36 @@ class PlayTableScene:
         # visual-only bodies, drawn after everything in front of them (TinyRenderer draws in load order)
         self.shell = p.loadURDF(str(ASSETS_DIR / f"table_{layout.name}_shell.urdf"), useFixedBase=True, physicsClientId=client)
         self.floor = p.loadURDF(str(ASSETS_DIR / "floor.urdf"), useFixedBase=True, physicsClientId=client)
-        for joint in (SLIDE, DRAWER, SWITCH):
-            p.setJointMotorControl2(
-                self.table, joint, p.VELOCITY_CONTROL, targetVelocity=0.0, force=FURNITURE_FORCE, physicsClientId=client
-            )
-        p.setJointMotorControl2(
-            self.table, BUTTON, p.POSITION_CONTROL, targetPosition=0.0, force=FURNITURE_FORCE, physicsClientId=client
-        )
+        self._furniture_masses = {j: p.getDynamicsInfo(self.table, j, physicsClientId=client)[0] for j in (SLIDE, DRAWER)}
+        self._hold_furniture(FURNITURE_FORCE)
         self.lights = LightLogic(legacy_button_reset=legacy_button_reset)
         self._shown_lights: tuple[int, int] | None = None
+        # the distractor axis's bodies (uids after the floor) and where each chain puts them
+        self.distractors = DistractorBodies(client, ())
+
+    def _hold_furniture(self, force: float) -> None:
+        """The door's, drawer's and switch's Coulomb friction (velocity motors at 0) and the button's spring."""
+        for joint in (SLIDE, DRAWER, SWITCH):
+            p.setJointMotorControl2(
+                self.table, joint, p.VELOCITY_CONTROL, targetVelocity=0.0, force=force, physicsClientId=self.cid
+            )
+        p.setJointMotorControl2(
+            self.table, BUTTON, p.POSITION_CONTROL, targetPosition=0.0, force=force, physicsClientId=self.cid
+        )
+
+    def set_furniture_dynamics(self, friction: float = 1.0, mass: float = 1.0, damping: float = 0.0) -> None:
+        """The furniture axes (docs/ROBUSTNESS.md): the door's, drawer's and switch's friction and the button's
+        spring force times `friction`; the door's and drawer's masses times `mass` (a heavier button or switch
+        would sink under its own weight against its 4 N spring or friction: the button would press itself);
+        a joint damping of `damping` N s/m on all four (0 as built)."""
+        if friction != 1.0:
+            self._hold_furniture(FURNITURE_FORCE * friction)
+        for joint in FURNITURE_JOINTS:
+            heavier = mass != 1.0 and joint in self._furniture_masses
+            changes = {**({"mass": self._furniture_masses[joint] * mass} if heavier else {}),
+                       **({"jointDamping": damping} if damping else {})}
+            if changes:
+                p.changeDynamics(self.table, joint, **changes, physicsClientId=self.cid)
 
     def static_layer(self, robot_uid: int) -> StaticLayer:
         """The static camera's cacheable layer (see cameras.StaticLayer)."""
@@ -111,7 +135,7 @@ class PlayTableScene:
         ]
         robot_links = set(range(p.getNumJoints(robot_uid, physicsClientId=self.cid)))
         movers = [*visual_shapes(self.cid, robot_uid, robot_links)]
-        for uid in self.block_uids.values():
+        for uid in [*self.block_uids.values(), *self.distractors.uids]:
             movers += visual_shapes(self.cid, uid)
         return StaticLayer(furniture, movers, self.furniture_key)
 
@@ -141,6 +165,7 @@ class PlayTableScene:
         for color in self.layout.block_order:
             pose = scene_obs[self.layout.block_obs_slice(color)]
             self.place_block(color, pose[:3], pose[3:6])
+        self.distractors.place()
 
     def reset_furniture(self, joints: np.ndarray) -> None:
         """Slide, drawer, button and switch joint values (scene_obs[0:4]), at rest."""
@@ -148,12 +173,23 @@ class PlayTableScene:
             p.resetJointState(self.table, index, float(q), 0.0, physicsClientId=self.cid)
 
     def place_block(self, color: str, pos: np.ndarray, euler: np.ndarray) -> None:
-        uid = self.block_uids[color]
-        orn = p.getQuaternionFromEuler([float(v) for v in euler])
-        p.resetBasePositionAndOrientation(uid, [float(v) for v in pos], orn, physicsClientId=self.cid)
-        # calvin_env keeps block velocities across resets; zeroing them makes a reset restore a
-        # recorded state exactly, whatever ran before.
-        p.resetBaseVelocity(uid, (0, 0, 0), (0, 0, 0), physicsClientId=self.cid)
+        _place_body(self.cid, self.block_uids[color], pos, p.getQuaternionFromEuler([float(v) for v in euler]))
+
+    def add_distractors(self, kinds: tuple[DistractorKind, ...]) -> list[int]:
+        """Bodies for the distractor axis (once), out of the way until their poses are set and a reset places them."""
+        self.distractors = DistractorBodies(self.cid, kinds)
+        return self.distractors.uids
+
+    def permute_block_colors(self, permutation: dict[str, str]) -> dict[int, tuple[float, float, float, float]]:
+        """The block that was colour c looks colour permutation[c] from now on, and IS that colour to
+        everything else: scene_obs, the info the oracle reads and the layout's block sizes follow the look
+        (the block colour axis, docs/ROBUSTNESS.md). Returns the bodies' new colours, for the renderer to apply."""
+        uids, sizes = dict(self.block_uids), dict(self.layout.block_sizes)
+        for old, new in permutation.items():
+            self.block_uids[new] = uids[old]
+            sizes[new] = self.layout.block_sizes[old]
+        self.layout = replace(self.layout, block_sizes=sizes)
+        return {uids[old]: BLOCK_RGBA[new] for old, new in permutation.items()}
 
     def scale_block_dynamics(self, friction: float, mass: float) -> None:
         """The blocks' lateral friction and mass times these factors (the perturbation suite's dynamics axes)."""
@@ -234,3 +270,51 @@ class PlayTableScene:
             "switches": {"base__switch": {"joint_state": switch, "logical_state": int(self.lights.switch_high)}},
             "lights": {"lightbulb": {"logical_state": self.lights.bulb}, "led": {"logical_state": self.lights.led}},
         }
+
+
+class DistractorBodies:
+    """The distractor axis's bodies in one PyBullet client (harness/sim/distractors.py says what they are and
+    where they may stand), and where they stand from the next reset on; the built-in scene and env=calvin
+    (harness/envs/calvin.py) hold them alike."""
+
+    def __init__(self, client: int, kinds: tuple[DistractorKind, ...]) -> None:
+        self.cid = client
+        self.uids = [_distractor_body(client, kind) for kind in kinds]
+        self.poses = np.array([_parking(k) for k in range(len(kinds))]).reshape(-1, 3)
+
+    def place(self) -> None:
+        """At their poses, at rest (a reset)."""
+        for uid, pos in zip(self.uids, self.poses):
+            _place_body(self.cid, uid, pos, (0, 0, 0, 1))
+
+    def park(self) -> None:
+        """Out of the way (with the blocks) while the env forgets its contacts."""
+        for k, uid in enumerate(self.uids):
+            _place_body(self.cid, uid, _parking(k), (0, 0, 0, 1))
+
+
+def _parking(k: int) -> tuple[float, float, float]:
+    """Where the k-th distractor waits, far from everything and from the blocks' own parking (+y)."""
+    return (10.0, -10.0 * (k + 1), 10.0)
+
+
+def _place_body(client: int, uid: int, pos: np.ndarray, orn: tuple[float, ...]) -> None:
+    p.resetBasePositionAndOrientation(uid, [float(v) for v in pos], orn, physicsClientId=client)
+    # calvin_env keeps block velocities across resets; zeroing them makes a reset restore a
+    # recorded state exactly, whatever ran before.
+    p.resetBaseVelocity(uid, (0, 0, 0), (0, 0, 0), physicsClientId=client)
+
+
+def _distractor_body(client: int, kind: DistractorKind) -> int:
+    """A rigid body of one primitive shape with the blocks' contact parameters."""
+    if kind.shape == "sphere":
+        shape = {"shapeType": p.GEOM_SPHERE, "radius": kind.radius}
+    else:
+        shape = {"shapeType": p.GEOM_CYLINDER if kind.shape == "cylinder" else p.GEOM_CAPSULE,
+                 "radius": kind.radius}
+    collision = p.createCollisionShape(**shape, height=kind.length, physicsClientId=client)
+    visual = p.createVisualShape(**shape, length=kind.length, rgbaColor=kind.rgba, physicsClientId=client)
+    uid = p.createMultiBody(kind.mass, collision, visual, basePosition=_parking(0), physicsClientId=client)
+    p.changeDynamics(uid, -1, lateralFriction=0.7, spinningFriction=0.001, rollingFriction=0.001, restitution=0.0,
+                     physicsClientId=client)
+    return uid
