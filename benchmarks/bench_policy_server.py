@@ -2,6 +2,7 @@
 
     python benchmarks/bench_policy_server.py                          # both parts, the e2e model untrained
     python benchmarks/bench_policy_server.py --part throughput --sessions 1 2 4 8 16 --steps 24 --max-wait-ms 20
+    python benchmarks/bench_policy_server.py --part throughput --sessions 8 --rounds 5  # the median of 5 paired runs
     python benchmarks/bench_policy_server.py --part e2e --checkpoint runs/e2e/train/checkpoints/last --chains 100
     python benchmarks/bench_policy_server.py --part profile --batch 8
 
@@ -153,7 +154,8 @@ def served_rate(server: ServerProcess, sessions: int, steps: int) -> tuple[float
     return rate, np.asarray(latencies) * 1e3, mean_batch, compute_share
 
 
-def throughput(checkpoint: Path, sessions: list[int], steps: int, threads: int, max_wait_ms: float) -> dict[str, Any]:
+def throughput(checkpoint: Path, sessions: list[int], steps: int, threads: int, max_wait_ms: float,
+               rounds: int = 1) -> dict[str, Any]:
     import torch
 
     from agents import make_policy
@@ -162,23 +164,29 @@ def throughput(checkpoint: Path, sessions: list[int], steps: int, threads: int, 
     policy = make_policy("vla", checkpoint=str(checkpoint))
     settings = ServeSettings(port=0, token=secrets.token_hex(8), max_batch=max(sessions), max_wait_ms=max_wait_ms)
     rows = []
-    print(f"{'sessions':>8} {'in-process obs/s':>17} {'server obs/s':>13} {'ratio':>6} {'mean batch':>11} "
+    print(f"{'round':>5} {'sessions':>8} {'in-process obs/s':>17} {'server obs/s':>13} {'ratio':>6} {'mean batch':>11} "
           f"{'compute share':>14} {'latency p50/p95/p99 ms':>24} {'in-process batched obs/s':>25}")
     with ServerProcess({"name": "vla", "checkpoint": str(checkpoint)}, settings, threads=threads) as server:
         served_rate(server, 1, 3)  # warm-up
-        for n in sessions:
-            alone = in_process_rate(policy, n, steps)
-            rate, lat, batch, share = served_rate(server, n, steps)
-            ceiling = in_process_rate(policy, n, steps, batched=True)
-            p50, p95, p99 = np.percentile(lat, [50, 95, 99])
-            rows.append({"sessions": n, "in_process_obs_s": round(alone, 2), "server_obs_s": round(rate, 2),
-                         "ratio": round(rate / alone, 2), "mean_batch": round(batch, 2),
-                         "server_compute_share": round(share, 3),
-                         "latency_ms": {"p50": round(p50, 1), "p95": round(p95, 1), "p99": round(p99, 1)},
-                         "in_process_batched_obs_s": round(ceiling, 2)})
-            print(f"{n:>8} {alone:>17.1f} {rate:>13.1f} {rate / alone:>5.2f}x {batch:>11.2f} {share:>13.0%} "
-                  f"{p50:>10.1f} / {p95:5.1f} / {p99:5.1f} {ceiling:>25.1f}", flush=True)
-    return {"rows": rows, "threads": threads, "steps_per_session": steps, "max_wait_ms": max_wait_ms}
+        for r in range(1, rounds + 1):
+            for n in sessions:
+                alone = in_process_rate(policy, n, steps)
+                rate, lat, batch, share = served_rate(server, n, steps)
+                ceiling = in_process_rate(policy, n, steps, batched=True)
+                p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+                rows.append({"round": r, "sessions": n, "in_process_obs_s": round(alone, 2), "server_obs_s": round(rate, 2),
+                             "ratio": round(rate / alone, 2), "mean_batch": round(batch, 2),
+                             "server_compute_share": round(share, 3),
+                             "latency_ms": {"p50": round(p50, 1), "p95": round(p95, 1), "p99": round(p99, 1)},
+                             "in_process_batched_obs_s": round(ceiling, 2)})
+                print(f"{r:>5} {n:>8} {alone:>17.1f} {rate:>13.1f} {rate / alone:>5.2f}x {batch:>11.2f} {share:>13.0%} "
+                      f"{p50:>10.1f} / {p95:5.1f} / {p99:5.1f} {ceiling:>25.1f}", flush=True)
+    medians = {n: float(np.median([row["ratio"] for row in rows if row["sessions"] == n])) for n in sessions}
+    if rounds > 1:
+        print(f"median ratio over {rounds} rounds: " + ", ".join(f"{n} sessions {m:.2f}x" for n, m in medians.items()),
+              flush=True)
+    return {"rows": rows, "median_ratio": {str(n): m for n, m in medians.items()}, "threads": threads,
+            "steps_per_session": steps, "max_wait_ms": max_wait_ms, "rounds": rounds}
 
 
 # ------------------------------------------------------------------ profile
@@ -343,6 +351,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--steps", type=int, default=24, help="observations per session (throughput, profile)")
     parser.add_argument("--batch", type=int, default=8, help="profile: the sessions stepped together")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="throughput: measure every row this many times (the ratio moves with other jobs' load; "
+                             "the median ratio is printed)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the model, in-process and in the server")
     parser.add_argument("--max-wait-ms", type=float, default=20.0,
                         help="the server's max_wait_ms (default: server=auto's; at 5, configs/serve.yaml's, clients on a "
@@ -367,7 +378,7 @@ def main() -> None:
                   f"sides; the same frames (per session: its own seeded 200x200 rgb_static and robot_obs, {args.steps} "
                   f"observations, one of {len(INSTRUCTIONS)} instructions); {args.threads} torch thread(s) in this "
                   f"process and in the server", flush=True)
-            out["throughput"] = throughput(tiny, args.sessions, args.steps, args.threads, args.max_wait_ms)
+            out["throughput"] = throughput(tiny, args.sessions, args.steps, args.threads, args.max_wait_ms, args.rounds)
         if args.part == "profile":
             print(f"\nprofile: untrained tiny VLA (tiny_idefics3, LSTM head, window 8, chunk 10, fp32), {args.batch} "
                   f"sessions, {args.steps} observations each, {args.threads} torch thread(s); ms per observation",
