@@ -68,9 +68,13 @@ def _on_rows(forward: Any, seq: torch.Tensor, pos: torch.Tensor) -> Any:
     def run(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if x.ndim != 3 or x.shape[0] != seq.shape[0]:
             return forward(x, *args, **kwargs)  # not the (S, T, H) it was set up for: all rows
-        picked = forward(x[seq, pos], *args, **kwargs)
+        rows = x[seq, pos].flatten(0, 1)
+        n = rows.shape[0]
+        if n == 1:  # one row would take the matrix-vector path, whose rounding on the CPU depends on where the
+            rows = rows.repeat(2, 1)  # weights sit in memory (mmapped safetensors: 8-byte offsets); two rows do not
+        picked = forward(rows, *args, **kwargs)[:n]
         out = picked.new_zeros((*x.shape[:2], picked.shape[-1]))
-        out[seq, pos] = picked
+        out[seq, pos] = picked.view(*seq.shape, -1)
         return out
     return run
 
