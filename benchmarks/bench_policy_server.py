@@ -2,15 +2,23 @@
 
     python benchmarks/bench_policy_server.py                          # both parts, the e2e model untrained
     python benchmarks/bench_policy_server.py --part throughput --sessions 1 2 4 8 16 --steps 24 --max-wait-ms 20
+    python benchmarks/bench_policy_server.py --part throughput --sessions 8 --rounds 5  # the median of 5 paired runs
     python benchmarks/bench_policy_server.py --part e2e --checkpoint runs/e2e/train/checkpoints/last --chains 100
+    python benchmarks/bench_policy_server.py --part profile --batch 8
 
 throughput: the project's tiny VLA (configs/model/tiny_idefics3.yaml, the model of scripts/e2e_cpu.sh),
     observations/s through the server (harness/serve, in its own process, native protocol) with N
     concurrent sessions (clients in another process, each stepping its own episode as fast as replies
     come) against the same model in this process stepping the same sessions' frames one at a time (batch
-    1), with the same torch threads. For each N the in-process rate is measured right before the server's,
-    so that load from other processes hits both alike. Latency percentiles are the clients' (send ->
-    reply); the mean batch is the server's.
+    1: one `VLAAgent` per session, its ordinary `step`, as an evaluation worker runs it), with the same
+    torch threads. For each N the in-process rate is measured right before the server's, so that load
+    from other processes hits both alike. Latency percentiles are the clients' (send -> reply); the mean
+    batch and the compute share (the time the server's compute thread was stepping batches, over the
+    clients' wall time; the rest is the round trip: replies, the clients' next observations, decoding)
+    are the server's.
+profile: where a step's time goes in this process, per observation, at batch 1 (the agent's `step`) and
+    with all N sessions in one call: image preprocessing, the vision tower (+ connector), the language
+    model, the policy head, and the rest (tokens, frames, execution), with the same model and frames.
 e2e: an evaluation of the same chains with `workers` env workers, `server=auto` (one model in a server)
     against `server=off` (a model per worker): wall time, whether each chain ended the same, and memory
     (peak resident memory of the processes, sampled from /proc). Without --checkpoint the model is the
@@ -74,19 +82,22 @@ def session_frames(session: int, steps: int) -> tuple[list[dict[str, Any]], str]
 
 # ------------------------------------------------------------------ throughput
 def in_process_rate(policy: Any, sessions: int, steps: int, batched: bool = False) -> float:
-    """Observations/s of the policy stepping `sessions` episodes one observation at a time (batch 1), or
-    all sessions' observations in one call (`batched`: what the server can reach at best)."""
+    """Observations/s of `sessions` agents on the policy's model, each stepping its episode one observation
+    at a time (`VLAAgent.step`, batch 1), or of the policy stepping all sessions' observations in one call
+    (`batched`: what the server can reach at best)."""
+    from agents.vla.agent import VLAAgent
+
     episodes = [session_frames(s, steps) for s in range(sessions)]
+    VLAAgent(policy.model, policy.normalizer, policy.cfg).step(episodes[0][0][0], episodes[0][1])  # warm-up
+    agents = [VLAAgent(policy.model, policy.normalizer, policy.cfg) for _ in range(sessions)]
     states = [policy.new_session() for _ in range(sessions)]
-    policy.step_batch([states[0]], [episodes[0][0][0]], [episodes[0][1]])  # warm-up
-    states[0] = policy.new_session()
     start = time.perf_counter()
     for t in range(steps):
         if batched:
             policy.step_batch(states, [frames[t] for frames, _ in episodes], [i for _, i in episodes])
             continue
-        for state, (frames, instruction) in zip(states, episodes):
-            policy.step_batch([state], [frames[t]], [instruction])
+        for agent, (frames, instruction) in zip(agents, episodes):
+            agent.step(frames[t], instruction)
     return sessions * steps / (time.perf_counter() - start)
 
 
@@ -125,22 +136,26 @@ def clients_main(url: str, token: str, sessions: int, steps: int, out: Any) -> N
     out.send(asyncio.run(run()))
 
 
-def served_rate(server: ServerProcess, sessions: int, steps: int) -> tuple[float, np.ndarray, float]:
-    """Observations/s through the server, the clients' latencies (ms) and the server's mean batch."""
-    before = server.stats()["batch_sizes"]
+def served_rate(server: ServerProcess, sessions: int, steps: int) -> tuple[float, np.ndarray, float, float]:
+    """Observations/s through the server, the clients' latencies (ms), the server's mean batch and the
+    share of the clients' wall time that the server spent stepping batches."""
+    before = server.stats()
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=clients_main, args=(server.url, server.settings.token, sessions, steps, child))
     proc.start()
     rate, latencies = parent.recv()
     proc.join()
-    after = server.stats()["batch_sizes"]
-    sizes = {int(k): v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}
+    after = server.stats()
+    old = before["batch_sizes"]
+    sizes = {int(k): v - old.get(k, 0) for k, v in after["batch_sizes"].items() if v - old.get(k, 0) > 0}
     mean_batch = sum(k * v for k, v in sizes.items()) / max(1, sum(sizes.values()))
-    return rate, np.asarray(latencies) * 1e3, mean_batch
+    compute_share = (after["compute_s"] - before["compute_s"]) * rate / (sessions * steps)
+    return rate, np.asarray(latencies) * 1e3, mean_batch, compute_share
 
 
-def throughput(checkpoint: Path, sessions: list[int], steps: int, threads: int, max_wait_ms: float) -> dict[str, Any]:
+def throughput(checkpoint: Path, sessions: list[int], steps: int, threads: int, max_wait_ms: float,
+               rounds: int = 1) -> dict[str, Any]:
     import torch
 
     from agents import make_policy
@@ -149,22 +164,100 @@ def throughput(checkpoint: Path, sessions: list[int], steps: int, threads: int, 
     policy = make_policy("vla", checkpoint=str(checkpoint))
     settings = ServeSettings(port=0, token=secrets.token_hex(8), max_batch=max(sessions), max_wait_ms=max_wait_ms)
     rows = []
-    print(f"{'sessions':>8} {'in-process obs/s':>17} {'server obs/s':>13} {'ratio':>6} {'mean batch':>11} "
-          f"{'latency p50/p95/p99 ms':>24} {'in-process batched obs/s':>25}")
+    print(f"{'round':>5} {'sessions':>8} {'in-process obs/s':>17} {'server obs/s':>13} {'ratio':>6} {'mean batch':>11} "
+          f"{'compute share':>14} {'latency p50/p95/p99 ms':>24} {'in-process batched obs/s':>25}")
     with ServerProcess({"name": "vla", "checkpoint": str(checkpoint)}, settings, threads=threads) as server:
         served_rate(server, 1, 3)  # warm-up
-        for n in sessions:
-            alone = in_process_rate(policy, n, steps)
-            rate, lat, batch = served_rate(server, n, steps)
-            ceiling = in_process_rate(policy, n, steps, batched=True)
-            p50, p95, p99 = np.percentile(lat, [50, 95, 99])
-            rows.append({"sessions": n, "in_process_obs_s": round(alone, 2), "server_obs_s": round(rate, 2),
-                         "ratio": round(rate / alone, 2), "mean_batch": round(batch, 2),
-                         "latency_ms": {"p50": round(p50, 1), "p95": round(p95, 1), "p99": round(p99, 1)},
-                         "in_process_batched_obs_s": round(ceiling, 2)})
-            print(f"{n:>8} {alone:>17.1f} {rate:>13.1f} {rate / alone:>5.2f}x {batch:>11.2f} "
-                  f"{p50:>10.1f} / {p95:5.1f} / {p99:5.1f} {ceiling:>25.1f}", flush=True)
-    return {"rows": rows, "threads": threads, "steps_per_session": steps, "max_wait_ms": max_wait_ms}
+        for r in range(1, rounds + 1):
+            for n in sessions:
+                alone = in_process_rate(policy, n, steps)
+                rate, lat, batch, share = served_rate(server, n, steps)
+                ceiling = in_process_rate(policy, n, steps, batched=True)
+                p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+                rows.append({"round": r, "sessions": n, "in_process_obs_s": round(alone, 2), "server_obs_s": round(rate, 2),
+                             "ratio": round(rate / alone, 2), "mean_batch": round(batch, 2),
+                             "server_compute_share": round(share, 3),
+                             "latency_ms": {"p50": round(p50, 1), "p95": round(p95, 1), "p99": round(p99, 1)},
+                             "in_process_batched_obs_s": round(ceiling, 2)})
+                print(f"{r:>5} {n:>8} {alone:>17.1f} {rate:>13.1f} {rate / alone:>5.2f}x {batch:>11.2f} {share:>13.0%} "
+                      f"{p50:>10.1f} / {p95:5.1f} / {p99:5.1f} {ceiling:>25.1f}", flush=True)
+    medians = {n: float(np.median([row["ratio"] for row in rows if row["sessions"] == n])) for n in sessions}
+    if rounds > 1:
+        print(f"median ratio over {rounds} rounds: " + ", ".join(f"{n} sessions {m:.2f}x" for n, m in medians.items()),
+              flush=True)
+    return {"rows": rows, "median_ratio": {str(n): m for n, m in medians.items()}, "threads": threads,
+            "steps_per_session": steps, "max_wait_ms": max_wait_ms, "rounds": rounds}
+
+
+# ------------------------------------------------------------------ profile
+class PartTimer:
+    """Wall time spent in parts of the model (module forwards, or methods), summed; nested parts are
+    counted in each part that contains them."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._undo: list[Any] = []
+
+    def module(self, name: str, module: Any) -> None:
+        started: list[float] = []
+        pre = module.register_forward_pre_hook(lambda *_: started.append(time.perf_counter()))
+        post = module.register_forward_hook(lambda *_: self._add(name, time.perf_counter() - started.pop()))
+        self._undo += [pre.remove, post.remove]
+
+    def method(self, name: str, owner: Any, attr: str) -> None:
+        inner = getattr(owner, attr)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self._add(name, time.perf_counter() - began)
+
+        setattr(owner, attr, timed)
+        self._undo.append(lambda: delattr(owner, attr))
+
+    def _add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def remove(self) -> None:
+        for undo in self._undo:
+            undo()
+
+
+def profile(checkpoint: Path, sessions: int, steps: int, threads: int) -> dict[str, Any]:
+    """Per observation (ms), where the time of a step goes at batch 1 and at batch `sessions`."""
+    import torch
+
+    from agents import make_policy
+
+    torch.set_num_threads(threads)
+    policy = make_policy("vla", checkpoint=str(checkpoint))
+    backbone = policy.model.backbone
+    timer = PartTimer()
+    timer.method("preprocess", backbone, "pixel_inputs")
+    for module in backbone.vision_modules:
+        timer.module("vision", module)
+    timer.module("language model", backbone.language_model)
+    timer.method("head", policy.model.head, "step_batch")
+    parts = ("preprocess", "vision", "language model", "head")
+    out: dict[str, Any] = {}
+    print(f"{'':>22} " + " ".join(f"{p:>15}" for p in (*parts, "rest", "total")) + f" {'obs/s':>7}")
+    try:
+        for label, batched in (("batch 1 (agent.step)", False), (f"batch {sessions} (one call)", True)):
+            in_process_rate(policy, sessions, 4, batched)  # warm-up
+            timer.seconds.clear()
+            rate = in_process_rate(policy, sessions, steps, batched)
+            n = sessions * steps
+            ms = {p: timer.seconds.get(p, 0.0) / n * 1e3 for p in parts}
+            ms["total"] = 1e3 / rate
+            ms["rest"] = ms["total"] - sum(ms[p] for p in parts)
+            out[label] = {k: round(v, 3) for k, v in ms.items()} | {"obs_s": round(rate, 1)}
+            print(f"{label:>22} " + " ".join(f"{ms[p]:>12.2f} ms" for p in (*parts, "rest", "total")) + f" {rate:>7.1f}",
+                  flush=True)
+    finally:
+        timer.remove()
+    return out
 
 
 # ------------------------------------------------------------------ end to end
@@ -253,9 +346,14 @@ def end_to_end(checkpoint: Path, trained: bool, chains: int, ep_len: int, worker
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("throughput", "e2e", "both"), default="both")
+    parser.add_argument("--part", choices=("throughput", "e2e", "both", "profile"), default="both",
+                        help="both: throughput and e2e; profile: where a step's time goes (not part of both)")
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    parser.add_argument("--steps", type=int, default=24, help="observations per session (throughput)")
+    parser.add_argument("--steps", type=int, default=24, help="observations per session (throughput, profile)")
+    parser.add_argument("--batch", type=int, default=8, help="profile: the sessions stepped together")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="throughput: measure every row this many times (the ratio moves with other jobs' load; "
+                             "the median ratio is printed)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the model, in-process and in the server")
     parser.add_argument("--max-wait-ms", type=float, default=20.0,
                         help="the server's max_wait_ms (default: server=auto's; at 5, configs/serve.yaml's, clients on a "
@@ -276,9 +374,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tiny = tiny_vla_checkpoint(Path(tmp) / "tiny_vla")
         if args.part in ("throughput", "both"):
-            print(f"\nthroughput: untrained tiny VLA (tiny_idefics3, LSTM head, window 8, chunk 10), "
-                  f"{args.steps} observations per session, {args.threads} torch thread(s)", flush=True)
-            out["throughput"] = throughput(tiny, args.sessions, args.steps, args.threads, args.max_wait_ms)
+            print(f"\nthroughput: untrained tiny VLA (tiny_idefics3, LSTM head, window 8, chunk 10, fp32) on both "
+                  f"sides; the same frames (per session: its own seeded 200x200 rgb_static and robot_obs, {args.steps} "
+                  f"observations, one of {len(INSTRUCTIONS)} instructions); {args.threads} torch thread(s) in this "
+                  f"process and in the server", flush=True)
+            out["throughput"] = throughput(tiny, args.sessions, args.steps, args.threads, args.max_wait_ms, args.rounds)
+        if args.part == "profile":
+            print(f"\nprofile: untrained tiny VLA (tiny_idefics3, LSTM head, window 8, chunk 10, fp32), {args.batch} "
+                  f"sessions, {args.steps} observations each, {args.threads} torch thread(s); ms per observation",
+                  flush=True)
+            out["profile"] = profile(tiny, args.batch, args.steps, args.threads)
         if args.part in ("e2e", "both"):
             checkpoint = Path(args.checkpoint) if args.checkpoint else tiny
             what = checkpoint if args.checkpoint else "the untrained tiny VLA (no trained checkpoint given)"

@@ -10,7 +10,7 @@ import torch
 from agents.vla.backbones import BackboneCache
 from agents.vla.model import frame
 from agents.vla.tokens import ActionBins
-from tests.vla_helpers import CHUNK, WINDOW, build_model, make_batch, tiny_dir  # noqa: F401  (fixture)
+from tests.vla_helpers import CHUNK, INSTRUCTIONS, WINDOW, build_model, make_batch, tiny_dir  # noqa: F401  (fixture)
 
 CONTINUOUS = ["mlp", "lstm", "gpt"]
 HEADS = [*CONTINUOUS, "discrete"]
@@ -192,3 +192,27 @@ def test_frame_slices_one_frame(tiny_dir):
 def test_the_non_vlm_baseline_names_what_it_cannot_do(tiny_dir, setting, message):
     with pytest.raises(ValueError, match=f"family=scratch .*{re.escape(message)}"):
         build_model(tiny_dir, "scratch", **setting)
+
+
+@pytest.mark.parametrize("name,history", [("tiny_idefics3", "post"), ("tiny_qwen2_vl", "post"),
+                                          ("tiny_paligemma", "post"), ("tiny_kosmos2", "interleaved")])
+def test_inference_runs_the_last_layer_on_the_lrn_rows_only_with_the_same_features(tiny_dir, name, history):
+    """Without gradients, the last decoder layer's queries, attention output and MLP run on the [LRN]
+    positions alone (BackboneAdapter.last_layer_rows); the features are those of the full run (padded
+    prompts of different lengths, interleaved windows with one [LRN] per frame)."""
+    model = build_model(tiny_dir, name, head="lstm", history=history, gripper=True, proprio=True).eval()
+    batch = make_batch(b=3, w=WINDOW, gripper=True, instructions=INSTRUCTIONS[:3])
+    layer = model.backbone.decoder_layers[-1]
+    mlp = layer.get_submodule(model.backbone.row_local_paths[-1])
+    rows: list[int] = []
+    for linear in (m for m in mlp.modules() if isinstance(m, torch.nn.Linear)):
+        linear.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[:-1].numel()))
+    sequences, lrn_per_sequence = (3 * WINDOW, 1) if history == "post" else (3, WINDOW)
+    with torch.enable_grad():
+        full = model.features(batch)
+    assert rows and all(r > sequences * lrn_per_sequence for r in rows)  # under autograd: every position
+    rows.clear()
+    with torch.no_grad():
+        fast = model.features(batch)
+    assert rows and all(r == sequences * lrn_per_sequence for r in rows)
+    assert (full - fast).abs().max().item() <= 1e-5

@@ -21,8 +21,9 @@ equal lengths).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -52,6 +53,32 @@ def _get(module: nn.Module, path: str) -> Any:
     return module
 
 
+def _find(module: nn.Module, path: str) -> nn.Module | None:
+    """The submodule at `path`, or None where this layer has none (e.g. a cross-attention layer)."""
+    try:
+        found = _get(module, path)
+    except AttributeError:
+        return None
+    return found if isinstance(found, nn.Module) else None
+
+
+def _on_rows(forward: Any, seq: torch.Tensor, pos: torch.Tensor) -> Any:
+    """`forward` of a row-local module (S, T, H) -> (S, T, D), run on the rows (seq[i], pos[i]) only,
+    zeros elsewhere."""
+    def run(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if x.ndim != 3 or x.shape[0] != seq.shape[0]:
+            return forward(x, *args, **kwargs)  # not the (S, T, H) it was set up for: all rows
+        rows = x[seq, pos].flatten(0, 1)
+        n = rows.shape[0]
+        if n == 1:  # one row would take the matrix-vector path, whose rounding on the CPU depends on where the
+            rows = rows.repeat(2, 1)  # weights sit in memory (mmapped safetensors: 8-byte offsets); two rows do not
+        picked = forward(rows, *args, **kwargs)[:n]
+        out = picked.new_zeros((*x.shape[:2], picked.shape[-1]))
+        out[seq, pos] = picked.view(*seq.shape, -1)
+        return out
+    return run
+
+
 @dataclass
 class BackboneCache:
     """State of an incremental (KV-cached) run: the HF cache plus what position ids need of the past."""
@@ -79,6 +106,11 @@ class BackboneAdapter:
     # What separates the generation prompt from the answer text: " " where the chat template's
     # generation prompt ends in a colon ("ASSISTANT:", "Assistant:"), nothing where it ends in a newline.
     answer_separator: ClassVar[str] = ""
+    # The last decoder layer's modules that map each position's hidden state on its own: the attention's
+    # queries and output projection, the MLP (paths relative to the layer). `last_layer_rows` runs them on
+    # the positions whose outputs are read; keys and values still run everywhere (every query attends to
+    # them, a KV cache keeps them).
+    row_local_paths: ClassVar[tuple[str, ...]] = ("self_attn.q_proj", "self_attn.o_proj", "mlp")
 
     def __init__(self, model: nn.Module, processor: Any):
         if model.config.model_type not in self.model_types:
@@ -130,6 +162,32 @@ class BackboneAdapter:
     @property
     def lm_head(self) -> nn.Module:
         return self.model.get_output_embeddings()
+
+    @contextmanager
+    def last_layer_rows(self, rows: torch.Tensor | None) -> Iterator[None]:
+        """Within the block, the last decoder layer's row-local modules (`row_local_paths`) run on the
+        positions `rows` (S, K) of each sequence only, and give zeros elsewhere: the last hidden states are
+        then right at `rows` and meaningless everywhere else. For inference that reads a few positions (the
+        [LRN] features): with ~40 tokens per frame, this skips most of the last layer's work. Not under
+        autograd (a checkpointed layer recomputed in backward would run without it). `rows=None`: as usual."""
+        if rows is None or not self.row_local_paths:
+            yield
+            return
+        if torch.is_grad_enabled():
+            raise RuntimeError("last_layer_rows is for inference: run it under torch.no_grad()/inference_mode()")
+        layer = self.decoder_layers[-1]
+        modules = [m for m in (_find(layer, p) for p in self.row_local_paths) if m is not None]
+        seq = torch.arange(rows.shape[0], device=rows.device).unsqueeze(1).expand_as(rows)
+        saved = [m.__dict__.get("forward") for m in modules]  # an instance-level forward (hooks) comes back after
+        for m in modules:
+            m.forward = _on_rows(m.forward, seq, rows)
+        try:
+            yield
+        finally:
+            for m, forward in zip(modules, saved):
+                del m.forward
+                if forward is not None:
+                    m.forward = forward
 
     # ---------------------------------------------------------------- text
     def format_text(self, prompt: str, n_images: int) -> str:
@@ -211,11 +269,11 @@ class BackboneAdapter:
         x = frames.permute(0, 3, 1, 2)
         if (h, w) != tuple(x.shape[-2:]):  # frames stored at the input size (shards converted with --resize) skip this
             x = resize_frames(x, (h, w), mode)
-        x = x.float()
+        x = x.float()  # this call's own tensor (a copy of uint8, or the resize's output): normalised in place
         if crop is not None:
             top, left = (h - crop[0]) // 2, (w - crop[1]) // 2
             x = x[..., top : top + crop[0], left : left + crop[1]]
-        return (x * rescale - mean.to(x.device)) / std.to(x.device)
+        return x.mul_(rescale).sub_(mean.to(x.device)).div_(std.to(x.device))
 
     def pixel_inputs(self, images: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """`images[j]`: uint8 (S, H_j, W_j, 3), the j-th image of each of S sequences -> model kwargs."""
@@ -453,6 +511,7 @@ class Kosmos2Adapter(BackboneAdapter):
     language_model_path = "text_model.model"
     final_norm_path = "layer_norm"
     vision_paths = ("vision_model", "image_to_text_projection")
+    row_local_paths = ("self_attn.q_proj", "self_attn.out_proj", "ffn")
 
     @classmethod
     def load_processor(cls, path):
@@ -616,6 +675,7 @@ class ScratchAdapter(BackboneAdapter):
     model_types = ("vla_scratch",)
     language_model_path = "language_model"
     vision_paths = ("vision_model",)
+    row_local_paths = ()  # a GRU: every position's output feeds the next
 
     @classmethod
     def check_config(cls, cfg):

@@ -208,11 +208,8 @@ class VLAModel(nn.Module):
         t = max(len(s) for s in seqs)
         device = batch["rgb_static"].device
         pad = self.backbone.tokenizer.pad_token_id or 0
-        input_ids = torch.full((len(seqs), t), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), t), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            input_ids[i, : len(s)] = torch.tensor(s)
-            mask[i, : len(s)] = 1
+        input_ids = torch.tensor([s + [pad] * (t - len(s)) for s in seqs], dtype=torch.long)
+        mask = (torch.arange(t) < torch.tensor([len(s) for s in seqs]).unsqueeze(1)).long()
         lrn_index = torch.tensor(lrn, dtype=torch.long)
         prefix = None
         if self.backbone.prefix_lm and not interleaved:  # image + prompt + [LRN] bidirectional, actions causal
@@ -221,8 +218,10 @@ class VLAModel(nn.Module):
         return TokenBatch(input_ids.to(device), mask.to(device), lrn_index.to(device), prefix)
 
     def _run(self, batch: Batch, action_bins: torch.Tensor | None = None, cache: BackboneCache | None = None,
-             continuing: bool = False) -> tuple[torch.Tensor, TokenBatch]:
-        """Backbone hidden states (S, T, H) of the batch's sequences."""
+             continuing: bool = False, lrn_only: bool = False) -> tuple[torch.Tensor, TokenBatch]:
+        """Backbone hidden states (S, T, H) of the batch's sequences. `lrn_only` (read where no gradient
+        is needed): only the [LRN] positions' states are computed in full (`BackboneAdapter.last_layer_rows`),
+        the others are not meant to be read."""
         tokens = self._tokens(batch, action_bins, continuing)
         pixels = self.backbone.pixel_inputs(self._image_slots(batch))
         proprio = None
@@ -232,7 +231,8 @@ class VLAModel(nn.Module):
         if cache is not None and not unpadded:
             raise ValueError("cached backbone calls need sequences of equal length (no padding)")
         attention_mask = None if unpadded else tokens.attention_mask  # no mask to build when nothing is padded
-        with self.embed.inject(self.proprio_id, proprio):
+        rows = tokens.lrn_index if lrn_only and not torch.is_grad_enabled() else None
+        with self.embed.inject(self.proprio_id, proprio), self.backbone.last_layer_rows(rows):
             hidden = self.backbone.forward(tokens.input_ids, attention_mask, pixels, tokens.prefix_mask, cache)
         return hidden, tokens
 
@@ -240,7 +240,7 @@ class VLAModel(nn.Module):
     def features(self, batch: Batch, cache: BackboneCache | None = None, continuing: bool = False) -> torch.Tensor:
         """The [LRN] feature of every frame: (B, W, H)."""
         b, w = self._check(batch, need_actions=False)
-        hidden, tokens = self._run(batch, cache=cache, continuing=continuing)
+        hidden, tokens = self._run(batch, cache=cache, continuing=continuing, lrn_only=True)
         return _gather(hidden, tokens.lrn_index).reshape(b, w, -1)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -289,7 +289,7 @@ class VLAModel(nn.Module):
         Sequences must have equal lengths. With `cache` (interleaved), the frame and its decoded action
         tokens are appended to it."""
         cache = BackboneCache() if cache is None else cache
-        hidden, _ = self._run(batch, cache=cache, continuing=continuing)
+        hidden, _ = self._run(batch, cache=cache, continuing=continuing, lrn_only=True)
         h = hidden[:, -1]  # [LRN] closes every prompt
         bins = []
         for k in range(self.n_action_tokens):
