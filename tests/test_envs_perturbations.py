@@ -98,8 +98,10 @@ def test_levels_are_parsed_strictly_and_the_camera_needs_the_builtin_scene():
         def close(self) -> None:
             self.inner.close()
 
-    with pytest.raises(ValueError, match="camera axis needs the built-in scene"):
-        PerturbedEnv(FixedCamera(), Perturbations(camera=1))
+    fixed = FixedCamera()
+    with pytest.raises(ValueError, match="env.perturb.camera: the builtin backend does not support this axis"):
+        PerturbedEnv(fixed, Perturbations(camera=1))
+    assert fixed.inner.cid is None  # a refused axis leaves no env open
 
 
 def test_blur_keeps_a_flat_image_and_smooths_an_edge():

@@ -70,6 +70,13 @@ def test_distractors_that_do_not_fit_name_the_scene():
         place_distractors(replace(crowded, sample_table=((-0.2, 0.44), (-0.15, -0.03))), 4, np.random.default_rng(0))
 
 
+def test_a_scene_without_room_for_the_distractors_is_an_error_that_leaves_no_env_open():
+    env = BuiltinEnv(scene="A", cameras=())
+    with pytest.raises(ValueError, match="scene A's table"):
+        PerturbedEnv(env, Perturbations(distractors=3))
+    assert env.cid is None
+
+
 def test_block_position_moves_table_blocks_off_their_slots_only(plain):
     layout = get_layout("D")
     for level in (1, 3):

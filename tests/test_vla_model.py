@@ -195,7 +195,8 @@ def test_the_non_vlm_baseline_names_what_it_cannot_do(tiny_dir, setting, message
 
 
 @pytest.mark.parametrize("name,history", [("tiny_idefics3", "post"), ("tiny_qwen2_vl", "post"),
-                                          ("tiny_paligemma", "post"), ("tiny_kosmos2", "interleaved")])
+                                          ("tiny_paligemma", "post"), ("tiny_kosmos2", "interleaved"),
+                                          ("tiny_llava", "post"), ("tiny_mllama", "post")])
 def test_inference_runs_the_last_layer_on_the_lrn_rows_only_with_the_same_features(tiny_dir, name, history):
     """Without gradients, the last decoder layer's queries, attention output and MLP run on the [LRN]
     positions alone (BackboneAdapter.last_layer_rows); the features are those of the full run (padded

@@ -169,7 +169,8 @@ class BackboneAdapter:
         positions `rows` (S, K) of each sequence only, and give zeros elsewhere: the last hidden states are
         then right at `rows` and meaningless everywhere else. For inference that reads a few positions (the
         [LRN] features): with ~40 tokens per frame, this skips most of the last layer's work. Not under
-        autograd (a checkpointed layer recomputed in backward would run without it). `rows=None`: as usual."""
+        autograd (a checkpointed layer recomputed in backward would run without it). `rows=None`: as usual.
+        It patches the shared modules' `forward`: one caller at a time (the server steps on one thread)."""
         if rows is None or not self.row_local_paths:
             yield
             return
@@ -177,6 +178,9 @@ class BackboneAdapter:
             raise RuntimeError("last_layer_rows is for inference: run it under torch.no_grad()/inference_mode()")
         layer = self.decoder_layers[-1]
         modules = [m for m in (_find(layer, p) for p in self.row_local_paths) if m is not None]
+        if not modules:  # renamed modules (another transformers release, a new family) would lose the speed-up unseen
+            raise RuntimeError(f"{type(self).__name__}: the last decoder layer ({type(layer).__name__}) has none of "
+                               f"row_local_paths {self.row_local_paths}; name its modules or opt out with ()")
         seq = torch.arange(rows.shape[0], device=rows.device).unsqueeze(1).expand_as(rows)
         saved = [m.__dict__.get("forward") for m in modules]  # an instance-level forward (hooks) comes back after
         for m in modules:

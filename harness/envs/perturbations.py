@@ -95,7 +95,6 @@ LANGUAGE_LEVEL_NAMES = ("none", "paraphrase", "paraphrase + word order", "paraph
 CAMERA_DEG_PER_CM = 0.25
 ENV_AXES = ("action_noise", "camera", "image_noise", "blur", "start_pose", *APPEARANCE_AXES,  # the env's random draws, per chain
             "distractors", "block_position")
-BLOCK_AXES = ("friction", "mass")  # the env's fixed changes; latency and language: the rollout's
 FURNITURE_AXES = ("furniture_friction", "furniture_mass", "furniture_damping")
 ROLLOUT_AXES = ("latency", "language")  # applied by the evaluation's rollout, not by the env
 SCENE_LOOK_AXES = ("distractors", "block_colors")  # scene axes a picture shows that the recorded states do not
@@ -197,25 +196,18 @@ class PerturbedEnv:
     """An env (any backend) with the env-side axes of `perturbations` applied; everything else passes through."""
 
     def __init__(self, env: Env, perturbations: Perturbations) -> None:
-        if perturbations.camera and not hasattr(env, "set_static_view"):
-            env.close()
-            raise ValueError(f"env.perturb.camera: the {env.description.backend} backend cannot move its static "
-                             "camera; the camera axis needs the built-in scene (env.backend=builtin)")
-        if any(getattr(perturbations, a) for a in APPEARANCE_AXES) and not hasattr(env, "set_appearance"):
-            env.close()
-            raise ValueError(f"env.perturb.light/color/texture: the {env.description.backend} backend cannot change "
-                             "its scene's appearance; these axes need the built-in scene (env.backend=builtin)")
-        if (perturbations.friction or perturbations.mass) and not hasattr(env, "scale_block_dynamics"):
-            env.close()
-            raise ValueError(f"env.perturb.friction/mass: the {env.description.backend} backend cannot change its "
-                             "blocks' dynamics; these axes need the built-in scene (env.backend=builtin)")
         self.env, self.perturbations = env, perturbations
-        if perturbations.friction or perturbations.mass:
-            env.scale_block_dynamics(friction=AXES["friction"].value(perturbations.friction) or 1.0,
-                                     mass=AXES["mass"].value(perturbations.mass) or 1.0)
-        apply_fixed_axes(env, perturbations)
-        self.description = replace(env.description, perturbations=perturbations.describe())
-        self.new_chain(0)
+        try:  # an axis the backend cannot take, or a scene with no room for it, leaves no env open
+            check_backend_supports(env, perturbations)
+            if perturbations.friction or perturbations.mass:
+                env.scale_block_dynamics(friction=AXES["friction"].value(perturbations.friction) or 1.0,
+                                         mass=AXES["mass"].value(perturbations.mass) or 1.0)
+            apply_fixed_axes(env, perturbations)
+            self.description = replace(env.description, perturbations=perturbations.describe())
+            self.new_chain(0)
+        except BaseException:
+            env.close()
+            raise
         self.start_pending = False  # only a chain's start is moved, never a state restored for a video
 
     def new_chain(self, seed: int) -> None:
@@ -303,17 +295,26 @@ class PerturbedEnv:
         )
 
 
-def apply_fixed_axes(env: Env, perturbations: Perturbations) -> None:
-    """The axes that change the scene once, when the env is built: block colours, the distractors' bodies and
-    the furniture's dynamics (built-in scene). An env that cannot is an error naming the axis and the backend."""
+# The env method each env-side axis needs: a backend without it cannot take the axis.
+BACKEND_METHODS = {"camera": "set_static_view", **{axis: "set_appearance" for axis in APPEARANCE_AXES},
+                   "friction": "scale_block_dynamics", "mass": "scale_block_dynamics",
+                   "block_colors": "permute_block_colors", "distractors": "add_distractors",
+                   **{axis: "set_furniture_dynamics" for axis in FURNITURE_AXES}}
+
+
+def check_backend_supports(env: Env, perturbations: Perturbations) -> None:
+    """An error naming the first axis on that `env`'s backend cannot apply."""
     levels = perturbations.levels()
-    needs = {"block_colors": "permute_block_colors", "distractors": "add_distractors",
-             **{axis: "set_furniture_dynamics" for axis in FURNITURE_AXES}}
-    for axis, method in needs.items():
+    for axis, method in BACKEND_METHODS.items():
         if levels[axis] and not hasattr(env, method):
-            env.close()
             raise ValueError(f"env.perturb.{axis}: the {env.description.backend} backend does not support this "
                              "axis; it needs the built-in scene (env.backend=builtin)")
+
+
+def apply_fixed_axes(env: Env, perturbations: Perturbations) -> None:
+    """The axes that change the scene once, when the env is built: block colours, the distractors' bodies and
+    the furniture's dynamics (built-in scene; check_backend_supports first)."""
+    levels = perturbations.levels()
     if perturbations.block_colors:
         env.permute_block_colors(COLOR_PERMUTATIONS[perturbations.block_colors])
     if perturbations.distractors:

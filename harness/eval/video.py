@@ -308,8 +308,11 @@ class VideoRenderer:
         """The rendering env (built on first use) with the visual perturbations of the trace's chain."""
         if self.env is None:
             self.env = self.env_cfg.build(cameras=("static",))
-        if hasattr(self.env, "new_chain"):
-            self.env.new_chain(meta.get("seed", meta["index"]))  # traces written before seeds were kept: seed 0
+        if hasattr(self.env, "new_chain"):  # a perturbed env: the chain's draws come from its seed
+            if "seed" not in meta:
+                raise ValueError(f"chain {meta['index']}'s trace has no seed (written before traces kept it): "
+                                 "its perturbed video cannot show what the policy saw")
+            self.env.new_chain(meta["seed"])
         return self.env
 
     def try_render(self, job: VideoJob) -> VideoOutcome:
