@@ -22,7 +22,7 @@ Modules:
     sweep.py            a hydra multirun's results -> sweep.csv + sweep.md
     curve.py            a run's learning curve: its checkpoints evaluated against their training time
     study.py            the structure study: model structures under one CPU budget -> study.csv + study.md
-    tables.py           results tables as CSV + Markdown (sweep, study)
+    tables.py           results tables as CSV + Markdown (sweep, curve, study)
 
 Names are exported lazily, so importing this package imports neither torch nor transformers.
 """

@@ -1,5 +1,5 @@
-"""Results tables as CSV (every column, raw values) + Markdown (formatted cells): a sweep's (sweep.py) and the
-structure study's (study.py)."""
+"""Results tables as CSV (every column, raw values) + Markdown (formatted cells): a sweep's (sweep.py), a learning
+curve's (curve.py) and the structure study's (study.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence[Any]])
         writer.writerows(rows)
 
 
-def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    """The lines of a Markdown table of already formatted cells."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[str]], align: str = "---") -> list[str]:
+    """The lines of a Markdown table of already formatted cells (align "---:": right-aligned columns)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + f"{align}|" * len(columns)]
     return lines + ["| " + " | ".join(cells) + " |" for cells in rows]
