@@ -74,6 +74,11 @@ def test_rows_run_one_by_one_resume_and_refuse_incomparable_settings(shards, tmp
     assert "| decoder_one_step | decoder-only VLM | one-step | continuous (MLP) |" in markdown
     assert "| scratch_policy_head | no VLM (from scratch) | policy head | continuous (LSTM) |" in markdown
 
+    # more chains asked: a row evaluated on fewer says so until it is extended
+    S.claim(_settings(shards, out, num_chains=2))
+    S.write_study_table(_settings(shards, out, num_chains=2), "test")
+    assert "evaluated on 8 episodes, 1 chains" in (out / S.MARKDOWN).read_text()
+
     # another budget, or a row's overrides changed: refused before anything is touched
     with pytest.raises(S.StudyError, match="budget_cpu_s: 1.0 -> 2.0"):
         S.run_study(_settings(shards, out, budget_cpu_s=2.0), "test")

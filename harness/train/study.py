@@ -254,7 +254,10 @@ def collect(settings: StudySettings) -> list[dict[str, Any]]:
     for name in (r.name for r in ROWS if r.name in settings.rows):
         done = row_dir(settings, name) / ROW_DONE
         if done.is_file():
-            rows.append(json.loads(done.read_text()))
+            numbers = json.loads(done.read_text())
+            if not _row_evaluated(numbers, settings):  # evaluated before with other sizes: extended when it runs
+                numbers["status"] = f"evaluated on {numbers['single_task_episodes']} episodes, {numbers['chains']} chains"
+            rows.append(numbers)
         else:
             row = ROWS_BY_NAME[name]
             rows.append({**{k: v for k, v in asdict(row).items() if k != "overrides"},
