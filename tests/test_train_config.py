@@ -49,6 +49,7 @@ def test_every_config_group_composes_and_round_trips(dataset, tmp_path):
     (["+data.window_size=5"], "data.window_size is now model.window_size (the data's windows follow the model)"),
     (["+model.fwd_pred_next_n=5"], "model: set chunk_size or its alias fwd_pred_next_n, not both"),
     (["trainer.max_steps=ten"], "trainer.max_steps must be an integer, got 'ten'"),
+    (["trainer.max_cpu_s=0"], "trainer.max_cpu_s must be > 0 CPU seconds (or null for no budget), got 0"),
     (["init_from=/no/such/checkpoint"], "init_from: checkpoint folder /no/such/checkpoint does not exist"),
     (["resume=yes"], "resume: expected auto, never or a checkpoint folder; yes is none of them"),
 ])

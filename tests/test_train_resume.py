@@ -95,3 +95,34 @@ def test_trainer_state_loads_without_unpickling(uninterrupted, monkeypatch):
     meta, optimizer = load_trainer_state(uninterrupted / "checkpoints" / "last")
     assert meta["step"] == 40 and meta["data"]["epoch"] == 1 and len(meta["rng"]) == 1
     assert optimizer["state"] and all("exp_avg" in s for s in optimizer["state"].values())
+
+
+def test_a_cpu_budget_stopped_and_resumed_spends_the_same_budget(dataset, tmp_path, monkeypatch):
+    """trainer.max_cpu_s: training stops at the step whose CPU seconds reach the budget, and a run interrupted
+    after a checkpoint continues with the CPU seconds it had spent, not a fresh budget. A fake CPU clock makes
+    each step cost exactly 0.5 s, so the step counts are exact."""
+    from harness.train import trainer as T
+    from harness.train.metrics import StepTimer
+
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(StepTimer, "cpu_clock", staticmethod(lambda: next(ticks) * 0.5))  # start, stop: +0.5 a step
+    run = ("trainer.max_steps=40", "trainer.max_cpu_s=5", "trainer.ckpt_every=2", "trainer.val_every=0")
+    original = T._Saver.__call__
+
+    def killed_after_step_4(self, step, best):
+        folder = original(self, step, best)
+        if step == 4:
+            raise KeyboardInterrupt("killed after step 4's checkpoint")
+        return folder
+
+    out = tmp_path / "budget"
+    monkeypatch.setattr(T._Saver, "__call__", killed_after_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train_here(dataset, out, *run)
+    assert json.loads((out / "checkpoints" / "last" / "trainer_state.json").read_text())["cpu_s"] == 2.0
+    monkeypatch.setattr(T._Saver, "__call__", original)
+    summary = train_here(dataset, out, *run)
+    # a fresh budget after the resume would have stopped at step 4 + 10
+    assert (summary["steps"], summary["train_cpu_s"], summary["stopped_by"]) == (10, 5.0, "max_cpu_s")
+    assert summary["parameters"]["trainable"] <= summary["parameters"]["total"]
+    assert train_here(dataset, out, *run) == summary  # finished: the same command again does nothing

@@ -20,6 +20,9 @@ Modules:
     callbacks.py        validation loss, rollout callback
     metrics.py          metrics.jsonl + TensorBoard, step timing
     sweep.py            a hydra multirun's results -> sweep.csv + sweep.md
+    curve.py            a run's learning curve: its checkpoints evaluated against their training time
+    study.py            the structure study: model structures under one CPU budget -> study.csv + study.md
+    tables.py           results tables as CSV + Markdown (sweep, curve, study)
 
 Names are exported lazily, so importing this package imports neither torch nor transformers.
 """

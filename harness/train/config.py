@@ -80,6 +80,10 @@ class TrainerConfig:
 
     max_steps: int | None = None  # optimizer steps; or
     max_epochs: float | None = 5  # epochs of the action data (set exactly one of the two)
+    # a CPU budget: training also stops after the step at which its steps have used this many CPU seconds
+    # (this process's threads, summed over ranks; kept in checkpoints, so a resumed run spends the rest of
+    # the same budget). DataLoader workers are other processes: num_workers=0 counts data loading too.
+    max_cpu_s: float | None = None
     batch_size: int = 8  # per rank and micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
     global_batch_size: int | None = None  # if set: grad_accum = global / (batch_size * world size), the same on any number of ranks
@@ -106,6 +110,8 @@ class TrainerConfig:
             raise ValueError(f"trainer.max_steps must be >= 1, got {self.max_steps}")
         if self.max_epochs is not None and not self.max_epochs > 0:
             raise ValueError(f"trainer.max_epochs must be > 0, got {self.max_epochs}")
+        if self.max_cpu_s is not None and not self.max_cpu_s > 0:
+            raise ValueError(f"trainer.max_cpu_s must be > 0 CPU seconds (or null for no budget), got {self.max_cpu_s}")
         for name in ("batch_size", "grad_accum", "log_every", "ckpt_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")

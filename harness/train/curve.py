@@ -21,13 +21,13 @@ each as it appears and stops once the run has written its summary and every due 
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 from typing import Any
 
 from harness.train.run_checkpoints import step_name
 from harness.train.metrics import METRICS, read_metrics
+from harness.train.tables import fmt, markdown_table, write_csv
 from harness.train.trainer import SUMMARY
 
 CURVE = "curve"
@@ -89,13 +89,8 @@ def _bounds(score: str, interval: dict[str, float] | None) -> dict[str, float | 
 def write_curve(folder: Path, rows: list[dict[str, Any]]) -> None:
     """curve.csv, curve.md and curve.png of the rows (one per evaluated checkpoint)."""
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    with (folder / "curve.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    fmt = lambda v: "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---:|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    write_csv(folder / "curve.csv", columns, [[r.get(c) for c in columns] for r in rows])
+    lines = markdown_table(columns, [[fmt(r.get(c)) for c in columns] for r in rows], align="---:")
     (folder / "curve.md").write_text("\n".join(lines) + "\n")
     _plot(folder / "curve.png", rows)
 

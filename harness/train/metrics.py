@@ -68,22 +68,31 @@ class MetricsLogger:
 
 class StepTimer:
     """Seconds per training step (data included; validation, saving and rollouts not), the share of it
-    spent waiting for data, and samples per second, since the last report and over the run."""
+    spent waiting for data, and samples per second, since the last report and over the run; and the
+    run's cumulative step seconds, wall and CPU (this process's threads), which checkpoints carry across
+    a resume (`cpu_s`, `wall_s`)."""
+
+    cpu_clock = staticmethod(time.process_time)  # CPU seconds of this process, all threads
 
     def __init__(self) -> None:
-        self.t0 = self.t_data = 0.0
+        self.t0 = self.t_data = self.cpu0 = 0.0
         self.steps = self.samples = 0
         self.busy_s = self.data_s = 0.0
         self.total_samples, self.total_s = 0, 0.0
+        self.cpu_s = self.wall_s = 0.0
 
     def start(self) -> None:
         self.t0 = time.perf_counter()
+        self.cpu0 = self.cpu_clock()
 
     def data_ready(self) -> None:
         self.data_s += time.perf_counter() - self.t0
 
     def stop(self, samples: int) -> None:
-        self.busy_s += time.perf_counter() - self.t0
+        wall = time.perf_counter() - self.t0
+        self.busy_s += wall
+        self.wall_s += wall
+        self.cpu_s += self.cpu_clock() - self.cpu0
         self.steps += 1
         self.samples += samples
 

@@ -2,7 +2,8 @@
 
     trainer_state.safetensors   the optimizer's tensors, keyed "optimizer/<parameter name>/<statistic>"
     trainer_state.json          step, data position, scheduler, GradScaler, every rank's RNG states
-                                (python, numpy, torch CPU and CUDA), best metric, the optimizer's param
+                                (python, numpy, torch CPU and CUDA), best metric, the training steps' CPU
+                                seconds (all ranks) and wall seconds (trainer.max_cpu_s), the optimizer's param
                                 groups (parameter names, hyper-parameters) and non-tensor statistics
 
 The optimizer state is keyed by parameter name, not position, and checked against the optimizer it is

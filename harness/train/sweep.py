@@ -13,7 +13,6 @@ run's are named, because a few rollout episodes rarely separate close runs.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+
+from harness.train.tables import fmt, interval_text, markdown_table, write_csv
 
 CSV, MARKDOWN = "sweep.csv", "sweep.md"
 
@@ -70,18 +71,9 @@ def best_run(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return min(by_loss, key=lambda r: r["val_loss"]) if by_loss else None
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def _score_text(row: dict[str, Any]) -> str:
     """'3.1 [2.9, 3.3]': the rollout score and its interval (runs logged before intervals: the score alone)."""
-    low, high = row["rollout_score_ci_low"], row["rollout_score_ci_high"]
-    return _fmt(row["rollout_score"]) + (f" [{low:.4g}, {high:.4g}]" if low is not None and high is not None else "")
+    return interval_text(row["rollout_score"], row["rollout_score_ci_low"], row["rollout_score_ci_high"])
 
 
 def not_separated(rows: list[dict[str, Any]], best: dict[str, Any]) -> list[dict[str, Any]]:
@@ -109,15 +101,12 @@ def write_sweep_table(sweep_dir: str | Path) -> Path:
     axes = swept_keys(rows)
     metrics = ["status", "steps", "val_loss", "rollout_score", "samples_per_s"]
     csv_metrics = ["status", "steps", "val_loss", "rollout_score", "rollout_score_ci_low", "rollout_score_ci_high", "samples_per_s"]
-    with (sweep_dir / CSV).open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["run", *axes, *csv_metrics, "best"])
-        for r in rows:
-            writer.writerow([r["run"], *(r["overrides"].get(k, "") for k in axes), *(r[c] for c in csv_metrics), r is best])
+    write_csv(sweep_dir / CSV, ["run", *axes, *csv_metrics, "best"],
+              [[r["run"], *(r["overrides"].get(k, "") for k in axes), *(r[c] for c in csv_metrics), r is best] for r in rows])
     lines = [f"# Sweep {sweep_dir}", ""]
     if best is not None:
         by_rollout = best["best_metric"] == "rollout_success" and best["rollout_score"] is not None
-        value = f"rollout score {_score_text(best)}" if by_rollout else f"val loss {_fmt(best['val_loss'])}"
+        value = f"rollout score {_score_text(best)}" if by_rollout else f"val loss {fmt(best['val_loss'])}"
         setting = " ".join(f"{k}={best['overrides'].get(k, '-')}" for k in axes)
         lines += [f"Best run: **{best['run']}** (`{setting}`), {value}", ""]
         close = not_separated(rows, best) if by_rollout else []
@@ -126,14 +115,14 @@ def write_sweep_table(sweep_dir: str | Path) -> Path:
                       "Evaluate the checkpoints on more chains and `python -m harness.eval compare` them.", ""]
     else:
         lines += ["Best run: none (no run finished with a validation loss)", ""]
-    columns = ["run", *axes, *metrics]
-    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    table = []
     for r in rows:
         cells = [r["run"], *(r["overrides"].get(k, "-") for k in axes),
-                 *(_score_text(r) if c == "rollout_score" else _fmt(r[c]) for c in metrics)]
+                 *(_score_text(r) if c == "rollout_score" else fmt(r[c]) for c in metrics)]
         if r is best:
             cells[0] = f"**{cells[0]}**"
-        lines.append("| " + " | ".join(cells) + " |")
+        table.append(cells)
+    lines += markdown_table(["run", *axes, *metrics], table)
     path = sweep_dir / MARKDOWN
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -114,11 +114,14 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
     scheduler = build_scheduler(optimizer, cfg.optim, total_steps, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    parameters = {"trainable": sum(p.numel() for p in params), "total": sum(p.numel() for p in model.parameters())}
 
-    # ---- resume: optimizer, schedule, scaler, data position, RNG states; else per-rank randomness
+    # ---- resume: optimizer, schedule, scaler, data position, RNG states, the steps' CPU and wall seconds;
+    # else per-rank randomness
     step, best = 0, None
+    timer = StepTimer()
     if resume_from is not None:
-        step, best = _restore(resume_from, optimizer, net, sharded, scheduler, scaler, stream, dist, tc.seed)
+        step, best = _restore(resume_from, optimizer, net, sharded, scheduler, scaler, stream, dist, tc.seed, timer)
     else:
         seed_all(tc.seed + dist.rank)  # dropout differs per rank; data order and augmentation are seeded apart
     if dist.is_main:
@@ -128,21 +131,22 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
               f"{tc.batch_size * accum * dist.world_size} per step; {steps_per_epoch} steps/epoch; "
               f"{total_steps} steps" + (f"; resuming after step {step} from {resume_from}" if resume_from else ""),
               flush=True)
-    if step >= total_steps and (run_dir / SUMMARY).is_file():  # finished before: nothing to do
+    budget = _CPUBudget(tc.max_cpu_s, timer, dist)
+    if (step >= total_steps or budget.spent()) and (run_dir / SUMMARY).is_file():  # finished before: nothing to do
         return json.loads((run_dir / SUMMARY).read_text()) if dist.is_main else {}
     logger = MetricsLogger(run_dir, dist.is_main, step)
     save = _Saver(cfg, ckpts, model, net, normalizer, optimizer, scheduler, scaler, stream, dist, sharded,
-                  weight_names, total_steps)
+                  weight_names, total_steps, budget)
     autocast = _autocast(tc.precision, device)
     bar = tqdm(total=total_steps, initial=step, desc=cfg.run_name, unit="step", dynamic_ncols=True,
                disable=not (tc.progress and dist.is_main))
     sources = sorted(cfg.sources)
     val_metrics: dict[str, float] = {}
     rollout_metrics: dict[str, float] = {}
-    timer = StepTimer()
+    stopped_by = "max_cpu_s" if budget.spent() else None
 
     # ---- the loop
-    while step < total_steps:
+    while step < total_steps and stopped_by is None:
         timer.start()
         group = [next(stream) for _ in range(accum)]
         timer.data_ready()
@@ -169,7 +173,8 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
         timer.stop(sum(_batch_len(b) for _, b in group) * dist.world_size)
         bar.update(1)
 
-        last = step == total_steps
+        stopped_by = "max_cpu_s" if budget.spent() else "max_steps" if step == total_steps else None
+        last = stopped_by is not None
         if step % tc.log_every == 0 or last:
             record = _train_record(D.all_reduce_sum(sums, dist), totals, cfg, sources, lr, grad_norm, scaler,
                                    stream.epoch)
@@ -210,6 +215,8 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
         "run_name": cfg.run_name, "output_dir": str(run_dir), "overrides": overrides, "steps": step,
         "epochs": round(stream.epoch, 4), "val_loss": val_metrics.get("val/loss"), "val": val_metrics,
         "rollout": rollout_metrics, "best": best, "samples_per_s": timer.mean_rate(),
+        "stopped_by": stopped_by or "max_steps", "train_cpu_s": round(budget.used(), 3), "train_wall_s": round(timer.wall_s, 3),
+        "parameters": parameters,
         "last_checkpoint": str(ckpts.root / "last"), "best_checkpoint": str(ckpts.root / "best") if best else None,
     }
     if dist.is_main:
@@ -230,8 +237,11 @@ def _resume_point(cfg: TrainConfig, ckpts: RunCheckpoints, dist: DistInfo) -> Pa
 
 
 def _restore(folder: Path, optimizer: torch.optim.Optimizer, net: nn.Module, sharded: bool, scheduler: Any,
-             scaler: torch.amp.GradScaler, stream: Any, dist: DistInfo, seed: int) -> tuple[int, dict | None]:
+             scaler: torch.amp.GradScaler, stream: Any, dist: DistInfo, seed: int, timer: StepTimer) -> tuple[int, dict | None]:
     meta, named = load_trainer_state(folder)
+    # the CPU seconds are all ranks' sum: rank 0 carries them on (checkpoints before these keys: 0)
+    timer.cpu_s = float(meta.get("cpu_s", 0.0)) if dist.is_main else 0.0
+    timer.wall_s = float(meta.get("wall_s", 0.0))
     load_optimizer_state(optimizer, net, named, sharded, folder)
     scheduler.load_state_dict(meta["scheduler"])
     if meta["scaler"]:
@@ -245,6 +255,22 @@ def _restore(folder: Path, optimizer: torch.optim.Optimizer, net: nn.Module, sha
             print(f"resuming with {dist.world_size} rank(s) instead of {len(rngs)}: RNG states re-seeded")
         seed_all(seed + dist.rank + 1_000_003 * meta["step"])
     return int(meta["step"]), meta.get("best")
+
+
+@dataclass
+class _CPUBudget:
+    """`trainer.max_cpu_s`: the CPU seconds the training steps have used on all ranks, against the budget.
+    The same answer on every rank (a sum over ranks per step, only when a budget is set)."""
+
+    limit: float | None
+    timer: StepTimer
+    dist: DistInfo
+
+    def used(self) -> float:
+        return float(D.all_reduce_sum(torch.tensor([self.timer.cpu_s]), self.dist)[0])
+
+    def spent(self) -> bool:
+        return self.limit is not None and self.used() >= self.limit
 
 
 @dataclass
@@ -264,11 +290,13 @@ class _Saver:
     sharded: bool
     weight_names: list[str]
     total_steps: int
+    budget: _CPUBudget
 
     def __call__(self, step: int, best: dict | None) -> Path | None:
         weights = full_weights(self.net, self.weight_names) if self.sharded else None
         optim = optimizer_state(self.optimizer, self.net, self.sharded) if (self.sharded or self.dist.is_main) else None
         rngs = D.gather_json(rng_state(), self.dist)
+        cpu_s = self.budget.used()
         prints = D.rank_fingerprints(self.model, self.dist, self.sharded)
         if prints is not None and len(set(prints)) > 1:
             raise RuntimeError(f"step {step}: the ranks' weights differ (fingerprints {prints})")
@@ -276,7 +304,8 @@ class _Saver:
         if self.dist.is_main:
             meta = {"step": step, "total_steps": self.total_steps, "data": self.stream.state_dict(),
                     "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rngs,
-                    "best": best, "world_size": self.dist.world_size, "rank_fingerprints": prints}
+                    "best": best, "world_size": self.dist.world_size, "rank_fingerprints": prints,
+                    "cpu_s": cpu_s, "wall_s": self.budget.timer.wall_s}
             extra = {"data": self.cfg.data.to_dict(), "train": _train_section(self.cfg), "step": step}
 
             def write(d: Path) -> None:
