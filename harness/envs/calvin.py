@@ -149,7 +149,7 @@ class CalvinEnv:
             raise
         self.cameras = tuple(cameras)
         self.exact_reset = bool(exact_reset)
-        self._distractors = DistractorBodies(self._env.cid, ())  # the distractor axis's, if it is on
+        self._distractors: DistractorBodies | None = None  # the distractor axis's bodies, once it adds them
         use_egl = bool(cfg.env.get("use_egl", False))
         self.description = EnvDescription(
             backend="calvin",
@@ -183,7 +183,8 @@ class CalvinEnv:
                 raise ValueError(f"{name} must have shape ({size},), got {np.asarray(values).shape}")
         if self.exact_reset:
             self._clear_carry_over(robot_obs)
-        self._distractors.place()  # calvin_env's reset moves only its own bodies; the distractors stand first
+        if self._distractors is not None:  # calvin_env's reset moves only its own bodies; the distractors stand first
+            self._distractors.place()
         return self._env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
 
     def _clear_carry_over(self, robot_obs: np.ndarray | None) -> None:
@@ -248,7 +249,9 @@ class CalvinEnv:
         self._distractors = DistractorBodies(self._env.cid, kinds)
 
     def set_distractor_poses(self, centres: np.ndarray) -> None:
-        """Where the distractors stand from the next reset on (a chain's draw)."""
+        """Where the distractors stand from the next reset on (a chain's draw; after add_distractors)."""
+        if self._distractors is None:
+            raise RuntimeError("set_distractor_poses before add_distractors: this env has no distractors")
         self._distractors.poses = np.asarray(centres, dtype=np.float64).reshape(-1, 3)
 
     def close(self) -> None:
