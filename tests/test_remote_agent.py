@@ -144,6 +144,29 @@ def test_a_server_slower_than_the_timeout_is_an_agent_error(tmp_path):
     assert "within 0.5 s (agent.timeout_s)" in record["subtasks"][0]["message"]
 
 
+def test_a_server_that_goes_away_during_the_handshake_is_unavailable_and_retried(monkeypatch):
+    """A server killed while a client connects (CI saw it while a killed server came back) can close the socket
+    before the client's request is out: websockets then raises ConnectionClosedError from the handshake rather
+    than a handshake error. That is 'unavailable' (retried until agent.reconnect_timeout_s), never a worker
+    crash. (The race itself cannot be forced from outside websockets, so its exception is raised here.)"""
+    import websockets.exceptions
+    import websockets.sync.client
+
+    from agents.base import AgentUnavailable
+
+    attempts = []
+
+    def closed_during_the_handshake(*args, **kwargs):
+        attempts.append(args[0])
+        raise websockets.exceptions.ConnectionClosedError(None, None)
+
+    monkeypatch.setattr(websockets.sync.client, "connect", closed_during_the_handshake)
+    with pytest.raises(AgentUnavailable, match=r"cannot reach the policy server .*ConnectionClosedError.*"
+                                               r"agent.reconnect_timeout_s"):
+        make_agent("remote", url="ws://127.0.0.1:9", reconnect_timeout_s=0.3)
+    assert len(attempts) >= 2  # retried, not given up on the first close
+
+
 def test_a_served_agent_that_reads_the_layout_is_bound_to_the_clients_scene():
     """A server has no env: make_policy binds the scripted expert to the scene its clients' env is in (the
     evaluation's server=on passes env.scene), as the env would (`bind_env`)."""

@@ -24,7 +24,8 @@ hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+# PYTHONFAULTHANDLER: a process that aborts (SIGABRT from C++) prints its Python threads' stacks first
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
 
 # A ~0.1M-parameter tiny LLaVA (32 px images: 4 image tokens), window 4, chunk 2 (so the action masks of
 # windows at segment ends differ), no augmentation or dropout, fp32 on CPU, no DataLoader workers.
@@ -78,8 +79,17 @@ def run_cli(args: list[str], torchrun: int = 0, timeout: float = 300,
                 "--master_port", str(free_port()), "--master_addr", "127.0.0.1"] if torchrun else [sys.executable]
     proc = subprocess.run([*launcher, "-m", "harness.train", *args], cwd=ROOT, env={**ENV, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.returncode == 0, _failure_report(proc)
     return proc
+
+
+def _failure_report(proc: subprocess.CompletedProcess) -> str:
+    """What a failed run printed: first the lines that name an error anywhere in stderr (a rank that aborts
+    prints its C++ reason long before torchrun's summary, which alone fills the tail), then both tails."""
+    marks = ("terminate called", "what():", "Error", "error:", "Abort", "Fatal", "Killed")
+    named = [line for line in proc.stderr.splitlines() if any(m in line for m in marks)]
+    return ("\n".join(list(dict.fromkeys(named))[:40]) + "\n--- stdout tail ---\n" + proc.stdout[-3000:]
+            + "\n--- stderr tail ---\n" + proc.stderr[-3000:])
 
 
 def free_port() -> int:

@@ -72,7 +72,9 @@ class Channel:
             if status in (401, 403):
                 raise PermissionError(f"the policy server at {self.url} refused the token (HTTP {status}; agent.token)") from None
             raise AgentUnavailable(f"the policy server at {self.url} answered HTTP {status} instead of a WebSocket") from None
-        except (OSError, TimeoutError, websockets.exceptions.InvalidHandshake) as e:
+        except (OSError, TimeoutError, websockets.exceptions.InvalidHandshake,
+                websockets.exceptions.ConnectionClosed) as e:
+            # ConnectionClosed: the server went away during the handshake (e.g. killed while restarting)
             raise AgentUnavailable(f"cannot reach the policy server at {self.url}: {type(e).__name__}: {e}") from None
         return self.greet()
 
