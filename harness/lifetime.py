@@ -38,3 +38,23 @@ def sigterm_exits() -> None:
         sys.exit(SIGTERM_EXIT_STATUS)
 
     signal.signal(signal.SIGTERM, exit_now)
+
+
+def exit_without_teardown(status: int = 0) -> None:
+    """End a torchrun rank that has finished its work and shut its process group down, skipping the
+    interpreter's and C++ libraries' teardown.
+
+    A gloo rank whose run had completed (its checkpoint and summary written, the process group destroyed)
+    sometimes aborted during interpreter finalization ("terminate called without an active exception",
+    SIGABRT, no Python frame left: a thread inside torch's C++ runtime destroyed while still joinable), so
+    torchrun reported a finished run as failed. Nothing of ours is left to clean up at that point; stdout,
+    stderr and logging are flushed here, then the process ends at once."""
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken
+            pass
+    os._exit(status)

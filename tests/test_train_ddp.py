@@ -49,3 +49,26 @@ def test_two_ranks_train_vision_language_batches(dataset, tmp_path, stage):
     prints = _state(out, 2)["rank_fingerprints"]
     assert len(prints) == 2 and prints[0] == prints[1]
     assert any("val/vqa_accuracy" in r for r in metrics(out))
+
+
+def test_a_finished_rank_exits_at_once_with_its_output_flushed(tmp_path):
+    """`exit_without_teardown` (how a finished torchrun rank of harness.train ends): what was printed but
+    not yet flushed, to a pipe and through logging, reaches the reader, and the exit status is the one given;
+    atexit handlers (the teardown it skips) do not run."""
+    import subprocess
+    import sys
+
+    from tests.train_helpers import ENV, ROOT
+
+    script = ("import atexit, logging, sys\n"
+              "from harness.lifetime import exit_without_teardown\n"
+              "logging.basicConfig(stream=sys.stderr, level=logging.INFO)\n"
+              "atexit.register(lambda: print('teardown ran'))\n"
+              "print('summary written', end='')\n"
+              "logging.getLogger('train').info('done')\n"
+              "exit_without_teardown(3)\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 3
+    assert proc.stdout == "summary written"  # flushed, and no atexit handler ran after it
+    assert "INFO:train:done" in proc.stderr

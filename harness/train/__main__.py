@@ -13,6 +13,8 @@ from omegaconf import DictConfig
 
 from harness.config_errors import config_errors, exit_on_config_error, resolve_config
 from harness.hydra_app import hydra_app, reject_renamed
+from harness.lifetime import exit_without_teardown
+from harness.ranks import dist_from_env
 from harness.train.config import RENAMED, TrainConfig, store_train_defaults
 from harness.train.trainer import train
 
@@ -32,6 +34,8 @@ def main() -> None:
         reject_renamed(sys.argv[1:], RENAMED)
     store_train_defaults()
     train_app()
+    if dist_from_env().active:  # a torchrun rank, done and its process group shut down (harness.lifetime)
+        exit_without_teardown(0)
 
 
 if __name__ == "__main__":
