@@ -51,7 +51,7 @@ def test_two_ranks_train_vision_language_batches(dataset, tmp_path, stage):
     assert any("val/vqa_accuracy" in r for r in metrics(out))
 
 
-def test_a_finished_rank_exits_at_once_with_its_output_flushed(tmp_path):
+def test_a_finished_rank_exits_at_once_with_its_output_flushed():
     """`exit_without_teardown` (how a finished torchrun rank of harness.train ends): what was printed but
     not yet flushed, to a pipe and through logging, reaches the reader, and the exit status is the one given;
     atexit handlers (the teardown it skips) do not run."""
