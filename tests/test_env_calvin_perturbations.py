@@ -3,6 +3,7 @@ and the furniture's dynamics through PyBullet on calvin_env's own client; the sc
 
 from __future__ import annotations
 
+from contextlib import closing
 import numpy as np
 import pybullet as p
 import pytest
@@ -54,20 +55,19 @@ def test_camera_axis_moves_calvins_static_camera_not_the_physics():
 
 def test_block_and_furniture_dynamics_on_calvin():
     """The dynamics as set on calvin_env's bodies, and the drawer moved otherwise by the same actions."""
-    env = EnvConfig(**CALVIN, perturb=Perturbations(friction=1, mass=2, furniture_mass=1)).build(cameras=())
-    plain = EnvConfig(**CALVIN).build(cameras=())
-    try:
-        for a, b in zip(env._env.scene.movable_objects, plain._env.scene.movable_objects):
-            mass, friction = p.getDynamicsInfo(a.uid, -1, physicsClientId=env._env.cid)[:2]
-            base_mass, base_friction = p.getDynamicsInfo(b.uid, -1, physicsClientId=plain._env.cid)[:2]
-            assert mass == pytest.approx(base_mass * AXES["mass"].value(2))
-            assert friction == pytest.approx(base_friction * AXES["friction"].value(1))
-        for a, b in zip(env._env.scene.doors, plain._env.scene.doors):
-            heavy = p.getDynamicsInfo(a.uid, a.joint_index, physicsClientId=env._env.cid)[0]
-            assert heavy == pytest.approx(2 * p.getDynamicsInfo(b.uid, b.joint_index, physicsClientId=plain._env.cid)[0])
-    finally:
-        env.close()
-        plain.close()
+    def dynamics(perturb: Perturbations) -> tuple[list, list]:  # one calvin_env at a time (harness.envs.calvin)
+        with closing(EnvConfig(**CALVIN, perturb=perturb).build(cameras=())) as env:
+            cid, scene = env._env.cid, env._env.scene
+            blocks = [p.getDynamicsInfo(b.uid, -1, physicsClientId=cid)[:2] for b in scene.movable_objects]
+            doors = [p.getDynamicsInfo(d.uid, d.joint_index, physicsClientId=cid)[0] for d in scene.doors]
+        return blocks, doors
+
+    (blocks, doors), (base_blocks, base_doors) = dynamics(Perturbations(friction=1, mass=2, furniture_mass=1)), dynamics(Perturbations())
+    for (mass, friction), (base_mass, base_friction) in zip(blocks, base_blocks):
+        assert mass == pytest.approx(base_mass * AXES["mass"].value(2))
+        assert friction == pytest.approx(base_friction * AXES["friction"].value(1))
+    for heavy, base in zip(doors, base_doors):
+        assert heavy == pytest.approx(2 * base)
     chain = next(i for i, (_, tasks) in enumerate(benchmark_chains(100)) if tasks[0] == "open_drawer")
     _, actions, _, _ = expert_run(Perturbations(), chain, 60)  # the built-in expert's actions open the drawer
     plain_drawer, stiff_drawer = (calvin_rollout(Perturbations(**kw), actions, chain, cameras=())[1][:, 15 + 1]

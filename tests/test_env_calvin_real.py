@@ -33,15 +33,16 @@ CONDITIONS = [  # drawer, slider, lights and blocks in different places
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def env():
-    """Both cameras, as an agent that looks would have it."""
+    """Both cameras, as an agent that looks would have it. One calvin_env at a time, each test its own: calvin_env
+    must be its process's first PyBullet client (harness.envs.calvin)."""
     e = make_env("calvin", scene="D")
     yield e
     e.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def blind():
     e = make_env("calvin", scene="D", cameras=())
     yield e
@@ -132,6 +133,7 @@ def test_reset_keeps_the_last_gripper_action_by_default(blind):
     blind.step(np.array([0, 0, 0, 0, 0, 0, -1.0]))
     obs = blind.reset(NEUTRAL_ROBOT_OBS, scene_obs)  # robot_obs[14] = 1 asks for an open gripper
     assert obs["robot_obs"][14] == -1
+    blind.close()  # one calvin_env at a time
     with make_env("calvin", scene="D", cameras=(), exact_reset=True) as exact:
         exact.reset(NEUTRAL_ROBOT_OBS, scene_obs)
         exact.step(np.array([0, 0, 0, 0, 0, 0, -1.0]))
@@ -154,22 +156,47 @@ def test_block_velocities_do_not_survive_calvins_reset(blind):
     assert np.allclose(np.cos(obs["scene_obs"][9:12] - scene_obs[9:12]), 1.0, atol=1e-5)
 
 
-def test_closing_an_env_leaves_the_others_connected(blind):
+def test_closing_an_env_leaves_the_next_one_connected():
     """calvin_env's __del__ closes again after close(); PyBullet reuses client ids, so without the
     adapter disowning its id, a closed env's garbage collection would disconnect the next env."""
     first = make_env("calvin", scene="D", cameras=())
     inner = first._env  # held elsewhere (a traceback, a cycle): its __del__ runs later
     first.close()
     second = make_env("calvin", scene="D", cameras=())
-    assert second._env.cid == inner.cid  # PyBullet gave the id out again
+    assert second._env.cid == inner.cid == 0  # PyBullet gave the id out again
     del inner
     gc.collect()  # calvin_env's __del__ of the first env runs now
     try:
         assert second.reset(NEUTRAL_ROBOT_OBS, np.zeros(24))["robot_obs"].shape == (15,)
         second.step(HOLD)
-        blind.step(HOLD)
     finally:
         second.close()
+
+
+def test_calvin_env_refuses_to_be_a_second_pybullet_client():
+    """calvin_env sends some calls to PyBullet client 0 whatever its own client is (its robot's base and
+    constraint, the EGL plugin, IK): built beside another env it moved and rendered differently, silently.
+    The adapter refuses, naming the reason, before anything is built; once the other env is closed it builds."""
+    reference = make_env("calvin", scene="D")
+    try:
+        obs = reference.reset()
+        for _ in range(3):
+            obs = reference.step(np.array([0.5, 0, 0, 0, 0, 0, 1.0]))[0]
+        alone = (obs["robot_obs"].copy(), obs["rgb_obs"]["rgb_gripper"].copy())
+    finally:
+        reference.close()
+    other = p.connect(p.DIRECT)  # any other client: a built-in env, another calvin_env
+    try:
+        with pytest.raises(RuntimeError, match="calvin_env must be the first PyBullet client of its process"):
+            make_env("calvin", scene="D")
+    finally:
+        p.disconnect(other)
+    with make_env("calvin", scene="D") as env:
+        obs = env.reset()
+        for _ in range(3):
+            obs = env.step(np.array([0.5, 0, 0, 0, 0, 0, 1.0]))[0]
+        np.testing.assert_array_equal(obs["robot_obs"], alone[0])
+        np.testing.assert_array_equal(obs["rgb_obs"]["rgb_gripper"], alone[1])
 
 
 def test_an_archive_install_is_named(monkeypatch):

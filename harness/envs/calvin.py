@@ -113,6 +113,23 @@ def dataset_env_config(dataset_path: str | Path):
     return cfg
 
 
+def _require_first_client() -> None:
+    """calvin_env makes some PyBullet calls without its client id, so they reach client 0 whatever its own
+    client is: its robot's base and fixed constraint (`robot.py`), the EGL renderer plugin, the IK of
+    `mixed_ik.py`. Built while another PyBullet client holds id 0, it moves and renders differently (measured:
+    another TCP after three steps, other camera images; the EGL env drew with TinyRenderer and the other env
+    drew an empty scene), silently. So it must be the process's first PyBullet client (docs/FIDELITY.md#one-calvin_env-per-process-built-first)."""
+    import pybullet as pb
+
+    if pb.isConnected(physicsClientId=0):
+        raise RuntimeError(
+            "calvin_env must be the first PyBullet client of its process, and PyBullet client 0 is already "
+            "connected here (another env built in this process and not closed): calvin_env sends some calls to "
+            "client 0 whatever its own client is, so it would move and render differently. Build it in a process "
+            "of its own, before any other env, or close the other env first (docs/FIDELITY.md#one-calvin_env-per-process-built-first)"
+        )
+
+
 class CalvinEnv:
     """A calvin_env PlayTableSimEnv with the project's input validation and description."""
 
@@ -141,6 +158,7 @@ class CalvinEnv:
         else:
             cfg = compose_env_config(layout.name, renderer, config_name)
         self._configure_cameras(cfg, tuple(cameras), camera_sizes or {})
+        _require_first_client()
         try:
             self._env = hydra.utils.instantiate(cfg.env, show_gui=False, use_vr=False, use_scene_info=True, seed=seed)
         except Exception as e:

@@ -133,18 +133,29 @@ def image_difference(a: EnvConfig, b: EnvConfig, jobs: list[Job], ep_len: int, e
         for job in jobs:
             for trace in run_chain(blind, expert, job, ep_len, record=True).traces:
                 states += list(zip(trace.robot_obs, trace.scene_obs))[::every]
+    # One env at a time: calvin_env must be its process's first PyBullet client (harness.envs.calvin), so two
+    # of them cannot be open together; the built-in scene does not care.
+    images_a = render_states(a, states)
     rgb: dict[str, list[float]] = {}
     depth: dict[str, list[float]] = {}
-    with closing(a.build(cameras=CAMERA_NAMES)) as env_a, closing(b.build(cameras=CAMERA_NAMES)) as env_b:
-        for robot_obs, scene_obs in states:
-            obs_a, obs_b = (e.reset(robot_obs=robot_obs, scene_obs=scene_obs) for e in (env_a, env_b))
-            for name, image in obs_a["rgb_obs"].items():
-                rgb.setdefault(name, []).append(float(np.abs(image.astype(np.int16) - obs_b["rgb_obs"][name]).mean()))
-            for name, d in obs_a["depth_obs"].items():
-                depth.setdefault(name, []).append(float(np.median(np.abs(d - obs_b["depth_obs"][name]))))
+    for (rgb_a, depth_a), (rgb_b, depth_b) in zip(images_a, render_states(b, states)):
+        for name, image in rgb_a.items():
+            rgb.setdefault(name, []).append(float(np.abs(image.astype(np.int16) - rgb_b[name]).mean()))
+        for name, d in depth_a.items():
+            depth.setdefault(name, []).append(float(np.median(np.abs(d - depth_b[name]))))
     return {"renderers": [a.renderer, b.renderer], "chains": len(jobs), "states": len(states), "every": every,
             "rgb_mean_abs": {k: float(np.mean(v)) for k, v in rgb.items()},
             "depth_median_abs_m": {k: float(np.mean(v)) for k, v in depth.items()}}
+
+
+def render_states(env_cfg: EnvConfig, states: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[dict, dict]]:
+    """Both cameras' RGB and depth images of each (robot_obs, scene_obs) state, in an env of `env_cfg`."""
+    with closing(env_cfg.build(cameras=CAMERA_NAMES)) as env:
+        out = []
+        for robot_obs, scene_obs in states:
+            obs = env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
+            out.append(({k: v.copy() for k, v in obs["rgb_obs"].items()}, {k: v.copy() for k, v in obs["depth_obs"].items()}))
+        return out
 
 
 def robustness_table(folder: Path, suite: SuiteSettings) -> list[dict[str, Any]]:
