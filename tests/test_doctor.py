@@ -80,6 +80,7 @@ def test_a_consistent_checkpoint_data_and_env_pass(checkpoint, recording):
     assert all(status[n] == "pass" for n in ("checkpoint", "data", "ep_len", "cameras", "action form", "normaliser", "gripper",
                                              "robot_obs", "sync: actions", "sync: language", "replay")), report.render()
     assert status["predictions"] in ("pass", "warn") and status["instructions"] in ("pass", "warn")
+    assert status["segment starts"] in ("pass", "warn") and "segments' first frames" in report.render()
     lines = report.render().splitlines()
     assert len(lines) == 2 + len(report.checks) + sum(bool(c.advice) for c in report.checks)
 
@@ -197,3 +198,48 @@ def test_the_action_form_is_read_as_the_evaluation_reads_the_declared_type():
     assert status == {("pose", "absolute"): "pass", ("step", "relative"): "pass",
                       ("pose", "relative"): "fail", ("step", "absolute"): "fail"}
     assert refused.status == "fail" and "refuses" in refused.message
+
+
+def test_segment_starts_are_predicted_with_each_tasks_instruction(checkpoint, recording):
+    from agents.vla.checkpoint import load_checkpoint
+    from harness.data.windows import NpzFrameSource
+    from harness.doctor.model_checks import predict_segment_starts
+
+    ckpt = load_checkpoint(checkpoint)
+    starts = predict_segment_starts(ckpt.model, ckpt.normalizer, NpzFrameSource(recording, "training"), 3)
+    source = NpzFrameSource(recording, "training")
+    tasks = sorted(set(source.lang.task))
+    assert len(starts["tasks"]) == 3 and starts["own"].shape == (3, 7) and starts["data"].shape == (3, 7)
+    assert all(s.shape == (len(tasks) - 1, 7) for s in starts["swapped"])
+    first_frames = sorted(int(s) for s in source.lang.indx[:, 0])
+    recorded = [source.read({"rel_actions": (f, f + 1)})["rel_actions"][0] for f in first_frames]
+    assert any(np.allclose(starts["data"][0], r) for r in recorded)  # a segment's first recorded action
+
+
+def _starts(own, swapped, data, tasks):
+    return {"own": np.asarray(own, float), "swapped": [np.asarray(s, float) for s in swapped],
+            "data": np.asarray(data, float), "tasks": tasks}
+
+
+DATA_STARTS = [[1, 0, 0, 0, 0, 0, 1], [0, 1, 0, 0, 0, 0, 1], [0, 0, 1, 0, 0, 0, -1]]
+TASKS = ["open_drawer", "turn_on_led", "move_slider_left"]
+
+
+def test_a_policy_that_starts_each_task_its_own_way_passes_the_segment_start_check():
+    from harness.doctor.model_checks import segment_start_check
+
+    swapped = [[d for j, d in enumerate(DATA_STARTS) if j != i] for i in range(3)]  # another instruction: another task's start
+    check = segment_start_check(_starts(DATA_STARTS, swapped, DATA_STARTS, TASKS))
+    assert check.status == "pass" and "cosine +1.00" in check.message
+
+
+def test_a_policy_that_ignores_the_instruction_where_a_subtask_starts_is_warned():
+    from harness.doctor.model_checks import segment_start_check
+
+    same = [[0.4, 0.4, 0.4, 0, 0, 0, 1]] * 3  # the same first action whatever the instruction
+    check = segment_start_check(_starts(same, [same[:2]] * 3, DATA_STARTS, TASKS))
+    assert check.status == "warn" and "moves the first action by 0.00" in check.message
+    assert "instruction barely changes" in check.advice
+    wrong = [DATA_STARTS[1], DATA_STARTS[2], DATA_STARTS[0]]  # follows the instruction, to the wrong task's start
+    check = segment_start_check(_starts(wrong, [[d for d in DATA_STARTS if d is not w] for w in wrong], DATA_STARTS, TASKS))
+    assert check.status == "warn" and "does not head where the demonstrations do" in check.advice

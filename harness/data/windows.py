@@ -209,6 +209,10 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return int(self._cum[-1])
 
+    def segment_starts(self) -> np.ndarray:
+        """The item index of each segment's first window (its frames s .. s + W - 1)."""
+        return np.r_[0, self._cum[:-1]].astype(int)
+
     def window(self, index: int) -> tuple[int, int]:
         """(segment number in `self.lang`, first frame id) of item `index`."""
         if not 0 <= index < len(self):

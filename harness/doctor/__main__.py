@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="an env option as in the evaluation's env.options (YAML value), e.g. camera_sizes={static:200}")
     ap.add_argument("--env-factory", help="module:callable that builds the env, as the evaluation's env.factory")
     ap.add_argument("--ep-len", type=int, default=360, help="the evaluation's steps per subtask")
-    ap.add_argument("--windows", type=int, default=16, help="recorded windows the model predicts on")
+    ap.add_argument("--windows", type=int, default=16, help="recorded windows the model predicts on, and segments whose first frame it predicts on")
     ap.add_argument("--episodes", type=int, default=8, help="episodes read for the normaliser, sync and robot_obs checks")
     ap.add_argument("--episode-frames", type=int, default=1000, help="at most this many frames of each episode read")
     ap.add_argument("--replay-episodes", type=int, default=2)

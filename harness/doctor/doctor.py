@@ -33,7 +33,14 @@ from harness.doctor.env_checks import (
     replay_check,
     robot_obs_check,
 )
-from harness.doctor.model_checks import instruction_check, normaliser_check, predict_windows, prediction_checks
+from harness.doctor.model_checks import (
+    instruction_check,
+    normaliser_check,
+    predict_segment_starts,
+    predict_windows,
+    prediction_checks,
+    segment_start_check,
+)
 from harness.doctor.report import Check, DoctorReport, judged
 from harness.eval.specs import EnvConfig
 from harness.tasks import eval_chains, eval_instruction, initial_state
@@ -165,6 +172,8 @@ def _data_checks(cfg: DoctorConfig, ckpt: Checkpoint, view: DataView, states: Re
     checks = [normaliser_check(ckpt.normalizer, rel, view.statistics, view.statistics_where)]
     checks += _guarded(("predictions", "gripper"), lambda: prediction_checks(
         ckpt.normalizer, predict_windows(ckpt.model, ckpt.normalizer, view.train, cfg.windows)))
+    checks += _guarded(("segment starts",), lambda: [segment_start_check(
+        predict_segment_starts(ckpt.model, ckpt.normalizer, view.train, cfg.windows))])
     if states is None:
         return checks + [Check(n, "skip", "no env (--env none)") for n in ("robot_obs", "sync: actions", "sync: language", "replay")]
     checks += _guarded(("robot_obs",), lambda: [robot_obs_check(states, view.stretches)])

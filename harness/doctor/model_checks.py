@@ -25,6 +25,8 @@ SCALE_FACTOR = 3.0  # data / prediction scale beyond this factor (either way): a
 GRIPPER_AGREES = 0.8  # share of frames where the predicted gripper matches the recorded command
 GRIPPER_INVERTED = 0.75  # share where it is the opposite: the other sign
 COVERAGE_WARN = 0.5  # share of evaluation-instruction words seen in the training annotations
+INSTRUCTION_MOVES = 0.25  # the instruction's effect on a segment's first action, as a share of the data's
+START_FOLLOWS = 0.5  # mean cosine of predicted and recorded translation at segments' first frames
 WINDOW_BATCH = 4
 ARM_AXES = ("x", "y", "z", "roll", "pitch", "yaw")
 
@@ -98,6 +100,61 @@ def predict_windows(model: VLAModel, normalizer: ActionNormalizer, source: Frame
     pred = [model.predict(batch)[:, :, 0].float().cpu().numpy() for batch in _window_batches(ds, indices, device)]
     data = [source.read({"rel_actions": (t0, t0 + cfg.window_size)})["rel_actions"] for _, t0 in map(ds.window, indices)]
     return {"pred": np.concatenate(pred).reshape(-1, 7), "data": np.asarray(data, float).reshape(-1, 7), "windows": np.asarray(len(indices))}
+
+
+def predict_segment_starts(model: VLAModel, normalizer: ActionNormalizer, source: FrameSource, segments: int) -> dict[str, Any]:
+    """The model's first action at the first frame of `segments` annotated segments (spread over the split),
+    once with the segment's own instruction and once with each other task's evaluation instruction, beside the
+    recorded first actions: {"own": (N, 7), "swapped": (N, K, 7) un-normalised, "data": (N, 7), "tasks": [N]}.
+    At a segment's first frame the arm has not moved yet: in a scene that allows several tasks only the
+    instruction tells which one comes."""
+    cfg = model.cfg
+    ds = WindowDataset(source, cfg.window_spec(), normalizer, WindowOptions(augment=False, drop_short_segments=True))
+    chosen = spread(ds.segment_starts().tolist(), segments)
+    tasks = sorted(set(ds.lang.task))
+    device = next(model.parameters()).device
+    own, swapped, data, names = [], [], [], []
+    for index in chosen:
+        item = ds[int(index)]
+        others = [t for t in tasks if t != item["task"]]
+        variants = [item] + [{**item, "instruction": eval_instruction(t)} for t in others]
+        batch = collate_windows(variants)
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        first = normalizer.denormalize(model.predict(batch)[:, 0, 0].float().cpu().numpy())
+        own.append(first[0])
+        swapped.append(first[1:])
+        k, t0 = ds.window(int(index))
+        data.append(source.read({"rel_actions": (t0, t0 + 1)})["rel_actions"][0])
+        names.append(item["task"])
+    return {"own": np.asarray(own), "swapped": swapped, "data": np.asarray(data, float), "tasks": names}
+
+
+def segment_start_check(starts: dict[str, Any]) -> Check:
+    """Does the policy read the instruction where only the instruction tells the task? Its first action at
+    segments' first frames against the recorded one, and how far another task's instruction moves it,
+    against how far the recorded first actions of different tasks lie apart."""
+    own, data, tasks = starts["own"][:, :3], starts["data"][:, :3], starts["tasks"]
+    n = len(tasks)
+    if n == 0:
+        return Check("segment starts", "skip", "no annotated segment to start from")
+    cos = np.sum(own * data, 1) / (np.linalg.norm(own, axis=1) * np.linalg.norm(data, axis=1) + 1e-9)
+    moved = float(np.mean([np.linalg.norm(s[:, :3] - o, axis=1).mean() for s, o in zip(starts["swapped"], own) if len(s)] or [0.0]))
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n) if tasks[i] != tasks[j]]
+    apart = float(np.mean([np.linalg.norm(data[i] - data[j]) for i, j in pairs])) if pairs else 0.0
+    message = (f"{n} segments' first frames: the predicted translation points the recorded way with cosine "
+               f"{cos.mean():+.2f} (mean; below 0.5 at {int((cos < 0.5).sum())} of them); another task's instruction "
+               f"moves the first action by {moved:.2f} (relative-action units, x, y, z), the recorded first actions of "
+               f"different tasks lie {apart:.2f} apart")
+    warn = ""
+    if apart > 0 and moved < INSTRUCTION_MOVES * apart:
+        warn = ("the instruction barely changes what the policy does where a subtask starts, though the demonstrations "
+                "start different tasks differently: it cannot pick the task there (weak language grounding; "
+                "docs/TRAINING.md, \"The e2e recipe in closed loop\")")
+    elif cos.mean() < START_FOLLOWS:
+        warn = ("where a subtask starts the policy does not head where the demonstrations do, though the instruction "
+                "is all that tells the task there: in closed loop it leaves for another task's path (weak language "
+                "grounding; docs/TRAINING.md, \"The e2e recipe in closed loop\")")
+    return judged("segment starts", message, "", warn)
 
 
 def prediction_checks(normalizer: ActionNormalizer, predicted: dict[str, np.ndarray]) -> list[Check]:
