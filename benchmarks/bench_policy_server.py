@@ -19,8 +19,9 @@ throughput: the project's tiny VLA (configs/model/tiny_idefics3.yaml, the model 
 profile: where a step's time goes in this process, per observation, at batch 1 (the agent's `step`) and
     with all N sessions in one call: image preprocessing, the vision tower (+ connector), the language
     model, the policy head, and the rest (tokens, frames, execution), with the same model and frames.
-e2e: an evaluation of the same chains with `workers` env workers, `server=auto` (one model in a server)
-    against `server=off` (a model per worker): wall time, whether each chain ended the same, and memory
+e2e: an evaluation of the same chains with `workers` env workers, `server=on` (one model in a server)
+    against `server=off` (a model per worker), and which of the two `server=auto` picks for that many workers
+    on this machine: wall time, whether each chain ended the same, and memory
     (peak resident memory of the processes, sampled from /proc). Without --checkpoint the model is the
     untrained tiny VLA (the output says so): its subtasks all time out, so every chain runs 360 steps.
 """
@@ -47,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.eval.config import EvalSettings, ServerOptions  # noqa: E402
 from harness.eval.evaluation import run_evaluation  # noqa: E402
+from harness.eval.served import wants_server  # noqa: E402
 from harness.eval.specs import AgentConfig, EnvConfig  # noqa: E402
 from harness.serve.process import ServerProcess  # noqa: E402
 from harness.serve.server import ServeSettings  # noqa: E402
@@ -314,7 +316,7 @@ def _rss_mb(pid: int) -> float:
 def end_to_end(checkpoint: Path, trained: bool, chains: int, ep_len: int, workers: int, threads: int) -> dict[str, Any]:
     agent = AgentConfig("vla", {"checkpoint": str(checkpoint)})
     runs = {}
-    for server in ("auto", "off"):
+    for server in ("on", "off"):
         settings = EvalSettings(num_chains=chains, ep_len=ep_len, workers=workers, progress=False, server=server,
                                 server_options=ServerOptions(threads=threads), videos=0, video_failures=0)
         with tempfile.TemporaryDirectory() as out, MemorySampler() as memory:
@@ -328,18 +330,20 @@ def end_to_end(checkpoint: Path, trained: bool, chains: int, ep_len: int, worker
         print(f"server={server}: {runs[server]['rollout_s']:.1f} s for {chains} chains, avg len "
               f"{results['avg_seq_len']:.3f}, peak memory of all processes {memory.peak_total:.0f} MB "
               f"(largest process {memory.peak_each:.0f} MB)", flush=True)
-    auto, off = runs["auto"]["chains"], runs["off"]["chains"]
-    same_outcome = sum(auto[k][:2] == off[k][:2] for k in off)
-    same_state = sum(auto[k][2] == off[k][2] for k in off)
-    (server_stats,) = runs["auto"]["server"]
-    print(f"speed-up server=auto vs a model per worker: {runs['off']['rollout_s'] / runs['auto']['rollout_s']:.2f}x; "
+    served, off = runs["on"]["chains"], runs["off"]["chains"]
+    same_outcome = sum(served[k][:2] == off[k][:2] for k in off)
+    same_state = sum(served[k][2] == off[k][2] for k in off)
+    (server_stats,) = runs["on"]["server"]
+    auto_picks = "a server" if wants_server("auto", agent, workers) else "a model per worker"
+    print(f"speed-up of one server vs a model per worker: {runs['off']['rollout_s'] / runs['on']['rollout_s']:.2f}x "
+          f"(server=auto picks {auto_picks} for {workers} workers on {os.cpu_count()} cores); "
           f"chains with the same outcomes: {same_outcome}/{len(off)}, the same final state (bit for bit): "
           f"{same_state}/{len(off)}", flush=True)
     print(f"server: {server_stats['requests']} requests, mean batch {server_stats['mean_batch']}, latency p50/p95/p99 "
           f"{server_stats['latency_ms']} ms, peak memory {server_stats['peak_rss_mb']} MB (one model)", flush=True)
     return {"model": "given checkpoint" if trained else "untrained tiny VLA (configs/model/tiny_idefics3.yaml)",
             "chains": chains, "ep_len": ep_len, "workers": workers, "server_threads": threads,
-            "speedup": round(runs["off"]["rollout_s"] / runs["auto"]["rollout_s"], 3),
+            "speedup": round(runs["off"]["rollout_s"] / runs["on"]["rollout_s"], 3), "auto_picks": auto_picks,
             "same_outcomes": same_outcome, "same_final_state": same_state,
             **{k: {kk: vv for kk, vv in v.items() if kk != "chains"} for k, v in runs.items()}}
 
@@ -362,7 +366,7 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=100)
     parser.add_argument("--ep-len", type=int, default=360)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--server-threads", type=int, default=0, help="e2e: the server's torch threads (0: all cores)")
+    parser.add_argument("--server-threads", type=int, default=0, help="e2e: the server's torch threads (0: the cores the env workers leave, at least 1)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     from transformers.utils import logging

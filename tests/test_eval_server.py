@@ -38,9 +38,13 @@ def _records(folder: Path) -> dict[str, tuple]:
             for r in records}
 
 
-def test_server_auto_serves_model_agents_when_there_are_workers():
+def test_server_auto_serves_model_agents_where_a_server_pays():
+    """On CPU a server pays only when the env workers outnumber the cores (docs/SERVING.md); on a GPU always."""
     vla = AgentConfig("vla", {"checkpoint": "x"})
-    assert wants_server("auto", vla, workers=2) and not wants_server("auto", vla, workers=1)
+    assert wants_server("auto", vla, workers=4, cores=2) and not wants_server("auto", vla, workers=1, cores=1)
+    assert not wants_server("auto", vla, workers=2, cores=2) and not wants_server("auto", vla, workers=8, cores=16)
+    on_gpu = AgentConfig("vla", {"checkpoint": "x", "device": "cuda"})
+    assert wants_server("auto", on_gpu, workers=2, cores=64) and not wants_server("auto", on_gpu, workers=1, cores=64)
     assert not wants_server("auto", AgentConfig("scripted"), workers=8) and not wants_server("off", vla, workers=8)
     assert wants_server("on", AgentConfig("scripted"), workers=1)
     with pytest.raises(ValueError, match="cannot be sent to a server"):
@@ -60,7 +64,7 @@ def in_process(checkpoint, tmp_path_factory) -> dict[str, tuple]:
 
 def test_workers_served_by_one_server_give_the_in_process_results(checkpoint, in_process, tmp_path, capsys):
     agent = AgentConfig("vla", {"checkpoint": str(checkpoint)})
-    results = run_evaluation(_settings(workers=2, server_options=EXACT), EnvConfig(), agent, tmp_path)  # server=auto
+    results = run_evaluation(_settings(workers=2, server="on", server_options=EXACT), EnvConfig(), agent, tmp_path)
     assert _records(tmp_path) == in_process
     assert results["agent"]["name"] == "vla" and results["agent"]["extra"]["served_by"]["protocol"] == "native"
     (server,) = results["server"]

@@ -67,8 +67,9 @@ class EvalSettings:
     overwrite: bool = False  # discard earlier results in the output folder instead of resuming
     dist_backend: str = "auto"  # torchrun only: auto (nccl for CUDA agents, else gloo) | gloo | nccl
     dist_timeout_s: float = 48 * 3600.0  # how long ranks wait for each other at the end
-    # auto: one policy server for all workers of a rank when the agent is a model (agent=vla) and workers > 1,
-    # instead of a model per worker | on: for any agent config | off
+    # auto: one policy server for all workers of a rank, instead of a model per worker, when the agent is a model
+    # (agent=vla), workers > 1, and the model runs on an accelerator or the workers outnumber the rank's CPU
+    # cores (harness/eval/served.py) | on: for any agent config | off
     server: str = "auto"
     server_options: ServerOptions = field(default_factory=ServerOptions)
 

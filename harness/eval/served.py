@@ -4,7 +4,8 @@ With a server, this rank starts one policy server (harness/serve, in its own pro
 device) and its env workers run `agent=remote` clients of it, instead of one model copy per worker: the
 model is loaded once, and the observations of all workers are stepped together in batches.
 
-    server=auto   a server for model agents (agent=vla) when workers > 1 (the default); none otherwise
+    server=auto   a server for model agents (agent=vla) when workers > 1 and either the model runs on an
+                  accelerator or the workers outnumber the rank's CPU cores (the default); none otherwise
     server=on     a server for any agent config (agent=scripted, agent=custom, ...)
     server=off    every worker builds its own agent
 
@@ -28,15 +29,19 @@ from harness.serve.server import ServeSettings
 MODEL_AGENTS = ("vla",)
 
 
-def wants_server(mode: str, agent: AgentSource, workers: int) -> bool:
-    """Whether this evaluation runs its agent in a policy server."""
+def wants_server(mode: str, agent: AgentSource, workers: int, cores: int | None = None) -> bool:
+    """Whether this evaluation runs its agent in a policy server. `cores`: the rank's CPU cores (default: the
+    machine's). On CPU a server pays only when the workers outnumber the cores: with a core each, a model per
+    worker steps without waiting, while a server's clients wait in lockstep for their batch (measured on 2
+    cores, docs/SERVING.md: 2 workers 0.75x with a server; 4 workers 1.04x and half the memory)."""
     if mode not in SERVER_MODES:
         raise ValueError(f"server must be one of {SERVER_MODES}, got {mode!r}")
     is_config = isinstance(agent, AgentConfig)
     if mode == "off" or (mode == "auto" and not (is_config and agent.factory is None and agent.name in MODEL_AGENTS)):
         return False
     if mode == "auto":
-        return workers > 1
+        on_cpu = str(agent.kwargs.get("device") or "cpu").startswith("cpu")
+        return workers > 1 and (not on_cpu or workers > (cores if cores is not None else os.cpu_count() or 1))
     if not is_config or agent.name == "remote":
         what = "a remote agent is served already" if is_config else "an agent object or factory cannot be sent to a server"
         raise ValueError(f"server=on serves an agent config (agent=vla, agent=scripted, ...): {what}")
