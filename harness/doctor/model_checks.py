@@ -123,7 +123,7 @@ def predict_segment_starts(model: VLAModel, normalizer: ActionNormalizer, source
         first = normalizer.denormalize(model.predict(batch)[:, 0, 0].float().cpu().numpy())
         own.append(first[0])
         swapped.append(first[1:])
-        k, t0 = ds.window(int(index))
+        _, t0 = ds.window(int(index))
         data.append(source.read({"rel_actions": (t0, t0 + 1)})["rel_actions"][0])
         names.append(item["task"])
     return {"own": np.asarray(own), "swapped": swapped, "data": np.asarray(data, float), "tasks": names}
