@@ -243,3 +243,20 @@ def test_a_policy_that_ignores_the_instruction_where_a_subtask_starts_is_warned(
     wrong = [DATA_STARTS[1], DATA_STARTS[2], DATA_STARTS[0]]  # follows the instruction, to the wrong task's start
     check = segment_start_check(_starts(wrong, [[d for d in DATA_STARTS if d is not w] for w in wrong], DATA_STARTS, TASKS))
     assert check.status == "warn" and "does not head where the demonstrations do" in check.advice
+
+
+def test_segment_starts_that_stand_still_are_not_judged_by_direction():
+    """A subtask that starts with a still frame (a gripper command) has no direction to follow: a policy that
+    stands still there, and heads the recorded way elsewhere, passes; before, the zero vector's cosine (0)
+    counted as a miss and pulled the mean below the threshold."""
+    from harness.doctor.model_checks import segment_start_check
+
+    still = [0, 0, 0, 0, 0, 0, -1]
+    data = DATA_STARTS + [still, still, still]
+    own = DATA_STARTS + [[0.02, 0, 0, 0, 0, 0, -1]] * 3
+    tasks = TASKS + ["close_drawer", "turn_off_led", "move_slider_right"]
+    swapped = [[d for j, d in enumerate(data) if j != i][:3] for i in range(6)]
+    check = segment_start_check(_starts(own, swapped, data, tasks))
+    assert check.status == "pass", check.message
+    assert "at the 3 where the demonstration moves" in check.message and "cosine +1.00" in check.message
+    assert "at the 3 where it stands still, the predicted translation is 0.02 long" in check.message

@@ -27,6 +27,7 @@ GRIPPER_INVERTED = 0.75  # share where it is the opposite: the other sign
 COVERAGE_WARN = 0.5  # share of evaluation-instruction words seen in the training annotations
 INSTRUCTION_MOVES = 0.25  # the instruction's effect on a segment's first action, as a share of the data's
 START_FOLLOWS = 0.5  # mean cosine of predicted and recorded translation at segments' first frames
+START_MOVES = 0.1  # a recorded first translation at least this long (relative-action units) has a direction
 WINDOW_BATCH = 4
 ARM_AXES = ("x", "y", "z", "roll", "pitch", "yaw")
 
@@ -132,25 +133,33 @@ def predict_segment_starts(model: VLAModel, normalizer: ActionNormalizer, source
 def segment_start_check(starts: dict[str, Any]) -> Check:
     """Does the policy read the instruction where only the instruction tells the task? Its first action at
     segments' first frames against the recorded one, and how far another task's instruction moves it,
-    against how far the recorded first actions of different tasks lie apart."""
+    against how far the recorded first actions of different tasks lie apart.
+
+    A direction is only judged where the demonstration moves (|translation| >= START_MOVES): many subtasks
+    start with a still frame (a gripper command, or a turn in place), where a cosine says nothing, and
+    there the predicted translation's length is reported instead."""
     own, data, tasks = starts["own"][:, :3], starts["data"][:, :3], starts["tasks"]
     n = len(tasks)
     if n == 0:
         return Check("segment starts", "skip", "no annotated segment to start from")
+    moving = np.linalg.norm(data, axis=1) >= START_MOVES
     cos = np.sum(own * data, 1) / (np.linalg.norm(own, axis=1) * np.linalg.norm(data, axis=1) + 1e-9)
+    still_len = float(np.linalg.norm(own[~moving], axis=1).mean()) if (~moving).any() else 0.0
     moved = float(np.mean([np.linalg.norm(s[:, :3] - o, axis=1).mean() for s, o in zip(starts["swapped"], own) if len(s)] or [0.0]))
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n) if tasks[i] != tasks[j]]
     apart = float(np.mean([np.linalg.norm(data[i] - data[j]) for i, j in pairs])) if pairs else 0.0
-    message = (f"{n} segments' first frames: the predicted translation points the recorded way with cosine "
-               f"{cos.mean():+.2f} (mean; below 0.5 at {int((cos < 0.5).sum())} of them); another task's instruction "
-               f"moves the first action by {moved:.2f} (relative-action units, x, y, z), the recorded first actions of "
-               f"different tasks lie {apart:.2f} apart")
+    follows = f"cosine {cos[moving].mean():+.2f} (mean; below 0.5 at {int((cos[moving] < 0.5).sum())})" if moving.any() else "-"
+    message = (f"{n} segments' first frames; at the {int(moving.sum())} where the demonstration moves, the predicted "
+               f"translation points the recorded way with {follows}; at the {int((~moving).sum())} where it stands "
+               f"still, the predicted translation is {still_len:.2f} long; another task's instruction moves the first "
+               f"action by {moved:.2f} (relative-action units, x, y, z), the recorded first actions of different tasks "
+               f"lie {apart:.2f} apart")
     warn = ""
     if apart > 0 and moved < INSTRUCTION_MOVES * apart:
         warn = ("the instruction barely changes what the policy does where a subtask starts, though the demonstrations "
                 "start different tasks differently: it cannot pick the task there (weak language grounding; "
                 "docs/TRAINING.md, \"The e2e recipe in closed loop\")")
-    elif cos.mean() < START_FOLLOWS:
+    elif moving.any() and cos[moving].mean() < START_FOLLOWS:
         warn = ("where a subtask starts the policy does not head where the demonstrations do, though the instruction "
                 "is all that tells the task there: in closed loop it leaves for another task's path (weak language "
                 "grounding; docs/TRAINING.md, \"The e2e recipe in closed loop\")")
