@@ -188,3 +188,24 @@ def test_build_dataset_from_config(calvin_root):
         DataConfig.from_dict({"path": "x", "windowsize": 3})
     with pytest.raises(ValueError, match="data.n_shot must be an integer, got 'one'"):
         DataConfig.from_dict({"path": "x", "n_shot": "one"})
+
+
+def test_start_repeats_draw_each_segments_first_window_again(calvin_root):
+    """`start_repeats=r`: every segment's windows once, then r more draws of its first window (the frames
+    where only the instruction tells the task); validation draws every window once."""
+    W, r = 8, 3
+    src = NpzFrameSource(calvin_root, "training")
+    plain = WindowDataset(src, WindowSpec(W, 10), ActionNormalizer())
+    ds = WindowDataset(src, WindowSpec(W, 10), ActionNormalizer(), WindowOptions(augment=False, start_repeats=r))
+    assert len(ds) == len(plain) + r * len(ANNOTATIONS)
+    starts = [ds.window(i) for i in range(len(ds))]
+    for k, ((s, e), task, _) in enumerate(ANNOTATIONS):
+        mine = [t0 for seg, t0 in starts if seg == k]
+        assert mine == list(range(s, e - W + 2)) + [s] * r, task
+    first = next(i for i, (seg, t0) in enumerate(starts) if seg == 1)
+    repeat = next(i for i, (seg, t0) in enumerate(starts) if seg == 1 and i > first and t0 == starts[first][1])
+    for key in ("actions", "action_mask", "rgb_static", "robot_obs"):
+        np.testing.assert_array_equal(ds[repeat][key], ds[first][key])
+    assert WindowOptions(start_repeats=r).for_validation().start_repeats == 0
+    with pytest.raises(ValueError, match="start_repeats must be >= 0, got -1"):
+        WindowOptions(start_repeats=-1)

@@ -118,18 +118,24 @@ class WindowOptions:
     n_shot: int | None = None  # keep n annotated segments per task for training
     n_shot_seed: int = 0
     drop_short_segments: bool = False  # else a segment shorter than window_size is an error
+    # Extra draws of each segment's first window (frames s .. s + W - 1): where a subtask starts, the arm has
+    # not moved yet and only the instruction tells the task, a decision the other windows of a segment
+    # rarely train (docs/TRAINING.md, "The e2e recipe in closed loop"). 0: every window once.
+    start_repeats: int = 0
 
     def __post_init__(self) -> None:
         for name in ("rgb_pad", "gripper_pad"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.start_repeats < 0:
+            raise ValueError(f"start_repeats must be >= 0, got {self.start_repeats}")
         if self.n_shot is not None and self.n_shot < 1:
             raise ValueError(f"n_shot must be >= 1 or null, got {self.n_shot}")
         object.__setattr__(self, "exclude_tasks", tuple(self.exclude_tasks))
 
     def for_validation(self) -> "WindowOptions":
         """Validation windows: every task and segment, no augmentation."""
-        return replace(self, augment=False, exclude_tasks=(), n_shot=None)
+        return replace(self, augment=False, exclude_tasks=(), n_shot=None, start_repeats=0)
 
 
 def random_shift(frames: np.ndarray, pad: int, dy: int, dx: int) -> np.ndarray:
@@ -204,7 +210,8 @@ class WindowDataset(Dataset):
         self.segments = select_segments(lang, spec.window_size, self.options, source.lang_where)
         self.lang = lang.select(self.segments)
         counts = self.lang.indx[:, 1] - self.lang.indx[:, 0] + 2 - spec.window_size
-        self._cum = np.cumsum(counts)
+        self._windows = counts  # a segment's distinct windows; its items beyond them repeat the first
+        self._cum = np.cumsum(counts + self.options.start_repeats)
 
     def __len__(self) -> int:
         return int(self._cum[-1])
@@ -218,8 +225,8 @@ class WindowDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"window {index} out of range for {len(self)} windows")
         k = int(np.searchsorted(self._cum, index, side="right"))
-        before = int(self._cum[k - 1]) if k else 0
-        return k, int(self.lang.indx[k, 0]) + index - before
+        offset = index - (int(self._cum[k - 1]) if k else 0)
+        return k, int(self.lang.indx[k, 0]) + (offset if offset < self._windows[k] else 0)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         spec, opts = self.spec, self.options
