@@ -84,11 +84,15 @@ def test_lora_checkpoint_round_trip(tiny_dir, tmp_path, name):
     torch.testing.assert_close(load_checkpoint(tmp_path / "lora").model.predict(batch), model.predict(batch))
 
 
-@pytest.mark.parametrize("name,head", [("scratch", "lstm"), ("tiny_mllama", "discrete")])
-def test_a_checkpoint_of_another_structure_gives_identical_actions(tiny_dir, tmp_path, name, head):
-    """The non-VLM baseline (a transformers model of this project, rebuilt from its saved config) and the
-    cross-attention family, fully trainable: saved then loaded, the same actions, in the model and as agents."""
-    model = build_model(tiny_dir, name, head=head, gripper=True, proprio=True).eval()
+@pytest.mark.parametrize("name,head,film", [("scratch", "lstm", False), ("tiny_mllama", "discrete", False),
+                                            ("tiny_idefics3", "gpt", True)])
+def test_a_checkpoint_of_another_structure_gives_identical_actions(tiny_dir, tmp_path, name, head, film):
+    """The non-VLM baseline (a transformers model of this project, rebuilt from its saved config), the
+    cross-attention family, fully trainable, and the instruction FiLM (trained away from its identity
+    start): saved then loaded, the same actions, in the model and as agents."""
+    model = build_model(tiny_dir, name, head=head, gripper=True, proprio=True, film=film).eval()
+    if film:
+        torch.nn.init.normal_(model.film.net[-1].weight, std=0.5)
     save_checkpoint(tmp_path / "ckpt", model, ActionNormalizer())
     batch = make_batch(gripper=True)
     torch.testing.assert_close(load_checkpoint(tmp_path / "ckpt").model.predict(batch), model.predict(batch), atol=0, rtol=0)

@@ -147,6 +147,37 @@ def test_proprio_and_gripper_image_enter_the_feature(tiny_dir, name):
         torch.testing.assert_close(plain.features(batch), plain.features(dict(batch, robot_obs=batch["robot_obs"] + 0.5)))
 
 
+@pytest.mark.parametrize("name", ["tiny_idefics3", "tiny_mllama", "scratch"])
+def test_instruction_film_starts_as_the_identity_and_learns_from_the_words(tiny_dir, name):
+    """With `instruction_film` the features are the plain model's until the FiLM trains (its last layer starts
+    at zero), the action loss reaches it at once, and after one step each instruction moves the features its
+    own way: same frames, different words, different modulation."""
+    plain = build_model(tiny_dir, name, head="lstm", proprio=True, seed=3).eval()
+    film = build_model(tiny_dir, name, head="lstm", proprio=True, seed=3, film=True)
+    batch = make_batch(b=2, instructions=INSTRUCTIONS[:2])
+    same_frames = dict(batch, rgb_static=batch["rgb_static"][:1].expand_as(batch["rgb_static"]),
+                       robot_obs=batch["robot_obs"][:1].expand_as(batch["robot_obs"]))
+    with torch.no_grad():
+        torch.testing.assert_close(film.eval().features(batch), plain.features(batch), atol=0, rtol=0)
+    film.train()
+    opt = torch.optim.Adam(film.film.parameters(), lr=0.05)  # one step moves every weight with a gradient by ~lr
+    film(batch)["loss"].backward()
+    assert film.film.net[-1].weight.grad.abs().sum() > 0
+    opt.step()
+    with torch.no_grad():
+        shift = film.eval().features(same_frames) - plain.features(same_frames)
+    assert shift.abs().max() > 1e-3
+    assert (shift[0] - shift[1]).abs().max() > 1e-3  # the two instructions modulate the same frames differently
+    emb = film.instruction_embedding([INSTRUCTIONS[0], INSTRUCTIONS[0], INSTRUCTIONS[1]])
+    torch.testing.assert_close(emb[0], emb[1])
+    assert (emb[0] - emb[2]).abs().max() > 0
+
+
+def test_instruction_film_needs_a_continuous_head(tiny_dir):
+    with pytest.raises(ValueError, match="instruction_film"):
+        build_model(tiny_dir, "tiny_llava", head="discrete", film=True)
+
+
 def test_bad_batches_name_what_is_wrong(tiny_dir):
     model = build_model(tiny_dir, "tiny_llava", head="mlp", gripper=True)
     batch = make_batch(gripper=True)

@@ -44,13 +44,15 @@ def tiny_dir(tmp_path_factory):
 
 
 def make_config(folder: Path, name: str, head: str = "lstm", history: str = "post", gripper: bool = False,
-                proprio: bool = False, window: int = WINDOW, chunk: int = CHUNK, **finetune) -> VLAConfig:
+                proprio: bool = False, window: int = WINDOW, chunk: int = CHUNK, film: bool = False,
+                **finetune) -> VLAConfig:
     return VLAConfig(
         backbone=BackboneConfig(family=TINY_PRESETS[name].family, pretrained=str(folder)),
         head=HeadConfig(type=head, hidden_size=64, num_layers=2, num_heads=4, n_bins=32),
         loss=LossConfig(arm_weight=1.0, gripper_weight=0.1),
         finetune=FinetuneConfig(**finetune),
         history=history, window_size=window, chunk_size=chunk, use_gripper_image=gripper, use_proprio=proprio,
+        instruction_film=film,
     )
 
 

@@ -124,10 +124,17 @@ class VLAConfig:
     chunk_size: int = 10  # actions C predicted at every frame (RoboVLMs: fwd_pred_next_n)
     use_gripper_image: bool = False  # the gripper camera besides the static one
     use_proprio: bool = True  # robot_obs becomes one [PROPRIO] token before [LRN]
+    # FiLM of every frame's [LRN] feature by the instruction's mean word embedding, before the head
+    # (agents.vla.model.InstructionFiLM): a path from the instruction to the action that does not go
+    # through the backbone's attention (docs/vla_model.md, "Instruction FiLM").
+    instruction_film: bool = False
 
     def __post_init__(self) -> None:
         if self.history not in HISTORY_MODES:
             raise ValueError(f"history must be one of {HISTORY_MODES}, got {self.history!r}")
+        if self.instruction_film and self.head.type == "discrete":
+            raise ValueError("instruction_film modulates the [LRN] features of a continuous head; "
+                             "head.type=discrete reads actions from the language model's tokens instead")
         if self.window_size < 1 or self.chunk_size < 1:
             raise ValueError(f"window_size and chunk_size must be >= 1, got {self.window_size}, {self.chunk_size}")
 

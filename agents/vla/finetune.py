@@ -1,12 +1,13 @@
 """What trains: full fine-tuning, LoRA (peft), frozen parts, last-k decoder layers, gradient checkpointing,
 and the per-part trainable-parameter report.
 
-The VLA's own parts (the added token rows incl. [LRN], the proprio encoder and the head) always train.
+The VLA's own parts (the added token rows incl. [LRN], the proprio encoder, the instruction FiLM and the head)
+always train.
 An untied LM head is frozen unless `train_lm_head` is set: the action losses never reach it, and an
 unused trainable parameter breaks DDP.
 
 The functions take a VLA model (`agents.vla.model.VLAModel`, whose `build` calls `apply_finetune`) and read
-its parts by name: `backbone` (the adapter), `vlm`, `embed`, `head`, `proprio`.
+its parts by name: `backbone` (the adapter), `vlm`, `embed`, `head`, `proprio`, `film`.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def apply_finetune(model: nn.Module, cfg: FinetuneConfig) -> None:
     model.embed.added.requires_grad_(True)
     _set(model.head, True)
     _set(model.proprio, True)
+    _set(model.film, True)
     if cfg.gradient_checkpointing:
         # transformers' own mechanism: every decoder/vision layer re-computes its forward in backward
         # (renamed activation_checkpointing_enable in transformers 5; the old name is deprecated there)
@@ -100,6 +102,7 @@ def parameter_report(model: nn.Module) -> list[tuple[str, int, int]]:
         ("language model", list(bb.language_model.parameters())),
         ("lm head", list(head.parameters()) if head is not None else []),
         ("proprio encoder", list(model.proprio.parameters()) if model.proprio is not None else []),
+        ("instruction FiLM", list(model.film.parameters()) if model.film is not None else []),
         ("policy head", list(model.head.parameters())),
         ("other backbone", list(model.vlm.parameters())),
     ]

@@ -68,6 +68,29 @@ class ProprioEncoder(nn.Module):
         return self.net(x.to(self.net[0].weight.dtype))
 
 
+class InstructionFiLM(nn.Module):
+    """FiLM (Perez et al., 2018) of the per-frame features by the instruction: f * (1 + gamma) + beta,
+    with gamma, beta from an MLP over the mean input word embedding of the instruction's tokens.
+
+    The [LRN] feature carries the instruction only as far as the backbone's attention brings it there; at
+    a subtask's first frame, where image and robot state are the same for every task, it is all that
+    tells the tasks apart. This path gives the action loss a direct route to the words. The last layer
+    starts at zero, so the modulation starts as the identity (a model with it predicts what the same
+    model without it does until it trains).
+    """
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 2 * hidden))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, features: torch.Tensor, instruction: torch.Tensor) -> torch.Tensor:
+        """features (B, W, H), instruction (B, H) -> (B, W, H)."""
+        gamma, beta = self.net(instruction.to(self.net[0].weight.dtype)).unsqueeze(1).chunk(2, dim=-1)
+        return features * (1 + gamma) + beta
+
+
 class VLAModel(nn.Module):
     def __init__(self, cfg: VLAConfig, backbone: BackboneAdapter):
         super().__init__()
@@ -86,6 +109,8 @@ class VLAModel(nn.Module):
         hidden = backbone.hidden_size
         self.proprio = ProprioEncoder(hidden) if cfg.use_proprio else None
         self.head = build_head(cfg.head, hidden, cfg.chunk_size, cfg.window_size)
+        self.film = InstructionFiLM(hidden) if cfg.instruction_film else None
+        self._instruction_ids: dict[str, list[int]] = {}  # instruction -> its token ids (FiLM)
         self.bins = ActionBins(cfg.head.n_bins)
         self._bounded_cache: dict[str, str] = {}  # long instruction -> its cut
         self._warned_cut = False
@@ -171,6 +196,26 @@ class VLAModel(nn.Module):
             self._bounded_cache[instruction] = cut
         return self._bounded_cache[instruction]
 
+    def instruction_embedding(self, instructions: list[str]) -> torch.Tensor:
+        """(B, H): the mean input word embedding of each (bounded) instruction's tokens."""
+        ids = [self._word_ids(i) for i in instructions]
+        device = self.embed.added.device
+        longest = max(len(x) for x in ids)
+        padded = torch.tensor([x + [x[0]] * (longest - len(x)) for x in ids], device=device)
+        mask = (torch.arange(longest, device=device) < torch.tensor([len(x) for x in ids], device=device).unsqueeze(1))
+        emb = self.embed(padded).float() * mask.unsqueeze(-1)
+        return emb.sum(1) / mask.sum(1, keepdim=True)
+
+    def _word_ids(self, instruction: str) -> list[int]:
+        if instruction not in self._instruction_ids:
+            ids = self.backbone.tokenizer(self._bounded(instruction), add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ValueError(f"instruction {instruction!r} has no tokens: instruction_film needs words to read")
+            if len(self._instruction_ids) >= 1024:  # instructions are few; the cache is for repeated steps
+                self._instruction_ids.clear()
+            self._instruction_ids[instruction] = ids
+        return self._instruction_ids[instruction]
+
     def prompt_length(self, instruction: str, image_sizes: tuple[tuple[int, int], ...]) -> int:
         return len(self.backbone.prompt_ids(self.prompt(instruction), image_sizes))
 
@@ -238,10 +283,13 @@ class VLAModel(nn.Module):
 
     # ------------------------------------------------------------------ training
     def features(self, batch: Batch, cache: BackboneCache | None = None, continuing: bool = False) -> torch.Tensor:
-        """The [LRN] feature of every frame: (B, W, H)."""
+        """The [LRN] feature of every frame (FiLM-ed by the instruction with `instruction_film`): (B, W, H)."""
         b, w = self._check(batch, need_actions=False)
         hidden, tokens = self._run(batch, cache=cache, continuing=continuing, lrn_only=True)
-        return _gather(hidden, tokens.lrn_index).reshape(b, w, -1)
+        features = _gather(hidden, tokens.lrn_index).reshape(b, w, -1)
+        if self.film is not None:
+            features = self.film(features, self.instruction_embedding(list(batch["instruction"])))
+        return features
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Losses of a training batch: `loss`, `loss_arm`, `loss_gripper`, `acc_gripper`."""
