@@ -82,6 +82,10 @@ def run_suite(settings: EvalSettings, env: EnvConfig, agent: AgentSource, suite:
     """Every row's evaluation (resuming what is there), then the table; returns its rows."""
     if env.perturb.any():
         raise ConfigError(f"env.perturb: the suite sets the perturbations of each row itself; got {env.perturb.active()}")
+    if settings.mode != "chains":  # its table is avg. len and the paired drop over the same chains
+        raise ConfigError(f"mode={settings.mode}: the robustness suite runs CALVIN's chains (mode=chains) and pairs each "
+                          "row's chains with the unperturbed run's; for single-task episodes under one perturbation run "
+                          "python -m harness.eval mode=single_task env.perturb.<axis>=<level>")
     if RENDERER in suite.axes:  # an EGL that cannot start fails here, before any row runs
         try:
             replace(env, renderer=OTHER_RENDERER[env.renderer]).check()
