@@ -7,8 +7,10 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from agents.replay import ReplayAgent
+from harness.config_errors import ConfigError
 from harness.envs.perturbations import Perturbations
 from harness.eval import AgentConfig, EnvConfig
 from harness.eval.config import EvalSettings
@@ -103,10 +105,6 @@ def test_the_suite_pairs_its_rows_with_a_plain_evaluation(tmp_path):
 def test_single_task_mode_is_refused_before_any_row_runs(tmp_path):
     """The suite's table is avg. len and paired drops over chains: single-task episodes were run row after row and
     then failed at the table (KeyError 'avg_seq_len'); now the mode is refused before anything runs."""
-    import pytest
-
-    from harness.config_errors import ConfigError
-
     settings = replace(SETTINGS, mode="single_task", tasks=("open_drawer",), episodes_per_task=1)
     with pytest.raises(ConfigError, match="mode=single_task: the robustness suite runs CALVIN's chains"):
         run_suite(settings, EnvConfig(), AgentConfig("scripted"), SuiteSettings(axes=("language",)), tmp_path / "suite")
