@@ -96,6 +96,13 @@ def shutdown(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
+def rank_cores(local_world_size: int = 1) -> int:
+    """The CPU cores of one rank: the machine's shared out among the ranks on it, at least one. The one
+    place the evaluation divides cores (its workers' torch threads, the policy server's threads, and
+    whether a server pays on CPU all start from it)."""
+    return max(1, (os.cpu_count() or 1) // max(1, local_world_size))
+
+
 def rank_device(device: str | None, info: DistInfo) -> str | None:
     """A bare "cuda" means this rank's own GPU (LOCAL_RANK), not everybody's GPU 0."""
     if device == "cuda" and info.active:

@@ -14,7 +14,9 @@ import pytest
 
 from harness.eval.config import EvalSettings, ServerOptions
 from harness.eval.evaluation import run_evaluation
-from harness.eval.served import wants_server
+from harness.eval.runner import default_threads
+from harness.eval.served import PolicyServerForWorkers, wants_server
+from harness.ranks import rank_cores
 from harness.eval.specs import AgentConfig, EnvConfig
 from harness.serve.process import ServerProcess
 from harness.serve.server import ServeSettings
@@ -53,6 +55,19 @@ def test_server_auto_serves_model_agents_where_a_server_pays():
         wants_server("on", AgentConfig("remote", {"url": "ws://x"}), workers=2)
     with pytest.raises(ValueError, match="server must be one of"):
         EvalSettings(server="sometimes")
+
+
+def test_cores_are_shared_out_by_one_rule(monkeypatch):
+    """harness.ranks.rank_cores divides the machine among the ranks on it; the workers' torch threads, the
+    policy server's threads and server=auto's choice all start from it."""
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert rank_cores() == 16 and rank_cores(4) == 4 and rank_cores(32) == 1
+    assert default_threads(workers=2, local_world=2) == 4 and default_threads(workers=16, local_world=4) == 1
+    vla = AgentConfig("vla", {"checkpoint": "x"})
+    assert not wants_server("auto", vla, workers=16) and wants_server("auto", vla, workers=17)
+    assert PolicyServerForWorkers(vla, ServerOptions(), workers=2, local_world_size=2).threads == 6
+    assert PolicyServerForWorkers(vla, ServerOptions(), workers=8, local_world_size=2).threads == 1
+    assert PolicyServerForWorkers(vla, ServerOptions(threads=3), workers=8).threads == 3
 
 
 @pytest.fixture(scope="module")

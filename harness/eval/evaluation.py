@@ -12,7 +12,6 @@ depend on how the work was split, interrupted or resumed.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -33,7 +32,7 @@ from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, check_source
 from harness.eval.store import RESULTS, ResultsLog, check_run_key, clear_results, rank_log_name, read_results, write_merged
 from harness.eval.video import TraceStore, VideoQueue, VideoSettings, render_videos, video_jobs
 from harness.folder_lock import FolderBusy, FolderLock
-from harness.ranks import DistInfo, barrier, choose_backend, dist_from_env, init_distributed, rank_device, shutdown
+from harness.ranks import DistInfo, barrier, choose_backend, dist_from_env, init_distributed, rank_cores, rank_device, shutdown
 
 @dataclass
 class _Progress:
@@ -69,11 +68,6 @@ def _agent_for_rank(agent: AgentSource, dist: DistInfo) -> AgentSource:
     if isinstance(agent, AgentConfig) and "device" in agent.kwargs:
         return replace(agent, kwargs={**agent.kwargs, "device": rank_device(agent.kwargs["device"], dist)})
     return agent
-
-
-def _rank_cores(local_world_size: int) -> int:
-    """The CPU cores of one rank: the machine's shared out among the ranks on it."""
-    return max(1, (os.cpu_count() or 1) // max(1, local_world_size))
 
 
 def _agent_device(agent: AgentSource) -> str | None:
@@ -195,7 +189,7 @@ def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfi
     try:
         if mine:
             queue_due_videos()  # a resumed run's videos that a kill cut short
-            if wants_server(settings.server, agent, settings.workers, _rank_cores(dist.local_world_size)):
+            if wants_server(settings.server, agent, settings.workers, rank_cores(dist.local_world_size)):
                 served = PolicyServerForWorkers(agent, settings.server_options, settings.workers, dist.local_world_size,
                                                 env.scene)
                 with served as remote:

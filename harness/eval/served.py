@@ -17,12 +17,12 @@ and is started again if it dies (its clients reconnect and run their chain again
 
 from __future__ import annotations
 
-import os
 import secrets
 from typing import Any
 
 from harness.eval.config import SERVER_MODES, ServerOptions
 from harness.eval.specs import AgentConfig, AgentSource
+from harness.ranks import rank_cores
 from harness.serve.process import ServerProcess
 from harness.serve.server import ServeSettings
 
@@ -41,7 +41,7 @@ def wants_server(mode: str, agent: AgentSource, workers: int, cores: int | None 
         return False
     if mode == "auto":
         on_cpu = str(agent.kwargs.get("device") or "cpu").startswith("cpu")
-        return workers > 1 and (not on_cpu or workers > (cores if cores is not None else os.cpu_count() or 1))
+        return workers > 1 and (not on_cpu or workers > (cores if cores is not None else rank_cores()))
     if not is_config or agent.name == "remote":
         what = "a remote agent is served already" if is_config else "an agent object or factory cannot be sent to a server"
         raise ValueError(f"server=on serves an agent config (agent=vla, agent=scripted, ...): {what}")
@@ -54,7 +54,7 @@ class PolicyServerForWorkers:
 
     def __init__(self, agent: AgentConfig, options: ServerOptions, workers: int, local_world_size: int = 1,
                  scene: str | None = None) -> None:
-        threads = options.threads or max(1, (os.cpu_count() or 1) // max(1, local_world_size) - workers)
+        threads = options.threads or max(1, rank_cores(local_world_size) - workers)
         served = {"name": agent.name, **agent.kwargs, **({"factory": agent.factory} if agent.factory else {}),
                   "scene": scene}  # the workers' env's scene, for a served agent that reads the layout
         settings = ServeSettings(port=0, token=secrets.token_hex(16), max_batch=options.max_batch,
