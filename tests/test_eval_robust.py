@@ -18,6 +18,7 @@ from harness.eval.evaluation import run_evaluation
 from harness.eval.jobs import chain_jobs
 from harness.eval.robust import SuiteSettings, run_suite
 from harness.eval.rollout import run_chain
+from harness.tasks import eval_instruction
 from harness.tasks.paraphrases import heldout_instructions
 
 SETTINGS = EvalSettings(num_chains=2, ep_len=40, workers=0, videos=0, video_failures=0, progress=False)
@@ -179,3 +180,27 @@ def test_videos_of_a_perturbed_run_show_what_the_policy_saw():
     renderer.close()
     differences = [np.abs(frame.astype(int) - image).mean() for frame, image in zip(frames.images, seen)]
     assert max(differences) > 0 and all(d < 6 for d in differences), differences
+
+
+def test_instructions_replace_calvins_for_the_tasks_named(tmp_path):
+    """`instructions={task: text}`: the agent is told `text` for that task and CALVIN's instruction for the others;
+    the run key and the report's protocol say so (a folder of CALVIN's instructions refuses to resume it); the
+    language axis, unknown tasks and empty texts are refused."""
+    first, other = (job.tasks[0] for job in chain_jobs(2))  # each chain ends at its failed first subtask
+    assert first != other
+    settings = replace(SETTINGS, num_chains=2, ep_len=3, instructions={first: "do the first thing"})
+    agent = Recorder()
+    results = run_evaluation(settings, EnvConfig(), agent, tmp_path / "run", print_summary=False)
+    assert agent.instructions == ["do the first thing"] * 3 + [eval_instruction(other)] * 3
+    assert "replaced for 1 task(s) (" + f"{first}: 'do the first thing')" in results["protocol"]["instructions"]
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["instructions"] == {first: "do the first thing"}
+    with pytest.raises(ConfigError, match="differs in: instructions"):
+        run_evaluation(replace(settings, instructions={}), EnvConfig(), Recorder(), tmp_path / "run", print_summary=False)
+    with pytest.raises(ConfigError, match="instructions and env.perturb.language both reword"):
+        run_evaluation(settings, EnvConfig(perturb=Perturbations(language=1)), Recorder(), None, print_summary=False)
+    with pytest.raises(ConfigError, match="instructions: the language rows reword"):
+        run_suite(settings, EnvConfig(), AgentConfig("scripted"), SuiteSettings(axes=("language",)), tmp_path / "suite")
+    with pytest.raises(ValueError, match="instructions: unknown task 'close_the_drawer'"):
+        replace(SETTINGS, instructions={"close_the_drawer": "x"})
+    with pytest.raises(ValueError, match="instructions: the text for open_drawer must be a non-empty string"):
+        replace(SETTINGS, instructions={"open_drawer": " "})

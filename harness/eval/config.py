@@ -20,6 +20,7 @@ from harness.eval.jobs import Job, chain_jobs, single_task_jobs
 from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, describe_agent_source
 from harness.hydra_app import store_defaults
 from harness.strict_config import from_mapping, plain
+from harness.tasks.catalog import check_task_names
 
 MODES = ("chains", "single_task")
 DEFAULT_VIDEO_FAILURES = 10  # video_failures: true
@@ -72,6 +73,9 @@ class EvalSettings:
     # cores (harness/eval/served.py) | on: for any agent config | off
     server: str = "auto"
     server_options: ServerOptions = field(default_factory=ServerOptions)
+    # task -> what the agent is told instead of CALVIN's validation instruction (how a policy reads another
+    # wording of the same task, docs/EVALUATION.md); the results are then not CALVIN's protocol, and the report says so
+    instructions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, when_true in (("videos", 1), ("video_failures", DEFAULT_VIDEO_FAILURES)):
@@ -91,6 +95,14 @@ class EvalSettings:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.video_format not in ("mp4", "gif"):
             raise ValueError(f"video_format must be 'mp4' or 'gif', got {self.video_format!r}")
+        try:
+            check_task_names(self.instructions)
+        except ValueError as e:
+            raise ValueError(f"instructions: {e}") from None
+        empty = [task for task, text in self.instructions.items() if not isinstance(text, str) or not text.strip()]
+        if empty:
+            raise ValueError(f"instructions: the text for {', '.join(empty)} must be a non-empty string")
+        object.__setattr__(self, "instructions", dict(self.instructions))
         if self.job_timeout_s is not None and not self.job_timeout_s > 0:
             raise ValueError(f"job_timeout_s must be > 0 seconds (or null for no limit), got {self.job_timeout_s}")
 
@@ -105,8 +117,11 @@ class EvalSettings:
         chain that runs past it twice is recorded as env_error instead of its outcome."""
         agent_key = describe_agent_source(agent)
         agent_key.get("kwargs", {}).pop("device", None)  # where it runs (cpu, cuda:N per rank) is not what it is
-        return {"mode": self.mode, "ep_len": self.ep_len, "seed": self.seed, "job_timeout_s": self.job_timeout_s,
-                "env": env.to_dict(), "agent": agent_key}
+        key = {"mode": self.mode, "ep_len": self.ep_len, "seed": self.seed, "job_timeout_s": self.job_timeout_s,
+               "env": env.to_dict(), "agent": agent_key}
+        if self.instructions:  # only when set: folders of CALVIN's instructions keep their run.json
+            key["instructions"] = dict(sorted(self.instructions.items()))
+        return key
 
 
 # quick checks from Python (and rollouts during training): in this process, quiet, no videos

@@ -87,6 +87,8 @@ def run_evaluation(settings: EvalSettings, env: EnvConfig, agent: AgentSource, o
         raise ValueError("under torchrun the ranks share their results through output_dir: set one")
     with config_errors():
         check_sources(env, agent)  # before the output folder is touched or a worker is started
+        if settings.instructions and env.perturb.language:
+            raise ValueError("instructions and env.perturb.language both reword the instructions: set one of them")
         wants_server(settings.server, agent, settings.workers)
     dist = init_distributed(dist, choose_backend(settings.dist_backend, _agent_device(agent)), settings.dist_timeout_s)
     try:
@@ -182,6 +184,7 @@ def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfi
         ep_len=settings.ep_len, video_chains=settings.videos if folder else 0,
         video_failures=bool(settings.video_failures) and folder is not None,
         threads=default_threads(settings.workers, dist.local_world_size), job_timeout_s=settings.job_timeout_s,
+        instructions=settings.instructions,
     )
     progress.start(len(finished), settings.progress and dist.is_main, _bar_label(settings, dist, len(mine)))
     run_started = time.perf_counter()
@@ -286,6 +289,9 @@ def _context(settings: EvalSettings, env: EnvConfig, description: dict[str, Any]
     else:
         protocol["episodes_per_task"] = settings.episodes_per_task
     protocol["instructions"] = "CALVIN's validation instruction per task (the first phrasing)"
+    if settings.instructions:  # not CALVIN's protocol: the report says which
+        replaced = "; ".join(f"{task}: {text!r}" for task, text in sorted(settings.instructions.items()))
+        protocol["instructions"] += f", replaced for {len(settings.instructions)} task(s) ({replaced})"
     if env.perturb.language:  # the language axis rewords them (docs/ROBUSTNESS.md)
         protocol["instructions"] += f", reworded: language level {env.perturb.language} ({level_name('language', env.perturb.language)})"
     context = {"mode": settings.mode, "env": description["env"], "agent": description["agent"], "protocol": protocol,

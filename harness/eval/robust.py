@@ -86,6 +86,9 @@ def run_suite(settings: EvalSettings, env: EnvConfig, agent: AgentSource, suite:
         raise ConfigError(f"mode={settings.mode}: the robustness suite runs CALVIN's chains (mode=chains) and pairs each "
                           "row's chains with the unperturbed run's; for single-task episodes under one perturbation run "
                           "python -m harness.eval mode=single_task env.perturb.<axis>=<level>")
+    if settings.instructions and "language" in suite.axes:
+        raise ConfigError("instructions: the language rows reword CALVIN's instructions themselves; leave out "
+                          "instructions or the language axis (suite.axes)")
     if RENDERER in suite.axes:  # an EGL that cannot start fails here, before any row runs
         try:
             replace(env, renderer=OTHER_RENDERER[env.renderer]).check()

@@ -26,7 +26,7 @@ import traceback
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -227,10 +227,13 @@ class ChainRun:
 
 
 def run_chain(
-    env: Env, agent: Agent, job: Job, ep_len: int, oracle: TaskOracle | None = None, record: bool = False
+    env: Env, agent: Agent, job: Job, ep_len: int, oracle: TaskOracle | None = None, record: bool = False,
+    instructions: Mapping[str, str] | None = None,
 ) -> ChainRun:
     """A chain from its start condition; raises EnvFailure when the env fails (the runner retries), and
-    AgentUnavailable when the agent's server went away (the runner waits for it and runs the chain again)."""
+    AgentUnavailable when the agent's server went away (the runner waits for it and runs the chain again).
+    instructions: task -> what the agent is told instead of CALVIN's instruction (the language axis rewords
+    only the tasks not in it)."""
     oracle = oracle or TaskOracle()
     seed_everything(job.seed)
     traces: list[SubtaskTrace] | None = [] if record else None
@@ -254,7 +257,7 @@ def run_chain(
         outcomes.append(SubtaskOutcome(job.tasks[0], False, 0, "agent_error", _error_text(e)))
         return ChainRun(outcomes, traces, (obs["robot_obs"], obs["scene_obs"]))
     for task in job.tasks:
-        instruction = perturbed_instruction(task, perturb.language, language)
+        instruction = (instructions or {}).get(task) or perturbed_instruction(task, perturb.language, language)
         trace = SubtaskTrace(task, instruction) if record else None
         outcome, obs = run_subtask(env, agent, oracle, task, obs, ep_len, trace, outcomes, instruction, delay)
         outcomes.append(outcome)

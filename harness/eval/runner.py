@@ -32,9 +32,9 @@ import sys
 import time
 import traceback
 from collections import deque
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -58,6 +58,7 @@ class RunSettings:
     video_failures: bool = False  # keep the trace of the failed subtask of any failing job
     threads: int = 1  # torch CPU threads per worker, when the agent uses torch (0: leave them as they are)
     job_timeout_s: float | None = None  # a worker still on one job after this long is killed (a hung agent or env)
+    instructions: Mapping[str, str] = field(default_factory=dict)  # task -> instruction instead of CALVIN's
 
 
 Result = tuple[dict[str, Any], list[SubtaskTrace] | None]
@@ -138,7 +139,8 @@ class JobRunner:
         failures: list[EnvFailure] = []
         while len(failures) < MAX_ATTEMPTS:
             try:
-                chain = run_chain(self.env, self.agent, job, self.settings.ep_len, self.oracle, record_states)
+                chain = run_chain(self.env, self.agent, job, self.settings.ep_len, self.oracle, record_states,
+                                  self.settings.instructions)
             except EnvFailure as e:
                 failures.append(e)
                 self._rebuild_env()
