@@ -209,3 +209,50 @@ def test_start_repeats_draw_each_segments_first_window_again(calvin_root):
     assert WindowOptions(start_repeats=r).for_validation().start_repeats == 0
     with pytest.raises(ValueError, match="start_repeats must be >= 0, got -1"):
         WindowOptions(start_repeats=-1)
+
+
+def test_resample_instructions_draw_from_the_tasks_own_annotations(calvin_root):
+    """`resample_instructions`: a training window's instruction is any annotation of its task among the
+    training segments (both of open_drawer's, seeded by torch like the shift); a task with one phrasing keeps
+    it; validation keeps each segment's own."""
+    src = NpzFrameSource(calvin_root, "training")
+    ds = WindowDataset(src, WindowSpec(8, 10), ActionNormalizer(), WindowOptions(augment=False, resample_instructions=True))
+    phrasings = {task: {ann for (_, t, ann) in ANNOTATIONS if t == task} for (_, task, _) in ANNOTATIONS}
+    assert len(phrasings["open_drawer"]) == 2
+    torch.manual_seed(0)
+    seen: dict[str, set[str]] = {}
+    for i in range(len(ds)):
+        item = ds[i]
+        seen.setdefault(item["task"], set()).add(item["instruction"])
+    assert seen == phrasings
+    first_segment = [i for i in range(len(ds)) if ds.window(i)[0] == 0]
+    torch.manual_seed(1)
+    drawn = [ds[i]["instruction"] for i in first_segment]
+    torch.manual_seed(1)
+    assert [ds[i]["instruction"] for i in first_segment] == drawn
+    plain = WindowDataset(src, WindowSpec(8, 10), ActionNormalizer(), WindowOptions(augment=False))
+    assert [plain[i]["instruction"] for i in first_segment] == [ANNOTATIONS[0][2]] * len(first_segment)
+    assert WindowOptions(resample_instructions=True).for_validation().resample_instructions is False
+    assert DataConfig.from_dict({"path": "x", "resample_instructions": True}).resample_instructions
+
+
+def test_instruction_word_dropout_leaves_words_out_in_order(calvin_root):
+    """`instruction_word_dropout=p`: a training window's instruction keeps each word with probability 1 - p,
+    in order, at least one; validation keeps every word; p outside [0, 1) is an error."""
+    src = NpzFrameSource(calvin_root, "training")
+    ds = WindowDataset(src, WindowSpec(8, 10), ActionNormalizer(), WindowOptions(augment=False, instruction_word_dropout=0.5))
+    words = ANNOTATIONS[0][2].split()
+    torch.manual_seed(0)
+    drawn = [ds.instruction(0).split() for _ in range(400)]
+
+    def subsequence(d: list[str]) -> bool:
+        rest = iter(words)
+        return all(w in rest for w in d)
+
+    assert all(d and subsequence(d) for d in drawn)
+    kept = np.mean([len(d) for d in drawn]) / len(words)
+    assert 0.45 < kept < 0.6, kept  # ~0.5, a little more for the one word always kept
+    assert len({" ".join(d) for d in drawn}) > 20
+    assert WindowOptions(instruction_word_dropout=0.5).for_validation().instruction_word_dropout == 0.0
+    with pytest.raises(ValueError, match=r"instruction_word_dropout must be in \[0, 1\), got 1.0"):
+        WindowOptions(instruction_word_dropout=1.0)

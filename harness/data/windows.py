@@ -122,11 +122,20 @@ class WindowOptions:
     # not moved yet and only the instruction tells the task, a decision the other windows of a segment
     # rarely train (docs/TRAINING.md, "The e2e recipe in closed loop"). 0: every window once.
     start_repeats: int = 0
+    # Each training window's instruction drawn afresh from the distinct annotations of its task among the
+    # training segments, instead of its own segment's: every phrasing is then read with every demonstration
+    # of the task, not with the few it was recorded with (docs/TRAINING.md, "The e2e recipe in closed loop").
+    resample_instructions: bool = False
+    # Each word of a training window's instruction left out with this probability (at least one kept): a
+    # policy that must do with any subset of the words cannot hang the task on one of them.
+    instruction_word_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("rgb_pad", "gripper_pad"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.instruction_word_dropout < 1.0:
+            raise ValueError(f"instruction_word_dropout must be in [0, 1), got {self.instruction_word_dropout}")
         if self.start_repeats < 0:
             raise ValueError(f"start_repeats must be >= 0, got {self.start_repeats}")
         if self.n_shot is not None and self.n_shot < 1:
@@ -135,7 +144,8 @@ class WindowOptions:
 
     def for_validation(self) -> "WindowOptions":
         """Validation windows: every task and segment, no augmentation."""
-        return replace(self, augment=False, exclude_tasks=(), n_shot=None, start_repeats=0)
+        return replace(self, augment=False, exclude_tasks=(), n_shot=None, start_repeats=0,
+                       resample_instructions=False, instruction_word_dropout=0.0)
 
 
 def random_shift(frames: np.ndarray, pad: int, dy: int, dx: int) -> np.ndarray:
@@ -187,6 +197,14 @@ def select_segments(lang: LangAnnotations, window_size: int, cfg: WindowOptions,
     return keep
 
 
+def task_phrasings(lang: LangAnnotations) -> dict[str, tuple[str, ...]]:
+    """Each task's distinct annotations, sorted (so that a draw depends on the data, not on its order)."""
+    pools: dict[str, set[str]] = {}
+    for task, ann in zip(lang.task, lang.ann):
+        pools.setdefault(task, set()).add(ann)
+    return {task: tuple(sorted(anns)) for task, anns in pools.items()}
+
+
 class WindowDataset(Dataset):
     """Windows of language-annotated segments; items are dicts of numpy arrays and strings.
 
@@ -212,6 +230,7 @@ class WindowDataset(Dataset):
         counts = self.lang.indx[:, 1] - self.lang.indx[:, 0] + 2 - spec.window_size
         self._windows = counts  # a segment's distinct windows; its items beyond them repeat the first
         self._cum = np.cumsum(counts + self.options.start_repeats)
+        self._phrasings = task_phrasings(self.lang) if self.options.resample_instructions else {}
 
     def __len__(self) -> int:
         return int(self._cum[-1])
@@ -227,6 +246,21 @@ class WindowDataset(Dataset):
         k = int(np.searchsorted(self._cum, index, side="right"))
         offset = index - (int(self._cum[k - 1]) if k else 0)
         return k, int(self.lang.indx[k, 0]) + (offset if offset < self._windows[k] else 0)
+
+    def instruction(self, k: int) -> str:
+        """Segment k's instruction: its own annotation, or (resample_instructions) one of its task's, then
+        (instruction_word_dropout) some of its words left out; drawn with torch's RNG like the shift."""
+        text = self.lang.ann[k]
+        if self.options.resample_instructions:
+            pool = self._phrasings[self.lang.task[k]]
+            text = pool[int(torch.randint(len(pool), ()))]
+        if self.options.instruction_word_dropout > 0:
+            words = text.split()
+            keep = torch.rand(len(words)) >= self.options.instruction_word_dropout
+            if not keep.any():
+                keep[int(torch.randint(len(words), ()))] = True
+            text = " ".join(w for w, kept in zip(words, keep.tolist()) if kept)
+        return text
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         spec, opts = self.spec, self.options
@@ -247,7 +281,7 @@ class WindowDataset(Dataset):
             "rgb_static": data["rgb_static"],
             "actions": norm[np.minimum(offsets, act_stop - t0 - 1)],
             "action_mask": t0 + offsets <= end,
-            "instruction": self.lang.ann[k],
+            "instruction": self.instruction(k),
             "task": self.lang.task[k],
         }
         if spec.gripper:
