@@ -153,6 +153,7 @@ def test_invalid_settings_fail_in_one_line_before_the_folder_is_touched(tmp_path
         "agent=random server=sometimes": "server must be one of ('auto', 'on', 'off'), got 'sometimes'",
         "agent=random server_options.max_batch=0": "server_options: max_batch >= 1",
         "agent=random +server_options.colour=red": "server_options: unknown keys ['colour']",
+        "agent=random +instructions.close_the_drawer=shut": "instructions: unknown task 'close_the_drawer'",
     }
     for overrides, message in cases.items():
         out = tmp_path / "out"
@@ -163,6 +164,17 @@ def test_invalid_settings_fail_in_one_line_before_the_folder_is_touched(tmp_path
         lines = error_lines(proc.stderr)
         assert len(lines) == 1 and lines[0].startswith("harness.eval: invalid configuration: ") and message in lines[0], proc.stderr
         assert not out.exists(), overrides
+
+
+def test_instructions_from_the_command_line_reach_the_report(tmp_path):
+    """The documented spelling (docs/EVALUATION.md): '+instructions={task: text}' adds to the empty mapping."""
+    out = tmp_path / "out"
+    run([sys.executable, "-m", "harness.eval", "agent=random", "mode=single_task", "tasks=[close_drawer]", "episodes_per_task=1",
+         "ep_len=2", "workers=0", "videos=0", "video_failures=0", "progress=false", f"output_dir={out}",
+         '+instructions={close_drawer: "close the drawer"}'])
+    results = json.loads((out / "results.json").read_text())
+    assert results["protocol"]["instructions"].endswith("replaced for 1 task(s) (close_drawer: 'close the drawer')")
+    assert json.loads((out / "run.json").read_text())["instructions"] == {"close_drawer": "close the drawer"}
 
 
 def test_torchrun_two_cpu_ranks_merge_to_the_single_process_results(tmp_path, uninterrupted):
