@@ -23,6 +23,10 @@ def test_every_config_group_composes_and_round_trips(dataset, tmp_path):
                       ["+sweep=tiny_grid"], ["rollout=chains", "rollout.env.scene=B", "rollout.env.backend=builtin"]):
         cfg = config(dataset, tmp_path, *overrides)
         assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    for experiment in ("e2e_cpu", "e2e_full_cpu"):  # both recipes carry what made the 8-task one work (TRAINING.md)
+        cfg = config(dataset, tmp_path, f"+experiment={experiment}")
+        assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+        assert cfg.data.start_repeats == 20 and cfg.model.instruction_film and cfg.data.format == "shards"
     cfg = config(dataset, tmp_path, "rollout=single_task", "rollout.tasks=[open_drawer]")
     assert cfg.rollout.enabled and cfg.rollout.settings.tasks == ("open_drawer",) and cfg.trainer.device == "cpu"
     assert cfg.rollout.settings.workers == 0 and cfg.rollout.env.scene == "D"
