@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # All 34 CALVIN tasks from pixels on 2 CPU cores, in one command (docs/TRAINING.md, "Learning all 34 tasks
 # on CPU"):
-#   1. record chains of 5 subtasks from random valid starts with the scripted expert: scenes A, B, C for the
-#      ABC->D run and scene D for the D->D run (validation: scene D, CALVIN's evaluation instructions);
+#   1. record chains of 5 subtasks from random valid starts with the scripted expert: scene D for the D->D
+#      run, scenes A, B, C for the ABC->D run (validation: scene D, CALVIN's evaluation instructions);
 #      convert each to shards with the images at the model's input size, then drop the per-frame files;
-#   2. train configs/experiment/e2e_full_cpu.yaml on D (D->D) and on ABC (ABC->D), while a second process
-#      evaluates each kept checkpoint on CALVIN's first 100 chains (the learning curve);
-#   3. evaluate both last checkpoints in scene D: CALVIN's 1000 chains (report.md: per position and per
+#   2. train configs/experiment/e2e_full_cpu.yaml on it, while a second process evaluates each kept
+#      checkpoint on CALVIN's first 100 chains (the learning curve);
+#   3. evaluate the last checkpoint in scene D: CALVIN's 1000 chains (report.md: per position and per
 #      task) and single-task success from random valid start states.
+# D->D runs all three steps first, then ABC->D.
 # Every step resumes where it stopped when the same command is run again (recording, conversion,
 # training and every evaluation carry on from what they have written).
 #   scripts/e2e_full_cpu.sh [OUT=runs/e2e_full]
@@ -70,9 +71,10 @@ evaluate() {
         workers=2 videos=0 video_failures=10 progress=false output_dir="$OUT/eval_${name}_single_task"
 }
 
+# D->D first: its figures (the issue's goal) come hours before ABC->D's, and a run stopped half-way has them
 record D "$CHAINS_D" D
-record ABC "$CHAINS_ABC" ABC
 train D
 evaluate D
+record ABC "$CHAINS_ABC" ABC
 train ABC
 evaluate ABC
