@@ -17,7 +17,7 @@ from harness.eval.evaluation import run_evaluation
 from harness.eval.runner import default_threads
 from harness.eval.served import PolicyServerForWorkers, wants_server
 from harness.ranks import rank_cores
-from harness.eval.specs import AgentConfig, EnvConfig
+from harness.eval.specs import AgentConfig, EnvConfig, agent_device
 from harness.serve.process import ServerProcess
 from harness.serve.server import ServeSettings
 from tests.serve_helpers import ROOT, checkpoint, wait_for  # noqa: F401  (fixture)
@@ -47,6 +47,8 @@ def test_server_auto_serves_model_agents_where_a_server_pays():
     assert not wants_server("auto", vla, workers=2, cores=2) and not wants_server("auto", vla, workers=8, cores=16)
     on_gpu = AgentConfig("vla", {"checkpoint": "x", "device": "cuda"})
     assert wants_server("auto", on_gpu, workers=2, cores=64) and not wants_server("auto", on_gpu, workers=1, cores=64)
+    # the device is read in one place, for server=auto as for the torchrun backend
+    assert agent_device(on_gpu) == "cuda" and agent_device(vla) is None and agent_device(lambda: None) is None
     assert not wants_server("auto", AgentConfig("scripted"), workers=8) and not wants_server("off", vla, workers=8)
     assert wants_server("on", AgentConfig("scripted"), workers=1)
     with pytest.raises(ValueError, match="cannot be sent to a server"):

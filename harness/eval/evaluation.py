@@ -28,7 +28,7 @@ from harness.eval.report import console_summary, write_reports
 from harness.eval.results import running_summary, summarize
 from harness.eval.runner import RunSettings, default_threads, run_jobs
 from harness.eval.served import PolicyServerForWorkers, wants_server
-from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, check_sources, describe_agent_source
+from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, agent_device, check_sources, describe_agent_source
 from harness.eval.store import RESULTS, ResultsLog, check_run_key, clear_results, rank_log_name, read_results, write_merged
 from harness.eval.video import TraceStore, VideoQueue, VideoSettings, render_videos, video_jobs
 from harness.folder_lock import FolderBusy, FolderLock
@@ -70,10 +70,6 @@ def _agent_for_rank(agent: AgentSource, dist: DistInfo) -> AgentSource:
     return agent
 
 
-def _agent_device(agent: AgentSource) -> str | None:
-    return agent.kwargs.get("device") if isinstance(agent, AgentConfig) else None
-
-
 def run_evaluation(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output_dir: str | Path | None,
                    config: dict[str, Any] | None = None, print_summary: bool = True) -> dict[str, Any]:
     """Run (or resume) an evaluation; returns results.json's content on rank 0 ({} on other ranks).
@@ -90,7 +86,7 @@ def run_evaluation(settings: EvalSettings, env: EnvConfig, agent: AgentSource, o
         if settings.instructions and env.perturb.language:
             raise ValueError("instructions and env.perturb.language both reword the instructions: set one of them")
         wants_server(settings.server, agent, settings.workers)
-    dist = init_distributed(dist, choose_backend(settings.dist_backend, _agent_device(agent)), settings.dist_timeout_s)
+    dist = init_distributed(dist, choose_backend(settings.dist_backend, agent_device(agent)), settings.dist_timeout_s)
     try:
         results = _evaluate(settings, env, _agent_for_rank(agent, dist), output_dir, config, dist, started)
     finally:

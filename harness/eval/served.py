@@ -21,7 +21,7 @@ import secrets
 from typing import Any
 
 from harness.eval.config import SERVER_MODES, ServerOptions
-from harness.eval.specs import AgentConfig, AgentSource
+from harness.eval.specs import AgentConfig, AgentSource, agent_device
 from harness.ranks import rank_cores
 from harness.serve.process import ServerProcess
 from harness.serve.server import ServeSettings
@@ -40,7 +40,7 @@ def wants_server(mode: str, agent: AgentSource, workers: int, cores: int | None 
     if mode == "off" or (mode == "auto" and not (is_config and agent.factory is None and agent.name in MODEL_AGENTS)):
         return False
     if mode == "auto":
-        on_cpu = str(agent.kwargs.get("device") or "cpu").startswith("cpu")
+        on_cpu = str(agent_device(agent) or "cpu").startswith("cpu")
         return workers > 1 and (not on_cpu or workers > (cores if cores is not None else rank_cores()))
     if not is_config or agent.name == "remote":
         what = "a remote agent is served already" if is_config else "an agent object or factory cannot be sent to a server"

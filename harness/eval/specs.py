@@ -131,6 +131,13 @@ def check_sources(env: EnvConfig, agent: AgentSource) -> None:
 AgentSource = Union[AgentConfig, Callable[[], Agent], Agent]
 
 
+def agent_device(agent: AgentSource) -> str | None:
+    """The device an agent's model is configured to run on (`agent.device`); None for an agent object or
+    factory, or a config that leaves it to the agent's default (CPU). The one reading of it: the torchrun
+    backend and server=auto both decide from it."""
+    return agent.kwargs.get("device") if isinstance(agent, AgentConfig) else None
+
+
 def build_agent(source: AgentSource) -> Agent:
     if isinstance(source, AgentConfig):
         return source.build()
