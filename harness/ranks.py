@@ -103,6 +103,15 @@ def rank_cores(local_world_size: int = 1) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, local_world_size))
 
 
+def torch_threads(share: int) -> int:
+    """Torch CPU threads for a process given `share` of the cores: at least one, and at most OMP_NUM_THREADS
+    where it is set, which the harness then honours instead of raising it (an evaluation run beside a
+    training with OMP_NUM_THREADS=1 keeps to one thread a worker: two threads spin on busy cores)."""
+    cap = os.environ.get("OMP_NUM_THREADS", "").strip()
+    limit = int(cap) if cap.isdigit() and int(cap) > 0 else share
+    return max(1, min(share, limit))
+
+
 def rank_device(device: str | None, info: DistInfo) -> str | None:
     """A bare "cuda" means this rank's own GPU (LOCAL_RANK), not everybody's GPU 0."""
     if device == "cuda" and info.active:

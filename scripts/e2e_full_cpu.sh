@@ -52,9 +52,9 @@ train() {
     # only writer of the run folder
     trap "kill $trainer 2>/dev/null" INT TERM EXIT
     until [ -d "$run/checkpoints" ] || ! kill -0 "$trainer" 2>/dev/null; do sleep 30; done
-    # two workers: harness.eval gives each worker cores/workers torch threads, and one worker's two threads
-    # beside the training spin on the busy cores (~10x the CPU a rollout step needs, measured: docs/TRAINING.md)
-    python -m harness.train.curve "$run" --follow --every "$CURVE_EVERY" --chains "$CURVE_CHAINS" --workers 2 &
+    # one single-thread worker (OMP_NUM_THREADS caps harness.eval's threads): with the training's one thread,
+    # one process a core; a second worker, or a worker's second thread, would spin on busy cores
+    python -m harness.train.curve "$run" --follow --every "$CURVE_EVERY" --chains "$CURVE_CHAINS" --workers 1 &
     local curve=$!
     trap "kill $trainer $curve 2>/dev/null" INT TERM EXIT
     wait "$trainer"   # a failed training stops the script (set -e), and the trap stops the curve too

@@ -63,6 +63,7 @@ def test_cores_are_shared_out_by_one_rule(monkeypatch):
     """harness.ranks.rank_cores divides the machine among the ranks on it; the workers' torch threads, the
     policy server's threads and server=auto's choice all start from it."""
     monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert rank_cores() == 16 and rank_cores(4) == 4 and rank_cores(32) == 1
     assert default_threads(workers=2, local_world=2) == 4 and default_threads(workers=16, local_world=4) == 1
     vla = AgentConfig("vla", {"checkpoint": "x"})
@@ -70,6 +71,14 @@ def test_cores_are_shared_out_by_one_rule(monkeypatch):
     assert PolicyServerForWorkers(vla, ServerOptions(), workers=2, local_world_size=2).threads == 6
     assert PolicyServerForWorkers(vla, ServerOptions(), workers=8, local_world_size=2).threads == 1
     assert PolicyServerForWorkers(vla, ServerOptions(threads=3), workers=8).threads == 3
+    # OMP_NUM_THREADS, where set, caps the threads the harness would give (never raises them)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert default_threads(workers=1) == 1 and PolicyServerForWorkers(vla, ServerOptions(), workers=2).threads == 1
+    assert PolicyServerForWorkers(vla, ServerOptions(threads=3), workers=8).threads == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert default_threads(workers=2) == 4 and default_threads(workers=16) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    assert default_threads(workers=1) == 16
 
 
 @pytest.fixture(scope="module")

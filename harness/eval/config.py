@@ -35,7 +35,7 @@ class ServerOptions:
     # Longer than an env step: a worker's next observation joins the batch the other workers wait in,
     # instead of the workers falling into turns of one-observation batches.
     max_wait_ms: float = 20.0
-    threads: int = 0  # the server's torch CPU threads (0: the rank's cores the env workers leave, at least 1)
+    threads: int = 0  # the server's torch CPU threads (0: the rank's cores the env workers leave, at least 1, at most OMP_NUM_THREADS)
     timeout_s: float = 300.0  # a worker waits this long for one action (then: agent_error)
     reconnect_timeout_s: float = 600.0  # a server that went away: how long workers wait for it
 

@@ -45,7 +45,7 @@ from harness.eval.rollout import ChainRun, EnvFailure, SubtaskOutcome, SubtaskTr
 from harness.eval.specs import AgentSource, EnvConfig, build_agent, is_live_agent
 from harness.eval.video import VideoJob, VideoQueue, VideoRenderer, render_process_main
 from harness.lifetime import end_with_parent
-from harness.ranks import rank_cores
+from harness.ranks import rank_cores, torch_threads
 from harness.tasks import TaskOracle
 
 MAX_ATTEMPTS = 2  # a chain is run at most twice when its env fails (and handed out at most twice on worker death)
@@ -414,5 +414,6 @@ def run_jobs(jobs: Sequence[Job], env_cfg: EnvConfig, agent: AgentSource, settin
 
 
 def default_threads(workers: int, local_world: int = 1) -> int:
-    """CPU threads per worker for torch agents: the rank's cores shared out, at least one."""
-    return max(1, rank_cores(local_world) // max(1, workers))
+    """CPU threads per worker for torch agents: the rank's cores shared out, at least one, at most
+    OMP_NUM_THREADS (harness.ranks.torch_threads)."""
+    return torch_threads(rank_cores(local_world) // max(1, workers))

@@ -22,7 +22,7 @@ from typing import Any
 
 from harness.eval.config import SERVER_MODES, ServerOptions
 from harness.eval.specs import AgentConfig, AgentSource, agent_device
-from harness.ranks import rank_cores
+from harness.ranks import rank_cores, torch_threads
 from harness.serve.process import ServerProcess
 from harness.serve.server import ServeSettings
 
@@ -54,7 +54,7 @@ class PolicyServerForWorkers:
 
     def __init__(self, agent: AgentConfig, options: ServerOptions, workers: int, local_world_size: int = 1,
                  scene: str | None = None) -> None:
-        threads = options.threads or max(1, rank_cores(local_world_size) - workers)
+        threads = options.threads or torch_threads(rank_cores(local_world_size) - workers)
         served = {"name": agent.name, **agent.kwargs, **({"factory": agent.factory} if agent.factory else {}),
                   "scene": scene}  # the workers' env's scene, for a served agent that reads the layout
         settings = ServeSettings(port=0, token=secrets.token_hex(16), max_batch=options.max_batch,
