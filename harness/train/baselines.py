@@ -1,0 +1,141 @@
+"""The floor a trained policy must beat: what trivial predictors of the arm action reach on a dataset.
+
+    python -m harness.train.baselines runs/e2e_full/shards_D          # shards or CALVIN npz splits
+    python -m harness.train.baselines DATA --clip 0.65                 # the normaliser's clip (clip_scale)
+
+Each predictor is fitted on the training split's annotated frames and scored on both splits with the arm
+part of the training loss: smooth-L1 (beta 1) over the six relative arm actions, normalised as the
+clip_scale normaliser does (clipped to +-clip, divided by clip). The trainer's `loss_arm` and
+`val/loss_arm` average the same loss over each window's chunk of future actions; these predict each
+frame's own action, whose distribution is the chunk's but for the segment ends.
+
+    mean                     one action for every frame
+    task mean                one action per task: what the instruction alone gives
+    task x time              per task and 10-frame step into the segment: the instruction and a clock
+    robot_obs linear         one linear function of robot_obs: proprioception without the task
+    task x robot_obs linear  a linear function of robot_obs per task: instruction and proprioception, no image
+
+A policy whose `val/loss_arm` stays at the `mean` row has learnt nothing of the arm, whatever its loss
+curve looks like (docs/TRAINING.md, "The full run, as measured so far"). A task or time step that the
+training split lacks falls back to the coarser predictor (task x time -> task mean -> mean).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from harness.data.sync import open_frames
+from harness.train.tables import markdown_table
+
+ARM = 6
+TIME_STEP = 10  # frames per step of the task x time predictor
+RIDGE = 1e-3  # keeps a task's linear fit defined when its frames do not span robot_obs
+
+
+@dataclass
+class Frames:
+    """The annotated frames of a split: robot_obs, the normalised arm actions, the task and the frame's step
+    into its segment."""
+
+    robot_obs: np.ndarray  # (N, 15)
+    arm: np.ndarray  # (N, 6)
+    task: np.ndarray  # (N,) str
+    time: np.ndarray  # (N,) int: frames since the segment's first
+
+    @classmethod
+    def read(cls, path: str, split: str, clip: float) -> Frames:
+        src = open_frames(path, split)
+        lang = src.lang
+        obs, arm, task, time = [], [], [], []
+        for (start, end), name in zip(lang.indx, lang.task):
+            data = src.read({"robot_obs": (int(start), int(end) + 1), "rel_actions": (int(start), int(end) + 1)})
+            n = int(end) - int(start) + 1
+            obs.append(data["robot_obs"])
+            arm.append(np.clip(data["rel_actions"][:, :ARM], -clip, clip) / clip)
+            task.append(np.full(n, name))
+            time.append(np.arange(n))
+        if not obs:
+            raise ValueError(f"{src.name}: no annotated segments in the {split} split")
+        return cls(np.concatenate(obs).astype(np.float64), np.concatenate(arm).astype(np.float64),
+                   np.concatenate(task), np.concatenate(time))
+
+
+def smooth_l1(error: np.ndarray) -> float:
+    a = np.abs(error)
+    return float(np.where(a < 1.0, 0.5 * a**2, a - 0.5).mean())
+
+
+def _group_means(keys: np.ndarray, values: np.ndarray) -> dict:
+    return {k: values[keys == k].mean(0) for k in np.unique(keys)}
+
+
+def _linear_features(robot_obs: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    return np.concatenate([(robot_obs - mean) / std, np.ones((len(robot_obs), 1))], 1)
+
+
+def _fit_linear(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.linalg.solve(x.T @ x + RIDGE * len(x) * np.eye(x.shape[1]), x.T @ y)
+
+
+def predictors(train: Frames) -> dict[str, Callable[[Frames], np.ndarray]]:
+    """Each predictor, fitted on `train`: a function of a split's Frames to its (N, 6) predicted arm actions."""
+    mean = train.arm.mean(0)
+    task_mean = _group_means(train.task, train.arm)
+    steps = np.array([f"{t}/{s // TIME_STEP}" for t, s in zip(train.task, train.time)])
+    task_time = _group_means(steps, train.arm)
+    obs_mean, obs_std = train.robot_obs.mean(0), train.robot_obs.std(0) + 1e-6
+    x = _linear_features(train.robot_obs, obs_mean, obs_std)
+    linear = _fit_linear(x, train.arm)
+    per_task = {t: _fit_linear(x[train.task == t], train.arm[train.task == t]) for t in task_mean}
+
+    def by_task(f: Frames) -> np.ndarray:
+        return np.stack([task_mean.get(t, mean) for t in f.task])
+
+    def by_task_time(f: Frames) -> np.ndarray:
+        return np.stack([task_time.get(f"{t}/{s // TIME_STEP}", task_mean.get(t, mean)) for t, s in zip(f.task, f.time)])
+
+    def by_task_linear(f: Frames) -> np.ndarray:
+        xf = _linear_features(f.robot_obs, obs_mean, obs_std)
+        out = xf @ linear
+        for t, w in per_task.items():
+            rows = f.task == t
+            out[rows] = xf[rows] @ w
+        return out
+
+    return {
+        "mean": lambda f: np.broadcast_to(mean, f.arm.shape),
+        "task mean": by_task,
+        "task x time": by_task_time,
+        "robot_obs linear": lambda f: _linear_features(f.robot_obs, obs_mean, obs_std) @ linear,
+        "task x robot_obs linear": by_task_linear,
+    }
+
+
+def baselines(path: str, clip: float = 1.0) -> dict[str, dict[str, float]]:
+    """{predictor: {"training": loss, "validation": loss}} of the arm's smooth-L1 loss."""
+    if clip <= 0:
+        raise ValueError(f"--clip must be > 0, got {clip}")
+    train, val = Frames.read(path, "training", clip), Frames.read(path, "validation", clip)
+    return {name: {"training": smooth_l1(predict(train) - train.arm), "validation": smooth_l1(predict(val) - val.arm)}
+            for name, predict in predictors(train).items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m harness.train.baselines", description=__doc__.split("\n\n")[0])
+    ap.add_argument("data", help="a dataset with training and validation splits (CALVIN npz or shards)")
+    ap.add_argument("--clip", type=float, default=1.0, help="the clip_scale normaliser's clip (default: %(default)s)")
+    args = ap.parse_args(argv)
+    try:
+        table = baselines(args.data, args.clip)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    rows = [[name, f"{v['training']:.4f}", f"{v['validation']:.4f}"] for name, v in table.items()]
+    print("\n".join(markdown_table(["predictor", "training loss_arm", "validation loss_arm"], rows, align="---:")))
+
+
+if __name__ == "__main__":
+    main()

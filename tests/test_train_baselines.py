@@ -1,0 +1,33 @@
+"""harness.train.baselines: the trivial predictors' arm loss on a recorded dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.train.baselines import Frames, baselines, main, smooth_l1
+
+
+def test_baselines_fit_on_training_and_order_as_their_information(recording, capsys):
+    table = baselines(str(recording))
+    train = Frames.read(str(recording), "training", 1.0)
+    # the mean row is the loss of the training split's mean action, computed here directly
+    assert table["mean"]["training"] == pytest.approx(smooth_l1(train.arm - train.arm.mean(0)))
+    assert set(train.task) == {"rotate_blue_block_left", "open_drawer", "push_pink_block_right", "lift_blue_block_slider"}
+    # on the data they were fitted to, a predictor that knows more does no worse (least squares, nested)
+    t = {name: row["training"] for name, row in table.items()}
+    assert t["task x time"] <= t["task mean"] <= t["mean"]
+    assert t["task x robot_obs linear"] < t["task mean"] and t["robot_obs linear"] < t["mean"]
+    assert all(np.isfinite(row["validation"]) for row in table.values())  # stack_block: a task training lacks
+    main([str(recording)])
+    out = capsys.readouterr().out
+    assert "| task x robot_obs linear |" in out and out.count("\n") == 7
+
+
+def test_baselines_clip_normalises_as_clip_scale(recording):
+    half = Frames.read(str(recording), "training", 0.5)
+    assert np.abs(half.arm).max() <= 1.0
+    full = Frames.read(str(recording), "training", 1.0)
+    np.testing.assert_allclose(half.arm, np.clip(full.arm, -0.5, 0.5) / 0.5)
+    with pytest.raises(ValueError, match="--clip must be > 0"):
+        baselines(str(recording), clip=0)
