@@ -18,10 +18,11 @@ def test_baselines_fit_on_training_and_order_as_their_information(recording, cap
     t = {name: row["training"] for name, row in table.items()}
     assert t["task x time"] <= t["task mean"] <= t["mean"]
     assert t["task x robot_obs linear"] < t["task mean"] and t["robot_obs linear"] < t["mean"]
+    assert t["last TCP motion linear"] < t["mean"]  # the expert's actions are smooth: the last motion predicts the next
     assert all(np.isfinite(row["validation"]) for row in table.values())  # stack_block: a task training lacks
     main([str(recording)])
     out = capsys.readouterr().out
-    assert "| task x robot_obs linear |" in out and out.count("\n") == 7
+    assert "| task x robot_obs linear |" in out and out.count("\n") == 8
 
 
 def test_baselines_clip_normalises_as_clip_scale(recording):

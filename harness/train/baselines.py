@@ -14,6 +14,8 @@ frame's own action, whose distribution is the chunk's but for the segment ends.
     task x time              per task and 10-frame step into the segment: the instruction and a clock
     robot_obs linear         one linear function of robot_obs: proprioception without the task
     task x robot_obs linear  a linear function of robot_obs per task: instruction and proprioception, no image
+    last TCP motion linear   a linear function of the TCP's pose change since the previous frame (0 at a
+                             segment's first): what a policy reads from its window's robot_obs history alone
 
 A policy whose `val/loss_arm` stays at the `mean` row has learnt nothing of the arm, whatever its loss
 curve looks like (docs/TRAINING.md, "The full run, as measured so far"). A task or time step that the
@@ -77,6 +79,15 @@ def _linear_features(robot_obs: np.ndarray, mean: np.ndarray, std: np.ndarray) -
     return np.concatenate([(robot_obs - mean) / std, np.ones((len(robot_obs), 1))], 1)
 
 
+def _tcp_motion(f: Frames) -> np.ndarray:
+    """The TCP pose change since the previous frame of the segment (Euler angles wrapped), 0 at its first frame."""
+    tcp = f.robot_obs[:, :6]
+    motion = np.diff(tcp, axis=0, prepend=tcp[:1])
+    motion[:, 3:] = (motion[:, 3:] + np.pi) % (2 * np.pi) - np.pi
+    motion[f.time == 0] = 0.0
+    return motion
+
+
 def _fit_linear(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.linalg.solve(x.T @ x + RIDGE * len(x) * np.eye(x.shape[1]), x.T @ y)
 
@@ -91,6 +102,9 @@ def predictors(train: Frames) -> dict[str, Callable[[Frames], np.ndarray]]:
     x = _linear_features(train.robot_obs, obs_mean, obs_std)
     linear = _fit_linear(x, train.arm)
     per_task = {t: _fit_linear(x[train.task == t], train.arm[train.task == t]) for t in task_mean}
+    train_motion = _tcp_motion(train)
+    motion_mean, motion_std = train_motion.mean(0), train_motion.std(0) + 1e-9
+    motion = _fit_linear(_linear_features(train_motion, motion_mean, motion_std), train.arm)
 
     def by_task(f: Frames) -> np.ndarray:
         return np.stack([task_mean.get(t, mean) for t in f.task])
@@ -112,6 +126,7 @@ def predictors(train: Frames) -> dict[str, Callable[[Frames], np.ndarray]]:
         "task x time": by_task_time,
         "robot_obs linear": lambda f: _linear_features(f.robot_obs, obs_mean, obs_std) @ linear,
         "task x robot_obs linear": by_task_linear,
+        "last TCP motion linear": lambda f: _linear_features(_tcp_motion(f), motion_mean, motion_std) @ motion,
     }
 
 
