@@ -30,7 +30,9 @@ from typing import Callable
 
 import numpy as np
 
+from harness.data.normalization import ActionNormalizer
 from harness.data.sync import open_frames
+from harness.spatial import wrap_angle
 from harness.train.tables import markdown_table
 
 ARM = 6
@@ -51,13 +53,14 @@ class Frames:
     @classmethod
     def read(cls, path: str, split: str, clip: float) -> Frames:
         src = open_frames(path, split)
+        normalizer = ActionNormalizer(mode="clip_scale", clip=clip)
         lang = src.lang
         obs, arm, task, time = [], [], [], []
         for (start, end), name in zip(lang.indx, lang.task):
             data = src.read({"robot_obs": (int(start), int(end) + 1), "rel_actions": (int(start), int(end) + 1)})
             n = int(end) - int(start) + 1
             obs.append(data["robot_obs"])
-            arm.append(np.clip(data["rel_actions"][:, :ARM], -clip, clip) / clip)
+            arm.append(normalizer.normalize(data["rel_actions"])[:, :ARM])
             task.append(np.full(n, name))
             time.append(np.arange(n))
         if not obs:
@@ -83,7 +86,7 @@ def _tcp_motion(f: Frames) -> np.ndarray:
     """The TCP pose change since the previous frame of the segment (Euler angles wrapped), 0 at its first frame."""
     tcp = f.robot_obs[:, :6]
     motion = np.diff(tcp, axis=0, prepend=tcp[:1])
-    motion[:, 3:] = (motion[:, 3:] + np.pi) % (2 * np.pi) - np.pi
+    motion[:, 3:] = wrap_angle(motion[:, 3:])
     motion[f.time == 0] = 0.0
     return motion
 
