@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from harness.eval.config import EvalSettings
-from harness.train.curve import curve_row, main, run_curve, training_hours
+from harness.train.curve import curve_row, main, run_curve, training_hours, warm_start_hours
 from tests.train_helpers import dataset, metrics, train_here  # noqa: F401  (fixture)
 
 
@@ -22,7 +22,7 @@ def test_single_task_row_has_the_interval_of_the_rate_over_all_episodes():
                "intervals": {"success_rate": {"low": 0.1, "high": 0.5}},
                "tasks": {"open_drawer": {"rate": 0.5}, "lift_red_block_table": {"rate": 0.0}}}
     row = curve_row(4, results, [{"step": 4, "epoch": 0.5, "step_s": 1.0}], {4: 0.01})
-    assert row == {"step": 4, "epoch": 0.5, "train_hours": 0.01, "val_loss": None, "mean_task_success": 0.25,
+    assert row == {"step": 4, "epoch": 0.5, "train_hours": 0.01, "warm_start_hours": 0.0, "val_loss": None, "mean_task_success": 0.25,
                    "mean_task_success_low": 0.1, "mean_task_success_high": 0.5, "open_drawer": 0.5,
                    "lift_red_block_table": 0.0}
     assert curve_row(4, {**results, "intervals": {"success_rate": None}}, [], {})["mean_task_success_low"] is None
@@ -44,7 +44,7 @@ def test_curve_of_a_run_evaluates_each_due_checkpoint_once(dataset, tmp_path):
     with (folder / "curve.csv").open() as f:
         table = list(csv.DictReader(f))
     assert [int(r["step"]) for r in table] == [2, 4] and (folder / "curve.png").stat().st_size > 1000
-    assert "| step | epoch | train_hours | val_loss | avg_seq_len |" in (folder / "curve.md").read_text()
+    assert "| step | epoch | train_hours | warm_start_hours | val_loss | avg_seq_len |" in (folder / "curve.md").read_text()
 
     # the same command again evaluates nothing anew: each checkpoint's evaluation resumes complete
     jsonl = folder / "step_0000004" / "results.jsonl"
@@ -53,6 +53,27 @@ def test_curve_of_a_run_evaluates_each_due_checkpoint_once(dataset, tmp_path):
     assert jsonl.read_text() == before
     # --follow on a finished run (summary.json written) evaluates what is due and returns
     assert [r["step"] for r in run_curve(run, settings, every=2, follow=True, poll_s=0.01)] == [2, 4]
+
+
+def test_a_run_started_from_another_runs_weights_is_charged_for_them(dataset, tmp_path):
+    """A curriculum's stages: the hours of each run up to the checkpoint the next one started from, added up."""
+    first, second, third = tmp_path / "first", tmp_path / "second", tmp_path / "third"
+    train_here(dataset, first, "trainer.max_steps=4", "trainer.ckpt_every=2", "trainer.keep_last=0")
+    train_here(dataset, second, "trainer.max_steps=2", f"init_from={first}/checkpoints/step_0000002")
+    train_here(dataset, third, "trainer.max_steps=2", f"init_from={second}/checkpoints/last")
+
+    def hours(run, up_to):
+        return sum(r["step_s"] for r in metrics(run) if "step_s" in r and r["step"] <= up_to) / 3600
+
+    assert warm_start_hours(first) == 0.0
+    assert warm_start_hours(second) == pytest.approx(hours(first, 2)) and hours(first, 2) < hours(first, 4)
+    assert warm_start_hours(third) == pytest.approx(hours(second, 2) + hours(first, 2))
+    results = {"mode": "chains", "avg_seq_len": 0.0, "intervals": {"avg_seq_len": None}, "chain_sr": {}}
+    row = curve_row(2, results, metrics(third), training_hours(metrics(third)), warm_start_hours(third))
+    assert row["train_hours"] == pytest.approx(hours(third, 2) + warm_start_hours(third))
+    # weights from outside a run folder (no metrics.jsonl beside them) cost nothing that can be read
+    (first / "metrics.jsonl").unlink()
+    assert warm_start_hours(second) == 0.0
 
 
 def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):

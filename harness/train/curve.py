@@ -14,6 +14,9 @@ harness.eval.stats; error bars in the plot) and the per-position (chains) or per
 Training hours are the sum of the logged step times (`step_s` in metrics.jsonl: forward, backward,
 optimizer and the wait for data; validation, checkpoints and rollouts excluded) over the steps up to K,
 so a curve measured on a busy or a quiet machine, resumed or not, is the time training itself took.
+A run started from another run's weights (`init_from`, e.g. a curriculum's later stage) is charged for
+them: the hours of the run(s) it started from, up to the checkpoint it took, are added (column
+`warm_start_hours`; 0 where `init_from` is not a checkpoint of a run folder with its metrics.jsonl).
 Keep the checkpoints (`trainer.keep_last=0`) to evaluate all of them afterwards; `--follow` evaluates
 each as it appears and stops once the run has written its summary and every due checkpoint is done.
 """
@@ -21,9 +24,12 @@ each as it appears and stops once the run has written its summary and every due 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from harness.train.run_checkpoints import step_name
 from harness.train.metrics import METRICS, read_metrics
@@ -42,6 +48,24 @@ def training_hours(records: list[dict[str, Any]]) -> dict[int, float]:
         prev = r["step"]
         out[r["step"]] = total / 3600
     return out
+
+
+def warm_start_hours(run: Path) -> float:
+    """Training hours of the runs whose weights this run started from (`init_from` in its config.yaml, followed
+    back), each up to the checkpoint taken; 0 without init_from or where it is not a checkpoint of a run folder
+    with a metrics.jsonl (e.g. downloaded weights). Relative paths are the training's: run it from the same folder."""
+    config = run / "config.yaml"
+    init_from = yaml.safe_load(config.read_text()).get("init_from") if config.is_file() else None
+    if not init_from:
+        return 0.0
+    checkpoint = Path(init_from).resolve()
+    source = checkpoint.parent.parent  # <run>/checkpoints/step_K
+    state = checkpoint / "trainer_state.json"
+    if checkpoint.parent.name != "checkpoints" or not (source / METRICS).is_file() or not state.is_file():
+        return 0.0
+    step = json.loads(state.read_text())["step"]
+    hours = [h for s, h in training_hours(read_metrics(source / METRICS)).items() if s <= step]
+    return (max(hours) if hours else 0.0) + warm_start_hours(source)
 
 
 def _at(records: list[dict[str, Any]], step: int, key: str) -> Any:
@@ -66,9 +90,11 @@ def evaluate_checkpoint(folder: Path, out: Path, settings: Any, scene: str) -> d
     return run_evaluation(settings, EnvConfig(backend="builtin", scene=scene), agent, out, print_summary=False)
 
 
-def curve_row(step: int, results: dict[str, Any], records: list[dict[str, Any]], hours: dict[int, float]) -> dict[str, Any]:
-    row = {"step": step, "epoch": _at(records, step, "epoch"), "train_hours": hours.get(step),
-           "val_loss": _at(records, step, "val/loss")}
+def curve_row(step: int, results: dict[str, Any], records: list[dict[str, Any]], hours: dict[int, float],
+              warm_start: float = 0.0) -> dict[str, Any]:
+    own = hours.get(step)
+    row = {"step": step, "epoch": _at(records, step, "epoch"), "train_hours": own if own is None else own + warm_start,
+           "warm_start_hours": warm_start, "val_loss": _at(records, step, "val/loss")}
     if results["mode"] == "chains":
         row["avg_seq_len"] = results["avg_seq_len"]
         row.update(_bounds("avg_seq_len", results["intervals"]["avg_seq_len"]))
@@ -129,9 +155,7 @@ def run_curve(run: Path, settings: Any, every: int, scene: str = "D", follow: bo
         finished = (run / SUMMARY).is_file()  # read before evaluating: a checkpoint written after it is seen next round
         for step, ckpt in pending:
             results[step] = evaluate_checkpoint(ckpt, folder / step_name(step), settings, scene)
-            records = read_metrics(run / METRICS) if (run / METRICS).is_file() else []
-            hours = training_hours(records)
-            rows = [curve_row(s, results[s], records, hours) for s in sorted(results)]
+            rows = _rows(run, results)
             write_curve(folder, rows)
             print(f"{step_name(step)}: " + ", ".join(f"{k} {v:.3g}" for k, v in rows[-1].items()
                                                    if k in ("train_hours", "avg_seq_len", "mean_task_success") and v is not None),
@@ -140,9 +164,13 @@ def run_curve(run: Path, settings: Any, every: int, scene: str = "D", follow: bo
             break
         if not pending:
             time.sleep(poll_s)
+    return _rows(run, results)
+
+
+def _rows(run: Path, results: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
     records = read_metrics(run / METRICS) if (run / METRICS).is_file() else []
-    hours = training_hours(records)
-    return [curve_row(s, results[s], records, hours) for s in sorted(results)]
+    hours, warm_start = training_hours(records), warm_start_hours(run)
+    return [curve_row(s, results[s], records, hours, warm_start) for s in sorted(results)]
 
 
 def main(argv: list[str] | None = None) -> None:
