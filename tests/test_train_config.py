@@ -27,6 +27,10 @@ def test_every_config_group_composes_and_round_trips(dataset, tmp_path):
         cfg = config(dataset, tmp_path, f"+experiment={experiment}")
         assert TrainConfig.from_dict(cfg.to_dict()) == cfg
         assert cfg.data.start_repeats == 20 and cfg.model.instruction_film and cfg.data.format == "shards"
+    # the 34-task recipe's first stage is the recipe itself, shorter (scripts/e2e_full_cpu.sh; TRAINING.md)
+    full, first = (config(dataset, tmp_path, f"+experiment={e}") for e in ("e2e_full_cpu", "e2e_full_cpu_articulated"))
+    assert first.model == full.model and first.data == full.data and first.trainer.batch_size == full.trainer.batch_size
+    assert first.trainer.max_steps == 1000 < full.trainer.max_steps and first.optim.lr == full.optim.lr
     cfg = config(dataset, tmp_path, "rollout=single_task", "rollout.tasks=[open_drawer]")
     assert cfg.rollout.enabled and cfg.rollout.settings.tasks == ("open_drawer",) and cfg.trainer.device == "cpu"
     assert cfg.rollout.settings.workers == 0 and cfg.rollout.env.scene == "D"
