@@ -32,3 +32,15 @@ def test_baselines_clip_normalises_as_clip_scale(recording):
     np.testing.assert_allclose(half.arm, np.clip(full.arm, -0.5, 0.5) / 0.5)
     with pytest.raises(ValueError, match="--clip must be > 0"):
         baselines(str(recording), clip=0)
+
+
+def test_baselines_of_some_tasks_fit_and_score_their_frames_only(recording, capsys):
+    table = baselines(str(recording), tasks=("open_drawer", "lift_blue_block_slider"))
+    train = Frames.read(str(recording), "training", 1.0)
+    mine = np.isin(train.task, ["open_drawer", "lift_blue_block_slider"])
+    assert 0 < mine.sum() < len(mine)
+    assert table["mean"]["training"] == pytest.approx(smooth_l1(train.arm[mine] - train.arm[mine].mean(0)))
+    with pytest.raises(ValueError, match="--tasks stack_block: no annotated segments in the training split"):
+        baselines(str(recording), tasks=("open_drawer", "stack_block"))
+    with pytest.raises(SystemExit, match="no annotated segments of the tasks open_drawer in the validation split"):
+        main([str(recording), "--tasks", "open_drawer"])  # the validation episode has a lift and a stack

@@ -2,6 +2,7 @@
 
     python -m harness.train.baselines runs/e2e_full/shards_D          # shards or CALVIN npz splits
     python -m harness.train.baselines DATA --clip 0.65                 # the normaliser's clip (clip_scale)
+    python -m harness.train.baselines DATA --tasks open_drawer,close_drawer   # these tasks' frames only
 
 Each predictor is fitted on the training split's annotated frames and scored on both splits with the arm
 part of the training loss: smooth-L1 (beta 1) over the six relative arm actions, normalised as the
@@ -33,6 +34,7 @@ import numpy as np
 from harness.data.normalization import ActionNormalizer
 from harness.data.sync import open_frames
 from harness.spatial import wrap_angle
+from harness.tool_args import several
 from harness.train.tables import markdown_table
 
 ARM = 6
@@ -51,12 +53,15 @@ class Frames:
     time: np.ndarray  # (N,) int: frames since the segment's first
 
     @classmethod
-    def read(cls, path: str, split: str, clip: float) -> Frames:
+    def read(cls, path: str, split: str, clip: float, tasks: tuple[str, ...] | None = None) -> Frames:
+        """The split's annotated frames (those of `tasks` only, where given)."""
         src = open_frames(path, split)
         normalizer = ActionNormalizer(mode="clip_scale", clip=clip)
         lang = src.lang
         obs, arm, task, time = [], [], [], []
         for (start, end), name in zip(lang.indx, lang.task):
+            if tasks is not None and name not in tasks:
+                continue
             data = src.read({"robot_obs": (int(start), int(end) + 1), "rel_actions": (int(start), int(end) + 1)})
             n = int(end) - int(start) + 1
             obs.append(data["robot_obs"])
@@ -64,7 +69,8 @@ class Frames:
             task.append(np.full(n, name))
             time.append(np.arange(n))
         if not obs:
-            raise ValueError(f"{src.name}: no annotated segments in the {split} split")
+            of = f" of the tasks {', '.join(tasks)}" if tasks is not None else ""
+            raise ValueError(f"{src.name}: no annotated segments{of} in the {split} split")
         return cls(np.concatenate(obs).astype(np.float64), np.concatenate(arm).astype(np.float64),
                    np.concatenate(task), np.concatenate(time))
 
@@ -133,11 +139,16 @@ def predictors(train: Frames) -> dict[str, Callable[[Frames], np.ndarray]]:
     }
 
 
-def baselines(path: str, clip: float = 1.0) -> dict[str, dict[str, float]]:
-    """{predictor: {"training": loss, "validation": loss}} of the arm's smooth-L1 loss."""
+def baselines(path: str, clip: float = 1.0, tasks: tuple[str, ...] | None = None) -> dict[str, dict[str, float]]:
+    """{predictor: {"training": loss, "validation": loss}} of the arm's smooth-L1 loss (on `tasks`' frames only,
+    where given)."""
     if clip <= 0:
         raise ValueError(f"--clip must be > 0, got {clip}")
-    train, val = Frames.read(path, "training", clip), Frames.read(path, "validation", clip)
+    train = Frames.read(path, "training", clip, tasks)
+    absent = sorted(set(tasks or ()) - set(train.task))
+    if absent:
+        raise ValueError(f"--tasks {', '.join(absent)}: no annotated segments in the training split of {path}")
+    val = Frames.read(path, "validation", clip, tasks)
     return {name: {"training": smooth_l1(predict(train) - train.arm), "validation": smooth_l1(predict(val) - val.arm)}
             for name, predict in predictors(train).items()}
 
@@ -146,9 +157,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m harness.train.baselines", description=__doc__.split("\n\n")[0])
     ap.add_argument("data", help="a dataset with training and validation splits (CALVIN npz or shards)")
     ap.add_argument("--clip", type=float, default=1.0, help="the clip_scale normaliser's clip (default: %(default)s)")
+    ap.add_argument("--tasks", nargs="+", help="fit and score on these tasks' frames only (default: all)")
     args = ap.parse_args(argv)
     try:
-        table = baselines(args.data, args.clip)
+        table = baselines(args.data, args.clip, several(args.tasks))
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     rows = [[name, f"{v['training']:.4f}", f"{v['validation']:.4f}"] for name, v in table.items()]
