@@ -14,10 +14,10 @@
 # Every step resumes where it stopped when the same command is run again (recording, conversion,
 # training and every evaluation carry on from what they have written).
 #   scripts/e2e_full_cpu.sh [OUT=runs/e2e_full]
-# Sizes (environment): CHAINS_D (600), CHAINS_ABC (per scene, 200), VAL_CHAINS (50), ARTICULATED_CHAINS (160,
-# shared out over the scenes; a third of VAL_CHAINS for their validation), CURVE_EVERY (4000), CURVE_CHAINS (100), SINGLE_TASK_EPISODES (20), KEEP_NPZ=1
-# keeps the per-frame recordings; TRAIN_ARGS: more overrides for every training (e.g. a quick check:
-# TRAIN_ARGS="trainer.max_steps=4 trainer.ckpt_every=2").
+# Sizes (environment): CHAINS_D (600), CHAINS_ABC (per scene, 200), VAL_CHAINS (50), ARTICULATED_CHAINS
+# (160, shared out over the scenes; a third of VAL_CHAINS for their validation), CURVE_EVERY (4000),
+# CURVE_CHAINS (100), SINGLE_TASK_EPISODES (20), KEEP_NPZ=1 keeps the per-frame recordings; TRAIN_ARGS: more
+# overrides for every training (e.g. a quick check: TRAIN_ARGS="trainer.max_steps=4 trainer.ckpt_every=2").
 source "$(dirname "$0")/_venv.sh"
 OUT="${1:-runs/e2e_full}"
 CHAINS_D="${CHAINS_D:-600}"
