@@ -16,8 +16,9 @@
 #   scripts/e2e_full_cpu.sh [OUT=runs/e2e_full]
 # Sizes (environment): CHAINS_D (600), CHAINS_ABC (per scene, 200), VAL_CHAINS (50), ARTICULATED_CHAINS
 # (160, shared out over the scenes; a third of VAL_CHAINS for their validation), CURVE_EVERY (4000),
-# CURVE_CHAINS (100), SINGLE_TASK_EPISODES (20), KEEP_NPZ=1 keeps the per-frame recordings; TRAIN_ARGS: more
-# overrides for every training (e.g. a quick check: TRAIN_ARGS="trainer.max_steps=4 trainer.ckpt_every=2").
+# CURVE_CHAINS (100), EVAL_CHAINS (CALVIN's 1000), SINGLE_TASK_EPISODES (20), KEEP_NPZ=1 keeps the per-frame
+# recordings; TRAIN_ARGS: more overrides for every training (e.g. TRAIN_ARGS="trainer.max_steps=4
+# trainer.ckpt_every=2"; docs/TRAINING.md has a quick check of every step).
 source "$(dirname "$0")/_venv.sh"
 OUT="${1:-runs/e2e_full}"
 CHAINS_D="${CHAINS_D:-600}"
@@ -26,6 +27,7 @@ VAL_CHAINS="${VAL_CHAINS:-50}"
 ARTICULATED_CHAINS="${ARTICULATED_CHAINS:-160}"
 CURVE_EVERY="${CURVE_EVERY:-4000}"
 CURVE_CHAINS="${CURVE_CHAINS:-100}"
+EVAL_CHAINS="${EVAL_CHAINS:-1000}"
 EPISODES="${SINGLE_TASK_EPISODES:-20}"
 read -r -a TRAIN_ARGS <<< "${TRAIN_ARGS:-}"
 ARTICULATED=open_drawer,close_drawer,move_slider_left,move_slider_right,turn_on_led,turn_off_led,turn_on_lightbulb,turn_off_lightbulb
@@ -81,10 +83,10 @@ train() {
     trap - INT TERM EXIT
 }
 
-# evaluate NAME: CALVIN's 1000 chains and the single tasks in scene D
+# evaluate NAME: CALVIN's 1000 chains (the first EVAL_CHAINS) and the single tasks in scene D
 evaluate() {
     local name="$1" ckpt="$OUT/train_$1/checkpoints/last"
-    python -m harness.eval agent=vla agent.checkpoint="$ckpt" num_chains=1000 workers=2 videos=3 progress=false \
+    python -m harness.eval agent=vla agent.checkpoint="$ckpt" num_chains="$EVAL_CHAINS" workers=2 videos=3 progress=false \
         output_dir="$OUT/eval_${name}_chains"
     python -m harness.eval agent=vla agent.checkpoint="$ckpt" mode=single_task episodes_per_task="$EPISODES" \
         workers=2 videos=0 video_failures=10 progress=false output_dir="$OUT/eval_${name}_single_task"
