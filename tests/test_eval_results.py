@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from harness.eval.jobs import chain_jobs, single_task_jobs, single_task_names
+from harness.eval.jobs import chain_jobs, redrawn, single_task_jobs, task_starts
 from harness.eval.results import calvin_metrics, calvin_printout, failure_reasons, running_summary, summarize
 from harness.eval.store import ResultsLog, check_run_key, read_log, read_results, write_merged
+from harness.tasks import TASK_NAMES, apply_task, initial_conditions, valid_tasks
+from harness.tasks.catalog import task_index
 
 
 def record(key: str, outcomes: list[tuple[str, str]], steps: int = 10, out_of_range: int = 0, attempts: int = 1) -> dict:
@@ -74,16 +77,39 @@ def test_jobs():
     jobs = chain_jobs(3, seed=10)
     assert [j.key for j in jobs] == ["chain/0", "chain/1", "chain/2"] and [j.seed for j in jobs] == [10, 11, 12]
     assert jobs[0].tasks[0] == "rotate_blue_block_right" and len(jobs[0].tasks) == 5
-    names = single_task_names()
-    assert "open_drawer" in names and "place_in_slider" not in names and "stack_block" not in names
     a = single_task_jobs(["open_drawer", "turn_on_led"], 3, seed=1)
     b = single_task_jobs(["turn_on_led"], 5, seed=1)
     assert [j.key for j in a] == ["open_drawer/0", "open_drawer/1", "open_drawer/2", "turn_on_led/0", "turn_on_led/1", "turn_on_led/2"]
     # an episode depends only on (seed, task, episode): the same whatever else is asked for
     assert [(j.condition, j.seed) for j in a[3:]] == [(j.condition, j.seed) for j in b[:3]]
-    assert all(j.condition["led"] == 0 for j in b)  # turn_on_led starts with the LED off
-    with pytest.raises(ValueError, match="stack_block"):
-        single_task_jobs(["stack_block"], 1)
+    assert all(j.condition["led"] == 0 and not j.setup for j in b)  # turn_on_led starts with the LED off
+    # episodes of the 27 tasks that start from a start condition are drawn as before setups existed
+    conditions = initial_conditions()
+    valid = [i for i, c in enumerate(conditions) if "turn_on_led" in valid_tasks(c)]
+    for e, job in enumerate(b):
+        rng = np.random.default_rng(np.random.SeedSequence([1, task_index("turn_on_led"), e]))
+        assert job.condition == conditions[valid[int(rng.integers(len(valid)))]]
+
+
+def test_every_task_has_single_task_episodes_the_seven_after_a_setup():
+    jobs = single_task_jobs(None, 4)
+    assert sorted({j.tasks[0] for j in jobs}) == sorted(TASK_NAMES) and len(jobs) == 4 * 34
+    set_up = {j.tasks[0] for j in jobs if j.setup}
+    assert set_up == {"place_in_slider", "place_in_drawer", "stack_block", "unstack_block", "lift_red_block_drawer",
+                      "lift_blue_block_drawer", "lift_pink_block_drawer"}
+    for job in jobs:  # the setup is a valid sequence from the start condition, and leaves the task valid
+        state = dict(job.condition)
+        for task in job.setup:
+            assert task in valid_tasks(state)
+            state = apply_task(state, task)
+        assert job.tasks[0] in valid_tasks(state)
+    assert {len(j.setup) for j in jobs if j.tasks[0] == "unstack_block"} == {2}  # a lift, then stack_block
+    assert all(len(setup) == 1 for _, setup in task_starts("place_in_slider"))  # the shortest setups only
+    job = next(j for j in jobs if j.setup)
+    again = redrawn(job, 1)
+    assert (again.key, again.index, again.tasks, again.seed) == (job.key, job.index, job.tasks, job.seed)
+    assert again == redrawn(job, 1) and again.to_dict()["setup"] == list(again.setup)
+    assert {redrawn(job, d).condition["led"] for d in range(1, 20)} == {0, 1}  # other starts are drawn
 
 
 def test_results_log_survives_a_torn_last_line(tmp_path):

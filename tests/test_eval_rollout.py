@@ -8,11 +8,14 @@ import re
 import numpy as np
 import pytest
 
+from agents import AgentSpec
 from agents.replay import ReplayAgent
+from agents.scripted import ScriptedExpert
 from harness.envs import make_env
-from harness.eval import AgentConfig, evaluate_chains, evaluate_single_tasks
-from harness.eval.jobs import chain_jobs
+from harness.eval import AgentConfig, evaluate_chains, evaluate_single_tasks, rollout
+from harness.eval.jobs import chain_jobs, redrawn, single_task_jobs
 from harness.eval.rollout import env_action, run_chain
+from harness.tasks import TaskOracle, symbolic_state
 from tests.eval_agents import ButtonPresser
 
 PRESSER = AgentConfig("button_presser", factory="tests.eval_agents:make_button_presser")
@@ -135,3 +138,71 @@ def test_an_in_process_evaluation_leaves_the_callers_random_streams_alone():
     np.random.seed(5)
     evaluate_single_tasks(AgentConfig("random"), tasks=["turn_on_led"], episodes_per_task=2, ep_len=3)
     assert (random.random(), np.random.rand()) == expected
+
+
+class Recorder:
+    """Relative no-ops with the gripper closed (so a block the setup left in it stays there), remembering the
+    first observation of each subtask (privileged: it sees scene_obs)."""
+
+    def __init__(self) -> None:
+        self.spec = AgentSpec(name="recorder", privileged=True)
+        self.first: list[dict] = []
+        self.fresh = False
+
+    def reset(self) -> None:
+        self.fresh = True
+
+    def step(self, obs: dict, instruction: str) -> np.ndarray:
+        if self.fresh:
+            self.first.append(obs)
+        self.fresh = False
+        return np.array([0, 0, 0, 0, 0, 0, -1.0])
+
+
+def test_the_seven_tasks_no_start_condition_allows_start_after_the_experts_setup(env):
+    """place_in_slider: the expert lifts a block, and the agent starts with it in the gripper, above the
+    table; unstack_block: the expert lifts one block and stacks it on another."""
+    for task in ("place_in_slider", "unstack_block"):
+        agent, oracle = Recorder(), TaskOracle()
+        (job,) = single_task_jobs([task], 1)
+        chain = run_chain(env, agent, job, 20, oracle)
+        assert chain.job == job and [o.task for o in chain.outcomes] == [task] and chain.outcomes[0].steps == 20
+        state = symbolic_state(env.get_info(), "D")
+        if task == "place_in_slider":
+            (lift,) = job.setup
+            color = lift.split("_")[1]
+            assert getattr(state, f"{color}_block") == "grasped" and state.grasped == 1
+            assert agent.first[0]["robot_obs"][6] < 0.07  # the fingers closed on the block
+        else:
+            assert {"stacked_top", "stacked_bottom"} <= {state.red_block, state.blue_block, state.pink_block}
+
+
+class FailFirst(ScriptedExpert):
+    """The scripted expert, failing the first `fails` setups of the process (a NaN action)."""
+
+    fails = 1
+
+    def step(self, obs, instruction):
+        if FailFirst.fails > 0:
+            FailFirst.fails -= 1
+            return np.array([np.nan, 0, 0, 0, 0, 0, 1.0])
+        return super().step(obs, instruction)
+
+
+def test_a_setup_the_expert_fails_is_drawn_again_and_the_record_says_which(tmp_path, monkeypatch):
+    monkeypatch.setattr(rollout, "ScriptedExpert", FailFirst)
+    FailFirst.fails = 1
+    results = evaluate_single_tasks(AgentConfig("scripted"), output_dir=tmp_path / "once", tasks=["stack_block"],
+                                    episodes_per_task=1)
+    (job,) = single_task_jobs(["stack_block"], 1)
+    (rec,) = [json.loads(line) for line in (tmp_path / "once" / "results.jsonl").read_text().splitlines()]
+    again = redrawn(job, 1)
+    assert (rec["condition"], rec["setup"]) == (again.condition, list(again.setup)) != (job.condition, list(job.setup))
+    assert results["tasks"]["stack_block"]["success"] == 1  # the scripted agent stacks from the redrawn setup
+
+    FailFirst.fails = 10**6
+    results = evaluate_single_tasks(AgentConfig("scripted"), output_dir=tmp_path / "never", tasks=["stack_block"],
+                                    episodes_per_task=1)
+    (rec,) = [json.loads(line) for line in (tmp_path / "never" / "results.jsonl").read_text().splitlines()]
+    assert results["failure_reasons"]["env_error"] == 1 and rec["subtasks"][0]["task"] == "stack_block"
+    assert f"failed the setup of {rollout.SETUP_DRAWS} starts in a row" in rec["subtasks"][0]["message"]

@@ -53,7 +53,7 @@ class EvalSettings:
 
     mode: str = "chains"  # chains: CALVIN's benchmark chains | single_task: episodes per task
     num_chains: int = 100  # the first N of CALVIN's 1000 evaluation chains (1000 = the published protocol)
-    tasks: tuple[str, ...] | None = None  # single_task: task names; None = every task a start condition allows
+    tasks: tuple[str, ...] | None = None  # single_task: task names; None = all 34 (seven after a setup: jobs.py)
     episodes_per_task: int = 10  # single_task
     ep_len: int = 360  # steps per subtask (CALVIN: 360)
     workers: int = 2  # worker processes (per torchrun rank); 0 runs in this process

@@ -2,18 +2,29 @@
 
 A job carries everything a worker needs (start condition, tasks, seed), so any worker on any rank runs
 it the same way. `key` is stable across runs (it is what resume matches on), `index` orders the results.
+
+Single-task episodes start from a random valid state of their task. For 27 of the 34 tasks that is one of
+CALVIN's 192 start conditions in which the task is valid. The other seven (place_in_slider, place_in_drawer,
+stack_block, unstack_block, lift_*_block_drawer) are valid in no start condition: they need a block in the
+gripper, in the drawer or stacked. Their episodes start from a start condition after a setup: the shortest
+sequence of tasks that makes the task valid there (one lift; or a lift then place_in_drawer or stack_block),
+which the scripted expert performs before the agent gets the scene, as the previous subtasks of a chain
+would have left it. The setup is not scored. Should the expert fail it, the episode draws another start
+and setup (`redrawn`), so every scored episode starts from a state in which its task is valid.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Iterable
 
 import numpy as np
 
-from harness.tasks import TASK_NAMES, benchmark_chains, initial_conditions, valid_tasks
+from harness.tasks import TASK_NAMES, apply_task, benchmark_chains, initial_conditions, valid_tasks
 from harness.tasks.catalog import check_task_names, task_index
+
+MAX_SETUP = 2  # tasks in a single-task episode's setup: all 34 tasks need at most two
 
 
 @dataclass(frozen=True)
@@ -23,10 +34,12 @@ class Job:
     condition: dict[str, Any]
     tasks: tuple[str, ...]
     seed: int  # for the agent and the global RNGs, fixed per job
+    setup: tuple[str, ...] = ()  # single-task: what the scripted expert does first, unscored (module doc)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "index": self.index, "condition": dict(self.condition),
-                "tasks": list(self.tasks), "seed": self.seed}
+        d = {"key": self.key, "index": self.index, "condition": dict(self.condition), "tasks": list(self.tasks),
+             "seed": self.seed}
+        return {**d, "setup": list(self.setup)} if self.setup else d
 
 
 def chain_jobs(num_chains: int, seed: int = 0) -> list[Job]:
@@ -37,16 +50,30 @@ def chain_jobs(num_chains: int, seed: int = 0) -> list[Job]:
     ]
 
 
-@lru_cache(maxsize=1)
-def _conditions_by_task() -> dict[str, tuple[int, ...]]:
-    """For each task, the indices of the 192 start conditions in which it is valid."""
-    valid = [set(valid_tasks(c)) for c in initial_conditions()]
-    return {t: tuple(i for i, v in enumerate(valid) if t in v) for t in TASK_NAMES}
+@lru_cache(maxsize=None)
+def task_starts(task: str) -> tuple[tuple[int, tuple[str, ...]], ...]:
+    """(start condition index, setup) pairs from which `task` can be done: every condition in which it is valid
+    with no setup; for a task valid in none, every shortest setup (up to MAX_SETUP tasks) from every
+    condition, in the order of the conditions and then of CALVIN's task list."""
+    frontier = [(i, dict(c), ()) for i, c in enumerate(initial_conditions())]
+    for _ in range(MAX_SETUP + 1):
+        found = tuple((i, setup) for i, state, setup in frontier if task in valid_tasks(state))
+        if found:
+            return found
+        frontier = [(i, apply_task(state, t), (*setup, t)) for i, state, setup in frontier for t in valid_tasks(state)]
+    return ()
 
 
-def single_task_names() -> tuple[str, ...]:
-    """Tasks that can start from one of the 192 conditions (not place/stack/unstack/lift-from-drawer)."""
-    return tuple(t for t, conds in _conditions_by_task().items() if conds)
+def _start_job(key: str, index: int, task: str, rng: np.random.Generator, seed: int) -> Job:
+    starts = task_starts(task)
+    condition, setup = starts[int(rng.integers(len(starts)))]
+    return Job(key, index, initial_conditions()[condition], (task,), seed, setup)
+
+
+def redrawn(job: Job, draw: int) -> Job:
+    """The single-task episode with another start and setup of its task (draw 1, 2, ...), from its own seed:
+    for when the scripted expert failed the setup."""
+    return _start_job(job.key, job.index, job.tasks[0], np.random.default_rng([job.seed, draw]), job.seed)
 
 
 def single_task_jobs(tasks: Iterable[str] | None, episodes: int, seed: int = 0) -> list[Job]:
@@ -57,20 +84,10 @@ def single_task_jobs(tasks: Iterable[str] | None, episodes: int, seed: int = 0) 
     """
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes_per_task must be a positive int, got {episodes!r}")
-    names = single_task_names() if tasks is None else check_task_names(tasks)
-    by_task = _conditions_by_task()
-    impossible = [t for t in names if not by_task[t]]
-    if impossible:
-        raise ValueError(
-            f"single-task evaluation starts from CALVIN's 192 start conditions; no start condition allows "
-            f"{', '.join(impossible)} (tasks that can: {', '.join(single_task_names())})"
-        )
-    conditions = initial_conditions()
+    names = TASK_NAMES if tasks is None else check_task_names(tasks)
     jobs = []
     for t in names:
         for e in range(episodes):
             seq = np.random.SeedSequence([seed, task_index(t), e])
-            rng = np.random.default_rng(seq)
-            condition = conditions[by_task[t][int(rng.integers(len(by_task[t])))]]
-            jobs.append(Job(f"{t}/{e}", len(jobs), condition, (t,), int(seq.generate_state(1)[0])))
+            jobs.append(_start_job(f"{t}/{e}", len(jobs), t, np.random.default_rng(seq), int(seq.generate_state(1)[0])))
     return jobs

@@ -16,6 +16,10 @@ A subtask fails for one of these reasons:
 
 Relative actions with any arm value outside [-1, 1] are executed as they are (calvin_env does not
 clip either) and counted.
+
+A single-task episode with a setup (harness/eval/jobs.py) first has the scripted expert do the setup's tasks
+from the start state, unscored and untraced; the agent then gets the scene as the expert left it. A setup the
+expert fails is drawn again (another start and setup of the same task), up to SETUP_DRAWS times.
 """
 
 from __future__ import annotations
@@ -31,15 +35,18 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from agents import Agent, AgentUnavailable
+from agents.scripted import ScriptedExpert
 from harness.envs import Env
 from harness.envs.actions import parse_action
 from harness.envs.perturbations import AXES, Perturbations, axis_rng
-from harness.eval.jobs import Job
+from harness.eval.jobs import Job, redrawn
 from harness.tasks import TaskOracle, eval_instruction, initial_state
 from harness.tasks.info import InfoView
 from harness.tasks.paraphrases import perturbed_instruction
 
 REASONS = ("success", "timeout", "invalid_action", "agent_error", "env_error")
+SETUP_DRAWS = 5  # starts and setups a single-task episode tries before its setup counts as an env failure
+SETUP_EP_LEN = 360  # the expert's steps per setup task: CALVIN's subtask budget, whatever ep_len the agent has
 FAILURE_REASONS = REASONS[1:]
 
 
@@ -224,6 +231,7 @@ class ChainRun:
     outcomes: list[SubtaskOutcome]
     traces: list[SubtaskTrace] | None
     final_state: tuple[np.ndarray, np.ndarray] | None  # (robot_obs, scene_obs) at the end
+    job: Job  # the job as run: after a failed setup, with the start and setup drawn instead
 
 
 def run_chain(
@@ -243,10 +251,11 @@ def run_chain(
     try:
         if hasattr(env, "new_chain"):  # a perturbed env draws this chain's perturbations
             env.new_chain(job.seed)
-        robot_obs, scene_obs = initial_state(job.condition, env.description.scene)
-        obs = env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
     except Exception as e:  # noqa: BLE001
         raise EnvFailure([], job.tasks[0], 0, e) from e
+    obs = _start(env, job)
+    if job.setup:
+        job, obs = _set_up(env, job, oracle, obs)
     outcomes: list[SubtaskOutcome] = []
     try:
         if hasattr(agent, "new_chain"):
@@ -255,7 +264,7 @@ def run_chain(
         raise
     except Exception as e:  # noqa: BLE001
         outcomes.append(SubtaskOutcome(job.tasks[0], False, 0, "agent_error", _error_text(e)))
-        return ChainRun(outcomes, traces, (obs["robot_obs"], obs["scene_obs"]))
+        return ChainRun(outcomes, traces, (obs["robot_obs"], obs["scene_obs"]), job)
     for task in job.tasks:
         instruction = (instructions or {}).get(task) or perturbed_instruction(task, perturb.language, language)
         trace = SubtaskTrace(task, instruction) if record else None
@@ -265,4 +274,40 @@ def run_chain(
             traces.append(trace)
         if not outcome.success:
             break
-    return ChainRun(outcomes, traces, (obs["robot_obs"], obs["scene_obs"]))
+    return ChainRun(outcomes, traces, (obs["robot_obs"], obs["scene_obs"]), job)
+
+
+def _start(env: Env, job: Job) -> dict[str, Any]:
+    """Reset the env to the job's start condition; its first observation."""
+    try:
+        robot_obs, scene_obs = initial_state(job.condition, env.description.scene)
+        return env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
+    except Exception as e:  # noqa: BLE001
+        raise EnvFailure([], job.tasks[0], 0, e) from e
+
+
+def _set_up(env: Env, job: Job, oracle: TaskOracle, obs: dict[str, Any]) -> tuple[Job, dict[str, Any]]:
+    """The scripted expert does the job's setup from its start (module doc); a failed setup draws another start
+    and setup. Returns the job as run and the observation its agent starts from."""
+    expert = ScriptedExpert()
+    expert.bind_env(env.description)
+    given = job
+    for draw in range(1, SETUP_DRAWS + 1):
+        expert.new_chain(job.seed)
+        outcome = None
+        try:
+            for task in job.setup:
+                outcome, obs = run_subtask(env, expert, oracle, task, obs, SETUP_EP_LEN)
+                if not outcome.success:
+                    break
+        except EnvFailure as e:  # the record names the measured task
+            raise EnvFailure([], job.tasks[0], 0, RuntimeError(f"during the setup: {e}")) from e
+        if outcome is not None and outcome.success:
+            return job, obs
+        if draw < SETUP_DRAWS:
+            job = redrawn(given, draw)
+            obs = _start(env, job)
+    error = RuntimeError(f"the scripted expert failed the setup of {SETUP_DRAWS} starts in a row, the last "
+                         f"{' -> '.join(job.setup)} from {job.condition}")
+    raise EnvFailure([], job.tasks[0], 0, error)
+

@@ -150,7 +150,7 @@ class JobRunner:
                 if self.env_cfg.fresh_per_chain:
                     self._rebuild_env()
                 continue
-            record = job_record(job, chain.outcomes, len(failures) + 1, clock, chain.final_state)
+            record = job_record(chain.job, chain.outcomes, len(failures) + 1, clock, chain.final_state)
             return record, self._kept_traces(job, chain)
         return job_record(job, failures[-1].outcomes(), MAX_ATTEMPTS, clock), None
 

@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--every", type=int, default=1000, help="evaluate the checkpoints whose step is a multiple of this")
     ap.add_argument("--mode", choices=("chains", "single_task"), default="chains")
     ap.add_argument("--chains", type=int, default=100, help="chains: CALVIN's first N chains")
-    ap.add_argument("--tasks", help="single_task: comma-separated tasks (default: every task a start condition allows)")
+    ap.add_argument("--tasks", help="single_task: comma-separated tasks (default: all 34)")
     ap.add_argument("--episodes", type=int, default=10, help="single_task: episodes per task")
     ap.add_argument("--scene", default=EnvConfig.scene, help="the evaluation's env.scene (default: %(default)s)")
     ap.add_argument("--workers", type=int, default=2, help="evaluation worker processes")
