@@ -1,5 +1,6 @@
 """python -m harness.eval [key=value ...] (vla-harness-eval): CALVIN's long-horizon evaluation (configs/eval.yaml).
 python -m harness.eval compare RUN_A RUN_B [...] (vla-harness-compare): paired comparison of finished runs (harness/eval/compare.py).
+python -m harness.eval failures RUN: how far the policy got in its failed subtasks (harness/eval/failures.py).
 
 Under torchrun (`torchrun --nproc_per_node N -m harness.eval ...`) every rank runs its share of the
 chains and rank 0 writes the merged results. An invalid configuration (a setting, the env it describes,
@@ -36,6 +37,10 @@ def main() -> None:
         from harness.eval.compare import main as compare
 
         sys.exit(compare(sys.argv[2:]))
+    if sys.argv[1:2] == ["failures"]:
+        from harness.eval.failures import main as failures
+
+        sys.exit(failures(sys.argv[2:]))
     with exit_on_config_error("harness.eval"):
         reject_renamed(sys.argv[1:], RENAMED)
     store_eval_defaults()

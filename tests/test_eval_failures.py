@@ -1,0 +1,122 @@
+"""The failure analysis (harness/eval/failures.py): real evaluations on the built-in scene, their traces on
+disk, and traces written with known states."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.eval import AgentConfig, evaluate_single_tasks
+from harness.eval.failures import FailuresError, read_failures
+from harness.eval.rollout import SubtaskTrace
+from harness.eval.video import TraceStore
+from harness.sim.layout import NEUTRAL_TCP_POS, get_layout
+from tests.eval_agents import Misbehaving
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ["lift_red_block_table", "push_blue_block_left", "open_drawer"]
+
+
+def failures_of(agent, out: Path, ep_len: int, tasks: list[str] = TASKS) -> dict[str, object]:
+    evaluate_single_tasks(agent, output_dir=out, tasks=tasks, episodes_per_task=1, ep_len=ep_len, video_failures=10,
+                          videos=0, video_stride=100)
+    found, failed = read_failures(out)
+    assert failed == len(found) == len(tasks)
+    return {f.task: f for f in found}
+
+
+def test_a_policy_that_holds_still_reaches_nothing_and_moves_nothing(tmp_path):
+    found = failures_of(Misbehaving("none", bad_seed=-1), tmp_path, ep_len=15)  # relative no-ops
+    for task in ("lift_red_block_table", "push_blue_block_left"):
+        f = found[task]
+        assert f.stage == "not reached" and not f.closed_near
+        assert f.closest_cm == pytest.approx(f.start_cm, abs=0.3) and f.start_cm > 10
+        assert f.moved_cm < 0.1 and f.other_moved_cm < 0.1
+    assert found["open_drawer"].stage == "not moved" and found["open_drawer"].progress < 0.01
+
+
+def test_the_expert_cut_short_is_caught_where_it_was(tmp_path):
+    """The scripted expert stopped after 30 steps of a lift: at the red block with the gripper closed; after 42
+    steps of a push and of opening the drawer: the blue block pushed, the drawer pulled, part of the way."""
+    lift = failures_of(AgentConfig("scripted"), tmp_path / "lift", 30, TASKS[:1])["lift_red_block_table"]
+    found = failures_of(AgentConfig("scripted"), tmp_path / "push", 42, TASKS[1:])
+    push, drawer = found["push_blue_block_left"], found["open_drawer"]
+    assert lift.target == "red" and lift.closest_cm < 2 and lift.closed_near
+    assert push.target == "blue" and push.stage == "moved, not done" and 1 < push.moved_cm < 10
+    assert push.other_moved_cm < 0.5
+    assert drawer.stage == "moved, short" and 0.05 < drawer.progress < 1
+
+
+def test_the_command_writes_its_tables_and_names_a_folder_without_traces(tmp_path):
+    evaluate_single_tasks(Misbehaving("none", bad_seed=-1), output_dir=tmp_path / "traced", tasks=TASKS,
+                          episodes_per_task=1, ep_len=5, video_failures=10, videos=0, video_stride=100)
+    cmd = [sys.executable, "-m", "harness.eval.failures", str(tmp_path / "traced")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| lift | 1 | " in proc.stdout and "| open_drawer | 1 | 1 (100 %) |" in proc.stdout
+    assert json.loads((tmp_path / "traced" / "failures.json").read_text())[0]["reason"] == "timeout"
+    assert (tmp_path / "traced" / "failures.md").read_text() == proc.stdout
+
+    evaluate_single_tasks(Misbehaving("none", bad_seed=-1), output_dir=tmp_path / "untraced", tasks=TASKS,
+                          episodes_per_task=1, ep_len=5)
+    subcommand = [sys.executable, "-m", "harness.eval", "failures", str(tmp_path / "untraced")]
+    proc = subprocess.run(subcommand, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "untraced: no traces/*.npz" in proc.stderr and "video_failures=N" in proc.stderr
+    with pytest.raises(FailuresError, match="no run.json"):
+        read_failures(tmp_path)
+
+
+def frames(n: int, **columns: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """n frames of robot_obs / scene_obs at the neutral pose, with the named scene_obs / robot_obs columns
+    (e.g. scene_3=switch values, robot_0=TCP x values) set per frame."""
+    robot, scene = np.zeros((n, 15)), np.zeros((n, 24))
+    robot[:, :3], robot[:, 14] = NEUTRAL_TCP_POS, 1.0
+    layout = get_layout("D")
+    for k, color in enumerate(("red", "blue", "pink")):
+        scene[:, layout.block_obs_slice(color)][:, :3] = (0.1 * k, 0.0, 0.46)
+    for name, values in columns.items():
+        which, index = name.split("_")
+        (robot if which == "robot" else scene)[:, int(index)] = values
+    return list(robot), list(scene)
+
+
+def write_chain(folder: Path, traces: list[SubtaskTrace], outcomes: list[dict]) -> None:
+    """A whole-chain trace as an evaluation with videos=1 keeps it, with its run.json (scene D)."""
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({"env": {"scene": "D"}, "mode": "chains"}))
+    record = {"key": "chain/0", "index": 0, "seed": 0, "tasks": [t.task for t in traces],
+              "completed": sum(o["success"] for o in outcomes), "subtasks": outcomes}
+    (folder / "results.jsonl").write_text(json.dumps(record) + "\n")
+    TraceStore(folder / "traces", video_chains=1, video_failures=0).add(record, traces)
+
+
+def test_measures_from_known_states(tmp_path):
+    """A chain's subtask 1 (a success) is skipped; subtask 2, unstack_block, targets the highest block (pink,
+    raised), which the TCP reaches (3 cm) without moving it while the red block is knocked 2 cm. In another
+    chain the switch of turn_on_lightbulb went half the way to its on threshold and back."""
+    robot, scene = frames(3, scene_6=np.array([0.0, 0.0, 0.02]), scene_20=np.full(3, 0.6))  # red x; pink z
+    layout = get_layout("D")
+    for r, s in zip(robot, scene):
+        r[:3] = s[layout.block_obs_slice("pink")][:3]
+    robot[0][:3] += (0.0, 0.0, 0.2)
+    robot[1][:3] += (0.0, 0.0, 0.03)
+    robot[2][:3] += (0.0, 0.0, 0.1)
+    unstack = SubtaskTrace("unstack_block", "x", robot, scene)
+    outcomes = [{"task": "open_drawer", "success": True, "reason": "success", "steps": 3},
+                {"task": "unstack_block", "success": False, "reason": "timeout", "steps": 2}]
+    write_chain(tmp_path / "run", [SubtaskTrace("open_drawer", "x", *frames(4)), unstack], outcomes)
+    (f,), failed = read_failures(tmp_path / "run")
+    assert failed == 1 and f.position == 2 and f.target == "pink" and f.stage == "reached, not moved"
+    assert (f.start_cm, f.closest_cm, f.other_moved_cm) == pytest.approx((20.0, 3.0, 2.0))
+    assert not f.closed_near  # the gripper stayed open
+
+    lights = SubtaskTrace("turn_on_lightbulb", "x", *frames(4, scene_3=np.array([0.0, 0.011, 0.022, 0.01])))
+    write_chain(tmp_path / "lights", [lights], [{"task": "turn_on_lightbulb", "success": False, "reason": "timeout",
+                                                 "steps": 3}])
+    (f,), failed = read_failures(tmp_path / "lights")
+    assert failed == 1 and f.stage == "moved, short" and f.progress == pytest.approx(0.5)
