@@ -71,52 +71,56 @@ def test_the_command_writes_its_tables_and_names_a_folder_without_traces(tmp_pat
         read_failures(tmp_path)
 
 
-def frames(n: int, **columns: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """n frames of robot_obs / scene_obs at the neutral pose, with the named scene_obs / robot_obs columns
-    (e.g. scene_3=switch values, robot_0=TCP x values) set per frame."""
-    robot, scene = np.zeros((n, 15)), np.zeros((n, 24))
+def frames(n: int, scene: str = "D", **columns: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """n frames at the neutral pose, the blocks red, blue, pink at x = 0, 0.1, 0.2 on the table, with the named
+    columns set per frame: scene_K / robot_K are scene_obs / robot_obs entries, red_z etc. a block's coordinate
+    (in the scene's block order)."""
+    robot, scene_obs = np.zeros((n, 15)), np.zeros((n, 24))
     robot[:, :3], robot[:, 14] = NEUTRAL_TCP_POS, 1.0
-    layout = get_layout("D")
+    layout = get_layout(scene)
     for k, color in enumerate(("red", "blue", "pink")):
-        scene[:, layout.block_obs_slice(color)][:, :3] = (0.1 * k, 0.0, 0.46)
+        scene_obs[:, layout.block_obs_slice(color)][:, :3] = (0.1 * k, 0.0, 0.46)
     for name, values in columns.items():
         which, index = name.split("_")
-        (robot if which == "robot" else scene)[:, int(index)] = values
-    return list(robot), list(scene)
+        if which in ("red", "blue", "pink"):
+            scene_obs[:, layout.block_obs_slice(which).start + "xyz".index(index)] = values
+        else:
+            (robot if which == "robot" else scene_obs)[:, int(index)] = values
+    return list(robot), list(scene_obs)
 
 
-def write_chain(folder: Path, traces: list[SubtaskTrace], outcomes: list[dict]) -> None:
-    """A whole-chain trace as an evaluation with videos=1 keeps it, with its run.json (scene D)."""
+def write_chain(folder: Path, scene: str, traces: list[SubtaskTrace], outcomes: list[dict]) -> None:
+    """A whole-chain trace as an evaluation with videos=1 keeps it, with its run.json."""
     folder.mkdir(parents=True)
-    (folder / "run.json").write_text(json.dumps({"env": {"scene": "D"}, "mode": "chains"}))
+    (folder / "run.json").write_text(json.dumps({"env": {"scene": scene}, "mode": "chains"}))
     record = {"key": "chain/0", "index": 0, "seed": 0, "tasks": [t.task for t in traces],
               "completed": sum(o["success"] for o in outcomes), "subtasks": outcomes}
     (folder / "results.jsonl").write_text(json.dumps(record) + "\n")
     TraceStore(folder / "traces", video_chains=1, video_failures=0).add(record, traces)
 
 
-def test_measures_from_known_states(tmp_path):
+@pytest.mark.parametrize("scene", ["D", "A"])  # D lists the blocks red, blue, pink in scene_obs; A pink, blue, red
+def test_measures_from_known_states(tmp_path, scene):
     """A chain's subtask 1 (a success) is skipped; subtask 2, unstack_block, targets the highest block (pink,
     raised), which the TCP reaches (3 cm) without moving it while the red block is knocked 2 cm. In another
-    chain the switch of turn_on_lightbulb went half the way to its on threshold and back."""
-    robot, scene = frames(3, scene_6=np.array([0.0, 0.0, 0.02]), scene_20=np.full(3, 0.6))  # red x; pink z
-    layout = get_layout("D")
-    for r, s in zip(robot, scene):
-        r[:3] = s[layout.block_obs_slice("pink")][:3]
-    robot[0][:3] += (0.0, 0.0, 0.2)
-    robot[1][:3] += (0.0, 0.0, 0.03)
-    robot[2][:3] += (0.0, 0.0, 0.1)
-    unstack = SubtaskTrace("unstack_block", "x", robot, scene)
+    chain the switch of turn_on_lightbulb went half the way to its on threshold and back, and the button of
+    turn_on_led, pressed at the start already, went a quarter of the way from there."""
+    robot, scene_obs = frames(3, scene, red_x=np.array([0.0, 0.0, 0.02]), pink_z=np.full(3, 0.6))
+    for r, height in zip(robot, (0.2, 0.03, 0.1)):
+        r[:3] = (0.2, 0.0, 0.6 + height)
+    unstack = SubtaskTrace("unstack_block", "x", robot, scene_obs)
     outcomes = [{"task": "open_drawer", "success": True, "reason": "success", "steps": 3},
                 {"task": "unstack_block", "success": False, "reason": "timeout", "steps": 2}]
-    write_chain(tmp_path / "run", [SubtaskTrace("open_drawer", "x", *frames(4)), unstack], outcomes)
+    write_chain(tmp_path / "run", scene, [SubtaskTrace("open_drawer", "x", *frames(4, scene)), unstack], outcomes)
     (f,), failed = read_failures(tmp_path / "run")
     assert failed == 1 and f.position == 2 and f.target == "pink" and f.stage == "reached, not moved"
     assert (f.start_cm, f.closest_cm, f.other_moved_cm) == pytest.approx((20.0, 3.0, 2.0))
     assert not f.closed_near  # the gripper stayed open
 
-    lights = SubtaskTrace("turn_on_lightbulb", "x", *frames(4, scene_3=np.array([0.0, 0.011, 0.022, 0.01])))
-    write_chain(tmp_path / "lights", [lights], [{"task": "turn_on_lightbulb", "success": False, "reason": "timeout",
-                                                 "steps": 3}])
-    (f,), failed = read_failures(tmp_path / "lights")
-    assert failed == 1 and f.stage == "moved, short" and f.progress == pytest.approx(0.5)
+    lights = [SubtaskTrace("turn_on_lightbulb", "x", *frames(4, scene, scene_3=np.array([0.0, 0.011, 0.022, 0.01]))),
+              SubtaskTrace("turn_on_led", "x", *frames(2, scene, scene_2=np.array([0.006, 0.007])))]
+    for k, trace in enumerate(lights):
+        write_chain(tmp_path / f"lights{k}", scene, [trace],
+                    [{"task": trace.task, "success": False, "reason": "timeout", "steps": 3}])
+        (f,), failed = read_failures(tmp_path / f"lights{k}")
+        assert failed == 1 and f.stage == "moved, short" and f.progress == pytest.approx((0.5, 0.25)[k])

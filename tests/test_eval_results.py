@@ -105,11 +105,14 @@ def test_every_task_has_single_task_episodes_the_seven_after_a_setup():
         assert job.tasks[0] in valid_tasks(state)
     assert {len(j.setup) for j in jobs if j.tasks[0] == "unstack_block"} == {2}  # a lift, then stack_block
     assert all(len(setup) == 1 for _, setup in task_starts("place_in_slider"))  # the shortest setups only
+    # never a lift from the slider before place_in_slider: opening the gripper would place the block
+    assert {setup[0].split("_")[-1] for _, setup in task_starts("place_in_slider")} == {"table"}
     job = next(j for j in jobs if j.setup)
     again = redrawn(job, 1)
     assert (again.key, again.index, again.tasks, again.seed) == (job.key, job.index, job.tasks, job.seed)
     assert again == redrawn(job, 1) and again.to_dict()["setup"] == list(again.setup)
-    assert {redrawn(job, d).condition["led"] for d in range(1, 20)} == {0, 1}  # other starts are drawn
+    drawn = [(job.condition, job.setup)] + [(redrawn(job, d).condition, redrawn(job, d).setup) for d in range(1, 5)]
+    assert all(a != b for k, a in enumerate(drawn) for b in drawn[k + 1:])  # each draw another start
 
 
 def test_results_log_survives_a_torn_last_line(tmp_path):

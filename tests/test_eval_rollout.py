@@ -15,8 +15,8 @@ from harness.envs import make_env
 from harness.eval import AgentConfig, evaluate_chains, evaluate_single_tasks, rollout
 from harness.eval.jobs import chain_jobs, redrawn, single_task_jobs
 from harness.eval.rollout import env_action, run_chain
-from harness.tasks import TaskOracle, symbolic_state
-from tests.eval_agents import ButtonPresser
+from harness.tasks import TaskOracle, initial_state, symbolic_state
+from tests.eval_agents import ButtonPresser, FlakyEnv
 
 PRESSER = AgentConfig("button_presser", factory="tests.eval_agents:make_button_presser")
 
@@ -206,3 +206,16 @@ def test_a_setup_the_expert_fails_is_drawn_again_and_the_record_says_which(tmp_p
     (rec,) = [json.loads(line) for line in (tmp_path / "never" / "results.jsonl").read_text().splitlines()]
     assert results["failure_reasons"]["env_error"] == 1 and rec["subtasks"][0]["task"] == "stack_block"
     assert f"failed the setup of {rollout.SETUP_DRAWS} starts in a row" in rec["subtasks"][0]["message"]
+
+
+def test_an_env_failure_during_the_setup_is_the_measured_tasks():
+    (job,) = single_task_jobs(["stack_block"], 1)
+    _, scene_obs = initial_state(job.condition, "D")
+    env = FlakyEnv(list(scene_obs), fail_step=5, scene="D", cameras=())
+    try:
+        with pytest.raises(rollout.EnvFailure, match="during the setup") as failure:
+            run_chain(env, Recorder(), job, 20)
+    finally:
+        env.close()
+    (outcome,) = failure.value.outcomes()
+    assert (outcome.task, outcome.reason, failure.value.job) == ("stack_block", "env_error", job)

@@ -116,7 +116,7 @@ def protocol_differences(a: Run, b: Run, shared: Sequence[str]) -> list[tuple[st
     diffs = [(k, a.protocol.get(k), b.protocol.get(k)) for k in sorted(set(a.protocol) | set(b.protocol))
              if a.protocol.get(k) != b.protocol.get(k)]
     for k in shared:
-        for field in ("tasks", "condition"):
+        for field in ("tasks", "condition", "setup"):
             if a.records[k].get(field) != b.records[k].get(field):
                 diffs.append((f"{k} {field}", a.records[k].get(field), b.records[k].get(field)))
     return diffs

@@ -9,8 +9,9 @@ with `video_failures=N` as large as the failures to be analysed. From those stat
 saw, this measures per failed subtask:
 
   block tasks     the target block: the one the task names (rotate, push, lift), else the block nearest the
-                  TCP at the subtask's start (place, stack, push_into_drawer: the block the chain's previous
-                  subtask left in the gripper or beside it) or the highest block (unstack_block).
+                  TCP at the subtask's start (place, stack: the block the previous subtask left in the gripper,
+                  so for them "reached" and "closed the gripper there" hold from the first frame), the highest
+                  block (unstack_block) or the one on the table (push_into_drawer: the others are in the slider).
                   start_cm, closest_cm  the TCP's distance to the target's centre at the start, and at its nearest
                   closed_near           the gripper was commanded closed while the TCP was within REACH_M of it
                   moved_cm              how far the target got from where it started (at its farthest)
@@ -18,8 +19,8 @@ saw, this measures per failed subtask:
                   stage                 "moved, not done" (the target moved by MOVED_M or more), else
                                         "reached, not moved" (the TCP came within REACH_M), else "not reached"
   articulated     progress: the largest change of the task's joint in the task's direction over the change
-                  the oracle asks for (docs/CALVIN.md, Task thresholds); the lights: from the start value to
-                  the switch's on threshold, the button's press depth over its pressed threshold.
+                  the oracle asks for (docs/CALVIN.md, Task thresholds); the lights: over the change from the
+                  start value to the switch's on threshold, or to the button's pressed depth.
                   stage: "not moved" (progress < 5 %), "moved, short", "crossed" (the change was made but
                   undone before the subtask's end: the LED pressed twice, the switch pushed back)
 
@@ -51,6 +52,8 @@ MOVED_M = 0.01  # a block displaced by more than this was moved (resting blocks 
 STILL = 0.05  # articulated progress under this: the joint was not moved
 GRIPPER_ACTION = 14  # robot_obs: the last gripper action, -1 close
 JOINTS = {"slider": 0, "drawer": 1, "button": 2, "switch": 3}  # scene_obs indices
+# the bulb is on while the switch is past its threshold; a press of the button past its own toggles the LED
+LIGHT_THRESHOLDS = {"switch": SWITCH_ON_THRESHOLD, "button": BUTTON_PRESSED_THRESHOLD}
 
 # task -> (joint, signed change the oracle asks for); the lights are handled by their thresholds
 ARTICULATED = {
@@ -109,6 +112,8 @@ def _target_block(task: str, robot_obs: np.ndarray, scene_obs: np.ndarray, layou
     start = {c: _block_xyz(scene_obs[:1], layout, c)[0] for c in COLORS}
     if task == "unstack_block":
         return max(COLORS, key=lambda c: start[c][2])
+    if task == "push_into_drawer":  # the one block on the table, which lies in front of (below the y of) the slider
+        return min(COLORS, key=lambda c: start[c][1])
     return min(COLORS, key=lambda c: float(np.linalg.norm(start[c] - robot_obs[0, :3])))
 
 
@@ -136,10 +141,8 @@ def articulated_progress(task: str, scene_obs: np.ndarray) -> float:
     """The largest change of the task's joint in its direction, as a fraction of what the oracle asks for."""
     joint, needed = ARTICULATED[task]
     q = scene_obs[:, JOINTS[joint]]
-    if joint == "switch":  # the bulb follows the switch across its on threshold
-        needed = SWITCH_ON_THRESHOLD - q[0]
-    elif joint == "button":  # each press past the threshold toggles the LED
-        return float(q.max() / BUTTON_PRESSED_THRESHOLD)
+    if joint in LIGHT_THRESHOLDS:  # the light follows its joint across a threshold
+        needed = LIGHT_THRESHOLDS[joint] - q[0]
     if abs(needed) < 1e-9:
         return 1.0
     return float(max(0.0, ((q - q[0]) / needed).max()))
@@ -261,6 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     text = failures_markdown(args.folder, failures, failed_in_all)
+    if len(failures) < failed_in_all:
+        print(f"warning: {failed_in_all - len(failures)} of the {failed_in_all} failed subtasks have no trace (the "
+              f"evaluation's video_failures keeps the lowest-index ones, which in single-task mode are the first "
+              f"tasks'): evaluate again with video_failures={failed_in_all} (overwrite=true, or another output_dir) "
+              f"for all", file=sys.stderr)
     (args.folder / "failures.md").write_text(text)
     (args.folder / "failures.json").write_text(json.dumps([asdict(f) for f in failures], indent=1) + "\n")
     print(text, end="")

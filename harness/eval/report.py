@@ -184,7 +184,8 @@ def report_markdown(results: dict[str, Any], videos: Sequence[str]) -> str:
                          f"{interval_text(results['intervals']['task_info'][t], percent=True)} | "
                          f"{first['success']}/{first['total']} | {later['success']}/{later['total']} |")
     else:
-        parts += ["Single-task mode: each episode is one subtask from a random start condition where it is valid.", "",
+        parts += ["Single-task mode: each episode is one subtask from a random state where it is valid (a start condition, "
+                  "or for seven tasks one after the scripted expert's setup; docs/EVALUATION.md).", "",
                   single_task_table(results), "", _interval_note(results), "", f"![task success]({TASK_PLOT})"]
     actions = results["actions"]
     parts += ["", "## Failures", "", _kv_table(results["failure_reasons"]), "",

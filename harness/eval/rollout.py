@@ -40,7 +40,7 @@ from harness.envs import Env
 from harness.envs.actions import parse_action
 from harness.envs.perturbations import AXES, Perturbations, axis_rng
 from harness.eval.jobs import Job, redrawn
-from harness.tasks import TaskOracle, eval_instruction, initial_state
+from harness.tasks import TaskOracle, eval_instruction, initial_state, symbolic_state, valid_tasks
 from harness.tasks.info import InfoView
 from harness.tasks.paraphrases import perturbed_instruction
 
@@ -80,11 +80,13 @@ class SubtaskTrace:
 
 
 class EnvFailure(Exception):
-    """The env raised during a chain; carries what the chain did before."""
+    """The env raised during a chain; carries what the chain did before (and, for a single-task episode
+    whose setup was drawn again, the job as run)."""
 
-    def __init__(self, done: list[SubtaskOutcome], task: str, steps: int, error: BaseException) -> None:
+    def __init__(self, done: list[SubtaskOutcome], task: str, steps: int, error: BaseException,
+                 job: Job | None = None) -> None:
         super().__init__(f"{type(error).__name__}: {error}")
-        self.done, self.task, self.steps = done, task, steps
+        self.done, self.task, self.steps, self.job = done, task, steps, job
         self.message = _error_text(error)
 
     def outcomes(self) -> list[SubtaskOutcome]:
@@ -248,11 +250,6 @@ def run_chain(
     perturb: Perturbations = getattr(env, "perturbations", None) or Perturbations()
     language = axis_rng(job.seed, "language")
     delay = ObservationDelay(int(AXES["latency"].value(perturb.latency)))
-    try:
-        if hasattr(env, "new_chain"):  # a perturbed env draws this chain's perturbations
-            env.new_chain(job.seed)
-    except Exception as e:  # noqa: BLE001
-        raise EnvFailure([], job.tasks[0], 0, e) from e
     obs = _start(env, job)
     if job.setup:
         job, obs = _set_up(env, job, oracle, obs)
@@ -278,8 +275,11 @@ def run_chain(
 
 
 def _start(env: Env, job: Job) -> dict[str, Any]:
-    """Reset the env to the job's start condition; its first observation."""
+    """Reset the env to the job's start condition (a perturbed env draws the job's perturbations first, so
+    a redrawn start is perturbed as the first was); its first observation."""
     try:
+        if hasattr(env, "new_chain"):
+            env.new_chain(job.seed)
         robot_obs, scene_obs = initial_state(job.condition, env.description.scene)
         return env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
     except Exception as e:  # noqa: BLE001
@@ -287,27 +287,36 @@ def _start(env: Env, job: Job) -> dict[str, Any]:
 
 
 def _set_up(env: Env, job: Job, oracle: TaskOracle, obs: dict[str, Any]) -> tuple[Job, dict[str, Any]]:
-    """The scripted expert does the job's setup from its start (module doc); a failed setup draws another start
-    and setup. Returns the job as run and the observation its agent starts from."""
+    """The scripted expert does the job's setup from its start (module doc); a failed setup, or one after which
+    the task is not valid, draws another start and setup. Returns the job as run and the observation its agent
+    starts from."""
     expert = ScriptedExpert()
     expert.bind_env(env.description)
-    given = job
+    given, why = job, ""
     for draw in range(1, SETUP_DRAWS + 1):
         expert.new_chain(job.seed)
-        outcome = None
         try:
-            for task in job.setup:
-                outcome, obs = run_subtask(env, expert, oracle, task, obs, SETUP_EP_LEN)
-                if not outcome.success:
-                    break
+            why, obs = _expert_setup(env, expert, oracle, job, obs)
         except EnvFailure as e:  # the record names the measured task
-            raise EnvFailure([], job.tasks[0], 0, RuntimeError(f"during the setup: {e}")) from e
-        if outcome is not None and outcome.success:
+            raise EnvFailure([], job.tasks[0], 0, RuntimeError(f"during the setup: {e}"), job) from e
+        if not why:
             return job, obs
         if draw < SETUP_DRAWS:
             job = redrawn(given, draw)
             obs = _start(env, job)
     error = RuntimeError(f"the scripted expert failed the setup of {SETUP_DRAWS} starts in a row, the last "
-                         f"{' -> '.join(job.setup)} from {job.condition}")
-    raise EnvFailure([], job.tasks[0], 0, error)
+                         f"{' -> '.join(job.setup)} from {job.condition}: {why}")
+    raise EnvFailure([], job.tasks[0], 0, error, job)
 
+
+def _expert_setup(env: Env, expert: ScriptedExpert, oracle: TaskOracle, job: Job,
+                  obs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The expert does the setup's tasks: what went wrong ("" when the task is valid after it), the last obs."""
+    for task in job.setup:
+        outcome, obs = run_subtask(env, expert, oracle, task, obs, SETUP_EP_LEN)
+        if not outcome.success:
+            return f"{task}: {outcome.reason} {outcome.message}".strip(), obs
+    state = symbolic_state(env.get_info(), env.description.layout())
+    if job.tasks[0] not in valid_tasks(state):
+        return f"{job.tasks[0]} is not valid after the setup (the scene reads {state})", obs
+    return "", obs

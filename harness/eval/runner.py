@@ -152,7 +152,7 @@ class JobRunner:
                 continue
             record = job_record(chain.job, chain.outcomes, len(failures) + 1, clock, chain.final_state)
             return record, self._kept_traces(job, chain)
-        return job_record(job, failures[-1].outcomes(), MAX_ATTEMPTS, clock), None
+        return job_record(failures[-1].job or job, failures[-1].outcomes(), MAX_ATTEMPTS, clock), None
 
     def _wait_for_agent(self, error: AgentUnavailable) -> None:
         """Block until the agent's server answers again (AgentUnavailable when it does not in time)."""
