@@ -81,6 +81,7 @@ def test_a_consistent_checkpoint_data_and_env_pass(checkpoint, recording):
                                              "robot_obs", "sync: actions", "sync: language", "replay")), report.render()
     assert status["predictions"] in ("pass", "warn") and status["instructions"] in ("pass", "warn")
     assert status["segment starts"] in ("pass", "warn") and "segments' first frames" in report.render()
+    assert status["images"] == "skip" and "no task with two annotated segments" in report.render()  # 4 tasks, once each
     lines = report.render().splitlines()
     assert len(lines) == 2 + len(report.checks) + sum(bool(c.advice) for c in report.checks)
 
@@ -260,3 +261,49 @@ def test_segment_starts_that_stand_still_are_not_judged_by_direction():
     assert check.status == "pass", check.message
     assert "at the 3 where the demonstration moves" in check.message and "cosine +1.00" in check.message
     assert "at the 3 where it stands still, the predicted translation is 0.02 long" in check.message
+
+
+def test_image_swaps_keep_the_instruction_and_robot_obs_and_swap_the_cameras(checkpoint, tmp_path):
+    """The swapped prediction is the model's on the segment's own window with the partner's images: the same
+    as predicting that window directly; the recorded paths are the segments' first chunk of actions. The data:
+    two chains of the two drawer tasks, so each task has two segments."""
+    import torch
+
+    from agents.vla.checkpoint import load_checkpoint
+    from harness.data.windows import NpzFrameSource, WindowDataset, WindowOptions, collate_windows
+    from harness.doctor.model_checks import predict_image_swaps
+    from harness.record.recorder import RecordConfig, record_dataset
+
+    record_dataset(RecordConfig(out=str(tmp_path / "ds"), episodes=2, val_episodes=1, chain_length=2, workers=1,
+                                seed=3, tasks=("open_drawer", "close_drawer")), progress=False)
+    ckpt = load_checkpoint(checkpoint)
+    source = NpzFrameSource(tmp_path / "ds", "training")
+    swaps = predict_image_swaps(ckpt.model, ckpt.normalizer, source, 4)
+    n = len(swaps["tasks"])
+    assert n >= 2 and all(swaps[k].shape == (n, 3) for k in ("own", "swapped", "data", "partner_data"))
+    ds = WindowDataset(source, ckpt.model.cfg.window_spec(), ckpt.normalizer, WindowOptions(augment=False, drop_short_segments=True))
+    starts = {ds.window(int(i))[1]: int(i) for i in ds.segment_starts()}
+    chunk = ckpt.model.cfg.chunk_size
+    paths = {f: source.read({"rel_actions": (f, f + chunk)})["rel_actions"][:, :3].sum(0) for f in starts}
+    first = next(f for f, p in paths.items() if np.allclose(p, swaps["data"][0]))  # the first swap's segment
+    partner = next(f for f, p in paths.items() if np.allclose(p, swaps["partner_data"][0]) and f != first)
+    item, other = ds[starts[first]], ds[starts[partner]]
+    assert item["task"] == other["task"] == swaps["tasks"][0]
+    by_hand = {**item, "rgb_static": other["rgb_static"], "rgb_gripper": other["rgb_gripper"]}
+    with torch.no_grad():
+        chunk_pred = ckpt.model.predict(collate_windows([by_hand]))[0, 0].float().numpy()
+    planned = ckpt.normalizer.denormalize(chunk_pred)[:, :3].sum(0)
+    # the 150-step model barely reads the images (it moves the plan by ~3e-4), more than batch rounding (~1e-7)
+    assert np.abs(planned - swaps["swapped"][0]).max() < 1e-5 < np.abs(swaps["own"][0] - swaps["swapped"][0]).max()
+
+
+def test_a_policy_blind_to_the_images_is_warned():
+    from harness.doctor.model_checks import image_check
+
+    data = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    swaps = {"own": data, "swapped": data[[1, 2, 0]], "data": data, "partner_data": data[[1, 2, 0]], "tasks": TASKS}
+    assert image_check(swaps).status == "pass"  # the images move the plan as far as the recorded paths differ
+    blind = {**swaps, "own": np.full((3, 3), 0.5), "swapped": np.full((3, 3), 0.5)}
+    check = image_check(blind)
+    assert check.status == "warn" and "move the planned path (the first chunk's translation) by 0.00" in check.message
+    assert "plays a task's average path" in check.advice

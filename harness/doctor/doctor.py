@@ -34,8 +34,10 @@ from harness.doctor.env_checks import (
     robot_obs_check,
 )
 from harness.doctor.model_checks import (
+    image_check,
     instruction_check,
     normaliser_check,
+    predict_image_swaps,
     predict_segment_starts,
     predict_windows,
     prediction_checks,
@@ -174,6 +176,8 @@ def _data_checks(cfg: DoctorConfig, ckpt: Checkpoint, view: DataView, states: Re
         ckpt.normalizer, predict_windows(ckpt.model, ckpt.normalizer, view.train, cfg.windows)))
     checks += _guarded(("segment starts",), lambda: [segment_start_check(
         predict_segment_starts(ckpt.model, ckpt.normalizer, view.train, cfg.windows))])
+    checks += _guarded(("images",), lambda: [image_check(
+        predict_image_swaps(ckpt.model, ckpt.normalizer, view.train, cfg.windows))])
     if states is None:
         return checks + [Check(n, "skip", "no env (--env none)") for n in ("robot_obs", "sync: actions", "sync: language", "replay")]
     checks += _guarded(("robot_obs",), lambda: [robot_obs_check(states, view.stretches)])

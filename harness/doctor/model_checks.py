@@ -27,6 +27,8 @@ GRIPPER_INVERTED = 0.75  # share where it is the opposite: the other sign
 COVERAGE_WARN = 0.5  # share of evaluation-instruction words seen in the training annotations
 INSTRUCTION_MOVES = 0.25  # the instruction's effect on a segment's first action, as a share of the data's
 START_FOLLOWS = 0.5  # mean cosine of predicted and recorded translation at segments' first frames
+IMAGE_MOVES = 0.25  # the images' effect on a segment's planned path, as a share of the data's spread
+IMAGE_KEYS = ("rgb_static", "rgb_gripper")
 START_MOVES = 0.1  # a recorded first translation at least this long (relative-action units) has a direction
 WINDOW_BATCH = 4
 ARM_AXES = ("x", "y", "z", "roll", "pitch", "yaw")
@@ -130,6 +132,11 @@ def predict_segment_starts(model: VLAModel, normalizer: ActionNormalizer, source
     return {"own": np.asarray(own), "swapped": swapped, "data": np.asarray(data, float), "tasks": names}
 
 
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of two (N, 3) translations (0 where either is zero)."""
+    return np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-9)
+
+
 def segment_start_check(starts: dict[str, Any]) -> Check:
     """Does the policy read the instruction where only the instruction tells the task? Its first action at
     segments' first frames against the recorded one, and how far another task's instruction moves it,
@@ -143,7 +150,7 @@ def segment_start_check(starts: dict[str, Any]) -> Check:
     if n == 0:
         return Check("segment starts", "skip", "no annotated segment to start from")
     moving = np.linalg.norm(data, axis=1) >= START_MOVES
-    cos = np.sum(own * data, 1) / (np.linalg.norm(own, axis=1) * np.linalg.norm(data, axis=1) + 1e-9)
+    cos = _cosines(own, data)
     still_len = float(np.linalg.norm(own[~moving], axis=1).mean()) if (~moving).any() else 0.0
     moved = float(np.mean([np.linalg.norm(s[:, :3] - o, axis=1).mean() for s, o in zip(starts["swapped"], own) if len(s)] or [0.0]))
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n) if tasks[i] != tasks[j]]
@@ -164,6 +171,58 @@ def segment_start_check(starts: dict[str, Any]) -> Check:
                 "is all that tells the task there: in closed loop it leaves for another task's path (weak language "
                 "grounding; docs/TRAINING.md, \"The e2e recipe in closed loop\")")
     return judged("segment starts", message, "", warn)
+
+
+def predict_image_swaps(model: VLAModel, normalizer: ActionNormalizer, source: FrameSource, segments: int) -> dict[str, Any]:
+    """The path the model plans at the first frame of `segments` annotated segments (the translation its first
+    chunk adds up to), once with the segment's own camera images and once with those of another segment of the
+    same task (the next one in the split; the instruction and robot_obs stay the segment's own), beside the
+    recorded translation over the same steps of both segments: {"own", "swapped", "data", "partner_data": (N, 3),
+    "tasks": [N]}. At a segment's first frame only the images tell where the objects are."""
+    cfg = model.cfg
+    ds = WindowDataset(source, cfg.window_spec(), normalizer, WindowOptions(augment=False, drop_short_segments=True))
+    by_task: dict[str, list[int]] = {}
+    for k, index in enumerate(ds.segment_starts().tolist()):
+        by_task.setdefault(ds.lang.task[k], []).append(int(index))
+    pairs = [(i, group[(k + 1) % len(group)]) for group in by_task.values() if len(group) > 1 for k, i in enumerate(group)]
+    device = next(model.parameters()).device
+    out: dict[str, list] = {"own": [], "swapped": [], "data": [], "partner_data": [], "tasks": []}
+    for index, partner in spread(sorted(pairs), segments):
+        item, other = ds[index], ds[partner]
+        swapped = {**item, **{k: other[k] for k in IMAGE_KEYS if k in item}}
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in collate_windows([item, swapped]).items()}
+        chunks = normalizer.denormalize(model.predict(batch)[:, 0].float().cpu().numpy().reshape(-1, 7))
+        planned = chunks.reshape(2, -1, 7)[:, :, :3].sum(axis=1)
+        out["own"].append(planned[0])
+        out["swapped"].append(planned[1])
+        for key, at in (("data", index), ("partner_data", partner)):
+            _, t0 = ds.window(at)
+            out[key].append(source.read({"rel_actions": (t0, t0 + cfg.chunk_size)})["rel_actions"][:, :3].sum(axis=0))
+        out["tasks"].append(item["task"])
+    return {k: (v if k == "tasks" else np.asarray(v, float).reshape(-1, 3)) for k, v in out.items()}
+
+
+def image_check(swaps: dict[str, Any]) -> Check:
+    """Does the policy look where the objects are? At segments' first frames, how far another scene's images
+    (same task, same instruction and robot_obs) move the path it plans, against how far the recorded paths of
+    those two segments lie apart."""
+    n = len(swaps["tasks"])
+    if n == 0:
+        return Check("images", "skip", "no task with two annotated segments to swap images between")
+    moved = float(np.linalg.norm(swaps["own"] - swaps["swapped"], axis=1).mean())
+    apart = float(np.linalg.norm(swaps["data"] - swaps["partner_data"], axis=1).mean())
+    cos = _cosines(swaps["own"], swaps["data"])
+    message = (f"{n} segments' first frames, each also with the images of another segment of its task: they move "
+               f"the planned path (the first chunk's translation) by {moved:.2f}, where the two segments' recorded "
+               f"paths lie {apart:.2f} apart (relative-action units, x, y, z); the planned path points the recorded "
+               f"way with cosine {cos.mean():+.2f} (mean)")
+    warn = ""
+    if apart > 0 and moved < IMAGE_MOVES * apart:
+        warn = ("the camera images barely change the path the policy plans where a subtask starts, though the "
+                "demonstrations head elsewhere when the objects are elsewhere: it plays a task's average path "
+                "instead of heading for the object (weak visual grounding; docs/TRAINING.md, \"Learning all 34 "
+                "tasks on CPU\")")
+    return judged("images", message, "", warn)
 
 
 def prediction_checks(normalizer: ActionNormalizer, predicted: dict[str, np.ndarray]) -> list[Check]:
