@@ -147,6 +147,11 @@ def test_collate_is_the_architecture_batch(calvin_root):
     gripper = WindowDataset(ds.source, WindowSpec(3, 5, cameras=("static", "gripper"), proprio=False), ActionNormalizer())
     b = collate_windows([gripper[0]])
     assert b["rgb_gripper"].shape == (1, 3, 84, 84, 3) and "robot_obs" not in b
+    state = WindowDataset(ds.source, WindowSpec(3, 5, scene_state=True), ActionNormalizer())  # the state loss's target
+    b = collate_windows([state[40]])
+    _, t0 = state.window(40)
+    assert b["scene_obs"].shape == (1, 3, 24) and "scene_obs" not in batch
+    assert np.allclose(b["scene_obs"][0].numpy(), ds.source.read({"scene_obs": (t0, t0 + 3)})["scene_obs"])
 
 
 def test_window_longer_than_segments_is_an_error(calvin_root):

@@ -248,3 +248,45 @@ def test_inference_runs_the_last_layer_on_the_lrn_rows_only_with_the_same_featur
         fast = model.features(batch)
     assert rows and all(r == sequences * lrn_per_sequence for r in rows)
     assert (full - fast).abs().max().item() <= 1e-5
+
+
+def test_the_scene_state_loss_trains_the_image_path_and_needs_no_scene_at_inference(tiny_dir, tmp_path):
+    """With loss.state_weight, a linear probe on each frame's [LRN] feature predicts the scaled scene state:
+    the loss is the weighted sum, and the state loss alone reaches the vision tower. Inference takes no
+    scene_obs, and a checkpoint without the probe starts a run with it (init_from: the probe is fresh)."""
+    from dataclasses import replace
+
+    from agents.vla.checkpoint import load_weights, save_checkpoint
+    from agents.vla.config import LossConfig
+    from agents.vla.heads import SCENE_STATE, SCENE_STATE_SCALE
+    from agents.vla.model import VLAModel
+    from harness.data.normalization import ActionNormalizer
+    from tests.vla_helpers import make_config
+
+    cfg = make_config(tiny_dir("tiny_idefics3"), "tiny_idefics3", proprio=True)
+    plain = VLAModel.build(cfg, verbose=False)
+    torch.manual_seed(0)
+    model = VLAModel.build(replace(cfg, loss=LossConfig(arm_weight=1.0, gripper_weight=0.1, state_weight=0.5)), verbose=False)
+    batch = make_batch()
+    scene = torch.randn(2, WINDOW, 24) * 0.1
+    out = model({**batch, "scene_obs": scene})
+    target = scene[..., list(SCENE_STATE)] * torch.as_tensor(SCENE_STATE_SCALE)
+    expected = torch.nn.functional.smooth_l1_loss(model.state_probe(model.features(batch)).float(), target)
+    assert out["loss_state"].item() == pytest.approx(expected.item(), rel=1e-4) and out["loss_state"] > 0
+    assert out["loss"].item() == pytest.approx((out["loss_arm"] + 0.1 * out["loss_gripper"] + 0.5 * out["loss_state"]).item(), rel=1e-5)
+    out["loss_state"].backward()
+    vision = [p.grad for m in model.backbone.vision_modules for p in m.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in vision)  # the probe's loss reaches the images' path
+    assert plain(batch)["loss_state"] == 0 and model.eval().predict(batch).shape == (2, WINDOW, CHUNK, 7)
+    with pytest.raises(KeyError):
+        model.train()({**batch})  # a training batch must carry the scene's state
+
+    save_checkpoint(tmp_path / "plain", plain, ActionNormalizer(mode="clip_scale", clip=1.0))
+    probe = model.state_probe.weight.detach().clone()
+    load_weights(model, tmp_path / "plain", fresh=("state_probe.",))
+    assert torch.equal(model.state_probe.weight, probe)  # kept its own initialisation; the rest is plain's
+    assert all(torch.equal(a, b) for a, b in zip(model.head.parameters(), plain.head.parameters()))
+    with pytest.raises(ValueError, match="missing keys: state_probe"):
+        load_weights(model, tmp_path / "plain")
+    with pytest.raises(ValueError, match="state_weight"):
+        replace(make_config(tiny_dir("tiny_idefics3"), "tiny_idefics3", head="discrete"), loss=LossConfig(state_weight=0.1))

@@ -173,13 +173,14 @@ def read_weights_header(path: str | Path) -> tuple[dict[str, str], dict[str, tup
         raise _fail(path, f"cannot read {WEIGHTS} (corrupted or not safetensors): {err}") from err
 
 
-def load_weights(model: torch.nn.Module, path: str | Path, target: str = "the model") -> None:
+def load_weights(model: torch.nn.Module, path: str | Path, target: str = "the model", fresh: tuple[str, ...] = ()) -> None:
     """Load the folder's model.safetensors into `model` after checking that every key and shape matches
-    `unique_state_dict(model)` (tied tensors are stored once); a mismatch is a ValueError naming it."""
+    `unique_state_dict(model)` (tied tensors are stored once); a mismatch is a ValueError naming it. Keys
+    under the `fresh` prefixes may be absent from the file: those parameters keep their initialisation."""
     path = Path(path)
     _, shapes = read_weights_header(path)
     expected = {k: tuple(v.shape) for k, v in unique_state_dict(model).items()}
-    missing = sorted(set(expected) - set(shapes))
+    missing = sorted(k for k in set(expected) - set(shapes) if not (fresh and k.startswith(fresh)))
     unexpected = sorted(set(shapes) - set(expected))
     reshaped = sorted(f"{k} {shapes[k]} vs {expected[k]}" for k in set(expected) & set(shapes) if shapes[k] != expected[k])
     problems = []
@@ -193,9 +194,9 @@ def load_weights(model: torch.nn.Module, path: str | Path, target: str = "the mo
         raise _fail(path, f"weights do not match {target}: " + "; ".join(problems))
 
     result = model.load_state_dict(load_file(str(path / WEIGHTS)), strict=False)
-    tied = [k for k in result.missing_keys if k not in expected]  # aliases of tensors stored once
-    if len(tied) != len(result.missing_keys):
-        raise _fail(path, f"weights not loaded: {_listing([k for k in result.missing_keys if k in expected])}")
+    not_loaded = [k for k in result.missing_keys if k in expected and not (fresh and k.startswith(fresh))]
+    if not_loaded:  # the others are aliases of tensors stored once
+        raise _fail(path, f"weights not loaded: {_listing(not_loaded)}")
 
 
 def _check_tokenizer(path: Path, model: VLAModel) -> None:

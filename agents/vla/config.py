@@ -87,6 +87,10 @@ class LossConfig:
     arm_weight: float = 1.0
     gripper_weight: float = 0.01  # RoboVLMs' CALVIN setting (arm_gripper_loss_ratio)
     smooth_l1_beta: float = 1.0  # RoboVLMs uses Huber with delta 1 (= smooth-L1 with beta 1)
+    # auxiliary, training only: a linear probe on each frame's [LRN] feature predicts the scene's state from
+    # scene_obs (agents.vla.heads.SCENE_STATE), so the features must say where the objects are; the policy
+    # never gets scene_obs (docs/vla_model.md, "Scene-state loss"). 0: off
+    state_weight: float = 0.0
 
 
 @dataclass
@@ -135,6 +139,9 @@ class VLAConfig:
         if self.instruction_film and self.head.type == "discrete":
             raise ValueError("instruction_film modulates the [LRN] features of a continuous head; "
                              "head.type=discrete reads actions from the language model's tokens instead")
+        if self.loss.state_weight < 0 or (self.loss.state_weight > 0 and self.head.type == "discrete"):
+            raise ValueError(f"loss.state_weight must be >= 0, and 0 with head.type=discrete (its features are the "
+                             f"language model's action tokens), got {self.loss.state_weight} with {self.head.type}")
         if self.window_size < 1 or self.chunk_size < 1:
             raise ValueError(f"window_size and chunk_size must be >= 1, got {self.window_size}, {self.chunk_size}")
 
@@ -151,7 +158,8 @@ class VLAConfig:
         """What one training sample must hold for this model: the dataset's windows follow it."""
         from harness.data.windows import WindowSpec
 
-        return WindowSpec(self.window_size, self.chunk_size, self.cameras, self.use_proprio)
+        return WindowSpec(self.window_size, self.chunk_size, self.cameras, self.use_proprio,
+                          scene_state=self.loss.state_weight > 0)
 
     def to_dict(self) -> dict[str, Any]:
         return plain(self)

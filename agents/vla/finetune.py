@@ -104,6 +104,7 @@ def parameter_report(model: nn.Module) -> list[tuple[str, int, int]]:
         ("proprio encoder", list(model.proprio.parameters()) if model.proprio is not None else []),
         ("instruction FiLM", list(model.film.parameters()) if model.film is not None else []),
         ("policy head", list(model.head.parameters())),
+        ("scene-state probe (training only)", list(model.state_probe.parameters()) if model.state_probe is not None else []),
         ("other backbone", list(model.vlm.parameters())),
     ]
     seen: set[int] = set()
@@ -117,8 +118,9 @@ def parameter_report(model: nn.Module) -> list[tuple[str, int, int]]:
 
 
 def format_parameter_report(rows: list[tuple[str, int, int]]) -> str:
-    lines = [f"{'part':<28}{'trainable':>14}{'total':>14}"]
-    lines += [f"{name:<28}{t:>14,}{n:>14,}" for name, t, n in rows]
+    width = max(28, *(len(name) + 2 for name, _, _ in rows))
+    lines = [f"{'part':<{width}}{'trainable':>14}{'total':>14}"]
+    lines += [f"{name:<{width}}{t:>14,}{n:>14,}" for name, t, n in rows]
     t_all, n_all = sum(r[1] for r in rows), sum(r[2] for r in rows)
-    lines.append(f"{'all':<28}{t_all:>14,}{n_all:>14,}  ({100 * t_all / max(n_all, 1):.2f}% trainable)")
+    lines.append(f"{'all':<{width}}{t_all:>14,}{n_all:>14,}  ({100 * t_all / max(n_all, 1):.2f}% trainable)")
     return "\n".join(lines)

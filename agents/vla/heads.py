@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -322,6 +323,19 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+# The scene-state loss's targets: scene_obs entries and their scales (so that each is of order 1): the door,
+# drawer, button and switch joints (m, x10), the lightbulb and LED (0/1), each block slot's xyz (m, x10).
+SCENE_STATE = np.r_[0:6, 6:9, 12:15, 18:21]
+SCENE_STATE_SCALE = np.r_[[10.0] * 4, [1.0] * 2, [10.0] * 9].astype(np.float32)
+
+
+def scene_state_loss(predicted: torch.Tensor, scene_obs: torch.Tensor) -> torch.Tensor:
+    """Smooth-L1 (beta 1) of the probe's (B, W, 15) prediction against the frames' scaled scene state."""
+    scale = torch.as_tensor(SCENE_STATE_SCALE, device=scene_obs.device)
+    target = scene_obs.float()[..., torch.as_tensor(SCENE_STATE, device=scene_obs.device)] * scale
+    return F.smooth_l1_loss(predicted.float(), target)
+
+
 def continuous_loss(arm: torch.Tensor, grip_logits: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
                     cfg: LossConfig) -> dict[str, torch.Tensor]:
     """Smooth-L1 on the arm + weighted BCE on the gripper, both averaged over unmasked (frame, step)s."""
@@ -333,6 +347,7 @@ def continuous_loss(arm: torch.Tensor, grip_logits: torch.Tensor, actions: torch
     return {
         "loss": cfg.arm_weight * loss_arm + cfg.gripper_weight * loss_grip,
         "loss_arm": loss_arm, "loss_gripper": loss_grip, "acc_gripper": acc.detach(),
+        "loss_state": torch.zeros((), device=loss_arm.device),
     }
 
 
@@ -346,4 +361,5 @@ def discrete_loss(logits: torch.Tensor, bins: torch.Tensor, mask: torch.Tensor, 
     return {
         "loss": cfg.arm_weight * loss_arm + cfg.gripper_weight * loss_grip,
         "loss_arm": loss_arm, "loss_gripper": loss_grip, "acc_gripper": acc.detach(),
+        "loss_state": torch.zeros((), device=loss_arm.device),
     }

@@ -32,7 +32,7 @@ from torch import nn
 from .backbones import BackboneAdapter, BackboneCache, load_backbone
 from .config import VLAConfig
 from .finetune import apply_finetune, format_parameter_report, parameter_report
-from .heads import ARM_DIM, DiscreteHead, build_head, continuous_loss, discrete_loss
+from .heads import ARM_DIM, SCENE_STATE, DiscreteHead, build_head, continuous_loss, discrete_loss, scene_state_loss
 from .tokens import ActionBins, AddedTokenEmbedding, add_vla_tokens
 
 ACTION_DIM = ARM_DIM + 1
@@ -110,6 +110,7 @@ class VLAModel(nn.Module):
         self.proprio = ProprioEncoder(hidden) if cfg.use_proprio else None
         self.head = build_head(cfg.head, hidden, cfg.chunk_size, cfg.window_size)
         self.film = InstructionFiLM(hidden) if cfg.instruction_film else None
+        self.state_probe = nn.Linear(hidden, len(SCENE_STATE)) if cfg.loss.state_weight > 0 else None
         self._instruction_ids: dict[str, list[int]] = {}  # instruction -> its token ids (FiLM)
         self.bins = ActionBins(cfg.head.n_bins)
         self._bounded_cache: dict[str, str] = {}  # long instruction -> its cut
@@ -292,7 +293,8 @@ class VLAModel(nn.Module):
         return features
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Losses of a training batch: `loss`, `loss_arm`, `loss_gripper`, `acc_gripper`."""
+        """Losses of a training batch: `loss`, `loss_arm`, `loss_gripper`, `acc_gripper`, `loss_state` (the
+        scene-state loss; 0 when off), the first the weighted sum of the others."""
         b, w = self._check(batch, need_actions=True)
         actions = batch["actions"].float()
         mask = batch["action_mask"].bool()
@@ -304,8 +306,13 @@ class VLAModel(nn.Module):
             h = _gather(hidden, positions.flatten(1))
             logits = self.head.logits(h).view(b, w, self.cfg.chunk_size, ACTION_DIM, -1)
             return discrete_loss(logits, bins, mask, self.cfg.loss)
-        arm, grip = self.head(self.features(batch))
-        return continuous_loss(arm, grip, actions, mask, self.cfg.loss)
+        features = self.features(batch)
+        arm, grip = self.head(features)
+        out = continuous_loss(arm, grip, actions, mask, self.cfg.loss)
+        if self.state_probe is not None:
+            out["loss_state"] = scene_state_loss(self.state_probe(features), batch["scene_obs"])
+            out["loss"] = out["loss"] + self.cfg.loss.state_weight * out["loss_state"]
+        return out
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

@@ -90,6 +90,7 @@ class WindowSpec:
     chunk_size: int
     cameras: tuple[str, ...] = ("static",)
     proprio: bool = True  # robot_obs in the batch
+    scene_state: bool = False  # scene_obs in the batch: a training target only (the scene-state loss)
 
     def __post_init__(self) -> None:
         for name in ("window_size", "chunk_size"):
@@ -273,6 +274,8 @@ class WindowDataset(Dataset):
             ranges["rgb_gripper"] = (t0, t0 + W)
         if spec.proprio:
             ranges["robot_obs"] = (t0, t0 + W)
+        if spec.scene_state:
+            ranges["scene_obs"] = (t0, t0 + W)
         data = self.source.read(ranges)
 
         offsets = np.arange(W)[:, None] + np.arange(C)[None, :]
@@ -288,6 +291,8 @@ class WindowDataset(Dataset):
             item["rgb_gripper"] = data["rgb_gripper"]
         if spec.proprio:
             item["robot_obs"] = data["robot_obs"]
+        if spec.scene_state:
+            item["scene_obs"] = data["scene_obs"]
         for key, pad in (("rgb_static", opts.rgb_pad), ("rgb_gripper", opts.gripper_pad)):
             if key not in item:
                 continue
@@ -305,7 +310,7 @@ class WindowDataset(Dataset):
                 "segments_per_task": dict(zip(tasks.tolist(), counts.tolist()))}
 
 
-BATCH_KEYS = ("rgb_static", "rgb_gripper", "robot_obs", "actions", "action_mask", "instruction", "task")
+BATCH_KEYS = ("rgb_static", "rgb_gripper", "robot_obs", "scene_obs", "actions", "action_mask", "instruction", "task")
 
 
 def collate_windows(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

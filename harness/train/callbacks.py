@@ -30,7 +30,7 @@ from harness.train.distributed import all_reduce_sum, hide_ranks
 from harness.train.sources import LOSSES
 from harness.train.state import rng_state, set_rng_state
 
-VAL_KEYS = ("loss", "loss_arm", "loss_gripper", "acc_gripper")
+VAL_KEYS = ("loss", "loss_arm", "loss_gripper", "acc_gripper", "loss_state")
 
 
 def validation_indices(n: int, samples: int | None) -> np.ndarray:

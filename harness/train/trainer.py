@@ -49,7 +49,7 @@ from harness.train.streams import EpochSeeded
 from harness.train.state import (full_weights, load_optimizer_state, load_trainer_state, optimizer_state,
                                  record_best, rng_state, save_trainer_state, seed_all, set_rng_state)
 
-ACTION_PARTS = ("loss_arm", "loss_gripper", "acc_gripper")
+ACTION_PARTS = ("loss_arm", "loss_gripper", "acc_gripper", "loss_state")
 SUMMARY = "summary.json"
 
 
@@ -95,7 +95,8 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
     if resume_from is not None:
         load_weights(model, resume_from, "this run's model")
     elif cfg.init_from is not None:
-        load_weights(model, Path(cfg.init_from), "this run's model (init_from loads weights only)")
+        # a training-only probe the first stage did not have starts fresh (agents.vla.config.LossConfig.state_weight)
+        load_weights(model, Path(cfg.init_from), "this run's model (init_from loads weights only)", fresh=("state_probe.",))
     weight_names = list(unique_state_dict(model))
     sharded = tc.strategy == "fsdp" and dist.active
     if not sharded:
