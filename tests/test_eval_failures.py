@@ -36,7 +36,7 @@ def test_a_policy_that_holds_still_reaches_nothing_and_moves_nothing(tmp_path):
         f = found[task]
         assert f.stage == "not reached" and not f.closed_near
         assert f.closest_cm == pytest.approx(f.start_cm, abs=0.3) and f.start_cm > 10
-        assert f.moved_cm < 0.1 and f.other_moved_cm < 0.1
+        assert f.moved_cm < 0.1 and f.other_moved_cm < 0.1 and f.closed_share == 0  # its gripper action: open
     assert found["open_drawer"].stage == "not moved" and found["open_drawer"].progress < 0.01
 
 
@@ -46,7 +46,7 @@ def test_the_expert_cut_short_is_caught_where_it_was(tmp_path):
     lift = failures_of(AgentConfig("scripted"), tmp_path / "lift", 30, TASKS[:1])["lift_red_block_table"]
     found = failures_of(AgentConfig("scripted"), tmp_path / "push", 42, TASKS[1:])
     push, drawer = found["push_blue_block_left"], found["open_drawer"]
-    assert lift.target == "red" and lift.closest_cm < 2 and lift.closed_near
+    assert lift.target == "red" and lift.closest_cm < 2 and lift.closed_near and 0 < lift.closed_share < 0.5
     assert push.target == "blue" and push.stage == "moved, not done" and 1 < push.moved_cm < 10
     assert push.other_moved_cm < 0.5
     assert drawer.stage == "moved, short" and 0.05 < drawer.progress < 1
@@ -115,7 +115,8 @@ def test_measures_from_known_states(tmp_path, scene):
     (f,), failed = read_failures(tmp_path / "run")
     assert failed == 1 and f.position == 2 and f.target == "pink" and f.stage == "reached, not moved"
     assert (f.start_cm, f.closest_cm, f.other_moved_cm) == pytest.approx((20.0, 3.0, 2.0))
-    assert not f.closed_near  # the gripper stayed open
+    assert not f.closed_near and f.closed_share == 0  # the gripper stayed open
+    assert f.tcp_end == pytest.approx([0.2, 0.0, 0.7])  # the last frame's TCP
 
     lights = [SubtaskTrace("turn_on_lightbulb", "x", *frames(4, scene, scene_3=np.array([0.0, 0.011, 0.022, 0.01]))),
               SubtaskTrace("turn_on_led", "x", *frames(2, scene, scene_2=np.array([0.006, 0.007])))]

@@ -23,6 +23,8 @@ saw, this measures per failed subtask:
                   start value to the switch's on threshold, or to the button's pressed depth.
                   stage: "not moved" (progress < 5 %), "moved, short", "crossed" (the change was made but
                   undone before the subtask's end: the LED pressed twice, the switch pushed back)
+  every task      tcp_end (where the TCP was at the end, in failures.json) and the share of the frames with
+                  the gripper commanded closed (in the tables: "gripper closed")
 
 The tables group the failures by task family and by task. Thresholds are the same for every run, so two runs'
 tables compare (e.g. two checkpoints of one training run on the same chains).
@@ -94,6 +96,8 @@ class Failure:
     moved_cm: float | None = None
     other_moved_cm: float | None = None
     progress: float | None = None  # articulated tasks
+    tcp_end: list[float] | None = None  # where the TCP was at the end (m)
+    closed_share: float | None = None  # share of the frames with the gripper commanded closed
 
 
 def family_of(task: str) -> str:
@@ -156,9 +160,11 @@ def measure_articulated(task: str, scene_obs: np.ndarray) -> dict[str, Any]:
 
 def measure(trace: SubtaskTrace, layout: SceneLayout) -> dict[str, Any]:
     robot_obs, scene_obs = np.stack(trace.robot_obs), np.stack(trace.scene_obs)
+    arm = {"tcp_end": [round(float(v), 4) for v in robot_obs[-1, :3]],
+           "closed_share": float((robot_obs[:, GRIPPER_ACTION] < 0).mean())}
     if trace.task in ARTICULATED:
-        return measure_articulated(trace.task, scene_obs)
-    return measure_block(trace.task, robot_obs, scene_obs, layout)
+        return {**measure_articulated(trace.task, scene_obs), **arm}
+    return {**measure_block(trace.task, robot_obs, scene_obs, layout), **arm}
 
 
 def read_failures(folder: Path) -> tuple[list[Failure], int]:
@@ -210,24 +216,27 @@ def _share(flags: Sequence[bool]) -> str:
 def block_rows(label: str, groups: dict[str, list[Failure]]) -> list[str]:
     rows = [f"| {label} | failed | start -> closest (cm, median) | reached (<= {100 * REACH_M:.0f} cm) "
             f"| closed the gripper there | moved the target (>= {100 * MOVED_M:.0f} cm) | moved another block "
-            f"| target moved (cm, median) |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+            f"| target moved (cm, median) | gripper closed (median share of frames) |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for name, fs in groups.items():
         reached = [f.closest_cm is not None and f.closest_cm <= 100 * REACH_M for f in fs]
         moved = [f.moved_cm is not None and f.moved_cm >= 100 * MOVED_M for f in fs]
         other = [f.other_moved_cm is not None and f.other_moved_cm >= 100 * MOVED_M for f in fs]
         approach = f"{_median([f.start_cm for f in fs])} -> {_median([f.closest_cm for f in fs])}"
         rows.append(f"| {name} | {len(fs)} | {approach} | {_share(reached)} | {_share([bool(f.closed_near) for f in fs])} "
-                    f"| {_share(moved)} | {_share(other)} | {_median([f.moved_cm for f in fs])} |")
+                    f"| {_share(moved)} | {_share(other)} | {_median([f.moved_cm for f in fs])} "
+                    f"| {_median([100 * f.closed_share for f in fs])} % |")
     return rows
 
 
 def articulated_rows(label: str, groups: dict[str, list[Failure]]) -> list[str]:
-    rows = [f"| {label} | failed | not moved (< 5 %) | moved, short | crossed the threshold | progress (median) |",
-            "|---|---:|---:|---:|---:|---:|"]
+    rows = [f"| {label} | failed | not moved (< 5 %) | moved, short | crossed the threshold | progress (median) "
+            f"| gripper closed (median share of frames) |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, fs in groups.items():
         rows.append(f"| {name} | {len(fs)} | {_share([f.stage == 'not moved' for f in fs])} "
                     f"| {_share([f.stage == 'moved, short' for f in fs])} | {_share([f.stage == 'crossed' for f in fs])} "
-                    f"| {_median([100 * f.progress for f in fs if f.progress is not None])} % |")
+                    f"| {_median([100 * f.progress for f in fs if f.progress is not None])} % "
+                    f"| {_median([100 * f.closed_share for f in fs])} % |")
     return rows
 
 
