@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.train.baselines import Frames, baselines, main, smooth_l1
+from agents.vla.heads import SCENE_STATE, scene_state_loss
+from harness.data.sync import open_frames
+from harness.train.baselines import Frames, baselines, main, scene_states, smooth_l1, state_baselines
 
 
 def test_baselines_fit_on_training_and_order_as_their_information(recording, capsys):
@@ -22,7 +24,22 @@ def test_baselines_fit_on_training_and_order_as_their_information(recording, cap
     assert all(np.isfinite(row["validation"]) for row in table.values())  # stack_block: a task training lacks
     main([str(recording)])
     out = capsys.readouterr().out
-    assert "| task x robot_obs linear |" in out and out.count("\n") == 8
+    assert "| task x robot_obs linear |" in out and "| mean state |" in out and out.count("\n") == 8 + 5
+
+
+def test_the_state_floor_is_the_scene_state_loss_of_the_training_mean(recording):
+    """The floor scores the mean as the model's loss scores its probe (agents.vla.heads.scene_state_loss)."""
+    import torch
+
+    floor = state_baselines(str(recording))["mean state"]
+    train = scene_states(str(recording), "training")
+    src = open_frames(str(recording), "validation")
+    (s, e), = src.lang.indx[:1]
+    val = src.read({"scene_obs": (int(s), int(e) + 1)})["scene_obs"]
+    as_model = scene_state_loss(torch.as_tensor(np.broadcast_to(train.mean(0), (len(val), len(SCENE_STATE))).copy()),
+                                torch.as_tensor(val))
+    first = smooth_l1(scene_states(str(recording), "validation")[: len(val)] - train.mean(0))
+    assert as_model.item() == pytest.approx(first, rel=1e-5) and floor["validation"] > 0 and floor["training"] > 0
 
 
 def test_baselines_clip_normalises_as_clip_scale(recording):

@@ -19,7 +19,11 @@ frame's own action, whose distribution is the chunk's but for the segment ends.
                              segment's first): what a policy reads from its window's robot_obs history alone
 
 A policy whose `val/loss_arm` stays at the `mean` row has learnt nothing of the arm, whatever its loss
-curve looks like (docs/TRAINING.md, "The full run, as measured so far"). A task or time step that the
+curve looks like (docs/TRAINING.md, "The full run, as measured so far").
+
+A second table gives the floor of the scene-state loss (`model.loss.state_weight`, its `loss_state`): the
+training frames' mean scene state, scored as that loss scores the probe. A probe at that row has learnt
+nothing of where the objects are. A task or time step that the
 training split lacks falls back to the coarser predictor (task x time -> task mean -> mean).
 """
 
@@ -31,6 +35,7 @@ from typing import Callable
 
 import numpy as np
 
+from agents.vla.heads import SCENE_STATE, SCENE_STATE_SCALE
 from harness.data.normalization import ActionNormalizer
 from harness.data.sync import open_frames
 from harness.spatial import wrap_angle
@@ -153,6 +158,21 @@ def baselines(path: str, clip: float = 1.0, tasks: tuple[str, ...] | None = None
             for name, predict in predictors(train).items()}
 
 
+def scene_states(path: str, split: str, tasks: tuple[str, ...] | None = None) -> np.ndarray:
+    """The scaled scene-state targets of the split's annotated frames (those of `tasks` only, where given)."""
+    src = open_frames(path, split)
+    rows = [src.read({"scene_obs": (int(s), int(e) + 1)})["scene_obs"] for (s, e), name in zip(src.lang.indx, src.lang.task)
+            if tasks is None or name in tasks]
+    return np.concatenate(rows).astype(np.float64)[:, SCENE_STATE] * SCENE_STATE_SCALE
+
+
+def state_baselines(path: str, tasks: tuple[str, ...] | None = None) -> dict[str, dict[str, float]]:
+    """{"mean state": {"training": loss, "validation": loss}}: the scene-state loss of the training mean."""
+    train, val = scene_states(path, "training", tasks), scene_states(path, "validation", tasks)
+    mean = train.mean(0)
+    return {"mean state": {"training": smooth_l1(train - mean), "validation": smooth_l1(val - mean)}}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m harness.train.baselines", description=__doc__.split("\n\n")[0])
     ap.add_argument("data", help="a dataset with training and validation splits (CALVIN npz or shards)")
@@ -161,10 +181,12 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     try:
         table = baselines(args.data, args.clip, several(args.tasks))
+        state = state_baselines(args.data, several(args.tasks))
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
-    rows = [[name, f"{v['training']:.4f}", f"{v['validation']:.4f}"] for name, v in table.items()]
-    print("\n".join(markdown_table(["predictor", "training loss_arm", "validation loss_arm"], rows, align="---:")))
+    for loss, rows in (("loss_arm", table), ("loss_state", state)):
+        cells = [[name, f"{v['training']:.4f}", f"{v['validation']:.4f}"] for name, v in rows.items()]
+        print("\n".join(markdown_table(["predictor", f"training {loss}", f"validation {loss}"], cells, align="---:")) + "\n")
 
 
 if __name__ == "__main__":
