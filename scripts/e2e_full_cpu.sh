@@ -83,13 +83,16 @@ train() {
     trap - INT TERM EXIT
 }
 
-# evaluate NAME: CALVIN's 1000 chains (the first EVAL_CHAINS) and the single tasks in scene D
+# evaluate NAME: CALVIN's 1000 chains (the first EVAL_CHAINS) and the 34 single tasks in scene D, with the failure
+# analysis of the single tasks (failures.md beside their report)
 evaluate() {
     local name="$1" ckpt="$OUT/train_$1/checkpoints/last"
     python -m harness.eval agent=vla agent.checkpoint="$ckpt" num_chains="$EVAL_CHAINS" workers=2 videos=3 progress=false \
         output_dir="$OUT/eval_${name}_chains"
+    # every failed episode keeps its trace (clips of every 30th frame) for the failure analysis
     python -m harness.eval agent=vla agent.checkpoint="$ckpt" mode=single_task episodes_per_task="$EPISODES" \
-        workers=2 videos=0 video_failures=10 progress=false output_dir="$OUT/eval_${name}_single_task"
+        workers=2 videos=0 video_failures=100000 video_stride=30 progress=false output_dir="$OUT/eval_${name}_single_task"
+    python -m harness.eval failures "$OUT/eval_${name}_single_task" > /dev/null
 }
 
 # D->D first: its figures (the goal) come hours before ABC->D's, and a run stopped half-way has them
