@@ -61,8 +61,8 @@ def task_starts(task: str) -> tuple[tuple[int, tuple[str, ...]], ...]:
     SETUP_LAST_EXCLUDED names) from every condition, in the order of the conditions and then of CALVIN's task
     list."""
     frontier = [(i, dict(c), ()) for i, c in enumerate(initial_conditions())]
+    excluded = SETUP_LAST_EXCLUDED.get(task)
     for _ in range(MAX_SETUP + 1):
-        excluded = SETUP_LAST_EXCLUDED.get(task)
         found = tuple((i, setup) for i, state, setup in frontier if task in valid_tasks(state)
                       and not (setup and excluded and setup[-1].endswith(excluded)))
         if found:
@@ -82,6 +82,8 @@ def redrawn(job: Job, draw: int) -> Job:
     starts = task_starts(job.tasks[0])
     own = starts.index(next(s for s in starts if initial_conditions()[s[0]] == job.condition and s[1] == job.setup))
     others = [k for k in np.random.default_rng(job.seed).permutation(len(starts)).tolist() if k != own]
+    if not others:  # the task has one start and setup only (none of CALVIN's 34): draw it again
+        return job
     return _start_job(job.key, job.index, job.tasks[0], others[(draw - 1) % len(others)], job.seed)
 
 

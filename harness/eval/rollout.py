@@ -45,9 +45,9 @@ from harness.tasks.info import InfoView
 from harness.tasks.paraphrases import perturbed_instruction
 
 REASONS = ("success", "timeout", "invalid_action", "agent_error", "env_error")
+FAILURE_REASONS = REASONS[1:]
 SETUP_DRAWS = 5  # starts and setups a single-task episode tries before its setup counts as an env failure
 SETUP_EP_LEN = 360  # the expert's steps per setup task: CALVIN's subtask budget, whatever ep_len the agent has
-FAILURE_REASONS = REASONS[1:]
 
 
 @dataclass
@@ -283,7 +283,7 @@ def _start(env: Env, job: Job) -> dict[str, Any]:
         robot_obs, scene_obs = initial_state(job.condition, env.description.scene)
         return env.reset(robot_obs=robot_obs, scene_obs=scene_obs)
     except Exception as e:  # noqa: BLE001
-        raise EnvFailure([], job.tasks[0], 0, e) from e
+        raise EnvFailure([], job.tasks[0], 0, e, job) from e
 
 
 def _set_up(env: Env, job: Job, oracle: TaskOracle, obs: dict[str, Any]) -> tuple[Job, dict[str, Any]]:
