@@ -177,7 +177,7 @@ def predict_image_swaps(model: VLAModel, normalizer: ActionNormalizer, source: F
     """The path the model plans at the first frame of `segments` annotated segments (the translation its first
     chunk adds up to), once with the segment's own camera images and once with those of another segment of the
     same task (the next one in the split; the instruction and robot_obs stay the segment's own), beside the
-    recorded translation over the same steps of both segments: {"own", "swapped", "data", "partner_data": (N, 3),
+    recorded translation over the same steps of both segments (the chunk, or fewer where a segment is shorter): {"own", "swapped", "data", "partner_data": (N, 3),
     "tasks": [N]}. At a segment's first frame only the images tell where the objects are."""
     cfg = model.cfg
     ds = WindowDataset(source, cfg.window_spec(), normalizer, WindowOptions(augment=False, drop_short_segments=True))
@@ -191,15 +191,23 @@ def predict_image_swaps(model: VLAModel, normalizer: ActionNormalizer, source: F
         item, other = ds[index], ds[partner]
         swapped = {**item, **{k: other[k] for k in IMAGE_KEYS if k in item}}
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in collate_windows([item, swapped]).items()}
+        # the steps both segments have (a chunk may run past a short segment's end, and past the data's)
+        steps = min(_steps_left(ds, at, cfg.chunk_size) for at in (index, partner))
         chunks = normalizer.denormalize(model.predict(batch)[:, 0].float().cpu().numpy().reshape(-1, 7))
-        planned = chunks.reshape(2, -1, 7)[:, :, :3].sum(axis=1)
+        planned = chunks.reshape(2, -1, 7)[:, :steps, :3].sum(axis=1)
         out["own"].append(planned[0])
         out["swapped"].append(planned[1])
         for key, at in (("data", index), ("partner_data", partner)):
             _, t0 = ds.window(at)
-            out[key].append(source.read({"rel_actions": (t0, t0 + cfg.chunk_size)})["rel_actions"][:, :3].sum(axis=0))
+            out[key].append(source.read({"rel_actions": (t0, t0 + steps)})["rel_actions"][:, :3].sum(axis=0))
         out["tasks"].append(item["task"])
     return {k: (v if k == "tasks" else np.asarray(v, float).reshape(-1, 3)) for k, v in out.items()}
+
+
+def _steps_left(ds: WindowDataset, index: int, chunk: int) -> int:
+    """Frames of item `index`'s segment from its first frame on, at most `chunk`."""
+    k, t0 = ds.window(index)
+    return min(chunk, int(ds.lang.indx[k, 1]) + 1 - t0)
 
 
 def image_check(swaps: dict[str, Any]) -> Check:
