@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -152,6 +154,23 @@ def test_collate_is_the_architecture_batch(calvin_root):
     _, t0 = state.window(40)
     assert b["scene_obs"].shape == (1, 3, 24) and "scene_obs" not in batch
     assert np.allclose(b["scene_obs"][0].numpy(), ds.source.read({"scene_obs": (t0, t0 + 3)})["scene_obs"])
+
+
+def test_scene_state_gives_the_blocks_in_colour_order_in_every_scene(calvin_root, tmp_path):
+    """scene_obs lists the blocks in each scene's own order (A: pink, blue, red); the state loss's target is
+    red, blue, pink wherever the frame was recorded, by the split's scene_info."""
+    shutil.copytree(calvin_root / "training", tmp_path / "training")
+    d = WindowDataset(NpzFrameSource(tmp_path, "training"), WindowSpec(3, 5, scene_state=True), ActionNormalizer())
+    first, last = int(d.lang.indx[:, 0].min()), int(d.lang.indx[:, 1].max())
+    np.save(tmp_path / "training" / "scene_info.npy", {"calvin_scene_A": [first, last]})
+    a = WindowDataset(NpzFrameSource(tmp_path, "training"), WindowSpec(3, 5, scene_state=True), ActionNormalizer())
+    raw = d[40]["scene_obs"]  # scene D: red, blue, pink, as stored
+    np.testing.assert_array_equal(raw, a.source.read({"scene_obs": (a.window(40)[1], a.window(40)[1] + 3)})["scene_obs"])
+    moved = a[40]["scene_obs"]
+    np.testing.assert_array_equal(moved[:, :6], raw[:, :6])  # the articulations stay
+    np.testing.assert_array_equal(moved[:, 6:12], raw[:, 18:24])  # red: A's third block
+    np.testing.assert_array_equal(moved[:, 12:18], raw[:, 12:18])  # blue
+    np.testing.assert_array_equal(moved[:, 18:24], raw[:, 6:12])  # pink: A's first block
 
 
 def test_window_longer_than_segments_is_an_error(calvin_root):

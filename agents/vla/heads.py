@@ -324,7 +324,8 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 # The scene-state loss's targets: scene_obs entries and their scales (so that each is of order 1): the door,
-# drawer, button and switch joints (m, x10), the lightbulb and LED (0/1), each block slot's xyz (m, x10).
+# drawer, button and switch joints (m, x10), the lightbulb and LED (0/1), the red, blue and pink blocks' xyz (m, x10;
+# the training data gives the blocks in that order in every scene: harness.data.windows.WindowSpec.scene_state).
 SCENE_STATE = np.r_[0:6, 6:9, 12:15, 18:21]
 SCENE_STATE_SCALE = np.r_[[10.0] * 4, [1.0] * 2, [10.0] * 9].astype(np.float32)
 

@@ -395,6 +395,14 @@ def _first_frame_files(p: Path) -> Iterable[Path]:
                 return
 
 
+def scene_of_frame(frame_id: int, scene_info: dict[str, list[int]] | None) -> str:
+    """The scene letter of a frame from scene_info ({"calvin_scene_D": [first, last]}); D when unknown."""
+    for name, (first, last) in (scene_info or {}).items():
+        if first <= frame_id <= last and name.startswith("calvin_scene_"):
+            return name[-1]
+    return "D"
+
+
 class CalvinSplit:
     """Read access to one split folder of a CALVIN-format dataset (real or recorded by this project)."""
 

@@ -247,6 +247,10 @@ class ShardFrameSource:
         return self.manifest["keys"]
 
     @property
+    def scene_info(self) -> dict[str, list[int]] | None:
+        return self.manifest.get("scene_info")
+
+    @property
     def lang_where(self) -> str:
         return str(self.path / ANNOTATIONS)
 

@@ -41,7 +41,14 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from harness.data.calvin_format import CalvinFormatError, CalvinSplit, LangAnnotations, Problem, rel_actions_from_absolute
+from harness.data.calvin_format import (
+    CalvinFormatError,
+    CalvinSplit,
+    LangAnnotations,
+    Problem,
+    rel_actions_from_absolute,
+    scene_of_frame,
+)
 from harness.data.shards import ShardFrameSource, is_shard_dir
 from harness.data.windows import FrameSource, NpzFrameSource
 from harness.sim.layout import REL_ORN_SCALE, REL_POS_SCALE
@@ -99,25 +106,16 @@ def open_frames(path: str | Path, split: str | None = None) -> FrameSource:
     return NpzFrameSource(p, split)
 
 
-def _episodes_and_scenes(source: FrameSource) -> tuple[np.ndarray, dict[str, list[int]] | None]:
+def _episodes(source: FrameSource) -> np.ndarray:
     if isinstance(source, ShardFrameSource):
-        eps = np.asarray(source.manifest.get("episodes") or source.runs, dtype=np.int64).reshape(-1, 2)
-        return eps, source.manifest.get("scene_info")
+        return np.asarray(source.manifest.get("episodes") or source.runs, dtype=np.int64).reshape(-1, 2)
     split: CalvinSplit = source.split  # type: ignore[attr-defined]
-    return split.episodes, split.scene_info()
-
-
-def _scene_of(frame_id: int, scene_info: dict[str, list[int]] | None) -> str:
-    """The scene letter of a frame from scene_info ({"calvin_scene_D": [first, last]}); D when unknown."""
-    for name, (first, last) in (scene_info or {}).items():
-        if first <= frame_id <= last and name.startswith("calvin_scene_"):
-            return name[-1]
-    return "D"
+    return split.episodes
 
 
 def stretch_bounds(source: FrameSource) -> list[tuple[int, int, int, str]]:
     """(episode, first, last, scene) of every stretch of consecutive stored frames within an episode."""
-    eps, scene_info = _episodes_and_scenes(source)
+    eps, scene_info = _episodes(source), source.scene_info
     runs = source.runs  # sorted, disjoint
     out = []
     for k, (s, e) in enumerate(eps):
@@ -125,7 +123,7 @@ def stretch_bounds(source: FrameSource) -> list[tuple[int, int, int, str]]:
         for rs, re in runs[first_run : int(np.searchsorted(runs[:, 0], e, side="right"))]:
             a, b = max(int(s), int(rs)), min(int(e), int(re))
             if a <= b:
-                out.append((k, a, b, _scene_of(a, scene_info)))
+                out.append((k, a, b, scene_of_frame(a, scene_info)))
     return sorted(out, key=lambda item: item[1])
 
 

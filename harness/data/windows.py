@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from harness.data.calvin_format import CalvinSplit, LangAnnotations, range_in_runs
+from harness.data.calvin_format import CalvinSplit, LangAnnotations, range_in_runs, scene_of_frame
 from harness.data.normalization import ActionNormalizer
+from harness.sim.layout import get_layout
 
 
 class FrameSource(Protocol):
@@ -44,6 +45,11 @@ class FrameSource(Protocol):
     @property
     def runs(self) -> np.ndarray:
         """(M, 2) sorted inclusive runs of contiguous frame ids that can be read."""
+        ...
+
+    @property
+    def scene_info(self) -> dict[str, list[int]] | None:
+        """{"calvin_scene_X": [first, last]} frame ranges, where the data says (None: all scene D)."""
         ...
 
     def read(self, ranges: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
@@ -70,6 +76,10 @@ class NpzFrameSource:
     def runs(self) -> np.ndarray:
         return self.split.runs
 
+    @property
+    def scene_info(self) -> dict[str, list[int]] | None:
+        return self.split.scene_info()
+
     def read(self, ranges: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
         lo = min(a for a, _ in ranges.values())
         hi = max(b for _, b in ranges.values())
@@ -90,7 +100,7 @@ class WindowSpec:
     chunk_size: int
     cameras: tuple[str, ...] = ("static",)
     proprio: bool = True  # robot_obs in the batch
-    scene_state: bool = False  # scene_obs in the batch: a training target only (the scene-state loss)
+    scene_state: bool = False  # scene_obs in the batch, blocks in red, blue, pink order: a training target only
 
     def __post_init__(self) -> None:
         for name in ("window_size", "chunk_size"):
@@ -232,6 +242,9 @@ class WindowDataset(Dataset):
         self._windows = counts  # a segment's distinct windows; its items beyond them repeat the first
         self._cum = np.cumsum(counts + self.options.start_repeats)
         self._phrasings = task_phrasings(self.lang) if self.options.resample_instructions else {}
+        if spec.scene_state:  # each segment's scene, to give its blocks in the same order in every scene
+            scene_info = source.scene_info
+            self._layouts = [get_layout(scene_of_frame(int(s), scene_info)) for s in self.lang.indx[:, 0]]
 
     def __len__(self) -> int:
         return int(self._cum[-1])
@@ -292,7 +305,7 @@ class WindowDataset(Dataset):
         if spec.proprio:
             item["robot_obs"] = data["robot_obs"]
         if spec.scene_state:
-            item["scene_obs"] = data["scene_obs"]
+            item["scene_obs"] = self._layouts[k].scene_obs_by_color(data["scene_obs"])
         for key, pad in (("rgb_static", opts.rgb_pad), ("rgb_gripper", opts.gripper_pad)):
             if key not in item:
                 continue

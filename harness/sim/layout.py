@@ -180,6 +180,13 @@ class SceneLayout:
         i = self.block_order.index(color)
         return slice(6 + 6 * i, 12 + 6 * i)
 
+    def scene_obs_by_color(self, scene_obs: np.ndarray) -> np.ndarray:
+        """scene_obs (..., 24) with the blocks' xyz + euler in BLOCK_COLORS order (scene D's) instead of this
+        scene's: the same slot is the same block in every scene (a learning target must not change meaning
+        between A, B, C and D)."""
+        blocks = [scene_obs[..., self.block_obs_slice(color)] for color in BLOCK_COLORS]
+        return np.concatenate([scene_obs[..., :6], *blocks], axis=-1)
+
     def door_x_range(self, q: float) -> tuple[float, float]:
         """x extent of the sliding door panel at joint value q (it moves along -x)."""
         return (self.door_origin_x - 0.001 - q, self.door_origin_x + 0.281 - q)
