@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +32,18 @@ def uninterrupted(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted")
     run_cli(cli(dataset, out, *RUN))
     return out
+
+
+def test_validation_and_checkpoints_leave_the_training_unchanged(dataset, tmp_path, uninterrupted):
+    """How often a run validates and saves does not change what it trains (validation draws no randomness from
+    the training's state), so a run may carry on another's checkpoints with other frequencies."""
+    out = tmp_path / "other_frequencies"
+    run_cli(cli(dataset, out, *RUN, "trainer.val_every=3", "trainer.ckpt_every=4"))
+    train = [(r["step"], r["loss"], r["grad_norm"], r["lr"]) for r in metrics(out) if "loss" in r]
+    assert train == [(r["step"], r["loss"], r["grad_norm"], r["lr"]) for r in metrics(uninterrupted) if "loss" in r]
+    assert sum("val/loss" in r for r in metrics(out)) > sum("val/loss" in r for r in metrics(uninterrupted))
+    w_other, w_straight = weights(out / "checkpoints" / "last"), weights(uninterrupted / "checkpoints" / "last")
+    assert all(torch.equal(w_other[k], w_straight[k]) for k in w_straight)
 
 
 def test_sigkill_then_the_same_command_continues_step_for_step(dataset, tmp_path, uninterrupted):
@@ -67,6 +80,23 @@ def test_a_finished_run_run_again_does_nothing_and_resume_never_refuses(dataset,
     assert {f: (uninterrupted / f).read_text() for f in before} == before
     with pytest.raises(ConfigError, match="already has checkpoints"):
         train_here(dataset, uninterrupted, *RUN, "resume=never")
+
+
+def test_a_finished_run_given_more_steps_is_unfinished_until_it_ends(dataset, tmp_path, uninterrupted):
+    """Its old summary goes when it carries on, so that a learning curve following it (`harness.train.curve
+    --follow`, which stops at the summary) follows the new steps too."""
+    out = tmp_path / "extended"
+    shutil.copytree(uninterrupted, out)
+    args = [sys.executable, "-m", "harness.train", *cli(dataset, out, *RUN, "trainer.max_steps=60")]
+    proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and not (out / "checkpoints" / "step_0000045").is_dir():
+            time.sleep(0.01)
+        assert (out / "checkpoints" / "step_0000045").is_dir() and not (out / "summary.json").exists()
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_init_from_takes_the_weights_but_starts_a_new_optimizer(dataset, tmp_path, uninterrupted):

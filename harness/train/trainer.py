@@ -135,6 +135,8 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
     budget = _CPUBudget(tc.max_cpu_s, timer, dist)
     if (step >= total_steps or budget.spent()) and (run_dir / SUMMARY).is_file():  # finished before: nothing to do
         return json.loads((run_dir / SUMMARY).read_text()) if dist.is_main else {}
+    if dist.is_main:  # a finished run carried on (more steps): it has not ended until it writes a new summary
+        (run_dir / SUMMARY).unlink(missing_ok=True)
     logger = MetricsLogger(run_dir, dist.is_main, step)
     save = _Saver(cfg, ckpts, model, net, normalizer, optimizer, scheduler, scaler, stream, dist, sharded,
                   weight_names, total_steps, budget)
