@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The block-task probes behind configs/experiment/e2e_full_cpu.yaml (docs/TRAINING.md, "Learning all 34
+# The block-task probes behind configs/experiment/e2e_full_cpu_vlm.yaml (docs/TRAINING.md, "Learning all 34
 # tasks on CPU"): what makes block tasks learnable from pixels on 2 CPU cores.
 #   1. record chains of four block tasks from random valid starts in built-in scene D (scripted expert);
 #   2. convert them to shards, images stored at each probed input size;
-#   3. train each named variant (e2e_full_cpu + its overrides) for the same number of steps, at a constant
+#   3. train each named variant (e2e_full_cpu_vlm + its overrides) for the same number of steps, at a constant
 #      learning rate after the warmup: the same command with more STEPS extends a probe exactly;
 #   4. evaluate each: single-task success on the three tasks a start condition allows (place_in_slider
 #      needs a block in the hand first: its validation loss is in the run's metrics).
@@ -23,7 +23,7 @@ declare -A RESIZE=(
     [s64]="rgb_static=64 rgb_gripper=64" [s96]="rgb_static=96 rgb_gripper=96"
     [s128]="rgb_static=128 rgb_gripper=128" [s192]="rgb_static=192 rgb_gripper=192"
 )
-declare -A OVERRIDES=(   # on top of e2e_full_cpu (static + gripper camera at 96 px)
+declare -A OVERRIDES=(   # on top of e2e_full_cpu_vlm (static + gripper camera at 96 px)
     [base96]="model.use_gripper_image=false"
     [grip96]=""
     [grip64]="++model.backbone.tiny_size={image_size:64} data.rgb_pad=3 data.gripper_pad=3"
@@ -42,7 +42,7 @@ for variant in "$@"; do
     [ -d "$shards/validation" ] || python -m harness.data convert "$OUT/data" "$shards" --frames annotated --workers 2 \
         --resize ${RESIZE[${DATA[$variant]}]}
     # shellcheck disable=SC2086
-    python -m harness.train +experiment=e2e_full_cpu data.path="$shards" run_name="$variant" hydra.run.dir="$OUT/$variant" \
+    python -m harness.train +experiment=e2e_full_cpu_vlm data.path="$shards" run_name="$variant" hydra.run.dir="$OUT/$variant" \
         trainer.max_steps="$STEPS" trainer.progress=false optim.schedule=constant ${OVERRIDES[$variant]}
     # two workers of one torch thread each (a single worker gets two, which spin on busy cores: docs/TRAINING.md)
     python -m harness.eval agent=vla agent.checkpoint="$OUT/$variant/checkpoints/last" mode=single_task \

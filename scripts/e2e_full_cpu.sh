@@ -2,20 +2,17 @@
 # All 34 CALVIN tasks from pixels on 2 CPU cores, in one command (docs/TRAINING.md, "Learning all 34 tasks
 # on CPU"):
 #   1. record chains of 5 subtasks from random valid starts with the scripted expert: scene D for the D->D
-#      run, scenes A, B, C for the ABC->D run (validation: scene D, CALVIN's evaluation instructions), and in
-#      the same scenes chains of 3 of the eight articulated tasks (the curriculum's first stage); convert each
-#      to shards with the images at the model's input size, then drop the per-frame files;
-#   2. train configs/experiment/e2e_full_cpu_articulated.yaml on the articulated chains (1,000 steps), then
-#      configs/experiment/e2e_full_cpu.yaml from its weights on the 34-task chains, while a second process
-#      evaluates each kept checkpoint on CALVIN's first 100 chains (the learning curve);
+#      run, scenes A, B, C for the ABC->D run (validation: scene D, CALVIN's evaluation instructions); convert
+#      each to shards with the images at the model's input size, then drop the per-frame files;
+#   2. train configs/experiment/e2e_full_cpu.yaml on the 34-task chains, while a second process evaluates each
+#      kept checkpoint on CALVIN's first 100 chains (the learning curve);
 #   3. evaluate the last checkpoint in scene D: CALVIN's 1000 chains (report.md: per position and per
-#      task) and single-task success from random valid start states.
+#      task) and single-task success from random valid start states, with the failure analysis.
 # D->D runs all three steps first, then ABC->D.
 # Every step resumes where it stopped when the same command is run again (recording, conversion,
 # training and every evaluation carry on from what they have written).
 #   scripts/e2e_full_cpu.sh [OUT=runs/e2e_full]
-# Sizes (environment): CHAINS_D (600), CHAINS_ABC (per scene, 200), VAL_CHAINS (50), ARTICULATED_CHAINS
-# (160, shared out over the scenes; a third of VAL_CHAINS for their validation), CURVE_EVERY (4000),
+# Sizes (environment): CHAINS_D (600), CHAINS_ABC (per scene, 200), VAL_CHAINS (50), CURVE_EVERY (4000),
 # CURVE_CHAINS (100), EVAL_CHAINS (CALVIN's 1000), SINGLE_TASK_EPISODES (20), KEEP_NPZ=1 keeps the per-frame
 # recordings; TRAIN_ARGS: more overrides for every training (e.g. TRAIN_ARGS="trainer.max_steps=4
 # trainer.ckpt_every=2"; docs/TRAINING.md has a quick check of every step).
@@ -24,13 +21,11 @@ OUT="${1:-runs/e2e_full}"
 CHAINS_D="${CHAINS_D:-600}"
 CHAINS_ABC="${CHAINS_ABC:-200}"
 VAL_CHAINS="${VAL_CHAINS:-50}"
-ARTICULATED_CHAINS="${ARTICULATED_CHAINS:-160}"
 CURVE_EVERY="${CURVE_EVERY:-4000}"
 CURVE_CHAINS="${CURVE_CHAINS:-100}"
 EVAL_CHAINS="${EVAL_CHAINS:-1000}"
 EPISODES="${SINGLE_TASK_EPISODES:-20}"
 read -r -a TRAIN_ARGS <<< "${TRAIN_ARGS:-}"
-ARTICULATED=open_drawer,close_drawer,move_slider_left,move_slider_right,turn_on_led,turn_off_led,turn_on_lightbulb,turn_off_lightbulb
 RESIZE=(rgb_static=96 rgb_gripper=96)   # the model's input size (configs/experiment/e2e_full_cpu.yaml)
 export OMP_NUM_THREADS=1                 # training and the curve's evaluation share the two cores
 mkdir -p "$OUT"
@@ -50,24 +45,11 @@ record() {
     [ "${KEEP_NPZ:-0}" = 1 ] || rm -rf "$data"   # also when a run was stopped between the two
 }
 
-# record_dataset NAME CHAINS SCENE...: the 34-task chains and the curriculum's articulated chains
-record_dataset() {
-    local name="$1" chains="$2"
-    shift 2
-    local per_scene=$(( (ARTICULATED_CHAINS + $# - 1) / $# ))
-    record "${name}_articulated" --scene "$@" --episodes "$per_scene" --val-episodes $(( (VAL_CHAINS + 2) / 3 )) --chain-length 3 \
-        --tasks "$ARTICULATED"
-    record "$name" --scene "$@" --episodes "$chains" --val-episodes "$VAL_CHAINS" --chain-length 5 --balance
-}
-
-# train NAME: the curriculum's first stage on shards_NAME_articulated, then the recipe from its weights on
-# shards_NAME, with the learning curve evaluated beside it
+# train NAME: the recipe on shards_NAME, with the learning curve evaluated beside it
 train() {
-    local name="$1" run="$OUT/train_$1" first="$OUT/train_$1_articulated"
-    python -m harness.train +experiment=e2e_full_cpu_articulated data.path="$OUT/shards_${name}_articulated" \
-        run_name="e2e_full_${name}_articulated" hydra.run.dir="$first" trainer.progress=false "${TRAIN_ARGS[@]}"
+    local name="$1" run="$OUT/train_$1"
     python -m harness.train +experiment=e2e_full_cpu data.path="$OUT/shards_$name" run_name="e2e_full_$name" \
-        init_from="$first/checkpoints/last" hydra.run.dir="$run" trainer.progress=false "${TRAIN_ARGS[@]}" &
+        hydra.run.dir="$run" trainer.progress=false "${TRAIN_ARGS[@]}" &
     local trainer=$!
     # a stopped script stops its background processes (they ignore Ctrl-C), so that the next run is the
     # only writer of the run folder
@@ -82,7 +64,6 @@ train() {
     wait "$curve"
     trap - INT TERM EXIT
 }
-
 # evaluate NAME: CALVIN's 1000 chains (the first EVAL_CHAINS) and the 34 single tasks in scene D, with the failure
 # analysis of the single tasks (failures.md beside their report)
 evaluate() {
@@ -96,9 +77,9 @@ evaluate() {
 }
 
 # D->D first: its figures (the issue's goal) come hours before ABC->D's, and a run stopped half-way has them
-record_dataset D "$CHAINS_D" D
+record D --scene D --episodes "$CHAINS_D" --val-episodes "$VAL_CHAINS" --chain-length 5 --balance
 train D
 evaluate D
-record_dataset ABC "$CHAINS_ABC" A B C
+record ABC --scene A B C --episodes "$CHAINS_ABC" --val-episodes "$VAL_CHAINS" --chain-length 5 --balance
 train ABC
 evaluate ABC

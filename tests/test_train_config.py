@@ -27,10 +27,15 @@ def test_every_config_group_composes_and_round_trips(dataset, tmp_path):
         cfg = config(dataset, tmp_path, f"+experiment={experiment}")
         assert TrainConfig.from_dict(cfg.to_dict()) == cfg
         assert cfg.data.start_repeats == 20 and cfg.model.instruction_film and cfg.data.format == "shards"
-    # the 34-task recipe's first stage is the recipe itself, shorter (scripts/e2e_full_cpu.sh; TRAINING.md)
-    full, first = (config(dataset, tmp_path, f"+experiment={e}") for e in ("e2e_full_cpu", "e2e_full_cpu_articulated"))
-    assert first.model == full.model and first.data == full.data and first.trainer.batch_size == full.trainer.batch_size
-    assert first.trainer.max_steps == 1000 < full.trainer.max_steps and first.optim.lr == full.optim.lr
+    # the 34-task recipe: the CNN told where things are; the tiny-VLM recipe it replaced differs in the model, the
+    # scene-state loss and the schedule only, and its first stage is that recipe, shorter (TRAINING.md)
+    recipe, vlm, first = (config(dataset, tmp_path, f"+experiment={e}")
+                          for e in ("e2e_full_cpu", "e2e_full_cpu_vlm", "e2e_full_cpu_vlm_articulated"))
+    assert recipe.model.backbone.family == "scratch" and recipe.model.loss.state_weight == 1.0
+    assert vlm.model.backbone.family == "idefics3" and vlm.model.loss.state_weight == 0 and vlm.optim.schedule == "cosine"
+    assert vlm.data == recipe.data and vlm.trainer == recipe.trainer
+    assert first.model == vlm.model and first.data == vlm.data and first.trainer.batch_size == vlm.trainer.batch_size
+    assert first.trainer.max_steps == 1000 < vlm.trainer.max_steps and first.optim.lr == vlm.optim.lr
     cfg = config(dataset, tmp_path, "rollout=single_task", "rollout.tasks=[open_drawer]")
     assert cfg.rollout.enabled and cfg.rollout.settings.tasks == ("open_drawer",) and cfg.trainer.device == "cpu"
     assert cfg.rollout.settings.workers == 0 and cfg.rollout.env.scene == "D"
