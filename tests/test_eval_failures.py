@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from harness.eval import AgentConfig, evaluate_single_tasks
-from harness.eval.failures import FailuresError, read_failures
+from harness.eval.failures import FailuresError, failures_markdown, read_failures
 from harness.eval.rollout import SubtaskTrace
 from harness.eval.video import TraceStore
 from harness.sim.layout import NEUTRAL_TCP_POS, get_layout
@@ -125,3 +125,32 @@ def test_measures_from_known_states(tmp_path, scene):
                     [{"task": trace.task, "success": False, "reason": "timeout", "steps": 3}])
         (f,), failed = read_failures(tmp_path / f"lights{k}")
         assert failed == 1 and f.stage == "moved, short" and f.progress == pytest.approx((0.5, 0.25)[k])
+
+
+@pytest.mark.parametrize("scene", ["D", "A"])
+def test_placing_is_measured_by_where_the_block_went(tmp_path, scene):
+    """place and stack start with the block in the hand: what counts is whether the policy let go and where the
+    block ended. Kept in the closed hand; released onto the slider (x in the bay, behind the cabinet front, above
+    the table top); released 4 cm over the blue block."""
+    layout = get_layout(scene)
+    held = frames(3, scene, robot_14=np.full(3, -1.0), red_x=np.full(3, 0.05), red_z=np.full(3, 0.6))
+    for r in held[0]:
+        r[:3] = (0.05, 0.0, 0.61)
+    slider_x = layout.bay[0] + 0.05
+    placed = frames(3, scene, robot_14=np.array([-1.0, 1.0, 1.0]), red_x=np.full(3, slider_x),
+                    red_y=np.array([0.0, 0.05, 0.1]), red_z=np.array([0.6, 0.6, 0.52]))
+    for r in placed[0]:
+        r[:3] = (slider_x, 0.0, 0.7)
+    stacked = frames(3, scene, robot_14=np.array([-1.0, -1.0, 1.0]), red_x=np.array([0.0, 0.1, 0.1]),
+                     red_z=np.array([0.6, 0.55, 0.50]))
+    for name, task, (robot, scene_obs) in (("held", "place_in_drawer", held), ("placed", "place_in_slider", placed),
+                                           ("stacked", "stack_block", stacked)):
+        write_chain(tmp_path / name, scene, [SubtaskTrace(task, "x", robot, scene_obs)],
+                    [{"task": task, "success": False, "reason": "timeout", "steps": 3}])
+    (held,), _ = read_failures(tmp_path / "held")
+    (placed,), _ = read_failures(tmp_path / "placed")
+    (stacked,), _ = read_failures(tmp_path / "stacked")
+    assert held.target == "red" and not held.released and held.end_place == "in the hand"
+    assert placed.released and placed.end_place == ("slider_left" if slider_x < layout.bay_center_x else "slider_right")
+    assert stacked.released and stacked.end_place == "on a block"
+    assert "## Placing" in failures_markdown(tmp_path, [held, placed, stacked], 3)

@@ -9,15 +9,22 @@ with `video_failures=N` as large as the failures to be analysed. From those stat
 saw, this measures per failed subtask:
 
   block tasks     the target block: the one the task names (rotate, push, lift), else the block nearest the
-                  TCP at the subtask's start (place, stack: the block the previous subtask left in the gripper,
-                  so for them "reached" and "closed the gripper there" hold from the first frame), the highest
-                  block (unstack_block) or the one on the table (push_into_drawer: the others are in the slider).
+                  TCP at the subtask's start (place, stack: the block the previous subtask left in the gripper),
+                  the highest block (unstack_block) or the one on the table (push_into_drawer: the others are in
+                  the slider).
                   start_cm, closest_cm  the TCP's distance to the target's centre at the start, and at its nearest
                   closed_near           the gripper was commanded closed while the TCP was within REACH_M of it
                   moved_cm              how far the target got from where it started (at its farthest)
                   other_moved_cm        the same for the other blocks (the farthest of them)
                   stage                 "moved, not done" (the target moved by MOVED_M or more), else
                                         "reached, not moved" (the TCP came within REACH_M), else "not reached"
+  placing         place_in_slider, place_in_drawer, stack_block start with the block in the hand, so instead of
+                  reaching it, in their own table:
+                  released              the gripper was commanded open at some frame
+                  end_place             where the block ended: "in the hand" (the gripper closed, the TCP
+                                        within REACH_M), "on a block" (STACK_DZ or more above another block,
+                                        within ON_BLOCK_M of it in x and y), else its place by position (table,
+                                        slider_left / slider_right, drawer: harness.tasks.symbolic)
   articulated     progress: the largest change of the task's joint in the task's direction over the change
                   the oracle asks for (docs/CALVIN.md, Task thresholds); the lights: over the change from the
                   start value to the switch's on threshold, or to the button's pressed depth.
@@ -48,10 +55,14 @@ from harness.eval.video import load_trace
 from harness.sim.layout import (BUTTON_PRESSED_THRESHOLD, SWITCH_ON_THRESHOLD, SceneLayout, get_layout)
 from harness.tasks.catalog import COLORS, TASK_NAMES
 from harness.tasks.oracle import DRAWER_DQ, SLIDER_DQ
+from harness.tasks.symbolic import STACK_DZ, place_by_position
 
 REACH_M = 0.05  # the TCP within this of a block's centre: at the block (a grasp holds it at ~1-2 cm)
 MOVED_M = 0.01  # a block displaced by more than this was moved (resting blocks stay within ~1 mm)
 STILL = 0.05  # articulated progress under this: the joint was not moved
+ON_BLOCK_M = 0.04  # a block over another within this (x and y) rests on it (the blocks are 4 cm wide)
+PLACING = ("place_in_slider", "place_in_drawer", "stack_block")  # tasks that start with the block in the hand
+END_PLACES = ("in the hand", "table", "slider_left", "slider_right", "drawer", "on a block")
 GRIPPER_ACTION = 14  # robot_obs: the last gripper action, -1 close
 JOINTS = {"slider": 0, "drawer": 1, "button": 2, "switch": 3}  # scene_obs indices
 # the bulb is on while the switch is past its threshold; a press of the button past its own toggles the LED
@@ -96,6 +107,8 @@ class Failure:
     moved_cm: float | None = None
     other_moved_cm: float | None = None
     progress: float | None = None  # articulated tasks
+    released: bool | None = None  # placing tasks
+    end_place: str | None = None
     tcp_end: list[float] | None = None  # where the TCP was at the end (m)
     closed_share: float | None = None  # share of the frames with the gripper commanded closed
 
@@ -141,6 +154,24 @@ def measure_block(task: str, robot_obs: np.ndarray, scene_obs: np.ndarray, layou
             "moved_cm": 100 * moved, "other_moved_cm": 100 * other_moved}
 
 
+def end_place(robot_obs: np.ndarray, scene_obs: np.ndarray, layout: SceneLayout, target: str) -> str:
+    """Where the target block is at the subtask's last frame (the module's docstring, `end_place`)."""
+    xyz = _block_xyz(scene_obs[-1:], layout, target)[0]
+    if robot_obs[-1, GRIPPER_ACTION] < 0 and np.linalg.norm(robot_obs[-1, :3] - xyz) <= REACH_M:
+        return "in the hand"
+    for other in (c for c in COLORS if c != target):
+        below = _block_xyz(scene_obs[-1:], layout, other)[0]
+        if xyz[2] - below[2] >= STACK_DZ and np.linalg.norm(xyz[:2] - below[:2]) <= ON_BLOCK_M:
+            return "on a block"
+    return place_by_position(tuple(xyz), layout)
+
+
+def measure_placing(robot_obs: np.ndarray, scene_obs: np.ndarray, layout: SceneLayout, target: str) -> dict[str, Any]:
+    released = bool((robot_obs[:, GRIPPER_ACTION] > 0).any())
+    return {"released": released, "end_place": end_place(robot_obs, scene_obs, layout, target),
+            "stage": "released" if released else "not released"}
+
+
 def articulated_progress(task: str, scene_obs: np.ndarray) -> float:
     """The largest change of the task's joint in its direction, as a fraction of what the oracle asks for."""
     joint, needed = ARTICULATED[task]
@@ -164,7 +195,10 @@ def measure(trace: SubtaskTrace, layout: SceneLayout) -> dict[str, Any]:
            "closed_share": float((robot_obs[:, GRIPPER_ACTION] < 0).mean())}
     if trace.task in ARTICULATED:
         return {**measure_articulated(trace.task, scene_obs), **arm}
-    return {**measure_block(trace.task, robot_obs, scene_obs, layout), **arm}
+    block = measure_block(trace.task, robot_obs, scene_obs, layout)
+    if trace.task in PLACING:
+        block.update(measure_placing(robot_obs, scene_obs, layout, block["target"]))
+    return {**block, **arm}
 
 
 def read_failures(folder: Path) -> tuple[list[Failure], int]:
@@ -229,6 +263,16 @@ def block_rows(label: str, groups: dict[str, list[Failure]]) -> list[str]:
     return rows
 
 
+def placing_rows(label: str, groups: dict[str, list[Failure]]) -> list[str]:
+    rows = [f"| {label} | failed | released the block | ended: " + " | ".join(END_PLACES) + " | target moved (cm, median) |",
+            "|---|---:|---:|" + "---:|" * (len(END_PLACES) + 1)]
+    for name, fs in groups.items():
+        ends = " | ".join(_share([f.end_place == p for f in fs]) for p in END_PLACES)
+        rows.append(f"| {name} | {len(fs)} | {_share([bool(f.released) for f in fs])} | {ends} "
+                    f"| {_median([f.moved_cm for f in fs])} |")
+    return rows
+
+
 def articulated_rows(label: str, groups: dict[str, list[Failure]]) -> list[str]:
     rows = [f"| {label} | failed | not moved (< 5 %) | moved, short | crossed the threshold | progress (median) "
             f"| gripper closed (median share of frames) |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -248,7 +292,8 @@ def _grouped(failures: list[Failure], by: str, order: Sequence[str]) -> dict[str
 
 
 def failures_markdown(folder: Path, failures: list[Failure], failed_in_all: int) -> str:
-    blocks = [f for f in failures if f.task not in ARTICULATED]
+    blocks = [f for f in failures if f.task not in ARTICULATED and f.task not in PLACING]
+    placing = [f for f in failures if f.task in PLACING]
     joints = [f for f in failures if f.task in ARTICULATED]
     families = [name for name, _ in FAMILIES]
     lines = [f"# Failed subtasks: {folder}", "",
@@ -257,6 +302,9 @@ def failures_markdown(folder: Path, failures: list[Failure], failed_in_all: int)
     if blocks:
         lines += ["## Block tasks", "", *block_rows("family", _grouped(blocks, "family", families)), "",
                   *block_rows("task", _grouped(blocks, "task", TASK_NAMES)), ""]
+    if placing:
+        lines += ["## Placing (the block starts in the hand)", "",
+                  *placing_rows("task", _grouped(placing, "task", TASK_NAMES)), ""]
     if joints:
         lines += ["## Articulated tasks", "", *articulated_rows("family", _grouped(joints, "family", families)), "",
                   *articulated_rows("task", _grouped(joints, "task", TASK_NAMES)), ""]

@@ -195,7 +195,7 @@ def block_symbol(view: InfoView, name: str, layout: SceneLayout) -> str:
     In order: touching only the robot -> grasped; touching a block whose centre is >= 2 cm lower ->
     stacked_top, >= 2 cm higher -> stacked_bottom; touching the drawer link -> drawer; the plank ->
     slider_left/right by x against the bay centre; the table top -> table. A block touching none of
-    these (in flight, leaning on the door) is placed by where it is (see _symbol_by_position).
+    these (in flight, leaning on the door) is placed by where it is (see place_by_position).
     """
     block = view.block(name)
     if block.contact_uids and block.contact_uids == {view.robot_uid}:
@@ -211,14 +211,14 @@ def block_symbol(view: InfoView, name: str, layout: SceneLayout) -> str:
         return _slider_side(block.pos[0], layout)
     if view.table_link("base_link") in block.contact_pairs:
         return "table"
-    return _symbol_by_position(block.pos, layout)
+    return place_by_position(block.pos, layout)
 
 
 def _slider_side(x: float, layout: SceneLayout) -> str:
     return "slider_left" if x < layout.bay_center_x else "slider_right"
 
 
-def _symbol_by_position(pos: tuple[float, float, float], layout: SceneLayout) -> str:
+def place_by_position(pos: tuple[float, float, float], layout: SceneLayout) -> str:
     """Below the table top over the drawer -> drawer; inside the cabinet bay -> slider; else table.
 
     The drawer's inside spans x = drawer_x +- 0.176 (docs/GEOMETRY.md#moving-links); the bay starts at the
