@@ -99,6 +99,30 @@ def test_a_finished_run_given_more_steps_is_unfinished_until_it_ends(dataset, tm
         proc.wait()
 
 
+def test_a_resumed_run_sets_its_summary_aside_before_it_builds_the_model(dataset, tmp_path, uninterrupted, monkeypatch):
+    """Building the model, restoring the optimizer: a follower of the run must not read the old end meanwhile. A
+    run stopped there (here: its model fails to build) keeps the old summary aside; run again, it finds it."""
+    from agents.vla.model import VLAModel
+
+    out = tmp_path / "extended"
+    shutil.copytree(uninterrupted, out)
+    seen = []
+
+    def failing_build(*args, **kwargs):
+        seen.append((out / "summary.json").exists())
+        raise RuntimeError("stopped while building the model")
+
+    monkeypatch.setattr(VLAModel, "build", failing_build)
+    with pytest.raises(RuntimeError, match="stopped while building"):
+        train_here(dataset, out, *RUN, "trainer.max_steps=60")
+    assert seen == [False] and (out / "summary.before_resume.json").is_file()
+    monkeypatch.undo()
+    summary = train_here(dataset, out, *RUN)  # finished before after all: the old summary is put back
+    assert summary == json.loads((uninterrupted / "summary.json").read_text())
+    assert (out / "summary.json").read_text() == (uninterrupted / "summary.json").read_text()
+    assert not (out / "summary.before_resume.json").exists()
+
+
 def test_init_from_takes_the_weights_but_starts_a_new_optimizer(dataset, tmp_path, uninterrupted):
     source = uninterrupted / "checkpoints" / "last"
     summary = train_here(dataset, tmp_path / "stage2", *RUN[3:], "trainer.max_steps=1", "trainer.val_every=1",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ from harness.train.state import (full_weights, load_optimizer_state, load_traine
 
 ACTION_PARTS = ("loss_arm", "loss_gripper", "acc_gripper", "loss_state")
 SUMMARY = "summary.json"
+SUMMARY_ASIDE = "summary.before_resume.json"  # a resumed run's old summary until it ends (or finds it had ended)
 
 
 def train(cfg: TrainConfig, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -77,6 +79,12 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
     with config_errors():
         accum = tc.accumulation(dist.world_size)
         resume_from = _resume_point(cfg, ckpts, dist)
+    # a resumed run is unfinished until it decides otherwise: its old summary is set aside before any slow setup,
+    # so that a learning curve following the run (harness.train.curve --follow, which stops at the summary) does
+    # not stop at the old end when the run was given more steps; a run finished before puts it back
+    old_summary = _set_summary_aside(run_dir) if dist.is_main and resume_from is not None else None
+    had_summary = D.broadcast_json(old_summary is not None, dist)
+    with config_errors():
         # opening the datasets reads the annotations only, and checks the window against every segment
         # the windows hold what the model reads: its window, chunk, cameras and proprioception
         spec = cfg.model.window_spec()
@@ -133,10 +141,10 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
               f"{total_steps} steps" + (f"; resuming after step {step} from {resume_from}" if resume_from else ""),
               flush=True)
     budget = _CPUBudget(tc.max_cpu_s, timer, dist)
-    if (step >= total_steps or budget.spent()) and (run_dir / SUMMARY).is_file():  # finished before: nothing to do
-        return json.loads((run_dir / SUMMARY).read_text()) if dist.is_main else {}
-    if dist.is_main:  # a finished run carried on (more steps): it has not ended until it writes a new summary
-        (run_dir / SUMMARY).unlink(missing_ok=True)
+    if (step >= total_steps or budget.spent()) and had_summary:  # finished before: nothing to do
+        if dist.is_main:
+            os.replace(run_dir / SUMMARY_ASIDE, run_dir / SUMMARY)
+        return json.loads(old_summary) if dist.is_main else {}
     logger = MetricsLogger(run_dir, dist.is_main, step)
     save = _Saver(cfg, ckpts, model, net, normalizer, optimizer, scheduler, scaler, stream, dist, sharded,
                   weight_names, total_steps, budget)
@@ -224,10 +232,19 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
     }
     if dist.is_main:
         (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        (run_dir / SUMMARY_ASIDE).unlink(missing_ok=True)
     return summary if dist.is_main else {}
 
 
 # ----------------------------------------------------------------------------------------- helpers
+def _set_summary_aside(run_dir: Path) -> str | None:
+    """Move summary.json aside (to SUMMARY_ASIDE, where a run stopped before it ended left it); its text, or None."""
+    path, aside = run_dir / SUMMARY, run_dir / SUMMARY_ASIDE
+    if path.is_file():
+        os.replace(path, aside)
+    return aside.read_text() if aside.is_file() else None
+
+
 def _resume_point(cfg: TrainConfig, ckpts: RunCheckpoints, dist: DistInfo) -> Path | None:
     """The checkpoint to resume from (rank 0 decides; the folder must be visible to every rank)."""
     if cfg.resume not in ("auto", "never"):
