@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import pickle
 
 import numpy as np
@@ -57,8 +58,10 @@ def test_converted_layout(both):
 @pytest.mark.parametrize("split", ["training", "validation"])
 def test_shard_windows_equal_npz_windows(both, split):
     root, dst, _ = both
-    npz = WindowDataset(NpzFrameSource(root, split), CFG, ActionNormalizer())
-    sh = WindowDataset(ShardFrameSource(dst, split), CFG, ActionNormalizer())
+    spec = replace(CFG, scene_state=True)  # scene_obs too, its blocks ordered by the split's scene_info
+    npz = WindowDataset(NpzFrameSource(root, split), spec, ActionNormalizer())
+    sh = WindowDataset(ShardFrameSource(dst, split), spec, ActionNormalizer())
+    assert sh.source.scene_info == npz.source.scene_info == ({"calvin_scene_D": [358482, 358639]} if split == "training" else None)
     assert len(npz) == len(sh)
     for i in range(len(npz)):
         assert_items_equal(npz[i], sh[i])
