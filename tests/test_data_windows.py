@@ -171,6 +171,10 @@ def test_scene_state_gives_the_blocks_in_colour_order_in_every_scene(calvin_root
     np.testing.assert_array_equal(moved[:, 6:12], raw[:, 18:24])  # red: A's third block
     np.testing.assert_array_equal(moved[:, 12:18], raw[:, 12:18])  # blue
     np.testing.assert_array_equal(moved[:, 18:24], raw[:, 6:12])  # pink: A's first block
+    np.save(tmp_path / "training" / "scene_info.npy", {"calvin_scene_A": [first, first + 10]})
+    with pytest.raises(ValueError, match=r"scene_info .* places no scene at frame \d+ \(annotation \d+"):
+        WindowDataset(NpzFrameSource(tmp_path, "training"), WindowSpec(3, 5, scene_state=True), ActionNormalizer())
+    WindowDataset(NpzFrameSource(tmp_path, "training"), WindowSpec(3, 5), ActionNormalizer())  # no targets: no need
 
 
 def test_window_longer_than_segments_is_an_error(calvin_root):

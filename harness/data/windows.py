@@ -216,6 +216,21 @@ def task_phrasings(lang: LangAnnotations) -> dict[str, tuple[str, ...]]:
     return {task: tuple(sorted(anns)) for task, anns in pools.items()}
 
 
+def _segment_scenes(source: FrameSource, lang: LangAnnotations) -> list[str]:
+    """Each segment's scene letter from the split's scene_info (all D without one); a segment outside every
+    range of a scene_info that exists is an error, not a guess (the block order of scene_obs depends on it)."""
+    scene_info = source.scene_info
+    if scene_info:
+        outside = [(k, int(s)) for k, s in enumerate(lang.indx[:, 0])
+                   if not any(first <= int(s) <= last for first, last in scene_info.values())]
+        if outside:
+            k, frame = outside[0]
+            raise ValueError(f"{source.name}: scene_info {scene_info} places no scene at frame {frame} (annotation "
+                             f"{k}, {lang.task[k]!r}; {len(outside)} segments in all): the scene-state targets need "
+                             "each frame's scene")
+    return [scene_of_frame(int(s), scene_info) for s in lang.indx[:, 0]]
+
+
 class WindowDataset(Dataset):
     """Windows of language-annotated segments; items are dicts of numpy arrays and strings.
 
@@ -243,8 +258,7 @@ class WindowDataset(Dataset):
         self._cum = np.cumsum(counts + self.options.start_repeats)
         self._phrasings = task_phrasings(self.lang) if self.options.resample_instructions else {}
         if spec.scene_state:  # each segment's scene, to give its blocks in the same order in every scene
-            scene_info = source.scene_info
-            self._layouts = [get_layout(scene_of_frame(int(s), scene_info)) for s in self.lang.indx[:, 0]]
+            self._layouts = [get_layout(scene) for scene in _segment_scenes(source, self.lang)]
 
     def __len__(self) -> int:
         return int(self._cum[-1])
