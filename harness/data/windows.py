@@ -216,7 +216,7 @@ def task_phrasings(lang: LangAnnotations) -> dict[str, tuple[str, ...]]:
     return {task: tuple(sorted(anns)) for task, anns in pools.items()}
 
 
-def _segment_scenes(source: FrameSource, lang: LangAnnotations) -> list[str]:
+def segment_scenes(source: FrameSource, lang: LangAnnotations) -> list[str]:
     """Each segment's scene letter from the split's scene_info (all D without one); a segment outside every
     range of a scene_info that exists is an error, not a guess (the block order of scene_obs depends on it)."""
     scene_info = source.scene_info
@@ -258,7 +258,7 @@ class WindowDataset(Dataset):
         self._cum = np.cumsum(counts + self.options.start_repeats)
         self._phrasings = task_phrasings(self.lang) if self.options.resample_instructions else {}
         if spec.scene_state:  # each segment's scene, to give its blocks in the same order in every scene
-            self._layouts = [get_layout(scene) for scene in _segment_scenes(source, self.lang)]
+            self._layouts = [get_layout(scene) for scene in segment_scenes(source, self.lang)]
 
     def __len__(self) -> int:
         return int(self._cum[-1])

@@ -36,9 +36,9 @@ from typing import Callable
 import numpy as np
 
 from agents.vla.heads import SCENE_STATE, SCENE_STATE_SCALE
-from harness.data.calvin_format import scene_of_frame
 from harness.data.normalization import ActionNormalizer
 from harness.data.sync import open_frames
+from harness.data.windows import segment_scenes
 from harness.sim.layout import get_layout
 from harness.spatial import wrap_angle
 from harness.tool_args import several
@@ -163,9 +163,9 @@ def baselines(path: str, clip: float = 1.0, tasks: tuple[str, ...] | None = None
 def scene_states(path: str, split: str, tasks: tuple[str, ...] | None = None) -> np.ndarray:
     """The scaled scene-state targets of the split's annotated frames (those of `tasks` only, where given)."""
     src = open_frames(path, split)
-    scene_info = src.scene_info
-    rows = [get_layout(scene_of_frame(int(s), scene_info)).scene_obs_by_color(src.read({"scene_obs": (int(s), int(e) + 1)})["scene_obs"])
-            for (s, e), name in zip(src.lang.indx, src.lang.task) if tasks is None or name in tasks]
+    rows = [get_layout(scene).scene_obs_by_color(src.read({"scene_obs": (int(s), int(e) + 1)})["scene_obs"])
+            for (s, e), name, scene in zip(src.lang.indx, src.lang.task, segment_scenes(src, src.lang))
+            if tasks is None or name in tasks]
     return np.concatenate(rows).astype(np.float64)[:, SCENE_STATE] * SCENE_STATE_SCALE
 
 
