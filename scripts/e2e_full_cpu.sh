@@ -12,10 +12,15 @@
 # Every step resumes where it stopped when the same command is run again (recording, conversion,
 # training and every evaluation carry on from what they have written).
 #   scripts/e2e_full_cpu.sh [OUT=runs/e2e_full]
-# Sizes (environment): CHAINS_D (600), CHAINS_ABC (per scene, 200), VAL_CHAINS (50), CURVE_EVERY (4000),
-# CURVE_CHAINS (100), EVAL_CHAINS (CALVIN's 1000), SINGLE_TASK_EPISODES (20), KEEP_NPZ=1 keeps the per-frame
+# Sizes (environment): CHAINS_D (600), CHAINS_ABC (per scene, 200), VAL_CHAINS (50), CURVE_EVERY (4000; 0: no
+# learning curve, and the training takes both cores), CURVE_CHAINS (100), EVAL_CHAINS (CALVIN's 1000),
+# SINGLE_TASK_EPISODES (20), SPLITS ("D ABC"; "D" for the D->D run alone), KEEP_NPZ=1 keeps the per-frame
 # recordings; TRAIN_ARGS: more overrides for every training (e.g. TRAIN_ARGS="trainer.max_steps=4
-# trainer.ckpt_every=2"; docs/TRAINING.md has a quick check of every step).
+# trainer.ckpt_every=2"; docs/TRAINING.md has a quick check of every step and a run sized to one sitting).
+SPLITS="${SPLITS:-D ABC}"
+for split in $SPLITS; do
+    case "$split" in D|ABC) ;; *) echo "e2e_full_cpu.sh: SPLITS holds '$split'; the splits are D and ABC" >&2; exit 2 ;; esac
+done
 source "$(dirname "$0")/_venv.sh"
 OUT="${1:-runs/e2e_full}"
 CHAINS_D="${CHAINS_D:-600}"
@@ -45,15 +50,22 @@ record() {
     [ "${KEEP_NPZ:-0}" = 1 ] || rm -rf "$data"   # also when a run was stopped between the two
 }
 
-# train NAME: the recipe on shards_NAME, with the learning curve evaluated beside it
+# train NAME: the recipe on shards_NAME, with the learning curve evaluated beside it (CURVE_EVERY=0: without,
+# the training then on both cores)
 train() {
-    local name="$1" run="$OUT/train_$1"
-    python -m harness.train +experiment=e2e_full_cpu data.path="$OUT/shards_$name" run_name="e2e_full_$name" \
-        hydra.run.dir="$run" trainer.progress=false "${TRAIN_ARGS[@]}" &
+    local name="$1" run="$OUT/train_$1" threads=1
+    if [ "$CURVE_EVERY" = 0 ]; then threads=2; fi
+    OMP_NUM_THREADS=$threads python -m harness.train +experiment=e2e_full_cpu data.path="$OUT/shards_$name" \
+        run_name="e2e_full_$name" hydra.run.dir="$run" trainer.progress=false "${TRAIN_ARGS[@]}" &
     local trainer=$!
     # a stopped script stops its background processes (they ignore Ctrl-C), so that the next run is the
     # only writer of the run folder
     trap "kill $trainer 2>/dev/null" INT TERM EXIT
+    if [ "$CURVE_EVERY" = 0 ]; then
+        wait "$trainer"
+        trap - INT TERM EXIT
+        return
+    fi
     until [ -d "$run/checkpoints" ] || ! kill -0 "$trainer" 2>/dev/null; do sleep 30; done
     # one single-thread worker (OMP_NUM_THREADS caps harness.eval's threads): with the training's one thread,
     # one process a core; a second worker, or a worker's second thread, would spin on busy cores
@@ -77,9 +89,11 @@ evaluate() {
 }
 
 # D->D first: its figures (the issue's goal) come hours before ABC->D's, and a run stopped half-way has them
-record D --scene D --episodes "$CHAINS_D" --val-episodes "$VAL_CHAINS" --chain-length 5 --balance
-train D
-evaluate D
-record ABC --scene A B C --episodes "$CHAINS_ABC" --val-episodes "$VAL_CHAINS" --chain-length 5 --balance
-train ABC
-evaluate ABC
+for split in $SPLITS; do
+    case "$split" in
+        D) record D --scene D --episodes "$CHAINS_D" --val-episodes "$VAL_CHAINS" --chain-length 5 --balance ;;
+        ABC) record ABC --scene A B C --episodes "$CHAINS_ABC" --val-episodes "$VAL_CHAINS" --chain-length 5 --balance ;;
+    esac
+    train "$split"
+    evaluate "$split"
+done

@@ -99,3 +99,13 @@ def test_sweep_table_shows_rollout_intervals_and_the_runs_they_do_not_separate(t
     with (tmp_path / "sweep.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert float(rows[2]["rollout_score_ci_low"]) == pytest.approx(wilson(2, 10).low, abs=1e-6)
+
+
+def test_e2e_full_cpu_sh_refuses_an_unknown_split_before_it_installs_or_writes_anything(tmp_path):
+    out = tmp_path / "e2e"
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "e2e_full_cpu.sh"), str(out)], capture_output=True,
+                          text=True, timeout=30, env={**os.environ, "SPLITS": "D CD",
+                                                      "VLA_HARNESS_VENV": str(tmp_path / "no_venv")})
+    assert proc.returncode == 2
+    assert "SPLITS holds 'CD'; the splits are D and ABC" in proc.stderr
+    assert not out.exists() and not (tmp_path / "no_venv").exists()
