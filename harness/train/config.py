@@ -89,6 +89,9 @@ class TrainerConfig:
     global_batch_size: int | None = None  # if set: grad_accum = global / (batch_size * world size), the same on any number of ranks
     precision: str = "bf16"  # fp32 | bf16 (autocast, CPU or GPU) | fp16 (autocast + GradScaler, GPU only)
     max_grad_norm: float = 1.0  # clip the global grad norm to this; 0 = no clipping (the norm is logged anyway)
+    # > 0: checkpoints, validation and rollouts use an exponential moving average of the weights with this decay
+    # (harness.train.ema; e.g. 0.999); the raw weights go on training and are kept beside it for resuming
+    ema_decay: float = 0.0
     seed: int = 0
     log_every: int = 10  # steps between metrics.jsonl / TensorBoard lines
     val_every: int = 1000  # steps between validation passes (0 = only at the end)
@@ -122,6 +125,8 @@ class TrainerConfig:
             raise ValueError(f"trainer.global_batch_size must be >= 1 or null, got {self.global_batch_size}")
         if self.val_samples is not None and self.val_samples < 1:
             raise ValueError(f"trainer.val_samples must be >= 1 or null, got {self.val_samples}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"trainer.ema_decay must be in [0, 1) (0: no weight average), got {self.ema_decay}")
         if self.max_grad_norm < 0:
             raise ValueError(f"trainer.max_grad_norm must be >= 0 (0 disables clipping), got {self.max_grad_norm}")
         for name, allowed in (("precision", PRECISIONS), ("device", DEVICES), ("strategy", STRATEGIES),

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 STATE_JSON, STATE_TENSORS = "trainer_state.json", "trainer_state.safetensors"
+RAW_WEIGHTS = "raw_weights.safetensors"  # trainer.ema_decay > 0: the trained weights; model.safetensors is their average
 FORMAT = "vla-harness-trainer/1"
 PREFIX = "model."  # SourceLosses holds the VLAModel as `model`
 
@@ -158,6 +159,39 @@ def save_trainer_state(folder: Path, meta: dict[str, Any], optimizer: Mapping[st
     tensors, optim_meta = flatten_optimizer(optimizer)
     save_file(tensors, str(folder / STATE_TENSORS), metadata={"format": FORMAT})
     (folder / STATE_JSON).write_text(json.dumps({"format": FORMAT, **meta, "optimizer": optim_meta}, indent=1) + "\n")
+
+
+def save_raw_weights(folder: Path, weights: Mapping[str, torch.Tensor]) -> None:
+    """Write the trainable parameters' raw values beside a model.safetensors that holds their average."""
+    save_file(dict(weights), str(folder / RAW_WEIGHTS), metadata={"format": FORMAT})
+
+
+@torch.no_grad()
+def load_raw_weights(model: nn.Module, folder: Path, required: bool) -> None:
+    """Resume: put a checkpoint's raw weights (if it kept a weight average) back into `model`'s trainable
+    parameters. A run that keeps an average `required`s them; one that does not continues from the raw
+    weights too, when the checkpoint has them (not from their average)."""
+    path = folder / RAW_WEIGHTS
+    if not path.is_file():
+        if required:
+            raise ValueError(f"checkpoint {folder}: no {RAW_WEIGHTS}, so its model.safetensors holds raw weights and "
+                             "no weight average to go on with: trainer.ema_decay cannot be switched on when resuming "
+                             "(start a new run, e.g. with init_from=...)")
+        return
+    try:
+        raw = load_file(str(path))
+    except Exception as err:  # safetensors' own error types for truncated files
+        raise ValueError(f"checkpoint {folder}: cannot read {RAW_WEIGHTS}: {err}") from err
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if set(raw) != set(params):
+        missing, extra = sorted(set(params) - set(raw)), sorted(set(raw) - set(params))
+        raise ValueError(f"checkpoint {folder}: {RAW_WEIGHTS} does not match the trained parameters (missing: "
+                         f"{missing[:3]}, unexpected: {extra[:3]})")
+    reshaped = [f"{n} {tuple(raw[n].shape)} vs {tuple(p.shape)}" for n, p in params.items() if raw[n].shape != p.shape]
+    if reshaped:
+        raise ValueError(f"checkpoint {folder}: {RAW_WEIGHTS} shape mismatch (file vs model): {reshaped[:3]}")
+    for name, param in params.items():
+        param.copy_(raw[name])
 
 
 def record_best(folder: Path, best: Mapping[str, Any]) -> None:

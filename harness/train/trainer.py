@@ -43,12 +43,14 @@ from harness.train.run_checkpoints import RunCheckpoints, step_name
 from harness.train.checks import check_config
 from harness.train.config import TrainConfig, resolve_device
 from harness.train.cotraining import VQAValidation
+from harness.train.ema import WeightAverage
 from harness.train.metrics import MetricsLogger, StepTimer
 from harness.train.optim import build_optimizer, build_scheduler
 from harness.train.sources import LOSSES, SourceLosses, build_stream
 from harness.train.streams import EpochSeeded
-from harness.train.state import (full_weights, load_optimizer_state, load_trainer_state, optimizer_state,
-                                 record_best, rng_state, save_trainer_state, seed_all, set_rng_state)
+from harness.train.state import (full_weights, load_optimizer_state, load_raw_weights, load_trainer_state,
+                                 optimizer_state, record_best, rng_state, save_raw_weights, save_trainer_state,
+                                 seed_all, set_rng_state)
 
 ACTION_PARTS = ("loss_arm", "loss_gripper", "acc_gripper", "loss_state")
 SUMMARY = "summary.json"
@@ -107,6 +109,9 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
         load_weights(model, Path(cfg.init_from), "this run's model (init_from loads weights only)", fresh=("state_probe.",))
     weight_names = list(unique_state_dict(model))
     sharded = tc.strategy == "fsdp" and dist.active
+    if sharded and tc.ema_decay:
+        raise ValueError("trainer.ema_decay averages whole weights in each process: not with trainer.strategy=fsdp "
+                         "(its weights are sharded); set trainer.ema_decay=0 or strategy=ddp")
     if not sharded:
         model.to(device)
     if set(cfg.sources) == {"action"} and not sharded:
@@ -133,6 +138,12 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
         step, best = _restore(resume_from, optimizer, net, sharded, scheduler, scaler, stream, dist, tc.seed, timer)
     else:
         seed_all(tc.seed + dist.rank)  # dropout differs per rank; data order and augmentation are seeded apart
+    # the weight average starts from the loaded weights: a checkpoint's model.safetensors is the average when the
+    # run keeps one, and the raw weights saved beside it then go back into the model
+    ema = WeightAverage(model, tc.ema_decay, updates=step) if tc.ema_decay else None
+    if resume_from is not None:
+        load_raw_weights(model, resume_from, required=ema is not None)
+    averaged = ema.applied if ema is not None else nullcontext
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump({**cfg.to_dict(), "overrides": overrides}, sort_keys=False))
@@ -147,7 +158,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
         return json.loads(old_summary) if dist.is_main else {}
     logger = MetricsLogger(run_dir, dist.is_main, step)
     save = _Saver(cfg, ckpts, model, net, normalizer, optimizer, scheduler, scaler, stream, dist, sharded,
-                  weight_names, total_steps, budget)
+                  weight_names, total_steps, budget, ema)
     autocast = _autocast(tc.precision, device)
     bar = tqdm(total=total_steps, initial=step, desc=cfg.run_name, unit="step", dynamic_ncols=True,
                disable=not (tc.progress and dist.is_main))
@@ -178,6 +189,8 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update()
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         step += 1
@@ -195,12 +208,13 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
         score = None
         val_due = bool(tc.val_every and step % tc.val_every == 0) or last
         if val_set is not None and val_due:
-            val_metrics = validate(D.for_evaluation(net), val_set, val_indices, tc.batch_size, tc.num_workers, dist,
-                                   device, autocast, pad_batches=sharded)
+            with averaged():
+                val_metrics = validate(D.for_evaluation(net), val_set, val_indices, tc.batch_size, tc.num_workers,
+                                       dist, device, autocast, pad_batches=sharded)
             logger.log(step, val_metrics)
             score = val_metrics.get("val/loss") if tc.best_metric == "val_loss" else None
         if vqa is not None and val_due:
-            with autocast:  # rank 0 answers; the others wait at the broadcast
+            with autocast, averaged():  # rank 0 answers; the others wait at the broadcast
                 vqa_metrics = D.broadcast_json(vqa(model) if dist.is_main else None, dist)
             logger.log(step, vqa_metrics)
             val_metrics.update(vqa_metrics)
@@ -209,9 +223,10 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
         saved = step % tc.ckpt_every == 0 or last
         folder = save(step, best) if saved else None  # the folder on rank 0, None on the others
         if rollout_due:
-            rollout_metrics = D.broadcast_json(
-                _rollout(cfg, model, normalizer, run_dir, step, folder if sharded else None) if dist.is_main else None,
-                dist)
+            with averaged():
+                rollout_metrics = D.broadcast_json(
+                    _rollout(cfg, model, normalizer, run_dir, step, folder if sharded else None) if dist.is_main
+                    else None, dist)
             logger.log(step, rollout_metrics)
             score = rollout_metrics["rollout/score"] if tc.best_metric == "rollout_success" else score
         if score is not None and _improves(score, best, tc.best_metric):  # the same decision on every rank
@@ -311,6 +326,7 @@ class _Saver:
     weight_names: list[str]
     total_steps: int
     budget: _CPUBudget
+    ema: WeightAverage | None
 
     def __call__(self, step: int, best: dict | None) -> Path | None:
         weights = full_weights(self.net, self.weight_names) if self.sharded else None
@@ -329,7 +345,12 @@ class _Saver:
             extra = {"data": self.cfg.data.to_dict(), "train": _train_section(self.cfg), "step": step}
 
             def write(d: Path) -> None:
-                save_checkpoint(d, self.model, self.normalizer, extra, state_dict=weights)
+                if self.ema is None:
+                    save_checkpoint(d, self.model, self.normalizer, extra, state_dict=weights)
+                else:  # what agents load is the average; the raw weights resume the training
+                    save_raw_weights(d, self.ema.raw_weights())
+                    with self.ema.applied():
+                        save_checkpoint(d, self.model, self.normalizer, extra)
                 save_trainer_state(d, meta, optim)
 
             folder = self.ckpts.save(step, write)

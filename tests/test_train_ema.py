@@ -1,0 +1,102 @@
+"""trainer.ema_decay: checkpoints hold the average of the weights, the training itself is unchanged, and a
+resumed run carries the average and the raw weights on exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from harness.train.ema import WeightAverage
+from harness.train.state import RAW_WEIGHTS
+from tests.train_helpers import dataset, losses, metrics, train_here, weights  # noqa: F401  (fixture)
+
+DECAY = 0.9
+RUN = ("trainer.max_steps=10", "trainer.ckpt_every=5", "trainer.val_every=5", "trainer.keep_last=0",
+       "optim.schedule=constant")
+
+
+def _decay(n: int) -> float:
+    """The decay of the n-th update (1-based): warmed up as (1 + n) / (10 + n), capped at DECAY."""
+    return min(DECAY, (1 + n) / (10 + n))
+
+
+def test_the_average_follows_the_formula_skips_frozen_parameters_and_is_swapped_in_only_inside_the_block():
+    net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    net[1].weight.requires_grad_(False)
+    ema = WeightAverage(net, DECAY)
+    assert "1.weight" not in ema.names
+    expected = net[0].weight.detach().clone()
+    for n in range(1, 6):
+        with torch.no_grad():
+            net[0].weight.add_(float(n))
+        ema.update()
+        expected = _decay(n) * expected + (1 - _decay(n)) * net[0].weight.detach()
+    raw = net[0].weight.detach().clone()
+    with ema.applied():
+        torch.testing.assert_close(net[0].weight.detach(), expected)
+    assert torch.equal(net[0].weight.detach(), raw)
+    assert torch.equal(ema.raw_weights()["0.weight"], raw)
+    with pytest.raises(ValueError, match=r"trainer.ema_decay must be in \(0, 1\)"):
+        WeightAverage(net, 1.0)
+
+
+@pytest.fixture(scope="module")
+def plain(dataset, tmp_path_factory):
+    """The run without an average, a checkpoint every step (each step's weights)."""
+    out = tmp_path_factory.mktemp("plain")
+    train_here(dataset, out, *RUN, "trainer.ckpt_every=1")
+    return out
+
+
+@pytest.fixture(scope="module")
+def averaged(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("averaged")
+    train_here(dataset, out, *RUN, f"trainer.ema_decay={DECAY}")
+    return out
+
+
+def _step(run, step: int):
+    return run / "checkpoints" / f"step_{step:07d}"
+
+
+def test_the_average_changes_what_is_saved_and_validated_but_not_what_is_trained(plain, averaged):
+    assert losses(averaged) == losses(plain)
+    raw = load_file(str(averaged / "checkpoints" / "last" / RAW_WEIGHTS))
+    straight = weights(plain / "checkpoints" / "last")
+    assert raw and all(torch.equal(raw[k], straight[k]) for k in raw)
+    # checkpoint 10's average is checkpoint 5's average carried on with the plain run's weights of steps 6-10
+    average = weights(_step(averaged, 5))
+    for n in range(6, 11):
+        w = weights(_step(plain, n))
+        average = {k: _decay(n) * average[k] + (1 - _decay(n)) * w[k] if k in raw else average[k] for k in average}
+    saved = weights(averaged / "checkpoints" / "last")
+    for name in saved:
+        torch.testing.assert_close(saved[name], average[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert any(not torch.equal(saved[k], raw[k]) for k in raw)
+    val = [r["val/loss"] for r in metrics(averaged) if "val/loss" in r]
+    assert val != [r["val/loss"] for r in metrics(plain) if "val/loss" in r]
+
+
+def test_a_resumed_run_carries_the_average_and_the_raw_weights_on_exactly(dataset, averaged, tmp_path):
+    out = tmp_path / "resumed"
+    train_here(dataset, out, *RUN, f"trainer.ema_decay={DECAY}", "trainer.max_steps=5")
+    train_here(dataset, out, *RUN, f"trainer.ema_decay={DECAY}")
+    for name in ("model.safetensors", RAW_WEIGHTS):
+        a = load_file(str(out / "checkpoints" / "last" / name))
+        b = load_file(str(averaged / "checkpoints" / "last" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_switching_the_average_off_continues_from_the_raw_weights_and_on_is_refused(dataset, plain, tmp_path):
+    off = tmp_path / "off"
+    train_here(dataset, off, *RUN, f"trainer.ema_decay={DECAY}", "trainer.max_steps=5")
+    train_here(dataset, off, *RUN)
+    a, b = weights(off / "checkpoints" / "last"), weights(plain / "checkpoints" / "last")
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+    on = tmp_path / "on"
+    train_here(dataset, on, *RUN, "trainer.max_steps=5")
+    with pytest.raises(ValueError, match="no raw_weights.safetensors.*cannot be switched on when resuming"):
+        train_here(dataset, on, *RUN, f"trainer.ema_decay={DECAY}")
