@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from harness.train.ema import WeightAverage
+from harness.train.ema import WeightAverage, main
 from harness.train.state import RAW_WEIGHTS
 from tests.train_helpers import dataset, losses, metrics, train_here, weights  # noqa: F401  (fixture)
 
@@ -100,3 +100,22 @@ def test_switching_the_average_off_continues_from_the_raw_weights_and_on_is_refu
     train_here(dataset, on, *RUN, "trainer.max_steps=5")
     with pytest.raises(ValueError, match="no raw_weights.safetensors.*cannot be switched on when resuming"):
         train_here(dataset, on, *RUN, f"trainer.ema_decay={DECAY}")
+
+
+
+def test_the_raw_weights_export_as_a_checkpoint_that_loads_and_a_plain_checkpoint_is_refused(averaged, plain, tmp_path,
+                                                                                             capsys):
+    from agents.vla.checkpoint import load_checkpoint
+
+    out = tmp_path / "raw"
+    main([str(averaged / "checkpoints" / "last"), str(out)])
+    raw = load_file(str(averaged / "checkpoints" / "last" / RAW_WEIGHTS))
+    exported = weights(out)
+    assert all(torch.equal(exported[k], raw[k]) for k in raw)
+    assert not (out / RAW_WEIGHTS).exists() and not (out / "trainer_state.json").exists()
+    model = load_checkpoint(out).model
+    assert all(torch.equal(p.detach(), raw[n]) for n, p in model.named_parameters() if n in raw)
+    with pytest.raises(SystemExit) as stop:
+        main([str(plain / "checkpoints" / "last"), str(tmp_path / "plain_raw")])
+    assert stop.value.code == 2 and "no raw_weights.safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "plain_raw").exists()

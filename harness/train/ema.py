@@ -9,15 +9,27 @@ optimizer keeps stepping the raw weights, which a checkpoint keeps beside it for
 
 The decay warms up as (1 + n) / (10 + n) after n updates, capped at `decay`, so that the first updates are
 not averaged with the random initialisation for thousands of steps.
+
+    python -m harness.train.ema runs/train/x/checkpoints/step_0010000 runs/train/x/raw_0010000
+
+writes a checkpoint folder holding the raw (not averaged) weights of a checkpoint saved with an average, to
+evaluate the two side by side (`python -m harness.eval compare`).
 """
 
 from __future__ import annotations
 
+import argparse
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
+
+from agents.vla.checkpoint import WEIGHTS, read_weights_header
+from harness.train.state import RAW_WEIGHTS, STATE_JSON, STATE_TENSORS
 
 
 class WeightAverage:
@@ -58,3 +70,40 @@ class WeightAverage:
     def raw_weights(self) -> dict[str, torch.Tensor]:
         """The trainable parameters' own (not averaged) values, by name: what resuming needs besides the average."""
         return {name: p.detach().cpu().contiguous() for name, p in zip(self.names, self.params)}
+
+
+def export_raw(checkpoint: Path, out: Path) -> Path:
+    """A copy of `checkpoint` (saved with a weight average) whose model.safetensors holds the raw weights; without
+    the trainer state, so that it evaluates but does not resume."""
+    raw_path = checkpoint / RAW_WEIGHTS
+    if not raw_path.is_file():
+        raise ValueError(f"checkpoint {checkpoint}: no {RAW_WEIGHTS} (saved without trainer.ema_decay: its "
+                         f"{WEIGHTS} already holds the raw weights)")
+    if out.exists():
+        raise ValueError(f"{out} exists: choose a new folder")
+    metadata, _ = read_weights_header(checkpoint)
+    weights, raw = load_file(str(checkpoint / WEIGHTS)), load_file(str(raw_path))
+    unknown = sorted(set(raw) - set(weights))
+    if unknown:
+        raise ValueError(f"checkpoint {checkpoint}: {RAW_WEIGHTS} has weights {WEIGHTS} lacks: {unknown[:3]}")
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(checkpoint, partial, ignore=shutil.ignore_patterns(RAW_WEIGHTS, STATE_JSON, STATE_TENSORS))
+    save_file({**weights, **raw}, str(partial / WEIGHTS), metadata=metadata)
+    partial.rename(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m harness.train.ema", description=export_raw.__doc__)
+    ap.add_argument("checkpoint", type=Path, help="a checkpoint folder saved with trainer.ema_decay > 0")
+    ap.add_argument("out", type=Path, help="the new checkpoint folder (must not exist)")
+    args = ap.parse_args(argv)
+    try:
+        print(export_raw(args.checkpoint, args.out))
+    except ValueError as err:
+        ap.exit(2, f"python -m harness.train.ema: {err}\n")
+
+
+if __name__ == "__main__":
+    main()
