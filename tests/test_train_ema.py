@@ -3,6 +3,9 @@ resumed run carries the average and the raw weights on exactly."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -10,7 +13,8 @@ from torch import nn
 
 from harness.train.ema import WeightAverage, main
 from harness.train.state import RAW_WEIGHTS
-from tests.train_helpers import dataset, losses, metrics, train_here, weights  # noqa: F401  (fixture)
+from tests.train_helpers import (ENV, ROOT, assert_close_weights, cli, dataset, free_port, losses,  # noqa: F401
+                                 metrics, run_cli, train_here, weights)
 
 DECAY = 0.9
 RUN = ("trainer.max_steps=10", "trainer.ckpt_every=5", "trainer.val_every=5", "trainer.keep_last=0",
@@ -119,3 +123,23 @@ def test_the_raw_weights_export_as_a_checkpoint_that_loads_and_a_plain_checkpoin
         main([str(plain / "checkpoints" / "last"), str(tmp_path / "plain_raw")])
     assert stop.value.code == 2 and "no raw_weights.safetensors" in capsys.readouterr().err
     assert not (tmp_path / "plain_raw").exists()
+
+
+def test_two_ranks_keep_the_same_average_as_one_process_and_fsdp_is_refused(dataset, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    args = ("trainer.max_steps=4", "trainer.ckpt_every=2", "trainer.val_every=2", f"trainer.ema_decay={DECAY}")
+    run_cli(cli(dataset, one, *args, "trainer.batch_size=4"))
+    run_cli(cli(dataset, two, *args, "trainer.batch_size=2"), torchrun=2)
+    assert_close_weights(two, one, atol=1e-5)
+    a = load_file(str(two / "checkpoints" / "last" / RAW_WEIGHTS))
+    b = load_file(str(one / "checkpoints" / "last" / RAW_WEIGHTS))
+    for name in b:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-5, msg=name)
+
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                str(free_port()), "--master_addr", "127.0.0.1", "-m", "harness.train"]
+    proc = subprocess.run([*launcher, *cli(dataset, tmp_path / "fsdp", *args, "trainer.batch_size=2",
+                                           "trainer.strategy=fsdp")],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "trainer.ema_decay averages whole weights in each process: not with trainer.strategy=fsdp" in proc.stderr
