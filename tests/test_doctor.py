@@ -277,6 +277,12 @@ def test_image_swaps_keep_the_instruction_and_robot_obs_and_swap_the_cameras(che
     record_dataset(RecordConfig(out=str(tmp_path / "ds"), episodes=2, val_episodes=1, chain_length=2, workers=1,
                                 seed=3, tasks=("open_drawer", "close_drawer")), progress=False)
     ckpt = load_checkpoint(checkpoint)
+    # the 150-step model barely reads the images (on some CPUs a swap moves its plan by ~1e-6, near batch rounding):
+    # noise in every weight, so that it reads them more
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in ckpt.model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
     source = NpzFrameSource(tmp_path / "ds", "training")
     swaps = predict_image_swaps(ckpt.model, ckpt.normalizer, source, 4)
     n = len(swaps["tasks"])
@@ -290,11 +296,16 @@ def test_image_swaps_keep_the_instruction_and_robot_obs_and_swap_the_cameras(che
     item, other = ds[starts[first]], ds[starts[partner]]
     assert item["task"] == other["task"] == swaps["tasks"][0]
     by_hand = {**item, "rgb_static": other["rgb_static"], "rgb_gripper": other["rgb_gripper"]}
-    with torch.no_grad():
-        chunk_pred = ckpt.model.predict(collate_windows([by_hand]))[0, 0].float().numpy()
-    planned = ckpt.normalizer.denormalize(chunk_pred)[:, :3].sum(0)
-    # the 150-step model barely reads the images (it moves the plan by ~3e-4), more than batch rounding (~1e-7)
-    assert np.abs(planned - swaps["swapped"][0]).max() < 1e-5 < np.abs(swaps["own"][0] - swaps["swapped"][0]).max()
+
+    def planned(window: dict) -> np.ndarray:
+        with torch.no_grad():
+            chunk_pred = ckpt.model.predict(collate_windows([window]))[0, 0].float().numpy()
+        return ckpt.normalizer.denormalize(chunk_pred)[:, :3].sum(0)
+
+    # by hand, the same plans as the doctor's (to batch rounding), and the swap moves the plan well beyond that
+    error = max(np.abs(planned(by_hand) - swaps["swapped"][0]).max(), np.abs(planned(item) - swaps["own"][0]).max())
+    moved = np.abs(swaps["own"][0] - swaps["swapped"][0]).max()
+    assert error < 1e-5 and moved > 20 * error, (error, moved)
 
 
 def test_a_policy_blind_to_the_images_is_warned():
