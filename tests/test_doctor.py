@@ -82,6 +82,7 @@ def test_a_consistent_checkpoint_data_and_env_pass(checkpoint, recording):
     assert status["predictions"] in ("pass", "warn") and status["instructions"] in ("pass", "warn")
     assert status["segment starts"] in ("pass", "warn") and "segments' first frames" in report.render()
     assert status["images"] == "skip" and "no task with two annotated segments" in report.render()  # 4 tasks, once each
+    assert status["gripper switches"] in ("pass", "warn") and "where the recorded gripper command switches" in report.render()
     lines = report.render().splitlines()
     assert len(lines) == 2 + len(report.checks) + sum(bool(c.advice) for c in report.checks)
 
@@ -125,6 +126,7 @@ def test_without_data_or_env_the_data_checks_are_skipped(checkpoint, tmp_path):
     report = run_doctor(DoctorConfig(checkpoint=str(moved), env="none", **FAST))
     status = _status(report)
     assert status["normaliser"] == status["replay"] == status["cameras"] == "skip" and report.exit_code == 0
+    assert status["images"] == status["gripper switches"] == "skip"
     assert "nowhere" in report.checks[-1].message
     broken = run_doctor(DoctorConfig(checkpoint=str(tmp_path / "missing")))
     assert [c.name for c in broken.failed] == ["checkpoint"] and broken.exit_code == 1
@@ -318,3 +320,57 @@ def test_a_policy_blind_to_the_images_is_warned():
     check = image_check(blind)
     assert check.status == "warn" and "move the planned path (the first chunk's translation) by 0.00" in check.message
     assert "plays a task's average path" in check.advice
+
+
+def test_gripper_switches_are_read_where_the_recorded_command_changes(checkpoint, recording, tmp_path):
+    """Every switch of the recorded gripper command inside an annotated segment is found, and its prediction is
+    the model's on a window that holds it; a copy of the checkpoint told to leave the gripper out of robot_obs
+    (proprio_gripper=false, the same weights) predicts the same with the last gripper action flipped."""
+    import torch
+
+    from agents.vla.checkpoint import load_checkpoint
+    from harness.data.windows import WindowDataset, WindowOptions, collate_windows
+    from harness.doctor.model_checks import predict_gripper_switches
+
+    ckpt = load_checkpoint(checkpoint)
+    source = open_frames(recording, "training")
+    switches = predict_gripper_switches(ckpt.model, ckpt.normalizer, source, 100)
+    ds = WindowDataset(source, ckpt.model.cfg.window_spec(), ckpt.normalizer, WindowOptions(augment=False, drop_short_segments=True))
+    by_hand = []
+    for s, e in ds.lang.indx:
+        grip = source.read({"rel_actions": (int(s), int(e) + 1)})["rel_actions"][:, 6] > 0
+        by_hand += [(int(s) + int(t), bool(grip[t])) for t in np.flatnonzero(grip[1:] != grip[:-1]) + 1]
+    assert len(by_hand) >= 2 and switches["new"].tolist() == [new for _, new in by_hand]
+    # the first switch by hand, on the window that ends at it (or its segment's first, where it comes earlier)
+    frame, _ = by_hand[0]
+    k = next(k for k, (s, e) in enumerate(ds.lang.indx) if s <= frame <= e)
+    index = int(ds.segment_starts()[k]) + max(frame - ds.spec.window_size + 1 - int(ds.lang.indx[k, 0]), 0)
+    with torch.no_grad():
+        opens = ckpt.model.predict(collate_windows([ds[index]]))[0, frame - ds.window(index)[1], 0, 6] > 0.5
+    assert bool(opens) == switches["own"][0]
+    assert len(switches["steady_data"]) == len(switches["steady_own"]) == len(switches["steady_forced"])
+
+    blind = _copy(checkpoint, tmp_path / "no_proprio_gripper")
+    config = yaml.safe_load((blind / "config.yaml").read_text())
+    config["model"]["proprio_gripper"] = False
+    (blind / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    without = load_checkpoint(blind)
+    switches = predict_gripper_switches(without.model, without.normalizer, source, 100)
+    assert (switches["forced"] == switches["own"]).all() and (switches["steady_forced"] == switches["steady_own"]).all()
+
+
+def test_a_policy_that_copies_the_last_gripper_action_is_warned():
+    from harness.doctor.model_checks import gripper_switch_check
+
+    new = np.array([False, False, True, False])  # three closes, one open
+    steady = np.array([True, True, True, False] * 3)  # the command before each switch, three frames each
+    decides = {"new": new, "own": new, "forced": new, "own_chunk": np.ones(4, bool),
+               "steady_own": steady, "steady_forced": steady, "steady_data": steady}
+    check = gripper_switch_check(decides)
+    assert check.status == "pass" and "switches with it at 100% (closes 100%, opens 100%)" in check.message
+    copies = {**decides, "own": ~new, "steady_forced": ~steady}
+    check = gripper_switch_check(copies)
+    assert check.status == "warn" and "at 0% (closes 0%, opens 0%)" in check.message
+    assert "follows a flipped last gripper action at 100%" in check.message
+    assert "copies the last gripper action" in check.advice
+    assert gripper_switch_check({k: v[:0] for k, v in decides.items()}).status == "skip"

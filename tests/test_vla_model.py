@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 import torch
 
 from agents.vla.backbones import BackboneCache
-from agents.vla.model import frame
+from agents.vla.config import VLAConfig
+from agents.vla.model import VLAModel, frame
 from agents.vla.tokens import ActionBins
 from tests.vla_helpers import CHUNK, INSTRUCTIONS, WINDOW, build_model, make_batch, tiny_dir  # noqa: F401  (fixture)
 
@@ -145,6 +147,33 @@ def test_proprio_and_gripper_image_enter_the_feature(tiny_dir, name):
     plain = build_model(tiny_dir, name, head="mlp").eval()
     with torch.no_grad():
         torch.testing.assert_close(plain.features(batch), plain.features(dict(batch, robot_obs=batch["robot_obs"] + 0.5)))
+
+
+@pytest.mark.parametrize("name", ["tiny_llava", "scratch"])
+def test_without_proprio_gripper_the_gripper_entries_of_robot_obs_change_nothing(tiny_dir, name):
+    """proprio_gripper=false: the width (6) and the last gripper action (14) no longer reach the feature, the
+    rest of robot_obs does; the weights keep their shapes, so the same state dict loads either way."""
+    torch.manual_seed(0)
+    model = build_model(tiny_dir, name, head="mlp", proprio=True)
+    without = VLAModel.build(replace(model.cfg, proprio_gripper=False), verbose=False).eval()
+    without.load_state_dict(model.state_dict())
+    model.eval()
+    batch = make_batch()
+    gripper_moved = batch["robot_obs"].clone()
+    gripper_moved[..., 6] += 0.04
+    gripper_moved[..., 14] *= -1
+    arm_moved = batch["robot_obs"].clone()
+    arm_moved[..., :3] += 0.1
+    with torch.no_grad():
+        base = without.features(batch)
+        torch.testing.assert_close(base, without.features(dict(batch, robot_obs=gripper_moved)))
+        assert (base - without.features(dict(batch, robot_obs=arm_moved))).abs().max() > 1e-4
+        assert (model.features(batch) - model.features(dict(batch, robot_obs=gripper_moved))).abs().max() > 1e-4
+
+
+def test_proprio_gripper_needs_proprio():
+    with pytest.raises(ValueError, match="proprio_gripper=false .* use_proprio=false"):
+        VLAConfig(use_proprio=False, proprio_gripper=False)
 
 
 @pytest.mark.parametrize("name", ["tiny_idefics3", "tiny_mllama", "scratch"])

@@ -128,6 +128,10 @@ class VLAConfig:
     chunk_size: int = 10  # actions C predicted at every frame (RoboVLMs: fwd_pred_next_n)
     use_gripper_image: bool = False  # the gripper camera besides the static one
     use_proprio: bool = True  # robot_obs becomes one [PROPRIO] token before [LRN]
+    # robot_obs's gripper entries (opening width, last gripper action) in the [PROPRIO] token. With them a
+    # policy can predict the gripper by copying the last command and never learn when to switch it (the doctor's
+    # "gripper switches" check); false zeroes them, and the cameras must tell (docs/vla_model.md, "Proprioception").
+    proprio_gripper: bool = True
     # FiLM of every frame's [LRN] feature by the instruction's mean word embedding, before the head
     # (agents.vla.model.InstructionFiLM): a path from the instruction to the action that does not go
     # through the backbone's attention (docs/vla_model.md, "Instruction FiLM").
@@ -142,6 +146,8 @@ class VLAConfig:
         if self.loss.state_weight < 0 or (self.loss.state_weight > 0 and self.head.type == "discrete"):
             raise ValueError(f"loss.state_weight must be >= 0, and 0 with head.type=discrete (its features are the "
                              f"language model's action tokens), got {self.loss.state_weight} with {self.head.type}")
+        if not self.proprio_gripper and not self.use_proprio:
+            raise ValueError("proprio_gripper=false leaves the gripper out of robot_obs, which use_proprio=false already drops")
         if self.window_size < 1 or self.chunk_size < 1:
             raise ValueError(f"window_size and chunk_size must be >= 1, got {self.window_size}, {self.chunk_size}")
 

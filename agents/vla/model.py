@@ -52,19 +52,25 @@ class ProprioEncoder(nn.Module):
 
     Euler angles enter as sin/cos (CALVIN's TCP roll sits near +-pi and wraps), the gripper width is
     scaled from metres to ~[0, 1]; positions, joints and the last gripper action are used as they are.
+    Without `gripper` the width and the last gripper action enter as zeros: the layer keeps its shape, so
+    checkpoints with and without them load into each other (a fine-tune can drop them).
     """
 
     N_FEATURES = 3 + 3 + 3 + 1 + 7 + 1
 
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, gripper: bool = True):
         super().__init__()
+        self.gripper = gripper
         self.net = nn.Sequential(nn.Linear(self.N_FEATURES, hidden), nn.GELU(), nn.Linear(hidden, hidden))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if obs.shape[-1] != 15:
             raise ValueError(f"robot_obs must have 15 values in the last axis, got shape {tuple(obs.shape)}")
         euler = obs[..., 3:6]
-        x = torch.cat([obs[..., :3], euler.sin(), euler.cos(), obs[..., 6:7] * 12.5, obs[..., 7:14], obs[..., 14:15]], -1)
+        width, last_command = obs[..., 6:7] * 12.5, obs[..., 14:15]
+        if not self.gripper:
+            width, last_command = torch.zeros_like(width), torch.zeros_like(last_command)
+        x = torch.cat([obs[..., :3], euler.sin(), euler.cos(), width, obs[..., 7:14], last_command], -1)
         return self.net(x.to(self.net[0].weight.dtype))
 
 
@@ -107,7 +113,7 @@ class VLAModel(nn.Module):
             raise ValueError("this backbone already carries VLA tokens; build a VLAModel from a fresh backbone")
         self.vlm.set_input_embeddings(AddedTokenEmbedding(embed, [self.lrn_id, self.proprio_id, *ids["actions"]]))
         hidden = backbone.hidden_size
-        self.proprio = ProprioEncoder(hidden) if cfg.use_proprio else None
+        self.proprio = ProprioEncoder(hidden, cfg.proprio_gripper) if cfg.use_proprio else None
         self.head = build_head(cfg.head, hidden, cfg.chunk_size, cfg.window_size)
         self.film = InstructionFiLM(hidden) if cfg.instruction_film else None
         self.state_probe = nn.Linear(hidden, len(SCENE_STATE)) if cfg.loss.state_weight > 0 else None

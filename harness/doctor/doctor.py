@@ -34,9 +34,11 @@ from harness.doctor.env_checks import (
     robot_obs_check,
 )
 from harness.doctor.model_checks import (
+    gripper_switch_check,
     image_check,
     instruction_check,
     normaliser_check,
+    predict_gripper_switches,
     predict_image_swaps,
     predict_segment_starts,
     predict_windows,
@@ -178,6 +180,11 @@ def _data_checks(cfg: DoctorConfig, ckpt: Checkpoint, view: DataView, states: Re
         predict_segment_starts(ckpt.model, ckpt.normalizer, view.train, cfg.windows))])
     checks += _guarded(("images",), lambda: [image_check(
         predict_image_swaps(ckpt.model, ckpt.normalizer, view.train, cfg.windows))])
+    if ckpt.model.cfg.use_proprio:
+        checks += _guarded(("gripper switches",), lambda: [gripper_switch_check(
+            predict_gripper_switches(ckpt.model, ckpt.normalizer, view.train, cfg.windows))])
+    else:
+        checks.append(Check("gripper switches", "skip", "the model takes no robot_obs (use_proprio=false)"))
     if states is None:
         return checks + [Check(n, "skip", "no env (--env none)") for n in ("robot_obs", "sync: actions", "sync: language", "replay")]
     checks += _guarded(("robot_obs",), lambda: [robot_obs_check(states, view.stretches)])
@@ -255,7 +262,8 @@ def run_doctor(cfg: DoctorConfig) -> DoctorReport:
     else:
         report.add(*_env_checks(cfg, agent, expected, expected_from))
     if view is None:
-        names = ("normaliser", "predictions", "gripper", "robot_obs", "sync: actions", "sync: language", "replay")
+        names = ("normaliser", "predictions", "gripper", "segment starts", "images", "gripper switches", "robot_obs",
+                 "sync: actions", "sync: language", "replay")
         report.add(*(Check(n, "skip", why_not) for n in names))
         return report
     states = RecordedStates(cfg.env, cfg.env_options) if cfg.env != "none" else None

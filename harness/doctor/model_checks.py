@@ -233,6 +233,75 @@ def image_check(swaps: dict[str, Any]) -> Check:
     return judged("images", message, "", warn)
 
 
+def predict_gripper_switches(model: VLAModel, normalizer: ActionNormalizer, source: FrameSource, switches: int) -> dict[str, Any]:
+    """The predicted gripper at the frames where the recorded command switches (open -> closed to grasp,
+    closed -> open to let go), spread over the split, and at the frames of the same windows before the switch.
+    A switch is read in the window of its segment that ends at it (the segment's first window where it comes
+    earlier), as a policy in closed loop sees it.
+
+    Each window is read twice: as recorded, and with robot_obs's last gripper action (its entry 14) set to the
+    new command in every frame up to the switch, as if the gripper had already switched. A policy that reads
+    where the gripper is from the images follows the recorded command; one that copies the last gripper action
+    from robot_obs predicts the switch only once robot_obs shows it. Returns, per switch: "new" (the new command,
+    True = open), "own"/"forced" (first predicted gripper at the switch frame, True = open), "own_chunk" (whether
+    any gripper entry of that frame's chunk is the new command), and over the frames before the switches:
+    "steady_own"/"steady_forced" (first predicted gripper, True = open) with "steady_data" (recorded)."""
+    cfg = model.cfg
+    if not cfg.use_proprio:
+        raise ValueError("the model takes no robot_obs (use_proprio=false): there is no last gripper action to copy")
+    ds = WindowDataset(source, cfg.window_spec(), normalizer, WindowOptions(augment=False, drop_short_segments=True))
+    W = cfg.window_size
+    found = []  # (item index, position of the switch in the window, new command)
+    starts = ds.segment_starts()
+    for k, (s, e) in enumerate(ds.lang.indx):
+        grip = source.read({"rel_actions": (int(s), int(e) + 1)})["rel_actions"][:, 6] > 0
+        for t in np.flatnonzero(grip[1:] != grip[:-1]) + 1:
+            t0 = max(int(t) - W + 1, 0)  # from the segment's first frame
+            found.append((int(starts[k]) + t0, int(t) - t0, bool(grip[t])))
+    device = next(model.parameters()).device
+    out: dict[str, list] = {k: [] for k in ("new", "own", "forced", "own_chunk", "steady_own", "steady_forced", "steady_data")}
+    for index, at, new in spread(found, switches):
+        item = ds[index]
+        forced_obs = item["robot_obs"].copy()
+        forced_obs[: at + 1, 14] = 1.0 if new else -1.0
+        batch = collate_windows([item, {**item, "robot_obs": forced_obs}])
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        opens = model.predict(batch)[..., 6].float().cpu().numpy() > 0.5  # (2, W, C)
+        out["new"].append(new)
+        out["own"].append(opens[0, at, 0])
+        out["forced"].append(opens[1, at, 0])
+        out["own_chunk"].append(bool((opens[0, at] == new).any()))
+        out["steady_own"] += opens[0, :at, 0].tolist()
+        out["steady_forced"] += opens[1, :at, 0].tolist()
+        out["steady_data"] += [not new] * at
+    return {k: np.asarray(v, bool) for k, v in out.items()}
+
+
+def gripper_switch_check(switches: dict[str, Any]) -> Check:
+    """Does the policy decide when to grasp and let go, or copy the last gripper action from robot_obs?"""
+    new = switches["new"]
+    n = len(new)
+    if n == 0:
+        return Check("gripper switches", "skip", "no recorded gripper switch in the windows read")
+    hit = switches["own"] == new
+    forced_hit = switches["forced"] == new
+    steady_kept = switches["steady_own"] == switches["steady_data"]
+    steady_copied = switches["steady_forced"] != switches["steady_data"]
+    closes = ~new
+    message = (f"at {n} frames where the recorded gripper command switches ({int(closes.sum())} closes, {int(new.sum())} opens) "
+               f"the predicted gripper switches with it at {hit.mean():.0%} (closes {hit[closes].mean() if closes.any() else 0:.0%}, "
+               f"opens {hit[new].mean() if new.any() else 0:.0%}); the switch is somewhere in that frame's chunk at "
+               f"{switches['own_chunk'].mean():.0%}; with robot_obs's last gripper action already switched, at "
+               f"{forced_hit.mean():.0%}. In the {len(steady_kept)} frames before the switches the prediction matches the "
+               f"recorded command at {steady_kept.mean():.0%}, and follows a flipped last gripper action at {steady_copied.mean():.0%}")
+    warn = ""
+    if hit.mean() < GRIPPER_AGREES and len(steady_copied) and steady_copied.mean() > 1 - GRIPPER_AGREES:
+        warn = ("the policy keeps the gripper where robot_obs says it was and switches it only when robot_obs says it "
+                "switched: it copies the last gripper action instead of deciding from the images when to grasp or let "
+                "go (copycat; docs/TRAINING.md, \"Learning all 34 tasks on CPU\")")
+    return judged("gripper switches", message, "", warn)
+
+
 def prediction_checks(normalizer: ActionNormalizer, predicted: dict[str, np.ndarray]) -> list[Check]:
     """Out-of-range predictions and the predicted arm against the data; the predicted gripper against the data's."""
     pred, data = predicted["pred"], predicted["data"]
