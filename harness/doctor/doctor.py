@@ -220,7 +220,7 @@ def _load(cfg: DoctorConfig, report: DoctorReport) -> Checkpoint | None:
     m = ckpt.model.cfg
     report.add(Check("checkpoint", "pass", f"{m.backbone.pretrained or m.backbone.tiny} ({m.backbone.family}), {m.head.type} head, "
                                            f"window {m.window_size}, chunk {m.chunk_size}, cameras {'+'.join(m.cameras)}, "
-                                           f"proprio {'on' if m.use_proprio else 'off'}, normaliser {ckpt.normalizer.mode}"))
+                                           f"proprio {('on' if m.proprio_gripper else 'on without the gripper') if m.use_proprio else 'off'}, normaliser {ckpt.normalizer.mode}"))
     return ckpt
 
 
