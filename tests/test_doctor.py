@@ -322,7 +322,7 @@ def test_a_policy_blind_to_the_images_is_warned():
     assert "plays a task's average path" in check.advice
 
 
-def test_gripper_switches_are_read_where_the_recorded_command_changes(checkpoint, recording, tmp_path):
+def test_gripper_switches_are_read_where_the_recorded_command_changes(checkpoint, recording, tmp_path, monkeypatch):
     """Every switch of the recorded gripper command inside an annotated segment is found, and its prediction is
     the model's on a window that holds it; a copy of the checkpoint told to leave the gripper out of robot_obs
     (proprio_gripper=false, the same weights) predicts the same with the last gripper action flipped."""
@@ -349,6 +349,23 @@ def test_gripper_switches_are_read_where_the_recorded_command_changes(checkpoint
         opens = ckpt.model.predict(collate_windows([ds[index]]))[0, frame - ds.window(index)[1], 0, 6] > 0.5
     assert bool(opens) == switches["own"][0]
     assert len(switches["steady_data"]) == len(switches["steady_own"]) == len(switches["steady_forced"])
+
+    class CountedReads:  # the source, counting the reads of whole segments' actions
+        def __init__(self, inner):
+            self.inner, self.segments = inner, 0
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def read(self, ranges):
+            self.segments += set(ranges) == {"rel_actions"}
+            return self.inner.read(ranges)
+
+    counted = CountedReads(source)
+    monkeypatch.setattr("harness.doctor.model_checks.SWITCH_SEGMENTS", 1)  # this split has 4 segments
+    predict_gripper_switches(ckpt.model, ckpt.normalizer, counted, 2)
+    assert counted.segments == 2 < len(ds.lang.indx)  # a large split is not read whole for a few switches
+    monkeypatch.undo()
 
     blind = _copy(checkpoint, tmp_path / "no_proprio_gripper")
     config = yaml.safe_load((blind / "config.yaml").read_text())

@@ -29,6 +29,7 @@ INSTRUCTION_MOVES = 0.25  # the instruction's effect on a segment's first action
 START_FOLLOWS = 0.5  # mean cosine of predicted and recorded translation at segments' first frames
 IMAGE_MOVES = 0.25  # the images' effect on a segment's planned path, as a share of the data's spread
 IMAGE_KEYS = ("rgb_static", "rgb_gripper")
+SWITCH_SEGMENTS = 4  # segments read per gripper switch asked for (not every segment has one)
 START_MOVES = 0.1  # a recorded first translation at least this long (relative-action units) has a direction
 WINDOW_BATCH = 4
 ARM_AXES = ("x", "y", "z", "roll", "pitch", "yaw")
@@ -235,7 +236,8 @@ def image_check(swaps: dict[str, Any]) -> Check:
 
 def predict_gripper_switches(model: VLAModel, normalizer: ActionNormalizer, source: FrameSource, switches: int) -> dict[str, Any]:
     """The predicted gripper at the frames where the recorded command switches (open -> closed to grasp,
-    closed -> open to let go), spread over the split, and at the frames of the same windows before the switch.
+    closed -> open to let go), in up to 4 x `switches` segments spread over the split, and at the frames of the
+    same windows before the switch.
     A switch is read in the window of its segment that ends at it (the segment's first window where it comes
     earlier), as a policy in closed loop sees it.
 
@@ -253,7 +255,10 @@ def predict_gripper_switches(model: VLAModel, normalizer: ActionNormalizer, sour
     W = cfg.window_size
     found = []  # (item index, position of the switch in the window, new command)
     starts = ds.segment_starts()
-    for k, (s, e) in enumerate(ds.lang.indx):
+    # at most SWITCH_SEGMENTS x `switches` segments are read, spread over the split: a CALVIN split has ~20k
+    # segments, and reading every frame's actions from npz files would take the doctor minutes
+    for k in spread(list(range(len(ds.lang.indx))), SWITCH_SEGMENTS * switches):
+        s, e = ds.lang.indx[k]
         grip = source.read({"rel_actions": (int(s), int(e) + 1)})["rel_actions"][:, 6] > 0
         for t in np.flatnonzero(grip[1:] != grip[:-1]) + 1:
             t0 = max(int(t) - W + 1, 0)  # from the segment's first frame
