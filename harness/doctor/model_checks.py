@@ -282,6 +282,11 @@ def predict_gripper_switches(model: VLAModel, normalizer: ActionNormalizer, sour
     return {k: np.asarray(v, bool) for k, v in out.items()}
 
 
+def _share(flags: np.ndarray) -> float:
+    """The share of True among `flags` (0 when there are none)."""
+    return float(flags.mean()) if len(flags) else 0.0
+
+
 def gripper_switch_check(switches: dict[str, Any]) -> Check:
     """Does the policy decide when to grasp and let go, or copy the last gripper action from robot_obs?"""
     new = switches["new"]
@@ -294,16 +299,16 @@ def gripper_switch_check(switches: dict[str, Any]) -> Check:
     steady_copied = switches["steady_forced"] != switches["steady_data"]
     closes = ~new
     message = (f"at {n} frames where the recorded gripper command switches ({int(closes.sum())} closes, {int(new.sum())} opens) "
-               f"the predicted gripper switches with it at {hit.mean():.0%} (closes {hit[closes].mean() if closes.any() else 0:.0%}, "
-               f"opens {hit[new].mean() if new.any() else 0:.0%}); the switch is somewhere in that frame's chunk at "
-               f"{switches['own_chunk'].mean():.0%}; with robot_obs's last gripper action already switched, at "
-               f"{forced_hit.mean():.0%}. In the {len(steady_kept)} frames before the switches the prediction matches the "
-               f"recorded command at {steady_kept.mean():.0%}, and follows a flipped last gripper action at {steady_copied.mean():.0%}")
+               f"the predicted gripper switches with it at {_share(hit):.0%} (closes {_share(hit[closes]):.0%}, "
+               f"opens {_share(hit[new]):.0%}); the switch is somewhere in that frame's chunk at "
+               f"{_share(switches['own_chunk']):.0%}; with robot_obs's last gripper action already switched, at "
+               f"{_share(forced_hit):.0%}. In the {len(steady_kept)} frames before the switches the prediction matches the "
+               f"recorded command at {_share(steady_kept):.0%}, and follows a flipped last gripper action at {_share(steady_copied):.0%}")
     warn = ""
-    if hit.mean() < GRIPPER_AGREES and len(steady_copied) and steady_copied.mean() > 1 - GRIPPER_AGREES:
+    if _share(hit) < GRIPPER_AGREES and _share(steady_copied) > 1 - GRIPPER_AGREES:
         warn = ("the policy keeps the gripper where robot_obs says it was and switches it only when robot_obs says it "
                 "switched: it copies the last gripper action instead of deciding from the images when to grasp or let "
-                "go (copycat; docs/TRAINING.md, \"Learning all 34 tasks on CPU\")")
+                "go (copycat). Train with model.proprio_gripper=false (docs/TRAINING.md, \"Why it does not grasp\")")
     return judged("gripper switches", message, "", warn)
 
 
