@@ -176,6 +176,60 @@ def test_proprio_gripper_needs_proprio():
         VLAConfig(use_proprio=False, proprio_gripper=False)
 
 
+def test_the_gripper_switch_weight_counts_the_steps_where_copying_the_last_command_is_wrong():
+    """loss.gripper_switch_weight: a chunk step's gripper loss counts w times where its target differs from the
+    frame's last command (robot_obs[14], +1 open), in both heads' losses; the mean still divides by the
+    unmasked count, so w = 1 is the plain loss."""
+    from agents.vla.config import LossConfig
+    from agents.vla.heads import continuous_loss, discrete_loss
+
+    torch.manual_seed(0)
+    target = torch.tensor([[[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]])  # (B=1, W=2, C=3): frame 0 closes at step 2
+    last = torch.tensor([[1.0, 1.0]])  # both frames' last command: open -> frame 1's whole chunk switches
+    actions = torch.cat([torch.zeros(1, 2, 3, 6), target.unsqueeze(-1)], -1)
+    mask = torch.tensor([[[True, True, True], [True, True, False]]])
+    logits, arm = torch.randn(1, 2, 3), torch.zeros(1, 2, 3, 6)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    weights = torch.tensor([[[1.0, 1.0, 5.0], [5.0, 5.0, 5.0]]])
+    expected = (bce * weights * mask).sum() / mask.sum()
+    plain = continuous_loss(arm, logits, actions, mask, LossConfig())
+    weighted = continuous_loss(arm, logits, actions, mask, LossConfig(gripper_switch_weight=5.0), last)
+    assert weighted["loss_gripper"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert plain["loss_gripper"].item() == pytest.approx((bce * mask).sum().item() / 5, rel=1e-6)
+    assert weighted["loss_arm"] == plain["loss_arm"]
+    closed_before = torch.tensor([[[5.0, 5.0, 1.0], [1.0, 1.0, 1.0]]])  # last command close: frame 0 opens
+    flipped = continuous_loss(arm, logits, actions, mask, LossConfig(gripper_switch_weight=5.0), -last)
+    assert flipped["loss_gripper"].item() == pytest.approx(((bce * closed_before * mask).sum() / mask.sum()).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="robot_obs"):
+        continuous_loss(arm, logits, actions, mask, LossConfig(gripper_switch_weight=5.0))
+
+    n_bins = 4
+    bins = torch.cat([torch.zeros(1, 2, 3, 6, dtype=torch.long), (target * (n_bins - 1)).long().unsqueeze(-1)], -1)
+    token_logits = torch.randn(1, 2, 3, 7, n_bins)
+    ce = torch.nn.functional.cross_entropy(token_logits[..., 6, :].flatten(0, -2), bins[..., 6].flatten(), reduction="none").view(1, 2, 3)
+    out = discrete_loss(token_logits, bins, mask, LossConfig(gripper_switch_weight=5.0), last)
+    assert out["loss_gripper"].item() == pytest.approx(((ce * weights * mask).sum() / mask.sum()).item(), rel=1e-6)
+
+
+def test_the_gripper_switch_weight_reads_robot_obs_also_without_proprio(tiny_dir):
+    """The weight needs each frame's last command: the training windows carry robot_obs for it even when the
+    model does not see it; a weight <= 0 is refused."""
+    from agents.vla.config import LossConfig
+
+    cfg = replace(build_model(tiny_dir, "scratch", head="mlp", proprio=False).cfg,
+                  loss=LossConfig(gripper_weight=0.1, gripper_switch_weight=10.0))
+    assert cfg.window_spec().proprio and not replace(cfg, loss=LossConfig()).window_spec().proprio
+    model = VLAModel.build(cfg, verbose=False)
+    assert model.proprio is None
+    batch = make_batch()
+    out = model(batch)
+    assert torch.isfinite(out["loss_gripper"])
+    flipped = dict(batch, robot_obs=torch.cat([batch["robot_obs"][..., :14], -batch["robot_obs"][..., 14:]], -1))
+    assert model(flipped)["loss_gripper"] != out["loss_gripper"]  # only the weights read robot_obs here
+    with pytest.raises(ValueError, match="gripper_switch_weight must be > 0"):
+        replace(cfg, loss=LossConfig(gripper_switch_weight=0.0))
+
+
 @pytest.mark.parametrize("name", ["tiny_idefics3", "tiny_mllama", "scratch"])
 def test_instruction_film_starts_as_the_identity_and_learns_from_the_words(tiny_dir, name):
     """With `instruction_film` the features are the plain model's until the FiLM trains (its last layer starts

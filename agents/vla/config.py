@@ -91,6 +91,10 @@ class LossConfig:
     # scene_obs (agents.vla.heads.SCENE_STATE), so the features must say where the objects are; the policy
     # never gets scene_obs (docs/vla_model.md, "Scene-state loss"). 0: off
     state_weight: float = 0.0
+    # keyframe weighting against the copycat gripper (docs/TRAINING.md, "Why it does not grasp"): the gripper
+    # loss of each chunk step whose target differs from the frame's last gripper command (robot_obs[14]), the
+    # steps where copying that command is wrong, counts this many times. 1: every step alike
+    gripper_switch_weight: float = 1.0
 
 
 @dataclass
@@ -146,6 +150,8 @@ class VLAConfig:
         if self.loss.state_weight < 0 or (self.loss.state_weight > 0 and self.head.type == "discrete"):
             raise ValueError(f"loss.state_weight must be >= 0, and 0 with head.type=discrete (its features are the "
                              f"language model's action tokens), got {self.loss.state_weight} with {self.head.type}")
+        if self.loss.gripper_switch_weight <= 0:
+            raise ValueError(f"loss.gripper_switch_weight must be > 0 (1: off), got {self.loss.gripper_switch_weight}")
         if not self.proprio_gripper and not self.use_proprio:
             raise ValueError("proprio_gripper=false leaves the gripper out of robot_obs, which use_proprio=false already drops")
         if self.window_size < 1 or self.chunk_size < 1:
@@ -164,7 +170,9 @@ class VLAConfig:
         """What one training sample must hold for this model: the dataset's windows follow it."""
         from harness.data.windows import WindowSpec
 
-        return WindowSpec(self.window_size, self.chunk_size, self.cameras, self.use_proprio,
+        # the switch weight reads the last gripper command from robot_obs, also when the model does not see it
+        robot_obs = self.use_proprio or self.loss.gripper_switch_weight != 1
+        return WindowSpec(self.window_size, self.chunk_size, self.cameras, robot_obs,
                           scene_state=self.loss.state_weight > 0)
 
     def to_dict(self) -> dict[str, Any]:

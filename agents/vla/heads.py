@@ -337,13 +337,26 @@ def scene_state_loss(predicted: torch.Tensor, scene_obs: torch.Tensor) -> torch.
     return F.smooth_l1_loss(predicted.float(), target)
 
 
+def gripper_step_weights(target_open: torch.Tensor, last_command: torch.Tensor | None, cfg: LossConfig) -> torch.Tensor:
+    """(..., C) weight of each chunk step's gripper loss: `gripper_switch_weight` where the target (open: True)
+    differs from the frame's last gripper command (robot_obs[14], (...), +1 open / -1 close), else 1."""
+    if cfg.gripper_switch_weight == 1:
+        return torch.ones_like(target_open, dtype=torch.float32)
+    if last_command is None:
+        raise ValueError("loss.gripper_switch_weight needs each frame's robot_obs (its last gripper command) in the batch")
+    switched = target_open != (last_command > 0).unsqueeze(-1)
+    return 1.0 + (cfg.gripper_switch_weight - 1.0) * switched.float()
+
+
 def continuous_loss(arm: torch.Tensor, grip_logits: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
-                    cfg: LossConfig) -> dict[str, torch.Tensor]:
-    """Smooth-L1 on the arm + weighted BCE on the gripper, both averaged over unmasked (frame, step)s."""
+                    cfg: LossConfig, last_command: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Smooth-L1 on the arm + weighted BCE on the gripper, both averaged over unmasked (frame, step)s; the
+    gripper's steps weighted by `gripper_step_weights` (the mean still divides by the unweighted count)."""
     arm, grip_logits = arm.float(), grip_logits.float()
     loss_arm = _masked_mean(F.smooth_l1_loss(arm, actions[..., :ARM_DIM], beta=cfg.smooth_l1_beta, reduction="none").mean(-1), mask)
     target = actions[..., ARM_DIM]
-    loss_grip = _masked_mean(F.binary_cross_entropy_with_logits(grip_logits, target, reduction="none"), mask)
+    weights = gripper_step_weights(target > 0.5, last_command, cfg)
+    loss_grip = _masked_mean(weights * F.binary_cross_entropy_with_logits(grip_logits, target, reduction="none"), mask)
     acc = _masked_mean(((grip_logits > 0) == (target > 0.5)).float(), mask)
     return {
         "loss": cfg.arm_weight * loss_arm + cfg.gripper_weight * loss_grip,
@@ -352,12 +365,15 @@ def continuous_loss(arm: torch.Tensor, grip_logits: torch.Tensor, actions: torch
     }
 
 
-def discrete_loss(logits: torch.Tensor, bins: torch.Tensor, mask: torch.Tensor, cfg: LossConfig) -> dict[str, torch.Tensor]:
-    """Cross-entropy over action tokens. logits (..., C, 7, n_bins), bins (..., C, 7), mask (..., C)."""
+def discrete_loss(logits: torch.Tensor, bins: torch.Tensor, mask: torch.Tensor, cfg: LossConfig,
+                  last_command: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Cross-entropy over action tokens. logits (..., C, 7, n_bins), bins (..., C, 7), mask (..., C); the
+    gripper's steps weighted as in `continuous_loss`."""
     ce = F.cross_entropy(logits.float().flatten(0, -2), bins.flatten(), reduction="none").view(bins.shape)
     loss_arm = _masked_mean(ce[..., :ARM_DIM].mean(-1), mask)
-    loss_grip = _masked_mean(ce[..., ARM_DIM], mask)
     n = logits.shape[-1]
+    weights = gripper_step_weights(bins[..., ARM_DIM] >= n // 2, last_command, cfg)
+    loss_grip = _masked_mean(weights * ce[..., ARM_DIM], mask)
     acc = _masked_mean(((logits[..., ARM_DIM, :].argmax(-1) >= n // 2) == (bins[..., ARM_DIM] >= n // 2)).float(), mask)
     return {
         "loss": cfg.arm_weight * loss_arm + cfg.gripper_weight * loss_grip,

@@ -304,6 +304,7 @@ class VLAModel(nn.Module):
         b, w = self._check(batch, need_actions=True)
         actions = batch["actions"].float()
         mask = batch["action_mask"].bool()
+        last_command = batch["robot_obs"][..., 14].float() if "robot_obs" in batch else None
         if self.discrete:
             bins = self.bins.encode(actions)  # (B, W, C, 7)
             hidden, tokens = self._run(batch, action_bins=bins.flatten(2))
@@ -311,10 +312,10 @@ class VLAModel(nn.Module):
             positions = tokens.lrn_index.unsqueeze(-1) + torch.arange(self.n_action_tokens, device=hidden.device)
             h = _gather(hidden, positions.flatten(1))
             logits = self.head.logits(h).view(b, w, self.cfg.chunk_size, ACTION_DIM, -1)
-            return discrete_loss(logits, bins, mask, self.cfg.loss)
+            return discrete_loss(logits, bins, mask, self.cfg.loss, last_command)
         features = self.features(batch)
         arm, grip = self.head(features)
-        out = continuous_loss(arm, grip, actions, mask, self.cfg.loss)
+        out = continuous_loss(arm, grip, actions, mask, self.cfg.loss, last_command)
         if self.state_probe is not None:
             out["loss_state"] = scene_state_loss(self.state_probe(features), batch["scene_obs"])
             out["loss"] = out["loss"] + self.cfg.loss.state_weight * out["loss_state"]
