@@ -390,7 +390,7 @@ def test_a_policy_that_copies_the_last_gripper_action_is_warned():
     assert check.status == "warn" and "at 0% (closes 0%, opens 0%)" in check.message
     assert "follows a flipped last gripper action at 100%" in check.message
     assert "copies the last gripper action" in check.advice
-    assert "model.proprio_gripper=false" in check.advice
+    assert "model.proprio_gripper=false" in check.advice and "model.loss.gripper_switch_weight=10" in check.advice
     no_frames_before = {**copies, **{k: steady[:0] for k in ("steady_own", "steady_forced", "steady_data")}}  # window 1
     check = gripper_switch_check(no_frames_before)  # nothing to tell a copy by: not judged as one, and no nan
     assert check.status == "pass" and "In the 0 frames before the switches the prediction matches the recorded command at 0%" in check.message

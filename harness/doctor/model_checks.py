@@ -308,7 +308,8 @@ def gripper_switch_check(switches: dict[str, Any]) -> Check:
     if _share(hit) < GRIPPER_AGREES and _share(steady_copied) > 1 - GRIPPER_AGREES:
         warn = ("the policy keeps the gripper where robot_obs says it was and switches it only when robot_obs says it "
                 "switched: it copies the last gripper action instead of deciding from the images when to grasp or let "
-                "go (copycat). Train with model.proprio_gripper=false (docs/TRAINING.md, \"Why it does not grasp\")")
+                "go (copycat). Train with model.proprio_gripper=false and model.loss.gripper_switch_weight=10 "
+                "(docs/TRAINING.md, \"Why it does not grasp\")")
     return judged("gripper switches", message, "", warn)
 
 
