@@ -185,21 +185,21 @@ def test_the_gripper_switch_weight_counts_the_steps_where_copying_the_last_comma
 
     torch.manual_seed(0)
     target = torch.tensor([[[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]])  # (B=1, W=2, C=3): frame 0 closes at step 2
-    last = torch.tensor([[1.0, 1.0]])  # both frames' last command: open -> frame 1's whole chunk switches
+    last = torch.tensor([[1.0, -1.0]])  # frame 0's last command open (it closes at step 2), frame 1's closed
     actions = torch.cat([torch.zeros(1, 2, 3, 6), target.unsqueeze(-1)], -1)
     mask = torch.tensor([[[True, True, True], [True, True, False]]])
     logits, arm = torch.randn(1, 2, 3), torch.zeros(1, 2, 3, 6)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    weights = torch.tensor([[[1.0, 1.0, 5.0], [5.0, 5.0, 5.0]]])
+    weights = torch.tensor([[[1.0, 1.0, 5.0], [1.0, 1.0, 1.0]]])
     expected = (bce * weights * mask).sum() / mask.sum()
     plain = continuous_loss(arm, logits, actions, mask, LossConfig())
     weighted = continuous_loss(arm, logits, actions, mask, LossConfig(gripper_switch_weight=5.0), last)
     assert weighted["loss_gripper"].item() == pytest.approx(expected.item(), rel=1e-6)
     assert plain["loss_gripper"].item() == pytest.approx((bce * mask).sum().item() / 5, rel=1e-6)
     assert weighted["loss_arm"] == plain["loss_arm"]
-    closed_before = torch.tensor([[[5.0, 5.0, 1.0], [1.0, 1.0, 1.0]]])  # last command close: frame 0 opens
+    flipped_weights = torch.tensor([[[5.0, 5.0, 1.0], [5.0, 5.0, 5.0]]])  # frame 0 opens; frame 1 closes at once
     flipped = continuous_loss(arm, logits, actions, mask, LossConfig(gripper_switch_weight=5.0), -last)
-    assert flipped["loss_gripper"].item() == pytest.approx(((bce * closed_before * mask).sum() / mask.sum()).item(), rel=1e-6)
+    assert flipped["loss_gripper"].item() == pytest.approx(((bce * flipped_weights * mask).sum() / mask.sum()).item(), rel=1e-6)
     with pytest.raises(ValueError, match="robot_obs"):
         continuous_loss(arm, logits, actions, mask, LossConfig(gripper_switch_weight=5.0))
 

@@ -88,7 +88,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
     had_summary = D.broadcast_json(old_summary is not None, dist)
     with config_errors():
         # opening the datasets reads the annotations only, and checks the window against every segment
-        # the windows hold what the model reads: its window, chunk, cameras and proprioception
+        # the windows hold what the model and its losses read: window, chunk, cameras, robot_obs, scene state
         spec = cfg.model.window_spec()
         train_set = build_dataset(cfg.data, spec, train=True) if "action" in cfg.sources else None
         normalizer = train_set.normalizer if train_set is not None else make_normalizer(cfg.data)
