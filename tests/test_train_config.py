@@ -32,6 +32,9 @@ def test_every_config_group_composes_and_round_trips(dataset, tmp_path):
     recipe, vlm, first = (config(dataset, tmp_path, f"+experiment={e}")
                           for e in ("e2e_full_cpu", "e2e_full_cpu_vlm", "e2e_full_cpu_vlm_articulated"))
     assert recipe.model.backbone.family == "scratch" and recipe.model.loss.state_weight == 1.0
+    # the gripper decided from the images, not copied from robot_obs (TRAINING.md, "Why it does not grasp")
+    assert not recipe.model.proprio_gripper and recipe.model.loss.gripper_switch_weight == 10
+    assert recipe.model.window_spec().proprio
     assert vlm.model.backbone.family == "idefics3" and vlm.model.loss.state_weight == 0 and vlm.optim.schedule == "cosine"
     assert vlm.data == recipe.data and vlm.trainer == recipe.trainer
     assert first.model == vlm.model and first.data == vlm.data and first.trainer.batch_size == vlm.trainer.batch_size
