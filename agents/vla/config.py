@@ -7,7 +7,8 @@ falling back to a default. The same dict is written into every checkpoint's `con
 
 The model owns the shape of its training samples: `window_size` frames of history, a chunk of `chunk_size`
 actions per frame (RoboVLMs' `fwd_pred_next_n`, accepted as an alias when reading a config), the cameras, and
-robot_obs and scene_obs where the model or its losses read them. The dataset derives its windows from them (`window_spec()`), as the trainer builds it.
+robot_obs and scene_obs where the model or its losses read them. The dataset derives its windows from them
+(`window_spec()`), as the trainer builds it.
 """
 
 from __future__ import annotations
