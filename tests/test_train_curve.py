@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from harness.eval.config import EvalSettings
-from harness.train.curve import curve_row, main, run_curve, training_hours, warm_start_hours
+from harness.train.curve import curve_row, first_step, main, run_curve, started_from, training_hours, warm_start_hours
 from tests.train_helpers import dataset, metrics, train_here  # noqa: F401  (fixture)
 
 
@@ -74,6 +74,23 @@ def test_a_run_started_from_another_runs_weights_is_charged_for_them(dataset, tm
     # weights from outside a run folder (no metrics.jsonl beside them) cost nothing that can be read
     (first / "metrics.jsonl").unlink()
     assert warm_start_hours(second) == 0.0
+
+
+def test_a_run_carried_on_in_a_new_folder_counts_the_old_runs_hours_once(dataset, tmp_path):
+    """resume=<another run's checkpoint at step K>: the old run's hours up to K, then its own steps from K on."""
+    first, carried = tmp_path / "first", tmp_path / "carried"
+    train_here(dataset, first, "trainer.max_steps=4", "trainer.ckpt_every=2", "trainer.keep_last=0")
+    train_here(dataset, carried, "trainer.max_steps=6", f"resume={first}/checkpoints/step_0000002")
+    own = {r["step"]: r["step_s"] for r in metrics(carried) if "step_s" in r}
+    assert sorted(own) == [3, 4, 5, 6]
+    assert started_from(carried) == ((first / "checkpoints" / "step_0000002").resolve(), 2, True)
+    assert first_step(carried) == 2 and first_step(first) == 0
+    assert warm_start_hours(carried) == pytest.approx(sum(r["step_s"] for r in metrics(first) if "step_s" in r and r["step"] <= 2) / 3600)
+    hours = training_hours(metrics(carried), first_step(carried))
+    assert hours[3] == pytest.approx(own[3] / 3600) and hours[6] == pytest.approx(sum(own.values()) / 3600)
+    # run again, the same command carries on from its own checkpoints: still carried on from the first run
+    train_here(dataset, carried, "trainer.max_steps=6", f"resume={first}/checkpoints/step_0000002")
+    assert first_step(carried) == 2
 
 
 def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):

@@ -99,6 +99,25 @@ def test_a_finished_run_given_more_steps_is_unfinished_until_it_ends(dataset, tm
         proc.wait()
 
 
+def test_a_run_carried_on_in_a_new_folder_goes_on_there_when_run_again(dataset, tmp_path, uninterrupted, capsys):
+    """resume=<another run's checkpoint> starts the run from it (the old folder keeps its own last checkpoint);
+    the same command again goes on from the new folder's last checkpoint, not from the old run's again."""
+    out = tmp_path / "carried_on"
+    start = f"resume={uninterrupted / 'checkpoints' / 'step_0000020'}"
+    train_here(dataset, out, *RUN, start)
+    assert "resuming after step 20" in capsys.readouterr().out
+    assert _curve(out) == [c for c in _curve(uninterrupted) if c[0] > 20]
+    before = (out / "metrics.jsonl").read_text()
+    train_here(dataset, out, *RUN, start)
+    said = capsys.readouterr().out
+    assert "it has checkpoints of its own since: carrying on from" in said and "resuming after step 40" in said
+    assert (out / "metrics.jsonl").read_text() == before
+    # one of its own checkpoints named by hand is still where it resumes
+    train_here(dataset, out, *RUN, f"resume={out / 'checkpoints' / 'step_0000035'}")
+    assert "resuming after step 35" in capsys.readouterr().out
+    assert _curve(out) == [c for c in _curve(uninterrupted) if c[0] > 20]
+
+
 def test_a_resumed_run_sets_its_summary_aside_before_it_builds_the_model(dataset, tmp_path, uninterrupted, monkeypatch):
     """Building the model, restoring the optimizer: a follower of the run must not read the old end meanwhile. A
     run stopped there (here: its model fails to build) keeps the old summary aside; run again, it finds it."""

@@ -16,7 +16,10 @@ optimizer and the wait for data; validation, checkpoints and rollouts excluded) 
 so a curve measured on a busy or a quiet machine, resumed or not, is the time training itself took.
 A run started from another run's weights (`init_from`, e.g. a curriculum's later stage) is charged for
 them: the hours of the run(s) it started from, up to the checkpoint it took, are added (column
-`warm_start_hours`; 0 where `init_from` is not a checkpoint of a run folder with its metrics.jsonl).
+`warm_start_hours`; 0 where `init_from` is not a checkpoint of a run folder with its metrics.jsonl). So is a
+run carried on in a new folder (`resume=<another run>/checkpoints/step_K`, e.g. given more steps while the
+old folder's evaluations keep reading its own last checkpoint): the old run's hours up to step K, and its
+own hours counted from step K on.
 Keep the checkpoints (`trainer.keep_last=0`) to evaluate all of them afterwards; `--follow` evaluates
 each as it appears and stops once the run has written its summary and every due checkpoint is done.
 """
@@ -40,9 +43,10 @@ CURVE = "curve"
 POLL_S = 60.0
 
 
-def training_hours(records: list[dict[str, Any]]) -> dict[int, float]:
-    """Cumulative training hours at each logged training step (`step_s` times the steps since the previous line)."""
-    out, total, prev = {}, 0.0, 0
+def training_hours(records: list[dict[str, Any]], start: int = 0) -> dict[int, float]:
+    """Cumulative training hours at each logged training step (`step_s` times the steps since the previous line),
+    for a run whose first step is `start` + 1 (a run resumed from another run's checkpoint at step `start`)."""
+    out, total, prev = {}, 0.0, start
     for r in sorted((r for r in records if "step_s" in r), key=lambda r: r["step"]):
         total += r["step_s"] * (r["step"] - prev)
         prev = r["step"]
@@ -50,22 +54,46 @@ def training_hours(records: list[dict[str, Any]]) -> dict[int, float]:
     return out
 
 
-def warm_start_hours(run: Path) -> float:
-    """Training hours of the runs whose weights this run started from (`init_from` in its config.yaml, followed
-    back), each up to the checkpoint taken; 0 without init_from or where it is not a checkpoint of a run folder
-    with a metrics.jsonl (e.g. downloaded weights). Relative paths are the training's: run it from the same folder."""
+def started_from(run: Path) -> tuple[Path, int, bool] | None:
+    """(checkpoint, its step, resumed) for a run whose weights came from another run's checkpoint folder:
+    `init_from` (a new run from those weights: resumed False) or `resume` naming a checkpoint of another run
+    (the same run carried on in this folder: resumed True). None otherwise, and where the checkpoint is not in
+    a run folder with its metrics.jsonl (e.g. downloaded weights). Relative paths are the training's: run it
+    from the same folder."""
     config = run / "config.yaml"
-    init_from = yaml.safe_load(config.read_text()).get("init_from") if config.is_file() else None
-    if not init_from:
-        return 0.0
-    checkpoint = Path(init_from).resolve()
-    source = checkpoint.parent.parent  # <run>/checkpoints/step_K
+    cfg = (yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
+    resume = cfg.get("resume")
+    resumed = resume not in (None, "auto", "never")
+    source = resume if resumed else cfg.get("init_from")
+    if not source:
+        return None
+    checkpoint = Path(source).resolve()
     state = checkpoint / "trainer_state.json"
-    if checkpoint.parent.name != "checkpoints" or not (source / METRICS).is_file() or not state.is_file():
+    origin = checkpoint.parent.parent  # <run>/checkpoints/step_K
+    if checkpoint.parent.name != "checkpoints" or not (origin / METRICS).is_file() or not state.is_file():
+        return None
+    if resumed and origin == run.resolve():  # this run's own earlier checkpoint: its metrics.jsonl has those steps
+        return None
+    return checkpoint, int(json.loads(state.read_text())["step"]), resumed
+
+
+def warm_start_hours(run: Path) -> float:
+    """Training hours of the runs whose weights this run started from or carried on (`started_from`, followed
+    back), each up to the checkpoint taken; 0 for a run that started from none."""
+    found = started_from(run)
+    if found is None:
         return 0.0
-    step = json.loads(state.read_text())["step"]
-    hours = [h for s, h in training_hours(read_metrics(source / METRICS)).items() if s <= step]
-    return (max(hours) if hours else 0.0) + warm_start_hours(source)
+    checkpoint, step, _ = found
+    origin = checkpoint.parent.parent
+    hours = [h for s, h in training_hours(read_metrics(origin / METRICS), first_step(origin)).items() if s <= step]
+    return (max(hours) if hours else 0.0) + warm_start_hours(origin)
+
+
+def first_step(run: Path) -> int:
+    """The step a run's own training started after: the resumed checkpoint's step for a run carried on from
+    another run's folder, else 0."""
+    found = started_from(run)
+    return found[1] if found is not None and found[2] else 0
 
 
 def _at(records: list[dict[str, Any]], step: int, key: str) -> Any:
@@ -169,7 +197,7 @@ def run_curve(run: Path, settings: Any, every: int, scene: str = "D", follow: bo
 
 def _rows(run: Path, results: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
     records = read_metrics(run / METRICS) if (run / METRICS).is_file() else []
-    hours, warm_start = training_hours(records), warm_start_hours(run)
+    hours, warm_start = training_hours(records, first_step(run)), warm_start_hours(run)
     return [curve_row(s, results[s], records, hours, warm_start) for s in sorted(results)]
 
 

@@ -261,10 +261,17 @@ def _set_summary_aside(run_dir: Path) -> str | None:
 
 
 def _resume_point(cfg: TrainConfig, ckpts: RunCheckpoints, dist: DistInfo) -> Path | None:
-    """The checkpoint to resume from (rank 0 decides; the folder must be visible to every rank)."""
-    if cfg.resume not in ("auto", "never"):
-        return Path(cfg.resume)
+    """The checkpoint to resume from (rank 0 decides; the folder must be visible to every rank). A checkpoint of
+    another run (`resume=PATH`: that run carried on in this folder) is where this run starts; once this run has
+    checkpoints of its own the same command carries on from its last one, like `auto`."""
     latest = D.broadcast_json(str(ckpts.latest()) if ckpts.latest() else None, dist)
+    if cfg.resume not in ("auto", "never"):
+        named = Path(cfg.resume)
+        if latest is None or named.resolve().parent == ckpts.root.resolve():
+            return named  # this run's start, or one of its own checkpoints chosen by hand
+        if dist.is_main:
+            print(f"resume={named} started this run; it has checkpoints of its own since: carrying on from {latest}")
+        return Path(latest)
     if cfg.resume == "never" and latest is not None:
         raise ValueError(f"{cfg.output_dir} already has checkpoints (last: {latest}); resume=auto continues that run, "
                          "or choose another run_name / output_dir")
