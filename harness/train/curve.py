@@ -30,7 +30,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -54,8 +54,16 @@ def training_hours(records: list[dict[str, Any]], start: int = 0) -> dict[int, f
     return out
 
 
-def started_from(run: Path) -> tuple[Path, int, bool] | None:
-    """(checkpoint, its step, resumed) for a run whose weights came from another run's checkpoint folder:
+class Origin(NamedTuple):
+    """Another run's checkpoint a run's weights came from."""
+
+    checkpoint: Path
+    step: int
+    resumed: bool  # True: the same run carried on (resume=); False: a new run from its weights (init_from)
+
+
+def started_from(run: Path) -> Origin | None:
+    """Where a run's weights came from, when that is another run's checkpoint folder:
     `init_from` (a new run from those weights: resumed False) or `resume` naming a checkpoint of another run
     (the same run carried on in this folder: resumed True). None otherwise, and where the checkpoint is not in
     a run folder with its metrics.jsonl (e.g. downloaded weights). Relative paths are the training's: run it
@@ -74,7 +82,7 @@ def started_from(run: Path) -> tuple[Path, int, bool] | None:
         return None
     if resumed and origin == run.resolve():  # this run's own earlier checkpoint: its metrics.jsonl has those steps
         return None
-    return checkpoint, int(json.loads(state.read_text())["step"]), resumed
+    return Origin(checkpoint, int(json.loads(state.read_text())["step"]), resumed)
 
 
 def warm_start_hours(run: Path) -> float:
@@ -83,9 +91,8 @@ def warm_start_hours(run: Path) -> float:
     found = started_from(run)
     if found is None:
         return 0.0
-    checkpoint, step, _ = found
-    origin = checkpoint.parent.parent
-    hours = [h for s, h in training_hours(read_metrics(origin / METRICS), first_step(origin)).items() if s <= step]
+    origin = found.checkpoint.parent.parent
+    hours = [h for s, h in training_hours(read_metrics(origin / METRICS), first_step(origin)).items() if s <= found.step]
     return (max(hours) if hours else 0.0) + warm_start_hours(origin)
 
 
@@ -93,7 +100,7 @@ def first_step(run: Path) -> int:
     """The step a run's own training started after: the resumed checkpoint's step for a run carried on from
     another run's folder, else 0."""
     found = started_from(run)
-    return found[1] if found is not None and found[2] else 0
+    return found.step if found is not None and found.resumed else 0
 
 
 def _at(records: list[dict[str, Any]], step: int, key: str) -> Any:
