@@ -395,3 +395,114 @@ def test_a_policy_that_copies_the_last_gripper_action_is_warned():
     check = gripper_switch_check(no_frames_before)  # nothing to tell a copy by: not judged as one, and no nan
     assert check.status == "pass" and "In the 0 frames before the switches the prediction matches the recorded command at 0%" in check.message
     assert gripper_switch_check({k: v[:0] for k, v in decides.items()}).status == "skip"
+
+
+def with_state_probe(checkpoint: Path, dst: Path) -> Path:
+    """The checkpoint with a scene-state probe (loss.state_weight 1): a zero weight, and a bias at the values
+    every frame's target is then predicted as (the door half open, the lights half on, the blocks at 0.5 m)."""
+    import torch
+
+    from agents.vla.checkpoint import load_checkpoint
+
+    folder = _copy(checkpoint, dst)
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["model"]["loss"]["state_weight"] = 1.0
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    path = folder / "model.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    hidden = load_checkpoint(checkpoint).model.backbone.hidden_size
+    tensors["state_probe.weight"] = torch.zeros(15, hidden)
+    tensors["state_probe.bias"] = torch.full((15,), 0.5)
+    save_file(tensors, str(path), metadata=meta)
+    return folder
+
+
+def test_the_scene_state_probe_is_read_on_the_held_out_split(checkpoint, recording, tmp_path):
+    """A checkpoint with a probe: the doctor reads it on the training and the validation split, the targets
+    being the frames' scene_obs entries; one without says it has none."""
+    from agents.vla.checkpoint import load_checkpoint
+    from agents.vla.heads import SCENE_STATE
+    from harness.doctor.model_checks import predict_scene_state
+
+    probed = with_state_probe(checkpoint, tmp_path / "probed")
+    ckpt = load_checkpoint(probed)
+    source = open_frames(recording, "validation")
+    states = predict_scene_state(ckpt.model, ckpt.normalizer, source, 4)
+    assert states["pred"].shape == states["true"].shape and states["true"].shape[1] == 15
+    assert np.allclose(states["pred"][:, :4], 0.05) and np.allclose(states["pred"][:, 4:6], 0.5)  # bias / scale
+    span = (int(source.lang.indx.min()), int(source.lang.indx.max()) + 1)  # the annotated frames: one episode
+    recorded = source.read({"scene_obs": span})["scene_obs"][:, SCENE_STATE[:6]]
+    assert all(any(np.allclose(row, r) for r in recorded) for row in states["true"][:, :6])  # recorded frames' entries
+    report = run_doctor(DoctorConfig(checkpoint=str(probed), env="none", **FAST))
+    line = next(c for c in report.checks if c.name == "scene state")
+    assert line.status == "pass" and "held-out frames (validation split)" in line.message, report.render()
+    plain = run_doctor(DoctorConfig(checkpoint=str(checkpoint), env="none", **FAST))
+    assert _status(plain)["scene state"] == "skip" and "no scene-state probe" in plain.render()
+
+
+def _scene(rng: np.random.Generator, n: int = 64) -> np.ndarray:
+    """n frames of the probe's 15 targets: joints, lights 0/1, block positions; the button never moves."""
+    true = np.c_[rng.uniform(0, 0.3, (n, 2)), np.zeros(n), rng.uniform(0, 0.09, n), rng.integers(0, 2, (n, 2)),
+                 rng.uniform(-0.3, 0.3, (n, 9))]
+    return true.astype(float)
+
+
+def test_a_probe_that_reads_the_training_scenes_only_is_warned():
+    from harness.doctor.model_checks import scene_state_check
+
+    rng = np.random.default_rng(0)
+    seen, held = _scene(rng), _scene(rng)
+    guessed = held.copy()
+    guessed[:, 4] = held[:, 4].mean()  # the lightbulb: the held-out frames' mean, whatever it shows
+    check = scene_state_check({"pred": seen, "true": seen}, {"pred": guessed, "true": held})
+    assert check.status == "warn" and "lightbulb +0.00 (+1.00)" in check.message, check.message
+    assert "button -" in check.message and "drawer +1.00 (+1.00)" in check.message
+    assert "tell the lightbulb on training frames but not on held-out ones" in check.advice
+    reads = scene_state_check({"pred": seen, "true": seen}, {"pred": held, "true": held})
+    assert reads.status == "pass" and "64 held-out frames (validation split)" in reads.message
+    none = scene_state_check({"pred": seen, "true": seen}, None)
+    assert none.status == "skip" and "no held-out split" in none.message and "button" not in none.message
+
+
+def test_the_feature_probe_reads_the_scene_from_every_place_a_frame_is_held(recording, tmp_path, capsys):
+    """harness.doctor.probe on a scratch (CNN) checkpoint with a probe and both cameras: a fresh linear probe
+    per place (the [LRN] feature, the last image token, the static camera's keypoints and vector), and the
+    checkpoint's own probe with the frames' own words, CALVIN's wording and on held-out frames."""
+    from dataclasses import replace as with_fields
+
+    from agents.vla.checkpoint import load_checkpoint, save_checkpoint
+    from agents.vla.config import LossConfig
+    from agents.vla.model import VLAModel
+    from harness.doctor.probe import main as probe_main
+    from harness.doctor.probe import probe_table, read_frames
+    from tests.vla_helpers import make_config, save_tiny
+
+    folder = save_tiny("scratch", tmp_path / "scratch")
+    cfg = with_fields(make_config(folder, "scratch", gripper=True, proprio=True, film=True),
+                      loss=LossConfig(state_weight=1.0, state_from="image"))
+    save_checkpoint(tmp_path / "ckpt", VLAModel.build(cfg, verbose=False), ActionNormalizer("clip_scale", clip=1.0))
+    ckpt = load_checkpoint(tmp_path / "ckpt")
+    frames = read_frames(ckpt, open_frames(recording, "training"), 3)
+    n = len(frames.true)
+    assert n == 3 * cfg.window_size and frames.own_probe.shape == (n, 15)
+    assert set(frames.features) == {"lrn", "image token", "keypoints", "camera vector"}
+    channels = ckpt.model.vlm.config.cnn_channels[-1]
+    assert frames.features["keypoints"].shape == (n, 2 * channels) and np.abs(frames.features["keypoints"]).max() <= 1
+    table = probe_table(ckpt, open_frames(recording, "training"), open_frames(recording, "validation"), 3)
+    assert len(table) == 7 and "its own probe: training frames, CALVIN's evaluation wording" in table
+    assert all(v is None or np.isfinite(v) for row in table.values() for v in row.values())
+    assert probe_main([str(tmp_path / "ckpt"), "--data", str(recording), "--windows", "2", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == set(table)
+    with pytest.raises(SystemExit):
+        probe_main([str(tmp_path / "ckpt"), "--data", str(tmp_path)])  # no training or validation split there
+
+
+def test_a_ridge_probe_recovers_a_linear_map():
+    from harness.doctor.probe import fit_ridge
+
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(400, 8)) * rng.uniform(0.1, 10, 8), rng.normal(size=(8, 3))
+    y = x @ w + 2.0
+    new = rng.normal(size=(50, 8)) * x.std(0)
+    assert np.allclose(fit_ridge(x, y, penalty=1e-6)(new), new @ w + 2.0, atol=1e-4)

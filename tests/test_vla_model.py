@@ -373,3 +373,53 @@ def test_the_scene_state_loss_trains_the_image_path_and_needs_no_scene_at_infere
         load_weights(model, tmp_path / "plain")
     with pytest.raises(ValueError, match="state_weight"):
         replace(make_config(tiny_dir("tiny_idefics3"), "tiny_idefics3", head="discrete"), loss=LossConfig(state_weight=0.1))
+
+
+@pytest.mark.parametrize("name", ["scratch", "tiny_idefics3"])
+def test_a_probe_on_the_image_tokens_reads_the_frames_before_the_instruction(tiny_dir, name):
+    """loss.state_from=image: the probe reads each frame's state at its last image token, which comes before
+    the instruction in the prompt: another instruction leaves it as it was, other images change it; the
+    loss is the probe's on those states. The [LRN] probe's input does change with the instruction."""
+    from dataclasses import replace
+
+    from agents.vla.config import LossConfig
+    from agents.vla.heads import SCENE_STATE, SCENE_STATE_SCALE
+    from agents.vla.model import VLAModel
+    from tests.vla_helpers import make_config
+
+    cfg = make_config(tiny_dir(name), name, proprio=True, film=True)
+    torch.manual_seed(0)
+    model = VLAModel.build(replace(cfg, loss=LossConfig(state_weight=1.0, state_from="image")), verbose=False).eval()
+    batch = make_batch(instructions=["open the drawer", "turn on the led"])
+    other_words = {**batch, "instruction": ["push the sliding door to the left side", "stack the grasped block"]}
+    other_images = {**batch, "rgb_static": batch["rgb_static"].flip(2)}
+    with torch.no_grad():
+        seen = model.scene_features(batch)
+        assert seen.shape[:2] == (2, WINDOW)
+        assert torch.allclose(seen, model.scene_features(other_words), atol=1e-6)
+        assert not torch.allclose(seen, model.scene_features(other_images), atol=1e-4)
+        scene = torch.randn(2, WINDOW, 24) * 0.1
+        target = scene[..., list(SCENE_STATE)] * torch.as_tensor(SCENE_STATE_SCALE)
+        out = model({**batch, "scene_obs": scene})
+        expected = torch.nn.functional.smooth_l1_loss(model.state_probe(seen).float(), target)
+        assert out["loss_state"].item() == pytest.approx(expected.item(), rel=1e-4)
+    lrn = VLAModel.build(replace(cfg, loss=LossConfig(state_weight=1.0)), verbose=False).eval()
+    torch.nn.init.normal_(lrn.film.net[-1].weight, std=0.1)  # FiLM starts as the identity
+    with torch.no_grad():
+        assert not torch.allclose(lrn.scene_features(batch), lrn.scene_features(other_words), atol=1e-4)
+    with pytest.raises(ValueError, match="state_from must be one of"):
+        replace(cfg, loss=LossConfig(state_weight=1.0, state_from="scene"))
+    with pytest.raises(ValueError, match="needs history=post"):
+        replace(make_config(tiny_dir(name), name, history="interleaved"), loss=LossConfig(state_weight=1.0, state_from="image"))
+
+
+def test_a_prefix_lm_backbone_cannot_read_the_scene_from_its_image_tokens(tiny_dir):
+    from dataclasses import replace
+
+    from agents.vla.config import LossConfig
+    from agents.vla.model import VLAModel
+    from tests.vla_helpers import make_config
+
+    cfg = make_config(tiny_dir("tiny_paligemma"), "tiny_paligemma")
+    with pytest.raises(ValueError, match="bidirectional prefix"):
+        VLAModel.build(replace(cfg, loss=LossConfig(state_weight=1.0, state_from="image")), verbose=False)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 HISTORY_MODES = ("post", "interleaved")
 HEAD_TYPES = ("mlp", "lstm", "gpt", "discrete")
+STATE_SOURCES = ("lrn", "image")  # what the scene-state probe reads (LossConfig.state_from)
 FINETUNE_MODES = ("full", "lora", "frozen")
 LORA_BIAS = ("none", "all", "lora_only")
 
@@ -92,6 +93,11 @@ class LossConfig:
     # scene_obs (agents.vla.heads.SCENE_STATE), so the features must say where the objects are; the policy
     # never gets scene_obs (docs/vla_model.md, "Scene-state loss"). 0: off
     state_weight: float = 0.0
+    # what the probe reads: "lrn", the [LRN] feature the head gets (after the instruction); "image", the
+    # backbone's state at the frame's last image token, before the instruction in the prompt, so the images
+    # alone must say what the scene holds (docs/vla_model.md, "Scene-state loss"; docs/TRAINING.md, "What the
+    # features read": from [LRN] the probe learnt the training scenes by their instructions)
+    state_from: str = "lrn"
     # keyframe weighting against the copycat gripper (docs/TRAINING.md, "Why it does not grasp"): the gripper
     # loss of each chunk step whose target differs from the frame's last gripper command (robot_obs[14]), the
     # steps where copying that command is wrong, counts this many times. 1: every step alike
@@ -151,6 +157,11 @@ class VLAConfig:
         if self.loss.state_weight < 0 or (self.loss.state_weight > 0 and self.head.type == "discrete"):
             raise ValueError(f"loss.state_weight must be >= 0, and 0 with head.type=discrete (its features are the "
                              f"language model's action tokens), got {self.loss.state_weight} with {self.head.type}")
+        if self.loss.state_from not in STATE_SOURCES:
+            raise ValueError(f"loss.state_from must be one of {STATE_SOURCES}, got {self.loss.state_from!r}")
+        if self.loss.state_from == "image" and self.history != "post":
+            raise ValueError("loss.state_from=image reads a frame's own image tokens: it needs history=post "
+                             "(interleaved frames see the earlier frames' instructions)")
         if self.loss.gripper_switch_weight <= 0:
             raise ValueError(f"loss.gripper_switch_weight must be > 0 (1: off), got {self.loss.gripper_switch_weight}")
         if not self.proprio_gripper and not self.use_proprio:

@@ -328,6 +328,10 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 # the training data gives the blocks in that order in every scene: harness.data.windows.WindowSpec.scene_state).
 SCENE_STATE = np.r_[0:6, 6:9, 12:15, 18:21]
 SCENE_STATE_SCALE = np.r_[[10.0] * 4, [1.0] * 2, [10.0] * 9].astype(np.float32)
+# What the targets are, by part of the scene: (name, its columns of the 15)
+SCENE_STATE_PARTS = (("sliding door", slice(0, 1)), ("drawer", slice(1, 2)), ("button", slice(2, 3)),
+                     ("switch", slice(3, 4)), ("lightbulb", slice(4, 5)), ("LED", slice(5, 6)),
+                     ("red block", slice(6, 9)), ("blue block", slice(9, 12)), ("pink block", slice(12, 15)))
 
 
 def scene_state_loss(predicted: torch.Tensor, scene_obs: torch.Tensor) -> torch.Tensor:

@@ -101,6 +101,9 @@ class VLAModel(nn.Module):
     def __init__(self, cfg: VLAConfig, backbone: BackboneAdapter):
         super().__init__()
         backbone.check_config(cfg)
+        if cfg.loss.state_weight > 0 and cfg.loss.state_from == "image" and backbone.prefix_lm:
+            raise ValueError(f"loss.state_from=image: {backbone.family}'s image tokens attend to the instruction "
+                             "(a bidirectional prefix), so they do not show what the images alone say; use lrn")
         self.cfg = cfg
         self.backbone = backbone  # plain object; its HF model is registered as `vlm`
         self.vlm = backbone.model
@@ -293,10 +296,31 @@ class VLAModel(nn.Module):
         """The [LRN] feature of every frame (FiLM-ed by the instruction with `instruction_film`): (B, W, H)."""
         b, w = self._check(batch, need_actions=False)
         hidden, tokens = self._run(batch, cache=cache, continuing=continuing, lrn_only=True)
+        return self._lrn_features(batch, hidden, tokens, b, w)
+
+    def _lrn_features(self, batch: Batch, hidden: torch.Tensor, tokens: TokenBatch, b: int, w: int) -> torch.Tensor:
         features = _gather(hidden, tokens.lrn_index).reshape(b, w, -1)
         if self.film is not None:
             features = self.film(features, self.instruction_embedding(list(batch["instruction"])))
         return features
+
+    def _image_states(self, hidden: torch.Tensor, tokens: TokenBatch, b: int, w: int) -> torch.Tensor:
+        """(B, W, H): the hidden state at each frame's last image token (history=post: a sequence per frame).
+        The prompt puts the images before the instruction, so in a causal backbone it has not read the words."""
+        is_image = tokens.input_ids == self.backbone.image_token_id
+        last = hidden.shape[1] - 1 - is_image.flip(1).int().argmax(1)
+        return _gather(hidden, last.unsqueeze(1)).reshape(b, w, -1)
+
+    def image_states(self, batch: Batch) -> torch.Tensor:
+        """(B, W, H): each frame's backbone state at its last image token (`_image_states`)."""
+        b, w = self._check(batch, need_actions=False)
+        hidden, tokens = self._run(batch)
+        return self._image_states(hidden, tokens, b, w)
+
+    def scene_features(self, batch: Batch) -> torch.Tensor:
+        """(B, W, H): what the scene-state probe reads, per `loss.state_from` (the [LRN] features, or each
+        frame's state at its last image token)."""
+        return self.features(batch) if self.cfg.loss.state_from == "lrn" else self.image_states(batch)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Losses of a training batch: `loss`, `loss_arm`, `loss_gripper`, `acc_gripper`, `loss_state` (the
@@ -313,11 +337,14 @@ class VLAModel(nn.Module):
             h = _gather(hidden, positions.flatten(1))
             logits = self.head.logits(h).view(b, w, self.cfg.chunk_size, ACTION_DIM, -1)
             return discrete_loss(logits, bins, mask, self.cfg.loss, last_command)
-        features = self.features(batch)
+        image_states = self.state_probe is not None and self.cfg.loss.state_from == "image"
+        hidden, tokens = self._run(batch, lrn_only=not image_states)
+        features = self._lrn_features(batch, hidden, tokens, b, w)
         arm, grip = self.head(features)
         out = continuous_loss(arm, grip, actions, mask, self.cfg.loss, last_command)
         if self.state_probe is not None:
-            out["loss_state"] = scene_state_loss(self.state_probe(features), batch["scene_obs"])
+            seen = self._image_states(hidden, tokens, b, w) if image_states else features
+            out["loss_state"] = scene_state_loss(self.state_probe(seen), batch["scene_obs"])
             out["loss"] = out["loss"] + self.cfg.loss.state_weight * out["loss_state"]
         return out
 

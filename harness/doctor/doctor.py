@@ -7,7 +7,7 @@ long run (docs/DOCTOR.md). Every check is one line, PASS / WARN / FAIL / SKIP, w
 The model against the env: cameras and image sizes, the action it produces, CALVIN's evaluation
 instructions through its tokenizer, ep_len. The model against the data: its normaliser against the
 recorded actions and statistics.yaml, its predictions on recorded windows (out of range, scale, gripper
-sign). The data against the env: robot_obs against the env's forward kinematics (Euler vs axis-angle), the
+sign), its scene-state probe on held-out frames. The data against the env: robot_obs against the env's forward kinematics (Euler vs axis-angle), the
 synchronisation check (harness/data/sync.py), an open-loop replay of recorded actions.
 """
 
@@ -41,8 +41,10 @@ from harness.doctor.model_checks import (
     predict_gripper_switches,
     predict_image_swaps,
     predict_segment_starts,
+    predict_scene_state,
     predict_windows,
     prediction_checks,
+    scene_state_check,
     segment_start_check,
 )
 from harness.doctor.report import Check, DoctorReport, judged
@@ -81,13 +83,14 @@ class DoctorConfig:
 @dataclass
 class DataView:
     """The dataset as the doctor reads it: the training split (the one the checkpoint learnt from, where its
-    conventions show most clearly) and episode stretches of it."""
+    conventions show most clearly), episode stretches of it, and the held-out split where there is one."""
 
     root: Path
     train: FrameSource
     stretches: list[Stretch]
     statistics: dict[str, Any] | None
     statistics_where: str
+    held_out: FrameSource | None = None
 
 
 def _data_root(cfg: DoctorConfig, ckpt: Checkpoint) -> tuple[Path | None, str]:
@@ -119,7 +122,9 @@ def open_data(root: Path, data_cfg: dict[str, Any], episodes: int, episode_frame
             statistics = read_statistics(stats_path)
         except CalvinFormatError:
             statistics = None  # `python -m harness.data check` names the problem
-    return DataView(root, train, stretches, statistics, str(stats_path))
+    held_name = data_cfg.get("val_split", "validation")
+    held_out = open_frames(root, held_name) if held_name != train_name and (root / held_name).is_dir() else None
+    return DataView(root, train, stretches, statistics, str(stats_path), held_out)
 
 
 def _image_shapes(source: FrameSource, cameras: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
@@ -180,6 +185,7 @@ def _data_checks(cfg: DoctorConfig, ckpt: Checkpoint, view: DataView, states: Re
         predict_segment_starts(ckpt.model, ckpt.normalizer, view.train, cfg.windows))])
     checks += _guarded(("images",), lambda: [image_check(
         predict_image_swaps(ckpt.model, ckpt.normalizer, view.train, cfg.windows))])
+    checks.append(_scene_state(cfg, ckpt, view))
     if ckpt.model.cfg.use_proprio:
         checks += _guarded(("gripper switches",), lambda: [gripper_switch_check(
             predict_gripper_switches(ckpt.model, ckpt.normalizer, view.train, cfg.windows))])
@@ -191,6 +197,18 @@ def _data_checks(cfg: DoctorConfig, ckpt: Checkpoint, view: DataView, states: Re
     checks += _guarded(("sync: actions", "sync: language"), lambda: _sync_checks(sync_report(view.train, view.stretches, states)))
     checks += _guarded(("replay",), lambda: [replay_check(states, spread(view.stretches, cfg.replay_episodes), cfg.replay_steps)])
     return checks
+
+
+def _scene_state(cfg: DoctorConfig, ckpt: Checkpoint, view: DataView) -> Check:
+    if ckpt.model.state_probe is None:
+        return Check("scene state", "skip", "the model has no scene-state probe (loss.state_weight 0)")
+
+    def check() -> list[Check]:
+        seen = predict_scene_state(ckpt.model, ckpt.normalizer, view.train, cfg.windows)
+        held = predict_scene_state(ckpt.model, ckpt.normalizer, view.held_out, cfg.windows) if view.held_out is not None else None
+        return [scene_state_check(seen, held, Path(view.held_out.name).name if view.held_out is not None else "")]
+
+    return _guarded(("scene state",), check)[0]
 
 
 def _env_checks(cfg: DoctorConfig, agent: VLAAgent, expected: dict[str, tuple[int, ...]], expected_from: str) -> list[Check]:
@@ -262,7 +280,7 @@ def run_doctor(cfg: DoctorConfig) -> DoctorReport:
     else:
         report.add(*_env_checks(cfg, agent, expected, expected_from))
     if view is None:
-        names = ("normaliser", "predictions", "gripper", "segment starts", "images", "gripper switches", "robot_obs",
+        names = ("normaliser", "predictions", "gripper", "segment starts", "images", "scene state", "gripper switches", "robot_obs",
                  "sync: actions", "sync: language", "replay")
         report.add(*(Check(n, "skip", why_not) for n in names))
         return report

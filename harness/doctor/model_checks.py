@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.vla.heads import SCENE_STATE, SCENE_STATE_PARTS, SCENE_STATE_SCALE
 from agents.vla.model import VLAModel
 from harness.data.calvin_format import LangAnnotations
 from harness.data.normalization import ActionNormalizer
@@ -31,6 +32,10 @@ IMAGE_MOVES = 0.25  # the images' effect on a segment's planned path, as a share
 IMAGE_KEYS = ("rgb_static", "rgb_gripper")
 SWITCH_SEGMENTS = 4  # segments read per gripper switch asked for (not every segment has one)
 START_MOVES = 0.1  # a recorded first translation at least this long (relative-action units) has a direction
+STATE_VARIES = 0.005  # a scene part whose targets' std is below this (scene_obs units) is not judged: it barely
+                     # moves in the frames read (the button springs back within a few frames)
+STATE_FITS = 0.8  # R^2 of the scene-state probe on training frames that counts as reading a part there
+STATE_READS = 0.5  # R^2 on held-out frames below which it does not read it there
 WINDOW_BATCH = 4
 ARM_AXES = ("x", "y", "z", "roll", "pitch", "yaw")
 
@@ -88,7 +93,7 @@ def normaliser_check(normalizer: ActionNormalizer, rel_actions: np.ndarray, stat
     return judged("normaliser", message, fail, warn)
 
 
-def _window_batches(ds: WindowDataset, indices: list[int], device: torch.device):
+def window_batches(ds: WindowDataset, indices: list[int], device: torch.device):
     for i in range(0, len(indices), WINDOW_BATCH):
         batch = collate_windows([ds[j] for j in indices[i : i + WINDOW_BATCH]])
         yield {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
@@ -101,7 +106,7 @@ def predict_windows(model: VLAModel, normalizer: ActionNormalizer, source: Frame
     ds = WindowDataset(source, cfg.window_spec(), normalizer, WindowOptions(augment=False, drop_short_segments=True))
     indices = spread(list(range(len(ds))), windows)
     device = next(model.parameters()).device
-    pred = [model.predict(batch)[:, :, 0].float().cpu().numpy() for batch in _window_batches(ds, indices, device)]
+    pred = [model.predict(batch)[:, :, 0].float().cpu().numpy() for batch in window_batches(ds, indices, device)]
     data = [source.read({"rel_actions": (t0, t0 + cfg.window_size)})["rel_actions"] for _, t0 in map(ds.window, indices)]
     return {"pred": np.concatenate(pred).reshape(-1, 7), "data": np.asarray(data, float).reshape(-1, 7), "windows": np.asarray(len(indices))}
 
@@ -232,6 +237,65 @@ def image_check(swaps: dict[str, Any]) -> Check:
                 "instead of heading for the object (weak visual grounding; docs/TRAINING.md, \"Learning all 34 "
                 "tasks on CPU\")")
     return judged("images", message, "", warn)
+
+
+def predict_scene_state(model: VLAModel, normalizer: ActionNormalizer, source: FrameSource, windows: int) -> dict[str, np.ndarray]:
+    """The scene-state probe (the recipe's training-only head, `loss.state_weight`) on every frame of `windows`
+    recorded windows spread over the split, beside the frames' targets, both in scene_obs units: {"pred",
+    "true": (N, 15) in agents.vla.heads.SCENE_STATE's order}."""
+    if model.state_probe is None:
+        raise ValueError("the model has no scene-state probe (loss.state_weight is 0)")
+    ds = WindowDataset(source, model.cfg.window_spec(), normalizer, WindowOptions(augment=False, drop_short_segments=True))
+    indices = spread(list(range(len(ds))), windows)
+    device = next(model.parameters()).device
+    pred, true = [], []
+    with torch.no_grad():
+        for batch in window_batches(ds, indices, device):
+            pred.append(model.state_probe(model.scene_features(batch)).float().cpu().numpy().reshape(-1, len(SCENE_STATE)))
+            true.append(batch["scene_obs"].float().cpu().numpy()[..., SCENE_STATE].reshape(-1, len(SCENE_STATE)))
+    return {"pred": np.concatenate(pred) / SCENE_STATE_SCALE, "true": np.concatenate(true)}
+
+
+def r2_by_part(states: dict[str, np.ndarray]) -> dict[str, float | None]:
+    """R^2 of the probe for each scene part (its columns pooled), None where the part barely moves."""
+    out: dict[str, float | None] = {}
+    for name, cols in SCENE_STATE_PARTS:
+        pred, true = states["pred"][:, cols], states["true"][:, cols]
+        spread_ = float(np.sqrt(np.sum(true.var(axis=0))))
+        if spread_ < STATE_VARIES:
+            out[name] = None
+            continue
+        out[name] = 1.0 - float(np.sum((pred - true) ** 2)) / float(np.sum((true - true.mean(axis=0)) ** 2))
+    return out
+
+
+def scene_state_check(seen: dict[str, np.ndarray], held_out: dict[str, np.ndarray] | None, held_out_name: str = "validation") -> Check:
+    """Do the image features say where things are in scenes the model has not trained on? The scene-state
+    probe's R^2 per part of the scene on held-out frames, beside its R^2 on training frames. A part it reads on
+    the training frames and not on held-out ones is remembered (the training scenes told apart by other cues),
+    not seen: in closed loop the policy then plays one habit for both states of it (the door moved the same
+    way whether it is left or right)."""
+    fit = r2_by_part(seen)
+    if held_out is None:
+        shown = ", ".join(f"{n} {r:+.2f}" for n, r in fit.items() if r is not None)
+        return Check("scene state", "skip", f"no held-out split to read the probe on; on training frames R^2 {shown}")
+    held = r2_by_part(held_out)
+    parts = []
+    for name in fit:
+        if held[name] is None:
+            parts.append(f"{name} -")
+        else:
+            parts.append(f"{name} {held[name]:+.2f}" + (f" ({fit[name]:+.2f})" if fit[name] is not None else ""))
+    message = (f"the scene-state probe on {len(held_out['true'])} held-out frames ({held_out_name} split), R^2 by part "
+               f"(on {len(seen['true'])} training frames): " + ", ".join(parts) + "; - barely moves there")
+    remembered = [n for n in fit if held[n] is not None and fit[n] is not None and fit[n] >= STATE_FITS and held[n] < STATE_READS]
+    warn = ""
+    if remembered:
+        warn = (f"the features tell the {', '.join(remembered)} on training frames but not on held-out ones: the model "
+                f"remembers the training scenes instead of reading those parts from the images, and in closed loop "
+                f"acts the same whatever their state; record more scenes (chains) before training longer "
+                f"(docs/TRAINING.md, \"What the features read\")")
+    return judged("scene state", message, "", warn)
 
 
 def predict_gripper_switches(model: VLAModel, normalizer: ActionNormalizer, source: FrameSource, switches: int) -> dict[str, Any]:
