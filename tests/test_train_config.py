@@ -31,7 +31,7 @@ def test_every_config_group_composes_and_round_trips(dataset, tmp_path):
     # scene-state loss and the schedule only, and its first stage is that recipe, shorter (TRAINING.md)
     recipe, vlm, first = (config(dataset, tmp_path, f"+experiment={e}")
                           for e in ("e2e_full_cpu", "e2e_full_cpu_vlm", "e2e_full_cpu_vlm_articulated"))
-    assert recipe.model.backbone.family == "scratch" and recipe.model.loss.state_weight == 1.0
+    assert recipe.model.backbone.family == "scratch" and recipe.model.loss.state_weight == 1.0 and recipe.model.loss.state_from == "image"
     # the gripper decided from the images, not copied from robot_obs (TRAINING.md, "Why it does not grasp")
     assert not recipe.model.proprio_gripper and recipe.model.loss.gripper_switch_weight == 10
     assert recipe.model.window_spec().proprio
