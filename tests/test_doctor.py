@@ -459,6 +459,9 @@ def test_a_probe_that_reads_the_training_scenes_only_is_warned():
     assert check.status == "warn" and "lightbulb +0.00 (+1.00)" in check.message, check.message
     assert "button -" in check.message and "drawer +1.00 (+1.00)" in check.message
     assert "tell the lightbulb on training frames but not on held-out ones" in check.advice
+    assert "model.loss.state_from=image" in check.advice  # a probe on [LRN]: read it from the image tokens
+    from_images = scene_state_check({"pred": seen, "true": seen}, {"pred": guessed, "true": held}, state_from="image")
+    assert from_images.status == "warn" and "state_from" not in from_images.advice and "record more scenes" in from_images.advice
     reads = scene_state_check({"pred": seen, "true": seen}, {"pred": held, "true": held})
     assert reads.status == "pass" and "64 held-out frames (validation split)" in reads.message
     none = scene_state_check({"pred": seen, "true": seen}, None)

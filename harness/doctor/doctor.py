@@ -7,8 +7,9 @@ long run (docs/DOCTOR.md). Every check is one line, PASS / WARN / FAIL / SKIP, w
 The model against the env: cameras and image sizes, the action it produces, CALVIN's evaluation
 instructions through its tokenizer, ep_len. The model against the data: its normaliser against the
 recorded actions and statistics.yaml, its predictions on recorded windows (out of range, scale, gripper
-sign), its scene-state probe on held-out frames. The data against the env: robot_obs against the env's forward kinematics (Euler vs axis-angle), the
-synchronisation check (harness/data/sync.py), an open-loop replay of recorded actions.
+sign), its scene-state probe on held-out frames. The data against the env: robot_obs against the env's
+forward kinematics (Euler vs axis-angle), the synchronisation check (harness/data/sync.py), an open-loop
+replay of recorded actions.
 """
 
 from __future__ import annotations
@@ -206,7 +207,8 @@ def _scene_state(cfg: DoctorConfig, ckpt: Checkpoint, view: DataView) -> Check:
     def check() -> list[Check]:
         seen = predict_scene_state(ckpt.model, ckpt.normalizer, view.train, cfg.windows)
         held = predict_scene_state(ckpt.model, ckpt.normalizer, view.held_out, cfg.windows) if view.held_out is not None else None
-        return [scene_state_check(seen, held, Path(view.held_out.name).name if view.held_out is not None else "")]
+        return [scene_state_check(seen, held, Path(view.held_out.name).name if view.held_out is not None else "",
+                                  ckpt.model.cfg.loss.state_from)]
 
     return _guarded(("scene state",), check)[0]
 

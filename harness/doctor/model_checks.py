@@ -261,20 +261,20 @@ def r2_by_part(states: dict[str, np.ndarray]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for name, cols in SCENE_STATE_PARTS:
         pred, true = states["pred"][:, cols], states["true"][:, cols]
-        spread_ = float(np.sqrt(np.sum(true.var(axis=0))))
-        if spread_ < STATE_VARIES:
+        if float(np.sqrt(np.sum(true.var(axis=0)))) < STATE_VARIES:
             out[name] = None
             continue
         out[name] = 1.0 - float(np.sum((pred - true) ** 2)) / float(np.sum((true - true.mean(axis=0)) ** 2))
     return out
 
 
-def scene_state_check(seen: dict[str, np.ndarray], held_out: dict[str, np.ndarray] | None, held_out_name: str = "validation") -> Check:
+def scene_state_check(seen: dict[str, np.ndarray], held_out: dict[str, np.ndarray] | None, held_out_name: str = "validation",
+                      state_from: str = "lrn") -> Check:
     """Do the image features say where things are in scenes the model has not trained on? The scene-state
     probe's R^2 per part of the scene on held-out frames, beside its R^2 on training frames. A part it reads on
     the training frames and not on held-out ones is remembered (the training scenes told apart by other cues),
     not seen: in closed loop the policy then plays one habit for both states of it (the door moved the same
-    way whether it is left or right)."""
+    way whether it is left or right). `state_from`: what the probe reads (`loss.state_from`), for the advice."""
     fit = r2_by_part(seen)
     if held_out is None:
         shown = ", ".join(f"{n} {r:+.2f}" for n, r in fit.items() if r is not None)
@@ -291,10 +291,11 @@ def scene_state_check(seen: dict[str, np.ndarray], held_out: dict[str, np.ndarra
     remembered = [n for n in fit if held[n] is not None and fit[n] is not None and fit[n] >= STATE_FITS and held[n] < STATE_READS]
     warn = ""
     if remembered:
+        remedy = ("read the probe from the image tokens (model.loss.state_from=image), where no instruction can key it, "
+                  "or record more scenes" if state_from == "lrn" else "record more scenes (chains) before training longer")
         warn = (f"the features tell the {', '.join(remembered)} on training frames but not on held-out ones: the model "
                 f"remembers the training scenes instead of reading those parts from the images, and in closed loop "
-                f"acts the same whatever their state; record more scenes (chains) before training longer "
-                f"(docs/TRAINING.md, \"What the features read\")")
+                f"acts the same whatever their state; {remedy} (docs/TRAINING.md, \"What the features read\")")
     return judged("scene state", message, "", warn)
 
 

@@ -78,13 +78,13 @@ def read_frames(ckpt: Checkpoint, source: FrameSource, windows: int, wording: st
     try:
         with torch.no_grad():
             for batch in _batches(ds, spread(list(range(len(ds))), windows), device, wording):
-                found = {"lrn": model.features(batch), "image token": model.image_states(batch)}
-                found = {k: v.float().cpu().numpy().reshape(-1, v.shape[-1]) for k, v in found.items()}
+                read = {"lrn": model.features(batch), "image token": model.image_states(batch)}
+                found = {k: v.float().cpu().numpy().reshape(-1, v.shape[-1]) for k, v in read.items()}
                 found.update(captured.out)
                 found["true"] = batch["scene_obs"].float().cpu().numpy()[..., SCENE_STATE].reshape(-1, len(SCENE_STATE))
-                if model.state_probe is not None:
-                    own = model.state_probe(model.scene_features(batch)).float().cpu().numpy()
-                    found["own probe"] = own.reshape(-1, len(SCENE_STATE)) / SCENE_STATE_SCALE
+                if model.state_probe is not None:  # on what it reads (loss.state_from), as scene_features gives it
+                    own = model.state_probe(read["image token" if model.cfg.loss.state_from == "image" else "lrn"])
+                    found["own probe"] = own.float().cpu().numpy().reshape(-1, len(SCENE_STATE)) / SCENE_STATE_SCALE
                 for k, v in found.items():
                     rows.setdefault(k, []).append(v)
     finally:
