@@ -499,6 +499,11 @@ def test_the_feature_probe_reads_the_scene_from_every_place_a_frame_is_held(reco
     assert set(json.loads(capsys.readouterr().out)) == set(table)
     with pytest.raises(SystemExit):
         probe_main([str(tmp_path / "ckpt"), "--data", str(tmp_path)])  # no training or validation split there
+    assert "no training or validation split" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        probe_main([str(tmp_path / "missing"), "--data", str(recording)])
+    err = capsys.readouterr().err
+    assert "missing" in err and "error:" in err  # argparse's message, not a traceback
 
 
 def test_a_ridge_probe_recovers_a_linear_map():

@@ -145,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.windows < 1:
         ap.error(f"--windows must be >= 1, got {args.windows}")
-    ckpt = load_checkpoint(args.checkpoint)
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+    except (ValueError, OSError) as e:  # as the doctor's `checkpoint` line: the message names the folder and the problem
+        ap.error(" ".join(str(e).split()))
     data_cfg = ckpt.config.get("data") or {}
     root = Path(args.data or data_cfg.get("path") or "")
     splits = (data_cfg.get("train_split", "training"), data_cfg.get("val_split", "validation"))
