@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from harness.eval.config import EvalSettings
-from harness.train.curve import curve_row, first_step, main, run_curve, started_from, training_hours, warm_start_hours
+from harness.train.curve import curve_row, due_checkpoints, first_step, main, run_curve, started_from, training_hours, warm_start_hours
 from tests.train_helpers import dataset, metrics, train_here  # noqa: F401  (fixture)
 
 
@@ -91,6 +91,32 @@ def test_a_run_carried_on_in_a_new_folder_counts_the_old_runs_hours_once(dataset
     # run again, the same command carries on from its own checkpoints: still carried on from the first run
     train_here(dataset, carried, "trainer.max_steps=6", f"resume={first}/checkpoints/step_0000002")
     assert first_step(carried) == 2
+
+
+def test_the_curve_of_a_run_carried_on_in_new_folders_is_the_whole_runs(dataset, tmp_path):
+    """first (steps 1-4) -> second (resume= first's step 2; steps 3-6) -> third (resume= second's step 4; 5-8):
+    the curve of third reads first's step 2, second's step 4 and its own 6 and 8; first's own step 4 and
+    second's step 6 are not this run's (it carried on from earlier steps)."""
+    first, second, third = tmp_path / "first", tmp_path / "second", tmp_path / "third"
+    keep = ("trainer.ckpt_every=2", "trainer.keep_last=0")
+    train_here(dataset, first, "trainer.max_steps=4", *keep)
+    train_here(dataset, second, "trainer.max_steps=6", f"resume={first}/checkpoints/step_0000002", *keep)
+    train_here(dataset, third, "trainer.max_steps=8", f"resume={second}/checkpoints/step_0000004", *keep)
+    assert [(c.step, c.run) for c in due_checkpoints(third, 2)] == [(2, first), (4, second), (6, third), (8, third)]
+    assert [c.step for c in due_checkpoints(third, 4)] == [4, 8]
+    settings = EvalSettings(mode="chains", num_chains=1, ep_len=2, workers=0, progress=False, videos=0, video_failures=0)
+    rows = run_curve(third, settings, every=2)
+    assert [(r["step"], r["run"]) for r in rows] == [(2, "first"), (4, "second"), (6, "third"), (8, "third")]
+
+    def own_hours(run, after, up_to):
+        return sum(r["step_s"] for r in metrics(run) if "step_s" in r and after < r["step"] <= up_to) / 3600
+
+    assert rows[0]["train_hours"] == pytest.approx(own_hours(first, 0, 2)) and rows[0]["warm_start_hours"] == 0.0
+    assert rows[1]["train_hours"] == pytest.approx(own_hours(first, 0, 2) + own_hours(second, 2, 4))
+    assert rows[3]["train_hours"] == pytest.approx(own_hours(first, 0, 2) + own_hours(second, 2, 4) + own_hours(third, 4, 8))
+    assert [r["step"] for r in rows] == sorted(r["step"] for r in rows)
+    assert sorted(p.name for p in (third / "curve" / "chains").glob("step_*")) == [f"step_000000{k}" for k in (2, 4, 6, 8)]
+    assert not (first / "curve").exists() and not (second / "curve").exists()
 
 
 def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):

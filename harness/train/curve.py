@@ -19,7 +19,9 @@ them: the hours of the run(s) it started from, up to the checkpoint it took, are
 `warm_start_hours`; 0 where `init_from` is not a checkpoint of a run folder with its metrics.jsonl). So is a
 run carried on in a new folder (`resume=<another run>/checkpoints/step_K`, e.g. given more steps while the
 old folder's evaluations keep reading its own last checkpoint): the old run's hours up to step K, and its
-own hours counted from step K on.
+own hours counted from step K on. Such a run's curve is the whole run's: the checkpoints of the folders it
+was carried on from, up to the step it carried on from, are evaluated with its own (column `run`: the folder
+each checkpoint was read from; every evaluation is written under this run's `curve/`).
 Keep the checkpoints (`trainer.keep_last=0`) to evaluate all of them afterwards; `--follow` evaluates
 each as it appears and stops once the run has written its summary and every due checkpoint is done.
 """
@@ -107,14 +109,27 @@ def _at(records: list[dict[str, Any]], step: int, key: str) -> Any:
     return next((r[key] for r in records if r["step"] == step and key in r), None)
 
 
-def due_checkpoints(run: Path, every: int) -> list[tuple[int, Path]]:
-    """(step, folder) of the run's complete step checkpoints whose step is a multiple of `every`."""
-    found = []
+class Checkpoint(NamedTuple):
+    """A step checkpoint of a run and the run folder that wrote it."""
+
+    step: int
+    folder: Path
+    run: Path
+
+
+def due_checkpoints(run: Path, every: int) -> list[Checkpoint]:
+    """The run's complete step checkpoints whose step is a multiple of `every`, in step order, with those of the
+    folders it was carried on from (`started_from`, resumed: the same run's earlier steps) up to the step taken."""
+    own = []
     for folder in (run / "checkpoints").glob("step_*"):
         step = int(folder.name.removeprefix("step_"))
         if folder.name == step_name(step) and step % every == 0:
-            found.append((step, folder))
-    return sorted(found)
+            own.append(Checkpoint(step, folder, run))
+    found = started_from(run)
+    if found is None or not found.resumed:
+        return sorted(own)
+    earlier = due_checkpoints(found.checkpoint.parent.parent, every)
+    return [c for c in earlier if c.step <= found.step] + sorted(c for c in own if c.step > found.step)
 
 
 def evaluate_checkpoint(folder: Path, out: Path, settings: Any, scene: str) -> dict[str, Any]:
@@ -184,28 +199,35 @@ def run_curve(run: Path, settings: Any, every: int, scene: str = "D", follow: bo
     """Evaluate the due checkpoints (waiting for new ones with `follow`); returns the curve's rows."""
     folder = run / CURVE / settings.mode
     folder.mkdir(parents=True, exist_ok=True)
-    results: dict[int, dict[str, Any]] = {}
+    results: dict[int, tuple[Checkpoint, dict[str, Any]]] = {}
     while True:
-        pending = [(s, f) for s, f in due_checkpoints(run, every) if s not in results]
+        pending = [c for c in due_checkpoints(run, every) if c.step not in results]
         finished = (run / SUMMARY).is_file()  # read before evaluating: a checkpoint written after it is seen next round
-        for step, ckpt in pending:
-            results[step] = evaluate_checkpoint(ckpt, folder / step_name(step), settings, scene)
-            rows = _rows(run, results)
+        for checkpoint in pending:
+            evaluated = evaluate_checkpoint(checkpoint.folder, folder / step_name(checkpoint.step), settings, scene)
+            results[checkpoint.step] = (checkpoint, evaluated)
+            rows = _rows(results)
             write_curve(folder, rows)
-            print(f"{step_name(step)}: " + ", ".join(f"{k} {v:.3g}" for k, v in rows[-1].items()
+            print(f"{step_name(checkpoint.step)}: " + ", ".join(f"{k} {v:.3g}" for k, v in rows[-1].items()
                                                    if k in ("train_hours", "avg_seq_len", "mean_task_success") and v is not None),
                   flush=True)
         if not follow or (finished and not pending):
             break
         if not pending:
             time.sleep(poll_s)
-    return _rows(run, results)
+    return _rows(results)
 
 
-def _rows(run: Path, results: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
-    records = read_metrics(run / METRICS) if (run / METRICS).is_file() else []
-    hours, warm_start = training_hours(records, first_step(run)), warm_start_hours(run)
-    return [curve_row(s, results[s], records, hours, warm_start) for s in sorted(results)]
+def _rows(results: dict[int, tuple[Checkpoint, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The curve's rows, each from the metrics of the run folder its checkpoint came from."""
+    rows = []
+    for step in sorted(results):
+        checkpoint, evaluated = results[step]
+        run = checkpoint.run
+        records = read_metrics(run / METRICS) if (run / METRICS).is_file() else []
+        row = curve_row(step, evaluated, records, training_hours(records, first_step(run)), warm_start_hours(run))
+        rows.append({**row, "run": run.name})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
