@@ -41,6 +41,16 @@ def test_schedule_warmup_as_steps_or_fraction_of_an_epoch_then_constant_or_cosin
     assert all(a >= b for a, b in zip(cos[2:], cos[3:]))
     assert cos[2 + 9 // 2] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 4 / 9)))
 
+    # wsd: constant after the warmup, then the cosine over the last decay_steps (here 4 of 12) to min_ratio
+    wsd = [lr_factor(s, 2, 12, "wsd", 0.1, decay_steps=4) for s in range(12)]
+    assert wsd[:8] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0] and wsd[8] == pytest.approx(1.0)
+    assert wsd[11] == pytest.approx(0.1) and wsd[9] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 3)))
+    # decaying over more steps than the run has after its warmup is the cosine schedule
+    assert [lr_factor(s, 2, 12, "wsd", 0.1, decay_steps=50) for s in range(12)] == cos
+    for bad in ({"schedule": "wsd"}, {"schedule": "cosine", "decay_steps": 10}, {"schedule": "wsd", "decay_steps": -1}):
+        with pytest.raises(ValueError, match="optim.decay_steps is the wsd schedule's"):
+            OptimConfig(**bad)
+
     # warmup_epochs: a quarter epoch of 40 optimizer steps = 10 steps; the scheduler applies it to every group
     model = torch.nn.Linear(3, 3)
     cfg = OptimConfig(lr=1.0, warmup_epochs=0.25, schedule="cosine", min_lr_ratio=0.0)

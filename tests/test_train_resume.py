@@ -118,6 +118,18 @@ def test_a_run_carried_on_in_a_new_folder_goes_on_there_when_run_again(dataset, 
     assert _curve(out) == [c for c in _curve(uninterrupted) if c[0] > 20]
 
 
+def test_a_constant_lr_run_carried_on_with_a_wsd_decay_keeps_its_lr_until_the_decay(dataset, tmp_path):
+    """The end-of-run decay a constant-lr run can be given afterwards (optim.schedule=wsd, harness.train.optim)."""
+    first, decayed = tmp_path / "constant", tmp_path / "decayed"
+    train_here(dataset, first, "trainer.max_steps=6", "trainer.ckpt_every=6", "optim.schedule=constant")
+    train_here(dataset, decayed, "trainer.max_steps=12", f"resume={first / 'checkpoints' / 'step_0000006'}",
+               "optim.schedule=wsd", "optim.decay_steps=4", "optim.min_lr_ratio=0.1")
+    lr = {r["step"]: r["lr"] for r in metrics(decayed) if "lr" in r}
+    assert sorted(lr) == list(range(7, 13))
+    assert lr[7] == lr[8] == lr[9] == pytest.approx(1e-3)  # the decay's first step is at the full lr
+    assert lr[9] > lr[10] > lr[11] > lr[12] and lr[12] == pytest.approx(1e-4)
+
+
 def test_a_resumed_run_sets_its_summary_aside_before_it_builds_the_model(dataset, tmp_path, uninterrupted, monkeypatch):
     """Building the model, restoring the optimizer: a follower of the run must not read the old end meanwhile. A
     run stopped there (here: its model fails to build) keeps the old summary aside; run again, it finds it."""

@@ -32,7 +32,7 @@ from harness.strict_config import defaults_of, from_mapping, plain
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 STRATEGIES = ("ddp", "fsdp")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "wsd")
 BEST_METRICS = ("val_loss", "rollout_success", "vqa_accuracy")
 STAGES = (1, 2)
 
@@ -46,10 +46,11 @@ class OptimConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    schedule: str = "constant"  # constant | cosine (after the warmup)
+    schedule: str = "constant"  # constant | cosine (after the warmup) | wsd (constant, then cosine over decay_steps)
     warmup_steps: int | None = 0  # linear warmup over this many optimizer steps ...
     warmup_epochs: float | None = 0.25  # ... or over this fraction of an epoch (set one of the two; null = 0)
-    min_lr_ratio: float = 0.0  # cosine: the lr ends at min_lr_ratio * lr
+    min_lr_ratio: float = 0.0  # cosine, wsd: the lr ends at min_lr_ratio * lr
+    decay_steps: int = 0  # wsd: the last steps of the run, over which the lr falls by cosine (warmup-stable-decay)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -71,6 +72,10 @@ class OptimConfig:
                              "optim.warmup_epochs=0 to warm up over steps)")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if (self.schedule == "wsd") != (self.decay_steps > 0) or self.decay_steps < 0:
+            raise ValueError(f"optim.decay_steps is the wsd schedule's and must then be >= 1 (got schedule "
+                             f"{self.schedule!r}, decay_steps {self.decay_steps}; e.g. optim.schedule=wsd "
+                             "optim.decay_steps=4000 to decay over the last 4,000 steps)")
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ scales, CLIP's class embedding) or one held by an `nn.Embedding` (word and posit
 for no regularising benefit. A tied LM head is the word embedding, so it is not decayed either.
 
 Schedule: linear warmup from 0 over `warmup_steps` (or `warmup_epochs` x optimizer steps per epoch),
-then constant, or cosine from lr down to `min_lr_ratio * lr` at the last step. It is a LambdaLR whose
-factor is a pure function of the step, so its state is the step alone.
+then constant, or cosine from lr down to `min_lr_ratio * lr` at the last step, or `wsd` (warmup-stable-decay):
+constant, then the same cosine over the last `decay_steps` steps only, so that a constant-lr run carried on
+(resume=) with more steps and a decay ends like a decayed run. It is a LambdaLR whose factor is a pure
+function of the step, so its state is the step alone.
 """
 
 from __future__ import annotations
@@ -60,14 +62,15 @@ def warmup_steps(cfg: OptimConfig, steps_per_epoch: int) -> int:
     return cfg.warmup_steps or int(round(cfg.warmup_epochs * steps_per_epoch))
 
 
-def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
+def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float, decay_steps: int = 0) -> float:
     """The lr multiplier used for optimizer step `step` (0-based)."""
     if step < warmup:
         return (step + 1) / warmup
-    if schedule == "constant":
+    decay_from = warmup if schedule == "cosine" else max(total - decay_steps, warmup)
+    if schedule == "constant" or step < decay_from:
         return 1.0
-    span = max(total - warmup - 1, 1)
-    progress = min((step - warmup) / span, 1.0)
+    span = max(total - decay_from - 1, 1)
+    progress = min((step - decay_from) / span, 1.0)
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -76,6 +79,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_st
     warmup = warmup_steps(cfg, steps_per_epoch)
 
     def factor(step: int) -> float:
-        return lr_factor(step, warmup, total_steps, cfg.schedule, cfg.min_lr_ratio)
+        return lr_factor(step, warmup, total_steps, cfg.schedule, cfg.min_lr_ratio, cfg.decay_steps)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
