@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
 from harness.eval.config import EvalSettings
-from harness.train.curve import curve_row, due_checkpoints, first_step, main, run_curve, started_from, training_hours, warm_start_hours
+from harness.train.curve import curve_row, due_checkpoints, first_step, main, run_curve, training_hours, warm_start_hours
+from harness.train.origin import ORIGIN, Origin, lineage, read_origin
 from tests.train_helpers import dataset, metrics, train_here  # noqa: F401  (fixture)
 
 
@@ -71,6 +73,10 @@ def test_a_run_started_from_another_runs_weights_is_charged_for_them(dataset, tm
     results = {"mode": "chains", "avg_seq_len": 0.0, "intervals": {"avg_seq_len": None}, "chain_sr": {}}
     row = curve_row(2, results, metrics(third), training_hours(metrics(third)), warm_start_hours(third))
     assert row["train_hours"] == pytest.approx(hours(third, 2) + warm_start_hours(third))
+    assert read_origin(third) == Origin((second / "checkpoints" / "step_0000002").resolve(), 2, False)
+    # a run trained before origin.json: its config.yaml's init_from says the same
+    (second / ORIGIN).unlink()
+    assert read_origin(second) == Origin((first / "checkpoints" / "step_0000002").resolve(), 2, False)
     # weights from outside a run folder (no metrics.jsonl beside them) cost nothing that can be read
     (first / "metrics.jsonl").unlink()
     assert warm_start_hours(second) == 0.0
@@ -83,14 +89,23 @@ def test_a_run_carried_on_in_a_new_folder_counts_the_old_runs_hours_once(dataset
     train_here(dataset, carried, "trainer.max_steps=6", f"resume={first}/checkpoints/step_0000002")
     own = {r["step"]: r["step_s"] for r in metrics(carried) if "step_s" in r}
     assert sorted(own) == [3, 4, 5, 6]
-    assert started_from(carried) == ((first / "checkpoints" / "step_0000002").resolve(), 2, True)
+    assert read_origin(carried) == Origin((first / "checkpoints" / "step_0000002").resolve(), 2, True)
+    assert read_origin(first) is None and not (first / ORIGIN).exists()
     assert first_step(carried) == 2 and first_step(first) == 0
     assert warm_start_hours(carried) == pytest.approx(sum(r["step_s"] for r in metrics(first) if "step_s" in r and r["step"] <= 2) / 3600)
     hours = training_hours(metrics(carried), first_step(carried))
     assert hours[3] == pytest.approx(own[3] / 3600) and hours[6] == pytest.approx(sum(own.values()) / 3600)
-    # run again, the same command carries on from its own checkpoints: still carried on from the first run
+    # run again, the same command carries on from its own checkpoints: still carried on from the first run; so
+    # after resume=auto or one of its own checkpoints named by hand (config.yaml then no longer names the first)
+    recorded = (carried / ORIGIN).read_text()
     train_here(dataset, carried, "trainer.max_steps=6", f"resume={first}/checkpoints/step_0000002")
     assert first_step(carried) == 2
+    train_here(dataset, carried, "trainer.max_steps=7", "resume=auto")
+    train_here(dataset, carried, "trainer.max_steps=8", f"resume={carried}/checkpoints/step_0000007")
+    assert (carried / ORIGIN).read_text() == recorded and first_step(carried) == 2
+    # a run trained before origin.json: its config.yaml says where it came from
+    (carried / ORIGIN).unlink()
+    assert read_origin(carried) is None  # its config.yaml names its own checkpoint now
 
 
 def test_the_curve_of_a_run_carried_on_in_new_folders_is_the_whole_runs(dataset, tmp_path):
@@ -117,6 +132,23 @@ def test_the_curve_of_a_run_carried_on_in_new_folders_is_the_whole_runs(dataset,
     assert [r["step"] for r in rows] == sorted(r["step"] for r in rows)
     assert sorted(p.name for p in (third / "curve" / "chains").glob("step_*")) == [f"step_000000{k}" for k in (2, 4, 6, 8)]
     assert not (first / "curve").exists() and not (second / "curve").exists()
+
+
+def test_origins_that_lead_back_to_a_run_are_refused_and_a_bad_record_is_named(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run, other in ((a, b), (b, a)):
+        (run / "checkpoints" / "step_0000002").mkdir(parents=True)
+        (run / "checkpoints" / "step_0000002" / "trainer_state.json").write_text('{"step": 2}')
+    for run, other in ((a, b), (b, a)):
+        (run / ORIGIN).write_text(json.dumps({"checkpoint": str(other / "checkpoints" / "step_0000002"), "step": 2,
+                                              "resumed": True}))
+    with pytest.raises(ValueError, match="the runs' origins lead back to it"):
+        lineage(a)
+    (b / ORIGIN).unlink()
+    assert [r for r, _ in lineage(a)] == [a, b]
+    (a / ORIGIN).write_text('{"step": 2}')
+    with pytest.raises(ValueError, match=f"{ORIGIN}: not an origin record"):
+        read_origin(a)
 
 
 def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):

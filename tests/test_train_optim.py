@@ -47,7 +47,8 @@ def test_schedule_warmup_as_steps_or_fraction_of_an_epoch_then_constant_or_cosin
     assert wsd[11] == pytest.approx(0.1) and wsd[9] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 3)))
     # decaying over more steps than the run has after its warmup is the cosine schedule
     assert [lr_factor(s, 2, 12, "wsd", 0.1, decay_steps=50) for s in range(12)] == cos
-    for bad in ({"schedule": "wsd"}, {"schedule": "cosine", "decay_steps": 10}, {"schedule": "wsd", "decay_steps": -1}):
+    for bad in ({"schedule": "wsd"}, {"schedule": "cosine", "decay_steps": 10}, {"schedule": "wsd", "decay_steps": -1},
+                {"schedule": "wsd", "decay_steps": 1}):  # one step: the decay's first, at the full lr
         with pytest.raises(ValueError, match="optim.decay_steps is the wsd schedule's"):
             OptimConfig(**bad)
 

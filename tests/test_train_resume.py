@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from harness.config_errors import ConfigError
+from harness.train.optim import lr_factor
 from tests.train_helpers import ENV, ROOT, cli, dataset, metrics, run_cli, train_here, weights  # noqa: F401  (fixture)
 
 # augmentation on, head dropout on, a DataLoader worker, warmup then cosine: everything that draws randomness
@@ -119,15 +120,25 @@ def test_a_run_carried_on_in_a_new_folder_goes_on_there_when_run_again(dataset, 
 
 
 def test_a_constant_lr_run_carried_on_with_a_wsd_decay_keeps_its_lr_until_the_decay(dataset, tmp_path):
-    """The end-of-run decay a constant-lr run can be given afterwards (optim.schedule=wsd, harness.train.optim)."""
-    first, decayed = tmp_path / "constant", tmp_path / "decayed"
+    """The end-of-run decay a constant-lr run can be given afterwards (optim.schedule=wsd, harness.train.optim):
+    the resumed run's own lr and schedule from the checkpoint's step on, its first step included."""
+    first = tmp_path / "constant"
     train_here(dataset, first, "trainer.max_steps=6", "trainer.ckpt_every=6", "optim.schedule=constant")
-    train_here(dataset, decayed, "trainer.max_steps=12", f"resume={first / 'checkpoints' / 'step_0000006'}",
-               "optim.schedule=wsd", "optim.decay_steps=4", "optim.min_lr_ratio=0.1")
+    start = f"resume={first / 'checkpoints' / 'step_0000006'}"
+    decayed = tmp_path / "decayed"
+    train_here(dataset, decayed, "trainer.max_steps=12", start, "optim.schedule=wsd", "optim.decay_steps=4",
+               "optim.min_lr_ratio=0.1")
     lr = {r["step"]: r["lr"] for r in metrics(decayed) if "lr" in r}
     assert sorted(lr) == list(range(7, 13))
     assert lr[7] == lr[8] == lr[9] == pytest.approx(1e-3)  # the decay's first step is at the full lr
     assert lr[9] > lr[10] > lr[11] > lr[12] and lr[12] == pytest.approx(1e-4)
+    # a decay that began before the resumed step, at another lr: already decaying at the first step
+    late = tmp_path / "late"
+    train_here(dataset, late, "trainer.max_steps=12", start, "optim.schedule=wsd", "optim.decay_steps=8",
+               "optim.min_lr_ratio=0.1", "optim.lr=2e-3")
+    lr = {r["step"]: r["lr"] for r in metrics(late) if "lr" in r}
+    assert lr == pytest.approx({s: 2e-3 * lr_factor(s - 1, 2, 12, "wsd", 0.1, 8) for s in range(7, 13)})
+    assert lr[7] < 2e-3
 
 
 def test_a_resumed_run_sets_its_summary_aside_before_it_builds_the_model(dataset, tmp_path, uninterrupted, monkeypatch):

@@ -13,9 +13,10 @@ Modules:
     sources.py          named batch sources: their losses, the stream that serves the configured sources
     streams.py          resumable streams of batches: the action windows' (rank-independent data order)
     cotraining.py       the vision-language stream, the mixer of several sources, VQA validation
-    optim.py            AdamW parameter groups, warmup + constant/cosine schedule
+    optim.py            AdamW parameter groups, warmup + constant/cosine/wsd schedule
     distributed.py      the process group for training (ranks: harness/ranks.py), DDP / FSDP wrapping, JSON collectives
     state.py            trainer state for exact resume (safetensors + JSON), RNG states
+    origin.py           origin.json: the other run's checkpoint a run started from (resume=, init_from)
     run_checkpoints.py  the run's step folders, `last` and `best`, keep-last-k (one folder: agents/vla/checkpoint.py)
     callbacks.py        validation loss, rollout callback
     metrics.py          metrics.jsonl + TensorBoard, step timing

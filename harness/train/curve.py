@@ -19,7 +19,7 @@ them: the hours of the run(s) it started from, up to the checkpoint it took, are
 `warm_start_hours`; 0 where `init_from` is not a checkpoint of a run folder with its metrics.jsonl). So is a
 run carried on in a new folder (`resume=<another run>/checkpoints/step_K`, e.g. given more steps while the
 old folder's evaluations keep reading its own last checkpoint): the old run's hours up to step K, and its
-own hours counted from step K on. Such a run's curve is the whole run's: the checkpoints of the folders it
+own hours counted from step K on (where a run came from: its origin.json, harness.train.origin). Such a run's curve is the whole run's: the checkpoints of the folders it
 was carried on from, up to the step it carried on from, are evaluated with its own (column `run`: the folder
 each checkpoint was read from; every evaluation is written under this run's `curve/`).
 Keep the checkpoints (`trainer.keep_last=0`) to evaluate all of them afterwards; `--follow` evaluates
@@ -29,13 +29,12 @@ each as it appears and stops once the run has written its summary and every due 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import yaml
-
+from harness.train.origin import lineage, read_origin
 from harness.train.run_checkpoints import step_name
 from harness.train.metrics import METRICS, read_metrics
 from harness.train.tables import fmt, markdown_table, write_csv
@@ -56,53 +55,27 @@ def training_hours(records: list[dict[str, Any]], start: int = 0) -> dict[int, f
     return out
 
 
-class Origin(NamedTuple):
-    """Another run's checkpoint a run's weights came from."""
-
-    checkpoint: Path
-    step: int
-    resumed: bool  # True: the same run carried on (resume=); False: a new run from its weights (init_from)
-
-
-def started_from(run: Path) -> Origin | None:
-    """Where a run's weights came from, when that is another run's checkpoint folder:
-    `init_from` (a new run from those weights: resumed False) or `resume` naming a checkpoint of another run
-    (the same run carried on in this folder: resumed True). None otherwise, and where the checkpoint is not in
-    a run folder with its metrics.jsonl (e.g. downloaded weights). Relative paths are the training's: run it
-    from the same folder."""
-    config = run / "config.yaml"
-    cfg = (yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
-    resume = cfg.get("resume")
-    resumed = resume not in (None, "auto", "never")
-    source = resume if resumed else cfg.get("init_from")
-    if not source:
-        return None
-    checkpoint = Path(source).resolve()
-    state = checkpoint / "trainer_state.json"
-    origin = checkpoint.parent.parent  # <run>/checkpoints/step_K
-    if checkpoint.parent.name != "checkpoints" or not (origin / METRICS).is_file() or not state.is_file():
-        return None
-    if resumed and origin == run.resolve():  # this run's own earlier checkpoint: its metrics.jsonl has those steps
-        return None
-    return Origin(checkpoint, int(json.loads(state.read_text())["step"]), resumed)
-
-
 def warm_start_hours(run: Path) -> float:
-    """Training hours of the runs whose weights this run started from or carried on (`started_from`, followed
-    back), each up to the checkpoint taken; 0 for a run that started from none."""
-    found = started_from(run)
-    if found is None:
-        return 0.0
-    origin = found.checkpoint.parent.parent
-    hours = [h for s, h in training_hours(read_metrics(origin / METRICS), first_step(origin)).items() if s <= found.step]
-    return (max(hours) if hours else 0.0) + warm_start_hours(origin)
+    """Training hours of the runs whose weights this run started from or carried on (harness.train.origin's
+    lineage), each up to the checkpoint taken; 0 for a run that started from none."""
+    total = 0.0
+    for _, origin in lineage(run):
+        if origin is not None:
+            hours = [h for s, h in _own_hours(origin.run).items() if s <= origin.step]
+            total += max(hours) if hours else 0.0
+    return total
 
 
 def first_step(run: Path) -> int:
     """The step a run's own training started after: the resumed checkpoint's step for a run carried on from
     another run's folder, else 0."""
-    found = started_from(run)
-    return found.step if found is not None and found.resumed else 0
+    origin = read_origin(run)
+    return origin.step if origin is not None and origin.resumed else 0
+
+
+def _own_hours(run: Path) -> dict[int, float]:
+    """The run folder's own training hours at each logged step (none where its metrics.jsonl is gone)."""
+    return training_hours(read_metrics(run / METRICS), first_step(run)) if (run / METRICS).is_file() else {}
 
 
 def _at(records: list[dict[str, Any]], step: int, key: str) -> Any:
@@ -119,17 +92,18 @@ class Checkpoint(NamedTuple):
 
 def due_checkpoints(run: Path, every: int) -> list[Checkpoint]:
     """The run's complete step checkpoints whose step is a multiple of `every`, in step order, with those of the
-    folders it was carried on from (`started_from`, resumed: the same run's earlier steps) up to the step taken."""
-    own = []
-    for folder in (run / "checkpoints").glob("step_*"):
-        step = int(folder.name.removeprefix("step_"))
-        if folder.name == step_name(step) and step % every == 0:
-            own.append(Checkpoint(step, folder, run))
-    found = started_from(run)
-    if found is None or not found.resumed:
-        return sorted(own)
-    earlier = due_checkpoints(found.checkpoint.parent.parent, every)
-    return [c for c in earlier if c.step <= found.step] + sorted(c for c in own if c.step > found.step)
+    folders it was carried on from (resumed origins: the same run's earlier steps), each up to the step taken."""
+    found: list[Checkpoint] = []
+    upto: int | None = None
+    for folder, origin in lineage(run):
+        for path in (folder / "checkpoints").glob("step_*"):
+            step = int(path.name.removeprefix("step_"))
+            if path.name == step_name(step) and step % every == 0 and (upto is None or step <= upto):
+                found.append(Checkpoint(step, path, folder))
+        if origin is None or not origin.resumed:
+            break
+        upto = origin.step
+    return sorted(found)
 
 
 def evaluate_checkpoint(folder: Path, out: Path, settings: Any, scene: str) -> dict[str, Any]:
@@ -206,7 +180,7 @@ def run_curve(run: Path, settings: Any, every: int, scene: str = "D", follow: bo
         for checkpoint in pending:
             evaluated = evaluate_checkpoint(checkpoint.folder, folder / step_name(checkpoint.step), settings, scene)
             results[checkpoint.step] = (checkpoint, evaluated)
-            rows = _rows(results)
+            rows = _rows(run, results)
             write_curve(folder, rows)
             print(f"{step_name(checkpoint.step)}: " + ", ".join(f"{k} {v:.3g}" for k, v in rows[-1].items()
                                                    if k in ("train_hours", "avg_seq_len", "mean_task_success") and v is not None),
@@ -215,18 +189,19 @@ def run_curve(run: Path, settings: Any, every: int, scene: str = "D", follow: bo
             break
         if not pending:
             time.sleep(poll_s)
-    return _rows(results)
+    return _rows(run, results)
 
 
-def _rows(results: dict[int, tuple[Checkpoint, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The curve's rows, each from the metrics of the run folder its checkpoint came from."""
+def _rows(newest: Path, results: dict[int, tuple[Checkpoint, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The curve's rows, each from the metrics of the run folder its checkpoint came from (column `run`: that
+    folder, relative to the folder holding the curve's run `newest`)."""
     rows = []
     for step in sorted(results):
         checkpoint, evaluated = results[step]
         run = checkpoint.run
         records = read_metrics(run / METRICS) if (run / METRICS).is_file() else []
         row = curve_row(step, evaluated, records, training_hours(records, first_step(run)), warm_start_hours(run))
-        rows.append({**row, "run": run.name})
+        rows.append({**row, "run": os.path.relpath(run, newest.parent)})
     return rows
 
 

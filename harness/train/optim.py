@@ -9,7 +9,8 @@ Schedule: linear warmup from 0 over `warmup_steps` (or `warmup_epochs` x optimiz
 then constant, or cosine from lr down to `min_lr_ratio * lr` at the last step, or `wsd` (warmup-stable-decay):
 constant, then the same cosine over the last `decay_steps` steps only, so that a constant-lr run carried on
 (resume=) with more steps and a decay ends like a decayed run. It is a LambdaLR whose factor is a pure
-function of the step, so its state is the step alone.
+function of the step; a resumed run takes the step from its checkpoint and the lr and schedule from its own
+config (`restore_schedule`), so a run carried on may change them.
 """
 
 from __future__ import annotations
@@ -82,3 +83,13 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_st
         return lr_factor(step, warmup, total_steps, cfg.schedule, cfg.min_lr_ratio, cfg.decay_steps)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def restore_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, state: dict, lr: float) -> None:
+    """A checkpoint's scheduler state under this run's lr and schedule: the saved step, and the optimizer's lr
+    for the next step set from this run's factor (the saved state holds the old run's lr for it; with the same
+    config the two are equal)."""
+    scheduler.load_state_dict(state)
+    scheduler.base_lrs = [lr for _ in scheduler.base_lrs]
+    scheduler.last_epoch -= 1
+    scheduler.step()  # sets every group's lr to base * factor(saved step), as the saved run's last step did
