@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 
 from harness.eval.config import EvalSettings
 from harness.train.curve import curve_row, due_checkpoints, first_step, main, run_curve, training_hours, warm_start_hours
-from harness.train.origin import ORIGIN, Origin, lineage, read_origin
+from harness.train.origin import ORIGIN, Origin, lineage, read_origin, record_origin
 from tests.train_helpers import dataset, metrics, train_here  # noqa: F401  (fixture)
 
 
@@ -134,18 +135,58 @@ def test_the_curve_of_a_run_carried_on_in_new_folders_is_the_whole_runs(dataset,
     assert not (first / "curve").exists() and not (second / "curve").exists()
 
 
+def _checkpoint(run, step=2):
+    folder = run / "checkpoints" / f"step_{step:07d}"
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text(json.dumps({"step": step}))
+    return folder
+
+
+def test_origin_json_follows_the_start_until_the_first_checkpoint_then_stays(tmp_path):
+    runs = tmp_path / "runs"
+    a, b, c = (_checkpoint(runs / name) for name in "abc")
+    run = runs / "c"
+    record_origin(run, a, None, has_checkpoints=False)
+    assert read_origin(run) == Origin(a.resolve(), 2, True)
+    # a start that failed before its first checkpoint, started again from other weights or from none
+    record_origin(run, None, str(b), has_checkpoints=False)
+    assert read_origin(run) == Origin(b.resolve(), 2, False)
+    record_origin(run, None, None, has_checkpoints=False)
+    assert not (run / ORIGIN).exists()
+    # once the run has checkpoints, a launch naming its own one keeps what was recorded
+    record_origin(run, a, None, has_checkpoints=False)
+    record_origin(run, c, None, has_checkpoints=True)
+    assert read_origin(run) == Origin(a.resolve(), 2, True)
+    # folders moved together keep their origins (the path relative to the run)
+    runs.rename(tmp_path / "moved")
+    moved = tmp_path / "moved"
+    assert read_origin(moved / "c") == Origin((moved / "a" / "checkpoints" / "step_0000002").resolve(), 2, True)
+    # an origin whose folder is gone ends the lineage, saying so
+    shutil.rmtree(moved / "a")
+    with pytest.warns(UserWarning, match="whose run folder is gone"):
+        assert [r for r, _ in lineage(moved / "c")] == [moved / "c"]
+
+
+def test_a_run_trained_before_origin_json_keeps_what_its_config_said_when_launched_again(tmp_path):
+    a = _checkpoint(tmp_path / "a")
+    run = tmp_path / "c"
+    own = _checkpoint(run, 4)
+    (run / "config.yaml").write_text(f"resume: {a}\ninit_from: null\n")
+    assert read_origin(run) == Origin(a.resolve(), 2, True)  # from config.yaml
+    record_origin(run, own, None, has_checkpoints=True)  # the launch, before it rewrites config.yaml
+    (run / "config.yaml").write_text("resume: auto\ninit_from: null\n")
+    assert read_origin(run) == Origin(a.resolve(), 2, True)  # from origin.json
+
+
 def test_origins_that_lead_back_to_a_run_are_refused_and_a_bad_record_is_named(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    for run, other in ((a, b), (b, a)):
-        (run / "checkpoints" / "step_0000002").mkdir(parents=True)
-        (run / "checkpoints" / "step_0000002" / "trainer_state.json").write_text('{"step": 2}')
-    for run, other in ((a, b), (b, a)):
-        (run / ORIGIN).write_text(json.dumps({"checkpoint": str(other / "checkpoints" / "step_0000002"), "step": 2,
-                                              "resumed": True}))
+    of_a, of_b = _checkpoint(a), _checkpoint(b)
+    record_origin(a, of_b, None, has_checkpoints=False)
+    record_origin(b, of_a, None, has_checkpoints=False)
     with pytest.raises(ValueError, match="the runs' origins lead back to it"):
         lineage(a)
     (b / ORIGIN).unlink()
-    assert [r for r, _ in lineage(a)] == [a, b]
+    assert [r for r, _ in lineage(a)] == [a, b.resolve()]
     (a / ORIGIN).write_text('{"step": 2}')
     with pytest.raises(ValueError, match=f"{ORIGIN}: not an origin record"):
         read_origin(a)

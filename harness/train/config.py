@@ -72,7 +72,7 @@ class OptimConfig:
                              "optim.warmup_epochs=0 to warm up over steps)")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if (self.schedule == "wsd") != (self.decay_steps != 0) or self.decay_steps == 1 or self.decay_steps < 0:
+        if (self.decay_steps < 2) if self.schedule == "wsd" else (self.decay_steps != 0):
             raise ValueError(f"optim.decay_steps is the wsd schedule's and must then be >= 2 (got schedule "
                              f"{self.schedule!r}, decay_steps {self.decay_steps}; e.g. optim.schedule=wsd "
                              "optim.decay_steps=4000 to decay over the last 4,000 steps)")

@@ -19,9 +19,10 @@ them: the hours of the run(s) it started from, up to the checkpoint it took, are
 `warm_start_hours`; 0 where `init_from` is not a checkpoint of a run folder with its metrics.jsonl). So is a
 run carried on in a new folder (`resume=<another run>/checkpoints/step_K`, e.g. given more steps while the
 old folder's evaluations keep reading its own last checkpoint): the old run's hours up to step K, and its
-own hours counted from step K on (where a run came from: its origin.json, harness.train.origin). Such a run's curve is the whole run's: the checkpoints of the folders it
-was carried on from, up to the step it carried on from, are evaluated with its own (column `run`: the folder
-each checkpoint was read from; every evaluation is written under this run's `curve/`).
+own hours counted from step K on (where a run came from: its origin.json, harness.train.origin). Such a
+run's curve is the whole run's: the checkpoints of the folders it was carried on from, up to the step it
+carried on from, are evaluated with its own (column `run`: the folder each checkpoint was read from; every
+evaluation is written under this run's `curve/`).
 Keep the checkpoints (`trainer.keep_last=0`) to evaluate all of them afterwards; `--follow` evaluates
 each as it appears and stops once the run has written its summary and every due checkpoint is done.
 """
@@ -201,7 +202,7 @@ def _rows(newest: Path, results: dict[int, tuple[Checkpoint, dict[str, Any]]]) -
         run = checkpoint.run
         records = read_metrics(run / METRICS) if (run / METRICS).is_file() else []
         row = curve_row(step, evaluated, records, training_hours(records, first_step(run)), warm_start_hours(run))
-        rows.append({**row, "run": os.path.relpath(run, newest.parent)})
+        rows.append({**row, "run": os.path.relpath(run.resolve(), newest.resolve().parent)})
     return rows
 
 

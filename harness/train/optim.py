@@ -85,11 +85,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_st
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def restore_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, state: dict, lr: float) -> None:
-    """A checkpoint's scheduler state under this run's lr and schedule: the saved step, and the optimizer's lr
-    for the next step set from this run's factor (the saved state holds the old run's lr for it; with the same
-    config the two are equal)."""
+def restore_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, state: dict) -> None:
+    """A checkpoint's scheduler state under this run's lrs and schedule: the saved step, and each group's lr for
+    the next step set from this run's base lr and factor (the saved state holds the old run's; with the same
+    config the two are equal, bit for bit)."""
+    base_lrs = list(scheduler.base_lrs)  # this run's: the optimizer's groups as built from its config
     scheduler.load_state_dict(state)
-    scheduler.base_lrs = [lr for _ in scheduler.base_lrs]
+    scheduler.base_lrs = base_lrs
     scheduler.last_epoch -= 1
     scheduler.step()  # sets every group's lr to base * factor(saved step), as the saved run's last step did

@@ -136,8 +136,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
     step, best = 0, None
     timer = StepTimer()
     if resume_from is not None:
-        step, best = _restore(resume_from, optimizer, net, sharded, scheduler, cfg.optim.lr, scaler, stream, dist, tc.seed,
-                              timer)
+        step, best = _restore(resume_from, optimizer, net, sharded, scheduler, scaler, stream, dist, tc.seed, timer)
     else:
         seed_all(tc.seed + dist.rank)  # dropout differs per rank; data order and augmentation are seeded apart
     # the weight average starts from the loaded weights: a checkpoint's model.safetensors is the average when the
@@ -148,9 +147,8 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
     averaged = ema.applied if ema is not None else nullcontext
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        record_origin(run_dir, resume_from, cfg.init_from, has_checkpoints=ckpts.latest() is not None)
         (run_dir / "config.yaml").write_text(yaml.safe_dump({**cfg.to_dict(), "overrides": overrides}, sort_keys=False))
-        if ckpts.latest() is None:  # kept once the run has a checkpoint of its own (harness.train.origin)
-            record_origin(run_dir, resume_from, cfg.init_from)
         print(f"run {run_dir}: {dist.world_size} rank(s) x batch {tc.batch_size} x {accum} accumulation = "
               f"{tc.batch_size * accum * dist.world_size} per step; {steps_per_epoch} steps/epoch; "
               f"{total_steps} steps" + (f"; resuming after step {step} from {resume_from}" if resume_from else ""),
@@ -282,14 +280,14 @@ def _resume_point(cfg: TrainConfig, ckpts: RunCheckpoints, dist: DistInfo) -> Pa
     return Path(latest) if latest else None
 
 
-def _restore(folder: Path, optimizer: torch.optim.Optimizer, net: nn.Module, sharded: bool, scheduler: Any, lr: float,
+def _restore(folder: Path, optimizer: torch.optim.Optimizer, net: nn.Module, sharded: bool, scheduler: Any,
              scaler: torch.amp.GradScaler, stream: Any, dist: DistInfo, seed: int, timer: StepTimer) -> tuple[int, dict | None]:
     meta, named = load_trainer_state(folder)
     # the CPU seconds are all ranks' sum: rank 0 carries them on (checkpoints before these keys: 0)
     timer.cpu_s = float(meta.get("cpu_s", 0.0)) if dist.is_main else 0.0
     timer.wall_s = float(meta.get("wall_s", 0.0))
     load_optimizer_state(optimizer, net, named, sharded, folder)
-    restore_schedule(scheduler, meta["scheduler"], lr)
+    restore_schedule(scheduler, meta["scheduler"])
     if meta["scaler"]:
         scaler.load_state_dict(meta["scaler"])
     stream.load_state_dict(meta["data"])
