@@ -4,7 +4,9 @@
 
 Random relative actions with the gripper toggling, from a random reset. Reports the median over
 repeats of: env steps/s with both cameras at CALVIN's resolutions, steps/s with cameras off, the
-per-camera render time, and reset time with a given state and random. calvin_env itself cannot be
+per-camera render time, and reset time with a given state and random; and the single-task setups (the
+scripted expert's steps before the agent's, harness/eval/rollout.py) as they run, without rendering, side by
+side with the same setups rendered at every step (as before they stopped rendering). calvin_env itself cannot be
 installed here, so its figures (measured on a 2-core machine like this one) are printed beside ours as
 the reference to beat.
 """
@@ -17,10 +19,17 @@ import os
 import platform
 import statistics
 import time
+from contextlib import nullcontext
+from unittest import mock
 
 import numpy as np
 
+from agents import AgentSpec
 from harness.envs import make_env
+from harness.envs.builtin import BuiltinEnv
+from harness.eval.jobs import single_task_jobs
+from harness.eval.rollout import run_chain
+from harness.tasks import TaskOracle
 
 CALVIN_REFERENCE = {"steps_per_s_both_cameras": 15.6, "steps_per_s_no_cameras": 560.0, "reset_ms_with_state": 60.0}
 
@@ -61,6 +70,29 @@ def reset_ms(env, with_state: bool, n: int = 50) -> float:
     return (time.perf_counter() - start) / n * 1000
 
 
+class Idle:
+    """An agent that holds still: its one step after each setup is all the timing adds to the setup."""
+
+    spec = AgentSpec(name="idle")
+
+    def reset(self) -> None:
+        pass
+
+    def step(self, obs: dict, instruction: str) -> np.ndarray:
+        return np.array([0, 0, 0, 0, 0, 0, 1.0])
+
+
+def setup_s(env, rendered: bool) -> float:
+    """Seconds per single-task setup: one episode of each task that has one, the agent stepping once."""
+    jobs = [job for job in single_task_jobs(None, 1) if job.setup]
+    patch = mock.patch.object(BuiltinEnv, "without_cameras", lambda self: nullcontext()) if rendered else nullcontext()
+    with patch:
+        start = time.perf_counter()
+        for job in jobs:
+            run_chain(env, Idle(), job, 1, TaskOracle())
+    return (time.perf_counter() - start) / len(jobs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scene", default="D")
@@ -73,7 +105,7 @@ def main() -> None:
     actions = random_actions(args.steps, seed=0)
     with_cams = make_env("builtin", scene=args.scene, renderer=args.renderer)
     blind = make_env("builtin", scene=args.scene, cameras=())
-    runs: dict[str, list[float]] = {k: [] for k in ("both", "none", "static_ms", "gripper_ms", "reset_state_ms", "reset_random_ms")}
+    runs: dict[str, list[float]] = {k: [] for k in ("both", "none", "static_ms", "gripper_ms", "reset_state_ms", "reset_random_ms", "setup_s", "setup_rendered_s")}
     for _ in range(args.repeats):  # interleaved, so that a busy moment hits every figure alike
         runs["both"].append(steps_per_second(with_cams, actions))
         runs["none"].append(steps_per_second(blind, actions * 5))
@@ -81,6 +113,8 @@ def main() -> None:
         runs["gripper_ms"].append(render_ms(with_cams, "gripper"))
         runs["reset_state_ms"].append(reset_ms(blind, with_state=True))
         runs["reset_random_ms"].append(reset_ms(blind, with_state=False))
+        runs["setup_s"].append(setup_s(with_cams, rendered=False))
+        runs["setup_rendered_s"].append(setup_s(with_cams, rendered=True))
     med = {k: statistics.median(v) for k, v in runs.items()}
     figures = {
         "scene": args.scene,
@@ -91,6 +125,8 @@ def main() -> None:
         "render_ms_gripper_84": med["gripper_ms"],
         "reset_ms_with_state": med["reset_state_ms"],
         "reset_ms_random": med["reset_random_ms"],
+        "single_task_setup_s": med["setup_s"],
+        "single_task_setup_rendered_s": med["setup_rendered_s"],
         "repeats": args.repeats,
         "steps_per_repeat": args.steps,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}",
@@ -103,6 +139,9 @@ def main() -> None:
     print(f"{'reset random (ms)':32s} {figures['reset_ms_random']:12.2f}")
     print(f"{'render static 200x200 (ms)':32s} {figures['render_ms_static_200']:12.2f} {'36-40':>12s}")
     print(f"{'render gripper 84x84 (ms)':32s} {figures['render_ms_gripper_84']:12.2f} {'20-22':>12s}")
+    print(f"{'single-task setup (s)':32s} {figures['single_task_setup_s']:12.2f}   rendered at every step: "
+          f"{figures['single_task_setup_rendered_s']:.2f} s "
+          f"({figures['single_task_setup_rendered_s'] / figures['single_task_setup_s']:.2f}x)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=2)

@@ -71,6 +71,25 @@ def test_observation_contract(env):
     assert d.version.startswith("calvin_env ") and "unknown" not in d.version
 
 
+def test_without_cameras_renders_nothing_inside_and_the_cameras_are_back_after(env):
+    """The single-task setup's steps (harness/eval/rollout.py). That the states are those of rendered steps is
+    tested on the built-in scene (tests/test_eval_rollout.py), where a reset is exact; calvin_env's reset keeps
+    contacts, and two rendered runs from the same state already differ by up to ~0.1 mm."""
+    renders = []
+    for camera in env._env.cameras:
+        render = camera.render
+        camera.render = lambda render=render: renders.append(1) or render()
+    env.reset(NEUTRAL_ROBOT_OBS, initial_state(CONDITIONS[0], "D")[1])
+    assert len(renders) == 2  # the counter counts: the reset's observation rendered both cameras
+    renders.clear()
+    with env.without_cameras():
+        for _ in range(3):
+            obs = env.step(HOLD)[0]
+            assert obs["rgb_obs"] == {} and obs["depth_obs"] == {} and obs["robot_obs"].shape == (15,)
+    assert renders == []
+    assert set(env.step(HOLD)[0]["rgb_obs"]) == {"rgb_static", "rgb_gripper"} and len(renders) == 2
+
+
 def test_reset_reaches_the_given_state(blind):
     for condition in CONDITIONS:
         robot_obs, scene_obs = initial_state(condition, "D")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from agents import AgentSpec
 from agents.replay import ReplayAgent
 from agents.scripted import ScriptedExpert
 from harness.envs import make_env
+from harness.envs.builtin import BuiltinEnv
 from harness.eval import AgentConfig, evaluate_chains, evaluate_single_tasks, rollout
 from harness.eval.jobs import chain_jobs, redrawn, single_task_jobs
 from harness.eval.rollout import env_action, run_chain
@@ -175,6 +177,31 @@ def test_the_seven_tasks_no_start_condition_allows_start_after_the_experts_setup
             assert agent.first[0]["robot_obs"][6] < 0.07  # the fingers closed on the block
         else:
             assert {"stacked_top", "stacked_bottom"} <= {state.red_block, state.blue_block, state.pink_block}
+
+
+def test_the_experts_setup_renders_no_frame_and_the_agent_starts_as_if_it_had(monkeypatch):
+    """place_in_slider's setup (the expert lifts a block, ~36 steps) renders nothing; the agent's first frame
+    and state are the same as with every setup step rendered (rendering never moves the physics)."""
+    (job,) = single_task_jobs(["place_in_slider"], 1)
+    firsts, renders = [], []
+    with make_env("builtin", scene="D", cameras=("static",), camera_sizes={"static": 64}) as cam_env:
+        render = cam_env.cameras.render
+        monkeypatch.setattr(cam_env.cameras, "render", lambda *a, **k: renders.append(1) or render(*a, **k))
+        for rendered in (False, True):
+            if rendered:  # every step renders, as before the setup stopped rendering
+                monkeypatch.setattr(BuiltinEnv, "without_cameras", lambda self: nullcontext())
+            renders.clear()
+            agent = Recorder()
+            chain = run_chain(cam_env, agent, job, 3, TaskOracle())
+            assert chain.job == job and chain.outcomes[0].steps == 3
+            firsts.append((agent.first[0], len(renders)))
+    (unrendered, unrendered_frames), (rendered, rendered_frames) = firsts
+    assert unrendered_frames == 1 + 1 + 3  # the start, the agent's first frame, its 3 steps
+    assert rendered_frames - unrendered_frames > 30  # the expert's setup steps (~36) each rendered a frame
+    assert unrendered["rgb_obs"]["rgb_static"].shape == (64, 64, 3)
+    for key in ("robot_obs", "scene_obs"):
+        np.testing.assert_array_equal(unrendered[key], rendered[key])
+    np.testing.assert_array_equal(unrendered["rgb_obs"]["rgb_static"], rendered["rgb_obs"]["rgb_static"])
 
 
 class FailFirst(ScriptedExpert):

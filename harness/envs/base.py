@@ -5,6 +5,7 @@ It mirrors calvin_env's PlayTableSimEnv so that code written against calvin_env 
     obs = env.reset(robot_obs=None, scene_obs=None)
     obs, reward, done, info = env.step(action)
     obs = env.get_obs(); info = env.get_info()
+    with env.without_cameras(): ...    # optional (both backends have it): observations without images inside
 
 Observation dict (CALVIN's contract, see docs/CALVIN.md#observations):
     obs["rgb_obs"]["rgb_static"]      (200, 200, 3) uint8     only for cameras that were asked for

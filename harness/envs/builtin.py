@@ -6,8 +6,9 @@ env step (30 Hz control), 50 solver iterations, deterministic overlapping pairs.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pybullet as p
@@ -67,6 +68,7 @@ class BuiltinEnv:
             p.disconnect(self.cid)
             raise
         self.rng = np.random.default_rng(seed)
+        self._render = True  # False inside without_cameras()
         self._furniture = self.scene.furniture_shapes()  # their colours as built: what the color axis mixes
         self.description = EnvDescription(
             backend="builtin",
@@ -133,7 +135,7 @@ class BuiltinEnv:
 
     def get_obs(self) -> dict[str, Any]:
         rgb, depth = {}, {}
-        if self.cameras.specs:
+        if self.cameras.specs and self._render:
             rgb, depth = self.cameras.render(*self.robot.tcp_pose())
         return {
             "rgb_obs": rgb,
@@ -141,6 +143,16 @@ class BuiltinEnv:
             "robot_obs": self.robot.observation(),
             "scene_obs": self.scene.observation(),
         }
+
+    @contextmanager
+    def without_cameras(self) -> Iterator[None]:
+        """Observations without images inside (state vectors only): for steps nobody looks at, such as the
+        scripted expert's setup of a single-task episode. Rendering never changes the physics."""
+        self._render = False
+        try:
+            yield
+        finally:
+            self._render = True
 
     def set_static_view(self, eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> None:
         """Move the static camera (harness/envs/perturbations.py's camera axis)."""

@@ -22,8 +22,9 @@ a new env behaves exactly as a new env (docs/EVALUATION.md, "The real calvin_env
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -224,6 +225,16 @@ class CalvinEnv:
 
     def get_info(self) -> dict[str, Any]:
         return self._env.get_info()
+
+    @contextmanager
+    def without_cameras(self) -> Iterator[None]:
+        """Observations without images inside, as BuiltinEnv.without_cameras: calvin_env's get_obs renders
+        each camera in its `cameras` list, so the list is empty meanwhile."""
+        cameras, self._env.cameras = self._env.cameras, []
+        try:
+            yield
+        finally:
+            self._env.cameras = cameras
 
     # ------------------------------------------------------------------ the perturbation suite's axes
 

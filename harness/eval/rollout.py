@@ -18,8 +18,9 @@ Relative actions with any arm value outside [-1, 1] are executed as they are (ca
 clip either) and counted.
 
 A single-task episode with a setup (harness/eval/jobs.py) first has the scripted expert do the setup's tasks
-from the start state, unscored and untraced; the agent then gets the scene as the expert left it. A setup the
-expert fails is drawn again (another start and setup of the same task), up to SETUP_DRAWS times.
+from the start state, unscored, untraced and unrendered (the expert reads the state vectors); the agent then
+gets the scene as the expert left it. A setup the expert fails is drawn again (another start and setup of the
+same task), up to SETUP_DRAWS times.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import random
 import sys
 import traceback
 from collections import deque
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Mapping
 
@@ -293,17 +294,26 @@ def _set_up(env: Env, job: Job, oracle: TaskOracle, obs: dict[str, Any]) -> tupl
     expert = ScriptedExpert()
     expert.bind_env(env.description)
     given, why = job, ""
-    for draw in range(1, SETUP_DRAWS + 1):
-        expert.new_chain(job.seed)
+    # the expert plans from the state vectors: no frame is rendered for it (both backends have
+    # without_cameras; an env without it renders as always)
+    unrendered = env.without_cameras() if hasattr(env, "without_cameras") else nullcontext()
+    with unrendered:
+        for draw in range(1, SETUP_DRAWS + 1):
+            expert.new_chain(job.seed)
+            try:
+                why, obs = _expert_setup(env, expert, oracle, job, obs)
+            except EnvFailure as e:  # the record names the measured task
+                raise EnvFailure([], job.tasks[0], 0, RuntimeError(f"during the setup: {e}"), job) from e
+            if not why:
+                break
+            if draw < SETUP_DRAWS:
+                job = redrawn(given, draw)
+                obs = _start(env, job)
+    if not why:
         try:
-            why, obs = _expert_setup(env, expert, oracle, job, obs)
-        except EnvFailure as e:  # the record names the measured task
-            raise EnvFailure([], job.tasks[0], 0, RuntimeError(f"during the setup: {e}"), job) from e
-        if not why:
-            return job, obs
-        if draw < SETUP_DRAWS:
-            job = redrawn(given, draw)
-            obs = _start(env, job)
+            return job, env.get_obs()  # the agent's first observation, with its cameras
+        except Exception as e:  # noqa: BLE001
+            raise EnvFailure([], job.tasks[0], 0, e, job) from e
     error = RuntimeError(f"the scripted expert failed the setup of {SETUP_DRAWS} starts in a row, the last "
                          f"{' -> '.join(job.setup)} from {job.condition}: {why}")
     raise EnvFailure([], job.tasks[0], 0, error, job)
