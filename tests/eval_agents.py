@@ -77,6 +77,20 @@ class Misbehaving:
         return None
 
 
+class HoldStill:
+    """Relative no-op actions with the gripper commanded `gripper` (-1 closed: a block in the hand stays there)."""
+
+    def __init__(self, gripper: float) -> None:
+        self.gripper = gripper
+        self.spec = AgentSpec(name="hold_still")
+
+    def reset(self) -> None:
+        pass
+
+    def step(self, obs: dict[str, Any], instruction: str) -> np.ndarray:
+        return np.array([0, 0, 0, 0, 0, 0, self.gripper])
+
+
 class FalteringExpert(ScriptedExpert):
     """The scripted expert, except on the chains named in `falter` ({chain seed: subtask number, from 1}):
     there, from that subtask on, it returns a NaN action, so that subtask fails at once and ends the chain.
@@ -102,19 +116,17 @@ class FalteringExpert(ScriptedExpert):
         return super().step(obs, instruction)
 
 
-class Sleepy:
+class Sleepy(HoldStill):
     """Relative no-op actions, each after `delay_s` seconds (a policy server too slow for its clients)."""
 
     def __init__(self, delay_s: float) -> None:
+        super().__init__(gripper=1.0)
         self.delay_s = delay_s
         self.spec = AgentSpec(name="sleepy")
 
-    def reset(self) -> None:
-        pass
-
     def step(self, obs: dict[str, Any], instruction: str) -> np.ndarray:
         time.sleep(self.delay_s)
-        return np.array([0, 0, 0, 0, 0, 0, 1.0])
+        return super().step(obs, instruction)
 
 
 def make_button_presser(scene: str = "D") -> ButtonPresser:

@@ -16,7 +16,7 @@ from harness.eval.failures import FailuresError, failures_markdown, read_failure
 from harness.eval.rollout import SubtaskTrace
 from harness.eval.video import TraceStore
 from harness.sim.layout import NEUTRAL_TCP_POS, get_layout
-from tests.eval_agents import Misbehaving
+from tests.eval_agents import HoldStill, Misbehaving
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["lift_red_block_table", "push_blue_block_left", "open_drawer"]
@@ -154,3 +154,31 @@ def test_placing_is_measured_by_where_the_block_went(tmp_path, scene):
     assert placed.released and placed.end_place == ("slider_left" if slider_x < layout.bay_center_x else "slider_right")
     assert stacked.released and stacked.end_place == "on a block"
     assert "## Placing" in failures_markdown(tmp_path, [held, placed, stacked], 3)
+
+
+def test_where_a_placed_block_ended_is_the_oracles_reading_of_the_last_frame(tmp_path):
+    """place_in_slider starts with the block in the hand (the expert's setup): held in the closed gripper it
+    ends in the hand, as the oracle's contacts say; with the gripper opened it falls and is not."""
+    held = failures_of(HoldStill(-1.0), tmp_path / "held", 10, ["place_in_slider"])["place_in_slider"]
+    dropped = failures_of(HoldStill(1.0), tmp_path / "dropped", 30, ["place_in_slider"])["place_in_slider"]
+    assert not held.released and held.end_place == "in the hand"
+    assert dropped.released and dropped.end_place in ("table", "slider_left", "slider_right")
+    (trace,) = (tmp_path / "held" / "traces").glob("*.npz")
+    meta = json.loads(str(np.load(trace)["meta"]))
+    assert meta["subtasks"][-1]["end_state"]["grasped"] == 1
+
+
+def test_the_traces_end_state_decides_over_distances(tmp_path):
+    """A trace that has the oracle's state at its last frame is read by it: the gripper closed beside the block
+    (distances would say "in the hand") while the oracle saw it on the table, not touching the fingers."""
+    robot, scene_obs = frames(3, "D", robot_14=np.full(3, -1.0), red_x=np.full(3, 0.05), red_z=np.full(3, 0.6))
+    for r in robot:
+        r[:3] = (0.05, 0.0, 0.61)
+    state = {"led": 0, "lightbulb": 0, "slider": "right", "drawer": "closed", "red_block": "table",
+             "blue_block": "table", "pink_block": "table", "grasped": 0}
+    for name, end_state, place in (("legacy", None, "in the hand"), ("read", state, "table"),
+                                   ("grasped", {**state, "red_block": "grasped", "grasped": 1}, "in the hand")):
+        write_chain(tmp_path / name, "D", [SubtaskTrace("place_in_drawer", "x", robot, scene_obs, end_state=end_state)],
+                    [{"task": "place_in_drawer", "success": False, "reason": "timeout", "steps": 3}])
+        (f,), _ = read_failures(tmp_path / name)
+        assert f.end_place == place, name

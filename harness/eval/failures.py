@@ -21,10 +21,13 @@ saw, this measures per failed subtask:
   placing         place_in_slider, place_in_drawer, stack_block start with the block in the hand, so instead of
                   reaching it, in their own table:
                   released              the gripper was commanded open at some frame
-                  end_place             where the block ended: "in the hand" (the gripper closed, the TCP
-                                        within REACH_M), "on a block" (STACK_DZ or more above another block,
-                                        within ON_BLOCK_M of it in x and y), else its place by position (table,
-                                        slider_left / slider_right, drawer: harness.tasks.symbolic)
+                  end_place             where the block ended, as the oracle's symbolic state reads it at
+                                        the last frame (harness.tasks.symbolic, from contacts): "in the hand"
+                                        (grasped), "on a block" (stacked on one), table, slider_left /
+                                        slider_right, drawer. Traces written before they kept that state:
+                                        "in the hand" when the gripper was closed with the TCP within REACH_M,
+                                        "on a block" STACK_DZ or more above another block within ON_BLOCK_M of
+                                        it in x and y, else its place by position
   articulated     progress: the largest change of the task's joint in the task's direction over the change
                   the oracle asks for (docs/CALVIN.md, Task thresholds); the lights: over the change from the
                   start value to the switch's on threshold, or to the button's pressed depth.
@@ -154,9 +157,16 @@ def measure_block(task: str, robot_obs: np.ndarray, scene_obs: np.ndarray, layou
             "moved_cm": 100 * moved, "other_moved_cm": 100 * other_moved}
 
 
-def end_place(robot_obs: np.ndarray, scene_obs: np.ndarray, layout: SceneLayout, target: str) -> str:
-    """Where the target block is at the subtask's last frame (the module's docstring, `end_place`)."""
+def end_place(robot_obs: np.ndarray, scene_obs: np.ndarray, layout: SceneLayout, target: str,
+              end_state: dict[str, Any] | None = None) -> str:
+    """Where the target block is at the subtask's last frame (the module's docstring, `end_place`): read off the
+    oracle's symbolic state there (its contacts) where the trace has it; in traces from before, by distances."""
     xyz = _block_xyz(scene_obs[-1:], layout, target)[0]
+    if end_state is not None:
+        place = end_state[f"{target}_block"]
+        if place == "stacked_bottom":  # under another block: where it stands
+            return place_by_position(tuple(xyz), layout)
+        return {"grasped": "in the hand", "stacked_top": "on a block"}.get(place, place)
     if robot_obs[-1, GRIPPER_ACTION] < 0 and np.linalg.norm(robot_obs[-1, :3] - xyz) <= REACH_M:
         return "in the hand"
     for other in (c for c in COLORS if c != target):
@@ -166,9 +176,10 @@ def end_place(robot_obs: np.ndarray, scene_obs: np.ndarray, layout: SceneLayout,
     return place_by_position(tuple(xyz), layout)
 
 
-def measure_placing(robot_obs: np.ndarray, scene_obs: np.ndarray, layout: SceneLayout, target: str) -> dict[str, Any]:
+def measure_placing(robot_obs: np.ndarray, scene_obs: np.ndarray, layout: SceneLayout, target: str,
+                    end_state: dict[str, Any] | None = None) -> dict[str, Any]:
     released = bool((robot_obs[:, GRIPPER_ACTION] > 0).any())
-    return {"released": released, "end_place": end_place(robot_obs, scene_obs, layout, target),
+    return {"released": released, "end_place": end_place(robot_obs, scene_obs, layout, target, end_state),
             "stage": "released" if released else "not released"}
 
 
@@ -197,7 +208,7 @@ def measure(trace: SubtaskTrace, layout: SceneLayout) -> dict[str, Any]:
         return {**measure_articulated(trace.task, scene_obs), **arm}
     block = measure_block(trace.task, robot_obs, scene_obs, layout)
     if trace.task in PLACING:
-        block.update(measure_placing(robot_obs, scene_obs, layout, block["target"]))
+        block.update(measure_placing(robot_obs, scene_obs, layout, block["target"], trace.end_state))
     return {**block, **arm}
 
 

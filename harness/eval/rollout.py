@@ -73,6 +73,9 @@ class SubtaskTrace:
     robot_obs: list[np.ndarray] = field(default_factory=list)
     scene_obs: list[np.ndarray] = field(default_factory=list)
     plans: list[np.ndarray | None] = field(default_factory=list)  # the agent's planned TCP path per frame
+    # the symbolic state at the subtask's last frame, as the oracle reads it (contacts: which block is grasped,
+    # stacked): what the failure analysis says of where a block ended (harness/eval/failures.py)
+    end_state: dict[str, Any] | None = None
 
     def add(self, obs: dict[str, Any], plan: np.ndarray | None) -> None:
         self.robot_obs.append(np.asarray(obs["robot_obs"], dtype=np.float64).copy())
@@ -178,11 +181,20 @@ def run_subtask(
     delay = delay or ObservationDelay(0)
     steps = out_of_range = 0
 
+    def ended(outcome: SubtaskOutcome) -> tuple[SubtaskOutcome, dict[str, Any]]:
+        if trace is not None:
+            try:
+                trace.end_state = symbolic_state(info, env.description.layout()).as_dict()
+            except Exception as e:  # noqa: BLE001
+                raise EnvFailure(done or [], task, steps, e) from e
+        return outcome, obs
+
     def failed(reason: str, error: BaseException) -> tuple[SubtaskOutcome, dict[str, Any]]:
-        return SubtaskOutcome(task, False, steps, reason, _error_text(error), out_of_range), obs
+        return ended(SubtaskOutcome(task, False, steps, reason, _error_text(error), out_of_range))
 
     try:
-        start = InfoView(env.get_info())
+        info = env.get_info()
+        start = InfoView(info)
     except Exception as e:  # noqa: BLE001 - any env failure is retried by the runner
         raise EnvFailure(done or [], task, steps, e) from e
     try:
@@ -214,8 +226,8 @@ def run_subtask(
         if trace is not None:
             trace.add(obs, _plan(agent))
         if success:
-            return SubtaskOutcome(task, True, steps, "success", "", out_of_range), obs
-    return SubtaskOutcome(task, False, steps, "timeout", "", out_of_range), obs
+            return ended(SubtaskOutcome(task, True, steps, "success", "", out_of_range))
+    return ended(SubtaskOutcome(task, False, steps, "timeout", "", out_of_range))
 
 
 def _plan(agent: Agent) -> np.ndarray | None:

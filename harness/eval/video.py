@@ -100,7 +100,7 @@ def load_trace(path: Path) -> tuple[dict[str, Any], list[SubtaskTrace]]:
             points, offsets = data[f"plan_points_{k}"], data[f"plan_offsets_{k}"]
             plans = [points[a:b] if b > a else None for a, b in zip(offsets[:-1], offsets[1:])]
             traces.append(SubtaskTrace(sub["task"], sub["instruction"], list(data[f"robot_obs_{k}"]),
-                                       list(data[f"scene_obs_{k}"]), plans))
+                                       list(data[f"scene_obs_{k}"]), plans, sub.get("end_state")))
     return meta, traces
 
 
@@ -138,7 +138,7 @@ class TraceStore:
         meta = {
             "key": record["key"], "index": record["index"], "seed": record["seed"], "tasks": record["tasks"],
             "full": full,
-            "subtasks": [{"task": t.task, "instruction": t.instruction} for t in traces],
+            "subtasks": [{"task": t.task, "instruction": t.instruction, "end_state": t.end_state} for t in traces],
             "outcomes": record["subtasks"],
         }
         self.folder.mkdir(parents=True, exist_ok=True)
