@@ -180,6 +180,29 @@ def test_job_timeout_must_be_positive_and_is_part_of_the_run_key():
     assert EvalSettings(job_timeout_s=30).run_key(env, agent) != EvalSettings().run_key(env, agent)
 
 
+def test_a_checkpoint_link_is_keyed_by_the_folder_it_names(tmp_path):
+    """A run's checkpoints/last moved on by more training: the rerun in the same folder is refused instead of
+    mixing two models' chains; a checkpoint folder named directly keys as it always did."""
+    from harness.eval.config import EvalSettings
+    from harness.eval.specs import AgentConfig, EnvConfig
+
+    for step in ("step_0000002", "step_0000004"):
+        (tmp_path / step).mkdir()
+    last = tmp_path / "last"
+    last.symlink_to("step_0000002")
+
+    def key(checkpoint):
+        return EvalSettings().run_key(EnvConfig(), AgentConfig("vla", {"checkpoint": str(checkpoint)}))
+
+    assert key(last)["checkpoint"] == str((tmp_path / "step_0000002").resolve())
+    assert "checkpoint" not in key(tmp_path / "step_0000002")
+    check_run_key(tmp_path / "eval", key(last))
+    last.unlink()
+    last.symlink_to("step_0000004")
+    with pytest.raises(ValueError, match="differs in: checkpoint"):
+        check_run_key(tmp_path / "eval", key(last))
+
+
 def test_a_setting_that_is_not_a_number_is_named():
     from harness.eval.config import EvalSettings, split_settings
 

@@ -120,6 +120,8 @@ def test_the_curve_of_a_run_carried_on_in_new_folders_is_the_whole_runs(dataset,
     train_here(dataset, third, "trainer.max_steps=8", f"resume={second}/checkpoints/step_0000004", *keep)
     assert [(c.step, c.run) for c in due_checkpoints(third, 2)] == [(2, first), (4, second), (6, third), (8, third)]
     assert [c.step for c in due_checkpoints(third, 4)] == [4, 8]
+    assert [c.step for c in due_checkpoints(third, 3)] == [6, 8]  # a finished run's last step is due whatever N
+    assert [c.step for c in due_checkpoints(second, 4)] == [4, 6]  # second on its own: its last step, 6
     settings = EvalSettings(mode="chains", num_chains=1, ep_len=2, workers=0, progress=False, videos=0, video_failures=0)
     rows = run_curve(third, settings, every=2)
     assert [(r["step"], r["run"]) for r in rows] == [(2, "first"), (4, "second"), (6, "third"), (8, "third")]

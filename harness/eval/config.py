@@ -13,6 +13,7 @@ a training run that has no rollouts).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
@@ -121,7 +122,19 @@ class EvalSettings:
                "env": env.to_dict(), "agent": agent_key}
         if self.instructions:  # only when set: folders of CALVIN's instructions keep their run.json
             key["instructions"] = dict(sorted(self.instructions.items()))
+        linked = linked_checkpoint(agent)
+        if linked:  # only for a link: folders of a checkpoint named directly keep their run.json
+            key["checkpoint"] = linked
         return key
+
+
+def linked_checkpoint(agent: AgentSource) -> str | None:
+    """The folder that the agent's checkpoint names when it is a link (a run's `checkpoints/last`): the same
+    command after more training evaluates another model, whose results must not extend the earlier one's."""
+    path = agent.kwargs.get("checkpoint") if isinstance(agent, AgentConfig) else None
+    if not isinstance(path, str) or not os.path.islink(path):
+        return None
+    return os.path.realpath(path)
 
 
 # quick checks from Python (and rollouts during training): in this process, quiet, no videos

@@ -185,8 +185,8 @@ def run_subtask(
         if trace is not None:
             try:
                 trace.end_state = symbolic_state(info, env.description.layout()).as_dict()
-            except Exception as e:  # noqa: BLE001
-                raise EnvFailure(done or [], task, steps, e) from e
+            except Exception:  # noqa: BLE001 - for the failure analysis only, which then reads distances
+                trace.end_state = None
         return outcome, obs
 
     def failed(reason: str, error: BaseException) -> tuple[SubtaskOutcome, dict[str, Any]]:
@@ -306,26 +306,23 @@ def _set_up(env: Env, job: Job, oracle: TaskOracle, obs: dict[str, Any]) -> tupl
     expert = ScriptedExpert()
     expert.bind_env(env.description)
     given, why = job, ""
-    # the expert plans from the state vectors: no frame is rendered for it (both backends have
-    # without_cameras; an env without it renders as always)
-    unrendered = env.without_cameras() if hasattr(env, "without_cameras") else nullcontext()
-    with unrendered:
-        for draw in range(1, SETUP_DRAWS + 1):
-            expert.new_chain(job.seed)
-            try:
-                why, obs = _expert_setup(env, expert, oracle, job, obs)
-            except EnvFailure as e:  # the record names the measured task
-                raise EnvFailure([], job.tasks[0], 0, RuntimeError(f"during the setup: {e}"), job) from e
-            if not why:
-                break
-            if draw < SETUP_DRAWS:
-                job = redrawn(given, draw)
-                obs = _start(env, job)
-    if not why:
+    for draw in range(1, SETUP_DRAWS + 1):
+        expert.new_chain(job.seed)
         try:
-            return job, env.get_obs()  # the agent's first observation, with its cameras
-        except Exception as e:  # noqa: BLE001
-            raise EnvFailure([], job.tasks[0], 0, e, job) from e
+            # the expert plans from the state vectors: no frame is rendered for it (both backends have
+            # without_cameras; an env without it renders as always)
+            with env.without_cameras() if hasattr(env, "without_cameras") else nullcontext():
+                why, obs = _expert_setup(env, expert, oracle, job, obs)
+        except EnvFailure as e:  # the record names the measured task
+            raise EnvFailure([], job.tasks[0], 0, RuntimeError(f"during the setup: {e}"), job) from e
+        if not why:
+            try:
+                return job, env.get_obs()  # the agent's first observation, with its cameras
+            except Exception as e:  # noqa: BLE001
+                raise EnvFailure([], job.tasks[0], 0, e, job) from e
+        if draw < SETUP_DRAWS:  # a redrawn start is set up with the cameras on (a perturbed view is moved then)
+            job = redrawn(given, draw)
+            obs = _start(env, job)
     error = RuntimeError(f"the scripted expert failed the setup of {SETUP_DRAWS} starts in a row, the last "
                          f"{' -> '.join(job.setup)} from {job.condition}: {why}")
     raise EnvFailure([], job.tasks[0], 0, error, job)

@@ -4,7 +4,7 @@
     python -m harness.train.curve runs/train/x --mode single_task --tasks lift_red_block_table --episodes 10
     python -m harness.train.curve runs/train/x --follow ...    # beside a running training: each new checkpoint
 
-Every checkpoint `step_K` with K a multiple of `--every` is evaluated by `harness.eval` into
+Every checkpoint `step_K` with K a multiple of `--every`, and a finished run's last one, is evaluated by `harness.eval` into
 `<run>/curve/<mode>/step_K/` (which resumes: the same command after a kill carries on), and after each one
 `curve.csv`, `curve.md` and `curve.png` in `<run>/curve/<mode>/` list per checkpoint: the step, the epoch,
 the training hours up to it, the validation loss, and the score (CALVIN's average sequence length, or the
@@ -30,6 +30,7 @@ each as it appears and stops once the run has written its summary and every due 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -92,19 +93,31 @@ class Checkpoint(NamedTuple):
 
 
 def due_checkpoints(run: Path, every: int) -> list[Checkpoint]:
-    """The run's complete step checkpoints whose step is a multiple of `every`, in step order, with those of the
-    folders it was carried on from (resumed origins: the same run's earlier steps), each up to the step taken."""
+    """The run's complete step checkpoints whose step is a multiple of `every`, and its last step once it has
+    finished (a run of 58,000 steps curved every 4,000 ends on its final model), in step order, with those of
+    the folders it was carried on from (resumed origins: the same run's earlier steps), each up to the step
+    taken."""
     found: list[Checkpoint] = []
     upto: int | None = None
+    final = _final_step(run)
     for folder, origin in lineage(run):
         for path in (folder / "checkpoints").glob("step_*"):
             step = int(path.name.removeprefix("step_"))
-            if path.name == step_name(step) and step % every == 0 and (upto is None or step <= upto):
+            due = step % every == 0 or (folder == run and step == final)
+            if path.name == step_name(step) and due and (upto is None or step <= upto):
                 found.append(Checkpoint(step, path, folder))
         if origin is None or not origin.resumed:
             break
         upto = origin.step
     return sorted(found)
+
+
+def _final_step(run: Path) -> int | None:
+    """The step a finished run ended at (its summary.json), None while it runs."""
+    try:
+        return int(json.loads((run / SUMMARY).read_text())["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def evaluate_checkpoint(folder: Path, out: Path, settings: Any, scene: str) -> dict[str, Any]:
@@ -176,8 +189,10 @@ def run_curve(run: Path, settings: Any, every: int, scene: str = "D", follow: bo
     folder.mkdir(parents=True, exist_ok=True)
     results: dict[int, tuple[Checkpoint, dict[str, Any]]] = {}
     while True:
+        # finished first: the run writes its summary after its last checkpoint, so once it is seen every checkpoint
+        # (the last one, due then, too) is there to be listed; one written after a "not finished" is seen next round
+        finished = (run / SUMMARY).is_file()
         pending = [c for c in due_checkpoints(run, every) if c.step not in results]
-        finished = (run / SUMMARY).is_file()  # read before evaluating: a checkpoint written after it is seen next round
         for checkpoint in pending:
             evaluated = evaluate_checkpoint(checkpoint.folder, folder / step_name(checkpoint.step), settings, scene)
             results[checkpoint.step] = (checkpoint, evaluated)
