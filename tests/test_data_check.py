@@ -205,3 +205,26 @@ def test_malformed_statistics_are_one_line_naming_the_file(tmp_path, content, me
     with pytest.raises(ValueError) as err:  # the training command line prints a ValueError here in one line
         make_normalizer(DataConfig(path=str(tmp_path), normalizer={"mode": "zscore"}))
     assert str(stats) in str(err.value) and message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_old_task_D_D_copys_scene_info_is_refused_and_relabelled(tmp_path):
+    """Copies of task_D_D from before CALVIN's fix of 16 September 2022 label the D training split calvin_scene_A:
+    read as A, the scene-state targets would take A's block order. A folder named task_D_D says which scene it
+    holds, so the label is refused, naming the command that relabels it (the original kept beside it)."""
+    root, mine = write_dataset(tmp_path / "task_D_D"), write_dataset(tmp_path / "mine")
+    (first, last), = CalvinSplit(root, "training").scene_info().values()
+    for dataset in (root, mine):
+        np.save(dataset / "training" / "scene_info.npy", {"calvin_scene_A": [first, last]})
+    with pytest.raises(CalvinFormatError, match=r"holds scene D only.*fix-scene-info .*task_D_D --split training --scene D"):
+        CalvinSplit(root, "training").scene_info()
+    assert any("holds scene D only" in str(p) for r in check_path(root) for p in r.errors)
+    assert CalvinSplit(mine, "training").scene_info() == {"calvin_scene_A": [first, last]}  # its name says nothing
+    cmd = [sys.executable, "-m", "harness.data", "fix-scene-info", str(root), "--scene", "D"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "calvin_scene_A" in proc.stdout, proc.stderr[-2000:]
+    assert CalvinSplit(root, "training").scene_info() == {"calvin_scene_D": [first, last]}
+    kept = np.load(root / "training" / "scene_info.before_fix.npy", allow_pickle=True).item()
+    assert kept == {"calvin_scene_A": [first, last]}
+    proc = subprocess.run([*cmd[:4], str(root), "--split", "validation", "--scene", "D"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "no scene_info.npy to relabel" in proc.stderr

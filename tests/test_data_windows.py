@@ -284,3 +284,4 @@ def test_instruction_word_dropout_leaves_words_out_in_order(calvin_root):
     assert WindowOptions(instruction_word_dropout=0.5).for_validation().instruction_word_dropout == 0.0
     with pytest.raises(ValueError, match=r"instruction_word_dropout must be in \[0, 1\), got 1.0"):
         WindowOptions(instruction_word_dropout=1.0)
+

@@ -1,4 +1,5 @@
-"""`python -m harness.data check PATH [--sync]` and `convert SRC DST` (vla-harness-data; recording a dataset: `python -m harness.record`).
+"""`python -m harness.data check PATH [--sync]`, `convert SRC DST` and `fix-scene-info ROOT --scene D` (vla-harness-data;
+recording a dataset: `python -m harness.record`).
 
 Options follow harness/tool_args.py's convention (`--option VALUE`, several values one after another).
 """
@@ -9,6 +10,8 @@ import argparse
 import json
 import sys
 
+from harness.data.calvin_format import CalvinFormatError, resolve_split_dir
+from harness.data.calvin_writer import fix_scene_info
 from harness.data.check import check_path, summary_dict
 from harness.data.images import RESIZE_MODES
 from harness.data.shards import DEFAULT_KEYS, convert, directory_size
@@ -51,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="interpolation of --resize; use the model's (its image processor's resample; bicubic for the tiny presets)")
     v.add_argument("--shard-frames", type=int, default=2048, help="frames per shard")
     v.add_argument("--workers", type=int, default=1, help="processes converting shards in parallel")
+    x = sub.add_parser("fix-scene-info", help="relabel a split's scene_info.npy as one scene (an old task_D_D copy: "
+                       "its training split labelled calvin_scene_A); the original is kept as scene_info.before_fix.npy")
+    x.add_argument("root", help="dataset root")
+    x.add_argument("--split", nargs="+", default=["training"], help="the splits to relabel (default: training)")
+    x.add_argument("--scene", required=True, choices=("A", "B", "C", "D"), help="the scene the split holds")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["record"]:
         ap.error("recording moved: python -m harness.record OUT [options] (or scripts/collect_data.sh)")
@@ -65,6 +73,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("\n\n".join([r.render() for r in reports] + [s.render() for s in syncs]))
         return 1 if any(r.errors for r in [*reports, *syncs]) else 0
+
+    if args.cmd == "fix-scene-info":
+        for split in args.split:
+            try:
+                before, after = fix_scene_info(resolve_split_dir(args.root, split), args.scene)
+            except CalvinFormatError as e:
+                print(f"fix-scene-info: {e}", file=sys.stderr)
+                return 1
+            print(f"{split}: scene_info {before} -> {after}")
+        return 0
 
     results = convert(args.src, args.dst, splits=several(args.split), keys=several(args.keys), frames=args.frames,
                       resize=_key_sizes(ap, several(args.resize)), resize_mode=args.resize_mode,

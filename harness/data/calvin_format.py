@@ -403,6 +403,34 @@ def scene_of_frame(frame_id: int, scene_info: dict[str, list[int]] | None) -> st
     return "D"
 
 
+# CALVIN's published datasets are named by their scenes: task_<training>_<validation> (task_D_D, task_ABC_D, ...)
+PUBLISHED_DATASET = re.compile(r"task_(?P<training>[A-D]+)_(?P<validation>[A-D]+)")
+
+
+def published_scenes(split_dir: Path) -> str | None:
+    """The scene letters a published dataset's split holds by its folder's name (task_ABC_D/training: "ABC");
+    None for a folder not named that way."""
+    match = PUBLISHED_DATASET.fullmatch(split_dir.parent.name)
+    return match.groupdict().get(split_dir.name) if match else None
+
+
+def check_published_scenes(split_dir: Path, scene_info: dict[str, list[int]]) -> None:
+    """A published dataset's scene_info must name only the scenes its name says (docs/CALVIN.md, Split files).
+    Copies of task_D_D downloaded before CALVIN's fix of 16 September 2022 label the D training split
+    calvin_scene_A; read as A, its scene_obs blocks would be taken in A's order."""
+    scenes = published_scenes(split_dir)
+    wrong = {k: v for k, v in scene_info.items() if k.startswith("calvin_scene_") and scenes and k[-1] not in scenes}
+    if not wrong:
+        return
+    fix = (f" Relabel it (the original is kept): python -m harness.data fix-scene-info {split_dir.parent} "
+           f"--split {split_dir.name} --scene {scenes}" if len(scenes) == 1 else "")
+    raise CalvinFormatError([Problem(str(split_dir / SCENE_INFO), (
+        f"labels frames {wrong}, but the {split_dir.name} split of {split_dir.parent.name} holds scene "
+        f"{', '.join(scenes)} only: copies of task_D_D downloaded before CALVIN's fix of 16 September 2022 label "
+        f"its training split calvin_scene_A (mees/calvin issue 40), and the block order of scene_obs differs "
+        f"between scenes.{fix}"))])
+
+
 class CalvinSplit:
     """Read access to one split folder of a CALVIN-format dataset (real or recorded by this project)."""
 
@@ -440,7 +468,11 @@ class CalvinSplit:
 
     def scene_info(self) -> dict[str, list[int]] | None:
         path = self.path / SCENE_INFO
-        return {str(k): [int(v[0]), int(v[1])] for k, v in load_pickled_npy(path).items()} if path.is_file() else None
+        if not path.is_file():
+            return None
+        info = {str(k): [int(v[0]), int(v[1])] for k, v in load_pickled_npy(path).items()}
+        check_published_scenes(self.path, info)
+        return info
 
     def statistics(self) -> dict[str, Any] | None:
         path = self.path / STATISTICS

@@ -93,6 +93,29 @@ def save_npy(path: Path, value: Any) -> None:
     atomic_write(path, lambda f: np.save(f, value, allow_pickle=isinstance(value, dict)))
 
 
+SCENE_INFO_BEFORE_FIX = "scene_info.before_fix.npy"
+
+
+def fix_scene_info(split_dir: Path, scene: str) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Relabel a split's scene_info.npy as one scene over the frames it spans (an old task_D_D copy's training
+    split: calvin_scene_A -> calvin_scene_D; docs/CALVIN.md, Split files). The original is kept beside it as
+    scene_info.before_fix.npy (a second fix keeps the first original). Returns (before, after)."""
+    path = split_dir / SCENE_INFO
+    if not path.is_file():
+        raise CalvinFormatError([Problem(str(path), "no scene_info.npy to relabel")])
+    if scene not in "ABCD" or len(scene) != 1:
+        raise ValueError(f"scene must be one of A, B, C, D, got {scene!r}")
+    before = {str(k): [int(v[0]), int(v[1])] for k, v in load_pickled_npy(path).items()}
+    if not before:
+        raise CalvinFormatError([Problem(str(path), "scene_info.npy is empty: no frame range to relabel")])
+    after = {f"calvin_scene_{scene}": [min(r[0] for r in before.values()), max(r[1] for r in before.values())]}
+    kept = split_dir / SCENE_INFO_BEFORE_FIX
+    if not kept.exists():
+        shutil.copy2(path, kept)
+    save_npy(path, after)
+    return before, after
+
+
 def prepare_frame(arrays: dict[str, Any], where: str) -> dict[str, np.ndarray]:
     """Check a frame against CALVIN's spec; floats become float32, images must already be uint8."""
     problems = []

@@ -33,6 +33,7 @@ from harness.data.calvin_format import (
     CalvinFormatError,
     LangAnnotations,
     Problem,
+    check_published_scenes,
     frame_key_problems,
     frame_keys,
     frame_value_problems,
@@ -224,6 +225,7 @@ def _check_side_files(rep: CheckReport, split_dir: Path) -> None:
                 d = load_pickled_npy(path)
                 if name == SCENE_INFO:
                     rep.notes.append(f"scene_info: {d}")
+                    check_published_scenes(split_dir, {str(k): list(v) for k, v in d.items()})
             except CalvinFormatError as e:
                 rep.problems += e.problems
 
