@@ -16,6 +16,7 @@ from harness.data.calvin_format import CalvinFormatError, CalvinSplit
 from harness.data.check import check_path
 from harness.data.normalization import ActionNormalizer
 from harness.data.shards import convert
+from harness.data.sync import check_sync
 from harness.data.windows import NpzFrameSource, WindowDataset, WindowSpec
 from tests.calvin_layout import ANNOTATIONS, frame_arrays, lang_dict, write_dataset
 
@@ -218,7 +219,11 @@ def test_an_old_task_D_D_copys_scene_info_is_refused_and_relabelled(tmp_path):
     with pytest.raises(CalvinFormatError, match=r"holds scene D only.*fix-scene-info .*task_D_D --split training --scene D"):
         CalvinSplit(root, "training").scene_info()
     assert any("holds scene D only" in str(p) for r in check_path(root) for p in r.errors)
+    assert any("holds scene D only" in str(p) for p in check_sync(root, "training").errors)  # a report, no crash
     assert CalvinSplit(mine, "training").scene_info() == {"calvin_scene_A": [first, last]}  # its name says nothing
+    wrong = subprocess.run([sys.executable, "-m", "harness.data", "fix-scene-info", str(root), "--scene", "B"],
+                           cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 1 and "holds scene(s) D, not B" in wrong.stderr
     cmd = [sys.executable, "-m", "harness.data", "fix-scene-info", str(root), "--scene", "D"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "calvin_scene_A" in proc.stdout, proc.stderr[-2000:]

@@ -182,25 +182,35 @@ def test_job_timeout_must_be_positive_and_is_part_of_the_run_key():
 
 def test_a_checkpoint_link_is_keyed_by_the_folder_it_names(tmp_path):
     """A run's checkpoints/last moved on by more training: the rerun in the same folder is refused instead of
-    mixing two models' chains; a checkpoint folder named directly keys as it always did."""
-    from harness.eval.config import EvalSettings
+    mixing two models' chains, and the agent loads the folder the link named when the evaluation began; a
+    checkpoint folder named directly keys as it always did; a run.json from before the key had it is accepted
+    once and then records it."""
+    import json
+
+    from harness.eval.config import EvalSettings, pin_checkpoint
     from harness.eval.specs import AgentConfig, EnvConfig
 
     for step in ("step_0000002", "step_0000004"):
         (tmp_path / step).mkdir()
     last = tmp_path / "last"
     last.symlink_to("step_0000002")
+    agent = AgentConfig("vla", {"checkpoint": str(last), "dtype": "auto"})
 
-    def key(checkpoint):
-        return EvalSettings().run_key(EnvConfig(), AgentConfig("vla", {"checkpoint": str(checkpoint)}))
+    def key(a=agent):
+        return EvalSettings().run_key(EnvConfig(), a)
 
-    assert key(last)["checkpoint"] == str((tmp_path / "step_0000002").resolve())
-    assert "checkpoint" not in key(tmp_path / "step_0000002")
-    check_run_key(tmp_path / "eval", key(last))
+    assert key()["checkpoint"] == "step_0000002" and key()["agent"]["kwargs"]["checkpoint"] == str(last)
+    assert pin_checkpoint(agent).kwargs == {"checkpoint": str(tmp_path / "step_0000002"), "dtype": "auto"}
+    assert "checkpoint" not in key(pin_checkpoint(agent))
+    check_run_key(tmp_path / "eval", key())
     last.unlink()
     last.symlink_to("step_0000004")
     with pytest.raises(ValueError, match="differs in: checkpoint"):
-        check_run_key(tmp_path / "eval", key(last))
+        check_run_key(tmp_path / "eval", key())
+    legacy = {k: v for k, v in key().items() if k != "checkpoint"}
+    check_run_key(tmp_path / "old", legacy)
+    check_run_key(tmp_path / "old", key())
+    assert json.loads((tmp_path / "old" / "run.json").read_text())["checkpoint"] == "step_0000004"
 
 
 def test_a_setting_that_is_not_a_number_is_named():

@@ -60,6 +60,7 @@ from harness.data.calvin_format import (
     frame_value_problems,
     load_episode_bounds,
     load_pickled_npy,
+    published_scenes,
 )
 from harness.folder_lock import FolderLock
 
@@ -97,21 +98,27 @@ SCENE_INFO_BEFORE_FIX = "scene_info.before_fix.npy"
 
 
 def fix_scene_info(split_dir: Path, scene: str) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
-    """Relabel a split's scene_info.npy as one scene over the frames it spans (an old task_D_D copy's training
-    split: calvin_scene_A -> calvin_scene_D; docs/CALVIN.md, Split files). The original is kept beside it as
-    scene_info.before_fix.npy (a second fix keeps the first original). Returns (before, after)."""
+    """Relabel a split's scene_info.npy, labelled as one scene, as another (an old task_D_D copy's training split:
+    calvin_scene_A -> calvin_scene_D; docs/CALVIN.md, Split files); a folder named as CALVIN's datasets must hold
+    that scene. The original is kept beside it as scene_info.before_fix.npy. Returns (before, after)."""
     path = split_dir / SCENE_INFO
     if not path.is_file():
         raise CalvinFormatError([Problem(str(path), "no scene_info.npy to relabel")])
     if scene not in "ABCD" or len(scene) != 1:
         raise ValueError(f"scene must be one of A, B, C, D, got {scene!r}")
     before = {str(k): [int(v[0]), int(v[1])] for k, v in load_pickled_npy(path).items()}
-    if not before:
-        raise CalvinFormatError([Problem(str(path), "scene_info.npy is empty: no frame range to relabel")])
-    after = {f"calvin_scene_{scene}": [min(r[0] for r in before.values()), max(r[1] for r in before.values())]}
+    if len(before) != 1:  # several scenes are several ranges: which frames are which is not for a relabel to guess
+        raise CalvinFormatError([Problem(str(path), f"labels {len(before)} frame ranges {before}: only a split "
+                                                    "labelled as one scene can be relabelled")])
+    scenes = published_scenes(split_dir)
+    if scenes is not None and scene not in scenes:
+        raise CalvinFormatError([Problem(str(path), f"the {split_dir.name} split of {split_dir.parent.name} holds "
+                                                    f"scene(s) {', '.join(scenes)}, not {scene}")])
+    (first, last), = before.values()
+    after = {f"calvin_scene_{scene}": [first, last]}
     kept = split_dir / SCENE_INFO_BEFORE_FIX
-    if not kept.exists():
-        shutil.copy2(path, kept)
+    if not kept.exists():  # a second fix keeps the first original
+        atomic_write(kept, lambda f: f.write(path.read_bytes()))
     save_npy(path, after)
     return before, after
 

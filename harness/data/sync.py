@@ -511,6 +511,12 @@ def check_sync(path: str | Path, split: str | None = None, *, episodes: int | No
     """The synchronisation check of one split (npz or shards). `episodes`: check this many episode
     stretches, spread over the split (default: all); `env`: the backend that restores recorded states."""
     source = open_frames(path, split)
+    try:
+        source.scene_info  # the states are restored in each frame's scene
+    except CalvinFormatError as e:  # a refused label (an old task_D_D copy's): the report says so, nothing is restored
+        report = SyncReport(source.name, f"env={env}")
+        report.problems += e.problems
+        return report
     every = stretch_bounds(source)
     bounds = spread(every, episodes)
     stretches = (read_stretch(source, *b) for b in tqdm(bounds, desc="sync", unit="episode", disable=not progress))

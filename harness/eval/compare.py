@@ -42,7 +42,8 @@ from harness.eval.stats import (BOOTSTRAP_SEED, LEVEL, POWER, RESAMPLES, Interva
 from harness.eval.store import RESULTS, RUN_FILE, read_results
 
 BENCHMARK_CHAINS = 1000  # CALVIN's list: no more chains to pair exist
-NOT_PROTOCOL = {"agent", "seed"}  # run.json keys that are what is compared (agent) or only RNG draws (seed)
+# run.json keys that are what is compared (agent, and the folder a checkpoint link named) or only RNG draws (seed)
+NOT_PROTOCOL = {"agent", "checkpoint", "seed"}
 RESULTS_PROTOCOL_SKIP = {"chains", "episodes_per_task", "seed", "mode", "ep_len"}  # how many / already in run.json
 
 

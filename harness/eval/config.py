@@ -14,7 +14,7 @@ a training run that has no rollouts).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping, Sequence
 
 from harness.eval.jobs import Job, chain_jobs, single_task_jobs
@@ -122,19 +122,27 @@ class EvalSettings:
                "env": env.to_dict(), "agent": agent_key}
         if self.instructions:  # only when set: folders of CALVIN's instructions keep their run.json
             key["instructions"] = dict(sorted(self.instructions.items()))
-        linked = linked_checkpoint(agent)
-        if linked:  # only for a link: folders of a checkpoint named directly keep their run.json
-            key["checkpoint"] = linked
+        link = _checkpoint_link(agent)
+        if link:  # only for a link: folders of a checkpoint named directly keep their run.json
+            key["checkpoint"] = os.readlink(link)  # e.g. step_0058000 (relative: the run folder may move)
         return key
 
 
-def linked_checkpoint(agent: AgentSource) -> str | None:
-    """The folder that the agent's checkpoint names when it is a link (a run's `checkpoints/last`): the same
-    command after more training evaluates another model, whose results must not extend the earlier one's."""
+def _checkpoint_link(agent: AgentSource) -> str | None:
+    """The agent's checkpoint when it is a link (a run's `checkpoints/last`)."""
     path = agent.kwargs.get("checkpoint") if isinstance(agent, AgentConfig) else None
-    if not isinstance(path, str) or not os.path.islink(path):
-        return None
-    return os.path.realpath(path)
+    return path if isinstance(path, str) and os.path.islink(path) else None
+
+
+def pin_checkpoint(agent: AgentSource) -> AgentSource:
+    """The agent with its checkpoint link (a run's `checkpoints/last`) replaced by the folder it names now: the
+    same command after more training evaluates another model, so the run key names the folder (run_key) and
+    every worker, rank and policy server loads that folder, even when training moves the link meanwhile."""
+    link = _checkpoint_link(agent)
+    if link is None:
+        return agent
+    assert isinstance(agent, AgentConfig)
+    return replace(agent, kwargs={**agent.kwargs, "checkpoint": os.path.join(os.path.dirname(link), os.readlink(link))})
 
 
 # quick checks from Python (and rollouts during training): in this process, quiet, no videos

@@ -22,7 +22,7 @@ import yaml
 
 from harness.config_errors import ConfigError, config_errors
 from harness.envs.perturbations import level_name
-from harness.eval.config import IN_PROCESS, EvalSettings
+from harness.eval.config import IN_PROCESS, EvalSettings, pin_checkpoint
 from harness.eval.jobs import Job
 from harness.eval.report import console_summary, write_reports
 from harness.eval.results import running_summary, summarize
@@ -105,6 +105,7 @@ def _evaluate(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output
         jobs = settings.jobs()  # unknown task names fail here, before the folder is touched
     chains_s = time.perf_counter() - chains_started
     folder = Path(output_dir) if output_dir is not None else None
+    key, agent = settings.run_key(env, agent), pin_checkpoint(agent)  # the key names the link, the agent its folder
     if folder is None or not dist.is_main:
         return _run(settings, jobs, chains_s, env, agent, folder, config, dist, started)
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,7 +114,7 @@ def _evaluate(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output
     except FolderBusy as e:
         raise ConfigError(f"output_dir: {e}") from None
     try:
-        _claim(folder, settings, settings.run_key(env, agent), config)
+        _claim(folder, settings, key, config)
         return _run(settings, jobs, chains_s, env, agent, folder, config, dist, started)
     finally:
         lock.release()

@@ -100,19 +100,28 @@ def write_merged(folder: Path, records: Iterable[dict[str, Any]]) -> None:
         path.unlink()
 
 
+# run.json entries that older runs did not record and whose value then is unknown: a rerun accepts their absence
+# and records them (the folder a checkpoint link named: harness/eval/config.py, run_key)
+UNRECORDED_BEFORE = ("checkpoint",)
+
+
 def check_run_key(folder: Path, key: dict[str, Any]) -> None:
     """Write run.json on the first run; on a rerun refuse settings that change what the results mean.
 
-    A setting missing from an older run.json (added to the key later, e.g. job_timeout_s) counts as null."""
+    A setting missing from an older run.json (added to the key later, e.g. job_timeout_s) counts as null, except
+    those of UNRECORDED_BEFORE, which are taken from the rerun."""
     path = folder / RUN_FILE
     if path.exists():
         old, new = json.loads(path.read_text()), json.loads(json.dumps(key))
-        diffs = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        unrecorded = [k for k in UNRECORDED_BEFORE if k in new and k not in old]
+        diffs = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in unrecorded]
         if diffs:
             raise ValueError(
                 f"{folder} holds results of another configuration (differs in: {', '.join(diffs)}); "
                 "choose another output_dir, or overwrite=true to discard them"
             )
+        if unrecorded:
+            path.write_text(json.dumps({**old, **{k: new[k] for k in unrecorded}}, indent=2, sort_keys=True) + "\n")
         return
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
