@@ -4,9 +4,9 @@
     python -m harness.train.curve runs/train/x --mode single_task --tasks lift_red_block_table --episodes 10
     python -m harness.train.curve runs/train/x --follow ...    # beside a running training: each new checkpoint
 
-Every checkpoint `step_K` with K a multiple of `--every`, and a finished run's last one, is evaluated by `harness.eval` into
-`<run>/curve/<mode>/step_K/` (which resumes: the same command after a kill carries on), and after each one
-`curve.csv`, `curve.md` and `curve.png` in `<run>/curve/<mode>/` list per checkpoint: the step, the epoch,
+Every checkpoint `step_K` with K a multiple of `--every`, and a finished run's last one, is evaluated by
+`harness.eval` into `<run>/curve/<mode>/step_K/` (which resumes: the same command after a kill carries on), and
+after each one `curve.csv`, `curve.md` and `curve.png` in `<run>/curve/<mode>/` list per checkpoint: the step, the epoch,
 the training hours up to it, the validation loss, and the score (CALVIN's average sequence length, or the
 mean single-task success over the tasks) with its 95 % interval (columns `_low`, `_high`, from
 harness.eval.stats; error bars in the plot) and the per-position (chains) or per-task rates.
