@@ -403,6 +403,11 @@ def scene_of_frame(frame_id: int, scene_info: dict[str, list[int]] | None) -> st
     return "D"
 
 
+def read_scene_info(path: Path) -> dict[str, list[int]]:
+    """A scene_info.npy as {scene name: [first, last]} (plain ints)."""
+    return {str(k): [int(v[0]), int(v[1])] for k, v in load_pickled_npy(path).items()}
+
+
 # CALVIN's published datasets are named by their scenes: task_<training>_<validation> (task_D_D, task_ABC_D, ...)
 PUBLISHED_DATASET = re.compile(r"task_(?P<training>[A-D]+)_(?P<validation>[A-D]+)")
 
@@ -470,7 +475,7 @@ class CalvinSplit:
         path = self.path / SCENE_INFO
         if not path.is_file():
             return None
-        info = {str(k): [int(v[0]), int(v[1])] for k, v in load_pickled_npy(path).items()}
+        info = read_scene_info(path)
         check_published_scenes(self.path, info)
         return info
 

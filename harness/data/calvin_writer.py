@@ -61,6 +61,7 @@ from harness.data.calvin_format import (
     load_episode_bounds,
     load_pickled_npy,
     published_scenes,
+    read_scene_info,
 )
 from harness.folder_lock import FolderLock
 
@@ -104,9 +105,9 @@ def fix_scene_info(split_dir: Path, scene: str) -> tuple[dict[str, list[int]], d
     path = split_dir / SCENE_INFO
     if not path.is_file():
         raise CalvinFormatError([Problem(str(path), "no scene_info.npy to relabel")])
-    if scene not in "ABCD" or len(scene) != 1:
+    if scene not in ("A", "B", "C", "D"):
         raise ValueError(f"scene must be one of A, B, C, D, got {scene!r}")
-    before = {str(k): [int(v[0]), int(v[1])] for k, v in load_pickled_npy(path).items()}
+    before = read_scene_info(path)
     if len(before) != 1:  # several scenes are several ranges: which frames are which is not for a relabel to guess
         raise CalvinFormatError([Problem(str(path), f"labels {len(before)} frame ranges {before}: only a split "
                                                     "labelled as one scene can be relabelled")])
@@ -330,9 +331,9 @@ class CalvinDatasetWriter:
                     self.annotations.append(AnnotationRecord(int(s), int(e), lang.ann[i], lang.task[i], emb))
                     self.annotation_episodes.append(self._episode_of(int(s)))
         if (self.path / SCENE_INFO).is_file():
-            for scene, (s, e) in load_pickled_npy(self.path / SCENE_INFO).items():
+            for scene, (s, e) in read_scene_info(self.path / SCENE_INFO).items():
                 if s <= last:
-                    self.scene_info[str(scene)] = [int(s), int(min(e, last))]
+                    self.scene_info[scene] = [s, int(min(e, last))]
             self._last_scene = max(self.scene_info, key=lambda k: self.scene_info[k][1], default=None)
         removed = 0
         for folder in (self.path, self.path / LANG_DIR):

@@ -225,7 +225,7 @@ def _check_side_files(rep: CheckReport, split_dir: Path) -> None:
                 d = load_pickled_npy(path)
                 if name == SCENE_INFO:
                     rep.notes.append(f"scene_info: {d}")
-                    check_published_scenes(split_dir, {str(k): list(v) for k, v in d.items()})
+                    check_published_scenes(split_dir, d)
             except CalvinFormatError as e:
                 rep.problems += e.problems
 
