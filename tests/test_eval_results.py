@@ -180,6 +180,24 @@ def test_job_timeout_must_be_positive_and_is_part_of_the_run_key():
     assert EvalSettings(job_timeout_s=30).run_key(env, agent) != EvalSettings().run_key(env, agent)
 
 
+def test_single_task_image_noise_refuses_a_folder_of_the_rendered_setup(tmp_path):
+    """Single-task setups no longer render (so no longer draw image noise): a folder of image-noise single-task
+    results written before cannot be extended by the new setup; chains and noise-free runs keep their key."""
+    from harness.envs.perturbations import Perturbations
+    from harness.eval.config import EvalSettings
+    from harness.eval.specs import AgentConfig, EnvConfig
+
+    agent, noisy = AgentConfig("random"), EnvConfig(perturb=Perturbations(image_noise=1))
+    key = EvalSettings(mode="single_task").run_key(noisy, agent)
+    assert key["setup"] == "unrendered"
+    check_run_key(tmp_path / "old", {k: v for k, v in key.items() if k != "setup"})  # before the change
+    with pytest.raises(ValueError, match="differs in: setup"):
+        check_run_key(tmp_path / "old", key)
+    for settings, env in ((EvalSettings(mode="single_task"), EnvConfig(perturb=Perturbations(blur=1))),
+                          (EvalSettings(mode="single_task"), EnvConfig()), (EvalSettings(), noisy)):
+        assert "setup" not in settings.run_key(env, agent)
+
+
 def test_a_checkpoint_link_is_keyed_by_the_folder_it_names(tmp_path):
     """A run's checkpoints/last moved on by more training: the rerun in the same folder is refused instead of
     mixing two models' chains, and the agent loads the folder the link named when the evaluation began; a

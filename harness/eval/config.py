@@ -122,6 +122,11 @@ class EvalSettings:
                "env": env.to_dict(), "agent": agent_key}
         if self.instructions:  # only when set: folders of CALVIN's instructions keep their run.json
             key["instructions"] = dict(sorted(self.instructions.items()))
+        if self.mode == "single_task" and env.perturb.image_noise:
+            # the scripted setup renders no frame since the setup without cameras (harness/eval/rollout.py), so
+            # it no longer draws image noise and the agent's frames differ from a run made before: this entry,
+            # absent from such a run's run.json, refuses to mix the two in one folder
+            key["setup"] = "unrendered"
         link = _checkpoint_link(agent)
         if link:  # only for a link: folders of a checkpoint named directly keep their run.json
             key["checkpoint"] = os.readlink(link)  # e.g. step_0058000 (relative: the run folder may move)
