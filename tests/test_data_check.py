@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import subprocess
 import sys
@@ -233,3 +234,140 @@ def test_an_old_task_D_D_copys_scene_info_is_refused_and_relabelled(tmp_path):
     proc = subprocess.run([*cmd[:4], str(root), "--split", "validation", "--scene", "D"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "no scene_info.npy to relabel" in proc.stderr
+
+
+# ---------------------------------------------------------------- malformed metadata: named, never a bare crash
+def test_malformed_annotation_and_scene_metadata_is_named(tmp_path):
+    root = write_dataset(tmp_path / "d")
+    split = root / "training"
+    lang = split / "lang_annotations" / "auto_lang_ann.npy"
+    for change, where in ((lambda d: d["info"].__setitem__("indx", [(358482, 358500), (358495,)]), "[info.indx]"),
+                          (lambda d: d["info"].__setitem__("episodes", 5), "[info.episodes]: expected a list, got int")):
+        d = lang_dict()
+        change(d)
+        np.save(lang, d)
+        assert any(where in str(p) for p in check_path(root, split="training")[0].errors)
+        with pytest.raises(CalvinFormatError, match=re.escape(f"auto_lang_ann.npy {where}")):
+            CalvinSplit(split).lang
+    np.save(lang, lang_dict())
+    np.save(split / "scene_info.npy", {"calvin_scene_D": 100})
+    assert any("scene_info.npy: expected {scene name: [first, last]" in str(p) for p in check_path(root, split="training")[0].errors)
+    with pytest.raises(CalvinFormatError, match="scene_info.npy: expected"):
+        CalvinSplit(split).scene_info()
+    (split / "statistics.yaml").write_bytes(b"\xff\xfe\x00\xd8 not text \x80\x81")
+    assert any("statistics.yaml" in p.where for p in check_path(root, split="training")[0].errors)
+
+
+def test_an_empty_annotation_list_reads_as_no_annotations(tmp_path):
+    """What the writer saves for a recording whose committed episodes have no annotation yet (a chain whose first
+    subtask failed): it reads back, so such a recording resumes."""
+    from harness.data.calvin_format import LangAnnotations
+
+    lang = LangAnnotations.from_dict(lang_dict(annotations=(), with_emb=False), "auto_lang_ann.npy")
+    assert lang.indx.shape == (0, 2) and lang.indx.dtype == np.int64 and lang.ann == []
+
+
+def test_an_error_from_a_worker_process_keeps_its_problems():
+    import pickle
+
+    from harness.data.calvin_format import Problem
+
+    err = pickle.loads(pickle.dumps(CalvinFormatError([Problem("a.npz", "missing frame file"), Problem("b.npz", "x")])))
+    assert str(err) == "a.npz: missing frame file (and 1 more problems)" and len(err.problems) == 2
+
+
+def test_an_annotation_spanning_two_adjacent_episodes_is_a_warning(tmp_path):
+    episodes = ((358482, 358501), (358502, 358521))  # contiguous ids: the annotation is inside the split's frames
+    root = tmp_path / "d"
+    from tests.calvin_layout import write_split
+
+    write_split(root / "training", episodes=episodes,
+                annotations=(((358490, 358510), "open_drawer", "open the drawer"),
+                             ((358502, 358521), "turn_on_led", "turn on the led")))
+    rep = check_path(root, split="training")[0]
+    assert not rep.errors
+    assert [p.message for p in rep.problems if p.severity == "warning"] == [
+        "1 entries span two episodes, first entry 0 ('open_drawer') over frames [358490, 358510]"]
+
+
+def test_statistics_that_are_not_finite_are_refused_naming_the_file(tmp_path):
+    from harness.data.config import DataConfig, make_normalizer
+
+    stats = tmp_path / "training" / "statistics.yaml"
+    stats.parent.mkdir()
+    stats.write_text("rel_actions: {mean: [.nan, 0, 0, 0, 0, 0], std: [1, 1, 1, 1, 1, 1]}")
+    with pytest.raises(ValueError, match="must be finite") as err:
+        make_normalizer(DataConfig(path=str(tmp_path), normalizer={"mode": "zscore"}))
+    assert str(stats) in str(err.value)
+    with pytest.raises(ValueError, match="must be finite"):
+        ActionNormalizer(mode="zscore", std=(float("inf"),) * 6)
+
+
+@pytest.fixture()
+def shards(tmp_path):
+    convert(write_dataset(tmp_path / "d"), tmp_path / "s", progress=False, shard_frames=16)
+    return tmp_path / "s" / "training"
+
+
+def _edit_json(path: Path, edit) -> None:
+    import json
+
+    d = json.loads(path.read_text())
+    edit(d)
+    path.write_text(json.dumps(d))
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: m["runs"][1].__setitem__(2, 0), "the runs' rows are not stored one after another"),  # would read run 0's rows
+    (lambda m: m["runs"].reverse(), "runs are not sorted"),
+    (lambda m: m["shards"][1]["rows"].__setitem__(0, 3), "the shards' rows do not tile"),
+    (lambda m: m.pop("runs"), "missing runs"),
+    (lambda m: m["shards"][0].pop("dir"), "runs, shards or num_frames malformed"),
+])
+def test_a_manifest_that_lies_about_its_layout_is_refused(shards, edit, message):
+    from harness.data.shards import ShardFrameSource
+
+    _edit_json(shards / "manifest.json", edit)
+    with pytest.raises(CalvinFormatError, match=re.escape(f"manifest.json: {message}")):
+        ShardFrameSource(shards)
+    assert any(message in p.message for p in check_path(shards)[0].errors)
+
+
+def test_corrupt_shard_files_are_named_when_training_reads_them(shards):
+    from harness.data.shards import ShardFrameSource
+
+    npy = shards / "shard_00000" / "rgb_static.npy"
+    npy.write_bytes(npy.read_bytes()[:1000])
+    with pytest.raises(CalvinFormatError, match=re.escape(f"{npy} [rgb_static]: cannot be mapped")):
+        WindowDataset(ShardFrameSource(shards), WindowSpec(2, 3), ActionNormalizer())[0]
+    _edit_json(shards / "annotations.json", lambda d: d.pop("task"))
+    with pytest.raises(CalvinFormatError, match="annotations.json: missing task"):
+        ShardFrameSource(shards).lang
+    (shards / "annotations.json").write_text('{"indx": [[1, 2]')
+    with pytest.raises(CalvinFormatError, match="annotations.json: cannot be read"):
+        ShardFrameSource(shards).lang
+    assert any("annotations.json: cannot be read" in str(p) for p in check_path(shards)[0].errors)
+
+
+def test_conversion_errors_name_the_file_and_leave_nothing_behind(tmp_path):
+    root = write_dataset(tmp_path / "task_D_D")
+    bad = root / "training" / "episode_0358610.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(CalvinFormatError, match=re.escape(f"{bad}: not a readable npz file")):
+        convert(root, tmp_path / "s", splits=["training"], progress=False, shard_frames=16, workers=2)
+    np.save(root / "training" / "scene_info.npy", {"calvin_scene_A": [358482, 358639]})  # an old task_D_D copy's
+    with pytest.raises(CalvinFormatError, match="holds scene D only"):
+        convert(root, tmp_path / "s2", splits=["training"], progress=False)
+    assert not list((tmp_path / "s").iterdir()) and not list((tmp_path / "s2").iterdir())  # no shard, no partial folder
+    from tests.calvin_layout import write_split
+
+    write_split(tmp_path / "none" / "training", annotations=(), with_emb=False)
+    with pytest.raises(ValueError, match="no frames to convert"):
+        convert(tmp_path / "none", tmp_path / "s3", splits=["training"], frames="annotated", progress=False)
+
+
+def test_sync_reports_a_corrupt_frame_instead_of_crashing(tmp_path):
+    root = write_dataset(tmp_path / "d")
+    (root / "training" / "episode_0358490.npz").write_bytes(b"not a zip")
+    report = check_sync(root, "training")
+    assert [p.where for p in report.errors] == [str(root / "training" / "episode_0358490.npz")]

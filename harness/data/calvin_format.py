@@ -118,6 +118,9 @@ class CalvinFormatError(ValueError):
         more = f" (and {len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
         super().__init__(f"{self.problems[0]}{more}")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # raised in a worker process (convert --workers N): rebuilt whole
+        return type(self), (self.problems,)
+
 
 def frame_key_problems(where: str, key: str, dtype: np.dtype, shape: tuple[int, ...]) -> list[Problem]:
     spec = ALL_FRAME_KEYS.get(key)
@@ -260,10 +263,18 @@ class LangAnnotations:
                 problems.append(Problem(where, "missing key", f"{sect}.{key}"))
         if problems:
             raise CalvinFormatError(problems)
-        indx = np.asarray(info["indx"])
+        try:
+            indx = np.asarray(info["indx"])
+        except ValueError:  # rows of different lengths
+            raise CalvinFormatError([Problem(where, "expected (N, 2) integer frame ids, got rows of different lengths",
+                                             "info.indx")]) from None
+        episodes = info.get("episodes")
+        for key, value in (("language.ann", lang["ann"]), ("language.task", lang["task"]), ("info.episodes", episodes)):
+            if not (_is_sequence(value) or key == "info.episodes" and value is None):
+                raise CalvinFormatError([Problem(where, f"expected a list, got {type(value).__name__}", key)])
         ann, task = [str(a) for a in lang["ann"]], [str(t) for t in lang["task"]]
-        if indx.size == 0:
-            indx = indx.reshape(0, 2)
+        if indx.size == 0:  # an empty list loads as float64
+            indx = np.zeros((0, 2), dtype=np.int64)
         if indx.ndim != 2 or indx.shape[1] != 2 or indx.dtype.kind not in "iu":
             problems.append(Problem(where, f"expected (N, 2) integer frame ids, got {indx.shape} {indx.dtype}", "info.indx"))
         elif np.any(indx[:, 0] > indx[:, 1]):
@@ -274,7 +285,10 @@ class LangAnnotations:
                 problems.append(Problem(where, f"{len(values)} entries but info.indx has {len(indx)}", key))
         emb = lang.get("emb")
         if emb is not None:
-            emb = np.asarray(emb)
+            try:
+                emb = np.asarray(emb)
+            except ValueError:  # rows of different lengths
+                emb = np.asarray(None)
             if emb.ndim == 2:
                 emb = emb[:, None, :]
             if emb.ndim != 3 or emb.shape[0] != len(indx) or emb.shape[1] != 1 or emb.dtype.kind != "f":
@@ -283,7 +297,6 @@ class LangAnnotations:
                 emb = emb.astype(np.float32, copy=False)
         if problems:
             raise CalvinFormatError(problems)
-        episodes = info.get("episodes")
         return cls(indx.astype(np.int64), ann, task, emb, list(episodes) if episodes is not None else None)
 
     def to_dict(self) -> dict[str, Any]:
@@ -310,6 +323,11 @@ def lang_annotation_path(split_dir: Path) -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+def _is_sequence(value: Any) -> bool:
+    """A list, tuple or array (what CALVIN's pickled lists come as), not a string or a scalar."""
+    return isinstance(value, (list, tuple, np.ndarray))
 
 
 def load_pickled_npy(path: Path) -> dict[Any, Any]:
@@ -358,8 +376,8 @@ def read_episode_bounds(split_dir: Path) -> tuple[np.ndarray | None, list[Proble
 def read_statistics(path: Path) -> dict[str, Any]:
     """A statistics.yaml as a mapping; a file that is not YAML, or not a mapping, is a CalvinFormatError naming it."""
     try:
-        stats = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
+        stats = yaml.safe_load(path.read_bytes())
+    except (yaml.YAMLError, OSError) as e:  # not YAML, not text (yaml's reader names the bad byte), unreadable
         raise CalvinFormatError([Problem(str(path), f"not valid YAML ({' '.join(str(e).split())})")]) from None
     if not isinstance(stats, dict):
         raise CalvinFormatError([Problem(str(path), f"expected a mapping, got {type(stats).__name__}")])
@@ -404,8 +422,15 @@ def scene_of_frame(frame_id: int, scene_info: dict[str, list[int]] | None) -> st
 
 
 def read_scene_info(path: Path) -> dict[str, list[int]]:
-    """A scene_info.npy as {scene name: [first, last]} (plain ints)."""
-    return {str(k): [int(v[0]), int(v[1])] for k, v in load_pickled_npy(path).items()}
+    """A scene_info.npy as {scene name: [first, last]} (plain ints); anything else is a CalvinFormatError naming it."""
+    out = {}
+    for name, span in load_pickled_npy(path).items():
+        pair = np.asarray(span) if _is_sequence(span) else None
+        if not isinstance(name, str) or pair is None or pair.shape != (2,) or pair.dtype.kind not in "iu" or pair[0] > pair[1]:
+            raise CalvinFormatError([Problem(str(path), f"expected {{scene name: [first, last] frame ids}}, got "
+                                                        f"{name!r}: {span!r}")])
+        out[name] = [int(pair[0]), int(pair[1])]
+    return out
 
 
 # CALVIN's published datasets are named by their scenes: task_<training>_<validation> (task_D_D, task_ABC_D, ...)

@@ -8,6 +8,7 @@ loss also measures the held-out ones. Augmentation is never applied to validatio
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -74,6 +75,8 @@ def _rel_action_statistics(path: Path) -> tuple[list[float], list[float]]:
         raise ValueError(f"{needs}: rel_actions.mean and rel_actions.std must be lists of 6 numbers ({type(e).__name__}: {e})") from None
     if len(mean) != 6 or len(std) != 6:
         raise ValueError(f"{needs}: rel_actions.mean and rel_actions.std must have 6 numbers, got {len(mean)} and {len(std)}")
+    if not all(math.isfinite(x) for x in mean + std) or min(std) <= 0:
+        raise ValueError(f"{needs}: rel_actions.mean must be finite and rel_actions.std finite and > 0, got {mean} and {std}")
     return mean, std
 
 

@@ -33,6 +33,8 @@ class ActionNormalizer:
             raise ValueError(f"ActionNormalizer.clip must be > 0, got {self.clip}")
         if len(self.mean) != 6 or len(self.std) != 6:
             raise ValueError("ActionNormalizer.mean/std must have 6 values (the arm dims)")
+        if not np.all(np.isfinite([self.clip, *self.mean, *self.std])):  # NaN slips past every comparison
+            raise ValueError(f"ActionNormalizer: clip, mean and std must be finite, got {self.clip}, {self.mean}, {self.std}")
         if self.mode == "zscore" and min(self.std) <= 0:
             raise ValueError(f"ActionNormalizer.std must be positive, got {self.std}")
 

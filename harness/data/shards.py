@@ -42,7 +42,6 @@ from harness.data.calvin_format import (
     CalvinFormatError,
     merge_ranges,
     range_in_runs,
-    read_frame,
 )
 from harness.data.images import RESIZE_MODES, resize_hwc
 
@@ -64,7 +63,7 @@ def directory_size(path: str | Path) -> int:
 
 
 def _id_list(runs: np.ndarray) -> np.ndarray:
-    return np.concatenate([np.arange(s, e + 1) for s, e in runs]).astype(np.int64)
+    return np.concatenate([np.arange(s, e + 1) for s, e in runs] or [np.zeros(0)]).astype(np.int64)
 
 
 def _write_shard(split_dir: str, shard_dir: str, frame_ids: Sequence[int], specs: dict[str, tuple[str, list[int]]],
@@ -122,16 +121,31 @@ def convert_split(
         raise ValueError(f"{src.path}: no frames to convert")
     probe = src.load_frame(int(ids[0]), keys)
     specs = {k: ("uint8" if v.dtype == np.uint8 else "float32", list(v.shape)) for k, v in probe.items()}
+    scene_info = src.scene_info()  # a refused label (an old task_D_D copy's) stops here, before any shard is written
 
     tmp = dst.parent / f".{dst.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        _write_split(src, tmp, ids, runs, lang, specs, scene_info, frames=frames, resize=resize,
+                     resize_mode=resize_mode, shard_frames=shard_frames, workers=workers, progress=progress)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    os.replace(tmp, dst)
+    return {"split": src.path.name, "frames": int(len(ids)), "shards": len(load_manifest(dst)["shards"]),
+            "bytes": directory_size(dst)}
+
+
+def _write_split(src: CalvinSplit, tmp: Path, ids: np.ndarray, runs: np.ndarray, lang: LangAnnotations,
+                 specs: dict[str, tuple[str, list[int]]], scene_info: dict[str, list[int]] | None, *, frames: str,
+                 resize: dict[str, int], resize_mode: str, shard_frames: int, workers: int, progress: bool) -> None:
+    """The shards, annotations, side files and manifest of a converted split, into the folder `tmp`."""
     bounds = list(range(0, len(ids), shard_frames)) + [len(ids)]
     shards = [{"dir": f"shard_{j:05d}", "rows": [bounds[j], bounds[j + 1]]} for j in range(len(bounds) - 1)]
     jobs = [(str(src.path), str(tmp / sh["dir"]), ids[sh["rows"][0] : sh["rows"][1]].tolist(), specs, resize, resize_mode)
             for sh in shards]
-    bar = tqdm(total=len(ids), unit="frame", desc=f"convert {src.path.name}", disable=not progress)
-    try:
+    with tqdm(total=len(ids), unit="frame", desc=f"convert {src.path.name}", disable=not progress) as bar:
         if workers > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 for n in pool.map(_write_shard, *zip(*jobs)):
@@ -139,11 +153,6 @@ def convert_split(
         else:
             for job in jobs:
                 bar.update(_write_shard(*job))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        bar.close()
 
     ann = {"indx": lang.indx.tolist(), "ann": lang.ann, "task": lang.task, "episodes": lang.episodes}
     (tmp / ANNOTATIONS).write_text(json.dumps(ann))
@@ -166,11 +175,9 @@ def convert_split(
         "runs": [[int(s), int(e), int(r)] for (s, e), r in zip(runs, row0)],
         "shards": shards,
         "episodes": src.episodes.tolist(),
-        "scene_info": src.scene_info(),
+        "scene_info": scene_info,
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, dst)
-    return {"split": src.path.name, "frames": int(len(ids)), "shards": len(shards), "bytes": directory_size(dst)}
 
 
 def _check_resize(resize: Mapping[str, int], keys: Sequence[str], mode: str) -> dict[str, int]:
@@ -215,9 +222,30 @@ def load_manifest(path: Path) -> dict[str, Any]:
         m = json.loads((path / MANIFEST).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CalvinFormatError([Problem(where, f"cannot be read ({e})")]) from None
-    if m.get("format") != SHARD_FORMAT or m.get("version") != SHARD_VERSION:
-        raise CalvinFormatError([Problem(where, f"expected format {SHARD_FORMAT!r} version {SHARD_VERSION}, got {m.get('format')!r} {m.get('version')!r}")])
+    if not isinstance(m, dict) or m.get("format") != SHARD_FORMAT or m.get("version") != SHARD_VERSION:
+        got = f"{m.get('format')!r} {m.get('version')!r}" if isinstance(m, dict) else type(m).__name__
+        raise CalvinFormatError([Problem(where, f"expected format {SHARD_FORMAT!r} version {SHARD_VERSION}, got {got}")])
+    missing = [k for k in ("num_frames", "keys", "runs", "shards") if k not in m]
+    if missing:
+        raise CalvinFormatError([Problem(where, f"missing {', '.join(missing)}")])
     return m
+
+
+def _layout_problem(runs: np.ndarray, row0: np.ndarray, shard_rows: np.ndarray, num_frames: int) -> str | None:
+    """What is wrong with a manifest's frame layout: runs must be sorted, disjoint, each stored right after the
+    one before; shards must tile the rows [0, num_frames) in order. None when it holds."""
+    lengths = runs[:, 1] - runs[:, 0] + 1
+    if np.any(lengths < 1) or np.any(runs[1:, 0] <= runs[:-1, 1]):
+        return "runs are not sorted, disjoint [first, last] frame ids"
+    if np.any(row0 != np.concatenate([[0], np.cumsum(lengths)[:-1]])) or lengths.sum() != num_frames:
+        return f"the runs' rows are not stored one after another, {num_frames} frames in all"
+    edges = shard_rows.reshape(-1)
+    if len(shard_rows) and (edges[0] != 0 or edges[-1] != num_frames or np.any(np.diff(edges) < 0)
+                            or np.any(shard_rows[1:, 0] != shard_rows[:-1, 1])):
+        return f"the shards' rows do not tile [0, {num_frames})"
+    if not len(shard_rows) and num_frames:
+        return "no shards"
+    return None
 
 
 class ShardFrameSource:
@@ -226,10 +254,17 @@ class ShardFrameSource:
     def __init__(self, path: str | Path, split: str | None = None):
         self.path = resolve_shard_dir(path, split)
         self.name = str(self.path)
-        self.manifest = load_manifest(self.path)
-        table = np.asarray(self.manifest["runs"], dtype=np.int64).reshape(-1, 3)
+        self.manifest = m = load_manifest(self.path)
+        try:
+            table = np.asarray(m["runs"], dtype=np.int64).reshape(-1, 3)
+            self._shard_rows = np.asarray([sh["rows"] for sh in m["shards"]], dtype=np.int64).reshape(-1, 2)
+            [sh["dir"] for sh in m["shards"]]
+            problem = _layout_problem(table[:, :2], table[:, 2], self._shard_rows, int(m["num_frames"]))
+        except (TypeError, ValueError, KeyError) as e:
+            problem = f"runs, shards or num_frames malformed ({type(e).__name__}: {e})"
+        if problem:  # a manifest that lies would hand out other frames than asked for
+            raise CalvinFormatError([Problem(str(self.path / MANIFEST), problem)])
         self._runs, self._row0 = table[:, :2], table[:, 2]
-        self._shard_rows = np.asarray([sh["rows"] for sh in self.manifest["shards"]], dtype=np.int64).reshape(-1, 2)
         self._maps: dict[tuple[int, str], np.ndarray] = {}
         self._lang: LangAnnotations | None = None
 
@@ -257,8 +292,18 @@ class ShardFrameSource:
     @property
     def lang(self) -> LangAnnotations:
         if self._lang is None:
-            d = json.loads((self.path / ANNOTATIONS).read_text())
-            emb = np.load(self.path / ANNOTATION_EMB) if (self.path / ANNOTATION_EMB).is_file() else None
+            try:
+                d = json.loads((self.path / ANNOTATIONS).read_text())
+            except (OSError, ValueError) as e:
+                raise CalvinFormatError([Problem(self.lang_where, f"cannot be read ({e})")]) from None
+            missing = [k for k in ("indx", "ann", "task") if not isinstance(d, dict) or k not in d]
+            if missing:
+                raise CalvinFormatError([Problem(self.lang_where, f"missing {', '.join(missing)}")])
+            emb_path = self.path / ANNOTATION_EMB
+            try:
+                emb = np.load(emb_path, allow_pickle=False) if emb_path.is_file() else None
+            except (OSError, ValueError, EOFError) as e:
+                raise CalvinFormatError([Problem(str(emb_path), f"cannot be loaded ({e})")]) from None
             raw = {"info": {"indx": d["indx"], "episodes": d.get("episodes")}, "language": {"ann": d["ann"], "task": d["task"]}}
             if emb is not None:
                 raw["language"]["emb"] = emb
@@ -271,7 +316,11 @@ class ShardFrameSource:
             path = self.path / self.manifest["shards"][shard]["dir"] / f"{key}.npy"
             if key not in self.keys:
                 raise KeyError(f"{self.path}: key {key!r} was not converted (converted: {sorted(self.keys)})")
-            m = self._maps[(shard, key)] = np.load(path, mmap_mode="r")
+            try:
+                m = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError, EOFError) as e:  # missing, truncated, not an .npy
+                raise CalvinFormatError([Problem(str(path), f"cannot be mapped ({e})", key)]) from None
+            self._maps[(shard, key)] = m
         return m
 
     def rows(self, start: int, stop: int) -> tuple[int, int]:

@@ -510,18 +510,19 @@ def check_sync(path: str | Path, split: str | None = None, *, episodes: int | No
                env_options: dict[str, Any] | None = None, progress: bool = False) -> SyncReport:
     """The synchronisation check of one split (npz or shards). `episodes`: check this many episode
     stretches, spread over the split (default: all); `env`: the backend that restores recorded states."""
-    source = open_frames(path, split)
+    source = None
     try:
+        source = open_frames(path, split)
         source.scene_info  # the states are restored in each frame's scene
-    except CalvinFormatError as e:  # a refused label (an old task_D_D copy's): the report says so, nothing is restored
-        report = SyncReport(source.name, f"env={env}")
+        every = stretch_bounds(source)
+        bounds = spread(every, episodes)
+        stretches = (read_stretch(source, *b) for b in tqdm(bounds, desc="sync", unit="episode", disable=not progress))
+        with closing(RecordedStates(env, env_options)) as states:
+            report = sync_report(source, stretches, states)
+    except CalvinFormatError as e:  # a refused scene label (an old task_D_D copy's), a corrupt frame: the report says so
+        report = SyncReport(source.name if source else str(path), f"env={env}")
         report.problems += e.problems
         return report
-    every = stretch_bounds(source)
-    bounds = spread(every, episodes)
-    stretches = (read_stretch(source, *b) for b in tqdm(bounds, desc="sync", unit="episode", disable=not progress))
-    with closing(RecordedStates(env, env_options)) as states:
-        report = sync_report(source, stretches, states)
     if len(bounds) < len(every):
         report.notes.append(f"{len(bounds)} of {len(every)} episode stretches checked")
     return report
