@@ -176,3 +176,12 @@ def test_single_task_runs_are_paired_episode_by_episode(tmp_path):
     assert c["tasks"]["open_drawer"]["difference"] == -1.0 and c["tasks"]["turn_on_led"]["difference"] == 0.0
     assert result["verdicts"][0].startswith("B (presser) is worse than A (expert) by 50.0 percentage points of success rate")
     assert result["chains_needed"][0].startswith("Episodes needed (B vs A)")
+
+
+def test_an_unfinished_run_is_compared_by_its_run_json(runs, tmp_path):
+    """A run still going (or killed) has no results.json: what only results.json says is not held against it."""
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(runs["falter1"], unfinished)
+    (unfinished / "results.json").unlink()
+    rc, result = compare(runs["expert"], unfinished, tmp_path / "out")
+    assert rc == 0 and result["comparisons"][0]["protocol_mismatches"] == []

@@ -246,3 +246,37 @@ def test_a_setting_that_is_not_a_number_is_named():
         with pytest.raises(ValueError, match=f"^{key} must be {kind}, got {value!r}$"):
             settings({**base, key: value})
     assert EvalSettings().num_chains == 100  # the command's default, in one place
+
+
+def test_a_last_record_without_its_newline_runs_again(tmp_path):
+    """A kill between a record's last byte and its newline: the record is not counted (appending cuts it off), so
+    its chain runs again and the resumed run holds every chain asked for; a rerun asking fewer chains than the
+    folder holds runs none and says so."""
+    from harness.eval import AgentConfig, evaluate_chains
+
+    def run(chains: int) -> dict:
+        return evaluate_chains(AgentConfig("random"), num_chains=chains, ep_len=5, output_dir=tmp_path)
+
+    first = run(3)
+    log = tmp_path / "results.jsonl"
+    log.write_bytes(log.read_bytes().rstrip(b"\n"))
+    assert set(read_log(log)) == {"chain/0", "chain/1"}
+    again = run(3)
+    assert again["num_chains"] == 3 and again["timings"]["jobs_run_now"] == 1
+    assert again["chain_sr"] == first["chain_sr"] and len(log.read_text().splitlines()) == 3
+    assert run(2)["timings"]["jobs_run_now"] == 0
+
+
+def test_overwrite_discards_everything_the_earlier_run_wrote(tmp_path):
+    """A run with overwrite=true killed before its reports are written must not leave the earlier run's reports,
+    env description, failure analysis, traces or videos beside its own records (compare reads them)."""
+    from harness.eval import AgentConfig, evaluate_chains
+    from harness.eval.store import clear_results
+
+    evaluate_chains(AgentConfig("random"), num_chains=2, ep_len=5, output_dir=tmp_path, video_failures=1, videos=1)
+    for name in ("failures.md", "failures.json", "server.rank0.json"):
+        (tmp_path / name).write_text("{}")
+    before = {p.name for p in tmp_path.iterdir()}
+    assert {"results.json", "report.md", "description.json", "traces", "videos", "chain_success.png"} <= before
+    clear_results(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"config.yaml"} & before

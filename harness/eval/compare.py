@@ -115,12 +115,18 @@ def protocol_differences(a: Run, b: Run, shared: Sequence[str]) -> list[tuple[st
     """(setting, value in A, value in B) for every setting that differs, and for shared chains whose tasks
     or start state differ (another chain list)."""
     diffs = [(k, a.protocol.get(k), b.protocol.get(k)) for k in sorted(set(a.protocol) | set(b.protocol))
-             if a.protocol.get(k) != b.protocol.get(k)]
+             if a.protocol.get(k) != b.protocol.get(k) and (k in a.protocol and k in b.protocol or not _from_results(k))]
     for k in shared:
         for field in ("tasks", "condition", "setup"):
             if a.records[k].get(field) != b.records[k].get(field):
                 diffs.append((f"{k} {field}", a.records[k].get(field), b.records[k].get(field)))
     return diffs
+
+
+def _from_results(setting: str) -> bool:
+    """A setting read from results.json, which only a finished run has: compared where both runs have it (an
+    unfinished run is compared by its run.json)."""
+    return setting == "env.version" or setting.startswith("protocol.")
 
 
 def unit_of(mode: str) -> str:

@@ -12,7 +12,6 @@ depend on how the work was split, interrupted or resumed.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -125,8 +124,6 @@ def _claim(folder: Path, settings: EvalSettings, key: dict[str, Any], config: di
     changes nothing in the folder."""
     if settings.overwrite:
         clear_results(folder)
-        shutil.rmtree(folder / "traces", ignore_errors=True)
-        shutil.rmtree(folder / "videos", ignore_errors=True)
     with config_errors():
         check_run_key(folder, key)
     if config is not None:
@@ -216,7 +213,7 @@ def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfi
     if traces is not None and (settings.videos or settings.video_failures):
         video_paths = render_videos(traces.selected(), folder / "videos", env, _video_settings(settings))
         results["videos"] = [str(p.relative_to(folder)) for p in video_paths]
-    results["timings"] = _timings(_in_job_order(jobs, records), len(jobs) - len(done), chains_s, run_s, videos,
+    results["timings"] = _timings(_in_job_order(jobs, records), len(pending), chains_s, run_s, videos,
                                   time.perf_counter() - video_started, time.perf_counter() - started)
     results["server"] = _server_section(folder, dist, server_stats)
     if folder is not None:

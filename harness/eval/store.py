@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
+
+from harness.eval.report import CHAIN_PLOT, TASK_PLOT
 
 RESULTS = "results.jsonl"
 RUN_FILE = "run.json"
@@ -26,20 +29,21 @@ def rank_log_name(rank: int) -> str:
 
 
 def read_log(path: Path) -> dict[str, dict[str, Any]]:
-    """key -> record of one log file (the first record of a key wins); a truncated last line is ignored."""
+    """key -> record of one log file (the first record of a key wins). A last line without its newline is
+    ignored even when it parses: a record counts once its newline is on disk, as ResultsLog, which cuts such a
+    line off before appending, counts it (its job runs again)."""
     records: dict[str, dict[str, Any]] = {}
     if not path.exists():
         return records
-    lines = path.read_bytes().split(b"\n")
+    *lines, _unterminated = path.read_bytes().split(b"\n")
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
             key = record["key"]
-        except (ValueError, KeyError, TypeError):
-            if number < len(lines):  # not the unterminated last line: a damaged file, worth saying
-                warnings.warn(f"{path}:{number}: not a result record, skipped")
+        except (ValueError, KeyError, TypeError):  # a damaged file, worth saying
+            warnings.warn(f"{path}:{number}: not a result record, skipped")
             continue
         records.setdefault(key, record)
     return records
@@ -127,8 +131,18 @@ def check_run_key(folder: Path, key: dict[str, Any]) -> None:
     path.write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
 
 
+# what a run writes besides its records: reports and plots (harness/eval/report.py), the env and agent it ran
+# (evaluation.py), the failure analysis (failures.py), server statistics; traces and videos are folders
+RUN_OUTPUTS = ("results.json", "report.md", CHAIN_PLOT, TASK_PLOT, "description.json",
+               "failures.json", "failures.md", "server.rank*.json")
+RUN_FOLDERS = ("traces", "videos")
+
+
 def clear_results(folder: Path) -> None:
-    """overwrite=true: forget earlier results in this folder (reports are rewritten anyway)."""
-    for path in [folder / RESULTS, folder / RUN_FILE, *folder.glob("results.rank*.jsonl")]:
-        if path.exists():
+    """overwrite=true: forget the earlier run in this folder, its records and everything derived from them (a
+    run killed before its reports are rewritten must not leave the old run's beside its records)."""
+    for pattern in (RESULTS, RUN_FILE, "results.rank*.jsonl", *RUN_OUTPUTS):
+        for path in folder.glob(pattern):
             path.unlink()
+    for name in RUN_FOLDERS:
+        shutil.rmtree(folder / name, ignore_errors=True)
