@@ -46,10 +46,12 @@ def test_wilson_by_hand():
         wilson(5, 4)
 
 
-@pytest.mark.parametrize("q, n", [(0.8, 50), (0.95, 20), (0.5, 100)])
+@pytest.mark.parametrize("q, n", [(0.8, 50), (0.95, 20), (0.5, 100), (0.99, 20)])
 def test_bootstrap_avg_len_covers_the_true_avg_len_95_percent_of_the_time(q, n):
     """Simulated chains with a known per-subtask success q: the true avg. len is q + q^2 + ... + q^5.
-    (0.95, 20) is the skewed case where a percentile bootstrap covers only ~90 %; BCa corrects it."""
+    (0.95, 20) is the skewed case where a percentile bootstrap covers only ~90 %; BCa corrects it. (0.99, 20): a
+    near-perfect agent, whose chains are all 5 in ~40 % of the runs; without the bound for that case, a zero-width
+    [5, 5] there brought the coverage down to ~60 %."""
     probs = chain_length_probs(q)
     truth = float(probs @ np.arange(6))
     rng = np.random.default_rng(2)
@@ -57,7 +59,7 @@ def test_bootstrap_avg_len_covers_the_true_avg_len_95_percent_of_the_time(q, n):
     hits = 0
     for r in range(replicates):
         chains = rng.choice(6, size=n, p=probs)
-        interval = bootstrap_mean(chains, resamples=1000, seed=r)
+        interval = bootstrap_mean(chains, resamples=1000, seed=r, bounds=(0, 5))
         hits += interval.low <= truth <= interval.high
     assert 0.925 <= hits / replicates <= 0.975, hits / replicates
 
@@ -68,6 +70,10 @@ def test_bootstrap_is_seeded_and_handles_the_edges():
     interval = bootstrap_mean(chains)
     assert 0 <= interval.low < np.mean(chains) < interval.high <= 5
     assert bootstrap_mean([3, 3, 3]) == Interval(3.0, 3.0) and bootstrap_mean([]) is None
+    # all 5 in 3 chains: not [5, 5]; a failing chain may be as likely as Wilson allows for 0 of 3 (up to 56 %)
+    unseen = wilson(0, 3).high
+    assert bootstrap_mean([5, 5, 5], bounds=(0, 5)) == Interval(5 - 5 * unseen, 5.0)
+    assert bootstrap_mean([0] * 1000, bounds=(0, 5)).high == pytest.approx(5 * wilson(0, 1000).high)
 
 
 def brute_force_p(d: list[int]) -> float:
@@ -145,3 +151,23 @@ def test_results_carry_intervals_keyed_as_calvins_numbers():
     assert chain_intervals([], {})["avg_seq_len"] is None and chain_intervals([], {})["chain_sr"]["1"] is None
     single = rate_intervals({"open_drawer": {"success": 1, "total": 2}, "turn_on_led": {"success": 1, "total": 1}})
     assert single["success_rate"] == wilson(2, 3).to_dict() and single["tasks"]["open_drawer"] == wilson(1, 2).to_dict()
+
+
+def test_the_paired_interval_of_yes_no_outcomes_agrees_with_the_exact_test():
+    """Newcombe's paired score interval: 4 of 50 chains differ, all one way (exact McNemar p = 0.125) must not give
+    an interval that excludes 0 (the bootstrap of the differences gave [-0.18, -0.02]); two runs at 0 of 1000 get an
+    interval of Wilson's width, not [0, 0]; the by-hand values for a table with agreement and discord."""
+    a, b = np.ones(50), np.ones(50)
+    b[:4] = 0
+    d = paired(a, b)
+    assert d.p_value == pytest.approx(0.125) and d.interval.low < 0 < d.interval.high
+    both_zero = paired(np.zeros(1000), np.zeros(1000)).interval
+    assert both_zero.high == pytest.approx(wilson(0, 1000).high) and both_zero.low == pytest.approx(-both_zero.high)
+    # 40 pairs: 12 both, 8 only B, 3 only A, 17 neither: p_b = 0.5, p_a = 0.375
+    a = np.array([1] * 12 + [0] * 8 + [1] * 3 + [0] * 17)
+    b = np.array([1] * 12 + [1] * 8 + [0] * 3 + [0] * 17)
+    (l1, l2), (u1, u2) = wilson_bounds([20, 15], 40)
+    phi = (12 * 17 - 8 * 3) / math.sqrt(20 * 20 * 15 * 25)
+    low = 0.125 - math.sqrt((0.5 - l1) ** 2 - 2 * phi * (0.5 - l1) * (u2 - 0.375) + (u2 - 0.375) ** 2)
+    high = 0.125 + math.sqrt((u1 - 0.5) ** 2 - 2 * phi * (u1 - 0.5) * (0.375 - l2) + (0.375 - l2) ** 2)
+    assert paired(a, b).interval == Interval(pytest.approx(low), pytest.approx(high))

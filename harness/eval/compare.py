@@ -8,7 +8,8 @@ later run is compared with the first. The chains a pair of runs share (same key,
 same tasks and start state) are paired: each chain's length in B minus its length in A. From those:
 
   * the difference in avg. len, with a BCa bootstrap interval over the paired chains and the exact p-value
-    of the paired sign-flip test (harness.eval.stats), and the same for each "i in a row" rate;
+    of the paired sign-flip test (harness.eval.stats), and for each "i in a row" rate (yes/no per chain)
+    Newcombe's paired score interval and the exact McNemar test;
   * per-task differences in success rate with Newcombe's interval (a task's attempts differ between runs,
     because a chain stops at its first failure, so these are not paired);
   * one verdict line: "B (x) is better than A (y) by 0.21 avg. len, 95 % CI 0.12 to 0.30 (p = 0.0004, ...)"
@@ -19,7 +20,8 @@ same tasks and start state) are paired: each chain's length in B minus its lengt
 Runs evaluated under different protocols (backend, scene, renderer, ep_len, env options, simulator version,
 instructions, mode, ...: everything run.json and results.json record except the agent and the seed) are
 refused, naming each setting and both values; --allow-protocol-mismatch compares them anyway and says so.
-Single-task runs are compared the same way, episode by episode, on the success rate.
+Single-task runs are compared the same way, episode by episode, on the success rate (Newcombe's paired
+interval).
 
 Writes compare.md, compare.json and compare.png to --out (default runs/compare/<A>-vs-<B>...) and prints
 the Markdown.
@@ -183,7 +185,9 @@ def compare_runs(a: Run, b: Run, allow_mismatch: bool = False, resamples: int = 
         interval = newcombe(ca["success"], ca["total"], cb["success"], cb["total"])
         difference = cb["success"] / cb["total"] - ca["success"] / ca["total"] if ca["total"] and cb["total"] else None
         tasks[t] = {"a": ca, "b": cb, "difference": difference, "interval": interval.to_dict() if interval else None}
-    return Comparison(a, b, keys, paired(done_a, done_b, resamples=resamples, seed=seed), in_a_row, tasks, mismatches)
+    most = CHAIN_LENGTH if a.mode == "chains" else 1
+    return Comparison(a, b, keys, paired(done_a, done_b, resamples=resamples, seed=seed, most=most), in_a_row, tasks,
+                      mismatches)
 
 
 def _amount(c: Comparison, x: float, signed: bool = False) -> str:
@@ -207,13 +211,13 @@ def verdict(c: Comparison) -> str:
         line = (f"{c.b.title} is {'better' if better else 'worse'} than {c.a.title} by {_amount(c, abs(m.difference))} "
                 f"{_what(c)}, {level} CI {_amount(c, low)} to {_amount(c, high)} {tail}")
         if low <= 0:
-            line += "; the bootstrap interval reaches 0: borderline"
+            line += "; the interval reaches 0: borderline"
     else:
         line = (f"No significant difference between {c.b.title} and {c.a.title}: {c.b.label} - {c.a.label} = "
                 f"{_amount(c, m.difference, True)} {_what(c)}, {level} CI {_amount(c, ci.low, True)} to "
                 f"{_amount(c, ci.high, True)} {tail}")
         if ci.low > 0 or ci.high < 0:
-            line += "; the bootstrap interval excludes 0: borderline"
+            line += "; the interval excludes 0: borderline"
     return line + ("; PROTOCOLS DIFFER (--allow-protocol-mismatch)" if c.mismatches else "")
 
 

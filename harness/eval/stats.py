@@ -4,7 +4,8 @@
     bootstrap_mean(values)          BCa bootstrap interval of a mean of per-unit values (per chain, per episode)
     newcombe(k_a, n_a, k_b, n_b)    interval of the difference of two independent rates (b - a)
     sign_flip_p(differences)        exact two-sided paired permutation (sign-flip) test of integer differences
-    paired(a, b)                    mean difference of paired values: estimate, BCa interval, exact p-value
+    newcombe_paired(a, b)           interval of the difference of two paired rates (b - a; the same chains)
+    paired(a, b)                    mean difference of paired values: estimate, interval, exact p-value
     units_needed(sd, delta)         paired units to detect a mean difference delta (95 % confidence, 80 % power)
     chain_intervals, rate_intervals the `intervals` block of results.json (chains / single-task mode)
 
@@ -110,18 +111,25 @@ def _resampled_means(values: np.ndarray, resamples: int, rng: np.random.Generato
 
 
 def bootstrap_mean(values: Sequence[float] | np.ndarray, level: float = LEVEL, resamples: int = RESAMPLES,
-                   seed: int = BOOTSTRAP_SEED) -> Interval | None:
+                   seed: int = BOOTSTRAP_SEED, bounds: tuple[float, float] | None = None) -> Interval | None:
     """BCa bootstrap interval of the mean of `values` (one per independent unit); None for no values.
 
     BCa (Efron 1987): percentiles of the bootstrap means moved by the bias correction z0 (how many
     resampled means fall below the observed one) and the acceleration a (the skewness of the jackknife
-    influence values, which for a mean are the values' deviations from it)."""
+    influence values, which for a mean are the values' deviations from it).
+    Values that are all the same leave nothing to resample: with the values' `bounds` (chain lengths: 0, 5), the
+    share of units that would differ is at most Wilson's upper bound for 0 of n, and each moves the mean at
+    most to a bound (an interval that narrows with n instead of a false [5, 5] from 3 chains); without
+    `bounds`, the mean alone."""
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size == 0:
         return None
     mean = float(x.mean())
     if np.all(x == x[0]):
-        return Interval(mean, mean)  # no spread to resample
+        if bounds is None:
+            return Interval(mean, mean)
+        unseen = float(wilson_bounds(0, x.size, level)[1])
+        return Interval(mean - (mean - bounds[0]) * unseen, mean + (bounds[1] - mean) * unseen)
     means = _resampled_means(x, resamples, np.random.default_rng(seed))
     below = np.sum(means < mean - 1e-12) + 0.5 * np.sum(np.abs(means - mean) <= 1e-12)
     z0 = _NORMAL.inv_cdf(min(max(below / means.size, 0.5 / means.size), 1 - 0.5 / means.size))
@@ -143,6 +151,25 @@ def newcombe(successes_a: int, total_a: int, successes_b: int, total_b: int, lev
     pa, pb = successes_a / total_a, successes_b / total_b
     d = pb - pa
     return Interval(d - math.hypot(pb - b.low, a.high - pa), d + math.hypot(b.high - pb, pa - a.low))
+
+
+def newcombe_paired(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray, level: float = LEVEL) -> Interval:
+    """Newcombe's score interval (his method 10, 1998) of rate_b - rate_a for paired yes/no outcomes (the same
+    chains or episodes under two agents): the two Wilson intervals combined with the pairs' correlation phi.
+    Unlike a bootstrap of the differences, it does not collapse when few pairs differ or none do, and it stays
+    close to the exact McNemar test (sign_flip_p of the differences), which is the more conservative of the two
+    when only a handful of pairs differ."""
+    a, b = np.asarray(a, dtype=bool).ravel(), np.asarray(b, dtype=bool).ravel()
+    n = a.size
+    both, b_only, a_only = int(np.sum(a & b)), int(np.sum(b & ~a)), int(np.sum(a & ~b))
+    neither = n - both - b_only - a_only
+    p1, p2 = (both + b_only) / n, (both + a_only) / n
+    (l1, l2), (u1, u2) = wilson_bounds([both + b_only, both + a_only], n, level)
+    margins = (both + b_only) * (a_only + neither) * (both + a_only) * (b_only + neither)
+    phi = (both * neither - b_only * a_only) / math.sqrt(margins) if margins else 0.0
+    delta = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    epsilon = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return Interval(p1 - p2 - delta, p1 - p2 + epsilon)
 
 
 def _binomial_half_pmf(m: int) -> np.ndarray:
@@ -185,7 +212,7 @@ class PairedDifference:
     mean_a: float
     mean_b: float
     difference: float
-    interval: Interval | None  # BCa bootstrap over the units' differences
+    interval: Interval | None  # yes/no units: newcombe_paired; counts: BCa bootstrap over the units' differences
     p_value: float  # exact sign-flip test
     sd: float  # standard deviation of the per-unit differences (ddof 1; 0 for one unit)
     level: float
@@ -200,15 +227,18 @@ class PairedDifference:
 
 
 def paired(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, level: float = LEVEL,
-           resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> PairedDifference:
-    """The paired comparison of b with a (integer per-unit values, e.g. chain lengths, in the same unit order)."""
+           resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED, most: float = 1.0) -> PairedDifference:
+    """The paired comparison of b with a (integer per-unit values from 0 to `most`, e.g. chain lengths with most=5,
+    in the same unit order). Yes/no values get Newcombe's paired interval, counts the BCa bootstrap."""
     a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape or a.size == 0:
         raise ValueError(f"paired comparison needs equally many values, at least one (got {a.size} and {b.size})")
     d = b - a
+    binary = np.isin(a, (0, 1)).all() and np.isin(b, (0, 1)).all() and most == 1
+    interval = newcombe_paired(a, b, level) if binary else bootstrap_mean(d, level, resamples, seed, bounds=(-most, most))
     return PairedDifference(
         n=int(d.size), mean_a=float(a.mean()), mean_b=float(b.mean()), difference=float(d.mean()),
-        interval=bootstrap_mean(d, level, resamples, seed), p_value=sign_flip_p(d),
+        interval=interval, p_value=sign_flip_p(d),
         sd=float(d.std(ddof=1)) if d.size > 1 else 0.0, level=level,
     )
 
@@ -240,7 +270,7 @@ def chain_intervals(completed: Sequence[int], task_info: Mapping[str, Mapping[st
         "level": level,
         "method": {"avg_seq_len": f"BCa bootstrap over chains, {resamples} resamples, seed {seed}",
                    "chain_sr": "Wilson score over chains", "task_info": "Wilson score over a task's attempts"},
-        "avg_seq_len": _as_dict(bootstrap_mean(done, level, resamples, seed)),
+        "avg_seq_len": _as_dict(bootstrap_mean(done, level, resamples, seed, bounds=(0, chain_length))),
         "chain_sr": {str(i): _as_dict(wilson(int((done >= i).sum()), done.size, level)) for i in range(1, chain_length + 1)},
         "task_info": {t: _as_dict(wilson(c["success"], c["total"], level)) for t, c in task_info.items()},
     }
