@@ -281,11 +281,13 @@ def test_an_annotation_spanning_two_adjacent_episodes_is_a_warning(tmp_path):
     root = tmp_path / "d"
     from tests.calvin_layout import write_split
 
-    write_split(root / "training", episodes=episodes,
+    write_split(root / "training", episodes=episodes + ((358600, 358609),),
                 annotations=(((358490, 358510), "open_drawer", "open the drawer"),
-                             ((358502, 358521), "turn_on_led", "turn on the led")))
+                             ((358502, 358521), "turn_on_led", "turn on the led"),
+                             ((358515, 358530), "close_drawer", "close the drawer")))  # into a gap: an error only
     rep = check_path(root, split="training")[0]
-    assert not rep.errors
+    assert [p.message for p in rep.errors] == [
+        "entry 2 ('close_drawer') covers frames [358515, 358530], outside the split's frames"]
     assert [p.message for p in rep.problems if p.severity == "warning"] == [
         "1 entries span two episodes, first entry 0 ('open_drawer') over frames [358490, 358510]"]
 
@@ -366,8 +368,10 @@ def test_conversion_errors_name_the_file_and_leave_nothing_behind(tmp_path):
         convert(tmp_path / "none", tmp_path / "s3", splits=["training"], frames="annotated", progress=False)
 
 
-def test_sync_reports_a_corrupt_frame_instead_of_crashing(tmp_path):
+def test_sync_reports_a_corrupt_frame_and_checks_the_other_episodes(tmp_path):
     root = write_dataset(tmp_path / "d")
-    (root / "training" / "episode_0358490.npz").write_bytes(b"not a zip")
+    clean = check_sync(root, "training")
+    (root / "training" / "episode_0358620.npz").write_bytes(b"not a zip")
     report = check_sync(root, "training")
-    assert [p.where for p in report.errors] == [str(root / "training" / "episode_0358490.npz")]
+    assert str(root / "training" / "episode_0358620.npz") in [p.where for p in report.errors]
+    assert [a.episode for a in report.actions] == [a.episode for a in clean.actions][:1]  # the first episode's measured

@@ -126,7 +126,7 @@ def test_chains_needed_gives_the_promised_power():
 
 def test_paired_difference_and_newcombe():
     a, b = [5, 5, 5, 5, 5, 5, 5, 5, 3, 2], [0, 0, 0, 0, 0, 0, 5, 5, 3, 2]
-    d = paired(a, b)
+    d = paired(a, b, most=5)
     assert d.difference == pytest.approx(-3.0) and d.n == 10 and d.p_value == pytest.approx(2 / 2**6)
     assert d.significant() and d.interval.high < 0 and d.interval.low >= -5
     assert d.sd == pytest.approx(np.std(np.subtract(b, a), ddof=1))
@@ -153,21 +153,29 @@ def test_results_carry_intervals_keyed_as_calvins_numbers():
     assert single["success_rate"] == wilson(2, 3).to_dict() and single["tasks"]["open_drawer"] == wilson(1, 2).to_dict()
 
 
-def test_the_paired_interval_of_yes_no_outcomes_agrees_with_the_exact_test():
-    """Newcombe's paired score interval: 4 of 50 chains differ, all one way (exact McNemar p = 0.125) must not give
-    an interval that excludes 0 (the bootstrap of the differences gave [-0.18, -0.02]); two runs at 0 of 1000 get an
-    interval of Wilson's width, not [0, 0]; the by-hand values for a table with agreement and discord."""
-    a, b = np.ones(50), np.ones(50)
-    b[:4] = 0
-    d = paired(a, b)
-    assert d.p_value == pytest.approx(0.125) and d.interval.low < 0 < d.interval.high
+def _pairs(both: int, b_only: int, a_only: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
+    a = np.array([1] * both + [0] * b_only + [1] * a_only + [0] * neither)
+    b = np.array([1] * both + [1] * b_only + [0] * a_only + [0] * neither)
+    return a, b
+
+
+def test_the_paired_interval_of_yes_no_outcomes_is_newcombes_and_agrees_with_the_exact_test():
+    """Newcombe's paired score interval (method 10, with his continuity-corrected phi): the published worked example
+    (Altman et al., Statistics with Confidence, 2nd ed., table 6.2: 14 both, 5 only one way, 22 neither, as in the
+    reference implementations); 4 of 50 chains differing all one way (exact McNemar p = 0.125) must not give an
+    interval that excludes 0, with or without chains that fail in both (the bootstrap of the differences gave
+    [-0.18, -0.02], the uncorrected phi [-0.188, -0.001]); two runs at 0 of 1000 get Wilson's width, not [0, 0]."""
+    published = paired(*_pairs(14, 5, 0, 22)).interval
+    assert (round(published.low, 3), round(published.high, 3)) == (0.011, 0.226)
+    for table in ((46, 0, 4, 0), (45, 0, 4, 1), (44, 0, 4, 2)):
+        d = paired(*_pairs(*table))
+        assert d.p_value == pytest.approx(0.125) and d.interval.low < 0 < d.interval.high, table
     both_zero = paired(np.zeros(1000), np.zeros(1000)).interval
     assert both_zero.high == pytest.approx(wilson(0, 1000).high) and both_zero.low == pytest.approx(-both_zero.high)
-    # 40 pairs: 12 both, 8 only B, 3 only A, 17 neither: p_b = 0.5, p_a = 0.375
-    a = np.array([1] * 12 + [0] * 8 + [1] * 3 + [0] * 17)
-    b = np.array([1] * 12 + [1] * 8 + [0] * 3 + [0] * 17)
-    (l1, l2), (u1, u2) = wilson_bounds([20, 15], 40)
-    phi = (12 * 17 - 8 * 3) / math.sqrt(20 * 20 * 15 * 25)
-    low = 0.125 - math.sqrt((0.5 - l1) ** 2 - 2 * phi * (0.5 - l1) * (u2 - 0.375) + (u2 - 0.375) ** 2)
-    high = 0.125 + math.sqrt((u1 - 0.5) ** 2 - 2 * phi * (u1 - 0.5) * (0.375 - l2) + (0.375 - l2) ** 2)
-    assert paired(a, b).interval == Interval(pytest.approx(low), pytest.approx(high))
+
+
+def test_values_outside_their_range_are_refused():
+    with pytest.raises(ValueError, match="from 0 to most=1"):
+        paired([3, 3, 3], [5, 5, 5])
+    with pytest.raises(ValueError, match=r"within bounds \(0, 5\)"):
+        bootstrap_mean([7, 7, 7], bounds=(0, 5))

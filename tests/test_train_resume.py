@@ -224,3 +224,18 @@ def test_a_cpu_budget_stopped_and_resumed_spends_the_same_budget(dataset, tmp_pa
     assert (summary["steps"], summary["train_cpu_s"], summary["stopped_by"]) == (10, 5.0, "max_cpu_s")
     assert summary["parameters"]["trainable"] <= summary["parameters"]["total"]
     assert train_here(dataset, out, *run) == summary  # finished: the same command again does nothing
+
+
+@pytest.mark.parametrize("change, message", [
+    ("optim.weight_decay=0.1", "its optimizer has weight_decay, betas, eps"),
+    ("data.normalizer.clip=0.3", "it was trained with the action normaliser"),
+])
+def test_a_resume_with_settings_the_checkpoint_would_override_or_contradict_is_refused(dataset, tmp_path, change,
+                                                                                         message):
+    """AdamW's saved groups would keep their weight decay whatever this run says, and weights trained under one
+    action scaling would carry on under another: both are refused, naming the fix, before any step."""
+    first = tmp_path / "first"
+    train_here(dataset, first, "trainer.max_steps=2", "trainer.ckpt_every=2")
+    with pytest.raises(ValueError, match=message):
+        train_here(dataset, first, "trainer.max_steps=4", "trainer.ckpt_every=2", change)
+    assert [r["step"] for r in metrics(first) if "loss" in r] == [1, 2]

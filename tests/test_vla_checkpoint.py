@@ -236,3 +236,20 @@ def test_the_sentence_embedder_never_offers_nor_runs_code(saved, tmp_path, monke
     with pytest.raises(ValueError, match="custom code"):
         SentenceEmbedder(str(folder))
     assert not prompts and not marker.exists()
+
+
+def test_a_checkpoint_link_is_resolved_once_before_anything_is_read(saved, tmp_path):
+    """Loading a run's `checkpoints/last` while training moves it on: everything comes from the folder the link
+    named when loading began, and the loaded checkpoint names that folder."""
+    step = _copy(saved[0], tmp_path)
+    (tmp_path / "last").symlink_to("copy", target_is_directory=True)
+    assert load_checkpoint(tmp_path / "last").path == step.resolve()
+
+
+@pytest.mark.parametrize("damaged", ["processor/tokenizer.json", "processor/tokenizer_config.json", "backbone/config.json"])
+def test_a_damaged_backbone_or_tokenizer_file_names_the_checkpoint(saved, tmp_path, damaged):
+    path = _copy(saved[0], tmp_path)
+    target = path / damaged
+    target.write_text(target.read_text()[:40])  # cut short
+    with pytest.raises(ValueError, match=rf"checkpoint {path}: "):
+        load_checkpoint(path)

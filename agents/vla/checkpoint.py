@@ -145,11 +145,16 @@ def inspect_checkpoint(path: str | Path) -> CheckpointFiles:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
                     dtype: torch.dtype | None = None) -> Checkpoint:
-    """Rebuild the model from the folder alone and load its weights, after checking that they match."""
-    path = Path(path)
+    """Rebuild the model from the folder alone and load its weights, after checking that they match. A link
+    (a run's `checkpoints/last`) is resolved once, first: training may move it on while the files are read."""
+    path = Path(path).resolve()
     files = inspect_checkpoint(path)
     cfg, meta = files.cfg, files.metadata
-    backbone = backbone_from_folders(cfg.backbone, str(path / "backbone"), str(path / "processor"))
+    try:
+        backbone = backbone_from_folders(cfg.backbone, str(path / "backbone"), str(path / "processor"))
+    except (OSError, ValueError, TypeError, KeyError) as e:  # a missing, truncated or damaged config/tokenizer file
+        raise _fail(path, f"cannot rebuild the backbone from backbone/ and processor/ "
+                          f"({type(e).__name__}: {' '.join(str(e).split())[:500]})") from e
     model = VLAModel(cfg, backbone)
     apply_finetune(model, cfg.finetune)  # same structure (LoRA layers) and trainable flags as when saved
     for key in ("lrn_id", "proprio_id", "action_token_ids"):

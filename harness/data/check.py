@@ -120,14 +120,18 @@ def _check_annotations(rep: CheckReport, lang: LangAnnotations, where: str, runs
 
 def _across_episodes(indx: np.ndarray, episodes: np.ndarray | None) -> np.ndarray:
     """Indices of the annotations that start in one episode (of well-formed, disjoint [first, last] bounds) and
-    end past it."""
+    end in a later one (one that ends in a gap is outside the split's frames, an error of its own)."""
     if episodes is None or not len(episodes) or not len(indx):
         return np.zeros(0, np.int64)
     eps = episodes[episodes[:, 0] <= episodes[:, 1]]
     eps = eps[np.argsort(eps[:, 0])]
-    k = np.searchsorted(eps[:, 0], indx[:, 0], side="right") - 1
-    inside = (k >= 0) & (indx[:, 0] <= eps[np.maximum(k, 0), 1])
-    return np.flatnonzero(inside & (indx[:, 1] > eps[np.maximum(k, 0), 1]))
+
+    def episode_of(frames: np.ndarray) -> np.ndarray:  # the episode holding each frame, -1 for none
+        k = np.searchsorted(eps[:, 0], frames, side="right") - 1
+        return np.where((k >= 0) & (frames <= eps[np.maximum(k, 0), 1]), k, -1)
+
+    first, last = episode_of(indx[:, 0]), episode_of(indx[:, 1])
+    return np.flatnonzero((first >= 0) & (last > first))
 
 
 def _check_frame(rep: CheckReport, path: str, values: dict[str, list[np.ndarray]], quick: bool) -> None:

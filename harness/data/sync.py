@@ -515,14 +515,23 @@ def check_sync(path: str | Path, split: str | None = None, *, episodes: int | No
         source = open_frames(path, split)
         source.scene_info  # the states are restored in each frame's scene
         every = stretch_bounds(source)
-        bounds = spread(every, episodes)
-        stretches = (read_stretch(source, *b) for b in tqdm(bounds, desc="sync", unit="episode", disable=not progress))
-        with closing(RecordedStates(env, env_options)) as states:
-            report = sync_report(source, stretches, states)
-    except CalvinFormatError as e:  # a refused scene label (an old task_D_D copy's), a corrupt frame: the report says so
+    except CalvinFormatError as e:  # a refused scene label (an old task_D_D copy's), an unreadable split: the report says so
         report = SyncReport(source.name if source else str(path), f"env={env}")
         report.problems += e.problems
         return report
+    bounds = spread(every, episodes)
+    unread: list[Problem] = []
+
+    def stretches() -> Iterator[Stretch]:
+        for b in tqdm(bounds, desc="sync", unit="episode", disable=not progress):
+            try:
+                yield read_stretch(source, *b)
+            except CalvinFormatError as e:  # a corrupt frame: its stretch is reported and skipped, the others checked
+                unread.extend(e.problems)
+
+    with closing(RecordedStates(env, env_options)) as states:
+        report = sync_report(source, stretches(), states)
+    report.problems += unread
     if len(bounds) < len(every):
         report.notes.append(f"{len(bounds)} of {len(every)} episode stretches checked")
     return report

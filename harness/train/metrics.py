@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,7 +34,9 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 def _truncate(path: Path, after_step: int) -> None:
     if path.exists():
         kept = [r for r in read_metrics(path) if r["step"] <= after_step]
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, path)  # a kill meanwhile leaves the whole history, never a part of it
 
 
 class MetricsLogger:

@@ -210,9 +210,13 @@ def load_trainer_state(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if not json_path.is_file() or not tensor_path.is_file():
         raise ValueError(f"checkpoint {folder}: no trainer state ({STATE_JSON}, {STATE_TENSORS}) to resume from; "
                          "use init_from=... to start a new run from its weights")
-    meta = json.loads(json_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"checkpoint {folder}: {STATE_JSON} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    try:
+        meta = json.loads(json_path.read_text())
+    except (OSError, ValueError) as e:  # truncated by a kill of an older release, or damaged
+        raise ValueError(f"checkpoint {folder}: cannot read {STATE_JSON} ({e})") from None
+    found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+    if found != FORMAT:
+        raise ValueError(f"checkpoint {folder}: {STATE_JSON} has format {found!r}, expected {FORMAT!r}")
     try:
         tensors = load_file(str(tensor_path))
     except Exception as err:  # safetensors' own error types for truncated files

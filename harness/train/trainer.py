@@ -29,7 +29,7 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
-from agents.vla.checkpoint import load_weights, save_checkpoint, unique_state_dict
+from agents.vla.checkpoint import inspect_checkpoint, load_weights, save_checkpoint, unique_state_dict
 from agents.vla.finetune import freeze_unreached
 from agents.vla.model import VLAModel
 from harness.config_errors import config_errors
@@ -93,6 +93,8 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
         spec = cfg.model.window_spec()
         train_set = build_dataset(cfg.data, spec, train=True) if "action" in cfg.sources else None
         normalizer = train_set.normalizer if train_set is not None else make_normalizer(cfg.data)
+        if resume_from is not None:
+            _check_resumed_data(cfg, resume_from, normalizer, dist)
         val_set = build_dataset(cfg.data, spec, train=False, normalizer=normalizer) if train_set is not None else None
         stream = build_stream(cfg, dist, tc.batch_size, train_set, pin_memory=device.type == "cuda")
     steps_per_epoch = max(stream.batches_per_epoch // accum, 1)
@@ -266,7 +268,8 @@ def _resume_point(cfg: TrainConfig, ckpts: RunCheckpoints, dist: DistInfo) -> Pa
     """The checkpoint to resume from (rank 0 decides; the folder must be visible to every rank). A checkpoint of
     another run (`resume=PATH`: that run carried on in this folder) is where this run starts; once this run has
     checkpoints of its own the same command carries on from its last one, like `auto`."""
-    latest = D.broadcast_json(str(ckpts.latest()) if ckpts.latest() else None, dist)
+    found = ckpts.latest() if dist.is_main else None  # latest() may repair the folder: one rank only
+    latest = D.broadcast_json(str(found) if found else None, dist)
     if cfg.resume not in ("auto", "never"):
         named = Path(cfg.resume)
         if latest is None or named.resolve().parent == ckpts.root.resolve():
@@ -286,7 +289,13 @@ def _restore(folder: Path, optimizer: torch.optim.Optimizer, net: nn.Module, sha
     # the CPU seconds are all ranks' sum: rank 0 carries them on (checkpoints before these keys: 0)
     timer.cpu_s = float(meta.get("cpu_s", 0.0)) if dist.is_main else 0.0
     timer.wall_s = float(meta.get("wall_s", 0.0))
+    configured = _group_settings(optimizer)
     load_optimizer_state(optimizer, net, named, sharded, folder)
+    if _group_settings(optimizer) != configured:  # AdamW's saved groups win: a changed value would be ignored silently
+        raise ValueError(f"resume from {folder}: its optimizer has weight_decay, betas, eps {_group_settings(optimizer)} "
+                         f"per parameter group, this run's optim config {configured}; a resumed run keeps the "
+                         "checkpoint's (docs/TRAINING.md): set optim to its values, or start a new run from its weights "
+                         f"with init_from={folder}")
     restore_schedule(scheduler, meta["scheduler"])
     if meta["scaler"]:
         scaler.load_state_dict(meta["scaler"])
@@ -299,6 +308,26 @@ def _restore(folder: Path, optimizer: torch.optim.Optimizer, net: nn.Module, sha
             print(f"resuming with {dist.world_size} rank(s) instead of {len(rngs)}: RNG states re-seeded")
         seed_all(seed + dist.rank + 1_000_003 * meta["step"])
     return int(meta["step"]), meta.get("best")
+
+
+def _check_resumed_data(cfg: TrainConfig, folder: Path, normalizer: ActionNormalizer, dist: DistInfo) -> None:
+    """A resumed run normalises actions as its checkpoint was trained to (else the weights would carry on under
+    another scaling, unnoticed); data read from another path is said (a moved dataset is fine: the data position
+    checks its windows and seed)."""
+    files = inspect_checkpoint(folder)
+    if files.normalizer != normalizer:
+        raise ValueError(f"resume from {folder}: it was trained with the action normaliser {files.normalizer.to_dict()}, "
+                         f"this run's data.normalizer gives {normalizer.to_dict()}; resume with the same, or start a new "
+                         f"run from its weights with init_from={folder}")
+    trained_on = (files.config.get("data") or {}).get("path")
+    if dist.is_main and trained_on and Path(trained_on).resolve() != Path(cfg.data.path).resolve():
+        print(f"resuming {folder}, trained on data.path={trained_on}, with data.path={cfg.data.path} (the data "
+              "position needs the same number of windows and seed; that it is the same data is not checked)", flush=True)
+
+
+def _group_settings(optimizer: torch.optim.Optimizer) -> list[tuple[float, tuple[float, ...], float]]:
+    """(weight_decay, betas, eps) of each parameter group (what an optimizer state dict carries besides lr)."""
+    return [(float(g["weight_decay"]), tuple(float(b) for b in g["betas"]), float(g["eps"])) for g in optimizer.param_groups]
 
 
 @dataclass
