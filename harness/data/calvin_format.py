@@ -426,7 +426,9 @@ def read_scene_info(path: Path) -> dict[str, list[int]]:
     out = {}
     for name, span in load_pickled_npy(path).items():
         pair = np.asarray(span) if _is_sequence(span) else None
-        if not isinstance(name, str) or pair is None or pair.shape != (2,) or pair.dtype.kind not in "iu" or pair[0] > pair[1]:
+        whole = pair is not None and pair.shape == (2,) and (pair.dtype.kind in "iu" or pair.dtype.kind == "f"
+                                                              and bool(np.all(pair == np.round(pair))))
+        if not isinstance(name, str) or not whole or pair[0] > pair[1]:
             raise CalvinFormatError([Problem(str(path), f"expected {{scene name: [first, last] frame ids}}, got "
                                                         f"{name!r}: {span!r}")])
         out[name] = [int(pair[0]), int(pair[1])]
