@@ -174,3 +174,22 @@ def test_a_served_agent_that_reads_the_layout_is_bound_to_the_clients_scene():
 
     policy = make_policy("scripted", scene="B")
     assert policy.new_session().spec.extra == {"scene": "B"} and policy.spec.extra == {"scene": "B"}
+
+
+def test_a_start_the_server_refuses_is_the_error_the_next_step_raises():
+    """episode_start has no reply unless it fails: the client then reports that error (not the observation's
+    'before episode_start' that follows from it), and a good start after it works."""
+    from agents.remote.client import NativeChannel
+
+    obs = {"obs": {"robot_obs": np.zeros(15)}, "instruction": "open the drawer"}
+    with served({"name": "random"}, protocol="native") as server:
+        channel = NativeChannel(server.url)
+        channel.connect()
+        try:
+            channel.start_episode(-1)  # RandomAgent.new_chain refuses a negative seed
+            with pytest.raises(RuntimeError, match="non-negative"):
+                channel.act(obs)
+            channel.start_episode(3)
+            assert channel.act(obs) is not None
+        finally:
+            channel.close()

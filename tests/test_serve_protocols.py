@@ -288,3 +288,61 @@ def test_a_token_keeps_clients_without_it_out(checkpoint):
                 return conn.server_info["agent"]["name"]
 
         assert asyncio.run(with_query_token()) == "random"
+
+
+def test_a_failed_episode_start_leaves_no_session_and_the_next_observation_is_answered():
+    """A start the agent cannot take (a negative seed: RandomAgent.new_chain refuses it) after an episode: the old
+    session is closed, no new one opens, the next observation gets an error reply instead of waiting forever on
+    the closed session, and the server stops cleanly."""
+    from agents import make_policy
+    from harness.serve.server import PolicyServer, ServeSettings
+
+    async def run() -> list:
+        server = PolicyServer(make_policy("random"), ServeSettings(port=0))
+        stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(server.serve(on_ready=ready.set_result, stop=stop))
+        obs = {"obs": {"robot_obs": np.zeros(15)}, "instruction": "open the drawer"}
+        replies = []
+        async with websockets.connect(f"ws://127.0.0.1:{await ready}") as ws:
+            for seq, (kind, payload) in enumerate([("episode_start", {"seed": 1}), ("observation", obs),
+                                                   ("episode_start", {"seed": -1}), ("observation", obs)], 1):
+                await ws.send(pack_message(kind, payload, seq))
+                if kind == "observation" or payload["seed"] < 0:
+                    replies.append(unpack_message(await asyncio.wait_for(ws.recv(), 30)))
+            replies.append(server.stats.sessions_open)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        return replies
+
+    action, failed_start, observation, sessions_open = asyncio.run(run())
+    assert action.type == "action" and failed_start.type == "error" and "non-negative" in failed_start.payload["error"]
+    assert observation.type == "error" and "before episode_start" in observation.payload["error"]
+    assert sessions_open == 0
+
+
+def _png(size: int, fmt: str = "PNG") -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_images_decode_only_as_declared_and_within_a_budget(monkeypatch):
+    """An image declared png must be a PNG (PIL would otherwise pick any of its decoders for the bytes), and what a
+    message's images decode to is capped: a few KB of PNG decode to many MB."""
+    import agents.remote.wire as wire
+
+    def message(images: list[bytes]) -> bytes:
+        payload = {f"cam{i}": {"__image__": True, "format": "png", "data": d, "shape": [20, 20, 3]} for i, d in enumerate(images)}
+        return _raw({**ENVELOPE, "payload": {"images": payload}})
+
+    assert unpack_message(message([_png(20)])).payload["images"]["cam0"].shape == (20, 20, 3)
+    with pytest.raises(WireError, match="png image cannot be decoded"):
+        unpack_message(message([_png(20, "BMP")]))
+    monkeypatch.setattr(wire, "MAX_DECODED_BYTES", 2 * 20 * 20 * 3)
+    unpack_message(message([_png(20)] * 2))
+    with pytest.raises(WireError, match="decode to more than"):
+        unpack_message(message([_png(20)] * 3))

@@ -164,3 +164,26 @@ def test_frames_the_model_refuses_leave_the_episodes_as_they_were(tiny_dir, hist
                 step_episodes(model, tried, bad, cached=cached)
         torch.testing.assert_close(step_episodes(model, tried, frames, cached=cached),
                                    step_episodes(model, clean, frames, cached=cached), atol=1e-6, rtol=0)
+
+
+def test_a_head_that_fails_mid_batch_leaves_the_episodes_as_they_were(tiny_dir, monkeypatch):
+    """The history head failing after it took the new features (e.g. out of memory in the LSTM on a big batch):
+    its windows and caches go back, so stepping the same frames again (the server's one-by-one retry) gives
+    what it gives without the failed call, while the windows fill and once they slide."""
+    model = build_model(tiny_dir, "tiny_llava", head="lstm", history="post", proprio=True).eval()
+    episodes = _episodes(gripper=False)[:3]
+    clean, tried = [new_episode(model) for _ in episodes], [new_episode(model) for _ in episodes]
+    advance = type(model.head)._advance
+    for t in range(STEPS):
+        frames = [e[t] for e in episodes]
+        if t in (2, WINDOW + 1):
+            def failing(self, steps):
+                advance(self, steps)  # caches already replaced when it fails
+                raise RuntimeError("out of memory")
+
+            monkeypatch.setattr(type(model.head), "_advance", failing)
+            with pytest.raises(RuntimeError, match="out of memory"):
+                step_episodes(model, tried, frames)
+            monkeypatch.setattr(type(model.head), "_advance", advance)
+        torch.testing.assert_close(step_episodes(model, tried, frames), step_episodes(model, clean, frames),
+                                   atol=1e-6, rtol=0)

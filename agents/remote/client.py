@@ -50,6 +50,7 @@ class Channel:
         self.timeout_s, self.connect_timeout_s = float(timeout_s), float(connect_timeout_s)
         self.ws: Any = None
         self.seq = 0
+        self._start_seq: int | None = None  # the last episode_start's (its error, if any, answers what follows it)
 
     @property
     def connected(self) -> bool:
@@ -137,7 +138,8 @@ class MessageChannel(Channel):
         return reply.payload if reply.type == "hello" else {}  # a server from before HELLO answers with an error
 
     def start_episode(self, seed: int | None) -> None:
-        self._send(pack_message("episode_start", self._episode_payload(seed), self._next_seq()))
+        self._start_seq = self._next_seq()  # not answered unless it fails: its error is then the reply awaited next
+        self._send(pack_message("episode_start", self._episode_payload(seed), self._start_seq))
 
     def _episode_payload(self, seed: int | None) -> dict[str, Any]:
         return {}
@@ -161,14 +163,14 @@ class MessageChannel(Channel):
         return self.seq
 
     def _reply(self, seq: int) -> Message:
-        """The reply to message `seq`, or an error about a message the server could not read (seq 0);
-        anything else (a late reply) is skipped."""
+        """The reply to message `seq`, or an error about a message the server could not read (seq 0) or about the
+        episode's start (which failed, so nothing after it can be stepped); anything else (a late reply) is skipped."""
         while True:
             try:
                 message = unpack_message(self._recv())
             except WireError as e:
                 raise RuntimeError(f"unreadable reply from the policy server at {self.url}: {e}") from None
-            if message.seq == seq or (message.type == "error" and message.seq == 0):
+            if message.seq == seq or (message.type == "error" and message.seq in (0, self._start_seq)):
                 return message
 
 

@@ -29,6 +29,7 @@ import numpy as np
 MESSAGE_TYPES = ("hello", "episode_start", "observation", "action", "episode_end", "error")
 ALLOWED_DTYPE_KINDS = "biuf"  # bool, signed int, unsigned int, float
 MAX_IMAGE_PIXELS = 4096 * 4096  # a compressed image is refused before it is decoded past this
+MAX_DECODED_BYTES = 256 * 2**20  # and a message's images together: a few KB of PNG can decode to 64 MiB
 
 
 class WireError(ValueError):
@@ -82,8 +83,9 @@ def _array(data: Any, dtype: Any, shape: Any) -> np.ndarray:
     return np.frombuffer(data, dtype=dt).reshape(shape).astype(dt.newbyteorder("="), copy=True)
 
 
-def _image(obj: dict[str, Any]) -> np.ndarray:
-    """vla-eval's encoded image (raw, png or jpeg), checked against its declared shape."""
+def _image(obj: dict[str, Any], decoder: "_Decoder") -> np.ndarray:
+    """vla-eval's encoded image (raw, png or jpeg), checked against its declared shape; only the declared format's
+    decoder of PIL's many is used."""
     fmt, shape = obj.get("format"), obj.get("shape")
     if fmt == "raw":
         return _array(obj.get("data"), obj.get("dtype", "|u1"), shape)
@@ -92,9 +94,10 @@ def _image(obj: dict[str, Any]) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(obj.get("data") or b"")) as img:
+        with Image.open(io.BytesIO(obj.get("data") or b""), formats=["PNG" if fmt == "png" else "JPEG"]) as img:
             if img.width * img.height > MAX_IMAGE_PIXELS:
                 raise WireError(f"a {img.width}x{img.height} image is larger than {MAX_IMAGE_PIXELS} pixels")
+            decoder.charge(img.width * img.height * len(img.getbands()))
             arr = np.array(img)
     except WireError:
         raise
@@ -107,12 +110,27 @@ def _image(obj: dict[str, Any]) -> np.ndarray:
     return arr
 
 
-def _decode_hook(obj: dict[Any, Any]) -> Any:
-    """msgpack `object_hook` for both formats (str keys: vla-eval's, byte keys: openpi's)."""
+class _Decoder:
+    """msgpack's `object_hook` for one message, both formats (str keys: vla-eval's, byte keys: openpi's); counts
+    what the message's images decode to (arrays are no larger than the message, whose size the server caps)."""
+
+    def __init__(self) -> None:
+        self.left = MAX_DECODED_BYTES
+
+    def charge(self, nbytes: int) -> None:
+        self.left -= nbytes
+        if self.left < 0:
+            raise WireError(f"the message's images decode to more than {MAX_DECODED_BYTES // 2**20} MiB")
+
+    def __call__(self, obj: dict[Any, Any]) -> Any:
+        return _decode(obj, self)
+
+
+def _decode(obj: dict[Any, Any], decoder: _Decoder) -> Any:
     if obj.get("__ndarray__") is True:
         return _array(obj.get("data"), obj.get("dtype"), obj.get("shape"))
     if obj.get("__image__") is True:
-        return _image(obj)
+        return _image(obj, decoder)
     if obj.get(b"__ndarray__") is True:
         return _array(obj.get(b"data"), obj.get(b"dtype"), obj.get(b"shape"))
     if obj.get(b"__npgeneric__") is True:
@@ -132,7 +150,7 @@ def _unpack(data: Any) -> Any:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise WireError(f"expected a binary msgpack message, got {type(data).__name__}")
     try:
-        return msgpack.unpackb(data, raw=False, object_hook=_decode_hook, ext_hook=_no_ext, strict_map_key=False)
+        return msgpack.unpackb(data, raw=False, object_hook=_Decoder(), ext_hook=_no_ext, strict_map_key=False)
     except WireError:
         raise
     except Exception as e:  # noqa: BLE001 - msgpack raises several types on broken data

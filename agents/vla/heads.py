@@ -118,17 +118,23 @@ class HistoryHead(ContinuousHead):
         return WindowState()
 
     def step_batch(self, feats, states):
-        steps = []
-        for feat, state in zip(feats, states):
-            if len(state.feats) < self.window:
-                steps.append(HistoryStep(feat.unsqueeze(0), len(state.feats), state))
-                state.feats.append(feat)
-            else:
-                state.feats.popleft()
-                state.feats.append(feat)
-                steps.append(HistoryStep(torch.stack(list(state.feats)), 0, state))
-        h = self._advance(steps)
-        arm, grip = self.decoder(h)
+        saved = [(deque(state.feats), state.cache) for state in states]
+        try:
+            steps = []
+            for feat, state in zip(feats, states):
+                if len(state.feats) < self.window:
+                    steps.append(HistoryStep(feat.unsqueeze(0), len(state.feats), state))
+                    state.feats.append(feat)
+                else:
+                    state.feats.popleft()
+                    state.feats.append(feat)
+                    steps.append(HistoryStep(torch.stack(list(state.feats)), 0, state))
+            h = self._advance(steps)
+            arm, grip = self.decoder(h)
+        except BaseException:  # (an out-of-memory batch) no episode stepped: the server steps them again one by one
+            for state, (window, cache) in zip(states, saved):
+                state.feats, state.cache = window, cache
+            raise
         return arm, grip, states
 
     def _advance(self, steps: list[HistoryStep]) -> torch.Tensor:

@@ -116,8 +116,11 @@ class Batcher:
     async def run(self) -> None:
         """Form batches and step them, forever (cancelled when the server stops)."""
         while True:
-            batch = await self._collect()
-            batch = [r for r in batch if not r.session.closed and not r.future.done()]
+            batch = [r for r in await self._collect() if not r.future.done()]
+            for r in batch:
+                if r.session.closed:  # its episode ended (or was replaced) while it waited: told, never left waiting
+                    r.future.set_exception(RuntimeError("the episode was closed before this observation was stepped"))
+            batch = [r for r in batch if not r.session.closed]
             if not batch:
                 continue
             started = time.perf_counter()

@@ -81,9 +81,13 @@ class PolicyServer:
     async def _open(self, seed: int | None = None) -> ServerSession:
         state = await self.batcher.call(self.policy.new_session)
         session = ServerSession(next(self._ids), state)
-        if seed is not None and hasattr(self.policy, "new_chain"):
-            await self.batcher.call(self.policy.new_chain, state, seed)
-        await self.batcher.call(self.policy.reset, state)
+        try:
+            if seed is not None and hasattr(self.policy, "new_chain"):
+                await self.batcher.call(self.policy.new_chain, state, seed)
+            await self.batcher.call(self.policy.reset, state)
+        except BaseException:  # the state goes back to the policy: no session holds it
+            await self.batcher.call(self.policy.close_session, state)
+            raise
         self.sessions.add(session)
         self.stats.sessions_total += 1
         self.stats.sessions_open = len(self.sessions)
@@ -130,6 +134,7 @@ class PolicyServer:
                 await self.batcher.call(self.policy.reset, session.state)  # the chain's next subtask
             elif event.kind == "start":
                 await self._close(session)
+                session = None  # until the new one opens: a failed start leaves the connection without one
                 session = await self._open(event.seed)
             elif event.kind == "end":
                 await self._close(session)
