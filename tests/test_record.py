@@ -155,3 +155,38 @@ def test_a_recording_started_before_a_setting_existed_continues(tmp_path):
     assert record_dataset(RecordConfig(episodes=1, **base), progress=False)["episodes"] == 0
     with pytest.raises(ValueError, match="other settings \\(balance\\)"):
         record_dataset(RecordConfig(episodes=1, balance=True, **base), progress=False)
+
+
+def test_a_worker_killed_mid_recording_stops_it_and_the_same_command_goes_on(tmp_path):
+    """A recording worker killed (an OOM kill, a simulator crash): the recording stops with an error instead of
+    waiting forever for the dead worker's episode, keeps what it committed, and the same command finishes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "harness.record", str(tmp_path / "ds"), "--scene", "D", "--episodes", "8",
+           "--val-episodes", "0", "--chain-length", "2", "--workers", "2", "--seed", "0"]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        staging = tmp_path / "ds" / "training"
+        deadline = time.monotonic() + 120
+        workers: list[int] = []
+        while time.monotonic() < deadline and not workers:  # the workers, once they write frames
+            time.sleep(0.2)
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+            pids = [int(p) for p in children.read_text().split()] if children.exists() else []
+            if any(staging.rglob("*.npz")):
+                workers = [p for p in pids if "resource_tracker" not in Path(f"/proc/{p}/cmdline").read_text()]
+        assert workers, "no recording worker was seen writing frames"
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "BrokenProcessPool" in err
+    again = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(CalvinSplit(tmp_path / "ds", "training").episodes) == 8

@@ -315,6 +315,8 @@ def _set_up(env: Env, job: Job, oracle: TaskOracle, obs: dict[str, Any]) -> tupl
                 why, obs = _expert_setup(env, expert, oracle, job, obs)
         except EnvFailure as e:  # the record names the measured task
             raise EnvFailure([], job.tasks[0], 0, RuntimeError(f"during the setup: {e}"), job) from e
+        except Exception as e:  # noqa: BLE001 - reading the env's state (get_info) or its cameras failed: as in _start
+            raise EnvFailure([], job.tasks[0], 0, RuntimeError(f"during the setup: {type(e).__name__}: {e}"), job) from e
         if not why:
             try:
                 return job, env.get_obs()  # the agent's first observation, with its cameras

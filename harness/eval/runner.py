@@ -285,12 +285,19 @@ class WorkerPool:
         for slot in self.slots:
             if not slot.ready or slot.job is not None or slot.video is not None:
                 continue
-            if self.videos.pending and (slot.renders_only or not pending):
-                slot.video = self.videos.pending.popleft()
-                slot.conn.send(slot.video)
-            elif pending and not slot.renders_only:
-                slot.job, slot.since = pending.popleft(), time.monotonic()
-                slot.conn.send(slot.job)
+            try:
+                if self.videos.pending and (slot.renders_only or not pending):
+                    slot.video = self.videos.pending.popleft()
+                    slot.conn.send(slot.video)
+                elif pending and not slot.renders_only:
+                    slot.job, slot.since = pending.popleft(), time.monotonic()
+                    slot.conn.send(slot.job)
+            except (BrokenPipeError, ConnectionResetError):  # it died while idle and never got it: handed to
+                if slot.job is not None:                      # another worker (the dead one is replaced when
+                    pending.appendleft(slot.job)              # its sentinel fires)
+                if slot.video is not None:
+                    self.videos.pending.appendleft(slot.video)
+                slot.job = slot.video = None
 
     def _serve(self, pending: deque[Job], on_result: OnResult) -> None:
         """Wait for a message from, or the death of, any worker, and handle what arrived."""

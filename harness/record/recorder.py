@@ -18,6 +18,7 @@ import json
 import multiprocessing as mp
 import os
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
@@ -274,32 +275,44 @@ def record_dataset(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
     _check_same_config(root, cfg)
     embedder = _embedder(cfg.embedding_model)
     summary: dict[str, Any] = {"episodes": 0, "frames": 0, "annotations": 0, "failed_subtasks": {}}
-    ctx = mp.get_context("spawn")
-    pool = ctx.Pool(cfg.workers) if cfg.workers > 1 else None
+    # a process pool that notices a dead worker (BrokenProcessPool; multiprocessing.Pool waited forever)
+    pool = ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) if cfg.workers > 1 else None
     try:
         splits = {split for split, _, _ in _plans(cfg)}
         for split in sorted(splits, key=SPLIT_IDS.get):
             with CalvinDatasetWriter(root, split) as writer:
-                for _, scene, count in (p for p in _plans(cfg) if p[0] == split):
-                    done = committed_episodes(writer, scene)
-                    jobs = [(plan_episode(cfg, split, scene, i), str(writer.staging_dir), cfg.env, cfg.perturb)
-                            for i in range(done, count)]
-                    results = pool.imap(_record, jobs) if pool is not None else map(_record, jobs)
-                    bar = tqdm(results, total=len(jobs), desc=f"{split} {scene}", disable=not progress, unit="ep")
-                    for result in bar:
-                        writer.commit(_with_embeddings(result.record, embedder))
-                        _tally(summary, result)
-                        bar.set_postfix(frames=summary["frames"], failed=sum(summary["failed_subtasks"].values()))
+                try:
+                    _record_split(cfg, split, writer, pool, embedder, summary, progress)
+                except BaseException:
+                    # a failed episode, a dead worker, Ctrl-C: the queued episodes are dropped, the running ones
+                    # end before the writer lets go of the split (committed episodes stay; a rerun goes on)
+                    if pool is not None:
+                        pool.shutdown(wait=True, cancel_futures=True)
+                    raise
         if embedder is not None:
             _write_eval_embeddings(root, embedder)
         finalize_dataset(root)
     finally:
         if pool is not None:
-            pool.close()
-            pool.join()
+            pool.shutdown()
         else:
             close_worker_tools()
     return summary
+
+
+def _record_split(cfg: RecordConfig, split: str, writer: CalvinDatasetWriter, pool: ProcessPoolExecutor | None,
+                  embedder: Any, summary: dict[str, Any], progress: bool) -> None:
+    """The split's episodes not yet committed, scene by scene, each committed in index order as it arrives."""
+    for _, scene, count in (p for p in _plans(cfg) if p[0] == split):
+        done = committed_episodes(writer, scene)
+        jobs = [(plan_episode(cfg, split, scene, i), str(writer.staging_dir), cfg.env, cfg.perturb)
+                for i in range(done, count)]
+        results = pool.map(_record, jobs) if pool is not None else map(_record, jobs)
+        bar = tqdm(results, total=len(jobs), desc=f"{split} {scene}", disable=not progress, unit="ep")
+        for result in bar:
+            writer.commit(_with_embeddings(result.record, embedder))
+            _tally(summary, result)
+            bar.set_postfix(frames=summary["frames"], failed=sum(summary["failed_subtasks"].values()))
 
 
 def _tally(summary: dict[str, Any], result: EpisodeResult) -> None:
