@@ -190,3 +190,17 @@ def test_a_worker_killed_mid_recording_stops_it_and_the_same_command_goes_on(tmp
     again = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert len(CalvinSplit(tmp_path / "ds", "training").episodes) == 8
+
+
+def test_more_episodes_of_a_scene_before_another_recorded_one_are_refused_before_any_work(tmp_path):
+    """A split keeps each scene's episodes in one range of frame ids: scene A cannot grow once B's episodes follow
+    it (the count is per scene, so all would grow). Refused before recording anything and before recording.json
+    changes."""
+    base = dict(out=str(tmp_path / "ds"), scenes=("A", "B"), val_episodes=0, chain_length=1,
+                tasks=("open_drawer", "turn_on_led"), workers=1, seed=1)
+    record_dataset(RecordConfig(episodes=1, **base), progress=False)
+    settings = (tmp_path / "ds" / "recording.json").read_text()
+    with pytest.raises(ValueError, match="holds 1 episodes of scene A and episodes of scene B after them"):
+        record_dataset(RecordConfig(episodes=2, **base), progress=False)
+    assert (tmp_path / "ds" / "recording.json").read_text() == settings
+    assert len(CalvinSplit(base["out"], "training").episodes) == 2

@@ -272,7 +272,11 @@ def record_dataset(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
     """Record (or continue recording) the dataset; returns a summary of what this call recorded."""
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
-    _check_same_config(root, cfg)
+    settings = _check_same_config(root, cfg)
+    for split in sorted({split for split, _, _ in _plans(cfg)}, key=SPLIT_IDS.get):
+        with CalvinDatasetWriter(root, split) as writer:
+            _check_extension(cfg, split, writer)
+    (root / "recording.json").write_text(json.dumps(settings, indent=2))  # once the counts are known to be possible
     embedder = _embedder(cfg.embedding_model)
     summary: dict[str, Any] = {"episodes": 0, "frames": 0, "annotations": 0, "failed_subtasks": {}}
     # a process pool that notices a dead worker (BrokenProcessPool; multiprocessing.Pool waited forever)
@@ -323,8 +327,23 @@ def _tally(summary: dict[str, Any], result: EpisodeResult) -> None:
         summary["failed_subtasks"][result.failed] = summary["failed_subtasks"].get(result.failed, 0) + 1
 
 
-def _check_same_config(root: Path, cfg: RecordConfig) -> None:
-    """A dataset is continued only with the settings it was started with (they decide the plans)."""
+def _check_extension(cfg: RecordConfig, split: str, writer: CalvinDatasetWriter) -> None:
+    """More episodes than a split holds can be recorded only for its last scene with episodes: a split keeps each
+    scene's episodes in one range of frame ids. Fewer than it holds: the extra ones stay, and it is said."""
+    scenes = [(scene, count, committed_episodes(writer, scene)) for s, scene, count in _plans(cfg) if s == split]
+    for k, (scene, count, done) in enumerate(scenes):
+        later = [other for other, _, other_done in scenes[k + 1:] if other_done]
+        if count > done and later:
+            raise ValueError(f"{writer.path} holds {done} episodes of scene {scene} and episodes of scene "
+                             f"{', '.join(later)} after them; {count} of {scene} cannot be added there (a split keeps "
+                             "each scene's episodes together): record the extra episodes into a new folder")
+        if done > count:
+            print(f"{split}: scene {scene} holds {done} episodes, more than the {count} asked; they are kept", flush=True)
+
+
+def _check_same_config(root: Path, cfg: RecordConfig) -> dict[str, Any]:
+    """A dataset is continued only with the settings it was started with (they decide the plans); returns the
+    settings to record in recording.json."""
     path = root / "recording.json"
     mine = {k: v for k, v in asdict(cfg).items() if k not in ("out", "workers", "perturb")}
     if cfg.perturb.any():  # an unperturbed recording's settings are what they always were
@@ -342,7 +361,7 @@ def _check_same_config(root: Path, cfg: RecordConfig) -> None:
         mine["episode_seeds"] = {split: {scene: [episode_seed(cfg, split, scene, i) for i in range(count)]
                                          for s, scene, count in _plans(cfg) if s == split}
                                  for split in dict.fromkeys(s for s, _, _ in _plans(cfg))}
-    path.write_text(json.dumps(mine, indent=2))
+    return mine
 
 
 def _embedder(name: str | None):
