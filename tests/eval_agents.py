@@ -207,3 +207,21 @@ def env_killing_the_first_render_process(marker: str, **kwargs: Any):
         open(marker, "w").close()
         os.kill(os.getpid(), signal.SIGKILL)
     return make_env("builtin", **kwargs)
+
+
+class SetupFailingOnce:
+    """The built-in env, whose first `without_cameras()` (a single-task setup) raises, once in all processes (counted
+    in the file `marker`): what a backend whose state read fails during a setup does."""
+
+    def __init__(self, marker: str, **kwargs: Any) -> None:
+        self.env = make_env("builtin", **kwargs)
+        self.marker = marker
+
+    def without_cameras(self):
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            raise RuntimeError("simulated failure reading the scene during the setup")
+        return self.env.without_cameras()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["env"], name)

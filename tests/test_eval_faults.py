@@ -115,3 +115,15 @@ def test_each_chain_gets_a_new_env_unless_told_otherwise():
             assert (envs[0] is not envs[1]) == fresh
         finally:
             runner.close()
+
+
+def test_a_failure_outside_the_steps_of_a_setup_reruns_the_episode(tmp_path):
+    """Not only env.step: anything the env raises while a single-task setup runs is an env failure, so the env is
+    rebuilt and the episode run again (it stopped the whole evaluation as a worker error)."""
+    from harness.eval import evaluate_single_tasks
+
+    env = EnvConfig(factory="tests.eval_agents:SetupFailingOnce", options={"marker": str(tmp_path / "failed")})
+    results = evaluate_single_tasks(AgentConfig("scripted"), env=env, tasks=["place_in_slider"], episodes_per_task=1,
+                                    workers=1, output_dir=tmp_path / "out")
+    record = json.loads((tmp_path / "out" / "results.jsonl").read_text())
+    assert (tmp_path / "failed").exists() and record["attempts"] == 2 and results["tasks"]["place_in_slider"]["success"] == 1
