@@ -30,8 +30,8 @@ def rank_log_name(rank: int) -> str:
 
 def read_log(path: Path) -> dict[str, dict[str, Any]]:
     """key -> record of one log file (the first record of a key wins). A last line without its newline is
-    ignored even when it parses: a record counts once its newline is on disk, as ResultsLog, which cuts such a
-    line off before appending, counts it (its job runs again)."""
+    ignored even when it parses: a record counts once its newline is on disk (ResultsLog cuts such a line off
+    before it appends, so that job runs again)."""
     records: dict[str, dict[str, Any]] = {}
     if not path.exists():
         return records
