@@ -225,3 +225,25 @@ class SetupFailingOnce:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["env"], name)
+
+
+class ServerOutage(HoldStill):
+    """An agent whose server is gone at its first `outages` steps (counted in the file `marker` across processes):
+    each raises AgentUnavailable, and `wait_until_available` takes `wait_s` seconds, as a restart would."""
+
+    def __init__(self, marker: str, outages: int = 2, wait_s: float = 3.0) -> None:
+        super().__init__(gripper=1.0)
+        self.marker, self.outages, self.wait_s = marker, outages, wait_s
+
+    def step(self, obs: dict[str, Any], instruction: str) -> np.ndarray:
+        seen = len(open(self.marker).read().splitlines()) if os.path.exists(self.marker) else 0
+        if seen < self.outages:
+            with open(self.marker, "a") as f:
+                f.write(f"{os.getpid()}\n")
+            from agents.base import AgentUnavailable
+
+            raise AgentUnavailable("the policy server is gone")
+        return super().step(obs, instruction)
+
+    def wait_until_available(self) -> None:
+        time.sleep(self.wait_s)

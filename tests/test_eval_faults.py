@@ -127,3 +127,13 @@ def test_a_failure_outside_the_steps_of_a_setup_reruns_the_episode(tmp_path):
                                     workers=1, output_dir=tmp_path / "out")
     record = json.loads((tmp_path / "out" / "results.jsonl").read_text())
     assert (tmp_path / "failed").exists() and record["attempts"] == 2 and results["tasks"]["place_in_slider"]["success"] == 1
+
+
+def test_waiting_for_the_agents_server_does_not_count_against_the_job_time_limit(tmp_path):
+    """Two outages of 3 s in one chain under job_timeout_s=2: the chain waits them out and ends as it would have,
+    instead of being killed twice and recorded as an env_error."""
+    agent = AgentConfig("outage", factory="tests.eval_agents:ServerOutage", kwargs={"marker": str(tmp_path / "outages")})
+    evaluate_chains(agent, num_chains=1, ep_len=5, workers=1, job_timeout_s=2, output_dir=tmp_path / "out")
+    record = json.loads((tmp_path / "out" / "results.jsonl").read_text())
+    assert len((tmp_path / "outages").read_text().splitlines()) == 2
+    assert record["attempts"] == 1 and record["subtasks"][0]["reason"] == "timeout"  # the agent held still: ran 5 steps

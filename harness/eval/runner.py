@@ -26,6 +26,7 @@ Faults:
 from __future__ import annotations
 
 import hashlib
+import math
 import multiprocessing as mp
 import pickle
 import sys
@@ -116,8 +117,10 @@ def _spec_dict(agent: Agent) -> dict[str, Any]:
 class JobRunner:
     """One agent and one env, running jobs with the env-failure retry. Used in workers and in-process."""
 
-    def __init__(self, env_cfg: EnvConfig, agent: AgentSource, settings: RunSettings) -> None:
+    def __init__(self, env_cfg: EnvConfig, agent: AgentSource, settings: RunSettings,
+                 on_wait: Callable[[bool], None] | None = None) -> None:
         self.env_cfg, self.settings = env_cfg, settings
+        self.on_wait = on_wait or (lambda waiting: None)  # told when it waits for the agent's server, and after
         self.agent = build_agent(agent)
         torch = sys.modules.get("torch")
         if torch is not None and settings.threads > 0:
@@ -160,7 +163,9 @@ class JobRunner:
         if wait is None:
             raise error
         print(f"[eval] {error}; waiting for it, then running the chain again", file=sys.stderr, flush=True)
+        self.on_wait(True)  # the time waiting is not the job's (job_timeout_s): its clock starts again after
         wait()
+        self.on_wait(False)
 
     def _rebuild_env(self) -> None:
         try:
@@ -193,7 +198,7 @@ def _worker_main(conn: Connection, env_cfg: EnvConfig, agent: AgentSource, setti
     """A worker process: build, say ready, then run jobs and render videos until told to stop or the parent goes away."""
     end_with_parent()  # also mid-chain: a parent killed outright can record nothing more
     try:
-        runner = JobRunner(env_cfg, agent, settings)
+        runner = JobRunner(env_cfg, agent, settings, on_wait=lambda waiting: conn.send(("waiting", waiting)))
         conn.send(("ready", runner.describe()))
     except BaseException:  # noqa: BLE001 - reported to the parent, which stops the evaluation
         conn.send(("fatal", traceback.format_exc()))
@@ -339,6 +344,8 @@ class WorkerPool:
                 elif kind == "video":
                     slot.video = None
                     self.videos.finished(payload)
+                elif kind == "waiting":  # for the agent's server: no time limit meanwhile, a new one after
+                    slot.since = math.inf if payload else time.monotonic()
                 else:
                     raise WorkerError(f"an evaluation worker failed:\n{payload}")
         except (EOFError, ConnectionResetError, OSError):
