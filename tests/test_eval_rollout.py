@@ -246,3 +246,19 @@ def test_an_env_failure_during_the_setup_is_the_measured_tasks():
         env.close()
     (outcome,) = failure.value.outcomes()
     assert (outcome.task, outcome.reason, failure.value.job) == ("stack_block", "env_error", job)
+
+
+def test_an_env_failure_in_a_subtask_carries_the_job_as_run():
+    """The runner records a chain whose retry failed too with the failure's job: the start and setup the subtask
+    ran from (a redrawn single-task start's, not the first draw's)."""
+    from harness.eval.rollout import EnvFailure
+
+    job = redrawn(next(j for j in single_task_jobs(["open_drawer"], 1, 0)), 1)
+    scene_obs = initial_state(job.condition, "D")[1].tolist()
+    env = FlakyEnv(fail_scene_obs=scene_obs, fail_step=2)
+    try:
+        with pytest.raises(EnvFailure) as failure:
+            run_chain(env, ButtonPresser(), job, ep_len=10)
+    finally:
+        env.close()
+    assert failure.value.job == job and failure.value.outcomes()[-1].reason == "env_error"

@@ -278,7 +278,11 @@ def run_chain(
     for task in job.tasks:
         instruction = (instructions or {}).get(task) or perturbed_instruction(task, perturb.language, language)
         trace = SubtaskTrace(task, instruction) if record else None
-        outcome, obs = run_subtask(env, agent, oracle, task, obs, ep_len, trace, outcomes, instruction, delay)
+        try:
+            outcome, obs = run_subtask(env, agent, oracle, task, obs, ep_len, trace, outcomes, instruction, delay)
+        except EnvFailure as e:  # recorded, if the retry fails too, with the start it had (a redrawn setup's)
+            e.job = e.job or job
+            raise
         outcomes.append(outcome)
         if traces is not None:
             traces.append(trace)
