@@ -291,8 +291,9 @@ def _restore(folder: Path, optimizer: torch.optim.Optimizer, net: nn.Module, sha
     timer.wall_s = float(meta.get("wall_s", 0.0))
     configured = _group_settings(optimizer)
     load_optimizer_state(optimizer, net, named, sharded, folder)
-    if _group_settings(optimizer) != configured:  # AdamW's saved groups win: a changed value would be ignored silently
-        raise ValueError(f"resume from {folder}: its optimizer has weight_decay, betas, eps {_group_settings(optimizer)} "
+    saved = _group_settings(optimizer)
+    if saved != configured:  # AdamW's saved groups win: a changed value would be ignored silently
+        raise ValueError(f"resume from {folder}: its optimizer has weight_decay, betas, eps {saved} "
                          f"per parameter group, this run's optim config {configured}; a resumed run keeps the "
                          "checkpoint's (docs/TRAINING.md): set optim to its values, or start a new run from its weights "
                          f"with init_from={folder}")
