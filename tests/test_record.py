@@ -204,3 +204,29 @@ def test_more_episodes_of_a_scene_before_another_recorded_one_are_refused_before
         record_dataset(RecordConfig(episodes=2, **base), progress=False)
     assert (tmp_path / "ds" / "recording.json").read_text() == settings
     assert len(CalvinSplit(base["out"], "training").episodes) == 2
+
+
+def test_a_second_recording_into_the_same_folder_is_refused_at_once(tmp_path):
+    """Each split's writer locks its split, but recording.json is the folder's: a second recording running beside
+    the first is refused before it reads or writes anything, naming the holder."""
+    from harness.folder_lock import FolderBusy, FolderLock
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    cfg = RecordConfig(out=str(root), episodes=1, val_episodes=0, chain_length=1, tasks=("open_drawer",),
+                       workers=1, seed=1)
+    with FolderLock(root, "recorded by another harness.record"):
+        with pytest.raises(FolderBusy, match=r"ds is being recorded by another harness.record \(pid \d+"):
+            record_dataset(cfg, progress=False)
+    assert not (root / "recording.json").exists()
+    record_dataset(cfg, progress=False)  # the lock's owner gone, the same command records
+    assert len(CalvinSplit(str(root), "training").episodes) == 1
+
+
+def test_the_command_line_says_which_process_holds_the_folder(tmp_path, capsys):
+    from harness.folder_lock import FolderLock
+
+    with FolderLock(tmp_path, "recorded by another harness.record"):
+        assert record_main([str(tmp_path), "--episodes", "1", "--workers", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "is being recorded by another harness.record (pid" in err and "Traceback" not in err

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 
+from harness.folder_lock import FolderBusy
 from harness.record.recorder import RecordConfig, record_dataset
 from harness.sim.layout import parse_scenes
 from harness.strict_config import defaults_of
@@ -49,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = RecordConfig(**given)
     except ValueError as e:
         ap.error(str(e))
-    summary = record_dataset(cfg, progress=sys.stderr.isatty())
+    try:
+        summary = record_dataset(cfg, progress=sys.stderr.isatty())
+    except FolderBusy as e:  # another recording writes there: nothing was changed
+        print(f"harness.record: {e}", file=sys.stderr)
+        return 1
     print(json.dumps(summary))
     return 0
 

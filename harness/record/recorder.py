@@ -30,6 +30,7 @@ from tqdm import tqdm
 from harness.data.calvin_writer import CalvinDatasetWriter, EpisodeRecord, EpisodeWriter, finalize_dataset
 from harness.envs import BACKENDS
 from harness.envs.perturbations import ROLLOUT_AXES, Perturbations, perturbed
+from harness.folder_lock import FolderLock
 from harness.sim.layout import REL_ORN_SCALE, REL_POS_SCALE, get_layout
 from harness.spatial import wrap_angle
 from harness.strict_config import from_mapping
@@ -272,6 +273,13 @@ def record_dataset(cfg: RecordConfig, progress: bool = True) -> dict[str, Any]:
     """Record (or continue recording) the dataset; returns a summary of what this call recorded."""
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
+    # one recording a folder: each split's writer locks its split, but two recordings would both rewrite
+    # recording.json and could each pass the other's checks
+    with FolderLock(root, "recorded by another harness.record"):
+        return _record_locked(root, cfg, progress)
+
+
+def _record_locked(root: Path, cfg: RecordConfig, progress: bool) -> dict[str, Any]:
     settings = _check_same_config(root, cfg)
     for split in sorted({split for split, _, _ in _plans(cfg)}, key=SPLIT_IDS.get):
         with CalvinDatasetWriter(root, split) as writer:
