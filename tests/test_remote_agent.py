@@ -20,7 +20,7 @@ from agents.remote.wire import WireError
 from harness.eval.config import EvalSettings
 from harness.eval.evaluation import run_evaluation
 from harness.eval.specs import AgentConfig, EnvConfig
-from tests.serve_helpers import ROOT, observations, served, wait_for
+from tests.serve_helpers import ROOT, checkpoint, in_process_actions, observations, served, wait_for  # noqa: F401 (a fixture)
 from tests.train_helpers import free_port
 from tests.vla_eval_model_server import CHUNK, expected_chunk
 
@@ -71,6 +71,17 @@ def test_action_convention_reads_chunks_rotations_and_gripper_signs():
         ActionConvention().decode({"actions": np.zeros((3, 6))})
     with pytest.raises(ValueError, match="rotation"):
         ActionConvention(rotation="quaternion")
+
+
+def test_a_relative_axis_angle_rotation_converts_in_radians():
+    """A relative rotation is in CALVIN's units (1 = 0.05 rad): a rotation about one axis stays on that axis
+    whatever its size ([4, 0, 0] read as 4 rad wrapped to -2.28), and a small one on all axes stays about
+    the same (converted as 1.7 rad, [1, 1, 1] became [1.34, 0.18, 1.34])."""
+    relative = ActionConvention(type="relative", rotation="axis_angle")
+    np.testing.assert_allclose(relative.decode({"actions": [0, 0, 0, 4, 0, 0, 1]})[0][3:6], [4, 0, 0], atol=1e-9)
+    small = relative.decode({"actions": [0, 0, 0, 1, 1, 1, 1]})[0][3:6]
+    np.testing.assert_allclose(small, [1, 1, 1], atol=0.06)
+    assert np.all(np.abs(small - 1) > 1e-6)  # converted, not passed through
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +204,49 @@ def test_a_start_the_server_refuses_is_the_error_the_next_step_raises():
             assert channel.act(obs) is not None
         finally:
             channel.close()
+
+
+def test_an_openpi_episode_starts_afresh_on_a_server_that_keeps_state(checkpoint):
+    """openpi's protocol has no episode messages, and our server keeps a session (the VLA's history window) per
+    connection: the remote agent's next episode is a new connection, so two episodes with the same instruction
+    and observations give the same actions as in-process (it carried the first episode's history into the
+    second)."""
+    obs = observations(3, seed=6)
+    expected = in_process_actions(checkpoint, obs, "open the drawer")
+    with served({"name": "vla", "checkpoint": str(checkpoint)}, protocol="openpi") as server:
+        agent = make_agent("remote", url=server.url, protocol="openpi", observation={"states": list(range(15))})
+        try:
+            for chain in range(2):
+                agent.new_chain(chain)
+                agent.reset()
+                got = [agent.step(o, "open the drawer") for o in obs]
+                for a, b in zip(got, expected):
+                    np.testing.assert_allclose(np.asarray(a)[:6], b[:6], atol=1e-4)
+                    assert np.asarray(a)[6] == b[6]
+        finally:
+            agent.close()
+
+
+def test_the_servers_token_is_never_written_and_connection_waits_do_not_change_the_run():
+    """The run key (run.json) held the token in plain text, and a rerun with another token or connect timeout
+    was refused as another configuration."""
+    def key(**kwargs):
+        return EvalSettings().run_key(EnvConfig(), AgentConfig("remote", {"url": "ws://gpu:8000", **kwargs}))
+
+    first = key(token="s3cret", connect_timeout_s=3, reconnect_timeout_s=60)
+    assert "s3cret" not in json.dumps(first)
+    assert first == key(token="other") == key()
+    assert key(timeout_s=1) != key()  # the reply timeout decides agent_error: it stays
+
+
+def test_a_server_of_another_protocol_is_named_and_no_connection_is_left_open():
+    """A native agent pointed at an openpi server: the error says to check agent.protocol, and the failed agent
+    leaves no connection behind (each failed check left a socket and its reading thread open)."""
+    import threading
+
+    with served({"name": "random"}, protocol="openpi") as server:
+        before = threading.active_count()
+        for _ in range(3):
+            with pytest.raises(RuntimeError, match=r"is it a native server\? agent.protocol"):
+                make_agent("remote", url=server.url, protocol="native", connect_timeout_s=5)
+        wait_for(lambda: threading.active_count() <= before, timeout_s=10, what="the failed agents' threads to end")

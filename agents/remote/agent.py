@@ -49,7 +49,11 @@ class RemoteAgent:
         self._pending: deque[np.ndarray] = deque()  # the rest of a chunk, executed before the next request
         self._seed: int | None = None
         self._in_episode = self._chain_started = False
-        self.spec = self._spec(self.wait_until_available())
+        try:
+            self.spec = self._spec(self.wait_until_available())
+        except BaseException:  # a refused token, a server of another protocol: no connection left open
+            self.channel.close()
+            raise
 
     def _spec(self, info: dict[str, Any]) -> AgentSpec:
         served = {"url": self.channel.url, "protocol": self.protocol}

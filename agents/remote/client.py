@@ -134,7 +134,10 @@ class MessageChannel(Channel):
     def greet(self) -> dict[str, Any]:
         self._send(pack_message("hello", {"harness_version": f"vla-harness {_version()}", "protocol_version": 1},
                                 self._next_seq()))
-        reply = self._reply(self.seq)
+        try:
+            reply = self._reply(self.seq)
+        except RuntimeError as e:  # an openpi server greets first, with its metadata
+            raise RuntimeError(f"{e} (is it a {self.protocol} server? agent.protocol)") from None
         return reply.payload if reply.type == "hello" else {}  # a server from before HELLO answers with an error
 
     def start_episode(self, seed: int | None) -> None:
@@ -194,12 +197,21 @@ class OpenPIChannel(Channel):
     protocol = "openpi"
 
     def greet(self) -> dict[str, Any]:
-        metadata = self._unpack(self._recv())
+        try:
+            metadata = self._unpack(self._recv())
+        except (TimeoutError, RuntimeError) as e:  # a vla-eval or native server waits for the client's hello
+            raise type(e)(f"{e} (an openpi server sends its metadata first: is it one? agent.protocol)") from None
         return metadata if isinstance(metadata, dict) else {"metadata": metadata}
 
     def act(self, observation: dict[str, Any]) -> Any:
         self._send(pack_openpi(observation))
         return self._unpack(self._recv())
+
+    def end_episode(self) -> None:
+        """openpi's protocol has no episode messages: a server that keeps state (a history window, a chunk
+        queue, as ours) keeps it per connection, so the next episode starts on a new one. A stateless server
+        (openpi's own) only greets again."""
+        self.close()
 
     def _unpack(self, data: Any) -> Any:
         if isinstance(data, str):

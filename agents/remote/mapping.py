@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from harness.sim.layout import REL_ORN_SCALE
 from harness.spatial import axis_angle_to_quat, quat_to_euler
 
 from .wire import WireError
@@ -195,7 +196,10 @@ class ActionConvention:
     def _env_action(self, action: np.ndarray) -> np.ndarray:
         out = action.copy()
         if self.rotation == "axis_angle":
-            out[3:6] = quat_to_euler(axis_angle_to_quat(action[3:6]))
+            # a relative rotation is in CALVIN's units (1 = REL_ORN_SCALE rad): converted in radians, where
+            # the conversion holds (in units, [1, 1, 1] read as 1.7 rad mixed the axes; [4, 0, 0] wrapped)
+            scale = REL_ORN_SCALE if self.type == "relative" else 1.0
+            out[3:6] = quat_to_euler(axis_angle_to_quat(action[3:6] * scale)) / scale
         if np.isfinite(action[6]):  # a NaN stays one: the evaluation records it as an invalid action
             is_positive = action[6] > self.gripper_threshold
             out[6] = 1.0 if is_positive == (self.gripper_open == "positive") else -1.0
