@@ -137,3 +137,19 @@ def test_waiting_for_the_agents_server_does_not_count_against_the_job_time_limit
     record = json.loads((tmp_path / "out" / "results.jsonl").read_text())
     assert len((tmp_path / "outages").read_text().splitlines()) == 2
     assert record["attempts"] == 1 and record["subtasks"][0]["reason"] == "timeout"  # the agent held still: ran 5 steps
+
+
+def test_a_chain_that_loses_the_agents_server_every_time_is_recorded_and_the_evaluation_goes_on(tmp_path):
+    """A server that goes away whenever one chain runs (a chain that runs it out of memory) was waited for and
+    the chain run again forever: the third outage records the chain as agent_error, and the next chain runs."""
+    from harness.eval.runner import MAX_OUTAGES
+
+    agent = AgentConfig("outage", factory="tests.eval_agents:ServerOutage",
+                        kwargs={"marker": str(tmp_path / "outages"), "outages": 100, "wait_s": 0.0})
+    evaluate_chains(agent, num_chains=2, ep_len=5, workers=0, output_dir=tmp_path / "out")
+    records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and len((tmp_path / "outages").read_text().splitlines()) == 2 * MAX_OUTAGES
+    for record in records:
+        assert record["attempts"] == MAX_OUTAGES and record["completed"] == 0
+        assert record["subtasks"][0]["reason"] == "agent_error"
+        assert f"went away {MAX_OUTAGES} times while this chain ran" in record["subtasks"][0]["message"]

@@ -10,7 +10,7 @@ A subtask fails for one of these reasons:
   invalid_action  the agent returned something the env cannot take (NaN/inf, wrong shape, gripper not +-1)
   agent_error     the agent raised (a remote agent's policy server that does not answer within its timeout
                   too); `AgentUnavailable` (the server went away) instead goes up to the runner, which
-                  waits for the server and runs the chain again
+                  waits for the server and runs the chain again (up to MAX_OUTAGES times)
   env_error       the env (or the oracle reading its info) raised: `EnvFailure` goes up to the runner,
                   which rebuilds the env and retries the chain once before recording this reason
 

@@ -50,6 +50,7 @@ from harness.ranks import rank_cores, torch_threads
 from harness.tasks import TaskOracle
 
 MAX_ATTEMPTS = 2  # a chain is run at most twice when its env fails (and handed out at most twice on worker death)
+MAX_OUTAGES = 3  # a chain is run at most 3 times when the agent's server goes away during it
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class JobRunner:
         self.env_cfg, self.settings = env_cfg, settings
         self.on_wait = on_wait or (lambda waiting: None)  # told when it waits for the agent's server, and after
         self.agent = build_agent(agent)
+        self.owns_agent = not is_live_agent(agent)  # an agent handed in built is its caller's to close
         torch = sys.modules.get("torch")
         if torch is not None and settings.threads > 0:
             torch.set_num_threads(settings.threads)
@@ -140,6 +142,7 @@ class JobRunner:
             self._rebuild_env()
         self.env_used = True
         failures: list[EnvFailure] = []
+        outages = 0
         while len(failures) < MAX_ATTEMPTS:
             try:
                 chain = run_chain(self.env, self.agent, job, self.settings.ep_len, self.oracle, record_states,
@@ -149,6 +152,9 @@ class JobRunner:
                 self._rebuild_env()
                 continue
             except AgentUnavailable as e:
+                outages += 1
+                if outages >= MAX_OUTAGES:  # a chain that brings the server down each time (an OOM) ends
+                    return self._lost_to_outages(job, outages, e, clock), None
                 self._wait_for_agent(e)
                 if self.env_cfg.fresh_per_chain:
                     self._rebuild_env()
@@ -156,6 +162,15 @@ class JobRunner:
             record = job_record(chain.job, chain.outcomes, len(failures) + 1, clock, chain.final_state)
             return record, self._kept_traces(job, chain)
         return job_record(failures[-1].job or job, failures[-1].outcomes(), MAX_ATTEMPTS, clock), None
+
+    def _lost_to_outages(self, job: Job, outages: int, error: AgentUnavailable,
+                         clock: tuple[float, float]) -> dict[str, Any]:
+        """The chain's record when the agent's server went away every time it ran: its first subtask fails
+        with agent_error (what it did before each outage is not kept), and the evaluation goes on."""
+        message = f"the agent's server went away {outages} times while this chain ran (MAX_OUTAGES): {error}"
+        print(f"[eval] chain {job.index}: {message}", file=sys.stderr, flush=True)
+        outcome = SubtaskOutcome(job.tasks[0], False, 0, "agent_error", message[-500:])
+        return job_record(job, [outcome], outages, clock)
 
     def _wait_for_agent(self, error: AgentUnavailable) -> None:
         """Block until the agent's server answers again (AgentUnavailable when it does not in time)."""
@@ -192,6 +207,9 @@ class JobRunner:
         if self.env is not None:
             self.env.close()
             self.env = None
+        close_agent = getattr(self.agent, "close", None)  # a remote agent's connection (its server session)
+        if self.owns_agent and close_agent is not None:
+            close_agent()
 
 
 def _worker_main(conn: Connection, env_cfg: EnvConfig, agent: AgentSource, settings: RunSettings) -> None:
