@@ -16,21 +16,26 @@ class RandomAgent:
     """Arm dims uniform in [-scale, scale]; the gripper is +-1, switching with `gripper_switch_prob` per step.
 
     scale > 1 produces out-of-range relative actions on purpose (the evaluation counts them).
-    `new_chain(seed)` reseeds, so a chain's actions depend only on its seed.
+    `new_chain(seed)` reseeds from the chain's seed and the agent's own, so a chain's actions depend only on
+    the two: another `seed` draws another random agent on the same chains.
     """
 
     def __init__(self, seed: int = 0, scale: float = 1.0, gripper_switch_prob: float = 0.1) -> None:
+        if int(seed) < 0:
+            raise ValueError(f"RandomAgent.seed must be >= 0, got {seed}")
         if not scale > 0:
             raise ValueError(f"RandomAgent.scale must be > 0, got {scale}")
         if not 0 <= gripper_switch_prob <= 1:
             raise ValueError(f"RandomAgent.gripper_switch_prob must be in [0, 1], got {gripper_switch_prob}")
         self.scale = float(scale)
         self.switch = float(gripper_switch_prob)
+        self.seed = int(seed)
         self.spec = AgentSpec(name="random", extra={"seed": seed, "scale": self.scale, "gripper_switch_prob": self.switch})
-        self.new_chain(seed)
+        self.new_chain(0)
 
     def new_chain(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
+        # seed 0 draws from the chain's seed alone, as every run before the agent's seed took part
+        self.rng = np.random.default_rng(seed if self.seed == 0 else [seed, self.seed])
 
     def reset(self) -> None:
         self.gripper = 1.0

@@ -43,6 +43,13 @@ def test_random_agent_is_reproducible_per_chain_and_in_range():
     wide = RandomAgent(scale=1.5)
     wide.reset()
     assert np.abs(np.stack([wide.step({}, "x") for _ in range(50)])[:, :6]).max() > 1
+    # the agent's own seed draws another agent on the same chains (new_chain's reseed ignored it)
+    other = make_agent("random", seed=4)
+    other.new_chain(7)
+    other.reset()
+    assert not np.array_equal(a, np.stack([other.step({}, "x") for _ in range(50)]))
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        RandomAgent(seed=-1)
 
 
 def test_replay_agent_sources_and_playback(tmp_path):

@@ -26,6 +26,9 @@ from harness.tasks.catalog import check_task_names
 MODES = ("chains", "single_task")
 DEFAULT_VIDEO_FAILURES = 10  # video_failures: true
 SERVER_MODES = ("auto", "on", "off")  # harness/eval/served.py
+# agent settings that are not what the agent is, left out of the run key (run.json): where it runs (cpu,
+# cuda:N per rank), how long a remote agent waits to connect, and its server's token (a secret, never written)
+NOT_THE_AGENT = ("device", "token", "connect_timeout_s", "reconnect_timeout_s")
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,8 @@ class EvalSettings:
         videos may change: more chains extend the run, fewer report a prefix). job_timeout_s is in it: a
         chain that runs past it twice is recorded as env_error instead of its outcome."""
         agent_key = describe_agent_source(agent)
-        agent_key.get("kwargs", {}).pop("device", None)  # where it runs (cpu, cuda:N per rank) is not what it is
+        for name in NOT_THE_AGENT:
+            agent_key.get("kwargs", {}).pop(name, None)
         key = {"mode": self.mode, "ep_len": self.ep_len, "seed": self.seed, "job_timeout_s": self.job_timeout_s,
                "env": env.to_dict(), "agent": agent_key}
         if self.instructions:  # only when set: folders of CALVIN's instructions keep their run.json
