@@ -142,6 +142,18 @@ def test_relative_actions_are_scaled_not_clipped(blind_env):
     assert action[0] == 0.5  # the caller's array is never scaled in place
 
 
+def test_relative_actions_after_absolute_ones_add_to_the_target_before_them(blind_env):
+    """As calvin_env (tests/test_env_calvin_real.py): absolute actions leave the relative target alone, so zero
+    relative actions after reaching a pose 5 cm lower take the arm back up (it stayed down)."""
+    start = blind_env.reset(robot_obs=NEUTRAL_ROBOT_OBS, scene_obs=blind_env.get_obs()["scene_obs"])["robot_obs"]
+    for _ in range(15):
+        obs, *_ = blind_env.step((start[:3] - (0, 0, 0.05), start[3:6], 1))
+    assert obs["robot_obs"][2] < start[2] - 0.045
+    for _ in range(15):
+        obs, *_ = blind_env.step(STAY_OPEN)
+    assert np.linalg.norm(obs["robot_obs"][:3] - start[:3]) < 0.005
+
+
 def test_relative_motion_rate_matches_calvin(blind_env):
     """docs/CALVIN.md#actions: a full-scale +x relative action moves the TCP 0.174 m in 10 steps."""
     obs = blind_env.reset(robot_obs=NEUTRAL_ROBOT_OBS, scene_obs=np.r_[np.zeros(6), blind_env.get_obs()["scene_obs"][6:]])

@@ -131,6 +131,19 @@ def test_absolute_actions(blind):
     assert np.linalg.norm(obs["robot_obs"][:3] - start[:3]) < 0.005 and obs["robot_obs"][14] == -1
 
 
+def test_relative_actions_after_absolute_ones_add_to_the_target_before_them(blind):
+    """Absolute actions leave calvin_env's relative target alone (only relative_to_absolute moves it): zero
+    relative actions after reaching a pose 5 cm lower take the arm back up to the reset pose. The built-in
+    scene does the same (tests/test_env_builtin.py)."""
+    start = blind.reset(NEUTRAL_ROBOT_OBS, np.zeros(24))["robot_obs"]
+    for _ in range(15):
+        obs = blind.step((start[:3] - (0, 0, 0.05), start[3:6], 1))[0]
+    assert obs["robot_obs"][2] < start[2] - 0.045
+    for _ in range(15):
+        obs = blind.step(HOLD)[0]
+    assert np.linalg.norm(obs["robot_obs"][:3] - start[:3]) < 0.005
+
+
 @pytest.mark.parametrize("action, message", [
     (np.zeros(8), "7 numbers"),
     (np.array([0, 0, 0, 0, 0, 0, 0.2]), "exactly 1"),

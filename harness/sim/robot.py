@@ -148,11 +148,12 @@ class PandaRobot:
     def apply_relative(self, action: np.ndarray) -> None:
         self.target.pos = self.target.pos + REL_POS_SCALE * action[:3]
         self.target.euler = self.target.euler + REL_ORN_SCALE * action[3:6]
-        self._drive(int(action[6]))
+        self._drive(self.target, int(action[6]))
 
     def apply_absolute(self, pos: np.ndarray, euler: np.ndarray, gripper: int) -> None:
-        self.target = TargetPose(np.array(pos, dtype=float), np.array(euler, dtype=float))
-        self._drive(gripper)
+        """The arm goes to the pose; the relative actions' target stays where it was, as in calvin_env (only its
+        relative_to_absolute moves it), so a relative action after absolute ones adds to the target before them."""
+        self._drive(TargetPose(np.array(pos, dtype=float), np.array(euler, dtype=float)), gripper)
 
     def _command_arm(self, q: np.ndarray) -> None:
         # joint by joint: setJointMotorControlArray has no max-velocity argument
@@ -162,11 +163,11 @@ class PandaRobot:
                 maxVelocity=ARM_MAX_VELOCITY, physicsClientId=self.cid,
             )
 
-    def _drive(self, gripper: int) -> None:
-        orn = p.getQuaternionFromEuler(self.target.euler.tolist())
+    def _drive(self, pose: TargetPose, gripper: int) -> None:
+        orn = p.getQuaternionFromEuler(pose.euler.tolist())
         rest = list(NEUTRAL_JOINTS) + [s[0] for s in p.getJointStates(self.uid, FINGER_JOINTS, physicsClientId=self.cid)]
         q = p.calculateInverseKinematics(
-            self.uid, TCP_LINK, self.target.pos.tolist(), orn, lowerLimits=self._ik_lower,
+            self.uid, TCP_LINK, pose.pos.tolist(), orn, lowerLimits=self._ik_lower,
             upperLimits=self._ik_upper, jointRanges=self._ik_ranges, restPoses=rest, physicsClientId=self.cid,
         )
         self._command_arm(np.clip(np.asarray(q[:7]), self._ik_clip_lo, self._ik_clip_hi))
