@@ -29,7 +29,9 @@ class PlayTableSimEnv:
                           use_vr=use_vr, use_scene_info=use_scene_info, seed=seed))
         self.ownsPhysicsClient = True
         self.closed = 0
-        self._env = BuiltinEnv(scene=scene_cfg["name"][-1], cameras=tuple(cameras))
+        # calvin_env's own scene configs have no name, only their table (a dataset's merged_config.yaml)
+        name = scene_cfg.get("name") or scene_cfg["objects"]["fixed_objects"]["table"]["file"].split("/")[0]
+        self._env = BuiltinEnv(scene=name[-1], cameras=tuple(cameras))
         self.steps = []
 
     def reset(self, robot_obs=None, scene_obs=None):
@@ -146,6 +148,11 @@ def test_actions_are_validated_and_never_modified(stand_in_calvin):
     env.step(((0.1, -0.2, 0.5), (np.pi, 0, np.pi / 2), -1))
     assert isinstance(env._env.steps[-1], tuple) and env._env.steps[-1][2] == -1
     assert set(info["scene_info"]) >= {"movable_objects", "doors", "lights"}
+    # a reset's state vectors are checked as the built-in env's: NaN went on into PyBullet
+    with pytest.raises(ValueError, match="scene_obs must be finite"):
+        env.reset(scene_obs=np.full(24, np.nan))
+    with pytest.raises(ValueError, match=r"robot_obs must have shape \(15,\)"):
+        env.reset(robot_obs=np.zeros(14))
     env.close()
 
 
@@ -167,7 +174,10 @@ def test_config_from_a_dataset(stand_in_calvin, tmp_path):
           gripper: {name: gripper, width: 84, height: 84}
           tactile: {name: tactile, width: 120, height: 160}
         robot: {name: panda_longer_finger}
-        scene: {name: calvin_scene_D}
+        scene:
+          objects:
+            fixed_objects:
+              table: {file: calvin_table_D/urdf/calvin_table_D.urdf}
         seed: 0
         env:
           _target_: calvin_env.envs.play_table_env.PlayTableSimEnv
@@ -180,12 +190,17 @@ def test_config_from_a_dataset(stand_in_calvin, tmp_path):
           robot_cfg: ${robot}
           scene_cfg: ${scene}
           use_scene_info: true
-          use_egl: false
+          use_egl: true
           control_freq: 30
     """)
     env = make_env("calvin", dataset_path=tmp_path / "task_D_D", cameras=("static",))
     assert set(module.BUILT[-1]["cameras"]) == {"static"}  # tactile dropped: no tacto needed
     assert env.description.scene == "D"
+    # env.renderer owns the renderer: CALVIN's recordings say use_egl: true, and it rendered with EGL
+    assert module.BUILT[-1]["use_egl"] is False and env.description.renderer == "tiny"
     env.close()
+    # the dataset's table decides what is loaded: env.scene=A bound A's block order to D's blocks, silently
+    with pytest.raises(ValueError, match=r"task_D_D loads scene D \(its merged_config.yaml's table\), but env.scene is A"):
+        make_env("calvin", scene="A", dataset_path=tmp_path / "task_D_D", cameras=("static",))
     with pytest.raises(FileNotFoundError, match="merged_config.yaml"):
         make_env("calvin", dataset_path=tmp_path / "nowhere")

@@ -75,6 +75,26 @@ def test_block_and_furniture_dynamics_on_calvin():
     assert plain_drawer[-1] > 0.05 and not np.allclose(plain_drawer, stiff_drawer, atol=1e-4)
 
 
+def test_dynamics_scale_from_the_bodies_as_built():
+    """A second call scales calvin_env's bodies as built again, as the built-in scene's setters do (it multiplied
+    what the first call had set: 4x for two calls of 2x, and 1x never restored them)."""
+    with closing(EnvConfig(**CALVIN).build(cameras=())) as env:
+        cid, scene = env._env.cid, env._env.scene
+
+        def masses() -> list[float]:
+            return [p.getDynamicsInfo(b.uid, -1, physicsClientId=cid)[0] for b in scene.movable_objects] + \
+                [p.getDynamicsInfo(d.uid, d.joint_index, physicsClientId=cid)[0] for d in scene.doors]
+
+        base = masses()
+        for _ in range(2):
+            env.scale_block_dynamics(mass=2.0)
+            env.set_furniture_dynamics(mass=2.0)
+        assert masses() == pytest.approx([2 * m for m in base])
+        env.scale_block_dynamics()
+        env.set_furniture_dynamics()
+        assert masses() == pytest.approx(base)
+
+
 def test_block_colors_on_calvin_is_an_error_naming_axis_and_backend():
     with pytest.raises(ValueError, match="env.perturb.block_colors: the calvin backend does not support this axis"):
         EnvConfig(**CALVIN, perturb=Perturbations(block_colors=1)).build()

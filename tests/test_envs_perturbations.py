@@ -210,3 +210,11 @@ def test_the_cached_static_layer_keeps_the_appearance():
             assert (obs["rgb_obs"]["rgb_static"] != full["rgb_static"]).any(-1).sum() <= 8
     finally:
         env.close()
+
+
+def test_a_perturbed_env_not_set_up_has_no_attributes_rather_than_a_key_error():
+    """copy, pickle and hasattr look attributes up before __init__ ran: they expect AttributeError (it raised
+    KeyError 'env')."""
+    from harness.envs.perturbations import PerturbedEnv
+
+    assert not hasattr(PerturbedEnv.__new__(PerturbedEnv), "get_state_obs")

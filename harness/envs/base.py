@@ -29,9 +29,19 @@ import numpy as np
 
 from harness.sim.layout import CAMERA_NAMES, SCENES, SceneLayout, get_layout
 
-__all__ = ["CAMERA_NAMES", "SCENES", "ROBOT_OBS_DIM", "SCENE_OBS_DIM", "EnvDescription", "Env"]
+__all__ = ["CAMERA_NAMES", "SCENES", "ROBOT_OBS_DIM", "SCENE_OBS_DIM", "EnvDescription", "Env", "state_vector"]
 ROBOT_OBS_DIM = 15
 SCENE_OBS_DIM = 24
+
+
+def state_vector(values: Any, size: int, name: str) -> np.ndarray:
+    """robot_obs / scene_obs handed to a reset, as float64 of its size and finite (NaN would reach PyBullet)."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.shape != (size,):
+        raise ValueError(f"{name} must have shape ({size},), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {arr.tolist()}")
+    return arr
 
 
 @dataclass(frozen=True)

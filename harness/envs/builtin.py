@@ -15,7 +15,7 @@ import pybullet as p
 
 from harness import __version__
 from harness.envs.actions import AbsoluteAction, parse_action
-from harness.envs.base import CAMERA_NAMES, ROBOT_OBS_DIM, SCENE_OBS_DIM, EnvDescription
+from harness.envs.base import CAMERA_NAMES, ROBOT_OBS_DIM, SCENE_OBS_DIM, EnvDescription, state_vector
 from harness.sim.appearance import Appearance, load_texture, mixed_color
 from harness.sim.cameras import CameraRig, VisualShape, load_renderer, visual_shapes
 from harness.sim.distractors import DistractorKind
@@ -25,15 +25,6 @@ from harness.sim.scene import PlayTableScene
 
 SUBSTEPS = 8
 TIME_STEP = 1.0 / 240.0
-
-
-def _state_vector(values: Any, size: int, name: str) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.shape != (size,):
-        raise ValueError(f"{name} must have shape ({size},), got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got {arr.tolist()}")
-    return arr
 
 
 class BuiltinEnv:
@@ -95,11 +86,11 @@ class BuiltinEnv:
         if scene_obs is None:
             self.scene.reset(np.zeros(SCENE_OBS_DIM))
             scene_obs = self.scene.random_scene_obs(self.rng)
-        scene_obs = _state_vector(scene_obs, SCENE_OBS_DIM, "scene_obs")
+        scene_obs = state_vector(scene_obs, SCENE_OBS_DIM, "scene_obs")
         if robot_obs is None:
             arm, width, gripper = np.array(NEUTRAL_JOINTS), 0.08, 1
         else:
-            robot_obs = _state_vector(robot_obs, ROBOT_OBS_DIM, "robot_obs")
+            robot_obs = state_vector(robot_obs, ROBOT_OBS_DIM, "robot_obs")
             arm, width, gripper = robot_obs[7:14], robot_obs[6], int(np.sign(robot_obs[14]) or 1)
         self._forget_contacts()
         self.scene.reset(scene_obs)

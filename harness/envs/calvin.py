@@ -21,6 +21,7 @@ a new env behaves exactly as a new env (docs/EVALUATION.md, "The real calvin_env
 
 from __future__ import annotations
 
+import re
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from harness.envs.actions import AbsoluteAction, parse_action
-from harness.envs.base import CAMERA_NAMES, ROBOT_OBS_DIM, SCENE_OBS_DIM, EnvDescription
+from harness.envs.base import CAMERA_NAMES, ROBOT_OBS_DIM, SCENE_OBS_DIM, EnvDescription, state_vector
 from harness.sim.layout import get_layout
 from harness.sim.distractors import DistractorKind
 from harness.sim.scene import FURNITURE_FORCE, DistractorBodies
@@ -114,6 +115,42 @@ def dataset_env_config(dataset_path: str | Path):
     return cfg
 
 
+def dataset_scene(cfg: Any) -> str | None:
+    """The scene a dataset's env config loads: calvin_env's scene configs have no name, but each loads its own
+    table (`calvin_table_D/urdf/calvin_table_D.urdf`); a config with a `scene.name` names it."""
+    from omegaconf import OmegaConf
+
+    table = OmegaConf.select(cfg, "env.scene_cfg.objects.fixed_objects.table.file", default=None) or \
+        OmegaConf.select(cfg, "scene.objects.fixed_objects.table.file", default=None)
+    found = re.search(r"calvin_table_([A-D])\b", str(table)) if table else None
+    if found:
+        return found.group(1)
+    name = OmegaConf.select(cfg, "scene.name", default=None)
+    return get_layout(str(name)).name if name else None
+
+
+def _check_dataset_scene(cfg: Any, scene: str, dataset_path: str | Path) -> None:
+    """The dataset's config decides what is loaded; env.scene decides the description and the layout the
+    start states and the expert bind to: the two must agree (a D dataset with env.scene=A swapped the red and
+    pink blocks without an error)."""
+    loaded = dataset_scene(cfg)
+    if loaded is None:
+        raise ValueError(f"{dataset_path}: its merged_config.yaml does not say which scene it loads (no "
+                         "scene.objects.fixed_objects.table.file); build the env from env.scene without dataset_path")
+    if loaded != scene:
+        raise ValueError(f"{dataset_path} loads scene {loaded} (its merged_config.yaml's table), but env.scene is "
+                         f"{scene}: set env.scene={loaded}")
+
+
+def _set_renderer(cfg: Any, renderer: str) -> None:
+    """env.renderer owns the renderer also with a dataset's config (CALVIN's recordings say use_egl: true):
+    TinyRenderer unless renderer=egl (docs/EVALUATION.md)."""
+    from omegaconf import open_dict
+
+    with open_dict(cfg.env):
+        cfg.env.use_egl = renderer == "egl"
+
+
 def _require_first_client() -> None:
     """calvin_env makes some PyBullet calls without its client id, so they reach client 0 whatever its own
     client is: its robot's base and fixed constraint (`robot.py`), the EGL renderer plugin, the IK of
@@ -156,6 +193,8 @@ class CalvinEnv:
 
         if dataset_path is not None:
             cfg = dataset_env_config(dataset_path)
+            _check_dataset_scene(cfg, layout.name, dataset_path)
+            _set_renderer(cfg, renderer)
         else:
             cfg = compose_env_config(layout.name, renderer, config_name)
         self._configure_cameras(cfg, tuple(cameras), camera_sizes or {})
@@ -169,10 +208,11 @@ class CalvinEnv:
         self.cameras = tuple(cameras)
         self.exact_reset = bool(exact_reset)
         self._distractors: DistractorBodies | None = None  # the distractor axis's bodies, once it adds them
+        self._built_dynamics: dict[tuple[int, int], tuple[float, ...]] = {}  # (uid, link) -> as built (_as_built)
         use_egl = bool(cfg.env.get("use_egl", False))
         self.description = EnvDescription(
             backend="calvin",
-            scene=layout.name if dataset_path is None else get_layout(str(cfg.get("scene", {}).get("name", layout.name))).name,
+            scene=layout.name,  # a dataset's scene is checked to be it (_check_dataset_scene)
             renderer=("egl" if use_egl else "tiny") if cameras else "none",
             cameras=self.cameras,
             camera_sizes={c: int(camera_sizes.get(c, 0)) for c in cameras} if camera_sizes else {},
@@ -197,9 +237,10 @@ class CalvinEnv:
     # ------------------------------------------------------------------ calvin_env's API
 
     def reset(self, robot_obs: np.ndarray | None = None, scene_obs: np.ndarray | None = None) -> dict[str, Any]:
-        for values, size, name in ((robot_obs, ROBOT_OBS_DIM, "robot_obs"), (scene_obs, SCENE_OBS_DIM, "scene_obs")):
-            if values is not None and np.asarray(values).shape != (size,):
-                raise ValueError(f"{name} must have shape ({size},), got {np.asarray(values).shape}")
+        if robot_obs is not None:
+            robot_obs = state_vector(robot_obs, ROBOT_OBS_DIM, "robot_obs")
+        if scene_obs is not None:
+            scene_obs = state_vector(scene_obs, SCENE_OBS_DIM, "scene_obs")
         if self.exact_reset:
             self._clear_carry_over(robot_obs)
         if self._distractors is not None:  # calvin_env's reset moves only its own bodies; the distractors stand first
@@ -253,9 +294,17 @@ class CalvinEnv:
         """The blocks' lateral friction and mass times these factors (the friction and mass axes)."""
         pb, cid = self._env.p, self._env.cid
         for block in self._env.scene.movable_objects:
-            base_mass, base_friction = pb.getDynamicsInfo(block.uid, -1, physicsClientId=cid)[:2]
+            base_mass, base_friction = self._as_built(block.uid, -1)[:2]
             pb.changeDynamics(block.uid, -1, mass=base_mass * mass, lateralFriction=base_friction * friction,
                               physicsClientId=cid)
+
+    def _as_built(self, uid: int, link: int) -> tuple[float, ...]:
+        """A body's dynamics before any axis changed them: the setters scale these, so a second call does not
+        compound (as the built-in scene's)."""
+        key = (uid, link)
+        if key not in self._built_dynamics:
+            self._built_dynamics[key] = tuple(self._env.p.getDynamicsInfo(uid, link, physicsClientId=self._env.cid))
+        return self._built_dynamics[key]
 
     def set_furniture_dynamics(self, friction: float = 1.0, mass: float = 1.0, damping: float = 0.0) -> None:
         """The furniture axes, as the built-in scene's `set_furniture_dynamics`: friction of the door, drawer and
@@ -268,8 +317,8 @@ class CalvinEnv:
                 pb.setJointMotorControl2(joint.uid, joint.joint_index, controlMode=mode, force=FURNITURE_FORCE * friction,
                                          physicsClientId=cid, **target)
             changes: dict[str, float] = {"jointDamping": damping} if damping else {}
-            if mass != 1.0 and joint in scene.doors:
-                changes["mass"] = pb.getDynamicsInfo(joint.uid, joint.joint_index, physicsClientId=cid)[0] * mass
+            if joint in scene.doors:  # at 1x too: back to the mass as built
+                changes["mass"] = self._as_built(joint.uid, joint.joint_index)[0] * mass
             if changes:
                 pb.changeDynamics(joint.uid, joint.joint_index, **changes, physicsClientId=cid)
 

@@ -252,7 +252,11 @@ class PerturbedEnv:
         self.env.close()
 
     def __getattr__(self, name: str) -> Any:  # get_state_obs, the backend's own extras
-        return getattr(self.__dict__["env"], name)
+        try:
+            env = self.__dict__["env"]
+        except KeyError:  # not set up (copy, pickle): what hasattr and they expect
+            raise AttributeError(name) from None
+        return getattr(env, name)
 
     def _noisy(self, action: Any) -> Any:
         """Noise of `std` in the action's units: relative arm values as they are; absolute actions in the
