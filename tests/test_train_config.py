@@ -9,6 +9,7 @@ from dataclasses import fields, replace
 import pytest
 import yaml
 
+from agents.vla.agent import ExecutionConfig
 from agents.vla.config import VLAConfig
 from harness.config_errors import ConfigError
 from harness.data.config import DataConfig
@@ -44,6 +45,10 @@ def test_every_config_group_composes_and_round_trips(dataset, tmp_path):
     cfg = config(dataset, tmp_path, "rollout=single_task", "rollout.tasks=[open_drawer]")
     assert cfg.rollout.enabled and cfg.rollout.settings.tasks == ("open_drawer",) and cfg.trainer.device == "cpu"
     assert cfg.rollout.settings.workers == 0 and cfg.rollout.env.scene == "D"
+    # the agent's execution options all reach the rollouts (exec_horizon stayed 1: chunk ran as replan)
+    cfg = config(dataset, tmp_path, "rollout=chains", "rollout.execution=chunk", "rollout.exec_horizon=4",
+                 "rollout.ensemble_decay=0.3")
+    assert cfg.rollout.agent_execution() == ExecutionConfig("chunk", exec_horizon=4, ensemble_decay=0.3)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -62,7 +67,8 @@ def test_every_config_group_composes_and_round_trips(dataset, tmp_path):
     (["rollout=single_task", "rollout.tasks=[fly_away]"], "fly_away"),
     (["rollout=chains", "rollout.env.scene=E"], "env.scene: unknown scene 'E'"),
     (["rollout=chains", "rollout.workers=2"], "rollout.workers: rollouts run the model in the training process"),
-    (["rollout=chains", "rollout.execution=replay"], "rollout.execution must be one of"),
+    (["rollout=chains", "rollout.execution=replay"], "rollout: agent execution must be one of"),
+    (["rollout=chains", "rollout.execution=chunk", "rollout.exec_horizon=0"], "rollout: exec_horizon must be >= 1"),
     (["rollout=chains", "+rollout.episodes=3"], "rollout: unknown key 'episodes'"),
     (["+data.window_size=5"], "data.window_size is now model.window_size (the data's windows follow the model)"),
     (["+model.fwd_pred_next_n=5"], "model: set chunk_size or its alias fwd_pred_next_n, not both"),

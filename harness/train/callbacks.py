@@ -14,6 +14,7 @@ training RNG states are restored afterwards, so a rollout does not change the ru
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -88,16 +89,18 @@ def rollout(model: nn.Module, normalizer: ActionNormalizer, cfg: RolloutConfig, 
 
     `rollout/score` is what `trainer.best_metric=rollout_success` ranks by: the success rate over all
     episodes (single_task), or CALVIN's average successful sequence length (chains)."""
-    from agents.vla.agent import ExecutionConfig, VLAAgent, load_agent
+    from agents.vla.agent import VLAAgent, load_agent
     from harness.eval.evaluation import run_evaluation
 
     saved = rng_state()
     was_training = model.training
+    execution = cfg.agent_execution()
     try:
-        if checkpoint is not None:
-            agent = load_agent(checkpoint, device=str(next(model.parameters()).device), execution=cfg.execution)
+        if checkpoint is not None:  # in the model's own device and dtype, as the in-memory path (not "auto")
+            weights = next(model.parameters())
+            agent = load_agent(checkpoint, device=str(weights.device), dtype=weights.dtype, **asdict(execution))
         else:
-            agent = VLAAgent(model, normalizer, ExecutionConfig(execution=cfg.execution))
+            agent = VLAAgent(model, normalizer, execution)
         with hide_ranks():
             results = run_evaluation(cfg.settings, cfg.env, agent, output_dir, print_summary=False)
     finally:

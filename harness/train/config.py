@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from agents.vla.agent import EXECUTIONS
+from agents.vla.agent import ExecutionConfig
 from agents.vla.config import VLAConfig
 from harness.data.config import DataConfig
 from harness.data.vl.config import VLDataConfig
@@ -163,20 +163,31 @@ class RolloutConfig:
     enabled: bool = False
     every: int = 1000  # steps between rollouts
     output: bool = False  # keep each rollout's results/report under <run>/rollouts/step_XXXXXXX
-    execution: str = "replan"  # the VLA agent's execution: replan | chunk | ensemble
+    # the VLA agent's execution (agents.vla.agent.ExecutionConfig, configs/agent/vla.yaml): replan | chunk |
+    # ensemble, the actions of a chunk executed (chunk), the ensemble's decay
+    execution: str = ExecutionConfig.execution
+    exec_horizon: int = ExecutionConfig.exec_horizon
+    ensemble_decay: float = ExecutionConfig.ensemble_decay
     env: EnvConfig = field(default_factory=EnvConfig)
     settings: EvalSettings = field(default_factory=lambda: EvalSettings(**IN_PROCESS))
 
-    OWN = ("enabled", "every", "output", "execution", "env")  # the group's keys that are not EvalSettings'
+    # the group's keys that are not EvalSettings'
+    OWN = ("enabled", "every", "output", "execution", "exec_horizon", "ensemble_decay", "env")
 
     def __post_init__(self) -> None:
         if self.every < 1:
             raise ValueError(f"rollout.every must be >= 1, got {self.every}")
-        if self.execution not in EXECUTIONS:
-            raise ValueError(f"rollout.execution must be one of {EXECUTIONS}, got {self.execution!r}")
+        try:
+            self.agent_execution()
+        except ValueError as e:
+            raise ValueError(f"rollout: {e}") from None
         if self.settings.workers != 0:
             raise ValueError(f"rollout.workers: rollouts run the model in the training process (workers=0), "
                              f"got {self.settings.workers}")
+
+    def agent_execution(self) -> ExecutionConfig:
+        return ExecutionConfig(execution=self.execution, exec_horizon=self.exec_horizon,
+                               ensemble_decay=self.ensemble_decay)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RolloutConfig":
