@@ -65,6 +65,25 @@ def test_dynamics_axes_change_the_trajectory_and_not_the_render(plain, axis):
     assert not np.array_equal(states, plain[2])
 
 
+def test_action_noise_turns_euler_and_quaternion_orientations_alike():
+    """An absolute action's orientation gets the same noise whether given as euler angles or as a quaternion
+    (a quaternion got position noise only: the same level was a weaker perturbation for such agents)."""
+    from harness.spatial import euler_to_quat, quat_to_euler
+
+    env = EnvConfig(perturb=Perturbations(action_noise=3)).build(cameras=())
+    try:
+        pos, euler = np.array([0.1, -0.2, 0.5]), np.array([3.0, -0.1, 1.5])
+        env.new_chain(5)
+        by_euler = env._noisy((pos, euler, 1))
+        env.new_chain(5)
+        by_quat = env._noisy((pos, euler_to_quat(euler), 1))
+    finally:
+        env.close()
+    assert not np.allclose(by_euler[1], euler)
+    np.testing.assert_allclose(by_quat[0], by_euler[0])
+    np.testing.assert_allclose(quat_to_euler(by_quat[1]), by_euler[1], atol=1e-9)
+
+
 def test_start_pose_moves_the_arm_only(plain):
     _, start, _ = rollout(Perturbations(start_pose=1))
     assert not np.array_equal(start[7:14], plain[1][7:14])  # the arm's joints

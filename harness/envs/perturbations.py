@@ -37,6 +37,7 @@ from harness.envs.actions import AbsoluteAction, RelativeAction, parse_action
 from harness.envs.base import Env
 from harness.envs.scene_axes import COLOR_LEVEL_NAMES, COLOR_PERMUTATIONS, shift_table_blocks
 from harness.sim.distractors import DISTRACTORS, place_distractors
+from harness.spatial import euler_to_quat, quat_to_euler
 
 LEVELS = 3  # levels 1..3 on every axis
 
@@ -269,8 +270,11 @@ class PerturbedEnv:
             return values
         assert isinstance(parsed, AbsoluteAction)
         pos = parsed.pos + rng.normal(0.0, std * 0.02, 3)
-        orn = parsed.orn + rng.normal(0.0, std * 0.05, 3) if parsed.orn.shape[0] == 3 else parsed.orn
-        return (pos, orn, parsed.gripper)
+        turn = rng.normal(0.0, std * 0.05, 3)
+        if parsed.orn.shape[0] == 3:
+            return (pos, parsed.orn + turn, parsed.gripper)
+        # a quaternion gets the same noise on its euler angles (it had position noise only: a weaker axis)
+        return (pos, euler_to_quat(quat_to_euler(parsed.orn) + turn), parsed.gripper)
 
     def _observed(self, obs: dict[str, Any]) -> dict[str, Any]:
         noise, blur = self.perturbations.image_noise, self.perturbations.blur
