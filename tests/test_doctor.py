@@ -168,6 +168,23 @@ def test_replay_of_broken_actions_fails(recording, break_it):
     assert ("TCP" if break_it == "shift" else "gripper width") in check.advice
 
 
+def test_replay_judges_each_error_at_its_own_worst_episode(recording):
+    """One episode with its gripper commands flipped beside others whose TCP errs more: the width failure is
+    found (the episode with the largest TCP error was the only one judged)."""
+    stretches = _stretches(recording)
+    assert len(stretches) >= 2
+    stretches[0].rel_actions[:, 6] *= -1
+    for st in stretches[1:]:
+        st.rel_actions[:, :3] *= 1.3  # more TCP error than the flipped episode
+    states = RecordedStates()
+    try:
+        check = replay_check(states, stretches, 64)
+    finally:
+        states.close()
+    assert check.status == "fail" and "gripper width" in check.advice, check
+    assert f"width episode {stretches[0].episode}" in check.message
+
+
 def test_shards_stored_at_the_input_size_expect_the_recorded_size(recording, tmp_path):
     from harness.data.shards import ShardFrameSource, convert
     from harness.doctor.doctor import _image_shapes

@@ -101,6 +101,13 @@ def test_the_suite_pairs_its_rows_with_a_plain_evaluation(tmp_path):
     again = run_suite(SETTINGS, EnvConfig(), agent, suite, tmp_path / "suite")
     assert again == table
     assert json.loads((tmp_path / "suite" / "camera_1" / "results.json").read_text())["timings"]["jobs_run_now"] == 0
+    # with fewer chains, every row reports that prefix: its avg. len and its drop over the same chains (the drop
+    # was over every recorded chain, beside an avg. len of the prefix)
+    prefix = run_suite(replace(SETTINGS, num_chains=1), EnvConfig(), agent, suite, tmp_path / "suite")
+    assert all(r["chains"] == 1 for r in prefix) and all(r["paired"] == 1 for r in prefix[1:])
+    noise = next(r for r in prefix if r["axis"] == "action_noise")
+    assert noise["drop"] == pytest.approx(prefix[0]["avg_len"] - noise["avg_len"])
+    assert "| p | paired |" in (tmp_path / "suite" / "robustness.md").read_text()
 
 
 def test_single_task_mode_is_refused_before_any_row_runs(tmp_path):
@@ -120,6 +127,14 @@ def test_the_command_line_names_a_bad_axis(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "suite.axes: unknown axes ['fog']" in run.stderr, run.stderr
     assert not any(tmp_path.iterdir())
+    # a row the scene cannot run is a configuration error too, before any row runs (it was a traceback)
+    run = subprocess.run([sys.executable, "-m", "harness.eval.robust", "suite.axes=[distractors]", "env.scene=A",
+                          f"output_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "suite.axes: the distractors row cannot run" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr and not any(tmp_path.iterdir())
+    for levels, message in (([], "suite.levels: empty"), ([1, 1], "suite.levels: each level once")):
+        with pytest.raises(ValueError, match=message):
+            SuiteSettings(axes=("camera",), levels=levels)
 
 
 class RawFrames:

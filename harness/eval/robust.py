@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 from harness.config_errors import ConfigError, config_errors, exit_on_config_error, resolve_config
 from harness.envs import CAMERA_NAMES
 from harness.envs.perturbations import AXES, LEVELS, Perturbations, level_name
-from harness.eval.compare import Comparison, compare_runs, load_run
+from harness.eval.compare import Comparison, Run, compare_runs, load_run
 from harness.eval.config import EvalConfig, EvalSettings, store_eval_defaults
 from harness.eval.evaluation import run_evaluation
 from harness.eval.jobs import Job, chain_jobs
@@ -67,6 +67,10 @@ class SuiteSettings:
         bad = [level for level in self.levels if not 1 <= level <= LEVELS]
         if bad:
             raise ValueError(f"suite.levels: levels are 1..{LEVELS} (the unperturbed run is always made), got {bad}")
+        if len(set(self.levels)) != len(self.levels):
+            raise ValueError(f"suite.levels: each level once, got {list(self.levels)}")
+        if not self.levels and any(a != RENDERER for a in self.axes):
+            raise ValueError("suite.levels: empty; the axes other than the renderer need at least one level")
 
     def rows(self) -> list[tuple[str, int]]:
         """(axis, level) per row; the renderer has one (the other renderer), whatever the levels."""
@@ -95,7 +99,10 @@ def run_suite(settings: EvalSettings, env: EnvConfig, agent: AgentSource, suite:
         except ValueError as e:
             raise ConfigError(f"suite.axes: the renderer row cannot run ({e}); leave 'renderer' out of suite.axes") from e
     for axis in (a for a in suite.axes if a != RENDERER):  # a row the backend or scene cannot run fails now too
-        replace(env, perturb=Perturbations(**{axis: max(suite.levels)})).check()
+        try:
+            replace(env, perturb=Perturbations(**{axis: max(suite.levels)})).check()
+        except ValueError as e:
+            raise ConfigError(f"suite.axes: the {axis} row cannot run ({e})") from e
     folder = Path(output_dir)
     rows = [(UNPERTURBED, 0), *suite.rows()]
     for axis, level in rows:
@@ -113,7 +120,7 @@ def run_suite(settings: EvalSettings, env: EnvConfig, agent: AgentSource, suite:
         print(f"[robust] {sub.name}: {perturb.describe() or 'unperturbed'}", flush=True)
         row_env = replace(env, perturb=perturb)
         run_evaluation(settings, row_env, agent, sub, config=_row_config(config, row_env), print_summary=False)
-    table = robustness_table(folder, suite)
+    table = robustness_table(folder, suite, {job.key for job in settings.jobs()})
     write_table(folder, table)
     return table
 
@@ -165,12 +172,14 @@ def render_states(env_cfg: EnvConfig, states: list[tuple[np.ndarray, np.ndarray]
         return out
 
 
-def robustness_table(folder: Path, suite: SuiteSettings) -> list[dict[str, Any]]:
-    """A row per axis and level: avg. len and its interval, and the paired drop against the unperturbed run."""
-    base = load_run(folder / UNPERTURBED, "A")
+def robustness_table(folder: Path, suite: SuiteSettings, chains: set[str]) -> list[dict[str, Any]]:
+    """A row per axis and level: avg. len and its interval, and the paired drop against the unperturbed run,
+    both over `chains` (the job keys of this num_chains: a rerun with fewer reports a prefix, and its drop is
+    over that prefix too)."""
+    base = _only(load_run(folder / UNPERTURBED, "A"), chains)
     rows = [_row(UNPERTURBED, 0, base, None)]
     for axis, level in suite.rows():
-        run = load_run(row_folder(folder, axis, level), "B")
+        run = _only(load_run(row_folder(folder, axis, level), "B"), chains)
         comparison = compare_runs(base, run, allow_mismatch=True)
         expected = {"language": ("env.perturb", "protocol.instructions"), RENDERER: ("env.renderer",)}.get(axis, ("env.perturb",))
         other = [k for k, _, _ in comparison.mismatches if not k.startswith(expected)]
@@ -178,6 +187,10 @@ def robustness_table(folder: Path, suite: SuiteSettings) -> list[dict[str, Any]]
             raise ValueError(f"{run.path} and {base.path} differ in more than the perturbation: {other}")
         rows.append(_row(axis, level, run, comparison))
     return rows
+
+
+def _only(run: Run, chains: set[str]) -> Run:
+    return replace(run, records={k: v for k, v in run.records.items() if k in chains})
 
 
 def _amount(axis: str, level: int, run: Any) -> str:
@@ -215,15 +228,15 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
              "Avg. len with its 95 % interval (BCa bootstrap over chains); the drop is unperturbed minus perturbed "
              "over the paired chains, with its 95 % interval (BCa bootstrap of the paired differences) and the "
              "exact paired sign-flip test's p (harness.eval.compare; docs/EVALUATION.md, \"Comparing runs\").", "",
-             "| axis | level | amount | chains | avg. len | 95 % CI | drop | 95 % CI | p |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "| axis | level | amount | chains | avg. len | 95 % CI | drop | 95 % CI | p | paired |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ci = f"[{_number(r['avg_len_low'], '.2f')}, {_number(r['avg_len_high'], '.2f')}]"
         drop_ci = "" if r["drop"] is None else f"[{r['drop_low']:+.2f}, {r['drop_high']:+.2f}]"
         drop = "" if r["drop"] is None else f"{r['drop']:+.2f}"
         p = "" if r["p"] is None else f"{r['p']:.2g}"
         lines.append(f"| {r['axis']} | {r['level']} | {r['amount']} | {r['chains']} | {r['avg_len']:.3f} | {ci} | "
-                     f"{drop} | {drop_ci} | {p} |")
+                     f"{drop} | {drop_ci} | {p} | {'' if r['paired'] is None else r['paired']} |")
     return "\n".join(lines) + "\n"
 
 
