@@ -38,9 +38,13 @@ python -m harness.record "$OUT/data" --scene D --episodes "$TRAIN_CHAINS" --val-
     --tasks "$TASKS" --workers 2 --seed 0
 for variant in "$@"; do
     shards="$OUT/${DATA[$variant]:?unknown variant $variant}"
-    # shellcheck disable=SC2086
-    [ -d "$shards/validation" ] || python -m harness.data convert "$OUT/data" "$shards" --frames annotated --workers 2 \
-        --resize ${RESIZE[${DATA[$variant]}]}
+    if [ ! -d "$shards" ]; then  # converted aside, then moved: a conversion stopped half-way starts again
+        rm -rf "$shards.partial"
+        # shellcheck disable=SC2086
+        python -m harness.data convert "$OUT/data" "$shards.partial" --frames annotated --workers 2 \
+            --resize ${RESIZE[${DATA[$variant]}]}
+        mv "$shards.partial" "$shards"
+    fi
     # shellcheck disable=SC2086
     python -m harness.train +experiment=e2e_full_cpu_vlm data.path="$shards" run_name="$variant" hydra.run.dir="$OUT/$variant" \
         trainer.max_steps="$STEPS" trainer.progress=false optim.schedule=constant ${OVERRIDES[$variant]}

@@ -31,12 +31,18 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ -n "$nproc" ] || [ ${#launch[@]} -gt 0 ]; then
-    multi_node=false
-    for a in "${launch[@]+"${launch[@]}"}"; do
-        case "$a" in --master_addr*|--rdzv_endpoint*|--node_rank*) multi_node=true ;; esac
+    rendezvous_given=false
+    for ((i = 0; i < ${#launch[@]}; i++)); do
+        a="${launch[$i]}"
+        case "$a" in
+            --master_addr*|--master_port*|--rdzv_*|--node_rank*) rendezvous_given=true ;;
+            --nnodes=*) [ "${a#*=}" = 1 ] || rendezvous_given=true ;;
+            --nnodes) [ "${launch[$((i + 1))]}" = 1 ] || rendezvous_given=true ;;
+        esac
     done
-    # one node with no rendezvous given: torchrun picks a free port itself
-    $multi_node || launch=(--standalone "${launch[@]+"${launch[@]}"}")
+    # one node with no rendezvous given: torchrun picks a free port itself (--standalone would override a
+    # port or rendezvous given, and cannot meet other nodes)
+    $rendezvous_given || launch=(--standalone "${launch[@]+"${launch[@]}"}")
     cmd=(python -m torch.distributed.run --nproc_per_node "${nproc:-1}" "${launch[@]}" -m harness.train)
 else
     cmd=(python -m harness.train)

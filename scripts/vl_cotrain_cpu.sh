@@ -15,7 +15,11 @@ EPISODES="${4:-20}"
 TASKS=open_drawer,close_drawer,move_slider_left,move_slider_right,turn_on_led,turn_off_led,turn_on_lightbulb,turn_off_lightbulb
 VL="$OUT/vl_sim"
 
-[ -f "$VL/meta.json" ] || python -m harness.data.vl generate "$VL" --num-states 1000 --seed 0 --scene D
+if [ ! -f "$VL/meta.json" ]; then  # generated aside, then moved: a generation stopped half-way starts again
+    rm -rf "$VL.partial"
+    python -m harness.data.vl generate "$VL.partial" --num-states 1000 --seed 0 --scene D
+    rm -rf "$VL" && mv "$VL.partial" "$VL"   # an earlier generation without meta.json is incomplete
+fi
 python -m harness.train "+experiment=[e2e_cpu,vl_stage1]" sources.vl.options.path="$VL" data.path="$SHARDS" \
     trainer.max_steps=2000 trainer.batch_size=16 trainer.val_every=250 trainer.val_samples=null \
     optim.warmup_steps=100 run_name=stage1 hydra.run.dir="$OUT/stage1"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -195,8 +194,7 @@ def test_torchrun_two_cpu_ranks_merge_to_the_single_process_results(tmp_path, un
 def test_eval_calvin_sh_passes_overrides_to_the_evaluation(tmp_path):
     venv = Path(sys.prefix)
     stamp = venv / ".vla-harness-installed"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if not stamp.exists() or stamp.read_text().strip() != want:
+    if not stamp.exists():  # (one it set up and the sources changed since is brought up to date first)
         pytest.skip("this venv was not set up by scripts/_venv.sh: the wrapper would install into it")
     cmd = ["bash", str(ROOT / "scripts" / "eval_calvin.sh"), "agent=random", "env=builtin", "env.scene=D", "num_chains=2",
            "workers=1", "ep_len=5", "videos=0", "video_failures=0", "progress=false", f"output_dir={tmp_path}"]

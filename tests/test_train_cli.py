@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import subprocess
@@ -36,12 +35,18 @@ def test_train_sh_runs_the_module_or_torchrun_with_the_overrides_passed_through(
     assert dry_run("run_name=x", NPROC_PER_NODE="4", NNODES="2", NODE_RANK="0", MASTER_ADDR="h0") == (
         "python -m torch.distributed.run --nproc_per_node 4 --nnodes 2 --node_rank 0 --master_addr h0 "
         "-m harness.train run_name=x")
+    # a port, a rendezvous or more nodes given: no --standalone, which would override them or never meet the others
+    assert dry_run("--nproc", "2", "--master_port", "29600", "x=1") == (
+        "python -m torch.distributed.run --nproc_per_node 2 --master_port 29600 -m harness.train x=1")
+    assert dry_run("--nproc", "2", "x=1", NNODES="2") == (
+        "python -m torch.distributed.run --nproc_per_node 2 --nnodes 2 -m harness.train x=1")
+    assert "--standalone --nnodes=1" in dry_run("--nproc", "2", "--nnodes=1", "x=1")
 
 
 def test_train_sh_trains(dataset, tmp_path):
     venv = Path(sys.prefix)
     stamp = venv / ".vla-harness-installed"
-    if not stamp.exists() or stamp.read_text().strip() != hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest():
+    if not stamp.exists():  # (one it set up and the sources changed since is brought up to date first)
         pytest.skip("this venv was not set up by scripts/_venv.sh: the wrapper would install into it")
     out = tmp_path / "run"
     proc = subprocess.run(["bash", TRAIN_SH, "--nproc", "2", *TINY, f"data.path={dataset}", f"hydra.run.dir={out}",

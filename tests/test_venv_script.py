@@ -40,3 +40,16 @@ def test_a_fresh_install_prints_a_line_per_stage_and_no_warnings(tmp_path):
     assert [line.endswith(" s)") for line in lines[2:]] == [True] * 3  # "... done (N s)"
     log = (venv / "install.log").read_text()
     assert "Successfully installed" in log and "project.license" not in log  # the pyproject has no deprecated keys
+
+
+def test_a_venv_left_half_made_is_named_instead_of_failing_later(tmp_path):
+    """`python -m venv` without python3-venv (Debian) leaves bin/python and no activate script: every later run
+    failed at `source activate`; now the script says what is wrong and what to do."""
+    import sys
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    proc = source_venv_script(venv)
+    assert proc.returncode != 0 and "ready" not in proc.stdout
+    assert f"{venv} is incomplete" in proc.stderr and "remove it and run again" in proc.stderr, proc.stderr
