@@ -87,6 +87,33 @@ def test_a_consistent_checkpoint_data_and_env_pass(checkpoint, recording):
     assert len(lines) == 2 + len(report.checks) + sum(bool(c.advice) for c in report.checks)
 
 
+class ResetFails:
+    """An env (an --env-factory) whose reset raises, as a custom backend missing a scene file would."""
+
+    def __init__(self, **kwargs) -> None:
+        from harness.envs import make_env
+
+        self.env = make_env("builtin", **kwargs)
+        self.description = self.env.description
+
+    def reset(self, robot_obs=None, scene_obs=None):
+        raise RuntimeError("scene file missing")
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def test_an_env_factory_is_the_env_of_every_check_and_its_failure_a_finding(checkpoint):
+    """The data checks restored the recorded states in the built-in scene whatever --env-factory said, and an env
+    failing at reset stopped the doctor with a traceback: now each check that needs the env names the failure."""
+    report = run_doctor(DoctorConfig(checkpoint=str(checkpoint), env_factory="tests.test_doctor:ResetFails", **FAST))
+    status = _status(report)
+    assert status["cameras"] == "fail" and status["action form"] == "skip", report.render()
+    assert status["robot_obs"] == "fail" and status["replay"] == "fail", report.render()
+    assert all("scene file missing" in c.message for c in report.checks if c.name in ("cameras", "robot_obs", "replay"))
+    assert status["normaliser"] == "pass"  # the checks that need no env ran
+
+
 def test_the_other_gripper_sign_fails(checkpoint, tmp_path, capsys):
     flipped = flip_gripper_head(checkpoint, tmp_path / "flipped")
     report = run_doctor(DoctorConfig(checkpoint=str(flipped), **FAST))

@@ -36,7 +36,7 @@ from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -260,13 +260,18 @@ class GripperResponse:
 class RecordedStates:
     """`get_info()` of recorded states: a cameraless env per scene, reset to each state asked for."""
 
-    def __init__(self, backend: str = "builtin", env_options: dict[str, Any] | None = None):
+    def __init__(self, backend: str = "builtin", env_options: dict[str, Any] | None = None,
+                 build: Callable[[str], Any] | None = None):
+        """`build(scene)`: a cameraless env of another kind (the doctor's --env-factory); `backend` names it."""
         self.backend = backend
         self.env_options = dict(env_options or {})
+        self.build = build
         self._envs: dict[str, Any] = {}
         self.oracle = TaskOracle()
 
     def env(self, scene: str) -> Any:
+        if scene not in self._envs and self.build is not None:
+            self._envs[scene] = self.build(scene)
         if scene not in self._envs:
             from harness.envs import make_env
 

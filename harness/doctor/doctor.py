@@ -15,7 +15,7 @@ replay of recorded actions.
 from __future__ import annotations
 
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -222,10 +222,23 @@ def _env_checks(cfg: DoctorConfig, agent: VLAAgent, expected: dict[str, tuple[in
     except Exception as e:  # noqa: BLE001 - the evaluation would stop here with the same error
         return [Check("cameras", "fail", f"{name} cannot be built: {type(e).__name__}: {e}", "fix the env settings")]
     with closing(env):
-        condition, tasks = eval_chains(1)[0]
-        obs = env.reset(*initial_state(condition, cfg.scene))
-        return [camera_check(agent.spec.cameras, expected, expected_from, obs, name),
-                action_form_check(agent, obs, eval_instruction(tasks[0]), name)]
+        def checks() -> list[Check]:  # an env failing to reset is a finding, and the data checks still run
+            condition, tasks = eval_chains(1)[0]
+            obs = env.reset(*initial_state(condition, cfg.scene))
+            return [camera_check(agent.spec.cameras, expected, expected_from, obs, name),
+                    action_form_check(agent, obs, eval_instruction(tasks[0]), name)]
+
+        return _guarded(("cameras", "action form"), checks)
+
+
+def _recorded_states(cfg: DoctorConfig) -> RecordedStates | None:
+    """The env the data checks restore recorded states in: the backend's, or the factory's (as evaluated)."""
+    if cfg.env == "none":
+        return None
+    if cfg.env_factory is None:
+        return RecordedStates(cfg.env, cfg.env_options)
+    factory = EnvConfig(backend=cfg.env, renderer=cfg.renderer, options=dict(cfg.env_options), factory=cfg.env_factory)
+    return RecordedStates(cfg.env_factory, build=lambda scene: replace(factory, scene=scene).build(cameras=()))
 
 
 def _load(cfg: DoctorConfig, report: DoctorReport) -> Checkpoint | None:
@@ -286,7 +299,7 @@ def run_doctor(cfg: DoctorConfig) -> DoctorReport:
                  "sync: actions", "sync: language", "replay")
         report.add(*(Check(n, "skip", why_not) for n in names))
         return report
-    states = RecordedStates(cfg.env, cfg.env_options) if cfg.env != "none" else None
+    states = _recorded_states(cfg)
     try:
         report.add(*_data_checks(cfg, ckpt, view, states))
     finally:
