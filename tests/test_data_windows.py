@@ -101,6 +101,17 @@ def test_normalisation_round_trip(calvin_root):
             assert back[i, j, 6] == rel[6]
 
 
+def test_zscore_targets_lie_in_the_heads_range_and_round_trip_within_three_std():
+    """The heads' arm outputs are bounded to [-1, 1]: plain z-scores put a third of the targets beyond what any
+    head could predict (a target 2 std out came back as 1 std)."""
+    norm = ActionNormalizer("zscore", mean=(0.1,) * 6, std=(0.3,) * 6)
+    rel = np.array([[0.7, -0.5, 0.1, 0.95, -0.79, 0.4, 1.0], [2.0, -2.0, 0, 0, 0, 0, -1.0]])
+    z = norm.normalize(rel)
+    assert np.all(np.abs(z[:, :6]) <= 1)
+    np.testing.assert_allclose(norm.denormalize(z)[0], rel[0], atol=1e-6)  # within 3 std: exact
+    np.testing.assert_allclose(norm.denormalize(z)[1, :2], [1.0, -0.8], atol=1e-6)  # beyond: at 3 std
+
+
 def test_rel_actions_from_absolute():
     fid = 358490
     f = frame_arrays(fid)

@@ -29,7 +29,7 @@ class DataConfig(WindowOptions):
     train_split: str = "training"
     val_split: str = "validation"
     # harness.data.normalization.ActionNormalizer, saved with every checkpoint: clip_scale | zscore (zscore
-    # defaults to statistics.yaml's rel_actions mean/std)
+    # defaults to statistics.yaml's rel_actions mean/std, and maps +-3 std to the heads' [-1, 1])
     normalizer: dict[str, Any] = field(default_factory=lambda: {"mode": "clip_scale", "clip": 0.65})
 
     def __post_init__(self) -> None:

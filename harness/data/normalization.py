@@ -5,6 +5,10 @@ Default (RoboVLMs' CALVIN setting): the 6 arm dims of CALVIN's relative actions 
 `denormalize` is the exact inverse on the arm (within the clip range) and maps a gripper
 probability/label back to +-1 by thresholding at 0.5. The object is saved as JSON next to every
 checkpoint, so an agent always un-normalises with the statistics it was trained with.
+
+`zscore`: (a - mean) / std, divided by ZSCORE_RANGE and clipped to [-1, 1]: the policy heads' arm outputs are
+bounded to [-1, 1] (tanh, or the discrete bins), so plain z-scores beyond one std (about a third of the
+values) could never be predicted.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 Mode = Literal["clip_scale", "zscore"]
+ZSCORE_RANGE = 3.0  # std: the z-scores [-3, 3] map to the heads' [-1, 1]
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,8 @@ class ActionNormalizer:
         if self.mode == "clip_scale":
             out[..., :6] = np.clip(a[..., :6], -self.clip, self.clip) / self.clip
         else:
-            out[..., :6] = (a[..., :6] - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+            z = (a[..., :6] - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+            out[..., :6] = np.clip(z / ZSCORE_RANGE, -1.0, 1.0)
         out[..., 6] = (a[..., 6] > 0).astype(np.float32)
         return out
 
@@ -60,7 +66,7 @@ class ActionNormalizer:
         if self.mode == "clip_scale":
             out[..., :6] = np.clip(a[..., :6], -1.0, 1.0) * self.clip
         else:
-            out[..., :6] = a[..., :6] * np.asarray(self.std) + np.asarray(self.mean)
+            out[..., :6] = np.clip(a[..., :6], -1.0, 1.0) * ZSCORE_RANGE * np.asarray(self.std) + np.asarray(self.mean)
         out[..., 6] = np.where(a[..., 6] > 0.5, 1.0, -1.0)
         return out
 
