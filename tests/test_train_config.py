@@ -144,3 +144,17 @@ def test_the_command_line_reports_an_invalid_config_in_one_line_and_does_no_work
     assert "harness.train: invalid configuration: unknown backbone family 'kosmos'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (out / "checkpoints").exists() and not (out / "metrics.jsonl").exists()
+
+
+def test_shards_stored_at_another_size_than_the_models_input_are_refused(dataset, tmp_path):
+    """Converted with --resize at 48 px for a model taking 32: training resized the 48 px frames again while the
+    evaluation resizes the env's 200 px frames once, so the two saw other pixels. Refused before any step; at the
+    model's size it trains."""
+    from harness.data.shards import convert
+
+    for edge in (48, 32):
+        convert(dataset, tmp_path / f"shards_{edge}", resize={"rgb_static": edge}, progress=False)
+    with pytest.raises(ValueError, match=r"rgb_static is stored at 48x48 px .* takes 32x32.* --resize rgb_static=32"):
+        train_here(tmp_path / "shards_48", tmp_path / "run48", "data.format=shards", "trainer.max_steps=1")
+    summary = train_here(tmp_path / "shards_32", tmp_path / "run32", "data.format=shards", "trainer.max_steps=1")
+    assert summary["steps"] == 1

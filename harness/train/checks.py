@@ -8,6 +8,7 @@ trainer does before it builds the model.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -69,3 +70,19 @@ def check_config(cfg: TrainConfig) -> None:
 def _looks_local(name: str) -> bool:
     """A folder rather than a hub id ("org/name"): absolute, relative with ./ or ../, or ~."""
     return name.startswith(("/", "./", "../", "~")) or Path(name).exists()
+
+
+def check_stored_image_sizes(source: Any, backbone: Any, cameras: tuple[str, ...]) -> None:
+    """Shards converted with --resize must hold the images at the model's input size: stored at another, the
+    training resizes them a second time while the evaluation resizes the env's frames once (other pixels)."""
+    manifest = getattr(source, "manifest", None) or {}
+    for key, how in (manifest.get("resized") or {}).items():
+        if key.removeprefix("rgb_") not in cameras:
+            continue
+        full = how["from"]
+        (h, w), _ = backbone.target_size(int(full[0]), int(full[1]))
+        stored = tuple(manifest["keys"][key]["shape"][:2])
+        if stored != (h, w):
+            raise ValueError(f"data.path: {key} is stored at {stored[0]}x{stored[1]} px (converted with --resize), but the "
+                             f"model's backbone takes {h}x{w}: training would resize it again, the evaluation once from "
+                             f"the env's {full[0]}x{full[1]}; convert with --resize {key}={h}")

@@ -40,7 +40,7 @@ from harness.ranks import DistInfo, barrier, rank_device, shutdown
 from harness.train import distributed as D
 from harness.train.callbacks import rollout, to_device, validate, validation_indices
 from harness.train.run_checkpoints import RunCheckpoints, step_name
-from harness.train.checks import check_config
+from harness.train.checks import check_config, check_stored_image_sizes
 from harness.train.config import TrainConfig, resolve_device
 from harness.train.cotraining import VQAValidation
 from harness.train.ema import WeightAverage
@@ -105,6 +105,9 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
     # ---- the model: the same initial weights on every rank
     seed_all(tc.seed)
     model = VLAModel.build(cfg.model, verbose=dist.is_main)
+    if train_set is not None:
+        with config_errors():
+            check_stored_image_sizes(train_set.source, model.backbone, cfg.model.cameras)
     if resume_from is not None:
         load_weights(model, resume_from, "this run's model")
     elif cfg.init_from is not None:
