@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from dataclasses import fields, replace
 
 import pytest
@@ -158,3 +159,19 @@ def test_shards_stored_at_another_size_than_the_models_input_are_refused(dataset
         train_here(tmp_path / "shards_48", tmp_path / "run48", "data.format=shards", "trainer.max_steps=1")
     summary = train_here(tmp_path / "shards_32", tmp_path / "run32", "data.format=shards", "trainer.max_steps=1")
     assert summary["steps"] == 1
+
+
+def test_bf16_on_a_cpu_without_native_bfloat16_is_said(tmp_path):
+    """bf16 autocast on an AVX2-only CPU is emulated: the e2e_full_cpu recipe trained at 10 s a step against 0.8
+    in fp32. The CPU's flags tell it."""
+    from harness.train.checks import cpu_bf16_is_emulated
+
+    def flags(*names: str) -> Path:
+        path = tmp_path / "_".join(names or ("none",))
+        path.write_text("processor\t: 0\nflags\t\t: fpu sse2 " + " ".join(names) + "\n")
+        return path
+
+    assert cpu_bf16_is_emulated(flags("avx2", "fma"))
+    assert not cpu_bf16_is_emulated(flags("avx2", "avx512f", "avx512_bf16"))
+    assert not cpu_bf16_is_emulated(flags("avx2", "amx_bf16"))
+    assert not cpu_bf16_is_emulated(tmp_path / "no_such_file")

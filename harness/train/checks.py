@@ -7,6 +7,7 @@ trainer does before it builds the model.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("trainer.precision=fp16 needs a GPU (its GradScaler is CUDA-only); use bf16 or fp32 on CPU")
     if cfg.trainer.precision == "bf16" and device == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError("trainer.precision=bf16: this GPU does not support bfloat16; use fp16")
+    if cfg.trainer.precision == "bf16" and device == "cpu" and cpu_bf16_is_emulated():
+        warnings.warn("trainer.precision=bf16 on a CPU without native bfloat16 (no avx512_bf16 or amx_bf16 in "
+                      "/proc/cpuinfo): autocast emulates it, measured 12x slower than fp32 for the e2e_full_cpu recipe "
+                      "on an AVX2-only CPU; set trainer.precision=fp32 (docs/TRAINING.md)", stacklevel=2)
     if cfg.trainer.precision == "fp16" and bb.dtype == "float16" and cfg.model.finetune.mode != "frozen":
         raise ValueError("trainer.precision=fp16 with model.backbone.dtype=float16: GradScaler cannot unscale fp16 "
                          "gradients of trainable weights; load the backbone in float32 (autocast runs it in fp16)")
@@ -86,3 +91,14 @@ def check_stored_image_sizes(source: Any, backbone: Any, cameras: tuple[str, ...
             raise ValueError(f"data.path: {key} is stored at {stored[0]}x{stored[1]} px (converted with --resize), but the "
                              f"model's backbone takes {h}x{w}: training would resize it again, the evaluation once from "
                              f"the env's {full[0]}x{full[1]}; convert with --resize {key}={h}")
+
+
+def cpu_bf16_is_emulated(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this x86 CPU lacks native bfloat16 arithmetic (AVX-512 BF16 or AMX): bf16 autocast then runs
+    emulated, several times slower than fp32. False where /proc/cpuinfo cannot say (another OS or CPU)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
+    return flags is not None and "avx2" in flags and not {"avx512_bf16", "amx_bf16"} & set(flags)
