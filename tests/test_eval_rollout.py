@@ -38,7 +38,9 @@ def env():
 )
 def test_a_misbehaving_agent_fails_its_subtask_and_the_evaluation_goes_on(tmp_path, what, reason, message):
     agent = AgentConfig("misbehaving", {"what": what, "bad_seed": 1}, factory="tests.eval_agents:Misbehaving")
-    results = evaluate_chains(agent, num_chains=3, ep_len=6, output_dir=tmp_path)
+    # with failure clips: a reset that raised left a trace without frames, and writing it stopped the evaluation
+    results = evaluate_chains(agent, num_chains=3, ep_len=6, output_dir=tmp_path, video_failures=3)
+    assert (tmp_path / "report.md").is_file() and len(results["videos"]) == 3
     lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     by_index = {r["index"]: r for r in lines}
     assert sorted(by_index) == [0, 1, 2]
@@ -262,3 +264,14 @@ def test_an_env_failure_in_a_subtask_carries_the_job_as_run():
     finally:
         env.close()
     assert failure.value.job == job and failure.value.outcomes()[-1].reason == "env_error"
+
+
+def test_a_run_resumed_with_fewer_chains_shows_only_their_videos(tmp_path):
+    """The failure clips kept for chains beyond num_chains (a run resumed with fewer) were listed in results.json and
+    report.md, and rendered, beside the metrics of the prefix."""
+    agent = AgentConfig("hold", {"gripper": 1.0}, factory="tests.eval_agents:HoldStill")
+    first = evaluate_chains(agent, num_chains=3, ep_len=4, output_dir=tmp_path, video_failures=3)
+    assert len(first["videos"]) == 3
+    prefix = evaluate_chains(agent, num_chains=1, ep_len=4, output_dir=tmp_path, video_failures=3)
+    assert len(prefix["videos"]) == 1 and "chain_0000" in prefix["videos"][0]
+

@@ -140,7 +140,8 @@ def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfi
 
     records: dict[str, dict[str, Any]] = {k: r for k, r in done.items()}
     description = _saved_description(folder)
-    traces = TraceStore(folder / "traces", settings.videos, settings.video_failures) if folder is not None else None
+    traces = (TraceStore(folder / "traces", settings.videos, settings.video_failures, {j.key: j.index for j in jobs})
+              if folder is not None else None)
     videos = VideoQueue()
     finished_below = 0  # jobs[:finished_below] have all finished
     own = {job.key for job in mine}

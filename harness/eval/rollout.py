@@ -202,6 +202,8 @@ def run_subtask(
     except AgentUnavailable:
         raise
     except Exception as e:  # noqa: BLE001 - a failing agent fails its subtask, not the evaluation
+        if trace is not None:  # the start frame: a failure's clip has one frame at least
+            trace.add(obs, None)
         return failed("agent_error", e)
     if trace is not None:
         trace.add(obs, _plan(agent))

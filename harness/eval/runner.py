@@ -154,7 +154,7 @@ class JobRunner:
             except AgentUnavailable as e:
                 outages += 1
                 if outages >= MAX_OUTAGES:  # a chain that brings the server down each time (an OOM) ends
-                    return self._lost_to_outages(job, outages, e, clock), None
+                    return self._lost_to_outages(job, outages, len(failures) + 1, e, clock), None
                 self._wait_for_agent(e)
                 if self.env_cfg.fresh_per_chain:
                     self._rebuild_env()
@@ -163,14 +163,14 @@ class JobRunner:
             return record, self._kept_traces(job, chain)
         return job_record(failures[-1].job or job, failures[-1].outcomes(), MAX_ATTEMPTS, clock), None
 
-    def _lost_to_outages(self, job: Job, outages: int, error: AgentUnavailable,
+    def _lost_to_outages(self, job: Job, outages: int, attempts: int, error: AgentUnavailable,
                          clock: tuple[float, float]) -> dict[str, Any]:
         """The chain's record when the agent's server went away every time it ran: its first subtask fails
         with agent_error (what it did before each outage is not kept), and the evaluation goes on."""
         message = f"the agent's server went away {outages} times while this chain ran (MAX_OUTAGES): {error}"
         print(f"[eval] chain {job.index}: {message}", file=sys.stderr, flush=True)
         outcome = SubtaskOutcome(job.tasks[0], False, 0, "agent_error", message[-500:])
-        return job_record(job, [outcome], outages, clock)
+        return job_record(job, [outcome], attempts, clock)  # attempts: the env's (an outage is not one)
 
     def _wait_for_agent(self, error: AgentUnavailable) -> None:
         """Block until the agent's server answers again (AgentUnavailable when it does not in time)."""

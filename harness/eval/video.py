@@ -32,7 +32,7 @@ from contextlib import suppress
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -107,11 +107,16 @@ def load_trace(path: Path) -> tuple[dict[str, Any], list[SubtaskTrace]]:
 class TraceStore:
     """The traces folder: keeps what the video settings ask for and nothing more."""
 
-    def __init__(self, folder: Path, video_chains: int, video_failures: int) -> None:
+    def __init__(self, folder: Path, video_chains: int, video_failures: int,
+                 order: Mapping[str, int] | None = None) -> None:
+        """`order`: job key -> position in this run's job list. Traces of other jobs (a run resumed with fewer
+        chains, or single-task episodes numbered otherwise before) stay on disk and out of this run's videos;
+        positions, not the index a trace was written with, decide which come first."""
         self.folder = Path(folder)
         self.video_chains, self.video_failures = video_chains, video_failures
+        self.order = order
         self.full: list[TraceFile] = []  # kept whole-chain traces
-        self.failures: list[TraceFile] = []  # kept failure traces, lowest indices first
+        self.failures: list[TraceFile] = []  # kept failure traces, lowest positions first
         self.handed_out: set[str] = set()  # video names that due() returned already
         if self.folder.exists():
             for path in sorted(self.folder.glob("*.npz")):
@@ -120,11 +125,19 @@ class TraceStore:
                 except (OSError, ValueError, KeyError):
                     path.unlink()  # cut short by a kill: the chain's video is lost, the results are not
                     continue
+                if not self._current(tf):
+                    continue
                 if not tf.meta["full"]:
                     self.failures.append(tf)
-                elif tf.index < video_chains:
+                elif self._position(tf) < video_chains:
                     self.full.append(tf)
-            self.failures.sort(key=lambda tf: tf.index)
+            self.failures.sort(key=self._position)
+
+    def _current(self, tf: TraceFile) -> bool:
+        return self.order is None or tf.meta["key"] in self.order
+
+    def _position(self, tf: TraceFile) -> int:
+        return tf.index if self.order is None else self.order[tf.meta["key"]]
 
     def add(self, record: dict[str, Any], traces: list[SubtaskTrace] | None) -> None:
         if not traces:
@@ -133,7 +146,7 @@ class TraceStore:
         if not full:
             if self.video_failures <= 0 or record["completed"] == len(record["tasks"]):
                 return
-            if len(self.failures) >= self.video_failures and record["index"] > self.failures[-1].index:
+            if len(self.failures) >= self.video_failures and record["index"] > self._position(self.failures[-1]):
                 return
         meta = {
             "key": record["key"], "index": record["index"], "seed": record["seed"], "tasks": record["tasks"],
@@ -147,7 +160,7 @@ class TraceStore:
         if full:
             self.full.append(TraceFile(path, meta))
             return
-        self.failures = sorted([*self.failures, TraceFile(path, meta)], key=lambda tf: tf.index)
+        self.failures = sorted([*self.failures, TraceFile(path, meta)], key=self._position)
         while len(self.failures) > self.video_failures:
             self.failures.pop().path.unlink(missing_ok=True)
 
@@ -155,7 +168,7 @@ class TraceStore:
         """The kept traces whose video is sure to be in the final selection, each returned once: every
         whole chain, and a failure once all jobs with a lower index have finished (`finished_below`:
         jobs 0 .. finished_below - 1 have), because then no failure can arrive that would push it out."""
-        sure = self.full + [tf for tf in self.failures[: self.video_failures] if tf.index < finished_below]
+        sure = self.full + [tf for tf in self.failures[: self.video_failures] if self._position(tf) < finished_below]
         new = [tf for tf in sure if tf.video_name not in self.handed_out]
         self.handed_out.update(tf.video_name for tf in new)
         return new
@@ -164,10 +177,11 @@ class TraceStore:
         """The traces to render, by index: the first chains in full, then the lowest-index failures."""
         if not self.folder.exists():
             return []
-        files = [TraceFile(p, read_trace_meta(p)) for p in sorted(self.folder.glob("*.npz"))]
-        full = [tf for tf in files if tf.meta["full"] and tf.index < self.video_chains]
-        failures = sorted((tf for tf in files if not tf.meta["full"]), key=lambda tf: tf.index)[: self.video_failures]
-        return sorted(full + failures, key=lambda tf: (tf.index, not tf.meta["full"]))
+        files = [tf for tf in (TraceFile(p, read_trace_meta(p)) for p in sorted(self.folder.glob("*.npz")))
+                 if self._current(tf)]
+        full = [tf for tf in files if tf.meta["full"] and self._position(tf) < self.video_chains]
+        failures = sorted((tf for tf in files if not tf.meta["full"]), key=self._position)[: self.video_failures]
+        return sorted(full + failures, key=lambda tf: (self._position(tf), not tf.meta["full"]))
 
 
 # --- drawing ---------------------------------------------------------------------------------------
