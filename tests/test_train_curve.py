@@ -58,6 +58,27 @@ def test_curve_of_a_run_evaluates_each_due_checkpoint_once(dataset, tmp_path):
     assert [r["step"] for r in run_curve(run, settings, every=2, follow=True, poll_s=0.01)] == [2, 4]
 
 
+def test_a_checkpoint_pruned_before_its_turn_is_skipped(dataset, tmp_path, monkeypatch, capsys):
+    """trainer.keep_last>0 can prune a listed checkpoint while the curve evaluates an earlier one: the curve
+    process died on it (ValueError from the agent check); now it says so and goes on."""
+    import harness.train.curve as curve
+
+    run = tmp_path / "run"
+    train_here(dataset, run, "trainer.max_steps=4", "trainer.ckpt_every=2", "trainer.keep_last=0", "trainer.val_every=2")
+    settings = EvalSettings(mode="chains", num_chains=1, ep_len=2, workers=0, progress=False, videos=0, video_failures=0)
+    evaluate = curve.evaluate_checkpoint
+
+    def prune_the_next(folder, out, *args):  # the trainer pruning step_4 while step_2 is evaluated
+        if folder.name == "step_0000002":
+            shutil.rmtree(run / "checkpoints" / "step_0000004")
+        return evaluate(folder, out, *args)
+
+    monkeypatch.setattr(curve, "evaluate_checkpoint", prune_the_next)
+    rows = run_curve(run, settings, every=2, follow=True, poll_s=0.01)
+    assert [r["step"] for r in rows] == [2]
+    assert "step_0000004: gone before its turn" in capsys.readouterr().err
+
+
 def test_a_run_started_from_another_runs_weights_is_charged_for_them(dataset, tmp_path):
     """A curriculum's stages: the hours of each run up to the checkpoint the next one started from, added up."""
     first, second, third = tmp_path / "first", tmp_path / "second", tmp_path / "third"

@@ -74,6 +74,11 @@ def test_rows_run_one_by_one_resume_and_refuse_incomparable_settings(shards, tmp
     assert "| decoder_one_step | decoder-only VLM | one-step | continuous (MLP) |" in markdown
     assert "| scratch_policy_head | no VLM (from scratch) | policy head | continuous (LSTM) |" in markdown
 
+    # a table written for one row keeps the rows finished before (it held that row alone)
+    S.write_study_table(_settings(shards, out, rows=(ROWS[1],)), "test")
+    with open(out / S.CSV, newline="") as f:
+        assert [r["name"] for r in csv.DictReader(f)] == list(ROWS)
+
     # more chains asked: a row evaluated on fewer says so until it is extended
     S.claim(_settings(shards, out, num_chains=2))
     S.write_study_table(_settings(shards, out, num_chains=2), "test")

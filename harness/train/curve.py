@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -188,12 +189,18 @@ def run_curve(run: Path, settings: Any, every: int, scene: str = "D", follow: bo
     folder = run / CURVE / settings.mode
     folder.mkdir(parents=True, exist_ok=True)
     results: dict[int, tuple[Checkpoint, dict[str, Any]]] = {}
+    results_skipped: set[int] = set()
     while True:
         # finished first: the run writes its summary after its last checkpoint, so once it is seen every checkpoint
         # (the last one, due then, too) is there to be listed; one written after a "not finished" is seen next round
         finished = (run / SUMMARY).is_file()
-        pending = [c for c in due_checkpoints(run, every) if c.step not in results]
+        pending = [c for c in due_checkpoints(run, every) if c.step not in results and c.step not in results_skipped]
         for checkpoint in pending:
+            if not checkpoint.folder.is_dir():  # pruned by the run (trainer.keep_last) since it was listed
+                print(f"{step_name(checkpoint.step)}: gone before its turn (trainer.keep_last > 0 prunes checkpoints "
+                      "the curve has not evaluated yet; keep_last=0 keeps them all)", file=sys.stderr, flush=True)
+                results_skipped.add(checkpoint.step)
+                continue
             evaluated = evaluate_checkpoint(checkpoint.folder, folder / step_name(checkpoint.step), settings, scene)
             results[checkpoint.step] = (checkpoint, evaluated)
             rows = _rows(run, results)

@@ -249,9 +249,10 @@ def row_numbers(row: StudyRow, summary: dict[str, Any], results: dict[str, dict[
 
 # ----------------------------------------------------------------------------------------- the table
 def collect(settings: StudySettings) -> list[dict[str, Any]]:
-    """The settings' rows in ROWS order: a finished row's numbers, else its name and status."""
+    """The settings' rows and every row finished before (a run with --rows adds to the table, it does not cut
+    it), in ROWS order: a finished row's numbers, else its name and status."""
     rows = []
-    for name in (r.name for r in ROWS if r.name in settings.rows):
+    for name in (r.name for r in ROWS if r.name in settings.rows or (row_dir(settings, r.name) / ROW_DONE).is_file()):
         done = row_dir(settings, name) / ROW_DONE
         if done.is_file():
             numbers = json.loads(done.read_text())
