@@ -64,6 +64,22 @@ class FolderLock:
         self.release()
 
 
+def held(folder: str | Path) -> bool:
+    """Whether a live process on this machine holds the folder's lock: the pid its lock file names is running.
+    Read without locking, so that it never gets in the way of a writer starting."""
+    try:
+        pid = int((Path(folder) / LOCK_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # no file (released), or a writer between its lock and its pid
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def _holder(f: IO[str], wait_s: float = 0.5) -> str:
     """The pid in a locked file; its owner writes it just after locking, so wait a moment for it."""
     deadline = time.monotonic() + wait_s

@@ -219,3 +219,45 @@ def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path)])
     assert "no checkpoints/ folder" in capsys.readouterr().err
+
+
+def test_follow_stops_with_a_message_once_the_training_stopped_before_its_end(dataset, tmp_path, capsys):
+    """A trainer killed before its summary: --follow polled forever. Now, with no process holding the run folder
+    (the trainer's lock) two polls in a row, it evaluates what the run left and stops, saying why."""
+    import harness.train.curve as curve
+    from harness.train.trainer import SUMMARY
+
+    run = tmp_path / "run"
+    train_here(dataset, run, "trainer.max_steps=2", "trainer.ckpt_every=2", "trainer.keep_last=0")
+    (run / SUMMARY).unlink()  # as a trainer killed after its checkpoint leaves it
+    # the command line's settings (CALVIN's 360 steps a subtask), so that main() below resumes this evaluation
+    settings = EvalSettings(mode="chains", num_chains=1, workers=0, progress=False, videos=0, video_failures=0)
+    with pytest.raises(curve.TrainingStopped, match="no training is running there and the run has not finished"):
+        run_curve(run, settings, every=2, follow=True, poll_s=0.01)
+    assert (run / "curve" / "chains" / "step_0000002" / "results.json").is_file()  # evaluated before it stopped
+    with pytest.raises(SystemExit) as stopped:
+        main([str(run), "--every", "2", "--chains", "1", "--workers", "0", "--follow"])
+    assert "1 checkpoint(s) evaluated so far" in str(stopped.value.code)
+
+
+def test_follow_waits_while_a_training_holds_the_run_folder(dataset, tmp_path, monkeypatch):
+    import harness.train.curve as curve
+    from harness.folder_lock import FolderLock
+    from harness.train.trainer import RUN_BUSY, SUMMARY
+
+    run = tmp_path / "run"
+    train_here(dataset, run, "trainer.max_steps=2", "trainer.ckpt_every=2", "trainer.keep_last=0")
+    summary = (run / SUMMARY).read_text()
+    (run / SUMMARY).unlink()
+    settings = EvalSettings(mode="chains", num_chains=1, ep_len=2, workers=0, progress=False, videos=0, video_failures=0)
+    polls = []
+
+    def the_training_ends_on_the_third_poll(seconds):
+        polls.append(seconds)
+        if len(polls) == 3:
+            (run / SUMMARY).write_text(summary)
+
+    monkeypatch.setattr(curve.time, "sleep", the_training_ends_on_the_third_poll)
+    with FolderLock(run, RUN_BUSY):  # a training running there (this process's pid is live)
+        rows = run_curve(run, settings, every=2, follow=True, poll_s=0.01)
+    assert [r["step"] for r in rows] == [2] and len(polls) == 3

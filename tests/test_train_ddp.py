@@ -72,3 +72,17 @@ def test_a_finished_rank_exits_at_once_with_its_output_flushed():
     assert proc.returncode == 3
     assert proc.stdout == "summary written"  # flushed, and no atexit handler ran after it
     assert "INFO:train:done" in proc.stderr
+
+
+def test_a_run_folder_another_training_writes_is_refused_on_every_rank(dataset, tmp_path):
+    """Two trainings of one folder interleaved their checkpoints and metrics; rank 0 holds the folder's lock and
+    every rank stops on the refusal (none waits for the others in a collective)."""
+    from harness.folder_lock import FolderLock
+    from harness.train.trainer import RUN_BUSY
+
+    out = tmp_path / "held"
+    out.mkdir()
+    with FolderLock(out, RUN_BUSY):
+        proc = run_cli(cli(dataset, out, *DIST_RUN, "trainer.batch_size=2"), torchrun=2, timeout=120, succeeds=False)
+    assert proc.stderr.count(f"invalid configuration: output_dir: {out} is being trained by another harness.train") == 2
+    assert not (out / "checkpoints").exists() and not (out / "metrics.jsonl").exists()

@@ -3,9 +3,6 @@ resumed run carries the average and the raw weights on exactly."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -13,8 +10,8 @@ from torch import nn
 
 from harness.train.ema import WeightAverage, main
 from harness.train.state import RAW_WEIGHTS
-from tests.train_helpers import (ENV, ROOT, assert_close_weights, cli, dataset, free_port, losses,  # noqa: F401
-                                 metrics, run_cli, train_here, weights)
+from tests.train_helpers import (assert_close_weights, cli, dataset, losses, metrics, run_cli,  # noqa: F401
+                                 train_here, weights)
 
 DECAY = 0.9
 RUN = ("trainer.max_steps=10", "trainer.ckpt_every=5", "trainer.val_every=5", "trainer.keep_last=0",
@@ -136,10 +133,6 @@ def test_two_ranks_keep_the_same_average_as_one_process_and_fsdp_is_refused(data
     for name in b:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-5, msg=name)
 
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                str(free_port()), "--master_addr", "127.0.0.1", "-m", "harness.train"]
-    proc = subprocess.run([*launcher, *cli(dataset, tmp_path / "fsdp", *args, "trainer.batch_size=2",
-                                           "trainer.strategy=fsdp")],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
+    proc = run_cli(cli(dataset, tmp_path / "fsdp", *args, "trainer.batch_size=2", "trainer.strategy=fsdp"), torchrun=2,
+                   succeeds=False)
     assert "trainer.ema_decay averages whole weights in each process: not with trainer.strategy=fsdp" in proc.stderr

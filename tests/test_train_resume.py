@@ -239,3 +239,18 @@ def test_a_resume_with_settings_the_checkpoint_would_override_or_contradict_is_r
     with pytest.raises(ValueError, match=message):
         train_here(dataset, first, "trainer.max_steps=4", "trainer.ckpt_every=2", change)
     assert [r["step"] for r in metrics(first) if "loss" in r] == [1, 2]
+
+
+def test_a_second_training_of_a_running_folder_is_refused_and_the_folder_is_left_to_the_first(dataset, tmp_path):
+    from harness.folder_lock import FolderLock, held
+    from harness.train.trainer import RUN_BUSY
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with FolderLock(out, RUN_BUSY):  # the first training, running
+        with pytest.raises(ConfigError, match=f"output_dir: {out} is being trained by another harness.train"):
+            train_here(dataset, out, "trainer.max_steps=2")
+        assert held(out)  # the refused one took nothing from it
+    assert sorted(p.name for p in out.iterdir()) == []
+    train_here(dataset, out, "trainer.max_steps=2")  # the first one gone: the folder is free again
+    assert not held(out) and (out / "summary.json").is_file()

@@ -24,7 +24,9 @@ run's curve is the whole run's: the checkpoints of the folders it was carried on
 carried on from, are evaluated with its own (column `run`: the folder each checkpoint was read from; every
 evaluation is written under this run's `curve/`).
 Keep the checkpoints (`trainer.keep_last=0`) to evaluate all of them afterwards; `--follow` evaluates
-each as it appears and stops once the run has written its summary and every due checkpoint is done.
+each as it appears and stops once the run has written its summary and every due checkpoint is done, or
+(exit status 1) once the training stopped before its end: no process on this machine holds the run folder
+(the trainer's lock, `.writer.lock`), so the curve runs on the machine of the training's rank 0.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from harness.folder_lock import held
 from harness.train.origin import lineage, read_origin
 from harness.train.run_checkpoints import step_name
 from harness.train.metrics import METRICS, read_metrics
@@ -185,15 +188,20 @@ def _plot(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def run_curve(run: Path, settings: Any, every: int, scene: str = "D", follow: bool = False,
               poll_s: float = POLL_S) -> list[dict[str, Any]]:
-    """Evaluate the due checkpoints (waiting for new ones with `follow`); returns the curve's rows."""
+    """Evaluate the due checkpoints (waiting for new ones with `follow`); returns the curve's rows. `follow` ends
+    with the run's summary, or with TrainingStopped once no training holds the run folder two polls in a row."""
     folder = run / CURVE / settings.mode
     folder.mkdir(parents=True, exist_ok=True)
     results: dict[int, tuple[Checkpoint, dict[str, Any]]] = {}
     results_skipped: set[int] = set()
+    idle_polls = 0
     while True:
-        # finished first: the run writes its summary after its last checkpoint, so once it is seen every checkpoint
-        # (the last one, due then, too) is there to be listed; one written after a "not finished" is seen next round
+        # the training first, then its summary: the trainer writes the summary before it lets go of the folder, so a
+        # run seen without a trainer and then without a summary stopped before its end
+        training = held(run)
         finished = (run / SUMMARY).is_file()
+        # then the checkpoints: every one (the last one, due then, too) is written before the summary; one written
+        # after a "not finished" is seen next round
         pending = [c for c in due_checkpoints(run, every) if c.step not in results and c.step not in results_skipped]
         for checkpoint in pending:
             if not checkpoint.folder.is_dir():  # pruned by the run (trainer.keep_last) since it was listed
@@ -210,9 +218,20 @@ def run_curve(run: Path, settings: Any, every: int, scene: str = "D", follow: bo
                   flush=True)
         if not follow or (finished and not pending):
             break
+        # a training that was started holds the folder from its first moment (before its checkpoints/ folder); one
+        # poll without it may be a resumed trainer between its start and its lock, two are not
+        idle_polls = idle_polls + 1 if not training and not finished and (run / "checkpoints").is_dir() else 0
+        if idle_polls >= 2 and not pending:
+            raise TrainingStopped(f"{run}: no training is running there and the run has not finished (no {SUMMARY}); "
+                                  f"the curve has the {len(results)} checkpoint(s) evaluated so far; run the same "
+                                  "command again beside the training when it carries on")
         if not pending:
             time.sleep(poll_s)
     return _rows(run, results)
+
+
+class TrainingStopped(RuntimeError):
+    """`--follow`: the training stopped before its end (killed, crashed), so no new checkpoint will come."""
 
 
 def _rows(newest: Path, results: dict[int, tuple[Checkpoint, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -251,7 +270,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = EvalSettings(mode=args.mode, num_chains=args.chains, episodes_per_task=args.episodes,
                             tasks=tuple(args.tasks.split(",")) if args.tasks else None, workers=args.workers,
                             progress=False, videos=0, video_failures=0)
-    rows = run_curve(args.run, settings, args.every, args.scene, args.follow)
+    try:
+        rows = run_curve(args.run, settings, args.every, args.scene, args.follow)
+    except TrainingStopped as e:
+        sys.exit(f"python -m harness.train.curve: {e}")
     if not rows:
         print(f"{args.run}: no checkpoint with a step that is a multiple of {args.every}")
 

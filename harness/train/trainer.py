@@ -32,10 +32,11 @@ from tqdm import tqdm
 from agents.vla.checkpoint import inspect_checkpoint, load_weights, save_checkpoint, unique_state_dict
 from agents.vla.finetune import freeze_unreached
 from agents.vla.model import VLAModel
-from harness.config_errors import config_errors
+from harness.config_errors import ConfigError, config_errors
 from harness.data.config import build_dataset, make_normalizer
 from harness.data.normalization import ActionNormalizer
 from harness.data.windows import collate_windows
+from harness.folder_lock import FolderBusy, FolderLock
 from harness.ranks import DistInfo, barrier, rank_device, shutdown
 from harness.train import distributed as D
 from harness.train.callbacks import rollout, to_device, validate, validation_indices
@@ -56,6 +57,7 @@ from harness.train.state import (full_weights, load_optimizer_state, load_raw_we
 ACTION_PARTS = ("loss_arm", "loss_gripper", "acc_gripper", "loss_state")
 SUMMARY = "summary.json"
 SUMMARY_ASIDE = "summary.before_resume.json"  # a resumed run's old summary until it ends (or finds it had ended)
+RUN_BUSY = "trained by another harness.train"  # the run folder's FolderLock: one training writes a run folder
 
 
 def train(cfg: TrainConfig, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -67,9 +69,31 @@ def train(cfg: TrainConfig, overrides: list[str] | None = None) -> dict[str, Any
     try:
         # every rank runs rank 0's resolved config (run folder names with a timestamp, env variables)
         cfg = TrainConfig.from_dict(D.broadcast_json(cfg.to_dict(), dist))
-        return _train(cfg, dist, device_kind, overrides or [])
+        lock = lock_run(Path(cfg.output_dir), dist)
+        try:
+            return _train(cfg, dist, device_kind, overrides or [])
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
         shutdown(dist)
+
+
+def lock_run(run_dir: Path, dist: DistInfo) -> FolderLock | None:
+    """Rank 0 holds the run folder's lock for the whole training (None on the other ranks): a second training
+    of the same folder would interleave checkpoints and metrics, and a learning curve following the run
+    (harness.train.curve --follow) knows from a free lock that no training is writing it any more."""
+    lock, refusal = None, None
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            lock = FolderLock(run_dir, RUN_BUSY).acquire()
+        except FolderBusy as e:
+            refusal = f"output_dir: {e}"
+    refusal = D.broadcast_json(refusal, dist)  # every rank stops, not only the one that tried
+    if refusal is not None:
+        raise ConfigError(refusal)
+    return lock
 
 
 def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[str]) -> dict[str, Any]:
