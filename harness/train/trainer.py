@@ -69,12 +69,16 @@ def train(cfg: TrainConfig, overrides: list[str] | None = None) -> dict[str, Any
     try:
         # every rank runs rank 0's resolved config (run folder names with a timestamp, env variables)
         cfg = TrainConfig.from_dict(D.broadcast_json(cfg.to_dict(), dist))
-        lock = lock_run(Path(cfg.output_dir), dist)
+        run_dir = Path(cfg.output_dir)
+        created = not run_dir.exists()
+        lock = lock_run(run_dir, dist)
         try:
             return _train(cfg, dist, device_kind, overrides or [])
         finally:
             if lock is not None:
                 lock.release()
+                if created and not any(run_dir.iterdir()):  # a refused config leaves no folder behind
+                    run_dir.rmdir()
     finally:
         shutdown(dist)
 
