@@ -132,8 +132,10 @@ def test_other_protocols_are_refused_naming_the_setting(runs, tmp_path, capsys):
     assert main([str(runs["expert"]), str(chains), "--out", str(tmp_path / "z")]) == 2
     assert "chain/0 tasks" in capsys.readouterr().err
 
-    # the folder a checkpoint link named (run.json's "checkpoint") is what is compared, not the protocol
-    linked = edited_copy(runs["falter1"], tmp_path / "linked", "run.json", lambda d: d.update(checkpoint="step_0000004"))
+    # the folder a checkpoint link named and its digest (run.json's "checkpoint", "weights") are what is compared,
+    # not the protocol
+    linked = edited_copy(runs["falter1"], tmp_path / "linked", "run.json",
+                         lambda d: d.update(checkpoint="step_0000004", weights="aa"))
     assert compare(runs["expert"], linked, tmp_path / "linked_out")[0] == 0
 
     rc, result = compare(runs["expert"], short, "--allow-protocol-mismatch", tmp_path / "allowed")

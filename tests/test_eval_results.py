@@ -149,6 +149,26 @@ def test_run_key_refuses_other_settings(tmp_path):
         check_run_key(tmp_path, {**key, "ep_len": 100, "seed": 1})
 
 
+def test_a_moved_checkpoint_with_the_same_digest_is_the_same_agent_and_other_weights_are_refused(tmp_path):
+    agent = {"name": "vla", "kwargs": {"checkpoint": "/runs/x/checkpoints/step_0000002", "dtype": "auto"}}
+    key = {"mode": "chains", "seed": 0, "agent": agent}
+    check_run_key(tmp_path, key)  # before the digest joined the key: unknown, taken from the rerun
+    check_run_key(tmp_path, {**key, "weights": "aa"})
+    assert json.loads((tmp_path / "run.json").read_text())["weights"] == "aa"
+    moved = {**agent, "kwargs": {**agent["kwargs"], "checkpoint": "/disk2/x/checkpoints/step_0000002"}}
+    check_run_key(tmp_path, {**key, "agent": moved, "weights": "aa"})  # the run folder moved: the same model
+    assert json.loads((tmp_path / "run.json").read_text())["agent"] == moved  # the rerun's path recorded
+    with pytest.raises(ValueError, match="differs in: weights"):  # the step trained again with other settings
+        check_run_key(tmp_path, {**key, "agent": moved, "weights": "bb"})
+    other = {**moved, "kwargs": {**moved["kwargs"], "dtype": "bfloat16"}}
+    with pytest.raises(ValueError, match="differs in: agent"):  # the path may move, nothing else
+        check_run_key(tmp_path, {**key, "agent": other, "weights": "aa"})
+    unknown = tmp_path / "unknown"
+    check_run_key(unknown, key)
+    with pytest.raises(ValueError, match="differs in: agent"):  # moved, and what it was is unknown
+        check_run_key(unknown, {**key, "agent": moved, "weights": "aa"})
+
+
 def test_success_by_position_and_first_vs_later_by_hand():
     s = summarize(RECORDS, "chains")
     # chain/0 fails at 1; chain/1 fails at 3; chain/2 succeeds 5 times; chain/3 fails at 2

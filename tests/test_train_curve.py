@@ -261,3 +261,30 @@ def test_follow_waits_while_a_training_holds_the_run_folder(dataset, tmp_path, m
     with FolderLock(run, RUN_BUSY):  # a training running there (this process's pid is live)
         rows = run_curve(run, settings, every=2, follow=True, poll_s=0.01)
     assert [r["step"] for r in rows] == [2] and len(polls) == 3
+
+
+def test_a_moved_run_keeps_its_evaluations_and_a_step_trained_again_is_evaluated_anew(dataset, tmp_path, capsys):
+    """The evaluations named a checkpoint by its absolute path: a moved run folder was refused, and a step
+    trained again (resumed from before it, with other settings) kept the old model's evaluation. Now the
+    checkpoint's digest names it."""
+    run = tmp_path / "run"
+    train_here(dataset, run, "trainer.max_steps=2", "trainer.ckpt_every=1", "trainer.keep_last=0")
+    settings = EvalSettings(mode="chains", num_chains=1, ep_len=2, workers=0, progress=False, videos=0, video_failures=0)
+    run_curve(run, settings, every=2)
+    moved = tmp_path / "disk2" / "run"
+    shutil.move(run, moved)
+    jsonl = moved / "curve" / "chains" / "step_0000002" / "results.jsonl"
+    before = jsonl.read_text()
+    run_curve(moved, settings, every=2)
+    assert jsonl.read_text() == before  # nothing evaluated anew
+    run_json = json.loads((jsonl.parent / "run.json").read_text())
+    assert run_json["agent"]["kwargs"]["checkpoint"] == str((moved / "checkpoints" / "step_0000002").resolve())
+    digest = run_json["weights"]
+
+    # step 2 trained again from step 1 with another learning rate: another model under the same name
+    train_here(dataset, moved, "trainer.max_steps=2", "trainer.ckpt_every=1", "trainer.keep_last=0", "optim.lr=0.01",
+               f"resume={moved}/checkpoints/step_0000001")
+    capsys.readouterr()
+    run_curve(moved, settings, every=2)
+    assert "step_0000002: trained again since its evaluation (another checkpoint digest): evaluated anew" in capsys.readouterr().err
+    assert json.loads((jsonl.parent / "run.json").read_text())["weights"] != digest

@@ -253,3 +253,26 @@ def test_a_damaged_backbone_or_tokenizer_file_names_the_checkpoint(saved, tmp_pa
     target.write_text(target.read_text()[:40])  # cut short
     with pytest.raises(ValueError, match=rf"checkpoint {path}: "):
         load_checkpoint(path)
+
+
+def test_the_digest_names_what_the_agent_loads_wherever_the_folder_is(saved, tmp_path):
+    """harness.eval's run key names a checkpoint by this digest: a moved copy is the same agent, other weights or
+    another config another, and the trainer's own state is not the agent."""
+    from agents.vla.layout import agent_files, checkpoint_digest
+
+    path, _ = saved
+    copy = _copy(path, tmp_path)
+    assert checkpoint_digest(copy) == checkpoint_digest(path)
+    names = [f.relative_to(path).as_posix() for f in agent_files(path)]
+    assert names[:3] == ["model.safetensors", "config.yaml", "normalizer.json"] and "backbone/config.json" in names
+    (copy / "trainer_state.json").write_text("{}")  # a step folder's trainer state
+    assert checkpoint_digest(copy) == checkpoint_digest(path)
+    other = _with_config(path, tmp_path / "edited", lambda c: c.update(data={"split": "other"}))
+    assert checkpoint_digest(other) != checkpoint_digest(path)
+    weights = load_file(str(copy / "model.safetensors"))
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1e-3
+    with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+        metadata = f.metadata()
+    save_file(weights, str(copy / "model.safetensors"), metadata=metadata)
+    assert checkpoint_digest(copy) != checkpoint_digest(path)

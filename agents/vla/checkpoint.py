@@ -1,12 +1,5 @@
-"""Checkpoint folders (docs/ARCHITECTURE.md): save, and load with validation. Loading never unpickles, and
-never runs code found in the folder (`trust_remote_code=False` wherever transformers loads from it).
-
-    model.safetensors   all weights (tied tensors stored once); header metadata names family/head/history
-    config.yaml         the resolved config: `model` (VLAConfig), `normalizer`, plus anything the caller adds
-    normalizer.json     harness.data.normalization.ActionNormalizer
-    tokenizer/          tokenizer.save_pretrained (with the added VLA tokens)
-    processor/          processor.save_pretrained (image processor, chat template, tokenizer)
-    backbone/config.json  the transformers config: the backbone is rebuilt from it, never downloaded
+"""Checkpoint folders (agents/vla/layout.py, docs/ARCHITECTURE.md): save, and load with validation. Loading never
+unpickles, and never runs code found in the folder (`trust_remote_code=False` wherever transformers loads from it).
 
 A checkpoint that does not match what its config builds fails with a ValueError that names the mismatch:
 missing files, missing/unexpected/reshaped weights, a different head/history/backbone, different
@@ -29,11 +22,8 @@ from harness.data.normalization import ActionNormalizer
 from .backbones import backbone_from_folders
 from .config import VLAConfig
 from .finetune import apply_finetune
+from .layout import CONFIG, FORMAT, NORMALIZER, REQUIRED, WEIGHTS
 from .model import VLAModel
-
-FORMAT = "vla-harness/1"
-WEIGHTS, CONFIG, NORMALIZER = "model.safetensors", "config.yaml", "normalizer.json"
-REQUIRED = (WEIGHTS, CONFIG, NORMALIZER, "tokenizer", "processor", "backbone/config.json")
 
 
 @dataclass

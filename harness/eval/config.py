@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping, Sequence
 
+from agents.vla.layout import WEIGHTS, checkpoint_digest
 from harness.eval.jobs import Job, chain_jobs, single_task_jobs
 from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, describe_agent_source
 from harness.hydra_app import store_defaults
@@ -134,7 +135,16 @@ class EvalSettings:
         link = _checkpoint_link(agent)
         if link:  # only for a link: folders of a checkpoint named directly keep their run.json
             key["checkpoint"] = os.readlink(link)  # e.g. step_0058000 (relative: the run folder may move)
+        folder = _checkpoint_folder(pin_checkpoint(agent))
+        if folder:  # what the agent loads, whatever the path: a step trained again with other settings is another
+            key["weights"] = checkpoint_digest(folder)  # model, and a moved folder the same (harness/eval/store.py)
         return key
+
+
+def _checkpoint_folder(agent: AgentSource) -> str | None:
+    """The agent's checkpoint when it is a checkpoint folder (one with model.safetensors: agents/vla/layout.py)."""
+    path = agent.kwargs.get("checkpoint") if isinstance(agent, AgentConfig) else None
+    return path if isinstance(path, str) and os.path.isfile(os.path.join(path, WEIGHTS)) else None
 
 
 def _checkpoint_link(agent: AgentSource) -> str | None:

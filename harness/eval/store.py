@@ -105,30 +105,47 @@ def write_merged(folder: Path, records: Iterable[dict[str, Any]]) -> None:
 
 
 # run.json entries that older runs did not record and whose value then is unknown: a rerun accepts their absence
-# and records them (the folder a checkpoint link named: harness/eval/config.py, run_key)
-UNRECORDED_BEFORE = ("checkpoint",)
+# and records them (the folder a checkpoint link named, the checkpoint's digest: harness/eval/config.py, run_key)
+UNRECORDED_BEFORE = ("checkpoint", "weights")
 
 
 def check_run_key(folder: Path, key: dict[str, Any]) -> None:
     """Write run.json on the first run; on a rerun refuse settings that change what the results mean.
 
     A setting missing from an older run.json (added to the key later, e.g. job_timeout_s) counts as null, except
-    those of UNRECORDED_BEFORE, which are taken from the rerun."""
+    those of UNRECORDED_BEFORE, which are taken from the rerun. A checkpoint folder at another path with the same
+    digest (`weights`: the run folder moved or copied) is the same agent: the rerun records its new path."""
     path = folder / RUN_FILE
     if path.exists():
         old, new = json.loads(path.read_text()), json.loads(json.dumps(key))
         unrecorded = [k for k in UNRECORDED_BEFORE if k in new and k not in old]
-        diffs = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in unrecorded]
+        moved = _moved_checkpoint(old, new)
+        diffs = [k for k in sorted(set(old) | set(new))
+                 if old.get(k) != new.get(k) and k not in unrecorded and not (k == "agent" and moved)]
         if diffs:
             raise ValueError(
                 f"{folder} holds results of another configuration (differs in: {', '.join(diffs)}); "
                 "choose another output_dir, or overwrite=true to discard them"
             )
-        if unrecorded:
-            path.write_text(json.dumps({**old, **{k: new[k] for k in unrecorded}}, indent=2, sort_keys=True) + "\n")
+        if unrecorded or moved:
+            path.write_text(json.dumps({**old, **{k: new[k] for k in (*unrecorded, "agent")}}, indent=2,
+                                       sort_keys=True) + "\n")
         return
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
+
+
+def _moved_checkpoint(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """The two keys' agents differ only in the checkpoint's path, and the checkpoints' digests are recorded and equal."""
+    if old.get("weights") is None or old.get("weights") != new.get("weights") or old.get("agent") == new.get("agent"):
+        return False
+
+    def pathless(agent: Any) -> Any:
+        if not isinstance(agent, dict) or not isinstance(agent.get("kwargs"), dict):
+            return agent
+        return {**agent, "kwargs": {k: v for k, v in agent["kwargs"].items() if k != "checkpoint"}}
+
+    return pathless(old["agent"]) == pathless(new["agent"])
 
 
 # what a run writes besides its records: reports and plots (harness/eval/report.py), the env and agent it ran

@@ -36,9 +36,12 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from agents.vla.layout import checkpoint_digest
+from harness.eval.store import RUN_FILE
 from harness.folder_lock import held
 from harness.train.origin import lineage, read_origin
 from harness.train.run_checkpoints import step_name
@@ -125,11 +128,25 @@ def _final_step(run: Path) -> int | None:
 
 
 def evaluate_checkpoint(folder: Path, out: Path, settings: Any, scene: str) -> dict[str, Any]:
+    """The checkpoint's evaluation in `out`, carried on where it stopped; one of an earlier model of that step (the
+    run trained again from before it, with other settings) is discarded and run anew."""
     from harness.eval.evaluation import run_evaluation
     from harness.eval.specs import AgentConfig, EnvConfig
 
     agent = AgentConfig("vla", {"checkpoint": str(folder.resolve())})
+    if _evaluated_weights(out) not in (None, checkpoint_digest(folder)):
+        print(f"{folder.name}: trained again since its evaluation (another checkpoint digest): evaluated anew",
+              file=sys.stderr, flush=True)
+        settings = replace(settings, overwrite=True)
     return run_evaluation(settings, EnvConfig(backend="builtin", scene=scene), agent, out, print_summary=False)
+
+
+def _evaluated_weights(out: Path) -> str | None:
+    """The digest of the checkpoint an evaluation folder's results are of (its run.json), None if unknown."""
+    try:
+        return json.loads((out / RUN_FILE).read_text()).get("weights")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def curve_row(step: int, results: dict[str, Any], records: list[dict[str, Any]], hours: dict[int, float],

@@ -28,7 +28,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from agents.vla.checkpoint import WEIGHTS, read_weights_header
+from agents.vla.checkpoint import read_weights_header
+from agents.vla.layout import WEIGHTS
 from harness.train.state import RAW_WEIGHTS, STATE_JSON, STATE_TENSORS
 
 
