@@ -153,3 +153,18 @@ def test_a_chain_that_loses_the_agents_server_every_time_is_recorded_and_the_eva
         assert record["attempts"] == 1 and record["completed"] == 0  # not "run again after an env error"
         assert record["subtasks"][0]["reason"] == "agent_error"
         assert f"went away {MAX_OUTAGES} times while this chain ran" in record["subtasks"][0]["message"]
+
+
+def test_a_chain_that_kills_two_workers_after_a_success_keeps_it(tmp_path, baseline):
+    """The record of a chain whose worker died twice said it failed its first subtask, also when the worker died
+    in the second: the successes before are kept now (the worker reports each finished subtask), as after an env
+    that raised twice."""
+    first = baseline[BAD]["subtasks"][0]
+    assert first["success"] and baseline[BAD]["subtasks"][1]["steps"] > 3  # dies inside the second subtask
+    env = flaky(tmp_path, "kill", None)
+    env = EnvConfig(factory=env.factory, options={**env.options, "fail_step": first["steps"] + 3})
+    bad = run(tmp_path / "out", env)[BAD]
+    assert bad["completed"] == 1 and bad["subtasks"][0] == first
+    assert [s["reason"] for s in bad["subtasks"]] == ["success", "env_error"]
+    assert "died twice" in bad["subtasks"][1]["message"]
+    assert bad["subtasks"][1]["task"] == baseline[BAD]["subtasks"][1]["task"]

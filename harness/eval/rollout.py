@@ -31,7 +31,7 @@ import traceback
 from collections import deque
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -254,11 +254,13 @@ class ChainRun:
 def run_chain(
     env: Env, agent: Agent, job: Job, ep_len: int, oracle: TaskOracle | None = None, record: bool = False,
     instructions: Mapping[str, str] | None = None,
+    on_outcome: Callable[[list[SubtaskOutcome]], None] | None = None,
 ) -> ChainRun:
     """A chain from its start condition; raises EnvFailure when the env fails (the runner retries), and
     AgentUnavailable when the agent's server went away (the runner waits for it and runs the chain again).
     instructions: task -> what the agent is told instead of CALVIN's instruction (the language axis rewords
-    only the tasks not in it)."""
+    only the tasks not in it). on_outcome: told the outcomes so far after each subtask (a worker tells its
+    parent, which keeps them if the process dies: harness/eval/runner.py)."""
     oracle = oracle or TaskOracle()
     seed_everything(job.seed)
     traces: list[SubtaskTrace] | None = [] if record else None
@@ -286,6 +288,8 @@ def run_chain(
             e.job = e.job or job
             raise
         outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(list(outcomes))
         if traces is not None:
             traces.append(trace)
         if not outcome.success:

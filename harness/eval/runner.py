@@ -14,7 +14,8 @@ Faults:
     evaluation goes on;
   * a worker process dies (segfault, OOM kill), or is still on one chain after `job_timeout_s` (a hung
     agent or env) and is killed: it is replaced and its chain handed out again; a chain that costs two
-    workers is recorded as `env_error`;
+    workers is recorded as `env_error` at the subtask its second run died in (the worker reports each
+    finished subtask to the parent, so the successes before it count);
   * a worker that cannot build its env or agent at all stops the evaluation with that error (a missing
     package or checkpoint is not something to retry);
   * the agent's policy server goes away (`AgentUnavailable`, a remote agent): the worker waits for it to
@@ -104,9 +105,14 @@ def job_record(job: Job, outcomes: list[SubtaskOutcome], attempts: int, clock: t
     }
 
 
-def crash_record(job: Job, cause: str) -> dict[str, Any]:
-    message = f"the worker process running this chain {cause}"
-    return job_record(job, [SubtaskOutcome(job.tasks[0], False, 0, "env_error", message)], MAX_ATTEMPTS)
+def crash_record(job: Job, cause: str, done: Sequence[SubtaskOutcome] = ()) -> dict[str, Any]:
+    """The record of a job whose worker died on it twice: the subtasks its last run finished (`done`, as the
+    worker reported them), then `env_error` at the one it died in, as after an env that raised twice."""
+    outcomes = list(done)
+    if len(outcomes) < len(job.tasks) and all(o.success for o in outcomes):
+        message = f"the worker process running this chain {cause}"
+        outcomes.append(SubtaskOutcome(job.tasks[len(outcomes)], False, 0, "env_error", message))
+    return job_record(job, outcomes, MAX_ATTEMPTS)
 
 
 def _spec_dict(agent: Agent) -> dict[str, Any]:
@@ -119,9 +125,11 @@ class JobRunner:
     """One agent and one env, running jobs with the env-failure retry. Used in workers and in-process."""
 
     def __init__(self, env_cfg: EnvConfig, agent: AgentSource, settings: RunSettings,
-                 on_wait: Callable[[bool], None] | None = None) -> None:
+                 on_wait: Callable[[bool], None] | None = None,
+                 on_outcome: Callable[[list[SubtaskOutcome]], None] | None = None) -> None:
         self.env_cfg, self.settings = env_cfg, settings
         self.on_wait = on_wait or (lambda waiting: None)  # told when it waits for the agent's server, and after
+        self.on_outcome = on_outcome or (lambda outcomes: None)  # told each run's outcomes so far ([] as it starts)
         self.agent = build_agent(agent)
         self.owns_agent = not is_live_agent(agent)  # an agent handed in built is its caller's to close
         torch = sys.modules.get("torch")
@@ -144,9 +152,10 @@ class JobRunner:
         failures: list[EnvFailure] = []
         outages = 0
         while len(failures) < MAX_ATTEMPTS:
+            self.on_outcome([])
             try:
                 chain = run_chain(self.env, self.agent, job, self.settings.ep_len, self.oracle, record_states,
-                                  self.settings.instructions)
+                                  self.settings.instructions, self.on_outcome)
             except EnvFailure as e:
                 failures.append(e)
                 self._rebuild_env()
@@ -216,7 +225,8 @@ def _worker_main(conn: Connection, env_cfg: EnvConfig, agent: AgentSource, setti
     """A worker process: build, say ready, then run jobs and render videos until told to stop or the parent goes away."""
     end_with_parent()  # also mid-chain: a parent killed outright can record nothing more
     try:
-        runner = JobRunner(env_cfg, agent, settings, on_wait=lambda waiting: conn.send(("waiting", waiting)))
+        runner = JobRunner(env_cfg, agent, settings, on_wait=lambda waiting: conn.send(("waiting", waiting)),
+                           on_outcome=lambda outcomes: conn.send(("outcomes", outcomes)))
         conn.send(("ready", runner.describe()))
     except BaseException:  # noqa: BLE001 - reported to the parent, which stops the evaluation
         conn.send(("fatal", traceback.format_exc()))
@@ -253,6 +263,7 @@ class _Slot:
     video: VideoJob | None = None
     ready: bool = False
     since: float = 0.0  # when the current job was handed out
+    done: list[SubtaskOutcome] = field(default_factory=list)  # the subtasks the current job's run has finished
     killed_for_time: bool = False
     renders_only: bool = False  # the render process
 
@@ -313,7 +324,7 @@ class WorkerPool:
                     slot.video = self.videos.pending.popleft()
                     slot.conn.send(slot.video)
                 elif pending and not slot.renders_only:
-                    slot.job, slot.since = pending.popleft(), time.monotonic()
+                    slot.job, slot.since, slot.done = pending.popleft(), time.monotonic(), []
                     slot.conn.send(slot.job)
             except (BrokenPipeError, ConnectionResetError):  # it died while idle and never got it: handed to
                 if slot.job is not None:                      # another worker (the dead one is replaced when
@@ -364,6 +375,8 @@ class WorkerPool:
                     self.videos.finished(payload)
                 elif kind == "waiting":  # for the agent's server: no time limit meanwhile, a new one after
                     slot.since = math.inf if payload else time.monotonic()
+                elif kind == "outcomes":
+                    slot.done = payload
                 else:
                     raise WorkerError(f"an evaluation worker failed:\n{payload}")
         except (EOFError, ConnectionResetError, OSError):
@@ -386,7 +399,7 @@ class WorkerPool:
             if self.crashes[job.key] >= MAX_ATTEMPTS:
                 cause = (f"ran past job_timeout_s={self.settings.job_timeout_s:g} twice" if slot.killed_for_time
                          else f"died twice (exit code {exitcode})")
-                on_result(crash_record(job, cause), None)
+                on_result(crash_record(job, cause, slot.done), None)
             else:
                 pending.appendleft(job)
         slot.conn.close()
