@@ -78,6 +78,18 @@ def test_a_multirun_ends_in_the_sweep_table_with_the_best_run_named(dataset, tmp
     sweep_main([str(sweep)])
     assert (sweep / "sweep.md").read_text() == table
 
+    # launched again with another grid: job 0 would have reported the old grid's finished run 0 as its own
+    proc = run_cli(["-m", *TINY, f"data.path={dataset}", f"hydra.sweep.dir={sweep}", "run_name=grid", "trainer.max_steps=3",
+                    "trainer.val_every=0", "trainer.keep_last=1", "optim.lr=1e-3", "optim.weight_decay=0.0,0.1"],
+                   succeeds=False)
+    assert f"{sweep / '0'} holds job 0 of another sweep (optim.lr=0.01), not this one's (optim.lr=0.001)" in proc.stderr
+    assert (sweep / "sweep.md").read_text() == table
+    # the same grid given more steps carries every run on
+    run_cli(["-m", *TINY, f"data.path={dataset}", f"hydra.sweep.dir={sweep}", "run_name=grid", "trainer.max_steps=4",
+             "trainer.val_every=0", "trainer.keep_last=1", *grid])
+    with (sweep / "sweep.csv").open() as f:
+        assert [r["steps"] for r in csv.DictReader(f)] == ["4"] * 4
+
 
 def test_sweep_table_shows_rollout_intervals_and_the_runs_they_do_not_separate(tmp_path):
     """Three runs ranked by rollouts (summary.json as the trainer writes it, rollout metrics from real records):

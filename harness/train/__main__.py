@@ -7,8 +7,10 @@ configuration is reported in one line (exit status 2) before any work starts.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from harness.config_errors import config_errors, exit_on_config_error, resolve_config
@@ -16,6 +18,7 @@ from harness.hydra_app import hydra_app, reject_renamed
 from harness.lifetime import exit_without_teardown
 from harness.ranks import dist_from_env
 from harness.train.config import RENAMED, TrainConfig, store_train_defaults
+from harness.train.sweep import check_job_folder
 from harness.train.trainer import train
 
 
@@ -25,7 +28,11 @@ def train_app(cfg: DictConfig) -> float | None:
         resolved = resolve_config(cfg)
         with config_errors():
             config = TrainConfig.from_dict(resolved)
-        summary = train(config, overrides=list(HydraConfig.get().overrides.task))
+        overrides = list(HydraConfig.get().overrides.task)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            with config_errors():
+                check_job_folder(Path(config.output_dir), overrides)
+        summary = train(config, overrides=overrides)
     return summary.get("val_loss")  # a multirun's return value, for sweepers that optimise it
 
 

@@ -128,6 +128,36 @@ def write_sweep_table(sweep_dir: str | Path) -> Path:
     return path
 
 
+# what a job may be given when the same multirun is launched again to carry its runs on (docs/TRAINING.md, "Resume":
+# more steps, a decay at the end, a CPU budget); any other setting makes it another grid's job
+CARRY_ON = ("trainer.max_steps", "optim.schedule", "optim.decay_steps", "trainer.max_cpu_s")
+
+
+def check_job_folder(run: Path, overrides: list[str]) -> None:
+    """A multirun job resumes in its folder (`<sweep dir>/<job number>`), so the same command again carries the
+    sweep on; a launch with another grid numbers other settings alike, and its job would resume (or, finished,
+    report) the old grid's run. ValueError when the folder's run was trained with other overrides than this job's,
+    beyond CARRY_ON."""
+    path = run / "config.yaml"
+    if not path.is_file():
+        return
+    import yaml
+
+    old = _settings(yaml.safe_load(path.read_text()).get("overrides") or [])
+    new = _settings(overrides)
+    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in CARRY_ON)
+    if differ:
+        was = " ".join(f"{k}={old.get(k, '(unset)')}" for k in differ)
+        now = " ".join(f"{k}={new.get(k, '(unset)')}" for k in differ)
+        raise ValueError(f"{run} holds job {run.name} of another sweep ({was}), not this one's ({now}): give this "
+                         "sweep another run_name (or hydra.sweep.dir), or remove the old one")
+
+
+def _settings(overrides: list[str]) -> dict[str, str]:
+    """key -> value of hydra override strings (`+key=v`, `++key=v` and `key=v` alike)."""
+    return {k.lstrip("+"): v for k, v in (o.split("=", 1) for o in overrides if "=" in o)}
+
+
 class SweepTableCallback(Callback):
     """Hydra callback: the sweep table when a multirun ends."""
 
