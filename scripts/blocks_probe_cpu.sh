@@ -10,6 +10,7 @@
 # Every step resumes where it stopped when the command is run again.
 #   scripts/blocks_probe_cpu.sh OUT STEPS EPISODES VARIANT...     e.g. runs/probe 4000 10 base96 grip96
 source "$(dirname "$0")/_venv.sh"
+source "$(dirname "$0")/_hydra.sh"
 OUT="${1:?OUT}"; STEPS="${2:?STEPS}"; EPISODES="${3:?EPISODES}"; shift 3
 TASKS=lift_red_block_table,push_blue_block_left,rotate_pink_block_right,place_in_slider
 EVAL_TASKS=lift_red_block_table,push_blue_block_left,rotate_pink_block_right
@@ -46,10 +47,10 @@ for variant in "$@"; do
         mv "$shards.partial" "$shards"
     fi
     # shellcheck disable=SC2086
-    python -m harness.train +experiment=e2e_full_cpu_vlm data.path="$shards" run_name="$variant" hydra.run.dir="$OUT/$variant" \
+    python -m harness.train +experiment=e2e_full_cpu_vlm data.path="$(hq "$shards")" run_name="$variant" hydra.run.dir="$(hq "$OUT/$variant")" \
         trainer.max_steps="$STEPS" trainer.progress=false optim.schedule=constant ${OVERRIDES[$variant]}
     # two workers of one torch thread each (a single worker gets two, which spin on busy cores: docs/TRAINING.md)
-    python -m harness.eval agent=vla agent.checkpoint="$OUT/$variant/checkpoints/last" mode=single_task \
+    python -m harness.eval agent=vla agent.checkpoint="$(hq "$OUT/$variant/checkpoints/last")" mode=single_task \
         "tasks=[$EVAL_TASKS]" episodes_per_task="$EPISODES" workers=2 videos=0 video_failures=3 progress=false \
-        output_dir="$OUT/$variant/eval_single_task_$STEPS"
+        output_dir="$(hq "$OUT/$variant/eval_single_task_$STEPS")"
 done
