@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 
@@ -288,3 +289,22 @@ def test_a_moved_run_keeps_its_evaluations_and_a_step_trained_again_is_evaluated
     run_curve(moved, settings, every=2)
     assert "step_0000002: trained again since its evaluation (another checkpoint digest): evaluated anew" in capsys.readouterr().err
     assert json.loads((jsonl.parent / "run.json").read_text())["weights"] != digest
+
+
+def test_a_rerun_keeps_the_rows_of_checkpoints_pruned_since_their_evaluation(dataset, tmp_path, capsys):
+    """trainer.keep_last > 0 prunes checkpoints the curve (--follow) has evaluated: a rerun listed only the
+    checkpoints still there and rewrote curve.csv without the others' rows. Their finished evaluations stay rows
+    when they are of the rerun's settings; of other ones (more chains) they cannot be redone and are left out."""
+    run = tmp_path / "run"
+    train_here(dataset, run, "trainer.max_steps=4", "trainer.ckpt_every=2", "trainer.keep_last=0")
+    settings = EvalSettings(mode="chains", num_chains=1, ep_len=2, workers=0, progress=False, videos=0, video_failures=0)
+    rows = run_curve(run, settings, every=2)
+    shutil.rmtree(run / "checkpoints" / "step_0000002")  # pruned, as keep_last=1 would have
+    again = run_curve(run, settings, every=2)
+    assert [r["step"] for r in again] == [2, 4] and again[0] == rows[0]  # the same row, hours and run column too
+    with (run / "curve" / "chains" / "curve.csv").open() as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4]
+    capsys.readouterr()
+    more = run_curve(run, replace(settings, num_chains=2), every=2)
+    assert [r["step"] for r in more] == [4]
+    assert "step_0000002: its checkpoint is gone (pruned) and its evaluation has other settings" in capsys.readouterr().err

@@ -23,7 +23,8 @@ own hours counted from step K on (where a run came from: its origin.json, harnes
 run's curve is the whole run's: the checkpoints of the folders it was carried on from, up to the step it
 carried on from, are evaluated with its own (column `run`: the folder each checkpoint was read from; every
 evaluation is written under this run's `curve/`).
-Keep the checkpoints (`trainer.keep_last=0`) to evaluate all of them afterwards; `--follow` evaluates
+Keep the checkpoints (`trainer.keep_last=0`) to evaluate all of them afterwards (a checkpoint pruned after its
+evaluation keeps its row in a rerun with the same settings); `--follow` evaluates
 each as it appears and stops once the run has written its summary and every due checkpoint is done, or
 (exit status 1) once the training stopped before its end: no process on this machine holds the run folder
 (the trainer's lock, `.writer.lock`), so the curve runs on the machine of the training's rank 0.
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from agents.vla.layout import checkpoint_digest
-from harness.eval.store import RUN_FILE
+from harness.eval.store import RUN_FILE, read_results
 from harness.folder_lock import held
 from harness.train.origin import lineage, read_origin
 from harness.train.run_checkpoints import step_name
@@ -209,7 +210,8 @@ def run_curve(run: Path, settings: Any, every: int, scene: str = "D", follow: bo
     with the run's summary, or with TrainingStopped once no training holds the run folder two polls in a row."""
     folder = run / CURVE / settings.mode
     folder.mkdir(parents=True, exist_ok=True)
-    results: dict[int, tuple[Checkpoint, dict[str, Any]]] = {}
+    listed = {c.step for c in due_checkpoints(run, every)}
+    results: dict[int, tuple[Checkpoint, dict[str, Any]]] = pruned_evaluations(run, folder, settings, scene, every, listed)
     results_skipped: set[int] = set()
     idle_polls = 0
     while True:
@@ -245,6 +247,50 @@ def run_curve(run: Path, settings: Any, every: int, scene: str = "D", follow: bo
         if not pending:
             time.sleep(poll_s)
     return _rows(run, results)
+
+
+NOT_THE_SETTINGS = ("agent", "weights", "checkpoint")  # run-key entries that name the checkpoint evaluated
+
+
+def pruned_evaluations(run: Path, folder: Path, settings: Any, scene: str, every: int,
+                       listed: set[int]) -> dict[int, tuple[Checkpoint, dict[str, Any]]]:
+    """The finished evaluations in `folder` of due steps whose checkpoints the run has pruned since
+    (trainer.keep_last > 0; `listed`: the due steps still there), when they are of these settings and units (a
+    rerun with other ones cannot evaluate the checkpoint again: its row is left out, saying so). A rerun of the
+    curve dropped their rows."""
+    from harness.eval.specs import AgentConfig, EnvConfig
+
+    final = _final_step(run)
+    want = _settings_key(settings.run_key(EnvConfig(backend="builtin", scene=scene), AgentConfig("vla", {})))
+    jobs = {job.key for job in settings.jobs()}
+    kept: dict[int, tuple[Checkpoint, dict[str, Any]]] = {}
+    for out in sorted(folder.glob("step_*")):
+        step = int(out.name.removeprefix("step_")) if out.name.removeprefix("step_").isdigit() else None
+        if step is None or step in listed or (step % every and step != final):
+            continue
+        try:
+            key, evaluated = json.loads((out / RUN_FILE).read_text()), json.loads((out / "results.json").read_text())
+        except (OSError, ValueError):
+            continue  # never finished: nothing to show, nothing to evaluate it with
+        if _settings_key(key) != want or _units(evaluated) != len(jobs) or not jobs <= set(read_results(out)):
+            print(f"{out.name}: its checkpoint is gone (pruned) and its evaluation has other settings or units than "
+                  "this curve's: left out", file=sys.stderr, flush=True)
+            continue
+        checkpoint = Path(key["agent"]["kwargs"]["checkpoint"])
+        source = checkpoint.parent.parent if checkpoint.parent.parent.is_dir() else run  # its run folder, moved since
+        kept[step] = (Checkpoint(step, checkpoint, source), evaluated)
+    return kept
+
+
+def _settings_key(key: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in key.items() if k not in NOT_THE_SETTINGS}
+
+
+def _units(evaluated: dict[str, Any]) -> int:
+    """How many chains or episodes an evaluation's results.json reports."""
+    if evaluated.get("mode") == "chains":
+        return int(evaluated.get("num_chains") or 0)
+    return sum(int(t.get("total", 0)) for t in (evaluated.get("tasks") or {}).values())
 
 
 class TrainingStopped(RuntimeError):
