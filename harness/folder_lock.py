@@ -65,11 +65,28 @@ class FolderLock:
 
 
 def held(folder: str | Path) -> bool:
-    """Whether a live process on this machine holds the folder's lock: the pid its lock file names is running.
-    Read without locking, so that it never gets in the way of a writer starting."""
+    """Whether a process holds the folder's lock: the kernel's list of flock locks (/proc/locks) names the lock
+    file's inode, so a stale file (its holder killed, its pid reused since) is not taken for a live holder. Read
+    without locking, so that it never gets in the way of a writer starting. Without /proc/locks: whether the
+    pid in the file is running."""
+    path = Path(folder) / LOCK_FILE
     try:
-        pid = int((Path(folder) / LOCK_FILE).read_text().split()[0])
-    except (OSError, ValueError, IndexError):  # no file (released), or a writer between its lock and its pid
+        inode = str(path.stat().st_ino)
+    except OSError:  # no file: released
+        return False
+    try:
+        locks = Path("/proc/locks").read_text()
+    except OSError:
+        return _pid_running(path)
+    # "1: FLOCK  ADVISORY  WRITE <pid> <major>:<minor>:<inode> 0 EOF" (a waiter's line has "->" after the number)
+    return any(f[1] == "FLOCK" and f[5].rsplit(":", 1)[-1] == inode for f in map(str.split, locks.splitlines())
+               if len(f) > 5)
+
+
+def _pid_running(path: Path) -> bool:
+    try:
+        pid = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # a writer between its lock and its pid
         return False
     try:
         os.kill(pid, 0)

@@ -1,6 +1,6 @@
 # Sourced by the scripts that pass paths to hydra: `key=$(hq "$PATH")` keeps a path one literal string, whatever
 # it holds (`,` `(` `=` `[` spaces, quotes, `${`): quoted, with hydra's escapes (a quote, backslashes before a quote
-# or at the end, an interpolation's `${`). Tested in tests/test_scripts.py.
+# or at the end, an interpolation's `${`). Tested in tests/test_scripts_hydra_quote.py.
 hq() {
     local s="$1" out="" run="" c i
     for ((i = 0; i < ${#s}; i++)); do

@@ -168,3 +168,21 @@ def test_a_chain_that_kills_two_workers_after_a_success_keeps_it(tmp_path, basel
     assert [s["reason"] for s in bad["subtasks"]] == ["success", "env_error"]
     assert "died twice" in bad["subtasks"][1]["message"]
     assert bad["subtasks"][1]["task"] == baseline[BAD]["subtasks"][1]["task"]
+
+
+def test_a_crash_record_is_of_the_job_as_it_ran():
+    """A single-task episode whose setup was redrawn ran another start and setup than it was handed out with:
+    its record (when the worker died twice after reporting the episode) says what ran, as an env failure's does."""
+    from dataclasses import replace
+
+    from harness.eval.jobs import single_task_jobs
+    from harness.eval.rollout import SubtaskOutcome
+    from harness.eval.runner import crash_record
+
+    handed_out = single_task_jobs(["place_in_slider"], 1)[0]
+    ran = replace(handed_out, condition={**handed_out.condition, "redrawn": 1}, setup=("lift_red_block_table",))
+    done = [SubtaskOutcome("place_in_slider", True, 40, "success")]
+    record = crash_record(handed_out, "died twice (exit code -9)", done, ran)
+    assert record["condition"] == ran.condition and record["setup"] == ["lift_red_block_table"]
+    assert record["completed"] == 1 and [s["reason"] for s in record["subtasks"]] == ["success"]  # nothing left to fail
+    assert crash_record(handed_out, "died twice", [], None)["condition"] == handed_out.condition

@@ -126,3 +126,38 @@ def test_e2e_full_cpu_sh_refuses_an_unknown_split_before_it_installs_or_writes_a
     assert proc.returncode == 2
     assert "SPLITS holds 'CD'; the splits are D and ABC" in proc.stderr
     assert not out.exists() and not (tmp_path / "no_venv").exists()
+
+
+def test_a_sweep_job_folder_is_compared_by_parsed_settings_with_swept_carry_on_keys_checked(tmp_path):
+    import yaml
+
+    from harness.train.sweep import check_job_folder
+
+    def job(number: int, *overrides: str):
+        folder = tmp_path / str(number)
+        folder.mkdir(exist_ok=True)
+        (folder / "config.yaml").write_text(yaml.safe_dump({"overrides": list(overrides)}))
+        return folder
+
+    zero = job(0, "run_name=g", "optim.lr=0.001", "optim.schedule=cosine", "trainer.max_steps=3", "+model.note=a",
+               "data.path=/data/x")
+    job(1, "run_name=g", "optim.lr=0.001", "optim.schedule=constant", "trainer.max_steps=3", "+model.note=a",
+        "data.path=/data/x")
+    # the same job written otherwise, carried on with more steps, its data moved: the same run
+    check_job_folder(zero, ["run_name='g'", "optim.lr=1e-3", "optim.schedule=cosine", "trainer.max_steps=10",
+                            "++model.note=a", "data.path='/disk2/x, y'"])
+    # optim.schedule is swept in the old grid (cosine, constant): another value is another job
+    with pytest.raises(ValueError, match=r"holds job 0 of another sweep \(optim.schedule=cosine\), not this one's "
+                                         r"\(optim.schedule=constant\)"):
+        check_job_folder(zero, ["run_name=g", "optim.lr=0.001", "optim.schedule=constant", "trainer.max_steps=3",
+                                "+model.note=a", "data.path=/data/x"])
+    with pytest.raises(ValueError, match=r"\(model.note=a optim.lr=0.001\), not this one's \(model.note=\(unset\) "
+                                         r"optim.lr=0.01\)"):
+        check_job_folder(zero, ["run_name=g", "optim.lr=0.01", "optim.schedule=cosine", "trainer.max_steps=3"])
+    check_job_folder(tmp_path / "2", ["optim.lr=0.5"])  # a new job's folder: nothing to compare
+    # a launch that sweeps the steps (hydra's multirun.yaml, written as it begins): they are the job's identity too
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": [
+        "run_name=g", "trainer.max_steps=10,20"]}}}))
+    with pytest.raises(ValueError, match=r"\(trainer.max_steps=3\), not this one's \(trainer.max_steps=10\)"):
+        check_job_folder(zero, ["run_name=g", "optim.lr=0.001", "optim.schedule=cosine", "trainer.max_steps=10",
+                                "+model.note=a", "data.path=/data/x"])

@@ -116,10 +116,11 @@ class EvalSettings:
             return chain_jobs(self.num_chains, self.seed)
         return single_task_jobs(self.tasks, self.episodes_per_task, self.seed)
 
-    def run_key(self, env: EnvConfig, agent: AgentSource) -> dict[str, Any]:
+    def run_key(self, env: EnvConfig, agent: AgentSource, pinned: AgentSource | None = None) -> dict[str, Any]:
         """What results depend on; a rerun in the same folder must match it (num_chains, workers and
         videos may change: more chains extend the run, fewer report a prefix). job_timeout_s is in it: a
-        chain that runs past it twice is recorded as env_error instead of its outcome."""
+        chain that runs past it twice is recorded as env_error instead of its outcome. `pinned`: the agent
+        as pin_checkpoint gave it, when the caller has pinned it already (a link is then read once)."""
         agent_key = describe_agent_source(agent)
         for name in NOT_THE_AGENT:
             agent_key.get("kwargs", {}).pop(name, None)
@@ -132,10 +133,12 @@ class EvalSettings:
             # it no longer draws image noise and the agent's frames differ from a run made before: this entry,
             # absent from such a run's run.json, refuses to mix the two in one folder
             key["setup"] = "unrendered"
+        pinned = pinned if pinned is not None else pin_checkpoint(agent)
         link = _checkpoint_link(agent)
         if link:  # only for a link: folders of a checkpoint named directly keep their run.json
-            key["checkpoint"] = os.readlink(link)  # e.g. step_0058000 (relative: the run folder may move)
-        folder = _checkpoint_folder(pin_checkpoint(agent))
+            # e.g. step_0058000 (relative: the run folder may move): the folder it named when pinned
+            key["checkpoint"] = os.path.relpath(pinned.kwargs["checkpoint"], os.path.dirname(link))
+        folder = _checkpoint_folder(pinned)
         if folder:  # what the agent loads, whatever the path: a step trained again with other settings is another
             key["weights"] = checkpoint_digest(folder)  # model, and a moved folder the same (harness/eval/store.py)
         return key

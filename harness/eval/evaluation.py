@@ -104,9 +104,10 @@ def _evaluate(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output
         jobs = settings.jobs()  # unknown task names fail here, before the folder is touched
     chains_s = time.perf_counter() - chains_started
     folder = Path(output_dir) if output_dir is not None else None
-    key, agent = settings.run_key(env, agent), pin_checkpoint(agent)  # the key names the link, the agent its folder
+    pinned = pin_checkpoint(agent)  # a link read once: the key names the folder the agent loads
     if folder is None or not dist.is_main:
-        return _run(settings, jobs, chains_s, env, agent, folder, config, dist, started)
+        return _run(settings, jobs, chains_s, env, pinned, folder, config, dist, started)
+    key, agent = settings.run_key(env, agent, pinned), pinned  # rank 0's only: it hashes the checkpoint
     folder.mkdir(parents=True, exist_ok=True)
     try:  # rank 0 writes the folder's shared files for the whole run (the other ranks only their own logs)
         lock = FolderLock(folder, "written by another evaluation").acquire()

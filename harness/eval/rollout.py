@@ -254,13 +254,13 @@ class ChainRun:
 def run_chain(
     env: Env, agent: Agent, job: Job, ep_len: int, oracle: TaskOracle | None = None, record: bool = False,
     instructions: Mapping[str, str] | None = None,
-    on_outcome: Callable[[list[SubtaskOutcome]], None] | None = None,
+    on_outcome: Callable[[Job, list[SubtaskOutcome]], None] | None = None,
 ) -> ChainRun:
     """A chain from its start condition; raises EnvFailure when the env fails (the runner retries), and
     AgentUnavailable when the agent's server went away (the runner waits for it and runs the chain again).
     instructions: task -> what the agent is told instead of CALVIN's instruction (the language axis rewords
-    only the tasks not in it). on_outcome: told the outcomes so far after each subtask (a worker tells its
-    parent, which keeps them if the process dies: harness/eval/runner.py)."""
+    only the tasks not in it). on_outcome: told the job as run (a redrawn setup's) and the outcomes so far after
+    each subtask (a worker tells its parent, which keeps them if the process dies: harness/eval/runner.py)."""
     oracle = oracle or TaskOracle()
     seed_everything(job.seed)
     traces: list[SubtaskTrace] | None = [] if record else None
@@ -289,7 +289,7 @@ def run_chain(
             raise
         outcomes.append(outcome)
         if on_outcome is not None:
-            on_outcome(list(outcomes))
+            on_outcome(job, list(outcomes))
         if traces is not None:
             traces.append(trace)
         if not outcome.success:

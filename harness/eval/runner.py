@@ -105,9 +105,11 @@ def job_record(job: Job, outcomes: list[SubtaskOutcome], attempts: int, clock: t
     }
 
 
-def crash_record(job: Job, cause: str, done: Sequence[SubtaskOutcome] = ()) -> dict[str, Any]:
+def crash_record(job: Job, cause: str, done: Sequence[SubtaskOutcome] = (), ran: Job | None = None) -> dict[str, Any]:
     """The record of a job whose worker died on it twice: the subtasks its last run finished (`done`, as the
-    worker reported them), then `env_error` at the one it died in, as after an env that raised twice."""
+    worker reported them, of the job as it ran: `ran`, a redrawn setup's), then `env_error` at the one it died
+    in, as after an env that raised twice."""
+    job = ran or job
     outcomes = list(done)
     if len(outcomes) < len(job.tasks) and all(o.success for o in outcomes):
         message = f"the worker process running this chain {cause}"
@@ -126,10 +128,11 @@ class JobRunner:
 
     def __init__(self, env_cfg: EnvConfig, agent: AgentSource, settings: RunSettings,
                  on_wait: Callable[[bool], None] | None = None,
-                 on_outcome: Callable[[list[SubtaskOutcome]], None] | None = None) -> None:
+                 on_outcome: Callable[[Job | None, list[SubtaskOutcome]], None] | None = None) -> None:
         self.env_cfg, self.settings = env_cfg, settings
         self.on_wait = on_wait or (lambda waiting: None)  # told when it waits for the agent's server, and after
-        self.on_outcome = on_outcome or (lambda outcomes: None)  # told each run's outcomes so far ([] as it starts)
+        # told each run's job as run and outcomes so far (None, [] as it starts)
+        self.on_outcome = on_outcome or (lambda job, outcomes: None)
         self.agent = build_agent(agent)
         self.owns_agent = not is_live_agent(agent)  # an agent handed in built is its caller's to close
         torch = sys.modules.get("torch")
@@ -152,7 +155,7 @@ class JobRunner:
         failures: list[EnvFailure] = []
         outages = 0
         while len(failures) < MAX_ATTEMPTS:
-            self.on_outcome([])
+            self.on_outcome(None, [])
             try:
                 chain = run_chain(self.env, self.agent, job, self.settings.ep_len, self.oracle, record_states,
                                   self.settings.instructions, self.on_outcome)
@@ -226,7 +229,7 @@ def _worker_main(conn: Connection, env_cfg: EnvConfig, agent: AgentSource, setti
     end_with_parent()  # also mid-chain: a parent killed outright can record nothing more
     try:
         runner = JobRunner(env_cfg, agent, settings, on_wait=lambda waiting: conn.send(("waiting", waiting)),
-                           on_outcome=lambda outcomes: conn.send(("outcomes", outcomes)))
+                           on_outcome=lambda ran, outcomes: conn.send(("outcomes", (ran, outcomes))))
         conn.send(("ready", runner.describe()))
     except BaseException:  # noqa: BLE001 - reported to the parent, which stops the evaluation
         conn.send(("fatal", traceback.format_exc()))
@@ -263,7 +266,8 @@ class _Slot:
     video: VideoJob | None = None
     ready: bool = False
     since: float = 0.0  # when the current job was handed out
-    done: list[SubtaskOutcome] = field(default_factory=list)  # the subtasks the current job's run has finished
+    # the current job's last run as the worker reported it: the job as run, and the subtasks it finished
+    done: tuple[Job | None, list[SubtaskOutcome]] = (None, [])
     killed_for_time: bool = False
     renders_only: bool = False  # the render process
 
@@ -324,7 +328,7 @@ class WorkerPool:
                     slot.video = self.videos.pending.popleft()
                     slot.conn.send(slot.video)
                 elif pending and not slot.renders_only:
-                    slot.job, slot.since, slot.done = pending.popleft(), time.monotonic(), []
+                    slot.job, slot.since, slot.done = pending.popleft(), time.monotonic(), (None, [])
                     slot.conn.send(slot.job)
             except (BrokenPipeError, ConnectionResetError):  # it died while idle and never got it: handed to
                 if slot.job is not None:                      # another worker (the dead one is replaced when
@@ -399,7 +403,8 @@ class WorkerPool:
             if self.crashes[job.key] >= MAX_ATTEMPTS:
                 cause = (f"ran past job_timeout_s={self.settings.job_timeout_s:g} twice" if slot.killed_for_time
                          else f"died twice (exit code {exitcode})")
-                on_result(crash_record(job, cause, slot.done), None)
+                ran, done = slot.done
+                on_result(crash_record(job, cause, done, ran), None)
             else:
                 pending.appendleft(job)
         slot.conn.close()

@@ -27,8 +27,13 @@ CSV, MARKDOWN = "sweep.csv", "sweep.md"
 
 
 def _overrides(run: Path, summary: dict[str, Any] | None) -> list[str]:
+    """The run's overrides: its summary's, the config.yaml its training wrote, or else hydra's record (which a
+    refused launch in the same folder overwrites)."""
     if summary is not None:
         return list(summary.get("overrides") or [])
+    recorded = _recorded_overrides(run)
+    if recorded is not None:
+        return recorded
     path = run / ".hydra" / "overrides.yaml"
     if path.is_file():
         import yaml
@@ -129,23 +134,26 @@ def write_sweep_table(sweep_dir: str | Path) -> Path:
 
 
 # what a job may be given when the same multirun is launched again to carry its runs on (docs/TRAINING.md, "Resume":
-# more steps, a decay at the end, a CPU budget); any other setting makes it another grid's job
+# more steps, a decay at the end, a CPU budget), unless a grid sweeps it
 CARRY_ON = ("trainer.max_steps", "optim.schedule", "optim.decay_steps", "trainer.max_cpu_s")
+# where and how a run is trained, not what: a sweep may be carried on on another machine, with its data moved
+OPERATIONAL = ("data.path", "trainer.device", "trainer.num_workers", "trainer.progress", "trainer.dist_timeout_s")
+MULTIRUN = "multirun.yaml"  # hydra's record of a multirun, written in the sweep folder before its first job
 
 
 def check_job_folder(run: Path, overrides: list[str]) -> None:
     """A multirun job resumes in its folder (`<sweep dir>/<job number>`), so the same command again carries the
     sweep on; a launch with another grid numbers other settings alike, and its job would resume (or, finished,
-    report) the old grid's run. ValueError when the folder's run was trained with other overrides than this job's,
-    beyond CARRY_ON."""
-    path = run / "config.yaml"
-    if not path.is_file():
+    report) the old grid's run. ValueError when the folder's run was trained with other settings than this job's,
+    beyond OPERATIONAL and the CARRY_ON settings neither grid sweeps (values compared as hydra parses them:
+    `1e-3` is `0.001`, `'x'` is `x`)."""
+    old = _recorded_overrides(run)
+    if old is None:
         return
-    import yaml
-
-    old = _settings(yaml.safe_load(path.read_text()).get("overrides") or [])
-    new = _settings(overrides)
-    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in CARRY_ON)
+    swept = _swept_now(run.parent) | _swept_before(run.parent)
+    free = {*OPERATIONAL, *(k for k in CARRY_ON if k not in swept)}
+    old, new = _settings(old), _settings(overrides)
+    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in free)
     if differ:
         was = " ".join(f"{k}={old.get(k, '(unset)')}" for k in differ)
         now = " ".join(f"{k}={new.get(k, '(unset)')}" for k in differ)
@@ -153,9 +161,50 @@ def check_job_folder(run: Path, overrides: list[str]) -> None:
                          "sweep another run_name (or hydra.sweep.dir), or remove the old one")
 
 
-def _settings(overrides: list[str]) -> dict[str, str]:
-    """key -> value of hydra override strings (`+key=v`, `++key=v` and `key=v` alike)."""
-    return {k.lstrip("+"): v for k, v in (o.split("=", 1) for o in overrides if "=" in o)}
+def _recorded_overrides(run: Path) -> list[str] | None:
+    """The command-line overrides a run folder's training recorded (its config.yaml), None without one."""
+    import yaml
+
+    path = run / "config.yaml"
+    if not path.is_file():
+        return None
+    return list((yaml.safe_load(path.read_text()) or {}).get("overrides") or [])
+
+
+def _swept_now(sweep_dir: Path) -> set[str]:
+    """The settings this multirun sweeps: its command line's lists (`key=a,b`) and its config's sweeper params."""
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = OmegaConf.load(sweep_dir / MULTIRUN)
+    except (OSError, ValueError):
+        return set()
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task = [str(o) for o in (OmegaConf.select(cfg, "hydra.overrides.task", default=None) or [])]
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+    return {o.key_or_group for o in OverridesParser.create().parse_overrides(task) if o.is_sweep_override()} | set(params)
+
+
+def _swept_before(sweep_dir: Path) -> set[str]:
+    """The settings whose values differ between the jobs recorded before this multirun began (the old grid's;
+    those carried on since hold this one's values)."""
+    began = (sweep_dir / MULTIRUN).stat().st_mtime if (sweep_dir / MULTIRUN).is_file() else float("inf")
+    jobs = [_settings(o) for p in sweep_dir.iterdir()
+            if p.is_dir() and (p / "config.yaml").is_file() and (p / "config.yaml").stat().st_mtime < began
+            for o in [_recorded_overrides(p)] if o is not None]
+    keys = {k for settings in jobs for k in settings}
+    # a value that differs, or a setting some jobs leave out
+    return {k for k in keys if len({repr(settings.get(k, "(unset)")) for settings in jobs}) > 1}
+
+
+def _settings(overrides: list[str]) -> dict[str, Any]:
+    """key -> value of hydra override strings, parsed as hydra does (`+key=v`, `++key=v` and `key=v` alike; `~key`:
+    deleted)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return {o.key_or_group: ("(deleted)" if o.is_delete() else o.value()) for o in parsed}
 
 
 class SweepTableCallback(Callback):

@@ -16,10 +16,11 @@ gradient of the mean over the global batch, whatever the split into ranks and mi
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ ACTION_PARTS = ("loss_arm", "loss_gripper", "acc_gripper", "loss_state")
 SUMMARY = "summary.json"
 SUMMARY_ASIDE = "summary.before_resume.json"  # a resumed run's old summary until it ends (or finds it had ended)
 RUN_BUSY = "trained by another harness.train"  # the run folder's FolderLock: one training writes a run folder
+NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)  # flock not supported where the run folder is
 
 
 def train(cfg: TrainConfig, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -77,8 +79,9 @@ def train(cfg: TrainConfig, overrides: list[str] | None = None) -> dict[str, Any
         finally:
             if lock is not None:
                 lock.release()
-                if created and not any(run_dir.iterdir()):  # a refused config leaves no folder behind
-                    run_dir.rmdir()
+                if created:  # a refused config leaves no folder behind (from Python: hydra writes .hydra/ first)
+                    with suppress(OSError):  # not empty, or another training's lock file came meanwhile
+                        run_dir.rmdir()
     finally:
         shutdown(dist)
 
@@ -89,11 +92,17 @@ def lock_run(run_dir: Path, dist: DistInfo) -> FolderLock | None:
     (harness.train.curve --follow) knows from a free lock that no training is writing it any more."""
     lock, refusal = None, None
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         try:
+            run_dir.mkdir(parents=True, exist_ok=True)
             lock = FolderLock(run_dir, RUN_BUSY).acquire()
         except FolderBusy as e:
             refusal = f"output_dir: {e}"
+        except OSError as e:
+            if e.errno not in NO_LOCKS:
+                refusal = f"output_dir: {run_dir}: {e}"
+            else:  # a file system without flock (some network mounts): trained as before, unguarded
+                print(f"warning: {run_dir} cannot be locked ({e}): nothing stops a second training of this folder, "
+                      "and harness.train.curve --follow takes it for stopped (run the curve after it)", flush=True)
     refusal = D.broadcast_json(refusal, dist)  # every rank stops, not only the one that tried
     if refusal is not None:
         raise ConfigError(refusal)
