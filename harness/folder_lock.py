@@ -39,6 +39,9 @@ class FolderLock:
                 holder = _holder(f)
                 f.close()
                 raise FolderBusy(f"{self.folder} is being {self.busy} (pid {holder} holds {self.path})") from None
+            except OSError:  # a file system without flock
+                f.close()
+                raise
             if _same_file(f, self.path):
                 break
             f.close()  # the owner removed the file between our open and our lock: lock the new one
@@ -78,7 +81,9 @@ def held(folder: str | Path) -> bool:
         locks = Path("/proc/locks").read_text()
     except OSError:
         return _pid_running(path)
-    # "1: FLOCK  ADVISORY  WRITE <pid> <major>:<minor>:<inode> 0 EOF" (a waiter's line has "->" after the number)
+    # "1: FLOCK  ADVISORY  WRITE <pid> <major>:<minor>:<inode> 0 EOF" (a waiter's line has "->" after the number);
+    # the inode alone: stat's device differs from the lock list's on some file systems (overlay, btrfs subvolumes),
+    # and a mistaken "held" only makes a follower wait, as it did before
     return any(f[1] == "FLOCK" and f[5].rsplit(":", 1)[-1] == inode for f in map(str.split, locks.splitlines())
                if len(f) > 5)
 

@@ -300,3 +300,24 @@ def test_overwrite_discards_everything_the_earlier_run_wrote(tmp_path):
     assert {"results.json", "report.md", "description.json", "traces", "videos", "chain_success.png"} <= before
     clear_results(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {"config.yaml"} & before
+
+
+def test_a_checkpoint_link_is_keyed_by_its_target_as_written(tmp_path):
+    """run.json's "checkpoint" is the link's target as written (`./step_X` from a hand-made link), as before the
+    key read the link once: an older run.json of such a link still matches."""
+    import os
+
+    from harness.eval.config import EvalSettings, pin_checkpoint
+    from harness.eval.specs import AgentConfig, EnvConfig
+
+    step = tmp_path / "checkpoints" / "step_0000004"
+    step.mkdir(parents=True)
+    (step / "model.safetensors").write_bytes(b"weights")
+    os.symlink("./step_0000004", tmp_path / "checkpoints" / "last")
+    agent = AgentConfig("vla", {"checkpoint": str(tmp_path / "checkpoints" / "last")})
+    pinned = pin_checkpoint(agent)
+    key = EvalSettings().run_key(EnvConfig(), agent, pinned)
+    assert key["checkpoint"] == "./step_0000004" and len(key["weights"]) == 32
+    (tmp_path / "checkpoints" / "last").unlink()  # the link moved on after the pin: the key names what was pinned
+    os.symlink("step_0000008", tmp_path / "checkpoints" / "last")
+    assert EvalSettings().run_key(EnvConfig(), agent, pinned)["checkpoint"] == "step_0000004"

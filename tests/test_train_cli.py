@@ -131,33 +131,45 @@ def test_e2e_full_cpu_sh_refuses_an_unknown_split_before_it_installs_or_writes_a
 def test_a_sweep_job_folder_is_compared_by_parsed_settings_with_swept_carry_on_keys_checked(tmp_path):
     import yaml
 
-    from harness.train.sweep import check_job_folder
+    from harness.train.sweep import JOB_RECORD, check_job_folder
 
-    def job(number: int, *overrides: str):
+    def job(number: int, *overrides: str, swept=("optim.schedule",)):
         folder = tmp_path / str(number)
         folder.mkdir(exist_ok=True)
         (folder / "config.yaml").write_text(yaml.safe_dump({"overrides": list(overrides)}))
+        (folder / JOB_RECORD).write_text(json.dumps({"swept": list(swept)}))
         return folder
 
-    zero = job(0, "run_name=g", "optim.lr=0.001", "optim.schedule=cosine", "trainer.max_steps=3", "+model.note=a",
-               "data.path=/data/x")
-    job(1, "run_name=g", "optim.lr=0.001", "optim.schedule=constant", "trainer.max_steps=3", "+model.note=a",
-        "data.path=/data/x")
+    def launch(*task: str) -> None:  # hydra's multirun.yaml, as a multirun writes it before its first job
+        (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": list(task)}}}))
+
+    common = ("run_name=g", "optim.lr=0.001", "+model.note=a", "data.path=/data/x")
+    zero = job(0, *common, "optim.schedule=cosine", "trainer.max_steps=3")
+    job(1, *common, "optim.schedule=constant", "trainer.max_steps=3")
+    launch("run_name=g", "optim.schedule=cosine,constant", "trainer.max_steps=10", "data.path='${oc.env:NOWHERE}'")
     # the same job written otherwise, carried on with more steps, its data moved: the same run
     check_job_folder(zero, ["run_name='g'", "optim.lr=1e-3", "optim.schedule=cosine", "trainer.max_steps=10",
                             "++model.note=a", "data.path='/disk2/x, y'"])
-    # optim.schedule is swept in the old grid (cosine, constant): another value is another job
+    # optim.schedule is swept (cosine, constant): another value is another job, here and when the old launch swept it
+    constant = ["run_name=g", "optim.lr=0.001", "optim.schedule=constant", "trainer.max_steps=3", "+model.note=a",
+                "data.path=/data/x"]
     with pytest.raises(ValueError, match=r"holds job 0 of another sweep \(optim.schedule=cosine\), not this one's "
                                          r"\(optim.schedule=constant\)"):
-        check_job_folder(zero, ["run_name=g", "optim.lr=0.001", "optim.schedule=constant", "trainer.max_steps=3",
-                                "+model.note=a", "data.path=/data/x"])
+        check_job_folder(zero, constant)
+    launch("run_name=g", "optim.schedule=constant")
+    with pytest.raises(ValueError, match=r"\(optim.schedule=cosine\), not this one's \(optim.schedule=constant\)"):
+        check_job_folder(zero, constant)
     with pytest.raises(ValueError, match=r"\(model.note=a optim.lr=0.001\), not this one's \(model.note=\(unset\) "
                                          r"optim.lr=0.01\)"):
         check_job_folder(zero, ["run_name=g", "optim.lr=0.01", "optim.schedule=cosine", "trainer.max_steps=3"])
-    check_job_folder(tmp_path / "2", ["optim.lr=0.5"])  # a new job's folder: nothing to compare
-    # a launch that sweeps the steps (hydra's multirun.yaml, written as it begins): they are the job's identity too
-    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"overrides": {"task": [
-        "run_name=g", "trainer.max_steps=10,20"]}}}))
-    with pytest.raises(ValueError, match=r"\(trainer.max_steps=3\), not this one's \(trainer.max_steps=10\)"):
-        check_job_folder(zero, ["run_name=g", "optim.lr=0.001", "optim.schedule=cosine", "trainer.max_steps=10",
-                                "+model.note=a", "data.path=/data/x"])
+    # a carry-on stopped after job 0 (10 steps recorded there, 3 in job 1): the same command again goes on
+    launch("run_name=g", "optim.schedule=cosine,constant", "trainer.max_steps=10")
+    job(0, *common, "optim.schedule=cosine", "trainer.max_steps=10")
+    check_job_folder(tmp_path / "1", [*common, "optim.schedule=constant", "trainer.max_steps=10"])
+    # a swept data path (or steps) is the job's identity, not where it runs
+    data = job(2, "data.path=/d/D", swept=("data.path",))
+    launch("data.path=/d/ABC,/d/D")
+    with pytest.raises(ValueError, match=r"\(data.path=/d/D\), not this one's \(data.path=/d/ABC\)"):
+        check_job_folder(data, ["data.path=/d/ABC"])
+    check_job_folder(tmp_path / "3", ["optim.lr=0.5"])  # a new job's folder: nothing to compare, its launch recorded
+    assert json.loads((tmp_path / "3" / JOB_RECORD).read_text()) == {"swept": ["data.path"]}

@@ -136,8 +136,7 @@ class EvalSettings:
         pinned = pinned if pinned is not None else pin_checkpoint(agent)
         link = _checkpoint_link(agent)
         if link:  # only for a link: folders of a checkpoint named directly keep their run.json
-            # e.g. step_0058000 (relative: the run folder may move): the folder it named when pinned
-            key["checkpoint"] = os.path.relpath(pinned.kwargs["checkpoint"], os.path.dirname(link))
+            key["checkpoint"] = _link_target(link, pinned.kwargs["checkpoint"])
         folder = _checkpoint_folder(pinned)
         if folder:  # what the agent loads, whatever the path: a step trained again with other settings is another
             key["weights"] = checkpoint_digest(folder)  # model, and a moved folder the same (harness/eval/store.py)
@@ -154,6 +153,14 @@ def _checkpoint_link(agent: AgentSource) -> str | None:
     """The agent's checkpoint when it is a link (a run's `checkpoints/last`)."""
     path = agent.kwargs.get("checkpoint") if isinstance(agent, AgentConfig) else None
     return path if isinstance(path, str) and os.path.islink(path) else None
+
+
+def _link_target(link: str, pinned: str) -> str:
+    """The link's target as written (e.g. step_0058000, relative: the run folder may move) when it still names the
+    pinned folder; else the pinned folder relative to the link's (the link moved since it was pinned)."""
+    target = os.readlink(link)
+    same = os.path.normpath(os.path.join(os.path.dirname(link), target)) == os.path.normpath(pinned)
+    return target if same else os.path.relpath(pinned, os.path.dirname(link))
 
 
 def pin_checkpoint(agent: AgentSource) -> AgentSource:

@@ -270,6 +270,8 @@ def run_chain(
     obs = _start(env, job)
     if job.setup:
         job, obs = _set_up(env, job, oracle, obs)
+        if on_outcome is not None:  # the start and setup it runs from now (a redrawn one's)
+            on_outcome(job, [])
     outcomes: list[SubtaskOutcome] = []
     try:
         if hasattr(agent, "new_chain"):

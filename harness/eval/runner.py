@@ -267,7 +267,7 @@ class _Slot:
     ready: bool = False
     since: float = 0.0  # when the current job was handed out
     # the current job's last run as the worker reported it: the job as run, and the subtasks it finished
-    done: tuple[Job | None, list[SubtaskOutcome]] = (None, [])
+    done: tuple[Job | None, list[SubtaskOutcome]] = field(default_factory=lambda: (None, []))
     killed_for_time: bool = False
     renders_only: bool = False  # the render process
 

@@ -31,7 +31,7 @@ def train_app(cfg: DictConfig) -> float | None:
         overrides = list(HydraConfig.get().overrides.task)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             with config_errors():
-                check_job_folder(Path(config.output_dir), overrides)
+                check_job_folder(Path(config.output_dir), overrides, record=dist_from_env().is_main)
         summary = train(config, overrides=overrides)
     return summary.get("val_loss")  # a multirun's return value, for sweepers that optimise it
 

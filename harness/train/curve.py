@@ -277,9 +277,17 @@ def pruned_evaluations(run: Path, folder: Path, settings: Any, scene: str, every
                   "this curve's: left out", file=sys.stderr, flush=True)
             continue
         checkpoint = Path(key["agent"]["kwargs"]["checkpoint"])
-        source = checkpoint.parent.parent if checkpoint.parent.parent.is_dir() else run  # its run folder, moved since
-        kept[step] = (Checkpoint(step, checkpoint, source), evaluated)
+        kept[step] = (Checkpoint(step, checkpoint, _folder_of(run, step)), evaluated)
     return kept
+
+
+def _folder_of(run: Path, step: int) -> Path:
+    """The folder of the run's lineage that trained `step` (where its metrics are): the newest one that has it,
+    each carried on from an earlier one after the step it was carried from (as due_checkpoints lists them)."""
+    for folder, origin in lineage(run):
+        if origin is None or not origin.resumed or step > origin.step:
+            return folder
+    return run
 
 
 def _settings_key(key: dict[str, Any]) -> dict[str, Any]:

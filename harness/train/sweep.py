@@ -136,29 +136,38 @@ def write_sweep_table(sweep_dir: str | Path) -> Path:
 # what a job may be given when the same multirun is launched again to carry its runs on (docs/TRAINING.md, "Resume":
 # more steps, a decay at the end, a CPU budget), unless a grid sweeps it
 CARRY_ON = ("trainer.max_steps", "optim.schedule", "optim.decay_steps", "trainer.max_cpu_s")
-# where and how a run is trained, not what: a sweep may be carried on on another machine, with its data moved
+# where and how a run is trained, not what (a sweep carried on on another machine, with its data moved), unless a
+# grid sweeps it
 OPERATIONAL = ("data.path", "trainer.device", "trainer.num_workers", "trainer.progress", "trainer.dist_timeout_s")
 MULTIRUN = "multirun.yaml"  # hydra's record of a multirun, written in the sweep folder before its first job
+JOB_RECORD = "sweep_job.json"  # in a job's folder: the settings the launch that ran it swept
 
 
-def check_job_folder(run: Path, overrides: list[str]) -> None:
+def check_job_folder(run: Path, overrides: list[str], record: bool = True) -> None:
     """A multirun job resumes in its folder (`<sweep dir>/<job number>`), so the same command again carries the
     sweep on; a launch with another grid numbers other settings alike, and its job would resume (or, finished,
     report) the old grid's run. ValueError when the folder's run was trained with other settings than this job's,
-    beyond OPERATIONAL and the CARRY_ON settings neither grid sweeps (values compared as hydra parses them:
-    `1e-3` is `0.001`, `'x'` is `x`)."""
+    beyond the OPERATIONAL and CARRY_ON settings that neither this launch nor the one that ran the folder swept
+    (values compared as hydra parses them: `1e-3` is `0.001`, `'x'` is `x`). Then, with `record` (rank 0),
+    the settings this launch sweeps are written to the folder's JOB_RECORD."""
+    swept_now = _swept_now(run.parent)
     old = _recorded_overrides(run)
-    if old is None:
-        return
-    swept = _swept_now(run.parent) | _swept_before(run.parent)
-    free = {*OPERATIONAL, *(k for k in CARRY_ON if k not in swept)}
-    old, new = _settings(old), _settings(overrides)
-    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in free)
-    if differ:
-        was = " ".join(f"{k}={old.get(k, '(unset)')}" for k in differ)
-        now = " ".join(f"{k}={new.get(k, '(unset)')}" for k in differ)
-        raise ValueError(f"{run} holds job {run.name} of another sweep ({was}), not this one's ({now}): give this "
-                         "sweep another run_name (or hydra.sweep.dir), or remove the old one")
+    if old is not None:
+        swept = swept_now | _recorded_swept(run)
+        free = {k for k in (*OPERATIONAL, *CARRY_ON) if k not in swept}
+        old_settings, new_settings = _settings(old), _settings(overrides)
+        differ = sorted(k for k in set(old_settings) | set(new_settings)
+                        if old_settings.get(k) != new_settings.get(k) and k not in free)
+        if differ:
+            was = " ".join(f"{k}={old_settings.get(k, '(unset)')}" for k in differ)
+            now = " ".join(f"{k}={new_settings.get(k, '(unset)')}" for k in differ)
+            raise ValueError(f"{run} holds job {run.name} of another sweep ({was}), not this one's ({now}): give this "
+                             "sweep another run_name (or hydra.sweep.dir), or remove the old one")
+    if record:
+        run.mkdir(parents=True, exist_ok=True)
+        tmp = run / (JOB_RECORD + ".tmp")
+        tmp.write_text(json.dumps({"swept": sorted(swept_now)}) + "\n")
+        os.replace(tmp, run / JOB_RECORD)
 
 
 def _recorded_overrides(run: Path) -> list[str] | None:
@@ -171,31 +180,31 @@ def _recorded_overrides(run: Path) -> list[str] | None:
     return list((yaml.safe_load(path.read_text()) or {}).get("overrides") or [])
 
 
+def _recorded_swept(run: Path) -> set[str]:
+    """The settings the launch that ran the folder swept (none known for a folder from before JOB_RECORD)."""
+    try:
+        return set(json.loads((run / JOB_RECORD).read_text())["swept"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
 def _swept_now(sweep_dir: Path) -> set[str]:
-    """The settings this multirun sweeps: its command line's lists (`key=a,b`) and its config's sweeper params."""
+    """The settings this multirun sweeps (hydra's multirun.yaml, unresolved): its command line's lists (`key=a,b`)
+    and its config's sweeper params."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    try:
-        cfg = OmegaConf.load(sweep_dir / MULTIRUN)
-    except (OSError, ValueError):
+    path = sweep_dir / MULTIRUN
+    if not path.is_file():
         return set()
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    task = [str(o) for o in (OmegaConf.select(cfg, "hydra.overrides.task", default=None) or [])]
-    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
-    return {o.key_or_group for o in OverridesParser.create().parse_overrides(task) if o.is_sweep_override()} | set(params)
-
-
-def _swept_before(sweep_dir: Path) -> set[str]:
-    """The settings whose values differ between the jobs recorded before this multirun began (the old grid's;
-    those carried on since hold this one's values)."""
-    began = (sweep_dir / MULTIRUN).stat().st_mtime if (sweep_dir / MULTIRUN).is_file() else float("inf")
-    jobs = [_settings(o) for p in sweep_dir.iterdir()
-            if p.is_dir() and (p / "config.yaml").is_file() and (p / "config.yaml").stat().st_mtime < began
-            for o in [_recorded_overrides(p)] if o is not None]
-    keys = {k for settings in jobs for k in settings}
-    # a value that differs, or a setting some jobs leave out
-    return {k for k in keys if len({repr(settings.get(k, "(unset)")) for settings in jobs}) > 1}
+    try:
+        hydra = OmegaConf.to_container(OmegaConf.load(path).hydra, resolve=False)
+        task = [str(o) for o in hydra.get("overrides", {}).get("task") or []]
+        params = [f"{k}={v}" for k, v in (hydra.get("sweeper", {}).get("params") or {}).items()]
+        parsed = OverridesParser.create().parse_overrides([*task, *params])
+    except Exception as e:  # noqa: BLE001 - hydra's own file, unreadable: say which
+        raise ValueError(f"{path}: cannot read the settings this multirun sweeps ({e})") from e
+    return {o.key_or_group for o in parsed if o.is_sweep_override()}
 
 
 def _settings(overrides: list[str]) -> dict[str, Any]:
