@@ -22,6 +22,7 @@ for split in $SPLITS; do
     case "$split" in D|ABC) ;; *) echo "e2e_full_cpu.sh: SPLITS holds '$split'; the splits are D and ABC" >&2; exit 2 ;; esac
 done
 source "$(dirname "$0")/_venv.sh"
+source "$(dirname "$0")/_hydra.sh"
 OUT="${1:-runs/e2e_full}"
 CHAINS_D="${CHAINS_D:-600}"
 CHAINS_ABC="${CHAINS_ABC:-200}"
@@ -55,8 +56,8 @@ record() {
 train() {
     local name="$1" run="$OUT/train_$1" threads=1
     if [ "$CURVE_EVERY" = 0 ]; then threads=2; fi
-    OMP_NUM_THREADS=$threads python -m harness.train +experiment=e2e_full_cpu data.path="$OUT/shards_$name" \
-        run_name="e2e_full_$name" hydra.run.dir="$run" trainer.progress=false "${TRAIN_ARGS[@]}" &
+    OMP_NUM_THREADS=$threads python -m harness.train +experiment=e2e_full_cpu data.path="$(hq "$OUT/shards_$name")" \
+        run_name="e2e_full_$name" hydra.run.dir="$(hq "$run")" trainer.progress=false "${TRAIN_ARGS[@]}" &
     local trainer=$!
     # a stopped script stops its background processes (they ignore Ctrl-C), so that the next run is the
     # only writer of the run folder
@@ -80,11 +81,11 @@ train() {
 # analysis of the single tasks (failures.md beside their report)
 evaluate() {
     local name="$1" ckpt="$OUT/train_$1/checkpoints/last"
-    python -m harness.eval agent=vla agent.checkpoint="$ckpt" num_chains="$EVAL_CHAINS" workers=2 videos=3 progress=false \
-        output_dir="$OUT/eval_${name}_chains"
+    python -m harness.eval agent=vla agent.checkpoint="$(hq "$ckpt")" num_chains="$EVAL_CHAINS" workers=2 videos=3 progress=false \
+        output_dir="$(hq "$OUT/eval_${name}_chains")"
     # every failed episode keeps its trace (clips of every 30th frame) for the failure analysis
-    python -m harness.eval agent=vla agent.checkpoint="$ckpt" mode=single_task episodes_per_task="$EPISODES" \
-        workers=2 videos=0 video_failures=100000 video_stride=30 progress=false output_dir="$OUT/eval_${name}_single_task"
+    python -m harness.eval agent=vla agent.checkpoint="$(hq "$ckpt")" mode=single_task episodes_per_task="$EPISODES" \
+        workers=2 videos=0 video_failures=100000 video_stride=30 progress=false output_dir="$(hq "$OUT/eval_${name}_single_task")"
     python -m harness.eval failures "$OUT/eval_${name}_single_task" > /dev/null
 }
 
