@@ -3,17 +3,22 @@ Shared by the evaluation and the training (whose DDP/FSDP parts are harness/trai
 
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE (and MASTER_ADDR/PORT). Each rank takes
 its share of the pending jobs (`pending[rank::world_size]`) and appends to its own results log; the files
-in the shared output folder are the only data exchanged, the process group only synchronises. So the
+in the shared output folder are the data exchanged; the process group synchronises, and carries small JSON values
+from rank 0 (`broadcast_json`: e.g. the checkpoint folder a link named when the evaluation began). So the
 ranks may be on several nodes as long as they share the output folder, and a run may be resumed with a
 different number of ranks or none.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Sequence, TypeVar
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 
@@ -74,6 +79,37 @@ def init_distributed(info: DistInfo, backend: str, timeout_s: float) -> DistInfo
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
     return DistInfo(info.rank, info.world_size, info.local_rank, info.local_world_size, backend)
+
+
+def comm_device(info: DistInfo) -> "torch.device":
+    """Where the process group's tensors live: this rank's GPU under nccl, else the CPU."""
+    import torch
+
+    return torch.device("cuda", info.local_rank) if info.backend == "nccl" else torch.device("cpu")
+
+
+def json_tensor(obj: Any, device: "torch.device") -> "torch.Tensor":
+    """A JSON-able value as a uint8 tensor of its UTF-8 JSON text (nothing pickled between ranks)."""
+    import torch
+
+    return torch.tensor(list(json.dumps(obj).encode()), dtype=torch.uint8, device=device)
+
+
+def broadcast_json(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's JSON-able `obj` on every rank."""
+    if not info.active:
+        return obj
+    import torch
+    import torch.distributed as dist
+
+    device = comm_device(info)
+    data = json_tensor(obj, device) if info.is_main else torch.empty(0, dtype=torch.uint8, device=device)
+    size = torch.tensor([data.numel()], dtype=torch.long, device=device)
+    dist.broadcast(size, 0)
+    if not info.is_main:
+        data = torch.empty(int(size), dtype=torch.uint8, device=device)
+    dist.broadcast(data, 0)
+    return json.loads(bytes(data.cpu().tolist()).decode())
 
 
 def barrier(info: DistInfo) -> None:

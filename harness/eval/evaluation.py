@@ -31,7 +31,8 @@ from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, agent_device
 from harness.eval.store import RESULTS, ResultsLog, check_run_key, clear_results, rank_log_name, read_results, write_merged
 from harness.eval.video import TraceStore, VideoQueue, VideoSettings, render_videos, video_jobs
 from harness.folder_lock import FolderBusy, FolderLock
-from harness.ranks import DistInfo, barrier, choose_backend, dist_from_env, init_distributed, rank_cores, rank_device, shutdown
+from harness.ranks import (DistInfo, barrier, broadcast_json, choose_backend, dist_from_env, init_distributed, rank_cores,
+                          rank_device, shutdown)
 
 @dataclass
 class _Progress:
@@ -104,7 +105,7 @@ def _evaluate(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output
         jobs = settings.jobs()  # unknown task names fail here, before the folder is touched
     chains_s = time.perf_counter() - chains_started
     folder = Path(output_dir) if output_dir is not None else None
-    pinned = pin_checkpoint(agent)  # a link read once: the key names the folder the agent loads
+    pinned = _pinned_by_rank0(pin_checkpoint(agent), dist)  # a link read once: the key names the folder the agent loads
     if folder is None or not dist.is_main:
         return _run(settings, jobs, chains_s, env, pinned, folder, config, dist, started)
     key, agent = settings.run_key(env, agent, pinned), pinned  # rank 0's only: it hashes the checkpoint
@@ -118,6 +119,18 @@ def _evaluate(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output
         return _run(settings, jobs, chains_s, env, agent, folder, config, dist, started)
     finally:
         lock.release()
+
+
+def _pinned_by_rank0(pinned: AgentSource, dist: DistInfo) -> AgentSource:
+    """Under torchrun, the checkpoint folder rank 0 pinned on every rank: a training moving a link between two
+    ranks' reads would have the ranks evaluate different models under one key."""
+    if not dist.active:
+        return pinned
+    path = pinned.kwargs.get("checkpoint") if isinstance(pinned, AgentConfig) else None
+    path = broadcast_json(path if isinstance(path, str) else None, dist)
+    if path is None:
+        return pinned
+    return replace(pinned, kwargs={**pinned.kwargs, "checkpoint": path})
 
 
 def _claim(folder: Path, settings: EvalSettings, key: dict[str, Any], config: dict[str, Any] | None) -> None:

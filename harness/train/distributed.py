@@ -28,7 +28,7 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from harness.ranks import DistInfo, dist_from_env, init_distributed
+from harness.ranks import DistInfo, comm_device, dist_from_env, init_distributed, json_tensor
 
 
 def setup(device: str, timeout_s: float) -> DistInfo:
@@ -125,40 +125,17 @@ def all_reduce_sum(values: torch.Tensor, dist: DistInfo) -> torch.Tensor:
     """Sum over ranks (a no-op in one process); returns a float64 CPU tensor."""
     if not dist.active:
         return values.detach().double().cpu()
-    device = torch.device("cuda", dist.local_rank) if dist.backend == "nccl" else torch.device("cpu")
-    t = values.detach().double().to(device)
+    t = values.detach().double().to(comm_device(dist))
     tdist.all_reduce(t)
     return t.cpu()
-
-
-def _bytes_tensor(obj: Any, device: torch.device) -> torch.Tensor:
-    return torch.tensor(list(json.dumps(obj).encode()), dtype=torch.uint8, device=device)
-
-
-def _comm_device(dist: DistInfo) -> torch.device:
-    return torch.device("cuda", dist.local_rank) if dist.backend == "nccl" else torch.device("cpu")
-
-
-def broadcast_json(obj: Any, dist: DistInfo) -> Any:
-    """Rank 0's JSON-able `obj` on every rank."""
-    if not dist.active:
-        return obj
-    device = _comm_device(dist)
-    data = _bytes_tensor(obj, device) if dist.is_main else torch.empty(0, dtype=torch.uint8, device=device)
-    size = torch.tensor([data.numel()], dtype=torch.long, device=device)
-    tdist.broadcast(size, 0)
-    if not dist.is_main:
-        data = torch.empty(int(size), dtype=torch.uint8, device=device)
-    tdist.broadcast(data, 0)
-    return json.loads(bytes(data.cpu().tolist()).decode())
 
 
 def gather_json(obj: Any, dist: DistInfo) -> list[Any]:
     """Every rank's JSON-able `obj`, in rank order, on every rank."""
     if not dist.active:
         return [obj]
-    device = _comm_device(dist)
-    data = _bytes_tensor(obj, device)
+    device = comm_device(dist)
+    data = json_tensor(obj, device)
     sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.world_size)]
     tdist.all_gather(sizes, torch.tensor([data.numel()], dtype=torch.long, device=device))
     longest = int(max(int(s) for s in sizes))

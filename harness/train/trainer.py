@@ -38,7 +38,7 @@ from harness.data.config import build_dataset, make_normalizer
 from harness.data.normalization import ActionNormalizer
 from harness.data.windows import collate_windows
 from harness.folder_lock import FolderBusy, FolderLock
-from harness.ranks import DistInfo, barrier, rank_device, shutdown
+from harness.ranks import DistInfo, barrier, broadcast_json, rank_device, shutdown
 from harness.train import distributed as D
 from harness.train.callbacks import rollout, to_device, validate, validation_indices
 from harness.train.run_checkpoints import RunCheckpoints, step_name
@@ -70,7 +70,7 @@ def train(cfg: TrainConfig, overrides: list[str] | None = None) -> dict[str, Any
     dist = D.setup(device_kind, cfg.trainer.dist_timeout_s)
     try:
         # every rank runs rank 0's resolved config (run folder names with a timestamp, env variables)
-        cfg = TrainConfig.from_dict(D.broadcast_json(cfg.to_dict(), dist))
+        cfg = TrainConfig.from_dict(broadcast_json(cfg.to_dict(), dist))
         run_dir = Path(cfg.output_dir)
         created = not run_dir.exists()
         lock = lock_run(run_dir, dist)
@@ -103,7 +103,7 @@ def lock_run(run_dir: Path, dist: DistInfo) -> FolderLock | None:
             else:  # a file system without flock (some network mounts): trained as before, unguarded
                 print(f"warning: {run_dir} cannot be locked ({e}): nothing stops a second training of this folder, "
                       "and harness.train.curve --follow takes it for stopped (run the curve after it)", flush=True)
-    refusal = D.broadcast_json(refusal, dist)  # every rank stops, not only the one that tried
+    refusal = broadcast_json(refusal, dist)  # every rank stops, not only the one that tried
     if refusal is not None:
         raise ConfigError(refusal)
     return lock
@@ -123,7 +123,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
     # so that a learning curve following the run (harness.train.curve --follow, which stops at the summary) does
     # not stop at the old end when the run was given more steps; a run finished before puts it back
     old_summary = _set_summary_aside(run_dir) if dist.is_main and resume_from is not None else None
-    had_summary = D.broadcast_json(old_summary is not None, dist)
+    had_summary = broadcast_json(old_summary is not None, dist)
     with config_errors():
         # opening the datasets reads the annotations only, and checks the window against every segment
         # the windows hold what the model and its losses read: window, chunk, cameras, robot_obs, scene state
@@ -259,7 +259,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
             score = val_metrics.get("val/loss") if tc.best_metric == "val_loss" else None
         if vqa is not None and val_due:
             with autocast, averaged():  # rank 0 answers; the others wait at the broadcast
-                vqa_metrics = D.broadcast_json(vqa(model) if dist.is_main else None, dist)
+                vqa_metrics = broadcast_json(vqa(model) if dist.is_main else None, dist)
             logger.log(step, vqa_metrics)
             val_metrics.update(vqa_metrics)
             score = vqa_metrics["val/vqa_accuracy"] if tc.best_metric == "vqa_accuracy" else score
@@ -268,7 +268,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
         folder = save(step, best) if saved else None  # the folder on rank 0, None on the others
         if rollout_due:
             with averaged():
-                rollout_metrics = D.broadcast_json(
+                rollout_metrics = broadcast_json(
                     _rollout(cfg, model, normalizer, run_dir, step, folder if sharded else None) if dist.is_main
                     else None, dist)
             logger.log(step, rollout_metrics)
@@ -309,7 +309,7 @@ def _resume_point(cfg: TrainConfig, ckpts: RunCheckpoints, dist: DistInfo) -> Pa
     another run (`resume=PATH`: that run carried on in this folder) is where this run starts; once this run has
     checkpoints of its own the same command carries on from its last one, like `auto`."""
     found = ckpts.latest() if dist.is_main else None  # latest() may repair the folder: one rank only
-    latest = D.broadcast_json(str(found) if found else None, dist)
+    latest = broadcast_json(str(found) if found else None, dist)
     if cfg.resume not in ("auto", "never"):
         named = Path(cfg.resume)
         if latest is None or named.resolve().parent == ckpts.root.resolve():
