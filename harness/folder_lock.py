@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+import weakref
 from pathlib import Path
 from typing import IO, Any
 
@@ -50,6 +51,7 @@ class FolderLock:
         f.write(f"{os.getpid()}\n")
         f.flush()
         self._file = f
+        _HELD.add(self)
         return self
 
     def release(self) -> None:
@@ -59,12 +61,33 @@ class FolderLock:
         fcntl.flock(self._file, fcntl.LOCK_UN)
         self._file.close()
         self._file = None
+        _HELD.discard(self)
+
+    def _drop_in_child(self) -> None:
+        """In a forked child (a DataLoader worker): close the inherited file without unlocking, so that the lock
+        goes with its owner. A child holding the file kept the folder locked after its parent was killed, until
+        the child noticed and exited (a resumed training was refused meanwhile)."""
+        if self._file is not None:
+            self._file.close()  # the parent's descriptor still holds the lock
+            self._file = None
 
     def __enter__(self) -> "FolderLock":
         return self.acquire()
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+_HELD: "weakref.WeakSet[FolderLock]" = weakref.WeakSet()  # the locks this process holds
+
+
+def _drop_held_in_child() -> None:
+    for lock in list(_HELD):
+        lock._drop_in_child()
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_held_in_child)
 
 
 def held(folder: str | Path) -> bool:

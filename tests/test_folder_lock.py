@@ -4,6 +4,7 @@ a writer is still there."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -20,3 +21,28 @@ def test_held_while_locked_and_not_for_a_stale_file_whatever_pid_it_names(tmp_pa
     # a holder killed outright leaves its file; its pid may since be another live process (here: this one)
     (tmp_path / LOCK_FILE).write_text(f"{os.getpid()}\n")
     assert not held(tmp_path)
+
+
+def test_a_forked_child_does_not_keep_its_killed_parents_lock(tmp_path):
+    """A training's DataLoader workers are forked and inherited the lock's file: after the trainer was SIGKILLed
+    they kept the folder locked until they noticed, and the same command run at once was refused."""
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import os, signal, sys, time\n"
+        "from harness.folder_lock import FolderLock\n"
+        "lock = FolderLock(sys.argv[1]).acquire()\n"
+        "if os.fork() == 0:\n"
+        "    time.sleep(5)\n"  # a worker that outlives its parent
+        "    os._exit(0)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    # no pipes: the child would hold them open, and the run would wait for it
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, timeout=60, cwd=str(Path(__file__).resolve().parents[1]))
+    assert proc.returncode == -9
+    time.sleep(0.2)
+    assert not held(tmp_path)
+    FolderLock(tmp_path).acquire().release()  # the next writer gets it at once
