@@ -135,7 +135,8 @@ def evaluate_checkpoint(folder: Path, out: Path, settings: Any, scene: str) -> d
     from harness.eval.specs import AgentConfig, EnvConfig
 
     agent = AgentConfig("vla", {"checkpoint": str(folder.resolve())})
-    if _evaluated_weights(out) not in (None, checkpoint_digest(folder)):
+    evaluated = _evaluated_weights(out)  # hashed only on a rerun: the run key hashes the checkpoint too
+    if evaluated is not None and evaluated != checkpoint_digest(folder):
         print(f"{folder.name}: trained again since its evaluation (another checkpoint digest): evaluated anew",
               file=sys.stderr, flush=True)
         settings = replace(settings, overwrite=True)
