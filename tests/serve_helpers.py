@@ -3,6 +3,7 @@ observations like the env's, and the actions the same agent gives in-process."""
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,3 +70,33 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not happen within {timeout_s} s")
         time.sleep(0.1)
+
+
+class ThreadProbePolicy:
+    """A policy whose actions tell where it runs: action[0] is 1 when `step_batch` runs in the thread that
+    built the policy, action[1] is 1 when that thread is not the main one, action[2] is 1 / torch's
+    intra-op threads there. Served as `agent=custom agent.factory=tests.serve_helpers:ThreadProbePolicy`."""
+
+    def __init__(self) -> None:
+        import torch  # noqa: F401 - imported by the build, as a model's would be (the server sets its threads)
+
+        from agents.base import AgentSpec
+
+        self.spec = AgentSpec(name="thread_probe")
+        self.built_in = threading.get_ident()
+
+    def new_session(self) -> None:
+        return None
+
+    def reset(self, session: None) -> None:
+        pass
+
+    def close_session(self, session: None) -> None:
+        pass
+
+    def step_batch(self, sessions: list[None], observations: list[dict[str, Any]], instructions: list[str]) -> list[np.ndarray]:
+        import torch
+
+        here = threading.get_ident()
+        flags = [float(here == self.built_in), float(here != threading.main_thread().ident), 1 / torch.get_num_threads()]
+        return [np.array([*flags, 0, 0, 0, 1.0]) for _ in sessions]

@@ -7,13 +7,13 @@ before anything is loaded or bound. Stopped by SIGTERM / Ctrl-C; prints its stat
 from __future__ import annotations
 
 import json
-import sys
 
 from omegaconf import DictConfig
 
 from agents import make_policy
 from harness.config_errors import config_errors, exit_on_config_error, resolve_config
 from harness.hydra_app import hydra_app
+from harness.serve.batching import build_in_compute_thread
 from harness.serve.server import ServeSettings, run_server
 
 _SERVER_KEYS = ("host", "port", "protocol", "token", "max_batch", "max_wait_ms", "max_message_mb", "observation")
@@ -26,18 +26,15 @@ def main(cfg: DictConfig) -> None:
         with config_errors():
             settings = ServeSettings(**{k: resolved[k] for k in _SERVER_KEYS})
             # configs/agent/<name>.yaml: name, options (factory); scene: the clients' env's, for agents that read it
-            policy = make_policy(**resolved["agent"], scene=resolved["scene"])
-    threads = int(resolved.get("threads") or 0)
-    torch = sys.modules.get("torch")
-    if torch is not None and threads > 0:
-        torch.set_num_threads(threads)
+            policy, executor = build_in_compute_thread(
+                lambda: make_policy(**resolved["agent"], scene=resolved["scene"]), int(resolved.get("threads") or 0))
 
     def ready(port: int) -> None:
         print(f"serving {policy.spec.name} on ws://{settings.host}:{port} (protocol {settings.protocol}, "
               f"max_batch {settings.max_batch}, max_wait_ms {settings.max_wait_ms:g}"
               f"{', token required' if settings.token else ''})", flush=True)
 
-    stats = run_server(policy, settings, on_ready=ready)
+    stats = run_server(policy, settings, on_ready=ready, executor=executor)
     print(json.dumps(stats, indent=2), flush=True)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from harness.lifetime import end_with_parent
 
+from .batching import build_in_compute_thread
 from .server import ServeSettings, run_server
 
 
@@ -33,11 +34,8 @@ def _serve_main(conn: Connection, agent: dict[str, Any], settings: ServeSettings
     try:
         from agents import make_policy
 
-        policy = make_policy(**agent)
-        torch = sys.modules.get("torch")
-        if torch is not None and threads > 0:
-            torch.set_num_threads(threads)
-        run_server(policy, settings, on_ready=lambda port: conn.send(("ready", port)))
+        policy, executor = build_in_compute_thread(lambda: make_policy(**agent), threads)
+        run_server(policy, settings, on_ready=lambda port: conn.send(("ready", port)), executor=executor)
     except BaseException:  # noqa: BLE001 - reported to the parent
         try:
             conn.send(("fatal", traceback.format_exc()))

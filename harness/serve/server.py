@@ -25,6 +25,7 @@ import itertools
 import json
 import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from http import HTTPStatus
 from typing import Any, Callable
@@ -64,12 +65,14 @@ class ServeSettings:
 
 
 class PolicyServer:
-    def __init__(self, policy: SessionPolicy, settings: ServeSettings) -> None:
+    def __init__(self, policy: SessionPolicy, settings: ServeSettings, executor: ThreadPoolExecutor | None = None) -> None:
+        """`executor`: the compute thread the policy was built in (`build_in_compute_thread`), else a new one."""
         self.policy, self.settings = policy, settings
         self.stats = ServerStats()
         self.sessions: set[ServerSession] = set()
         self._ids = itertools.count(1)
-        self.batcher = Batcher(policy, settings.max_batch, settings.max_wait_ms, self.stats, lambda: len(self.sessions))
+        self.batcher = Batcher(policy, settings.max_batch, settings.max_wait_ms, self.stats, lambda: len(self.sessions),
+                               executor)
 
     def info(self) -> dict[str, Any]:
         """What the server tells a client about itself (hello / openpi metadata)."""
@@ -207,8 +210,9 @@ def _closed_error(error: BaseException) -> bool:
     return isinstance(error, (websockets.exceptions.ConnectionClosed, ConnectionError))
 
 
-def run_server(policy: SessionPolicy, settings: ServeSettings, on_ready: Callable[[int], None] | None = None) -> dict[str, Any]:
+def run_server(policy: SessionPolicy, settings: ServeSettings, on_ready: Callable[[int], None] | None = None,
+               executor: ThreadPoolExecutor | None = None) -> dict[str, Any]:
     """Serve in this thread until SIGTERM / SIGINT; returns the server's stats."""
-    server = PolicyServer(policy, settings)
+    server = PolicyServer(policy, settings, executor)
     asyncio.run(server.serve(on_ready))
     return server.stats.summary()
