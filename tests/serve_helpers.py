@@ -100,3 +100,12 @@ class ThreadProbePolicy:
         here = threading.get_ident()
         flags = [float(here == self.built_in), float(here != threading.main_thread().ident), 1 / torch.get_num_threads()]
         return [np.array([*flags, 0, 0, 0, 1.0]) for _ in sessions]
+
+
+class SlowLoadingPolicy(ThreadProbePolicy):
+    """A probe whose build takes `seconds` (a model's load); it writes `started` when the build begins."""
+
+    def __init__(self, started: str, seconds: float) -> None:
+        Path(started).write_text("loading\n")
+        time.sleep(seconds)
+        super().__init__()

@@ -50,6 +50,7 @@ def test_the_command_serves_until_terminated():
 @pytest.mark.parametrize("overrides,message", [
     ("agent=random protocol=pigeon", "protocol must be one of ['native', 'openpi', 'vla_eval'], got 'pigeon'"),
     ("agent=random port=70000", "port must be 0..65535"),
+    ("agent=random max_batch=0", "max_batch must be >= 1 and max_wait_ms >= 0, got 0, 5"),
     ("agent=random protocol=vla_eval observation.cameras={top:x}", "observation.cameras maps env cameras"),
     ("agent=random protocol=native observation.state_key=x", "observation is for vla_eval and openpi"),
     ("agent=vla", "agent.checkpoint: Missing mandatory value"),

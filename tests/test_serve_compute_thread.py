@@ -1,9 +1,9 @@
 """A server builds its policy in the thread that steps it, with the torch threads it was given.
 
-torch's OpenMP keeps a team of worker threads for every thread that runs a parallel operation: a model
-loaded in the main thread and stepped in the compute thread left two teams contending for the cores, and
-with 2 torch threads on 2 cores the server's batches ran at half the speed of the same call in one thread
-(docs/SERVING.md). The probe policy's actions say which thread built and which stepped it."""
+torch's OpenMP runtime keeps a pool of worker threads for every thread that runs a parallel operation: a
+model loaded in the main thread and stepped in the compute thread ran the server's batches at half the speed
+of the same call in one thread (2 torch threads on 2 cores, docs/SERVING.md). The probe policy's actions say
+which thread built and which stepped it."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from agents import make_agent
 from harness.serve.batching import build_in_compute_thread
-from tests.serve_helpers import ROOT, observations, served
+from tests.serve_helpers import ROOT, observations, served, wait_for
 
 PROBE = "tests.serve_helpers:ThreadProbePolicy"
 SAME_THREAD_NOT_MAIN_ONE_TORCH_THREAD = [1.0, 1.0, 1.0]
@@ -32,24 +34,47 @@ def probe_flags(url: str) -> list[float]:
         agent.close()
 
 
+def serve_command(*overrides: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness.serve", "port=0", *overrides], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_a_server_process_steps_its_policy_in_the_thread_that_built_it():
     with served({"name": "custom", "factory": PROBE}, threads=1) as server:
         assert probe_flags(server.url) == SAME_THREAD_NOT_MAIN_ONE_TORCH_THREAD
 
 
+@pytest.mark.timeout(300)
 def test_the_serve_command_steps_its_policy_in_the_thread_that_built_it():
-    proc = subprocess.Popen([sys.executable, "-m", "harness.serve", "agent=custom", f"agent.factory={PROBE}", "port=0",
-                             "threads=1"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = serve_command("agent=custom", f"agent.factory={PROBE}", "threads=1")
     try:
         line = proc.stdout.readline()
         match = re.match(r"serving thread_probe on (ws://127\.0\.0\.1:\d+)", line)
-        assert match, line + proc.stderr.read()
+        assert match, line
         assert probe_flags(match.group(1)) == SAME_THREAD_NOT_MAIN_ONE_TORCH_THREAD
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
     finally:
         proc.kill()
-    assert proc.returncode == 0
+        proc.communicate(timeout=30)
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_while_the_agent_loads_ends_the_command_at_once(tmp_path: Path):
+    started = tmp_path / "started"
+    proc = serve_command("agent=custom", "agent.factory=tests.serve_helpers:SlowLoadingPolicy",
+                         f"+agent.started={started}", "+agent.seconds=120")
+    try:
+        wait_for(started.exists, timeout_s=120, what="the agent's load to begin")
+        interrupted = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)  # not the load's 120 s
+        assert time.monotonic() - interrupted < 60
+        assert proc.returncode == 130 and "interrupted while loading the agent" in err, err
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
 
 
 def test_building_in_the_compute_thread_returns_that_thread_and_raises_what_the_build_raised():

@@ -7,6 +7,8 @@ before anything is loaded or bound. Stopped by SIGTERM / Ctrl-C; prints its stat
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 from omegaconf import DictConfig
 
@@ -26,8 +28,12 @@ def main(cfg: DictConfig) -> None:
         with config_errors():
             settings = ServeSettings(**{k: resolved[k] for k in _SERVER_KEYS})
             # configs/agent/<name>.yaml: name, options (factory); scene: the clients' env's, for agents that read it
-            policy, executor = build_in_compute_thread(
-                lambda: make_policy(**resolved["agent"], scene=resolved["scene"]), int(resolved.get("threads") or 0))
+            try:
+                policy, executor = build_in_compute_thread(
+                    lambda: make_policy(**resolved["agent"], scene=resolved["scene"]), int(resolved.get("threads") or 0))
+            except KeyboardInterrupt:  # the load goes on in the compute thread, which the interpreter's exit would join
+                print("harness.serve: interrupted while loading the agent", file=sys.stderr, flush=True)
+                os._exit(130)
 
     def ready(port: int) -> None:
         print(f"serving {policy.spec.name} on ws://{settings.host}:{port} (protocol {settings.protocol}, "

@@ -8,9 +8,9 @@ so that a server under load does not settle into alternating half batches).
 The policy steps the batch in one call (`SessionPolicy.step_batch`: for a VLA, one backbone run over the
 new frames of all sessions and one head call), in the server's one compute thread, while the event loop
 goes on receiving. The policy is best built in that thread too (`build_in_compute_thread`): torch's
-OpenMP keeps a team of threads for every thread that runs a parallel operation, so a model loaded in the
-main thread and stepped in the compute thread leaves two teams of `threads` busy threads contending for
-the cores (with 2 threads on 2 cores, batches ran at half the speed of the same call in one thread). A batch that fails is stepped again request by request, so that one client's bad
+OpenMP runtime keeps a pool of worker threads for every thread that runs a parallel operation, and a model
+loaded in the main thread and stepped in the compute thread ran its batches at half the speed of the same
+call in one thread (2 threads on 2 cores; docs/SERVING.md). A batch that fails is stepped again request by request, so that one client's bad
 observation fails only its own request (`SessionPolicy.step_batch`: a policy that raises has stepped no
 session).
 """
@@ -18,7 +18,6 @@ session).
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -93,6 +92,11 @@ def _peak_rss_mb() -> float | None:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
 
 
+def check_batching(max_batch: int, max_wait_ms: float) -> None:
+    if max_batch < 1 or max_wait_ms < 0:
+        raise ValueError(f"max_batch must be >= 1 and max_wait_ms >= 0, got {max_batch}, {max_wait_ms}")
+
+
 def compute_thread() -> ThreadPoolExecutor:
     """The one thread a server calls its policy from."""
     return ThreadPoolExecutor(1, thread_name_prefix="policy")
@@ -102,11 +106,11 @@ def build_in_compute_thread(build: Callable[[], SessionPolicy], threads: int = 0
     """The policy built in a new compute thread (with torch's intra-op `threads` there, when > 0), and that
     thread, for the server to step it in (`PolicyServer(..., executor=)`); raises what building raised."""
     def built() -> SessionPolicy:
-        policy = build()
-        torch = sys.modules.get("torch")  # imported by the build when the policy uses it
-        if torch is not None and threads > 0:
+        if threads > 0:  # before the build: a model's load runs in them too
+            import torch
+
             torch.set_num_threads(threads)
-        return policy
+        return build()
 
     executor = compute_thread()
     try:
@@ -119,8 +123,7 @@ def build_in_compute_thread(build: Callable[[], SessionPolicy], threads: int = 0
 class Batcher:
     def __init__(self, policy: SessionPolicy, max_batch: int, max_wait_ms: float, stats: ServerStats,
                  open_sessions: Callable[[], int], executor: ThreadPoolExecutor | None = None) -> None:
-        if max_batch < 1 or max_wait_ms < 0:
-            raise ValueError(f"max_batch must be >= 1 and max_wait_ms >= 0, got {max_batch}, {max_wait_ms}")
+        check_batching(max_batch, max_wait_ms)
         self.policy, self.max_batch, self.max_wait_s = policy, int(max_batch), max_wait_ms / 1e3
         self.stats, self.open_sessions = stats, open_sessions
         self.queue: asyncio.Queue[Request] = asyncio.Queue()

@@ -35,7 +35,7 @@ from agents.base import SessionPolicy
 from agents.remote.mapping import check_observation
 from agents.remote.wire import WireError
 
-from .batching import Batcher, ServerSession, ServerStats
+from .batching import Batcher, ServerSession, ServerStats, check_batching
 from .protocols import Codec, Event, make_codec
 
 
@@ -57,6 +57,7 @@ class ServeSettings:
             raise ValueError(f"max_message_mb must be > 0, got {self.max_message_mb}")
         if self.token is not None and not str(self.token):
             raise ValueError("token must be a non-empty string or null")
+        check_batching(self.max_batch, self.max_wait_ms)
         make_codec(self.protocol, self.observation)  # a bad protocol or layout fails here
 
     @property
