@@ -3,6 +3,7 @@ observations like the env's, and the actions the same agent gives in-process."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from contextlib import contextmanager
@@ -103,9 +104,13 @@ class ThreadProbePolicy:
 
 
 class SlowLoadingPolicy(ThreadProbePolicy):
-    """A probe whose build takes `seconds` (a model's load); it writes `started` when the build begins."""
+    """A probe whose build takes `seconds` (a model's load); it writes `started` when the build begins.
+    `interrupt_own_thread`: the build sends SIGINT to its own thread first (a Ctrl-C that the kernel
+    delivered to the thread that loads rather than to the main one)."""
 
-    def __init__(self, started: str, seconds: float) -> None:
+    def __init__(self, started: str, seconds: float, interrupt_own_thread: bool = False) -> None:
         Path(started).write_text("loading\n")
+        if interrupt_own_thread:
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
         time.sleep(seconds)
         super().__init__()

@@ -35,8 +35,11 @@ def probe_flags(url: str) -> list[float]:
 
 
 def serve_command(*overrides: str) -> subprocess.Popen:
+    """The command, with Ctrl-C's default action (the commands of a background job started without job control
+    inherit SIGINT ignored, and Python then never raises KeyboardInterrupt)."""
     return subprocess.Popen([sys.executable, "-m", "harness.serve", "port=0", *overrides], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_a_server_process_steps_its_policy_in_the_thread_that_built_it():
@@ -61,14 +64,19 @@ def test_the_serve_command_steps_its_policy_in_the_thread_that_built_it():
 
 
 @pytest.mark.timeout(300)
-def test_ctrl_c_while_the_agent_loads_ends_the_command_at_once(tmp_path: Path):
+@pytest.mark.parametrize("to_the_loading_thread", [False, True])
+def test_ctrl_c_while_the_agent_loads_ends_the_command_at_once(tmp_path: Path, to_the_loading_thread: bool):
+    """The kernel hands a process's SIGINT to any of its threads: to the main one, or (sent by the load
+    itself here, to make it certain) to the compute thread that loads."""
     started = tmp_path / "started"
     proc = serve_command("agent=custom", "agent.factory=tests.serve_helpers:SlowLoadingPolicy",
-                         f"+agent.started={started}", "+agent.seconds=120")
+                         f"+agent.started={started}", "+agent.seconds=120",
+                         f"+agent.interrupt_own_thread={to_the_loading_thread}")
     try:
         wait_for(started.exists, timeout_s=120, what="the agent's load to begin")
         interrupted = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        if not to_the_loading_thread:
+            proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)  # not the load's 120 s
         assert time.monotonic() - interrupted < 60
         assert proc.returncode == 130 and "interrupted while loading the agent" in err, err

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -114,7 +114,12 @@ def build_in_compute_thread(build: Callable[[], SessionPolicy], threads: int = 0
 
     executor = compute_thread()
     try:
-        return executor.submit(built).result(), executor
+        future = executor.submit(built)
+        # short waits: Ctrl-C may be delivered to the compute thread, and the main thread handles it (raises
+        # KeyboardInterrupt) only when it wakes, which an untimed wait would not do before the load ends
+        while not wait([future], timeout=0.2).done:
+            pass
+        return future.result(), executor
     except BaseException:
         executor.shutdown(wait=False)
         raise
