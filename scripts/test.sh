@@ -19,4 +19,4 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-exec python -m pytest -m "($marker)${extra:+ and ($extra)}" "${args[@]+"${args[@]}"}"
+exec python -m pytest --durations=30 -m "($marker)${extra:+ and ($extra)}" "${args[@]+"${args[@]}"}"
