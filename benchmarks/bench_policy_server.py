@@ -12,8 +12,8 @@ throughput: the project's tiny VLA (configs/model/tiny_idefics3.yaml, the model 
     come) against the same model in this process stepping the same sessions' frames one at a time (batch
     1: one `VLAAgent` per session, its ordinary `step`, as an evaluation worker runs it). The server runs
     `--threads` torch threads; batch 1 is measured at each of 1..`--threads` and the ratio is against its
-    fastest, since more threads do not always make one observation at a time faster. For each N the in-process rate is measured right before the server's, so that load
-    from other processes hits both alike. Latency percentiles are the clients' (send -> reply); the mean
+    fastest, since more threads do not always make one observation at a time faster. For each N the
+    in-process rate is measured right before the server's, so that load from other processes hits both alike. Latency percentiles are the clients' (send -> reply); the mean
     batch and the compute share (the time the server's compute thread was stepping batches, over the
     clients' wall time; the rest is the round trip: replies, the clients' next observations, decoding)
     are the server's.

@@ -10,9 +10,9 @@ new frames of all sessions and one head call), in the server's one compute threa
 goes on receiving. The policy is best built in that thread too (`build_in_compute_thread`): torch's
 OpenMP runtime keeps a pool of worker threads for every thread that runs a parallel operation, and a model
 loaded in the main thread and stepped in the compute thread ran its batches at half the speed of the same
-call in one thread (2 threads on 2 cores; docs/SERVING.md). A batch that fails is stepped again request by request, so that one client's bad
-observation fails only its own request (`SessionPolicy.step_batch`: a policy that raises has stepped no
-session).
+call in one thread (2 threads on 2 cores; docs/SERVING.md). A batch that fails is stepped again request
+by request, so that one client's bad observation fails only its own request (`SessionPolicy.step_batch`:
+a policy that raises has stepped no session).
 """
 
 from __future__ import annotations
