@@ -25,8 +25,21 @@ SKIP_REASON = "calvin_env is not installed (scripts/install_calvin_env.sh, or CA
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _share_the_cores_among_xdist_workers()
     if CALVIN_ENV_ROOT is None and os.environ.get(REQUIRE_VAR) == "1":
         raise pytest.UsageError(f"{REQUIRE_VAR}=1 but {SKIP_REASON}")
+
+
+def _share_the_cores_among_xdist_workers() -> None:
+    """Under pytest-xdist (scripts/test.sh), each worker's torch, and the processes its tests start, take the
+    worker's share of the cores: a worker per core each running torch's default of a thread per core spins
+    OpenMP threads on busy cores, several times slower. Set before any test imports torch; an
+    OMP_NUM_THREADS of the caller's stays."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers and "OMP_NUM_THREADS" not in os.environ:
+        from harness.ranks import rank_cores
+
+        os.environ["OMP_NUM_THREADS"] = str(rank_cores(int(workers)))
 
 
 def pytest_report_header(config: pytest.Config) -> str:
