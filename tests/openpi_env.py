@@ -7,6 +7,7 @@ VLA_HARNESS_OPENPI_PYTHON names an interpreter that has openpi-client instead.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -23,11 +24,14 @@ def openpi_python() -> Path:
         return Path(given)
     python, ready = VENV / "bin" / "python", VENV / ".ready"
     wanted = " ".join(REQUIREMENTS) + "\n"
-    if not ready.exists() or ready.read_text() != wanted:
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True, timeout=300)
-        pip = subprocess.run([str(python), "-m", "pip", "install", "-q", *REQUIREMENTS],
-                             capture_output=True, text=True, timeout=900)
-        if pip.returncode != 0:
-            raise RuntimeError(f"could not install {' '.join(REQUIREMENTS)} into {VENV}:\n{pip.stderr[-3000:]}")
-        ready.write_text(wanted)
+    VENV.parent.mkdir(parents=True, exist_ok=True)
+    with open(VENV.parent / f"{VENV.name}.lock", "w") as lock:  # test runs side by side in one checkout build it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not ready.exists() or ready.read_text() != wanted:
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True, timeout=300)
+            pip = subprocess.run([str(python), "-m", "pip", "install", "-q", *REQUIREMENTS],
+                                 capture_output=True, text=True, timeout=900)
+            if pip.returncode != 0:
+                raise RuntimeError(f"could not install {' '.join(REQUIREMENTS)} into {VENV}:\n{pip.stderr[-3000:]}")
+            ready.write_text(wanted)
     return python

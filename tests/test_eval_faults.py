@@ -92,11 +92,11 @@ def test_a_hung_chain_is_killed_retried_once_then_an_env_error(tmp_path):
     from harness.eval import EvalSettings, run_evaluation
 
     agent = AgentConfig("hangs", {"what": "hang", "bad_seed": 1}, factory="tests.eval_agents:Misbehaving")
-    settings = EvalSettings(num_chains=3, ep_len=5, workers=2, job_timeout_s=1.5, progress=False, videos=0, video_failures=0)
+    settings = EvalSettings(num_chains=3, ep_len=5, workers=2, job_timeout_s=5, progress=False, videos=0, video_failures=0)
     results = run_evaluation(settings, EnvConfig(), agent, tmp_path, print_summary=False)
     lines = {json.loads(line)["index"]: json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()}
     assert sorted(lines) == [0, 1, 2]
-    assert "ran past job_timeout_s=1.5 twice" in lines[1]["subtasks"][0]["message"]
+    assert "ran past job_timeout_s=5 twice" in lines[1]["subtasks"][0]["message"]
     assert [lines[i]["subtasks"][0]["reason"] for i in (0, 2)] == ["timeout", "timeout"]
     assert results["failure_reasons"]["env_error"] == 1
 
@@ -130,10 +130,11 @@ def test_a_failure_outside_the_steps_of_a_setup_reruns_the_episode(tmp_path):
 
 
 def test_waiting_for_the_agents_server_does_not_count_against_the_job_time_limit(tmp_path):
-    """Two outages of 3 s in one chain under job_timeout_s=2: the chain waits them out and ends as it would have,
+    """Two outages of 6 s in one chain under job_timeout_s=5: the chain waits them out and ends as it would have,
     instead of being killed twice and recorded as an env_error."""
-    agent = AgentConfig("outage", factory="tests.eval_agents:ServerOutage", kwargs={"marker": str(tmp_path / "outages")})
-    evaluate_chains(agent, num_chains=1, ep_len=5, workers=1, job_timeout_s=2, output_dir=tmp_path / "out")
+    agent = AgentConfig("outage", factory="tests.eval_agents:ServerOutage",
+                        kwargs={"marker": str(tmp_path / "outages"), "wait_s": 6.0})
+    evaluate_chains(agent, num_chains=1, ep_len=5, workers=1, job_timeout_s=5, output_dir=tmp_path / "out")
     record = json.loads((tmp_path / "out" / "results.jsonl").read_text())
     assert len((tmp_path / "outages").read_text().splitlines()) == 2
     assert record["attempts"] == 1 and record["subtasks"][0]["reason"] == "timeout"  # the agent held still: ran 5 steps

@@ -21,7 +21,6 @@ from harness.eval.specs import AgentConfig, EnvConfig, agent_device
 from harness.serve.process import ServerProcess
 from harness.serve.server import ServeSettings
 from tests.serve_helpers import ROOT, checkpoint, wait_for  # noqa: F401  (fixture)
-from tests.train_helpers import free_port
 
 CHAINS, EP_LEN = 4, 30
 # One thread and batches of one: the server's arithmetic is then the in-process agent's, bit for bit
@@ -121,8 +120,7 @@ def test_a_server_killed_mid_evaluation_comes_back_and_the_chain_runs_again(chec
 
 
 def test_under_torchrun_each_rank_serves_its_own_workers(checkpoint, in_process, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "--master_addr", "127.0.0.1", "-m", "harness.eval", "agent=vla", f"agent.checkpoint={checkpoint}",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "harness.eval", "agent=vla", f"agent.checkpoint={checkpoint}",
            f"num_chains={CHAINS}", f"ep_len={EP_LEN}", "workers=1", "server=on", "server_options.max_batch=1",
            "server_options.threads=1", "videos=0", "video_failures=0", "progress=false", f"output_dir={tmp_path}"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)

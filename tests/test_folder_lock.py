@@ -26,6 +26,7 @@ def test_held_while_locked_and_not_for_a_stale_file_whatever_pid_it_names(tmp_pa
 def test_a_forked_child_does_not_keep_its_killed_parents_lock(tmp_path):
     """A training's DataLoader workers are forked and inherited the lock's file: after the trainer was SIGKILLed
     they kept the folder locked until they noticed, and the same command run at once was refused."""
+    import signal
     import subprocess
     import sys
     import time
@@ -34,15 +35,24 @@ def test_a_forked_child_does_not_keep_its_killed_parents_lock(tmp_path):
         "import os, signal, sys, time\n"
         "from harness.folder_lock import FolderLock\n"
         "lock = FolderLock(sys.argv[1]).acquire()\n"
-        "if os.fork() == 0:\n"
-        "    time.sleep(5)\n"  # a worker that outlives its parent
+        "if os.fork() == 0:\n"  # a worker that outlives its parent; its fork handlers have run once it writes its pid
+        "    open(sys.argv[2] + '.tmp', 'w').write(str(os.getpid()))\n"
+        "    os.replace(sys.argv[2] + '.tmp', sys.argv[2])\n"
+        "    time.sleep(60)\n"
         "    os._exit(0)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
+    child = tmp_path.parent / f"{tmp_path.name}.child"
     # no pipes: the child would hold them open, and the run would wait for it
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.DEVNULL,
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(child)], stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, timeout=60, cwd=str(Path(__file__).resolve().parents[1]))
     assert proc.returncode == -9
-    time.sleep(0.2)
-    assert not held(tmp_path)
-    FolderLock(tmp_path).acquire().release()  # the next writer gets it at once
+    deadline = time.monotonic() + 30
+    while not child.is_file():
+        assert time.monotonic() < deadline, "the forked child did not start within 30 s"
+        time.sleep(0.05)
+    try:
+        assert not held(tmp_path)  # while the child lives
+        FolderLock(tmp_path).acquire().release()  # the next writer gets it at once
+    finally:
+        os.kill(int(child.read_text()), signal.SIGKILL)

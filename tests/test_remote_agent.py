@@ -5,6 +5,7 @@ slower than the agent's timeout."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -21,7 +22,6 @@ from harness.eval.config import EvalSettings
 from harness.eval.evaluation import run_evaluation
 from harness.eval.specs import AgentConfig, EnvConfig
 from tests.serve_helpers import ROOT, checkpoint, in_process_actions, observations, served, wait_for  # noqa: F401 (a fixture)
-from tests.train_helpers import free_port
 from tests.vla_eval_model_server import CHUNK, expected_chunk
 
 STATES = [0, 1, 2, 3, 4, 5, 6, 14]  # vla-eval's CALVIN state: position, euler, gripper width and action
@@ -82,6 +82,14 @@ def test_a_relative_axis_angle_rotation_converts_in_radians():
     small = relative.decode({"actions": [0, 0, 0, 1, 1, 1, 1]})[0][3:6]
     np.testing.assert_allclose(small, [1, 1, 1], atol=0.06)
     assert np.all(np.abs(small - 1) > 1e-6)  # converted, not passed through
+
+
+def free_port() -> int:
+    """A port free now (vla-eval's serve() takes a port number, not 0); taken by another process before the
+    server binds it, the server exits and `healthy` says why."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -77,8 +76,10 @@ def run_cli(args: list[str], torchrun: int = 0, timeout: float = 300,
             env: dict[str, str] | None = None, succeeds: bool = True) -> subprocess.CompletedProcess:
     """`python -m harness.train ARGS` (under torchrun with `torchrun` processes); asserts its success unless told
     that it fails."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(torchrun),
-                "--master_port", str(free_port()), "--master_addr", "127.0.0.1"] if torchrun else [sys.executable]
+    # --standalone: torchrun binds its own free port and keeps it (a port picked here and freed could be taken by
+    # a test in another pytest-xdist worker before torchrun binds it)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(torchrun)] \
+        if torchrun else [sys.executable]
     proc = subprocess.run([*launcher, "-m", "harness.train", *args], cwd=ROOT, env={**ENV, **(env or {})}, capture_output=True, text=True,
                           timeout=timeout)
     assert (proc.returncode == 0) == succeeds, _failure_report(proc)
@@ -92,12 +93,6 @@ def _failure_report(proc: subprocess.CompletedProcess) -> str:
     named = [line for line in proc.stderr.splitlines() if any(m in line for m in marks)]
     return ("\n".join(list(dict.fromkeys(named))[:40]) + "\n--- stdout tail ---\n" + proc.stdout[-3000:]
             + "\n--- stderr tail ---\n" + proc.stderr[-3000:])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def metrics(out: Path) -> list[dict[str, Any]]:

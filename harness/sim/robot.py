@@ -11,6 +11,7 @@ max velocity 1) plus a gear constraint that keeps the fingers symmetric.
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +54,13 @@ def robot_urdf_path() -> Path:
     digest = hashlib.sha1(text.encode()).hexdigest()[:12]
     path = Path(tempfile.gettempdir()) / f"vla_harness_panda_{digest}.urdf"
     if not path.exists():
-        tmp = path.with_suffix(f".{np.random.randint(1 << 30)}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)  # atomic: concurrent workers never read a half-written file
+        # a temp file of this process's own (mkstemp), renamed atomically: concurrent processes never read a
+        # half-written file, and never share a temp name (a seeded global RNG gives every process the same one)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # readable by every user of the shared temp dir, as a plain write leaves it
+        Path(tmp).replace(path)
     return path
 
 
