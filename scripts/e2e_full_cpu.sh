@@ -35,6 +35,22 @@ read -r -a TRAIN_ARGS <<< "${TRAIN_ARGS:-}"
 RESIZE=(rgb_static=96 rgb_gripper=96)   # the model's input size (configs/experiment/e2e_full_cpu.yaml)
 export OMP_NUM_THREADS=1                 # training and the curve's evaluation share the two cores
 mkdir -p "$OUT"
+# what the recordings and trainings are made of; a later run of the same OUT must repeat it: shards are never
+# recorded again and a training resumes with whatever overrides it is given, so other values would mix two
+# recipes in one folder without a word
+RECIPE="CHAINS_D=$CHAINS_D CHAINS_ABC=$CHAINS_ABC VAL_CHAINS=$VAL_CHAINS TRAIN_ARGS=${TRAIN_ARGS[*]}"
+if [ -f "$OUT/recipe.txt" ] && [ "$(cat "$OUT/recipe.txt")" != "$RECIPE" ]; then
+    echo "e2e_full_cpu.sh: $OUT was started with other settings; run it with the same ones, use another folder," \
+         "or remove $OUT/recipe.txt to carry it on with the new ones" >&2
+    echo "  then: $(cat "$OUT/recipe.txt")" >&2
+    echo "  now:  $RECIPE" >&2
+    exit 2
+fi
+printf '%s\n' "$RECIPE" > "$OUT/recipe.txt"
+# the training and the curve end with this script, even when it is killed outright (SIGKILL: no trap runs), so
+# that the next run is not refused by a training left behind; setpriv is util-linux's
+END_WITH_SCRIPT=()
+if command -v setpriv > /dev/null; then END_WITH_SCRIPT=(setpriv --pdeathsig TERM); fi
 
 # record NAME RECORD_ARGS...: harness.record's chains -> $OUT/shards_NAME (the per-frame npz files are
 # deleted once converted)
@@ -56,7 +72,7 @@ record() {
 train() {
     local name="$1" run="$OUT/train_$1" threads=1
     if [ "$CURVE_EVERY" = 0 ]; then threads=2; fi
-    OMP_NUM_THREADS=$threads python -m harness.train +experiment=e2e_full_cpu data.path="$(hq "$OUT/shards_$name")" \
+    OMP_NUM_THREADS=$threads ${END_WITH_SCRIPT[@]+"${END_WITH_SCRIPT[@]}"} python -m harness.train +experiment=e2e_full_cpu data.path="$(hq "$OUT/shards_$name")" \
         run_name="e2e_full_$name" hydra.run.dir="$(hq "$run")" trainer.progress=false "${TRAIN_ARGS[@]}" &
     local trainer=$!
     # a stopped script stops its background processes (they ignore Ctrl-C), so that the next run is the
@@ -68,9 +84,12 @@ train() {
         return
     fi
     until [ -d "$run/checkpoints" ] || ! kill -0 "$trainer" 2>/dev/null; do sleep 30; done
+    # and until the trainer holds the run folder (its lock file names it): on a rerun checkpoints/ is there from the
+    # start, and a curve started before the trainer would take the old summary of a run given more steps for its end
+    until [ "$(cat "$run/.writer.lock" 2>/dev/null)" = "$trainer" ] || ! kill -0 "$trainer" 2>/dev/null; do sleep 2; done
     # one single-thread worker (OMP_NUM_THREADS caps harness.eval's threads): with the training's one thread,
     # one process a core; a second worker, or a worker's second thread, would spin on busy cores
-    python -m harness.train.curve "$run" --follow --every "$CURVE_EVERY" --chains "$CURVE_CHAINS" --workers 1 &
+    ${END_WITH_SCRIPT[@]+"${END_WITH_SCRIPT[@]}"} python -m harness.train.curve "$run" --follow --every "$CURVE_EVERY" --chains "$CURVE_CHAINS" --workers 1 &
     local curve=$!
     trap "kill $trainer $curve 2>/dev/null" INT TERM EXIT
     wait "$trainer"   # a failed training stops the script (set -e), and the trap stops the curve too

@@ -128,6 +128,25 @@ def test_e2e_full_cpu_sh_refuses_an_unknown_split_before_it_installs_or_writes_a
     assert not out.exists() and not (tmp_path / "no_venv").exists()
 
 
+def test_e2e_full_cpu_sh_refuses_to_carry_a_folder_on_with_other_settings(tmp_path):
+    """Shards are never recorded again, and a training resumes with whatever overrides it is given: the same
+    folder run again with other sizes or TRAIN_ARGS mixed two recipes in one run without a word."""
+    venv = Path(sys.prefix)
+    if not (venv / ".vla-harness-installed").exists():
+        pytest.skip("this venv was not set up by scripts/_venv.sh: the script would install into it")
+    out = tmp_path / "e2e"
+    out.mkdir()
+    first = "CHAINS_D=600 CHAINS_ABC=200 VAL_CHAINS=50 TRAIN_ARGS=\n"
+    (out / "recipe.txt").write_text(first)
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "e2e_full_cpu.sh"), str(out)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "VLA_HARNESS_VENV": str(venv), "CHAINS_D": "200",
+                                                       "TRAIN_ARGS": "trainer.max_steps=8 optim.lr=1e-4"})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"{out} was started with other settings" in proc.stderr
+    assert "now:  CHAINS_D=200 CHAINS_ABC=200 VAL_CHAINS=50 TRAIN_ARGS=trainer.max_steps=8 optim.lr=1e-4" in proc.stderr
+    assert [f.name for f in out.iterdir()] == ["recipe.txt"] and (out / "recipe.txt").read_text() == first
+
+
 def test_a_sweep_job_folder_is_compared_by_parsed_settings_with_swept_carry_on_keys_checked(tmp_path):
     import yaml
 

@@ -222,46 +222,115 @@ def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "no checkpoints/ folder" in capsys.readouterr().err
 
 
-def test_follow_stops_with_a_message_once_the_training_stopped_before_its_end(dataset, tmp_path, capsys):
+ONE_SHORT_CHAIN = EvalSettings(mode="chains", num_chains=1, ep_len=2, workers=0, progress=False, videos=0,
+                               video_failures=0)
+
+
+def _trainer(run, holding: bool):
+    """A stand-in for a training of `run`: its folder lock, taken by this process (whose pid is live)."""
+    from harness.folder_lock import FolderLock
+    from harness.train.trainer import RUN_BUSY
+
+    lock = FolderLock(run, RUN_BUSY)
+    return lock.acquire() if holding else lock
+
+
+def _follow(run, monkeypatch, trainer, at_poll) -> tuple[list[dict], int]:
+    """`--follow` on `run`'s curve, which calls at_poll(n) at its n-th poll instead of sleeping; returns its rows and
+    how many polls it made. `trainer` (_trainer) is let go of in the end."""
+    import harness.train.curve as curve
+
+    polls = []
+
+    def poll(seconds):
+        polls.append(seconds)
+        at_poll(len(polls))
+
+    monkeypatch.setattr(curve.time, "sleep", poll)
+    try:
+        return run_curve(run, ONE_SHORT_CHAIN, every=2, follow=True, poll_s=0.01), len(polls)
+    finally:
+        trainer.release()
+
+
+def _trained(dataset, run, summary: bool = True) -> str:
+    """A run of 2 steps with its checkpoint at step 2; without its summary (as a killed trainer leaves it) unless
+    told; returns the summary's text."""
+    from harness.train.trainer import SUMMARY
+
+    train_here(dataset, run, "trainer.max_steps=2", "trainer.ckpt_every=2", "trainer.keep_last=0")
+    text = (run / SUMMARY).read_text()
+    if not summary:
+        (run / SUMMARY).unlink()
+    return text
+
+
+def test_follow_stops_with_a_message_once_the_training_stopped_before_its_end(dataset, tmp_path, capsys, monkeypatch):
     """A trainer killed before its summary: --follow polled forever. Now, with no process holding the run folder
     (the trainer's lock) two polls in a row, it evaluates what the run left and stops, saying why."""
     import harness.train.curve as curve
-    from harness.train.trainer import SUMMARY
 
     run = tmp_path / "run"
-    train_here(dataset, run, "trainer.max_steps=2", "trainer.ckpt_every=2", "trainer.keep_last=0")
-    (run / SUMMARY).unlink()  # as a trainer killed after its checkpoint leaves it
+    _trained(dataset, run, summary=False)  # as a trainer killed after its checkpoint leaves it
     # the command line's settings (CALVIN's 360 steps a subtask), so that main() below resumes this evaluation
     settings = EvalSettings(mode="chains", num_chains=1, workers=0, progress=False, videos=0, video_failures=0)
     with pytest.raises(curve.TrainingStopped, match="no training is running there and the run has not finished"):
         run_curve(run, settings, every=2, follow=True, poll_s=0.01)
     assert (run / "curve" / "chains" / "step_0000002" / "results.json").is_file()  # evaluated before it stopped
+    polls = []
+    monkeypatch.setattr(curve.time, "sleep", polls.append)  # the command's poll is a minute
     with pytest.raises(SystemExit) as stopped:
         main([str(run), "--every", "2", "--chains", "1", "--workers", "0", "--follow"])
+    assert polls == [curve.POLL_S]  # one poll without a trainer, then the second
     assert "1 checkpoint(s) evaluated so far" in str(stopped.value.code)
 
 
 def test_follow_waits_while_a_training_holds_the_run_folder(dataset, tmp_path, monkeypatch):
-    import harness.train.curve as curve
-    from harness.folder_lock import FolderLock
-    from harness.train.trainer import RUN_BUSY, SUMMARY
+    from harness.train.trainer import SUMMARY
 
     run = tmp_path / "run"
-    train_here(dataset, run, "trainer.max_steps=2", "trainer.ckpt_every=2", "trainer.keep_last=0")
-    summary = (run / SUMMARY).read_text()
-    (run / SUMMARY).unlink()
-    settings = EvalSettings(mode="chains", num_chains=1, ep_len=2, workers=0, progress=False, videos=0, video_failures=0)
-    polls = []
+    summary = _trained(dataset, run, summary=False)
+    trainer = _trainer(run, holding=True)
 
-    def the_training_ends_on_the_third_poll(seconds):
-        polls.append(seconds)
-        if len(polls) == 3:
+    def the_training_ends_on_the_third_poll(n):
+        if n == 3:
+            (run / SUMMARY).write_text(summary)  # a trainer writes its summary, then lets go of the folder
+            trainer.release()
+
+    rows, polls = _follow(run, monkeypatch, trainer, the_training_ends_on_the_third_poll)
+    assert [r["step"] for r in rows] == [2] and polls == 3
+
+
+def test_a_rerun_beside_a_resumed_training_waits_a_poll_for_its_trainer(dataset, tmp_path, monkeypatch):
+    """The same e2e command run again starts the curve and the trainer together: the curve's first rounds take up
+    its finished evaluations within seconds, while the trainer is still starting. Counted as two polls without a
+    trainer, they stopped the curve (TrainingStopped) for the whole sitting."""
+    from harness.train.trainer import SUMMARY
+
+    run = tmp_path / "run"
+    summary = _trained(dataset, run, summary=False)
+    run_curve(run, ONE_SHORT_CHAIN, every=2, poll_s=0.01)  # the first sitting's curve evaluated step 2
+    trainer = _trainer(run, holding=False)
+
+    def the_trainer_takes_the_folder_then_ends(n):
+        if n == 1:
+            trainer.acquire()
+        else:
             (run / SUMMARY).write_text(summary)
+            trainer.release()
 
-    monkeypatch.setattr(curve.time, "sleep", the_training_ends_on_the_third_poll)
-    with FolderLock(run, RUN_BUSY):  # a training running there (this process's pid is live)
-        rows = run_curve(run, settings, every=2, follow=True, poll_s=0.01)
-    assert [r["step"] for r in rows] == [2] and len(polls) == 3
+    rows, polls = _follow(run, monkeypatch, trainer, the_trainer_takes_the_folder_then_ends)
+    assert [r["step"] for r in rows] == [2] and polls == 2
+
+
+def test_an_old_summary_does_not_end_the_curve_while_a_trainer_holds_the_folder(dataset, tmp_path, monkeypatch):
+    """A finished run given more steps: its trainer holds the folder a moment before it sets the old summary
+    aside. The curve ended there, before the new steps."""
+    run = tmp_path / "run"
+    _trained(dataset, run)
+    trainer = _trainer(run, holding=True)
+    rows, polls = _follow(run, monkeypatch, trainer, lambda n: trainer.release())
+    assert [r["step"] for r in rows] == [2] and polls == 1
 
 
 def test_a_moved_run_keeps_its_evaluations_and_a_step_trained_again_is_evaluated_anew(dataset, tmp_path, capsys):

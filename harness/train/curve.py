@@ -25,7 +25,8 @@ carried on from, are evaluated with its own (column `run`: the folder each check
 evaluation is written under this run's `curve/`).
 Keep the checkpoints (`trainer.keep_last=0`) to evaluate all of them afterwards (a checkpoint pruned after its
 evaluation keeps its row in a rerun with the same settings); `--follow` evaluates
-each as it appears and stops once the run has written its summary and every due checkpoint is done, or
+each as it appears and stops once the run has written its summary, no trainer holds the run folder, and every
+due checkpoint is done, or
 (exit status 1) once the training stopped before its end: no process on this machine holds the run folder
 (the trainer's lock, `.writer.lock`), so the curve runs on the machine of the training's rank 0.
 """
@@ -236,11 +237,17 @@ def run_curve(run: Path, settings: Any, every: int, scene: str = "D", follow: bo
             print(f"{step_name(checkpoint.step)}: " + ", ".join(f"{k} {v:.3g}" for k, v in rows[-1].items()
                                                    if k in ("train_hours", "avg_seq_len", "mean_task_success") and v is not None),
                   flush=True)
-        if not follow or (finished and not pending):
+        # the end: the summary with no trainer holding the folder (a resumed trainer holds it while it sets its old
+        # summary aside, so a summary seen then is not this run's end)
+        if not follow or (finished and not training and not pending):
             break
         # a training that was started holds the folder from its first moment (before its checkpoints/ folder); one
-        # poll without it may be a resumed trainer between its start and its lock, two are not
-        idle_polls = idle_polls + 1 if not training and not finished and (run / "checkpoints").is_dir() else 0
+        # poll without it may be a resumed trainer between its start and its lock, two are not. Only rounds that
+        # then sleep count: a rerun's first rounds take up the evaluations it had done within seconds
+        if training or finished or not (run / "checkpoints").is_dir():
+            idle_polls = 0
+        elif not pending:
+            idle_polls += 1
         if idle_polls >= 2 and not pending:
             raise TrainingStopped(f"{run}: no training is running there and the run has not finished (no {SUMMARY}); "
                                   f"the curve has the {len(results)} checkpoint(s) evaluated so far; run the same "
