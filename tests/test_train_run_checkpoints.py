@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,39 @@ def test_last_names_the_newest_complete_step_and_saving_a_step_again_replaces_it
     ckpts.save(4, _write("c"))  # resumed by hand from an earlier step, the same step saved again
     assert (ckpts.latest() / "weights").read_text() == "c"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last", "step_0000002", "step_0000004"]
+
+
+def test_a_step_is_on_disk_before_it_is_named(tmp_path, monkeypatch):
+    """A machine that goes away (not only a killed process) must not leave `last` on a folder whose files never
+    reached the disk: every file and folder of the step is fsynced before the rename that names it, and the
+    checkpoints folder after it."""
+    import harness.train.run_checkpoints as run_checkpoints
+
+    synced, renamed = [], []
+
+    def fsync(fd):
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+
+    real_rename = Path.rename
+
+    def rename(self, target):
+        renamed.append((Path(self), len(synced)))
+        return real_rename(self, target)
+
+    def write(folder):
+        (folder / "tokenizer").mkdir()
+        (folder / "tokenizer" / "vocab.json").write_text("{}")
+        (folder / "model.safetensors").write_bytes(b"weights")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(Path, "rename", rename)
+    RunCheckpoints(tmp_path, keep_last=0).save(2, write)
+    tmp = tmp_path / ".step_0000002.tmp"
+    (source, synced_before), = renamed
+    assert source == tmp
+    assert set(synced[:synced_before]) == {tmp, tmp / "tokenizer", tmp / "tokenizer" / "vocab.json",
+                                           tmp / "model.safetensors"}
+    assert synced[-1] == tmp_path
 
 
 def test_a_kill_while_a_step_is_saved_again_leaves_the_old_one_in_place(tmp_path):

@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from harness.data.calvin_writer import fsync_dir
 from harness.train.state import STATE_JSON
 
 LAST, BEST = "last", "best"
@@ -79,12 +80,14 @@ class RunCheckpoints:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         write(tmp)
+        sync_tree(tmp)  # on disk before its name: a machine gone after the rename must not leave `last` on torn weights
         aside = self.root / f".{step_name(step)}.old"
         if final.exists():  # the same step saved again (a resume from an earlier step): the old one goes aside
             shutil.rmtree(aside, ignore_errors=True)  # until the new one has its name (latest() puts it back
             final.rename(aside)                       # after a kill in between)
         tmp.rename(final)
         self._link(LAST, final)
+        fsync_dir(self.root)  # the new name and `last`
         shutil.rmtree(aside, ignore_errors=True)
         self._prune()
         return final
@@ -107,3 +110,16 @@ class RunCheckpoints:
         for old in steps[: max(len(steps) - self.keep_last, 0)]:
             if old.resolve() not in keep:
                 shutil.rmtree(old)
+
+
+def sync_tree(folder: Path) -> None:
+    """fsync every file and folder under `folder`, and `folder`."""
+    for path in folder.rglob("*"):
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            fsync_dir(path)
+        else:
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    fsync_dir(folder)
