@@ -35,22 +35,25 @@ read -r -a TRAIN_ARGS <<< "${TRAIN_ARGS:-}"
 RESIZE=(rgb_static=96 rgb_gripper=96)   # the model's input size (configs/experiment/e2e_full_cpu.yaml)
 export OMP_NUM_THREADS=1                 # training and the curve's evaluation share the two cores
 mkdir -p "$OUT"
-# what the recordings and trainings are made of; a later run of the same OUT must repeat it: shards are never
-# recorded again and a training resumes with whatever overrides it is given, so other values would mix two
-# recipes in one folder without a word
-RECIPE="CHAINS_D=$CHAINS_D CHAINS_ABC=$CHAINS_ABC VAL_CHAINS=$VAL_CHAINS TRAIN_ARGS=${TRAIN_ARGS[*]}"
-if [ -f "$OUT/recipe.txt" ] && [ "$(cat "$OUT/recipe.txt")" != "$RECIPE" ]; then
-    echo "e2e_full_cpu.sh: $OUT was started with other settings; run it with the same ones, use another folder," \
-         "or remove $OUT/recipe.txt to carry it on with the new ones" >&2
-    echo "  then: $(cat "$OUT/recipe.txt")" >&2
-    echo "  now:  $RECIPE" >&2
-    exit 2
-fi
-printf '%s\n' "$RECIPE" > "$OUT/recipe.txt"
+
+# same_recipe NAME SETTINGS: what split NAME's recording and training are made of, kept in OUT/recipe_NAME.txt by
+# its first run; a later run with other values is refused: shards are never recorded again and a training
+# resumes with whatever overrides it is given, so it would mix two recipes in one folder without a word
+same_recipe() {
+    local file="$OUT/recipe_$1.txt"
+    if [ -f "$file" ] && [ "$(cat "$file")" != "$2" ]; then
+        echo "e2e_full_cpu.sh: $OUT's $1 run was started with other settings; run it with the same ones, use" \
+             "another folder, or remove $file to carry it on with the new ones" >&2
+        echo "  then: $(cat "$file")" >&2
+        echo "  now:  $2" >&2
+        exit 2
+    fi
+    printf '%s\n' "$2" > "$file"
+}
 # the training and the curve end with this script, even when it is killed outright (SIGKILL: no trap runs), so
 # that the next run is not refused by a training left behind; setpriv is util-linux's
 END_WITH_SCRIPT=()
-if command -v setpriv > /dev/null; then END_WITH_SCRIPT=(setpriv --pdeathsig TERM); fi
+if setpriv --pdeathsig TERM true 2> /dev/null; then END_WITH_SCRIPT=(setpriv --pdeathsig TERM); fi  # util-linux >= 2.33
 
 # record NAME RECORD_ARGS...: harness.record's chains -> $OUT/shards_NAME (the per-frame npz files are
 # deleted once converted)
@@ -62,7 +65,9 @@ record() {
         rm -rf "$shards.partial"   # a conversion stopped half-way starts again
         python -m harness.data convert "$data" "$shards.partial" --frames annotated --workers 2 --resize "${RESIZE[@]}"
         cp "$data/recording.json" "$shards.partial/"
+        sync   # the shards on disk before they are named complete and their recording deleted
         mv "$shards.partial" "$shards"
+        sync
     fi
     [ "${KEEP_NPZ:-0}" = 1 ] || rm -rf "$data"   # also when a run was stopped between the two
 }
@@ -111,8 +116,10 @@ evaluate() {
 # D->D first: its figures (the issue's goal) come hours before ABC->D's, and a run stopped half-way has them
 for split in $SPLITS; do
     case "$split" in
-        D) record D --scene D --episodes "$CHAINS_D" --val-episodes "$VAL_CHAINS" --chain-length 5 --balance ;;
-        ABC) record ABC --scene A B C --episodes "$CHAINS_ABC" --val-episodes "$VAL_CHAINS" --chain-length 5 --balance ;;
+        D) same_recipe D "CHAINS_D=$CHAINS_D VAL_CHAINS=$VAL_CHAINS TRAIN_ARGS=${TRAIN_ARGS[*]}"
+           record D --scene D --episodes "$CHAINS_D" --val-episodes "$VAL_CHAINS" --chain-length 5 --balance ;;
+        ABC) same_recipe ABC "CHAINS_ABC=$CHAINS_ABC VAL_CHAINS=$VAL_CHAINS TRAIN_ARGS=${TRAIN_ARGS[*]}"
+             record ABC --scene A B C --episodes "$CHAINS_ABC" --val-episodes "$VAL_CHAINS" --chain-length 5 --balance ;;
     esac
     train "$split"
     evaluate "$split"

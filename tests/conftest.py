@@ -32,14 +32,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _share_the_cores_among_xdist_workers() -> None:
     """Under pytest-xdist (scripts/test.sh), each worker's torch, and the processes its tests start, take the
-    worker's share of the cores: a worker per core each running torch's default of a thread per core spins
+    worker's share of the cores it may run on (taskset, cpusets): a worker per core each running torch's default of a thread per core spins
     OpenMP threads on busy cores, several times slower. Set before any test imports torch; an
     OMP_NUM_THREADS of the caller's stays."""
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers and "OMP_NUM_THREADS" not in os.environ:
-        from harness.ranks import rank_cores
-
-        os.environ["OMP_NUM_THREADS"] = str(rank_cores(int(workers)))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // int(workers)))
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -59,8 +58,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    """The same line at the end, where `-q` runs show it too."""
-    marked = config.stash.get(_MARKED, 0)
+    """The same line at the end, where `-q` runs show it too. Under pytest-xdist the workers collect, so this
+    process counts the skips that give the reason instead."""
+    marked = config.stash.get(_MARKED, 0) or sum(
+        SKIP_REASON in str(report.longrepr) for report in terminalreporter.stats.get("skipped", []))
     if marked and CALVIN_ENV_ROOT is None:
         terminalreporter.write_line(f"calvin_env: NOT INSTALLED - {marked} tests marked calvin_env were skipped: {SKIP_REASON}")
 

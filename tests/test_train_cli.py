@@ -136,15 +136,15 @@ def test_e2e_full_cpu_sh_refuses_to_carry_a_folder_on_with_other_settings(tmp_pa
         pytest.skip("this venv was not set up by scripts/_venv.sh: the script would install into it")
     out = tmp_path / "e2e"
     out.mkdir()
-    first = "CHAINS_D=600 CHAINS_ABC=200 VAL_CHAINS=50 TRAIN_ARGS=\n"
-    (out / "recipe.txt").write_text(first)
+    first = "CHAINS_D=600 VAL_CHAINS=50 TRAIN_ARGS=\n"
+    (out / "recipe_D.txt").write_text(first)
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "e2e_full_cpu.sh"), str(out)], capture_output=True,
                           text=True, timeout=120, env={**os.environ, "VLA_HARNESS_VENV": str(venv), "CHAINS_D": "200",
                                                        "TRAIN_ARGS": "trainer.max_steps=8 optim.lr=1e-4"})
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert f"{out} was started with other settings" in proc.stderr
-    assert "now:  CHAINS_D=200 CHAINS_ABC=200 VAL_CHAINS=50 TRAIN_ARGS=trainer.max_steps=8 optim.lr=1e-4" in proc.stderr
-    assert [f.name for f in out.iterdir()] == ["recipe.txt"] and (out / "recipe.txt").read_text() == first
+    assert f"{out}'s D run was started with other settings" in proc.stderr
+    assert "now:  CHAINS_D=200 VAL_CHAINS=50 TRAIN_ARGS=trainer.max_steps=8 optim.lr=1e-4" in proc.stderr
+    assert [f.name for f in out.iterdir()] == ["recipe_D.txt"] and (out / "recipe_D.txt").read_text() == first
 
 
 def test_a_sweep_job_folder_is_compared_by_parsed_settings_with_swept_carry_on_keys_checked(tmp_path):

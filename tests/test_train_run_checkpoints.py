@@ -3,6 +3,7 @@ and what could make a resume start over or fail at its first save is refused or 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -59,6 +60,27 @@ def test_a_step_is_on_disk_before_it_is_named(tmp_path, monkeypatch):
     assert set(synced[:synced_before]) == {tmp, tmp / "tokenizer", tmp / "tokenizer" / "vocab.json",
                                            tmp / "model.safetensors"}
     assert synced[-1] == tmp_path
+
+
+@pytest.mark.parametrize("error, saved", [(errno.EINVAL, True), (errno.EIO, False)])
+def test_a_file_system_that_cannot_fsync_a_folder_still_saves_but_a_failing_disk_stops(tmp_path, monkeypatch,
+                                                                                        error, saved):
+    """Some network and FUSE mounts answer EINVAL to a folder's fsync: a save goes on there. An I/O error stops it."""
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if os.path.isdir(os.readlink(f"/proc/self/fd/{fd}")):
+            raise OSError(error, os.strerror(error))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    ckpts = RunCheckpoints(tmp_path, keep_last=0)
+    if saved:
+        assert (ckpts.save(2, _write("a")) / "weights").read_text() == "a"
+    else:
+        with pytest.raises(OSError, match=os.strerror(errno.EIO)):
+            ckpts.save(2, _write("a"))
+        assert ckpts.latest() is None
 
 
 def test_a_kill_while_a_step_is_saved_again_leaves_the_old_one_in_place(tmp_path):

@@ -29,6 +29,7 @@ still being recorded) are deleted, and recording goes on after the last complete
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import uuid
@@ -83,9 +84,14 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def fsync_dir(path: Path) -> None:
+    """The folder's entries on disk. Some network and FUSE file systems cannot fsync a folder (EINVAL,
+    ENOTSUP): there the files in it, synced one by one, are all that can be made durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
     finally:
         os.close(fd)
 
