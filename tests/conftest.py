@@ -32,9 +32,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _share_the_cores_among_xdist_workers() -> None:
     """Under pytest-xdist (scripts/test.sh), each worker's torch, and the processes its tests start, take the
-    worker's share of the cores it may run on (taskset, cpusets): a worker per core each running torch's default of a thread per core spins
-    OpenMP threads on busy cores, several times slower. Set before any test imports torch; an
-    OMP_NUM_THREADS of the caller's stays."""
+    worker's share of the cores it may run on (taskset, cpusets): a worker per core each running torch's
+    default of a thread per core spins OpenMP threads on busy cores, several times slower. Set before any
+    test imports torch; an OMP_NUM_THREADS of the caller's stays."""
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers and "OMP_NUM_THREADS" not in os.environ:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
