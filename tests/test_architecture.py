@@ -20,9 +20,9 @@ PACKAGES = ("harness", "agents")
 # Lowest first; a module may import from its own layer and the layers below. The longest matching prefix
 # decides a module's layer.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundation", ("harness", "harness.spatial", "harness.folder_lock", "harness.config_errors", "harness.ranks",
-                    "harness.lifetime", "harness.strict_config", "harness.hydra_app", "harness.tool_args",
-                    "harness.configs")),
+    ("foundation", ("harness", "harness.spatial", "harness.folder_lock", "harness.durable_files",
+                    "harness.config_errors", "harness.ranks", "harness.lifetime", "harness.strict_config",
+                    "harness.hydra_app", "harness.tool_args", "harness.configs")),
     ("sim", ("harness.sim",)),
     ("tasks", ("harness.tasks",)),
     ("envs", ("harness.envs",)),

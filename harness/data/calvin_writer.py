@@ -29,13 +29,12 @@ still being recorded) are deleted, and recording goes on after the last complete
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 import numpy as np
 import yaml
@@ -64,36 +63,10 @@ from harness.data.calvin_format import (
     published_scenes,
     read_scene_info,
 )
+from harness.durable_files import atomic_write, fsync_dir
 from harness.folder_lock import FolderLock
 
 STAGING = ".staging"
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write a file so that it either has its full new content or does not change: tmp + fsync + rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def fsync_dir(path: Path) -> None:
-    """The folder's entries on disk. Some network and FUSE file systems cannot fsync a folder (EINVAL,
-    ENOTSUP): there the files in it, synced one by one, are all that can be made durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
 
 
 def save_npy(path: Path, value: Any) -> None:

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from harness.durable_files import atomic_write_text
 from harness.eval.results import calvin_printout
 from harness.eval.stats import interval_text, wilson
 
@@ -210,7 +211,7 @@ def report_markdown(results: dict[str, Any], videos: Sequence[str]) -> str:
 def write_reports(folder: Path, results: dict[str, Any]) -> None:
     """results.json, report.md and the plots (chain_success.png in chains mode, task_success.png always)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_text(folder / "results.json", json.dumps(results, indent=2) + "\n")
     if results["mode"] == "chains":
         plot_chain_success(results, folder / CHAIN_PLOT)
     plot_task_success(results, folder / TASK_PLOT)

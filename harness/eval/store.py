@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
+from harness.durable_files import atomic_write_text
 from harness.eval.report import CHAIN_PLOT, TASK_PLOT
 
 RESULTS = "results.jsonl"
@@ -93,13 +94,7 @@ class ResultsLog:
 
 def write_merged(folder: Path, records: Iterable[dict[str, Any]]) -> None:
     """Rewrite results.jsonl atomically with the given records (in order), then drop the rank logs."""
-    tmp = folder / (RESULTS + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / RESULTS)
+    atomic_write_text(folder / RESULTS, "".join(json.dumps(record, sort_keys=True) + "\n" for record in records))
     for path in folder.glob("results.rank*.jsonl"):
         path.unlink()
 
@@ -128,11 +123,11 @@ def check_run_key(folder: Path, key: dict[str, Any]) -> None:
                 "choose another output_dir, or overwrite=true to discard them"
             )
         if unrecorded or moved:
-            path.write_text(json.dumps({**old, **{k: new[k] for k in (*unrecorded, "agent")}}, indent=2,
-                                       sort_keys=True) + "\n")
+            atomic_write_text(path, json.dumps({**old, **{k: new[k] for k in (*unrecorded, "agent")}}, indent=2,
+                                               sort_keys=True) + "\n")
         return
     folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(key, indent=2, sort_keys=True) + "\n")
 
 
 def _moved_checkpoint(old: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from harness.durable_files import atomic_write_text
 from harness.tasks.catalog import COLORS, STATE_KEYS, TASK_CATEGORY, TASK_NAMES
 from harness.tasks.symbolic import StateTuple, SymbolicState, check_state, next_state, valid_tasks
 
@@ -235,14 +236,9 @@ def _benchmark_items() -> ChainItems:
 
 def _write_cache(path: Path, text: str) -> None:
     """Atomically (a reader never sees half a file); a folder that cannot be written only costs speed."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
+    with suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text)
-        tmp.replace(path)
-    except OSError:
-        with suppress(OSError):  # the folder itself may be what is missing
-            tmp.unlink(missing_ok=True)
+        atomic_write_text(path, text)
 
 
 def _check_count(n: Any, what: str) -> int:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Mapping
+
+from harness.durable_files import atomic_write_text
 
 METRICS = "metrics.jsonl"
 
@@ -34,9 +35,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 def _truncate(path: Path, after_step: int) -> None:
     if path.exists():
         kept = [r for r in read_metrics(path) if r["step"] <= after_step]
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, path)  # a kill meanwhile leaves the whole history, never a part of it
+        # a kill meanwhile leaves the whole history, never a part of it
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 class MetricsLogger:

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import yaml
 
+from harness.durable_files import atomic_write_text
 from harness.train.state import STATE_JSON
 
 ORIGIN = "origin.json"
@@ -56,9 +57,7 @@ def _origin_of(checkpoint: Path, run: Path, resumed: bool) -> Origin | None:
 def _write(run: Path, origin: Origin) -> None:
     record = {"checkpoint": os.path.relpath(origin.checkpoint, run.resolve()), "absolute": str(origin.checkpoint),
               "step": origin.step, "resumed": origin.resumed}
-    tmp = run / f"{ORIGIN}.tmp"
-    tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, run / ORIGIN)
+    atomic_write_text(run / ORIGIN, json.dumps(record) + "\n")
 
 
 def record_origin(run: Path, resume_from: Path | None, init_from: str | None, has_checkpoints: bool) -> None:

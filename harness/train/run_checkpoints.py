@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from harness.data.calvin_writer import fsync_dir
+from harness.durable_files import fsync_dir, sync_tree
 from harness.train.state import STATE_JSON
 
 LAST, BEST = "last", "best"
@@ -110,16 +110,3 @@ class RunCheckpoints:
         for old in steps[: max(len(steps) - self.keep_last, 0)]:
             if old.resolve() not in keep:
                 shutil.rmtree(old)
-
-
-def sync_tree(folder: Path) -> None:
-    """fsync every file and folder under `folder`, and `folder`."""
-    for path in folder.rglob("*"):
-        if path.is_symlink():
-            continue
-        if path.is_dir():
-            fsync_dir(path)
-        else:
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    fsync_dir(folder)

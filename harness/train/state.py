@@ -24,6 +24,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from harness.durable_files import atomic_write_text
+
 STATE_JSON, STATE_TENSORS = "trainer_state.json", "trainer_state.safetensors"
 RAW_WEIGHTS = "raw_weights.safetensors"  # trainer.ema_decay > 0: the trained weights; model.safetensors is their average
 FORMAT = "vla-harness-trainer/1"
@@ -158,7 +160,7 @@ def save_trainer_state(folder: Path, meta: dict[str, Any], optimizer: Mapping[st
     """Write trainer_state.{safetensors,json}; `meta` holds everything but the optimizer."""
     tensors, optim_meta = flatten_optimizer(optimizer)
     save_file(tensors, str(folder / STATE_TENSORS), metadata={"format": FORMAT})
-    (folder / STATE_JSON).write_text(json.dumps({"format": FORMAT, **meta, "optimizer": optim_meta}, indent=1) + "\n")
+    atomic_write_text(folder / STATE_JSON, json.dumps({"format": FORMAT, **meta, "optimizer": optim_meta}, indent=1) + "\n")
 
 
 def save_raw_weights(folder: Path, weights: Mapping[str, torch.Tensor]) -> None:
@@ -199,9 +201,7 @@ def record_best(folder: Path, best: Mapping[str, Any]) -> None:
     path = folder / STATE_JSON
     meta = json.loads(path.read_text())
     meta["best"] = dict(best)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(meta, indent=1) + "\n")
 
 
 def load_trainer_state(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.config_errors import ConfigError, exit_on_config_error
+from harness.durable_files import atomic_write_text
 from harness.tool_args import several
 from harness.train.tables import fmt, interval_text, markdown_table, write_csv
 
@@ -155,7 +156,7 @@ def claim(settings: StudySettings) -> dict[str, Any]:
     record["rows"].update(rows)
     record["readable"] = {"data": settings.data, "recording": _recording(data)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     return record
 
 
@@ -226,7 +227,7 @@ def run_row(settings: StudySettings, row: StudyRow) -> dict[str, Any]:
     results = evaluate_row(settings, row, summary)
     numbers = row_numbers(row, summary, results)
     numbers["row_wall_s_this_run"] = round(time.perf_counter() - started, 1)
-    (row_dir(settings, row.name) / ROW_DONE).write_text(json.dumps(numbers, indent=1) + "\n")
+    atomic_write_text(row_dir(settings, row.name) / ROW_DONE, json.dumps(numbers, indent=1) + "\n")
     return numbers
 
 

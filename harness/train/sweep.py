@@ -21,6 +21,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from harness.durable_files import atomic_write_text
 from harness.train.tables import fmt, interval_text, markdown_table, write_csv
 
 CSV, MARKDOWN = "sweep.csv", "sweep.md"
@@ -165,9 +166,7 @@ def check_job_folder(run: Path, overrides: list[str], record: bool = True) -> No
                              "sweep another run_name (or hydra.sweep.dir), or remove the old one")
     if record:
         run.mkdir(parents=True, exist_ok=True)
-        tmp = run / (JOB_RECORD + ".tmp")
-        tmp.write_text(json.dumps({"swept": sorted(swept_now)}) + "\n")
-        os.replace(tmp, run / JOB_RECORD)
+        atomic_write_text(run / JOB_RECORD, json.dumps({"swept": sorted(swept_now)}) + "\n")
 
 
 def _recorded_overrides(run: Path) -> list[str] | None:

@@ -37,6 +37,7 @@ from harness.config_errors import ConfigError, config_errors
 from harness.data.config import build_dataset, make_normalizer
 from harness.data.normalization import ActionNormalizer
 from harness.data.windows import collate_windows
+from harness.durable_files import atomic_write_text
 from harness.folder_lock import FolderBusy, FolderLock
 from harness.ranks import DistInfo, barrier, broadcast_json, rank_device, shutdown
 from harness.train import distributed as D
@@ -190,7 +191,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         record_origin(run_dir, resume_from, cfg.init_from, has_checkpoints=ckpts.latest() is not None)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump({**cfg.to_dict(), "overrides": overrides}, sort_keys=False))
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({**cfg.to_dict(), "overrides": overrides}, sort_keys=False))
         print(f"run {run_dir}: {dist.world_size} rank(s) x batch {tc.batch_size} x {accum} accumulation = "
               f"{tc.batch_size * accum * dist.world_size} per step; {steps_per_epoch} steps/epoch; "
               f"{total_steps} steps" + (f"; resuming after step {step} from {resume_from}" if resume_from else ""),
@@ -290,7 +291,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
         "last_checkpoint": str(ckpts.root / "last"), "best_checkpoint": str(ckpts.root / "best") if best else None,
     }
     if dist.is_main:
-        (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
         (run_dir / SUMMARY_ASIDE).unlink(missing_ok=True)
     return summary if dist.is_main else {}
 
