@@ -14,11 +14,15 @@ import os
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+# what a writer killed between its write and its rename leaves beside the file (harmless; cleaned where a folder
+# is cleared or copied)
+TMP_GLOB = ".*.tmp-*"
+
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write a file so that it either has its full new content or does not change: tmp + fsync + rename."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # TMP_GLOB
     try:
         with open(tmp, "wb") as f:
             write(f)

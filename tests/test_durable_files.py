@@ -45,12 +45,13 @@ import json, sys
 from pathlib import Path
 from harness.durable_files import atomic_write
 path = Path(sys.argv[1])
-print("ready", flush=True)
 i = 0
 while True:
     i += 1
     pieces = json.JSONEncoder().iterencode({"round": i, "rows": [[i] * 64] * 4000})
     atomic_write(path, lambda f: [f.write(piece.encode()) for piece in pieces])
+    if i == 1:
+        print("written", flush=True)
 """
 
 
@@ -58,14 +59,11 @@ def test_a_writer_killed_at_any_moment_leaves_a_file_that_parses(tmp_path):
     """SIGKILL (no cleanup runs) while a ~1 MB JSON file is rewritten over and over: the file is always the old or
     the new one. Written in place (open(path, "wb") instead of atomic_write), these kills leave half a file."""
     path = tmp_path / "results.json"
-    rounds = []
     for delay in (0.05, 0.13, 0.21, 0.34):
         child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=ROOT, stdout=subprocess.PIPE,
                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
-        assert child.stdout.readline().strip() == b"ready"
+        assert child.stdout.readline().strip() == b"written"  # the kills land in later rounds, whatever the load
         time.sleep(delay)
         child.send_signal(signal.SIGKILL)
         child.wait()
-        if path.exists():
-            rounds.append(json.loads(path.read_text())["round"])
-    assert rounds, "the writer never finished a file: the machine is too slow for this test's delays"
+        assert json.loads(path.read_text())["round"] >= 1  # json.loads: a torn file raises

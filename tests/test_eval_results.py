@@ -294,8 +294,8 @@ def test_overwrite_discards_everything_the_earlier_run_wrote(tmp_path):
     from harness.eval.store import clear_results
 
     evaluate_chains(AgentConfig("random"), num_chains=2, ep_len=5, output_dir=tmp_path, video_failures=1, videos=1)
-    for name in ("failures.md", "failures.json", "server.rank0.json"):
-        (tmp_path / name).write_text("{}")
+    for name in ("failures.md", "failures.json", "server.rank0.json", ".run.json.tmp-4242"):  # a write killed
+        (tmp_path / name).write_text("{}")                                                       # before its rename
     before = {p.name for p in tmp_path.iterdir()}
     assert {"results.json", "report.md", "description.json", "traces", "videos", "chain_success.png"} <= before
     clear_results(tmp_path)

@@ -45,12 +45,15 @@ def run_script(tmp_path: Path, *args: str, **env: str) -> tuple[set[str], int | 
     tests.write_text(MARKED)
     base = {k: v for k, v in os.environ.items()
             if not k.startswith("PYTEST_") and k not in ("VLA_HARNESS_TEST_WORKERS", "CALVIN_ENV_SOURCE")}
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "test.sh"), "-v", "-W", "ignore", "-p", "no:cacheprovider",
-                           *args, str(tests)], capture_output=True, text=True, timeout=300,
+    # the project's pytest configuration (addopts, registered markers, --strict-markers), as the suite runs with;
+    # tests/conftest.py is not loaded for a file outside tests/, so the calvin_env test runs without calvin_env
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "test.sh"), "-c", str(ROOT / "pyproject.toml"), "-v",
+                           "--color=no", "-p", "no:cacheprovider", *args, str(tests)],
+                          capture_output=True, text=True, timeout=300,
                           env={**base, "VLA_HARNESS_VENV": str(VENV), **env})
-    ran = set(re.findall(r"test_marked\.py::(test_\w+) PASSED", proc.stdout))
-    ran |= set(re.findall(r"PASSED \S*test_marked\.py::(test_\w+)", proc.stdout))  # xdist puts the verdict first
-    created = re.search(r"created: (\d+)/\d+ workers", proc.stdout)
+    # "PATH::test_x PASSED", or under xdist "[gw0] [ 50%] PASSED PATH::test_x" (PATH empty outside the rootdir)
+    ran = set(re.findall(r"::(test_\w+) PASSED", proc.stdout)) | set(re.findall(r"PASSED \S*::(test_\w+)", proc.stdout))
+    created = re.search(r"created: (\d+)/\d+ workers?", proc.stdout)
     return ran, int(created.group(1)) if created else None, proc
 
 

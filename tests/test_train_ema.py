@@ -109,11 +109,17 @@ def test_the_raw_weights_export_as_a_checkpoint_that_loads_and_a_plain_checkpoin
     from agents.vla.checkpoint import load_checkpoint
 
     out = tmp_path / "raw"
-    main([str(averaged / "checkpoints" / "last"), str(out)])
+    leftover = averaged / "checkpoints" / "last" / ".trainer_state.json.tmp-4242"  # record_best killed mid-write
+    leftover.write_text("{")
+    try:
+        main([str(averaged / "checkpoints" / "last"), str(out)])
+    finally:
+        leftover.unlink()  # the fixture's checkpoint is shared
     raw = load_file(str(averaged / "checkpoints" / "last" / RAW_WEIGHTS))
     exported = weights(out)
     assert all(torch.equal(exported[k], raw[k]) for k in raw)
     assert not (out / RAW_WEIGHTS).exists() and not (out / "trainer_state.json").exists()
+    assert not (out / leftover.name).exists()
     model = load_checkpoint(out).model
     assert all(torch.equal(p.detach(), raw[n]) for n, p in model.named_parameters() if n in raw)
     with pytest.raises(SystemExit) as stop:

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import yaml
 
 from harness.config_errors import ConfigError, config_errors
+from harness.durable_files import atomic_write_text
 from harness.envs.perturbations import level_name
 from harness.eval.config import IN_PROCESS, EvalSettings, pin_checkpoint
 from harness.eval.jobs import Job
@@ -215,7 +216,7 @@ def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfi
             log.close()
     run_s = time.perf_counter() - run_started
     if folder is not None and server_stats is not None:
-        (folder / f"server.rank{dist.rank}.json").write_text(json.dumps(server_stats, indent=2) + "\n")
+        atomic_write_text(folder / f"server.rank{dist.rank}.json", json.dumps(server_stats, indent=2) + "\n")
     barrier(dist)  # every rank's log (and server statistics) is complete
     if not dist.is_main:
         return {}
@@ -279,7 +280,7 @@ def _saved_description(folder: Path | None) -> dict[str, Any] | None:
 
 
 def _save_description(folder: Path, description: dict[str, Any]) -> None:
-    (folder / "description.json").write_text(json.dumps(description, indent=2) + "\n")
+    atomic_write_text(folder / "description.json", json.dumps(description, indent=2) + "\n")
 
 
 def _fallback_description(env: EnvConfig, agent: AgentSource) -> dict[str, Any]:

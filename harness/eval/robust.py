@@ -28,6 +28,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from harness.config_errors import ConfigError, config_errors, exit_on_config_error, resolve_config
+from harness.durable_files import atomic_write_text
 from harness.envs import CAMERA_NAMES
 from harness.envs.perturbations import AXES, LEVELS, Perturbations, level_name
 from harness.eval.compare import Comparison, Run, compare_runs, load_run
@@ -114,7 +115,7 @@ def run_suite(settings: EvalSettings, env: EnvConfig, agent: AgentSource, suite:
             if not (sub / IMAGE_DIFFERENCE).exists():
                 jobs = chain_jobs(min(suite.image_chains, settings.num_chains), settings.seed)
                 difference = image_difference(env, row_env, jobs, settings.ep_len)
-                (sub / IMAGE_DIFFERENCE).write_text(json.dumps(difference, indent=1) + "\n")
+                atomic_write_text(sub / IMAGE_DIFFERENCE, json.dumps(difference, indent=1) + "\n")
             continue
         perturb = Perturbations(**({axis: level} if level else {}))
         print(f"[robust] {sub.name}: {perturb.describe() or 'unperturbed'}", flush=True)

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
-from harness.durable_files import atomic_write_text
+from harness.durable_files import TMP_GLOB, atomic_write_text
 from harness.eval.report import CHAIN_PLOT, TASK_PLOT
 
 RESULTS = "results.jsonl"
@@ -153,7 +153,7 @@ RUN_FOLDERS = ("traces", "videos")
 def clear_results(folder: Path) -> None:
     """overwrite=true: forget the earlier run in this folder, its records and everything derived from them (a
     run killed before its reports are rewritten must not leave the old run's beside its records)."""
-    for pattern in (RESULTS, RUN_FILE, "results.rank*.jsonl", *RUN_OUTPUTS):
+    for pattern in (RESULTS, RUN_FILE, "results.rank*.jsonl", *RUN_OUTPUTS, TMP_GLOB):
         for path in folder.glob(pattern):
             path.unlink()
     for name in RUN_FOLDERS:

@@ -28,8 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 from harness.data.calvin_writer import CalvinDatasetWriter, EpisodeRecord, EpisodeWriter, finalize_dataset
-from harness.envs import BACKENDS
 from harness.durable_files import atomic_write_text
+from harness.envs import BACKENDS
 from harness.envs.perturbations import ROLLOUT_AXES, Perturbations, perturbed
 from harness.folder_lock import FolderLock
 from harness.sim.layout import REL_ORN_SCALE, REL_POS_SCALE, get_layout
@@ -285,7 +285,8 @@ def _record_locked(root: Path, cfg: RecordConfig, progress: bool) -> dict[str, A
     for split in sorted({split for split, _, _ in _plans(cfg)}, key=SPLIT_IDS.get):
         with CalvinDatasetWriter(root, split) as writer:
             _check_extension(cfg, split, writer)
-    atomic_write_text(root / "recording.json", json.dumps(settings, indent=2))  # once the counts are known to be possible
+    # once the counts are known to be possible
+    atomic_write_text(root / "recording.json", json.dumps(settings, indent=2))
     embedder = _embedder(cfg.embedding_model)
     summary: dict[str, Any] = {"episodes": 0, "frames": 0, "annotations": 0, "failed_subtasks": {}}
     # a process pool that notices a dead worker (BrokenProcessPool; multiprocessing.Pool waited forever)

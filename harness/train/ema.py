@@ -30,6 +30,7 @@ from torch import nn
 
 from agents.vla.checkpoint import read_weights_header
 from agents.vla.layout import WEIGHTS
+from harness.durable_files import TMP_GLOB
 from harness.train.state import RAW_WEIGHTS, STATE_JSON, STATE_TENSORS
 
 
@@ -89,7 +90,7 @@ def export_raw(checkpoint: Path, out: Path) -> Path:
         raise ValueError(f"checkpoint {checkpoint}: {RAW_WEIGHTS} has weights {WEIGHTS} lacks: {unknown[:3]}")
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(checkpoint, partial, ignore=shutil.ignore_patterns(RAW_WEIGHTS, STATE_JSON, STATE_TENSORS))
+    shutil.copytree(checkpoint, partial, ignore=shutil.ignore_patterns(RAW_WEIGHTS, STATE_JSON, STATE_TENSORS, TMP_GLOB))
     save_file({**weights, **raw}, str(partial / WEIGHTS), metadata=metadata)
     partial.rename(out)
     return out

@@ -160,7 +160,7 @@ def save_trainer_state(folder: Path, meta: dict[str, Any], optimizer: Mapping[st
     """Write trainer_state.{safetensors,json}; `meta` holds everything but the optimizer."""
     tensors, optim_meta = flatten_optimizer(optimizer)
     save_file(tensors, str(folder / STATE_TENSORS), metadata={"format": FORMAT})
-    atomic_write_text(folder / STATE_JSON, json.dumps({"format": FORMAT, **meta, "optimizer": optim_meta}, indent=1) + "\n")
+    (folder / STATE_JSON).write_text(json.dumps({"format": FORMAT, **meta, "optimizer": optim_meta}, indent=1) + "\n")
 
 
 def save_raw_weights(folder: Path, weights: Mapping[str, torch.Tensor]) -> None:

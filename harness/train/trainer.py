@@ -191,7 +191,8 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         record_origin(run_dir, resume_from, cfg.init_from, has_checkpoints=ckpts.latest() is not None)
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({**cfg.to_dict(), "overrides": overrides}, sort_keys=False))
+        atomic_write_text(run_dir / "config.yaml",
+                          yaml.safe_dump({**cfg.to_dict(), "overrides": overrides}, sort_keys=False))
         print(f"run {run_dir}: {dist.world_size} rank(s) x batch {tc.batch_size} x {accum} accumulation = "
               f"{tc.batch_size * accum * dist.world_size} per step; {steps_per_epoch} steps/epoch; "
               f"{total_steps} steps" + (f"; resuming after step {step} from {resume_from}" if resume_from else ""),
