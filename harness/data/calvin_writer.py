@@ -33,6 +33,7 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ from harness.data.calvin_format import (
     published_scenes,
     read_scene_info,
 )
-from harness.durable_files import atomic_write, fsync_dir
+from harness.durable_files import TMP_GLOB, atomic_write, fsync_dir
 from harness.folder_lock import FolderLock
 
 STAGING = ".staging"
@@ -321,7 +322,7 @@ class CalvinDatasetWriter:
             with os.scandir(folder) as it:
                 for entry in it:
                     m = FRAME_RE.match(entry.name)
-                    if (m and int(m.group(1)) > last) or ".tmp-" in entry.name:
+                    if (m and int(m.group(1)) > last) or fnmatch(entry.name, TMP_GLOB):
                         os.unlink(entry.path)
                         removed += 1
         if self.episodes or removed:
