@@ -38,10 +38,18 @@ mkdir -p "$OUT"
 
 # same_recipe NAME SETTINGS: what split NAME's recording and training are made of, kept in OUT/recipe_NAME.txt by
 # its first run; a later run with other values is refused: shards are never recorded again and a training
-# resumes with whatever overrides it is given, so it would mix two recipes in one folder without a word
+# resumes with whatever overrides it is given, so it would mix two recipes in one folder without a word. Until
+# the training's first checkpoint nothing of its overrides is kept, so TRAIN_ARGS may change until then (a
+# first run stopped by a mistyped override is carried on with the right one)
 same_recipe() {
-    local file="$OUT/recipe_$1.txt"
-    if [ -f "$file" ] && [ "$(cat "$file")" != "$2" ]; then
+    local file="$OUT/recipe_$1.txt" old
+    old="$(cat "$file" 2> /dev/null)" || old="$2"
+    if [ "$old" != "$2" ] && [ "${old%%TRAIN_ARGS=*}" = "${2%%TRAIN_ARGS=*}" ] \
+            && ! compgen -G "$OUT/train_$1/checkpoints/step_*" > /dev/null; then
+        echo "e2e_full_cpu.sh: $OUT's $1 training has no checkpoint yet: it starts with the new TRAIN_ARGS" >&2
+        old="$2"
+    fi
+    if [ "$old" != "$2" ]; then
         echo "e2e_full_cpu.sh: $OUT's $1 run was started with other settings; run it with the same ones, use" \
              "another folder, or remove $file to carry it on with the new ones" >&2
         echo "  then: $(cat "$file")" >&2
@@ -62,8 +70,8 @@ record() {
     shift
     if [ ! -d "$shards" ]; then
         python -m harness.record "$data" "$@" --workers 2 --seed 0
-        rm -rf "$shards.partial"   # a conversion stopped half-way starts again
-        python -m harness.data convert "$data" "$shards.partial" --frames annotated --workers 2 --resize "${RESIZE[@]}"
+        # a conversion stopped half-way keeps the splits it finished (--resume) and converts the rest
+        python -m harness.data convert "$data" "$shards.partial" --resume --frames annotated --workers 2 --resize "${RESIZE[@]}"
         cp "$data/recording.json" "$shards.partial/"
         sync   # the shards on disk before they are named complete and their recording deleted
         mv "$shards.partial" "$shards"

@@ -149,3 +149,60 @@ def test_resize_needs_a_converted_key(both, tmp_path):
     with pytest.raises(ValueError, match="'rgb_gripper' is not among the converted keys"):
         convert(root / "training", tmp_path / "bad", keys=("rgb_static", "rel_actions"), resize={"rgb_gripper": 32},
                 progress=False)
+
+
+def test_a_resumed_conversion_keeps_the_converted_split_and_converts_the_rest(both, tmp_path, capsys):
+    """A conversion stopped after its first split carries on from the second: the finished split is not
+    written again, and what a killed conversion left before its rename is removed."""
+    from harness.data.__main__ import main
+
+    root, full, _ = both
+    dst = tmp_path / "out"
+    convert(root, dst, splits=["training"], shard_frames=16, progress=False)
+    before = (dst / "training" / "manifest.json").stat()
+    killed = dst / ".validation.partial-4194305"
+    (killed / "shard_00000").mkdir(parents=True)
+    (killed / "shard_00000" / "rgb_static.npy").write_bytes(b"half a shard")
+    with pytest.raises(FileExistsError, match=r"exists; remove it, choose another destination, or resume \(--resume\)"):
+        convert(root, dst, progress=False)
+
+    assert main(["convert", str(root), str(dst), "--resume", "--shard-frames", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "training: 100 frames in 7 shards" in out and "(kept: converted before)" in out.splitlines()[0]
+    assert "kept" not in out.splitlines()[1]
+    after = (dst / "training" / "manifest.json").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert not killed.exists() and sorted(p.name for p in dst.iterdir()) == ["training", "validation"]
+    for split in ("training", "validation"):
+        a = WindowDataset(ShardFrameSource(dst, split), CFG, ActionNormalizer())
+        b = WindowDataset(ShardFrameSource(full, split), CFG, ActionNormalizer())
+        assert len(a) == len(b)
+        for i in range(0, len(a), 7):
+            assert_items_equal(a[i], b[i])
+
+
+def test_a_resumed_conversion_refuses_a_split_converted_otherwise(both, tmp_path, capsys):
+    from harness.data.__main__ import main
+
+    root, _, _ = both
+    dst = tmp_path / "out"
+    convert(root, dst, splits=["training"], resize={"rgb_static": 48}, progress=False)
+    with pytest.raises(ValueError, match=r"out/training was converted otherwise; remove it to convert it again: "
+                                         r"keys: .*'shape': \[48, 48, 3\].* there, .*'shape': \[32, 32, 3\].* now; "
+                                         r"resized: .*'mode': 'bicubic'.* there, .*'mode': 'bilinear'.* now"):
+        convert(root, dst, resize={"rgb_static": 32}, resize_mode="bilinear", resume=True, progress=False)
+    with pytest.raises(ValueError, match=r"frames: all there, annotated now; runs \(frame ids\): 2 runs there, 3 now"):
+        convert(root, dst, frames="annotated", resize={"rgb_static": 48}, resume=True, progress=False)
+    moved = tmp_path / "moved"
+    (moved / "training").mkdir(parents=True)
+    for f in (root / "training").iterdir():
+        (moved / "training" / f.name).symlink_to(f)
+    with pytest.raises(ValueError, match=r"source: .*/training there, .*/moved/training now"):
+        convert(moved, dst, resize={"rgb_static": 48}, resume=True, progress=False)
+    assert not (dst / "validation").exists()  # refused before anything was written
+
+    (tmp_path / "mine" / "training").mkdir(parents=True)
+    assert main(["convert", str(root), str(tmp_path / "mine"), "--resume"]) == 1
+    assert "convert: " in capsys.readouterr().err
+    with pytest.raises(FileExistsError, match=r"mine/training exists and is not a converted split \(no manifest.json\)"):
+        convert(root, tmp_path / "mine", resume=True, progress=False)

@@ -147,6 +147,31 @@ def test_e2e_full_cpu_sh_refuses_to_carry_a_folder_on_with_other_settings(tmp_pa
     assert [f.name for f in out.iterdir()] == ["recipe_D.txt"] and (out / "recipe_D.txt").read_text() == first
 
 
+def test_e2e_full_cpu_sh_takes_new_train_args_until_the_first_checkpoint(tmp_path):
+    """A first run stopped by a mistyped override kept nothing of it: the same folder carries on with the right
+    one. Once a checkpoint is written the overrides are the run's, and other ones are refused."""
+    venv = Path(sys.prefix)
+    if not (venv / ".vla-harness-installed").exists():
+        pytest.skip("this venv was not set up by scripts/_venv.sh: the script would install into it")
+    out = tmp_path / "e2e"
+    (out / "shards_D").mkdir(parents=True)  # "recorded": the script goes straight to its training, which refuses it
+    (out / "recipe_D.txt").write_text("CHAINS_D=600 VAL_CHAINS=50 TRAIN_ARGS=trainer.max_step=8\n")
+
+    def run(train_args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(ROOT / "scripts" / "e2e_full_cpu.sh"), str(out)], capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "VLA_HARNESS_VENV": str(venv), "SPLITS": "D",
+                                                           "CURVE_EVERY": "0", "TRAIN_ARGS": train_args})
+    proc = run("trainer.max_steps=8")
+    assert "training has no checkpoint yet: it starts with the new TRAIN_ARGS" in proc.stderr
+    assert proc.returncode != 0 and "shards_D" in proc.stderr  # the training got as far as the (empty) data
+    assert (out / "recipe_D.txt").read_text() == "CHAINS_D=600 VAL_CHAINS=50 TRAIN_ARGS=trainer.max_steps=8\n"
+
+    (out / "train_D" / "checkpoints" / "step_0000004").mkdir(parents=True)
+    proc = run("trainer.max_steps=16")
+    assert proc.returncode == 2 and "'s D run was started with other settings" in proc.stderr
+    assert (out / "recipe_D.txt").read_text() == "CHAINS_D=600 VAL_CHAINS=50 TRAIN_ARGS=trainer.max_steps=8\n"
+
+
 def test_a_sweep_job_folder_is_compared_by_parsed_settings_with_swept_carry_on_keys_checked(tmp_path):
     import yaml
 

@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="interpolation of --resize; use the model's (its image processor's resample; bicubic for the tiny presets)")
     v.add_argument("--shard-frames", type=int, default=2048, help="frames per shard")
     v.add_argument("--workers", type=int, default=1, help="processes converting shards in parallel")
+    v.add_argument("--resume", action="store_true",
+                   help="carry on a conversion that was stopped: keep the splits DST already has when they were "
+                        "converted from the same source with the same settings (any other is an error)")
     x = sub.add_parser("fix-scene-info", help="relabel a split's scene_info.npy as one scene (an old task_D_D copy: "
                        "its training split labelled calvin_scene_A); the original is kept as scene_info.before_fix.npy")
     x.add_argument("root", help="dataset root")
@@ -84,11 +87,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{split}: scene_info {before} -> {after}")
         return 0
 
-    results = convert(args.src, args.dst, splits=several(args.split), keys=several(args.keys), frames=args.frames,
-                      resize=_key_sizes(ap, several(args.resize)), resize_mode=args.resize_mode,
-                      shard_frames=args.shard_frames, workers=args.workers)
+    try:
+        results = convert(args.src, args.dst, splits=several(args.split), keys=several(args.keys), frames=args.frames,
+                          resize=_key_sizes(ap, several(args.resize)), resize_mode=args.resize_mode,
+                          shard_frames=args.shard_frames, workers=args.workers, resume=args.resume)
+    except (FileExistsError, ValueError) as e:  # a destination in the way, bad settings, a malformed source
+        print(f"convert: {e}", file=sys.stderr)
+        return 1
     for r in results:
-        print(f"{r['split']}: {r['frames']} frames in {r['shards']} shards, {r['bytes'] / 2**20:.1f} MiB")
+        kept = " (kept: converted before)" if r.get("kept") else ""
+        print(f"{r['split']}: {r['frames']} frames in {r['shards']} shards, {r['bytes'] / 2**20:.1f} MiB{kept}")
     print(f"source {directory_size(args.src) / 2**20:.1f} MiB -> shards {directory_size(args.dst) / 2**20:.1f} MiB")
     return 0
 

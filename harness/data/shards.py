@@ -44,6 +44,7 @@ from harness.data.calvin_format import (
     range_in_runs,
 )
 from harness.data.images import RESIZE_MODES, resize_hwc
+from harness.durable_files import fsync_dir, sync_tree
 
 SHARD_FORMAT = "vla-harness-shards"
 SHARD_VERSION = 1
@@ -99,15 +100,21 @@ def convert_split(
     shard_frames: int = 2048,
     workers: int = 1,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Convert one split; writes into a temporary folder and renames it to `dst` when complete.
+    """Convert one split; writes into a temporary folder, synced to disk, and renames it to `dst` when complete
+    (so a `dst` with a manifest is whole, even after a crash).
 
     `resize` maps image keys to the square edge they are stored at (e.g. {"rgb_static": 96}), resized
     by `harness.data.images.resize_frames` in `resize_mode`, as the model's processor would at its input
-    size (the VLA backbones use the same function, and skip the resize for frames already that size)."""
+    size (the VLA backbones use the same function, and skip the resize for frames already that size).
+    `resume`: a `dst` already converted from the same source with the same settings is kept (the result says
+    `"kept": True`), one converted otherwise is an error naming what differs, and the temporary folders of
+    conversions killed before their rename are removed (one converter per destination)."""
     dst = Path(dst)
-    if dst.exists():
-        raise FileExistsError(f"{dst} exists; remove it or choose another destination")
+    if dst.exists() and not resume:
+        raise FileExistsError(f"{dst} exists; remove it, choose another destination, or resume (--resume) to keep "
+                              "a split converted with the same settings")
     if frames not in ("all", "annotated"):
         raise ValueError(f"frames must be 'all' or 'annotated', got {frames!r}")
     resize = _check_resize(resize or {}, keys, resize_mode)
@@ -122,6 +129,13 @@ def convert_split(
     probe = src.load_frame(int(ids[0]), keys)
     specs = {k: ("uint8" if v.dtype == np.uint8 else "float32", list(v.shape)) for k, v in probe.items()}
     scene_info = src.scene_info()  # a refused label (an old task_D_D copy's) stops here, before any shard is written
+    result = {"split": src.path.name, "frames": int(len(ids))}
+    if resume:
+        for killed in dst.parent.glob(f".{dst.name}.partial-*"):
+            shutil.rmtree(killed, ignore_errors=True)
+        if dst.exists():
+            _check_same_conversion(dst, src, frames, runs, _stored_keys(specs, resize), _resized(specs, resize, resize_mode))
+            return {**result, "shards": len(load_manifest(dst)["shards"]), "bytes": directory_size(dst), "kept": True}
 
     tmp = dst.parent / f".{dst.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -129,12 +143,40 @@ def convert_split(
     try:
         _write_split(src, tmp, ids, runs, lang, specs, scene_info, frames=frames, resize=resize,
                      resize_mode=resize_mode, shard_frames=shard_frames, workers=workers, progress=progress)
+        sync_tree(tmp)  # every shard on disk before the name says the split is complete
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     os.replace(tmp, dst)
-    return {"split": src.path.name, "frames": int(len(ids)), "shards": len(load_manifest(dst)["shards"]),
-            "bytes": directory_size(dst)}
+    fsync_dir(dst.parent)
+    return {**result, "shards": len(load_manifest(dst)["shards"]), "bytes": directory_size(dst)}
+
+
+def _stored_keys(specs: dict[str, tuple[str, list[int]]], resize: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """The manifest's `keys`: each key's dtype and stored shape."""
+    return {k: {"dtype": dt, "shape": [resize[k], resize[k], 3] if k in resize else shape} for k, (dt, shape) in specs.items()}
+
+
+def _resized(specs: dict[str, tuple[str, list[int]]], resize: dict[str, int], mode: str) -> dict[str, dict[str, Any]]:
+    """The manifest's `resized`: the source shape and interpolation of each resized key."""
+    return {k: {"from": specs[k][1], "mode": mode} for k in resize}
+
+
+def _check_same_conversion(dst: Path, src: CalvinSplit, frames: str, runs: np.ndarray, keys: dict[str, Any],
+                           resized: dict[str, Any]) -> None:
+    """A converted split that a resumed conversion keeps must hold what this one would write; else the error
+    names every difference (a folder that is not a converted split is refused too)."""
+    if not is_shard_dir(dst):
+        raise FileExistsError(f"{dst} exists and is not a converted split (no {MANIFEST}); remove it or choose another destination")
+    m = load_manifest(dst)
+    stored_runs = [[int(s), int(e)] for s, e, _ in m.get("runs", [])]
+    wanted = {"source": str(src.path.resolve()), "frames": frames, "runs": runs.tolist(), "keys": keys, "resized": resized}
+    stored = {"source": str(Path(m.get("source", "")).resolve()), "frames": m.get("frames"), "runs": stored_runs,
+              "keys": m.get("keys"), "resized": m.get("resized", {})}
+    differ = [f"{k}: {stored[k]} there, {wanted[k]} now" if k != "runs" else
+              f"runs (frame ids): {len(stored_runs)} runs there, {len(wanted['runs'])} now" for k in wanted if stored[k] != wanted[k]]
+    if differ:
+        raise ValueError(f"{dst} was converted otherwise; remove it to convert it again: " + "; ".join(differ))
 
 
 def _write_split(src: CalvinSplit, tmp: Path, ids: np.ndarray, runs: np.ndarray, lang: LangAnnotations,
@@ -170,8 +212,8 @@ def _write_split(src: CalvinSplit, tmp: Path, ids: np.ndarray, runs: np.ndarray,
         "source": str(src.path),
         "frames": frames,
         "num_frames": int(len(ids)),
-        "keys": {k: {"dtype": dt, "shape": [resize[k], resize[k], 3] if k in resize else shape} for k, (dt, shape) in specs.items()},
-        "resized": {k: {"from": specs[k][1], "mode": resize_mode} for k in resize},
+        "keys": _stored_keys(specs, resize),
+        "resized": _resized(specs, resize, resize_mode),
         "runs": [[int(s), int(e), int(r)] for (s, e), r in zip(runs, row0)],
         "shards": shards,
         "episodes": src.episodes.tolist(),
