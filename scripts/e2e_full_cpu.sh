@@ -45,7 +45,7 @@ same_recipe() {
     local file="$OUT/recipe_$1.txt" old
     old="$(cat "$file" 2> /dev/null)" || old="$2"
     if [ "$old" != "$2" ] && [ "${old%%TRAIN_ARGS=*}" = "${2%%TRAIN_ARGS=*}" ] \
-            && ! compgen -G "$OUT/train_$1/checkpoints/step_*" > /dev/null; then
+            && [ -z "$(find "$OUT/train_$1/checkpoints" -maxdepth 1 -name 'step_*' -print -quit 2> /dev/null)" ]; then
         echo "e2e_full_cpu.sh: $OUT's $1 training has no checkpoint yet: it starts with the new TRAIN_ARGS" >&2
         old="$2"
     fi
@@ -70,9 +70,12 @@ record() {
     shift
     if [ ! -d "$shards" ]; then
         python -m harness.record "$data" "$@" --workers 2 --seed 0
-        # a conversion stopped half-way keeps the splits it finished (--resume) and converts the rest
-        python -m harness.data convert "$data" "$shards.partial" --resume --frames annotated --workers 2 --resize "${RESIZE[@]}"
+        # a conversion stopped half-way keeps the splits it finished (--resume) and converts the rest, unless the
+        # recording it converted was made again since
+        if ! cmp -s "$data/recording.json" "$shards.partial/recording.json"; then rm -rf "$shards.partial"; fi
+        mkdir -p "$shards.partial"
         cp "$data/recording.json" "$shards.partial/"
+        python -m harness.data convert "$data" "$shards.partial" --resume --frames annotated --workers 2 --resize "${RESIZE[@]}"
         sync   # the shards on disk before they are named complete and their recording deleted
         mv "$shards.partial" "$shards"
         sync

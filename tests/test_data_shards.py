@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import pickle
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -191,18 +194,47 @@ def test_a_resumed_conversion_refuses_a_split_converted_otherwise(both, tmp_path
                                          r"keys: .*'shape': \[48, 48, 3\].* there, .*'shape': \[32, 32, 3\].* now; "
                                          r"resized: .*'mode': 'bicubic'.* there, .*'mode': 'bilinear'.* now"):
         convert(root, dst, resize={"rgb_static": 32}, resize_mode="bilinear", resume=True, progress=False)
-    with pytest.raises(ValueError, match=r"frames: all there, annotated now; runs \(frame ids\): 2 runs there, 3 now"):
+    with pytest.raises(ValueError, match=r"frames: all there, annotated now; runs \(frame ids\)$"):
         convert(root, dst, frames="annotated", resize={"rgb_static": 48}, resume=True, progress=False)
     moved = tmp_path / "moved"
-    (moved / "training").mkdir(parents=True)
-    for f in (root / "training").iterdir():
-        (moved / "training" / f.name).symlink_to(f)
-    with pytest.raises(ValueError, match=r"source: .*/training there, .*/moved/training now"):
+    shutil.copytree(root, moved)
+    with pytest.raises(ValueError, match=r"source: .*/training there, .*/moved/training now$"):
         convert(moved, dst, resize={"rgb_static": 48}, resume=True, progress=False)
     assert not (dst / "validation").exists()  # refused before anything was written
+
+    # the same frames annotated again with other instructions: what training reads differs
+    lang_file = moved / "training" / "lang_annotations" / "auto_lang_ann.npy"
+    lang = np.load(lang_file, allow_pickle=True).item()
+    lang["language"]["ann"] = [a + "!" for a in lang["language"]["ann"]]
+    np.save(lang_file, lang, allow_pickle=True)
+    again = tmp_path / "again"
+    convert(moved, again, splits=["training"], progress=False)
+    lang["language"]["ann"] = [a[:-1] for a in lang["language"]["ann"]]
+    np.save(lang_file, lang, allow_pickle=True)
+    with pytest.raises(ValueError, match=r"converted otherwise; remove it to convert it again: annotations$"):
+        convert(moved, again, resume=True, progress=False)
 
     (tmp_path / "mine" / "training").mkdir(parents=True)
     assert main(["convert", str(root), str(tmp_path / "mine"), "--resume"]) == 1
     assert "convert: " in capsys.readouterr().err
     with pytest.raises(FileExistsError, match=r"mine/training exists and is not a converted split \(no manifest.json\)"):
         convert(root, tmp_path / "mine", resume=True, progress=False)
+
+
+def test_a_resumed_conversion_takes_the_source_by_any_path_and_leaves_a_running_conversion_alone(both, tmp_path,
+                                                                                                   monkeypatch):
+    root, _, _ = both
+    dst = tmp_path / "out"
+    monkeypatch.chdir(root.parent)
+    convert(root.name, dst, splits=["training"], progress=False)  # a relative path, here
+    monkeypatch.chdir(tmp_path)
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = dst / f".validation.partial-{running.pid}"
+        live.mkdir()
+        results = convert(root, dst, resume=True, progress=False)  # the absolute path, from elsewhere
+        assert [r.get("kept", False) for r in results] == [True, False]
+        assert live.is_dir()  # another conversion's, still writing
+    finally:
+        running.kill()
+        running.wait()

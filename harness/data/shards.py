@@ -110,7 +110,7 @@ def convert_split(
     size (the VLA backbones use the same function, and skip the resize for frames already that size).
     `resume`: a `dst` already converted from the same source with the same settings is kept (the result says
     `"kept": True`), one converted otherwise is an error naming what differs, and the temporary folders of
-    conversions killed before their rename are removed (one converter per destination)."""
+    conversions killed before their rename are removed."""
     dst = Path(dst)
     if dst.exists() and not resume:
         raise FileExistsError(f"{dst} exists; remove it, choose another destination, or resume (--resume) to keep "
@@ -131,10 +131,9 @@ def convert_split(
     scene_info = src.scene_info()  # a refused label (an old task_D_D copy's) stops here, before any shard is written
     result = {"split": src.path.name, "frames": int(len(ids))}
     if resume:
-        for killed in dst.parent.glob(f".{dst.name}.partial-*"):
-            shutil.rmtree(killed, ignore_errors=True)
+        _remove_killed_conversions(dst)
         if dst.exists():
-            _check_same_conversion(dst, src, frames, runs, _stored_keys(specs, resize), _resized(specs, resize, resize_mode))
+            _check_same_conversion(dst, src, frames, runs, lang, specs, scene_info, resize, resize_mode)
             return {**result, "shards": len(load_manifest(dst)["shards"]), "bytes": directory_size(dst), "kept": True}
 
     tmp = dst.parent / f".{dst.name}.partial-{os.getpid()}"
@@ -152,6 +151,26 @@ def convert_split(
     return {**result, "shards": len(load_manifest(dst)["shards"]), "bytes": directory_size(dst)}
 
 
+def _remove_killed_conversions(dst: Path) -> None:
+    """The temporary folders that conversions into `dst` left when killed before their rename (a folder whose
+    process still runs on this machine is another conversion's, and stays)."""
+    for partial in dst.parent.glob(f".{dst.name}.partial-*"):
+        pid = partial.name.rpartition("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and _running(int(pid)):
+            continue
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _stored_keys(specs: dict[str, tuple[str, list[int]]], resize: dict[str, int]) -> dict[str, dict[str, Any]]:
     """The manifest's `keys`: each key's dtype and stored shape."""
     return {k: {"dtype": dt, "shape": [resize[k], resize[k], 3] if k in resize else shape} for k, (dt, shape) in specs.items()}
@@ -162,21 +181,57 @@ def _resized(specs: dict[str, tuple[str, list[int]]], resize: dict[str, int], mo
     return {k: {"from": specs[k][1], "mode": mode} for k in resize}
 
 
-def _check_same_conversion(dst: Path, src: CalvinSplit, frames: str, runs: np.ndarray, keys: dict[str, Any],
-                           resized: dict[str, Any]) -> None:
-    """A converted split that a resumed conversion keeps must hold what this one would write; else the error
-    names every difference (a folder that is not a converted split is refused too)."""
+def _annotations(lang: LangAnnotations) -> dict[str, Any]:
+    """annotations.json's content."""
+    return {"indx": lang.indx.tolist(), "ann": lang.ann, "task": lang.task, "episodes": lang.episodes}
+
+
+def _as_json(value: Any) -> Any:
+    """`value` as it reads back from JSON (tuples as lists, numpy scalars as numbers)."""
+    return json.loads(json.dumps(value, default=lambda x: x.item() if isinstance(x, np.generic) else x.tolist()))
+
+
+def _check_same_conversion(dst: Path, src: CalvinSplit, frames: str, runs: np.ndarray, lang: LangAnnotations,
+                           specs: dict[str, tuple[str, list[int]]], scene_info: dict[str, list[int]] | None,
+                           resize: dict[str, int], resize_mode: str) -> None:
+    """A converted split that a resumed conversion keeps must hold what this one would write: the same source,
+    frames, keys and sizes, annotations, episodes, scene labels and side files (the frames' pixels are not read
+    again). Else the error names every difference; a folder that is not a converted split is refused too."""
     if not is_shard_dir(dst):
         raise FileExistsError(f"{dst} exists and is not a converted split (no {MANIFEST}); remove it or choose another destination")
     m = load_manifest(dst)
-    stored_runs = [[int(s), int(e)] for s, e, _ in m.get("runs", [])]
-    wanted = {"source": str(src.path.resolve()), "frames": frames, "runs": runs.tolist(), "keys": keys, "resized": resized}
-    stored = {"source": str(Path(m.get("source", "")).resolve()), "frames": m.get("frames"), "runs": stored_runs,
-              "keys": m.get("keys"), "resized": m.get("resized", {})}
-    differ = [f"{k}: {stored[k]} there, {wanted[k]} now" if k != "runs" else
-              f"runs (frame ids): {len(stored_runs)} runs there, {len(wanted['runs'])} now" for k in wanted if stored[k] != wanted[k]]
+    shown = {"source": str(src.path.resolve()), "frames": frames, "keys": _stored_keys(specs, resize),
+             "resized": _resized(specs, resize, resize_mode)}
+    named = {"runs (frame ids)": (runs.tolist(), [[s, e] for s, e, *_ in m.get("runs", [])]),
+             "episodes": (_as_json(src.episodes.tolist()), m.get("episodes")),
+             "scene_info": (_as_json(scene_info), m.get("scene_info")),
+             "annotations": (_as_json(_annotations(lang)), _read_json(dst / ANNOTATIONS)),
+             "annotation embeddings": (lang.emb, _read_array(dst / ANNOTATION_EMB)),
+             STATISTICS: (_read_bytes(src.path / STATISTICS), _read_bytes(dst / STATISTICS)),
+             f"{LANG_DIR}/{EVAL_EMBEDDINGS}": (_read_bytes(src.path / LANG_DIR / EVAL_EMBEDDINGS),
+                                               _read_bytes(dst / LANG_DIR / EVAL_EMBEDDINGS))}
+    differ = [f"{k}: {m.get(k)} there, {v} now" for k, v in shown.items() if m.get(k) != v]
+    differ += [k for k, (now, there) in named.items() if not _same(now, there)]
     if differ:
         raise ValueError(f"{dst} was converted otherwise; remove it to convert it again: " + "; ".join(differ))
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return a is not None and b is not None and a.shape == b.shape and bool(np.array_equal(a, b))
+    return a == b
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _read_array(path: Path) -> np.ndarray | None:
+    return np.load(path, allow_pickle=False) if path.is_file() else None
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None
 
 
 def _write_split(src: CalvinSplit, tmp: Path, ids: np.ndarray, runs: np.ndarray, lang: LangAnnotations,
@@ -196,8 +251,7 @@ def _write_split(src: CalvinSplit, tmp: Path, ids: np.ndarray, runs: np.ndarray,
             for job in jobs:
                 bar.update(_write_shard(*job))
 
-    ann = {"indx": lang.indx.tolist(), "ann": lang.ann, "task": lang.task, "episodes": lang.episodes}
-    (tmp / ANNOTATIONS).write_text(json.dumps(ann))
+    (tmp / ANNOTATIONS).write_text(json.dumps(_annotations(lang)))
     if lang.emb is not None:
         np.save(tmp / ANNOTATION_EMB, lang.emb)
     if (src.path / STATISTICS).is_file():
@@ -209,7 +263,7 @@ def _write_split(src: CalvinSplit, tmp: Path, ids: np.ndarray, runs: np.ndarray,
     manifest = {
         "format": SHARD_FORMAT,
         "version": SHARD_VERSION,
-        "source": str(src.path),
+        "source": str(src.path.resolve()),
         "frames": frames,
         "num_frames": int(len(ids)),
         "keys": _stored_keys(specs, resize),
@@ -242,6 +296,7 @@ def convert(src: str | Path, dst: str | Path, *, splits: Iterable[str] | None = 
     if not names:
         return [convert_split(CalvinSplit(src), dst, **kw)]
     dst.mkdir(parents=True, exist_ok=True)
+    fsync_dir(dst.parent)
     return [convert_split(CalvinSplit(src, s), dst / s, **kw) for s in names]
 
 

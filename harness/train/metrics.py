@@ -51,7 +51,7 @@ class MetricsLogger:
 
         _truncate(self.path, start_step)
         self._file = self.path.open("a")
-        self._tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
+        self._tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1)
 
     def log(self, step: int, values: Mapping[str, Any]) -> None:
         if not self.enabled:
