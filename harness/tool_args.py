@@ -4,9 +4,9 @@
 
 Paths come first, as positional arguments; every other setting is an option `--words-with-dashes VALUE`;
 an option with several values takes them one after another (commas separate them too:
-`--tasks open_drawer,close_drawer`); a flag (`--quick`) takes no value. The two hydra apps
-(`python -m harness.eval`, `python -m harness.train`) take `key=value` overrides instead (`workers=8`,
-`env.scene=D`), as hydra does.
+`--tasks open_drawer,close_drawer`); a flag (`--quick`) takes no value. The hydra apps
+(`python -m harness.eval`, `harness.eval.robust`, `harness.train`, `harness.serve`) take `key=value` overrides
+instead (`workers=8`, `env.scene=D`), as hydra does.
 """
 
 from __future__ import annotations

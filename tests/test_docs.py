@@ -95,3 +95,17 @@ def test_every_cited_doc_section_exists():
             elif anchor not in cache.setdefault(doc, _anchors(doc)):
                 missing.append(f"{path.relative_to(ROOT)}: {doc.relative_to(ROOT)} has no section #{anchor}")
     assert not missing, "\n".join(missing)
+
+
+def test_the_readme_names_every_installed_command():
+    """Every `[project.scripts]` entry point is in the README's table of commands, with the module it runs."""
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    readme = (ROOT / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `vla-harness-")]
+    for name, target in scripts.items():
+        row = next((r for r in rows if f"`{name} " in r or f"`{name}`" in r), None)
+        assert row is not None, f"{name} is not in the README's table of commands"
+        module = target.split(":")[0].removesuffix(".__main__")
+        assert f"python -m {module}" in row or name == "vla-harness-compare", (name, module, row)
