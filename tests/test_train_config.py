@@ -38,6 +38,8 @@ def test_every_config_group_composes_and_round_trips(dataset, tmp_path):
     assert not recipe.model.proprio_gripper and recipe.model.loss.gripper_switch_weight == 10
     assert recipe.model.window_spec().proprio
     assert vlm.model.backbone.family == "idefics3" and vlm.model.loss.state_weight == 0 and vlm.optim.schedule == "cosine"
+    # ... and keeps the gripper and probe settings it was measured with, which the CNN recipe changed since
+    assert vlm.model.proprio_gripper and vlm.model.loss.gripper_switch_weight == 1 and vlm.model.loss.state_from == "lrn"
     assert vlm.data == recipe.data and vlm.trainer == replace(recipe.trainer, max_steps=40000, ema_decay=0.0)
     assert (recipe.optim.schedule, recipe.optim.decay_steps, recipe.trainer.max_steps) == ("wsd", 6000, 58000)
     assert recipe.trainer.ema_decay == 0.999  # every figure of the recipe is of its EMA weights
