@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-# what a writer killed between its write and its rename leaves beside the file (harmless; cleaned where a folder
-# is cleared or copied)
+# what a writer killed between its write and its rename leaves beside the file (harmless; removed by the folder's
+# next writer when it takes the folder's lock (harness.folder_lock), and left out where a folder is cleared or copied)
 TMP_GLOB = ".*.tmp-*"
 
 

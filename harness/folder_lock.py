@@ -3,7 +3,8 @@
 The dataset writer (a split folder) and the evaluation (its output folder) hold it for as long as they
 write. The lock file holds the owner's pid, so a second writer is refused at once with the process to
 wait for. The kernel drops the lock when its owner dies (even by SIGKILL), so a killed run never leaves
-a folder locked; the file it leaves behind is harmless.
+a folder locked; the file it leaves behind is harmless. The next holder removes what killed writers left beside
+the folder's files (`harness.durable_files.TMP_GLOB`: a write cut between its tmp file and its rename).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import time
 import weakref
 from pathlib import Path
 from typing import IO, Any
+
+from harness.durable_files import TMP_GLOB
 
 LOCK_FILE = ".writer.lock"
 
@@ -52,6 +55,7 @@ class FolderLock:
         f.flush()
         self._file = f
         _HELD.add(self)
+        _remove_killed_writes(self.folder)
         return self
 
     def release(self) -> None:
@@ -116,6 +120,11 @@ def _pid_running(path: Path) -> bool:
         pid = int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):  # a writer between its lock and its pid
         return False
+    return process_running(pid)
+
+
+def process_running(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (a pid reused since counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -123,6 +132,15 @@ def _pid_running(path: Path) -> bool:
     except PermissionError:  # another user's live process
         return True
     return True
+
+
+def _remove_killed_writes(folder: Path) -> None:
+    """The `.NAME.tmp-PID` files in `folder` whose writer is gone (one still running, a process the holder started
+    before it locked or a rank of the same run, keeps its file)."""
+    for path in folder.glob(TMP_GLOB):
+        pid = path.name.rpartition("-")[2]
+        if path.is_file() and pid.isdigit() and not process_running(int(pid)):
+            path.unlink(missing_ok=True)
 
 
 def _holder(f: IO[str], wait_s: float = 0.5) -> str:

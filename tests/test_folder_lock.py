@@ -56,3 +56,28 @@ def test_a_forked_child_does_not_keep_its_killed_parents_lock(tmp_path):
         FolderLock(tmp_path).acquire().release()  # the next writer gets it at once
     finally:
         os.kill(int(child.read_text()), signal.SIGKILL)
+
+
+def test_the_next_writer_removes_what_killed_writers_left_and_nothing_else(tmp_path):
+    """A write cut between its tmp file and its rename leaves `.NAME.tmp-PID`; the folder's next lock holder removes
+    it, but not a running process's (a rank of the same run still writing), its subfolders' or any other file."""
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        killed = tmp_path / f".run.json.tmp-{gone.pid}"
+        live = tmp_path / f".results.jsonl.tmp-{running.pid}"
+        deeper = tmp_path / "checkpoints" / f".trainer_state.json.tmp-{gone.pid}"
+        others = [tmp_path / "run.json", tmp_path / ".run.json.tmp-notapid.bak", tmp_path / "results.tmp-1"]
+        deeper.parent.mkdir()
+        for path in (killed, live, deeper, *others):
+            path.write_text("{")
+        with FolderLock(tmp_path):
+            assert not killed.exists()
+            assert live.exists() and deeper.exists() and all(p.exists() for p in others)
+    finally:
+        running.kill()
+        running.wait()

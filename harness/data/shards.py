@@ -45,6 +45,7 @@ from harness.data.calvin_format import (
 )
 from harness.data.images import RESIZE_MODES, resize_hwc
 from harness.durable_files import fsync_dir, sync_tree
+from harness.folder_lock import process_running
 
 SHARD_FORMAT = "vla-harness-shards"
 SHARD_VERSION = 1
@@ -156,19 +157,9 @@ def _remove_killed_conversions(dst: Path) -> None:
     process still runs on this machine is another conversion's, and stays)."""
     for partial in dst.parent.glob(f".{dst.name}.partial-*"):
         pid = partial.name.rpartition("-")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and _running(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and process_running(int(pid)):
             continue
         shutil.rmtree(partial, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _stored_keys(specs: dict[str, tuple[str, list[int]]], resize: dict[str, int]) -> dict[str, dict[str, Any]]:
