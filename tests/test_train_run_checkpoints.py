@@ -33,8 +33,6 @@ def test_a_step_is_on_disk_before_it_is_named(tmp_path, monkeypatch):
     """A machine that goes away (not only a killed process) must not leave `last` on a folder whose files never
     reached the disk: every file and folder of the step is fsynced before the rename that names it, and the
     checkpoints folder after it."""
-    import harness.train.run_checkpoints as run_checkpoints
-
     synced, renamed = [], []
 
     def fsync(fd):
