@@ -134,12 +134,24 @@ def process_running(pid: int) -> bool:
     return True
 
 
+def killed_leftovers(folder: Path, pattern: str) -> list[Path]:
+    """The entries of `folder` matching `pattern`, a name that ends in its writer's pid (`.NAME.tmp-PID`,
+    `.SPLIT.partial-PID`), whose writer no longer runs on this machine: what a process killed before its rename left
+    behind. A running writer's entry (another process, a rank of the same run, this process) is not one, nor is a
+    name without a pid."""
+    leftovers = []
+    for path in folder.glob(pattern):
+        pid = path.name.rpartition("-")[2]
+        if pid.isdigit() and not process_running(int(pid)):
+            leftovers.append(path)
+    return leftovers
+
+
 def _remove_killed_writes(folder: Path) -> None:
     """The `.NAME.tmp-PID` files in `folder` whose writer is gone (one still running, a process the holder started
     before it locked or a rank of the same run, keeps its file)."""
-    for path in folder.glob(TMP_GLOB):
-        pid = path.name.rpartition("-")[2]
-        if path.is_file() and pid.isdigit() and not process_running(int(pid)):
+    for path in killed_leftovers(folder, TMP_GLOB):
+        if path.is_file():
             path.unlink(missing_ok=True)
 
 

@@ -45,7 +45,7 @@ from harness.data.calvin_format import (
 )
 from harness.data.images import RESIZE_MODES, resize_hwc
 from harness.durable_files import fsync_dir, sync_tree
-from harness.folder_lock import process_running
+from harness.folder_lock import killed_leftovers
 
 SHARD_FORMAT = "vla-harness-shards"
 SHARD_VERSION = 1
@@ -154,11 +154,9 @@ def convert_split(
 
 def _remove_killed_conversions(dst: Path) -> None:
     """The temporary folders that conversions into `dst` left when killed before their rename (a folder whose
-    process still runs on this machine is another conversion's, and stays)."""
-    for partial in dst.parent.glob(f".{dst.name}.partial-*"):
-        pid = partial.name.rpartition("-")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and process_running(int(pid)):
-            continue
+    process still runs on this machine is another conversion's, and stays; this process's own is replaced when it
+    converts)."""
+    for partial in killed_leftovers(dst.parent, f".{dst.name}.partial-*"):
         shutil.rmtree(partial, ignore_errors=True)
 
 
