@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from agents.vla.layout import checkpoint_digest
 from harness.eval.config import EvalSettings
 from harness.train.curve import curve_row, due_checkpoints, first_step, main, run_curve, training_hours, warm_start_hours
 from harness.train.origin import ORIGIN, Origin, lineage, read_origin, record_origin
@@ -377,3 +378,26 @@ def test_a_rerun_keeps_the_rows_of_checkpoints_pruned_since_their_evaluation(dat
     more = run_curve(run, replace(settings, num_chains=2), every=2)
     assert [r["step"] for r in more] == [4]
     assert "step_0000002: its checkpoint is gone (pruned) and its evaluation has other settings" in capsys.readouterr().err
+
+
+def test_a_pruned_step_trained_again_since_its_evaluation_loses_its_row(dataset, tmp_path, capsys):
+    """The run's metrics.jsonl records the digest of each checkpoint it saves; once a step's folder is pruned, its
+    evaluation is a row only while that record names the weights it evaluated: not after the step was trained again
+    (a resume from an earlier step, with other settings), nor while it is not trained again yet."""
+    run = tmp_path / "run"
+    train_here(dataset, run, "trainer.max_steps=4", "trainer.ckpt_every=2", "trainer.keep_last=0")
+    saved = {r["step"]: r["checkpoint/weights"] for r in metrics(run) if "checkpoint/weights" in r}
+    assert saved == {s: checkpoint_digest(run / "checkpoints" / f"step_{s:07d}") for s in (2, 4)}
+    settings = EvalSettings(mode="chains", num_chains=1, ep_len=2, workers=0, progress=False, videos=0, video_failures=0)
+    run_curve(run, settings, every=2)
+    # trained again from step 0 to 2 with another learning rate, and its step 2 pruned (as keep_last=1 would)
+    shutil.rmtree(run / "checkpoints")
+    (run / "summary.json").unlink()
+    train_here(dataset, run, "trainer.max_steps=2", "trainer.ckpt_every=2", "trainer.keep_last=0", "optim.lr=0.01")
+    assert {r["step"] for r in metrics(run) if "checkpoint/weights" in r} == {2}
+    shutil.rmtree(run / "checkpoints" / "step_0000002")
+    capsys.readouterr()
+    assert run_curve(run, settings, every=2) == []  # step 2's evaluation is of the old weights; step 4 is not trained
+    err = capsys.readouterr().err
+    assert "step_0000002: its checkpoint is gone (pruned) and the run's metrics.jsonl does not record the weights" in err
+    assert "step_0000004: its checkpoint is gone (pruned) and the run's metrics.jsonl does not record" in err

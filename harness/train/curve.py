@@ -24,7 +24,8 @@ run's curve is the whole run's: the checkpoints of the folders it was carried on
 carried on from, are evaluated with its own (column `run`: the folder each checkpoint was read from; every
 evaluation is written under this run's `curve/`).
 Keep the checkpoints (`trainer.keep_last=0`) to evaluate all of them afterwards (a checkpoint pruned after its
-evaluation keeps its row in a rerun with the same settings); `--follow` evaluates
+evaluation keeps its row in a rerun with the same settings, while the run's metrics.jsonl records those weights at
+that step); `--follow` evaluates
 each as it appears and stops once the run has written its summary, no trainer holds the run folder, and every
 due checkpoint is done, or
 (exit status 1) once the training stopped before its end: no process on this machine holds the run folder
@@ -47,7 +48,7 @@ from harness.eval.store import RUN_FILE, read_results
 from harness.folder_lock import held
 from harness.train.origin import lineage, read_origin
 from harness.train.run_checkpoints import step_name
-from harness.train.metrics import METRICS, read_metrics
+from harness.train.metrics import CHECKPOINT_WEIGHTS, METRICS, read_metrics
 from harness.train.tables import fmt, markdown_table, write_csv
 from harness.train.trainer import SUMMARY
 
@@ -264,8 +265,9 @@ def pruned_evaluations(run: Path, folder: Path, settings: Any, scene: str, every
                        listed: set[int]) -> dict[int, tuple[Checkpoint, dict[str, Any]]]:
     """The finished evaluations in `folder` of due steps whose checkpoints the run has pruned since
     (trainer.keep_last > 0; `listed`: the due steps still there), when they are of these settings and units (a
-    rerun with other ones cannot evaluate the checkpoint again: its row is left out, saying so). A rerun of the
-    curve dropped their rows."""
+    rerun with other ones cannot evaluate the checkpoint again: its row is left out, saying so) and of the weights
+    the run's metrics.jsonl records for the step (one of a step trained again since, or not yet again, is left out
+    too). A rerun of the curve dropped their rows."""
     from harness.eval.specs import AgentConfig, EnvConfig
 
     final = _final_step(run)
@@ -284,9 +286,22 @@ def pruned_evaluations(run: Path, folder: Path, settings: Any, scene: str, every
             print(f"{out.name}: its checkpoint is gone (pruned) and its evaluation has other settings or units than "
                   "this curve's: left out", file=sys.stderr, flush=True)
             continue
+        trained_in = _folder_of(run, step)
+        if key.get("weights") is None or key.get("weights") != _saved_weights(trained_in, step):
+            print(f"{out.name}: its checkpoint is gone (pruned) and the run's metrics.jsonl does not record the weights "
+                  "it evaluated at that step (trained again since, or by a trainer that did not record them): left out",
+                  file=sys.stderr, flush=True)
+            continue
         checkpoint = Path(key["agent"]["kwargs"]["checkpoint"])
-        kept[step] = (Checkpoint(step, checkpoint, _folder_of(run, step)), evaluated)
+        kept[step] = (Checkpoint(step, checkpoint, trained_in), evaluated)
     return kept
+
+
+def _saved_weights(run: Path, step: int) -> str | None:
+    """The digest of the checkpoint the run saved at `step`, as its metrics.jsonl records it (the trajectory the
+    run's checkpoints belong to: a step trained again has the newer digest, one not trained again none)."""
+    records = read_metrics(run / METRICS) if (run / METRICS).is_file() else []
+    return next((r[CHECKPOINT_WEIGHTS] for r in reversed(records) if r["step"] == step and CHECKPOINT_WEIGHTS in r), None)
 
 
 def _folder_of(run: Path, step: int) -> Path:

@@ -3,9 +3,10 @@
 
 Every line of metrics.jsonl has `step` and the values logged at that step: training lines `loss`,
 `loss/<source>`, the action loss parts, `lr`, `grad_norm` (before clipping), `samples_per_s`, ...;
-validation lines `val/...`; rollout lines `rollout/...`. A resumed run first drops the lines after the
-step it resumes from (the killed run's steps that its checkpoint does not cover), so the file always
-describes the one trajectory that the checkpoints belong to; TensorBoard is told the same (`purge_step`).
+validation lines `val/...`; rollout lines `rollout/...`; a saved checkpoint's line its digest
+(`checkpoint/weights`). A resumed run first drops the lines after the step it resumes from (the killed run's steps
+that its checkpoint does not cover), so the file always describes the one trajectory that the checkpoints belong
+to; TensorBoard is told the same (`purge_step`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Mapping
 from harness.durable_files import atomic_write_text
 
 METRICS = "metrics.jsonl"
+CHECKPOINT_WEIGHTS = "checkpoint/weights"  # a saved step's agents.vla.layout.checkpoint_digest
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

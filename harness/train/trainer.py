@@ -31,6 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from agents.vla.checkpoint import inspect_checkpoint, load_weights, save_checkpoint, unique_state_dict
+from agents.vla.layout import checkpoint_digest
 from agents.vla.finetune import freeze_unreached
 from agents.vla.model import VLAModel
 from harness.config_errors import ConfigError, config_errors
@@ -47,7 +48,7 @@ from harness.train.checks import check_config, check_stored_image_sizes
 from harness.train.config import TrainConfig, resolve_device
 from harness.train.cotraining import VQAValidation
 from harness.train.ema import WeightAverage
-from harness.train.metrics import MetricsLogger, StepTimer
+from harness.train.metrics import CHECKPOINT_WEIGHTS, MetricsLogger, StepTimer
 from harness.train.optim import build_optimizer, build_scheduler, restore_schedule
 from harness.train.origin import record_origin
 from harness.train.sources import LOSSES, SourceLosses, build_stream
@@ -204,7 +205,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
         return json.loads(old_summary) if dist.is_main else {}
     logger = MetricsLogger(run_dir, dist.is_main, step)
     save = _Saver(cfg, ckpts, model, net, normalizer, optimizer, scheduler, scaler, stream, dist, sharded,
-                  weight_names, total_steps, budget, ema)
+                  weight_names, total_steps, budget, ema, logger)
     autocast = _autocast(tc.precision, device)
     bar = tqdm(total=total_steps, initial=step, desc=cfg.run_name, unit="step", dynamic_ncols=True,
                disable=not (tc.progress and dist.is_main))
@@ -408,6 +409,7 @@ class _Saver:
     total_steps: int
     budget: _CPUBudget
     ema: WeightAverage | None
+    logger: MetricsLogger
 
     def __call__(self, step: int, best: dict | None) -> Path | None:
         weights = full_weights(self.net, self.weight_names) if self.sharded else None
@@ -435,6 +437,9 @@ class _Saver:
                 save_trainer_state(d, meta, optim)
 
             folder = self.ckpts.save(step, write)
+            # the weights of the step as metrics.jsonl's trajectory has them: once the folder is pruned
+            # (trainer.keep_last), its curve row is kept only for an evaluation of these (harness.train.curve)
+            self.logger.log(step, {CHECKPOINT_WEIGHTS: checkpoint_digest(folder)})
         barrier(self.dist)
         return folder
 
