@@ -154,9 +154,9 @@ def convert_split(
 
 def _remove_killed_conversions(dst: Path) -> None:
     """The temporary folders that conversions into `dst` left when killed before their rename (a folder whose
-    process still runs on this machine is another conversion's, and stays; this process's own is replaced when it
-    converts)."""
-    for partial in killed_leftovers(dst.parent, f".{dst.name}.partial-*"):
+    process still runs on this machine is another conversion's, and stays; one named with this process's pid is an
+    earlier process's, as a process converts a split once)."""
+    for partial in [*killed_leftovers(dst.parent, f".{dst.name}.partial-*"), dst.parent / f".{dst.name}.partial-{os.getpid()}"]:
         shutil.rmtree(partial, ignore_errors=True)
 
 

@@ -435,11 +435,13 @@ class _Saver:
                     with self.ema.applied():
                         save_checkpoint(d, self.model, self.normalizer, extra)
                 save_trainer_state(d, meta, optim)
+                # the weights of the step as metrics.jsonl's trajectory has them (once the folder is pruned,
+                # trainer.keep_last, its curve row is kept only for an evaluation of these: harness.train.curve),
+                # written before the folder takes its name, so a resumable step always has its line (one of a
+                # step killed before its rename is dropped by the resume, as the step's other lines are)
+                self.logger.log(step, {CHECKPOINT_WEIGHTS: checkpoint_digest(d)})
 
             folder = self.ckpts.save(step, write)
-            # the weights of the step as metrics.jsonl's trajectory has them: once the folder is pruned
-            # (trainer.keep_last), its curve row is kept only for an evaluation of these (harness.train.curve)
-            self.logger.log(step, {CHECKPOINT_WEIGHTS: checkpoint_digest(folder)})
         barrier(self.dist)
         return folder
 
