@@ -159,7 +159,10 @@ class Batcher:
             if not batch:
                 continue
             started = time.perf_counter()
-            results = await self.call(self._step, batch)
+            try:
+                results = await self.call(self._step, batch)
+            except Exception as e:  # noqa: BLE001 - the compute thread itself failed: told to this batch's clients,
+                results = [(False, e)] * len(batch)  # and the server goes on with the next batch
             self.stats.compute_s += time.perf_counter() - started
             self.stats.batch_sizes[len(batch)] += 1
             for request, (ok, value) in zip(batch, results):
@@ -188,8 +191,11 @@ class Batcher:
         (a policy that raises has stepped no session; one that returns an exception for a session has
         stepped the others)."""
         try:
-            actions = self.policy.step_batch([r.session.state for r in batch], [r.obs for r in batch],
-                                             [r.instruction for r in batch])
+            actions = list(self.policy.step_batch([r.session.state for r in batch], [r.obs for r in batch],
+                                                  [r.instruction for r in batch]))
+            if len(actions) != len(batch):  # a request without its action would wait for ever
+                raise RuntimeError(f"the policy's step_batch returned {len(actions)} action(s) for {len(batch)} "
+                                   "observation(s)")
             return [(not isinstance(a, BaseException), a) for a in actions]
         except Exception as e:  # noqa: BLE001 - told to the clients; the server goes on
             if len(batch) == 1:
