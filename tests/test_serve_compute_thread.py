@@ -7,6 +7,7 @@ which thread built and which stepped it."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agents import make_agent
@@ -97,3 +99,19 @@ def test_building_in_the_compute_thread_returns_that_thread_and_raises_what_the_
 
     with pytest.raises(FileNotFoundError, match="/nowhere"):
         build_in_compute_thread(broken)
+
+
+def test_a_server_process_leaves_ctrl_c_to_its_parent():
+    """Ctrl-C reaches the whole foreground process group: the server its parent started (an evaluation's
+    server=on) must not stop on it, or the parent's watcher would start it again while the parent itself stops."""
+    with served({"name": "random"}) as server:
+        os.kill(server.process.pid, signal.SIGINT)
+        time.sleep(2.0)  # the watcher polls every 0.5 s
+        assert server.process.is_alive() and server.restarts == 0
+        agent = make_agent("remote", url=server.url)
+        try:
+            agent.reset()
+            assert agent.step({"robot_obs": np.zeros(15)}, "open the drawer").shape == (7,)
+        finally:
+            agent.close()
+    assert not server.process.is_alive()  # closed by its parent

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import signal
 import sys
 import threading
 import time
@@ -31,11 +32,15 @@ from .server import ServeSettings, run_server
 
 def _serve_main(conn: Connection, agent: dict[str, Any], settings: ServeSettings, threads: int) -> None:
     end_with_parent()  # a parent killed outright would leave the server holding the model for no one
+    # Ctrl-C reaches the whole foreground process group: the server would stop cleanly and the watcher, seeing it
+    # gone before the parent's own KeyboardInterrupt closed it, would start it again. The parent stops it (SIGTERM)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         from agents import make_policy
 
         policy, executor = build_in_compute_thread(lambda: make_policy(**agent), threads)
-        run_server(policy, settings, on_ready=lambda port: conn.send(("ready", port)), executor=executor)
+        run_server(policy, settings, on_ready=lambda port: conn.send(("ready", port)), executor=executor,
+                   stop_signals=(signal.SIGTERM,))
     except BaseException:  # noqa: BLE001 - reported to the parent
         try:
             conn.send(("fatal", traceback.format_exc()))

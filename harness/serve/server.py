@@ -38,6 +38,8 @@ from agents.remote.wire import WireError
 from .batching import Batcher, ServerSession, ServerStats, check_batching
 from .protocols import Codec, Event, make_codec
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # what stops a server run as a command (Ctrl-C, kill)
+
 
 @dataclass(frozen=True)
 class ServeSettings:
@@ -181,13 +183,14 @@ class PolicyServer:
             return response
         return None  # on to the WebSocket handshake
 
-    async def serve(self, on_ready: Callable[[int], None] | None = None, stop: asyncio.Event | None = None) -> None:
-        """Serve until `stop` is set (or SIGTERM / SIGINT); `on_ready(port)` once listening."""
+    async def serve(self, on_ready: Callable[[int], None] | None = None, stop: asyncio.Event | None = None,
+                    stop_signals: tuple[int, ...] = STOP_SIGNALS) -> None:
+        """Serve until `stop` is set or one of `stop_signals` comes; `on_ready(port)` once listening."""
         from websockets.asyncio.server import serve
 
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in stop_signals:
             try:
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError):  # not in the main thread, or not on this platform
@@ -212,8 +215,8 @@ def _closed_error(error: BaseException) -> bool:
 
 
 def run_server(policy: SessionPolicy, settings: ServeSettings, on_ready: Callable[[int], None] | None = None,
-               executor: ThreadPoolExecutor | None = None) -> dict[str, Any]:
-    """Serve in this thread until SIGTERM / SIGINT; returns the server's stats."""
+               executor: ThreadPoolExecutor | None = None, stop_signals: tuple[int, ...] = STOP_SIGNALS) -> dict[str, Any]:
+    """Serve in this thread until one of `stop_signals` (SIGTERM, SIGINT); returns the server's stats."""
     server = PolicyServer(policy, settings, executor)
-    asyncio.run(server.serve(on_ready))
+    asyncio.run(server.serve(on_ready, stop_signals=stop_signals))
     return server.stats.summary()
