@@ -103,6 +103,13 @@ class ThreadProbePolicy:
         return [np.array([*flags, 0, 0, 0, 1.0]) for _ in sessions]
 
 
+class NoSessionPolicy(ThreadProbePolicy):
+    """A probe that cannot open a session (a policy out of some per-session resource)."""
+
+    def new_session(self) -> None:
+        raise RuntimeError("no session slot left")
+
+
 class SlowLoadingPolicy(ThreadProbePolicy):
     """A probe whose build takes `seconds` (a model's load); it writes `started` when the build begins.
     `interrupt_own_thread`: the build sends SIGINT to its own thread first (a Ctrl-C that the kernel

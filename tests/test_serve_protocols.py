@@ -28,7 +28,9 @@ STEPS = 6
 
 
 def _vla_eval_obs(obs: dict, instruction: str) -> dict:
-    """An observation as vla-eval's CALVIN benchmark sends one (the full robot_obs as the state)."""
+    """An observation in vla-eval's layout (images, states, task_description) with the full robot_obs as the state,
+    as a client written for this server sends it (vla-eval's own CALVIN benchmark sends 8 of the 15 values:
+    docs/SERVING.md)."""
     return {"images": {"rgb_static": obs["rgb_obs"]["rgb_static"]}, "states": obs["robot_obs"].astype(np.float32),
             "task_description": instruction}
 
@@ -346,3 +348,27 @@ def test_images_decode_only_as_declared_and_within_a_budget(monkeypatch):
     unpack_message(message([_png(20)] * 2))
     with pytest.raises(WireError, match="decode to more than"):
         unpack_message(message([_png(20)] * 3))
+
+
+@pytest.mark.parametrize("flag, restarts", [(True, True), (np.bool_(True), True), (np.bool_(False), False), (1, False)])
+def test_an_openpi_reset_flag_is_read_as_openpi_client_packs_it(flag, restarts):
+    """openpi-client packs numpy scalars as `__npgeneric__`, so a `"reset": np.True_` arrives as numpy's bool,
+    not Python's: it restarts the episode all the same (a number is not a flag)."""
+    from agents.remote.wire import pack_openpi
+    from harness.serve.protocols import make_codec
+
+    request = {"observation/image": np.zeros((8, 8, 3), np.uint8), "observation/state": np.zeros(15, np.float32),
+               "prompt": "open the drawer", "reset": flag}
+    assert make_codec("openpi").read(pack_openpi(request)).restart is restarts
+
+
+def test_an_openpi_connection_whose_session_cannot_open_is_told_why():
+    """openpi opens a session per connection before any request: its failure reaches the client as openpi's
+    error text, not as a bare close."""
+    from agents.remote.wire import unpack_openpi
+
+    with served({"name": "custom", "factory": "tests.serve_helpers:NoSessionPolicy"}, protocol="openpi") as server:
+        with connect(server.url, open_timeout=30) as ws:
+            assert isinstance(unpack_openpi(ws.recv(timeout=30)), dict)  # the metadata, first
+            error = ws.recv(timeout=30)
+    assert isinstance(error, str) and "could not open a session: RuntimeError: no session slot left" in error

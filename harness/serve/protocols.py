@@ -115,7 +115,7 @@ class VlaEvalCodec(MessageCodec):
 
     def _observation(self, payload: dict[str, Any], seq: int) -> Event:
         obs, instruction = self.mapping.decode(payload)
-        return Event("observe", seq, obs=obs, instruction=instruction, restart=payload.get("episode_restart") is True)
+        return Event("observe", seq, obs=obs, instruction=instruction, restart=_true(payload.get("episode_restart")))
 
     def action(self, event: Event, action: Any) -> bytes:
         return pack_message("action", {"actions": _array(action)}, event.seq)
@@ -134,7 +134,7 @@ class OpenPICodec(Codec):
             raise WireError(f"an openpi request is an observation map, got {type(payload).__name__}")
         payload = {k.decode() if isinstance(k, bytes) else k: v for k, v in payload.items()}
         obs, instruction = self.mapping.decode(payload)
-        return Event("observe", obs=obs, instruction=instruction, restart=payload.get("reset") is True)
+        return Event("observe", obs=obs, instruction=instruction, restart=_true(payload.get("reset")))
 
     def action(self, event: Event, action: Any) -> bytes:
         return pack_openpi({"actions": _array(action)})
@@ -164,6 +164,11 @@ def _seed(value: Any) -> int | None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise WireError(f"episode_start seed must be an integer or null, got {value!r}")
     return value
+
+
+def _true(flag: Any) -> bool:
+    """A restart flag as the clients send it: a bool, or numpy's (openpi-client packs numpy scalars as such)."""
+    return isinstance(flag, (bool, np.bool_)) and bool(flag)
 
 
 def _array(action: Any) -> np.ndarray:

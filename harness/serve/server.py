@@ -117,7 +117,11 @@ class PolicyServer:
             if greeting is not None:
                 await ws.send(greeting)
             if codec.session_per_connection:
-                session = await self._open()
+                try:
+                    session = await self._open()
+                except Exception as e:  # told to the client, whose first request would otherwise meet a bare close
+                    await ws.send(codec.error(None, f"the server could not open a session: {type(e).__name__}: {e}"))
+                    raise
             async for data in ws:
                 session = await self._message(ws, codec, session, data)
         except Exception as e:  # noqa: BLE001 - one connection's trouble is not the server's
