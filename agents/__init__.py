@@ -97,13 +97,15 @@ def check_agent(name: str, **kwargs: Any) -> None:
     check_agent_options(_required_checkpoint(kwargs.pop("checkpoint", None)), **kwargs)
 
 
-def make_policy(name: str, factory: str | None = None, scene: str | None = None, **kwargs: Any) -> SessionPolicy:
+def make_policy(name: str, factory: str | None = None, scene: str | None = None,
+                block_sizes: dict[str, str] | None = None, **kwargs: Any) -> SessionPolicy:
     """What a policy server serves. A VLA checkpoint becomes a `VLAPolicy` (sessions stepped together, the
     model run once per batch); a factory ("module:callable") that returns a `SessionPolicy` is used as it
     is; any other agent (a registered name, or a factory's agent) runs one agent per session.
 
     `scene`: the scene of the env the clients run in. A server has no env of its own, so an agent that
-    reads the layout (the scripted expert) is bound to this scene as an env would bind it (`bind_env`)."""
+    reads the layout (the scripted expert) is bound to this scene as an env would bind it (`bind_env`), with the
+    blocks' sizes by colour where the clients' env has recoloured them (`block_sizes`, the block colour axis)."""
     if factory is None and name == "vla":
         from agents.vla import load_policy
 
@@ -112,7 +114,7 @@ def make_policy(name: str, factory: str | None = None, scene: str | None = None,
     def build() -> Any:
         agent = import_object(factory)(**kwargs) if factory else make_agent(name, **kwargs)
         if scene is not None and hasattr(agent, "bind_env"):
-            agent.bind_env(EnvDescription(backend="served", scene=scene, renderer="none"))
+            agent.bind_env(EnvDescription(backend="served", scene=scene, renderer="none", block_sizes=dict(block_sizes or {})))
         return agent
 
     first = build()

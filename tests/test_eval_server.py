@@ -128,3 +128,26 @@ def test_under_torchrun_each_rank_serves_its_own_workers(checkpoint, in_process,
     assert _records(tmp_path) == in_process
     servers = json.loads((tmp_path / "results.json").read_text())["server"]
     assert [s["rank"] for s in servers] == [0, 1] and sum(s["requests"] for s in servers) == CHAINS * EP_LEN
+
+
+@pytest.mark.parametrize("level", (1, 3))
+def test_a_served_expert_plans_with_the_blocks_the_workers_env_recoloured(level):
+    """`server=on` with the block colour axis: the server has no env, so it is told the workers' blocks' sizes by
+    colour and binds the scripted expert to them, as the env binds it in-process (it planned grasps with the
+    plain scene's sizes)."""
+    from agents import make_policy
+    from harness.envs.perturbations import Perturbations
+    from harness.sim.layout import get_layout
+
+    env = EnvConfig(perturb=Perturbations(block_colors=level)).build(cameras=())
+    try:
+        recoloured = env.description.block_sizes
+    finally:
+        env.close()
+    served = PolicyServerForWorkers(AgentConfig("scripted", {}), ServerOptions(), workers=2, scene="D",
+                                    block_colors=level)
+    assert served.server.agent["block_sizes"] == recoloured
+    expert = make_policy(**served.server.agent).new_session()
+    assert expert.world.layout.block_sizes == recoloured != get_layout("D").block_sizes
+    plain = PolicyServerForWorkers(AgentConfig("scripted", {}), ServerOptions(), workers=2, scene="D")
+    assert plain.server.agent["block_sizes"] is None

@@ -204,7 +204,7 @@ def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfi
             queue_due_videos()  # a resumed run's videos that a kill cut short
             if wants_server(settings.server, agent, settings.workers, rank_cores(dist.local_world_size)):
                 served = PolicyServerForWorkers(agent, settings.server_options, settings.workers, dist.local_world_size,
-                                                env.scene)
+                                                env.scene, env.perturb.block_colors)
                 with served as remote:
                     run_jobs(mine, env, remote, run_settings, settings.workers, on_result, on_ready, videos)
                 server_stats = served.stats

@@ -20,11 +20,13 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from harness.envs.scene_axes import COLOR_PERMUTATIONS
 from harness.eval.config import SERVER_MODES, ServerOptions
 from harness.eval.specs import AgentConfig, AgentSource, agent_device
 from harness.ranks import rank_cores, torch_threads
 from harness.serve.process import ServerProcess
 from harness.serve.server import ServeSettings
+from harness.sim.layout import get_layout
 
 MODEL_AGENTS = ("vla",)
 
@@ -53,10 +55,13 @@ class PolicyServerForWorkers:
     and keeps its last statistics in `stats`."""
 
     def __init__(self, agent: AgentConfig, options: ServerOptions, workers: int, local_world_size: int = 1,
-                 scene: str | None = None) -> None:
+                 scene: str | None = None, block_colors: int = 0) -> None:
         threads = options.threads or torch_threads(rank_cores(local_world_size) - workers)
+        # the workers' env's scene and blocks (`env.perturb.block_colors` recolours them), for a served agent that
+        # reads the layout
+        block_sizes = get_layout(scene).recolored(COLOR_PERMUTATIONS[block_colors]).block_sizes if scene and block_colors else None
         served = {"name": agent.name, **agent.kwargs, **({"factory": agent.factory} if agent.factory else {}),
-                  "scene": scene}  # the workers' env's scene, for a served agent that reads the layout
+                  "scene": scene, "block_sizes": block_sizes}
         settings = ServeSettings(port=0, token=secrets.token_hex(16), max_batch=options.max_batch,
                                  max_wait_ms=options.max_wait_ms)
         self.server = ServerProcess(served, settings, threads=threads)

@@ -7,7 +7,7 @@ the robot on the -y side, +y toward the cabinet, +x to the robot's right. Metres
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -174,6 +174,14 @@ class SceneLayout:
 
     def block_extents(self, color: str) -> tuple[float, float, float]:
         return BLOCK_EXTENTS[self.block_sizes[color]]
+
+    def recolored(self, permutation: dict[str, str]) -> "SceneLayout":
+        """The layout once the block that was colour c is colour permutation[c] (the block colour axis): each
+        colour takes the size of the block that now has it."""
+        sizes = dict(self.block_sizes)
+        for old, new in permutation.items():
+            sizes[new] = self.block_sizes[old]
+        return replace(self, block_sizes=sizes)
 
     def block_obs_slice(self, color: str) -> slice:
         """Where a block's xyz + euler sit in scene_obs."""

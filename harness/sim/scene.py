@@ -7,7 +7,7 @@ bodies follow: the table's static shell (6) and the floor (7).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -184,11 +184,10 @@ class PlayTableScene:
         """The block that was colour c looks colour permutation[c] from now on, and IS that colour to
         everything else: scene_obs, the info the oracle reads and the layout's block sizes follow the look
         (the block colour axis, docs/ROBUSTNESS.md). Returns the bodies' new colours, for the renderer to apply."""
-        uids, sizes = dict(self.block_uids), dict(self.layout.block_sizes)
+        uids = dict(self.block_uids)
         for old, new in permutation.items():
             self.block_uids[new] = uids[old]
-            sizes[new] = self.layout.block_sizes[old]
-        self.layout = replace(self.layout, block_sizes=sizes)
+        self.layout = self.layout.recolored(permutation)
         return {uids[old]: BLOCK_RGBA[new] for old, new in permutation.items()}
 
     def scale_block_dynamics(self, friction: float, mass: float) -> None:
