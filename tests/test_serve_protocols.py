@@ -350,6 +350,22 @@ def test_images_decode_only_as_declared_and_within_a_budget(monkeypatch):
         unpack_message(message([_png(20)] * 3))
 
 
+def test_an_openpi_connection_starts_a_new_episode_when_the_instruction_changes():
+    """openpi has no episode messages: a connection is a session, and a new instruction is a new episode for any
+    served agent (the VLA's batched step did this itself; an agent served one per session never saw a reset)."""
+    from agents.remote.wire import pack_openpi
+    from harness.serve.protocols import make_codec
+
+    codec = make_codec("openpi")
+
+    def request(prompt: str) -> bytes:
+        return pack_openpi({"observation/image": np.zeros((8, 8, 3), np.uint8),
+                            "observation/state": np.zeros(15, np.float32), "prompt": prompt})
+
+    assert [codec.read(request(p)).restart for p in ("open the drawer", "open the drawer", "lift the red block",
+                                                     "lift the red block")] == [False, False, True, False]
+
+
 @pytest.mark.parametrize("flag, restarts", [(True, True), (np.bool_(True), True), (np.bool_(False), False), (1, False)])
 def test_an_openpi_reset_flag_is_read_as_openpi_client_packs_it(flag, restarts):
     """openpi-client packs numpy scalars as `__npgeneric__`, so a `"reset": np.True_` arrives as numpy's bool,

@@ -125,6 +125,10 @@ class OpenPICodec(Codec):
     name = "openpi"
     session_per_connection = True
 
+    def __init__(self, mapping: ObservationMapping | None) -> None:
+        super().__init__(mapping)
+        self.instruction: str | None = None  # the connection's (the session's) last instruction
+
     def greeting(self, info: dict[str, Any]) -> bytes:
         return pack_openpi(info)
 
@@ -134,7 +138,9 @@ class OpenPICodec(Codec):
             raise WireError(f"an openpi request is an observation map, got {type(payload).__name__}")
         payload = {k.decode() if isinstance(k, bytes) else k: v for k, v in payload.items()}
         obs, instruction = self.mapping.decode(payload)
-        return Event("observe", obs=obs, instruction=instruction, restart=_true(payload.get("reset")))
+        changed = self.instruction is not None and instruction != self.instruction  # openpi has no episode messages
+        self.instruction = instruction
+        return Event("observe", obs=obs, instruction=instruction, restart=_true(payload.get("reset")) or changed)
 
     def action(self, event: Event, action: Any) -> bytes:
         return pack_openpi({"actions": _array(action)})
