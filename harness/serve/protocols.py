@@ -8,7 +8,7 @@
     vla_eval  vla-eval's RFC-0002: `episode_start` opens a session, `observation {images, states,
               task_description, episode_restart?}` -> `action {actions}`, `episode_end` closes it. The
               wire layout is the server's `observation` mapping (agents.remote.mapping).
-    openpi    openpi's: metadata on connect, then observation dict -> {"actions"}; a connection is one
+    openpi    openpi's: metadata on connect, then observation dict -> {"actions": (1, 7)}; a connection is one
               session, a new episode begins when the instruction changes or the observation carries
               `"reset": true`. Errors are text messages, as openpi's clients expect.
 """
@@ -143,7 +143,10 @@ class OpenPICodec(Codec):
         return Event("observe", obs=obs, instruction=instruction, restart=_true(payload.get("reset")) or changed)
 
     def action(self, event: Event, action: Any) -> bytes:
-        return pack_openpi({"actions": _array(action)})
+        # openpi's replies are chunks, (horizon, action dim): its clients (ActionChunkBroker) index the first axis;
+        # the served agent's one action is a chunk of one
+        actions = _array(action)
+        return pack_openpi({"actions": actions[None] if actions.ndim == 1 else actions})
 
     def error(self, event: Event | None, text: str) -> str:
         return text
