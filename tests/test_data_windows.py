@@ -223,6 +223,11 @@ def test_build_dataset_from_config(calvin_root):
     assert train[0]["actions"].shape == (4, 2, 7) and "robot_obs" in train[0]
     assert "open_drawer" not in train.lang.task and val.lang.task == ["turn_on_led"]
     assert val.window(0) == (0, 553570)
+    # a split folder as data.path trains, but its "validation" would be the same frames: refused, saying so
+    split_folder = DataConfig(path=str(calvin_root / "training"))
+    assert len(build_dataset(split_folder, spec, train=True)) > 0
+    with pytest.raises(ValueError, match=r"is a split folder, not a dataset root .* validation would read the training frames"):
+        build_dataset(split_folder, spec, train=False)
     with pytest.raises(ValueError, match=r"data: unknown keys \['windowsize'\]"):
         DataConfig.from_dict({"path": "x", "windowsize": 3})
     with pytest.raises(ValueError, match="data.n_shot must be an integer, got 'one'"):

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.data.calvin_format import STATISTICS, read_statistics
+from harness.data.calvin_format import STATISTICS, read_statistics, resolve_split_dir
 from harness.data.normalization import ActionNormalizer
-from harness.data.shards import ShardFrameSource
+from harness.data.shards import ShardFrameSource, resolve_shard_dir
 from harness.data.windows import FrameSource, NpzFrameSource, WindowDataset, WindowOptions, WindowSpec
 from harness.strict_config import from_mapping, plain
 
@@ -84,4 +84,13 @@ def build_dataset(cfg: DataConfig, spec: WindowSpec, train: bool, normalizer: Ac
     """Training (train=True) or validation windows of the shape `spec` (the model's `window_spec()`). Pass
     the checkpoint's normaliser at eval time."""
     source = open_source(cfg.path, cfg.split_name(train), cfg.format)
+    # a split folder given as data.path stands for any split name: validation would be the training frames
+    same = cfg.val_split != cfg.train_split and Path(source.name).resolve() == _split_folder(cfg.path, cfg.train_split, cfg.format).resolve()
+    if not train and same:
+        raise ValueError(f"data.path {cfg.path} is a split folder, not a dataset root with '{cfg.train_split}' and "
+                         f"'{cfg.val_split}' folders: validation would read the training frames; give the dataset root")
     return WindowDataset(source, spec, normalizer or make_normalizer(cfg), cfg if train else cfg.for_validation())
+
+
+def _split_folder(path: str | Path, split: str, fmt: str) -> Path:
+    return resolve_shard_dir(path, split) if fmt == "shards" else resolve_split_dir(path, split)
