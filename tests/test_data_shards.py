@@ -238,3 +238,21 @@ def test_a_resumed_conversion_takes_the_source_by_any_path_and_leaves_a_running_
     finally:
         running.kill()
         running.wait()
+
+
+def test_bad_shard_sizes_are_refused_and_numpy_episode_ids_convert(both, tmp_path, capsys):
+    """--shard-frames 0 or less is refused before anything is written (a negative one made a split of no shards
+    that --resume then kept); an auto_lang_ann whose info.episodes is a numpy array converts (its int64 values
+    stopped the conversion at its very end, in annotations.json)."""
+    from harness.data.__main__ import main
+    from harness.data.calvin_format import LangAnnotations
+
+    root, _, _ = both
+    with pytest.raises(ValueError, match="shard_frames must be at least 1, got 0"):
+        convert(root / "training", tmp_path / "zero", shard_frames=0, progress=False)
+    with pytest.raises(SystemExit) as refused:
+        main(["convert", str(root), str(tmp_path / "neg"), "--shard-frames", "-5"])
+    assert refused.value.code == 2 and "-5" in capsys.readouterr().err and not (tmp_path / "neg").exists()
+    lang = LangAnnotations.from_dict({"info": {"indx": [(0, 3)], "episodes": np.array([7])},
+                                      "language": {"ann": ["open the drawer"], "task": ["open_drawer"]}}, "here")
+    assert json.dumps(lang.to_dict()["info"]["episodes"]) == "[7]"

@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="store camera images at this square size, e.g. rgb_static=96 rgb_gripper=96 (the model's input size)")
     v.add_argument("--resize-mode", choices=RESIZE_MODES, default="bicubic",
                    help="interpolation of --resize; use the model's (its image processor's resample; bicubic for the tiny presets)")
-    v.add_argument("--shard-frames", type=int, default=2048, help="frames per shard")
-    v.add_argument("--workers", type=int, default=1, help="processes converting shards in parallel")
+    v.add_argument("--shard-frames", type=positive_int, default=2048, help="frames per shard")
+    v.add_argument("--workers", type=positive_int, default=1, help="processes converting shards in parallel")
     v.add_argument("--resume", action="store_true",
                    help="carry on a conversion that was stopped: keep the splits DST already has when they were "
                         "converted from the same source with the same settings (any other is an error)")

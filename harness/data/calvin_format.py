@@ -297,7 +297,9 @@ class LangAnnotations:
                 emb = emb.astype(np.float32, copy=False)
         if problems:
             raise CalvinFormatError(problems)
-        return cls(indx.astype(np.int64), ann, task, emb, list(episodes) if episodes is not None else None)
+        if episodes is not None:  # numpy scalars (an array stored) as plain values: written back as JSON too
+            episodes = [e.item() if isinstance(e, np.generic) else e for e in episodes]
+        return cls(indx.astype(np.int64), ann, task, emb, episodes)
 
     def to_dict(self) -> dict[str, Any]:
         language: dict[str, Any] = {"ann": list(self.ann), "task": list(self.task)}

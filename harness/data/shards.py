@@ -118,6 +118,8 @@ def convert_split(
                               "a split converted with the same settings")
     if frames not in ("all", "annotated"):
         raise ValueError(f"frames must be 'all' or 'annotated', got {frames!r}")
+    if shard_frames < 1:
+        raise ValueError(f"shard_frames must be at least 1, got {shard_frames}")
     resize = _check_resize(resize or {}, keys, resize_mode)
     lang = src.lang
     for i, (s, e) in enumerate(lang.indx):
