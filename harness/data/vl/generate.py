@@ -10,8 +10,9 @@
 State n is drawn from its own generator `default_rng([seed, n])` and goes to scene `scenes[n % len(scenes)]`,
 so a dataset is reproducible from (seed, scenes) and states do not depend on how many were asked for.
 The split is by state: `round(val_fraction * num_states)` states (at least one when there are two or
-more), chosen by a permutation seeded with `seed`, hold all their questions in val.json; no image is
-shared between the splits.
+more), chosen by a permutation seeded with `seed`, hold all their questions in val.json. A CALVIN start
+condition (`sample_calvin_state`, 192 of them) renders the same picture every time it is drawn, so those
+states' images recur across the splits (docs/vl_cotraining.md, "Known leak").
 """
 
 from __future__ import annotations
