@@ -13,6 +13,7 @@ from agents import AgentSpec
 from agents.replay import ReplayAgent
 from agents.scripted import ScriptedExpert
 from harness.envs import make_env
+from harness.config_errors import ConfigError
 from harness.envs.builtin import BuiltinEnv
 from harness.eval import AgentConfig, evaluate_chains, evaluate_single_tasks, rollout
 from harness.eval.jobs import chain_jobs, redrawn, single_task_jobs
@@ -275,3 +276,18 @@ def test_a_run_resumed_with_fewer_chains_shows_only_their_videos(tmp_path):
     prefix = evaluate_chains(agent, num_chains=1, ep_len=4, output_dir=tmp_path, video_failures=3)
     assert len(prefix["videos"]) == 1 and "chain_0000" in prefix["videos"][0]
 
+
+
+def test_a_run_resumed_on_another_simulator_is_refused(tmp_path):
+    """The run key names the env's settings, not the simulator that ran them: results measured on one version
+    (calvin_env at one commit) and resumed on another would be one result of two simulators."""
+    agent = AgentConfig("hold", {"gripper": 1.0}, factory="tests.eval_agents:HoldStill")
+    evaluate_chains(agent, num_chains=1, ep_len=2, output_dir=tmp_path)
+    saved = json.loads((tmp_path / "description.json").read_text())
+    version = saved["env"]["version"]
+    saved["env"]["version"] = "calvin_env 1431a46"
+    (tmp_path / "description.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match=f"holds results measured on 'calvin_env 1431a46'; this run's env is '{version}'"):
+        evaluate_chains(agent, num_chains=2, ep_len=2, output_dir=tmp_path)
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 1  # nothing added
+    assert evaluate_chains(agent, num_chains=2, ep_len=2, output_dir=tmp_path, overwrite=True)["num_chains"] == 2

@@ -177,6 +177,8 @@ def _run(settings: EvalSettings, jobs: list[Job], chains_s: float, env: EnvConfi
 
     def on_ready(desc: dict[str, Any]) -> None:
         nonlocal description
+        if done:
+            _check_same_env(folder, description, desc)
         description = desc
         if folder is not None and dist.is_main:
             _save_description(folder, desc)
@@ -277,6 +279,16 @@ def _in_job_order(jobs: Sequence[Job], records: dict[str, dict[str, Any]]) -> li
 def _saved_description(folder: Path | None) -> dict[str, Any] | None:
     path = folder / "description.json" if folder is not None else None
     return json.loads(path.read_text()) if path is not None and path.exists() else None
+
+
+def _check_same_env(folder: Path | None, saved: dict[str, Any] | None, now: dict[str, Any]) -> None:
+    """A resumed run's env must be the one its finished results were measured on: the run key names the env's
+    settings, the description the simulator that ran them (calvin_env at another commit behaves otherwise,
+    docs/EVALUATION.md), known only once a worker has built it."""
+    old, new = (saved or {}).get("env", {}).get("version"), now.get("env", {}).get("version")
+    if old and new and old != new:
+        raise ConfigError(f"{folder} holds results measured on {old!r}; this run's env is {new!r}: choose another "
+                          "output_dir, or overwrite=true to discard them")
 
 
 def _save_description(folder: Path, description: dict[str, Any]) -> None:
