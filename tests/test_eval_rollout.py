@@ -236,6 +236,7 @@ def test_a_setup_the_expert_fails_is_drawn_again_and_the_record_says_which(tmp_p
     (rec,) = [json.loads(line) for line in (tmp_path / "never" / "results.jsonl").read_text().splitlines()]
     assert results["failure_reasons"]["env_error"] == 1 and rec["subtasks"][0]["task"] == "stack_block"
     assert f"failed the setup of {rollout.SETUP_DRAWS} starts in a row" in rec["subtasks"][0]["message"]
+    assert rec["attempts"] == 1  # the draws come from the episode's seed: a new env would fail them the same way
 
 
 def test_an_env_failure_during_the_setup_is_the_measured_tasks():

@@ -98,6 +98,11 @@ class EnvFailure(Exception):
         return [*self.done, SubtaskOutcome(self.task, False, self.steps, "env_error", self.message)]
 
 
+class SetupFailed(EnvFailure):
+    """The scripted expert failed a single-task episode's setup in every draw: the draws come from the episode's
+    seed, so running it again would fail the same way; recorded at once, not retried on a new env."""
+
+
 def _error_text(error: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(error), error)).strip()[-500:]
 
@@ -339,7 +344,7 @@ def _set_up(env: Env, job: Job, oracle: TaskOracle, obs: dict[str, Any]) -> tupl
             obs = _start(env, job)
     error = RuntimeError(f"the scripted expert failed the setup of {SETUP_DRAWS} starts in a row, the last "
                          f"{' -> '.join(job.setup)} from {job.condition}: {why}")
-    raise EnvFailure([], job.tasks[0], 0, error, job)
+    raise SetupFailed([], job.tasks[0], 0, error, job)
 
 
 def _expert_setup(env: Env, expert: ScriptedExpert, oracle: TaskOracle, job: Job,

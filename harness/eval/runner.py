@@ -43,7 +43,7 @@ import numpy as np
 from agents import Agent, AgentUnavailable
 from harness.envs import Env
 from harness.eval.jobs import Job
-from harness.eval.rollout import ChainRun, EnvFailure, SubtaskOutcome, SubtaskTrace, preserved_global_rngs, run_chain
+from harness.eval.rollout import ChainRun, EnvFailure, SetupFailed, SubtaskOutcome, SubtaskTrace, preserved_global_rngs, run_chain
 from harness.eval.specs import AgentSource, EnvConfig, build_agent, is_live_agent
 from harness.eval.video import VideoJob, VideoQueue, VideoRenderer, render_process_main
 from harness.lifetime import end_with_parent
@@ -159,6 +159,8 @@ class JobRunner:
             try:
                 chain = run_chain(self.env, self.agent, job, self.settings.ep_len, self.oracle, record_states,
                                   self.settings.instructions, self.on_outcome)
+            except SetupFailed as e:  # the same draws again would fail the same way
+                return job_record(e.job or job, e.outcomes(), len(failures) + 1, clock), None
             except EnvFailure as e:
                 failures.append(e)
                 self._rebuild_env()
