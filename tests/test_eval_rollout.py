@@ -292,3 +292,21 @@ def test_a_run_resumed_on_another_simulator_is_refused(tmp_path):
         evaluate_chains(agent, num_chains=2, ep_len=2, output_dir=tmp_path)
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 1  # nothing added
     assert evaluate_chains(agent, num_chains=2, ep_len=2, output_dir=tmp_path, overwrite=True)["num_chains"] == 2
+
+
+def test_an_evaluation_in_the_callers_process_leaves_its_random_streams_as_they_were():
+    """workers=0 from a training loop: the evaluation seeds the global RNGs for its chains, and gives the caller
+    back Python's, numpy's and torch's streams where they were (CUDA's too, where the process uses it)."""
+    import random
+
+    import torch
+
+    from harness.eval.rollout import preserved_global_rngs, seed_everything
+
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    with preserved_global_rngs():
+        seed_everything(12345)
+        random.random(), np.random.rand(), torch.rand(1)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected

@@ -122,6 +122,8 @@ def preserved_global_rngs() -> Iterator[None]:
     training process (workers=0) must not change the trainer's random stream."""
     torch = sys.modules.get("torch")
     states = (random.getstate(), np.random.get_state(), torch.get_rng_state() if torch is not None else None)
+    # torch.manual_seed (seed_everything) reseeds every CUDA generator too: those of a process using CUDA are kept
+    cuda = torch.cuda.get_rng_state_all() if torch is not None and torch.cuda.is_initialized() else None
     try:
         yield
     finally:
@@ -129,6 +131,8 @@ def preserved_global_rngs() -> Iterator[None]:
         np.random.set_state(states[1])
         if states[2] is not None:
             torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def agent_observation(obs: dict[str, Any], privileged: bool) -> dict[str, Any]:
