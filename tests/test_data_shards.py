@@ -256,3 +256,15 @@ def test_bad_shard_sizes_are_refused_and_numpy_episode_ids_convert(both, tmp_pat
     lang = LangAnnotations.from_dict({"info": {"indx": [(0, 3)], "episodes": np.array([7])},
                                       "language": {"ann": ["open the drawer"], "task": ["open_drawer"]}}, "here")
     assert json.dumps(lang.to_dict()["info"]["episodes"]) == "[7]"
+
+
+def test_a_resume_names_a_damaged_file_of_the_converted_split(both, tmp_path, capsys):
+    from harness.data.__main__ import main
+
+    root, _, _ = both
+    dst = tmp_path / "out"
+    convert(root, dst, splits=["training"], shard_frames=16, progress=False)
+    (dst / "training" / "annotations.json").write_text('{"indx": [[0, 3')
+    assert main(["convert", str(root), str(dst), "--split", "training", "--resume", "--shard-frames", "16"]) == 1
+    err = capsys.readouterr().err
+    assert f"convert: {dst / 'training' / 'annotations.json'} cannot be read" in err and "to convert it again" in err

@@ -155,6 +155,14 @@ def test_a_recording_started_before_a_setting_existed_continues(tmp_path):
     assert record_dataset(RecordConfig(episodes=1, **base), progress=False)["episodes"] == 0
     with pytest.raises(ValueError, match="other settings \\(balance\\)"):
         record_dataset(RecordConfig(episodes=1, balance=True, **base), progress=False)
+    # a torn or foreign recording.json is named, not a bare JSON error
+    settings = tmp_path / "ds" / "recording.json"
+    settings.write_text('{"episodes": 1, "sce')
+    with pytest.raises(ValueError, match=f"{settings} cannot be read \\(.*\\): it says how"):
+        record_dataset(RecordConfig(episodes=1, **base), progress=False)
+    settings.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=f"{settings} holds a list, not the recording's settings"):
+        record_dataset(RecordConfig(episodes=1, **base), progress=False)
 
 
 def test_a_worker_killed_mid_recording_stops_it_and_the_same_command_goes_on(tmp_path):

@@ -214,11 +214,17 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except ValueError as e:
+        raise ValueError(f"{path} cannot be read ({e}): remove {path.parent} to convert it again") from None
 
 
 def _read_array(path: Path) -> np.ndarray | None:
-    return np.load(path, allow_pickle=False) if path.is_file() else None
+    try:
+        return np.load(path, allow_pickle=False) if path.is_file() else None
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path} cannot be read ({e}): remove {path.parent} to convert it again") from None
 
 
 def _read_bytes(path: Path) -> bytes | None:

@@ -360,7 +360,12 @@ def _check_same_config(root: Path, cfg: RecordConfig) -> dict[str, Any]:
         mine["perturb"] = cfg.perturb.active()
     mine = json.loads(json.dumps(mine))
     if path.exists():
-        theirs = json.loads(path.read_text())
+        try:
+            theirs = json.loads(path.read_text())
+        except ValueError as e:
+            raise ValueError(f"{path} cannot be read ({e}): it says how {root} was recorded; use a new folder") from None
+        if not isinstance(theirs, dict):
+            raise ValueError(f"{path} holds a {type(theirs).__name__}, not the recording's settings; use a new folder")
         defaults = {f.name: f.default for f in fields(RecordConfig)}  # a setting added later: its default then
         differ = {k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k, defaults.get(k))
                   and k not in ("episodes", "val_episodes", "episode_seeds", "perturbations")}
