@@ -114,3 +114,22 @@ def test_freeze_unreached_leaves_every_trainable_parameter_with_a_gradient(tiny_
     assert all(p.grad is None for p in model.parameters())
     model(make_batch())["loss"].backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_lora_adapters_on_a_bf16_backbone_are_fp32(tiny_dir):
+    """The LoRA presets load the backbone in bf16; peft gives injected adapters the base layer's dtype, where
+    updates at a fine-tuning learning rate (2e-5 on weights ~0.016) are below half a bf16 step and round away."""
+    from dataclasses import replace
+
+    from agents.vla.finetune import apply_finetune
+
+    model = build_model(tiny_dir, "tiny_llava", head="mlp", train_vision=False)
+    lm = model.backbone.language_model.to(torch.bfloat16)
+    apply_finetune(model, replace(model.cfg.finetune, mode="lora", lora_r=2))
+    lora = {n: p for n, p in lm.named_parameters() if "lora_" in n}
+    assert lora and {p.dtype for p in lora.values()} == {torch.float32} and all(p.requires_grad for p in lora.values())
+    assert {m.base_layer.weight.dtype for m in lm.modules() if hasattr(m, "lora_A")} == {torch.bfloat16}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(make_batch())["loss"]
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for n, p in lora.items() if "lora_B" in n)

@@ -37,11 +37,15 @@ def apply_finetune(model: nn.Module, cfg: FinetuneConfig) -> None:
         _set(model.vlm, False)
     elif cfg.mode == "lora":
         from peft import LoraConfig, inject_adapter_in_model
+        from peft.functional import cast_adapter_dtype
 
         _set(model.vlm, False)
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           bias=cfg.lora_bias, target_modules=lora_target_modules(lm))
         inject_adapter_in_model(lora, lm)  # in place: the LM's Linears become LoRA layers, base weights frozen
+        # the adapters take the base layers' dtype: on a bf16 backbone (the LoRA presets) lora_A's updates at a
+        # fine-tuning learning rate round away. In fp32, as get_peft_model keeps them; the base stays bf16
+        cast_adapter_dtype(lm, "default", autocast_adapter_dtype=True)
         for m in bb.vision_modules:
             _set(m, cfg.train_vision)
         _set(model.embed.base, cfg.train_embeddings)
