@@ -423,3 +423,15 @@ def test_a_prefix_lm_backbone_cannot_read_the_scene_from_its_image_tokens(tiny_d
     cfg = make_config(tiny_dir("tiny_paligemma"), "tiny_paligemma")
     with pytest.raises(ValueError, match="bidirectional prefix"):
         VLAModel.build(replace(cfg, loss=LossConfig(state_weight=1.0, state_from="image")), verbose=False)
+
+
+@pytest.mark.parametrize("name", ["tiny_llava", "tiny_kosmos2"])
+def test_the_last_image_token_state_reads_the_image(tiny_dir, name):
+    """`loss.state_from=image` and the doctor read each frame's state at its last image position. Kosmos-2's
+    `<image>` token opens a block before its content (the latents after it hold the image): read there, the
+    state was the same whatever the picture."""
+    model = build_model(tiny_dir, name, head="mlp").eval()
+    batch = make_batch(b=1)
+    other = {**batch, "rgb_static": 255 - batch["rgb_static"]}
+    with torch.no_grad():
+        assert not torch.allclose(model.image_states(batch), model.image_states(other))

@@ -128,6 +128,10 @@ class BackboneAdapter:
         """The id of the image placeholder tokens whose embeddings become image features."""
         return int(self.model.config.image_token_id)
 
+    def image_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(S, T) bool: the positions that hold an image's content (its features) in the sequence."""
+        return input_ids == self.image_token_id
+
     @classmethod
     def check_config(cls, cfg: VLAConfig) -> None:
         """Raise a ValueError naming the setting if `cfg` asks for what this family cannot do."""
@@ -553,6 +557,10 @@ class Kosmos2Adapter(BackboneAdapter):
         n, t = self.n_latents, input_ids.shape[1]
         opened = F.pad((input_ids == self.image_token_id).long().cumsum(1), (n + 1, 0))  # [j + n + 1]: opens up to j
         return opened[:, n : n + t] > opened[:, :t]  # an `<image>` among the n tokens before
+
+    def image_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # `<image>` opens a block, before its content: the latents after it hold the image
+        return self.image_mask(input_ids)
 
     def run_model(self, input_ids, attention_mask, kwargs):
         decoder = self.language_model

@@ -307,7 +307,7 @@ class VLAModel(nn.Module):
     def _image_states(self, hidden: torch.Tensor, tokens: TokenBatch, b: int, w: int) -> torch.Tensor:
         """(B, W, H): the hidden state at each frame's last image token (history=post: a sequence per frame).
         The prompt puts the images before the instruction, so in a causal backbone it has not read the words."""
-        is_image = tokens.input_ids == self.backbone.image_token_id
+        is_image = self.backbone.image_positions(tokens.input_ids)
         last = hidden.shape[1] - 1 - is_image.flip(1).int().argmax(1)
         return _gather(hidden, last.unsqueeze(1)).reshape(b, w, -1)
 
