@@ -161,3 +161,7 @@ def test_a_huge_instruction_is_cut_to_the_configured_tokens(tiny_dir):
     assert seen[-1] == seen[-2] <= short_length - instruction_tokens + limit + 1  # +1: a merge at the cut
     assert model.prompt("open the drawer") == "What action should the robot take to open the drawer?"
     assert model.prompt(huge).startswith("What action should the robot take to push the red block")
+    # fewer characters than the limit, more tokens: non-ASCII text takes several byte-level tokens a character
+    wide = "🤖" * (limit - 1)
+    assert len(model.backbone.tokenizer(wide, add_special_tokens=False)["input_ids"]) > limit
+    assert len(model.backbone.tokenizer(model._bounded(wide), add_special_tokens=False)["input_ids"]) <= limit + 1

@@ -190,9 +190,7 @@ class VLAModel(nn.Module):
     def _bounded(self, instruction: str) -> str:
         """The instruction, or its longest prefix of at most `max_instruction_tokens` tokens (warned once)."""
         limit = self.cfg.backbone.max_instruction_tokens
-        if len(instruction) <= limit:  # a token covers at least one character
-            return instruction
-        if instruction not in self._bounded_cache:
+        if instruction not in self._bounded_cache:  # tokenized once (a character can take several byte-level tokens)
             enc = self.backbone.tokenizer(instruction, add_special_tokens=False, return_offsets_mapping=True)
             cut = instruction
             if len(enc["input_ids"]) > limit:
