@@ -211,6 +211,8 @@ class BackboneAdapter:
         """Token ids of the formatted prompt with its image placeholders expanded (cached)."""
         key = (prompt, image_sizes)
         if key not in self._prompt_ids:
+            if len(self._prompt_ids) >= 1024:  # a server given free-form instructions: bounded, as the model's caches
+                self._prompt_ids.clear()
             self._prompt_ids[key] = self.encode_prompt(self.format_text(prompt, len(image_sizes)), image_sizes)
         return self._prompt_ids[key]
 
