@@ -276,3 +276,28 @@ def test_the_digest_names_what_the_agent_loads_wherever_the_folder_is(saved, tmp
         metadata = f.metadata()
     save_file(weights, str(copy / "model.safetensors"), metadata=metadata)
     assert checkpoint_digest(copy) != checkpoint_digest(path)
+
+
+def test_a_checkpoint_of_a_bf16_backbone_loads_in_one_dtype(tiny_dir, tmp_path):
+    """backbone.dtype=bfloat16 (the LoRA presets) rebuilt the backbone in bf16 beside fp32 heads: a model that runs
+    only under autocast, while the doctor's probe and the instruction check run it without. Without a dtype the
+    checkpoint loads in float32, with one in that one."""
+    from dataclasses import replace
+
+    from agents.vla.model import VLAModel
+    from tests.vla_helpers import make_config
+
+    folder = tiny_dir("tiny_llava")
+    cfg = make_config(folder, "tiny_llava", head="mlp")
+    model = VLAModel.build(replace(cfg, backbone=replace(cfg.backbone, dtype="bfloat16")), verbose=False).eval()
+    save_checkpoint(tmp_path / "bf16", model, ActionNormalizer())
+    loaded = load_checkpoint(tmp_path / "bf16").model
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    assert loaded.cfg.backbone.dtype == "bfloat16"  # the config as trained, for a checkpoint saved again
+    trained = model.state_dict()
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16, torch.float32}  # as trained: mixed
+    assert all(torch.equal(v, trained[k].float()) for k, v in loaded.state_dict().items())  # bf16 -> fp32 exactly
+    with pytest.raises(RuntimeError, match="same dtype"):
+        model.predict(make_batch())  # the mixed model, as trained, runs only under autocast
+    assert torch.isfinite(loaded.predict(make_batch())).all()
+    assert {p.dtype for p in load_checkpoint(tmp_path / "bf16", dtype=torch.bfloat16).model.parameters()} == {torch.bfloat16}

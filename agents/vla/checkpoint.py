@@ -8,7 +8,7 @@ normalisation, a different tokenizer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -136,12 +136,15 @@ def inspect_checkpoint(path: str | Path) -> CheckpointFiles:
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
                     dtype: torch.dtype | None = None) -> Checkpoint:
     """Rebuild the model from the folder alone and load its weights, after checking that they match. A link
-    (a run's `checkpoints/last`) is resolved once, first: training may move it on while the files are read."""
+    (a run's `checkpoints/last`) is resolved once, first: training may move it on while the files are read.
+    The model is in one dtype, `dtype`, or float32 without one: a backbone trained in bf16 (backbone.dtype) beside
+    fp32 heads runs only under autocast, as in training, and the tools that read a checkpoint run without it."""
     path = Path(path).resolve()
     files = inspect_checkpoint(path)
     cfg, meta = files.cfg, files.metadata
+    built = cfg.backbone if dtype is not None else replace(cfg.backbone, dtype="float32")  # no double rounding
     try:
-        backbone = backbone_from_folders(cfg.backbone, str(path / "backbone"), str(path / "processor"))
+        backbone = backbone_from_folders(built, str(path / "backbone"), str(path / "processor"))
     except (OSError, ValueError, TypeError, KeyError) as e:  # a missing, truncated or damaged config/tokenizer file
         raise _fail(path, f"cannot rebuild the backbone from backbone/ and processor/ "
                           f"({type(e).__name__}: {' '.join(str(e).split())[:500]})") from e
@@ -153,7 +156,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
                               f"weights were trained with {meta.get(key)!r}")
     _check_tokenizer(path, model)
     load_weights(model, path, f"the model built from {CONFIG}")
-    model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+    model.to(device=device, dtype=dtype or torch.float32)
     model.eval()
     return Checkpoint(model, files.normalizer, files.config, path)
 
