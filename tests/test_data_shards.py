@@ -68,6 +68,8 @@ def test_shard_windows_equal_npz_windows(both, split):
     assert len(npz) == len(sh)
     for i in range(len(npz)):
         assert_items_equal(npz[i], sh[i])
+        # items own their arrays, whatever the source (the shards' are memory maps)
+        assert all(v.flags.writeable for v in sh[i].values() if isinstance(v, np.ndarray))
     aug = WindowOptions(augment=True)
     a, b = (WindowDataset(NpzFrameSource(root, split), CFG, ActionNormalizer(), aug),
             WindowDataset(ShardFrameSource(dst, split), CFG, ActionNormalizer(), aug))

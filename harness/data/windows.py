@@ -316,8 +316,8 @@ class WindowDataset(Dataset):
         }
         if spec.gripper:
             item["rgb_gripper"] = data["rgb_gripper"]
-        if spec.proprio:
-            item["robot_obs"] = data["robot_obs"]
+        if spec.proprio:  # a source may hand out read-only views (memory maps): items own writable arrays
+            item["robot_obs"] = np.require(data["robot_obs"], requirements=["C", "W"])
         if spec.scene_state:
             item["scene_obs"] = self._layouts[k].scene_obs_by_color(data["scene_obs"])
         for key, pad in (("rgb_static", opts.rgb_pad), ("rgb_gripper", opts.gripper_pad)):
