@@ -84,13 +84,14 @@ def build_dataset(cfg: DataConfig, spec: WindowSpec, train: bool, normalizer: Ac
     """Training (train=True) or validation windows of the shape `spec` (the model's `window_spec()`). Pass
     the checkpoint's normaliser at eval time."""
     source = open_source(cfg.path, cfg.split_name(train), cfg.format)
-    # a split folder given as data.path stands for any split name: validation would be the training frames
-    same = cfg.val_split != cfg.train_split and Path(source.name).resolve() == _split_folder(cfg.path, cfg.train_split, cfg.format).resolve()
-    if not train and same:
+    if not train and cfg.val_split != cfg.train_split and _same_folder(source.name, cfg):
         raise ValueError(f"data.path {cfg.path} is a split folder, not a dataset root with '{cfg.train_split}' and "
                          f"'{cfg.val_split}' folders: validation would read the training frames; give the dataset root")
     return WindowDataset(source, spec, normalizer or make_normalizer(cfg), cfg if train else cfg.for_validation())
 
 
-def _split_folder(path: str | Path, split: str, fmt: str) -> Path:
-    return resolve_shard_dir(path, split) if fmt == "shards" else resolve_split_dir(path, split)
+def _same_folder(validation: str, cfg: DataConfig) -> bool:
+    """Whether the validation split resolved to the training split's folder: a split folder given as data.path
+    stands for any split name."""
+    resolve = resolve_shard_dir if cfg.format == "shards" else resolve_split_dir
+    return Path(validation).resolve() == resolve(cfg.path, cfg.train_split).resolve()

@@ -26,7 +26,7 @@ import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -214,15 +214,17 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except ValueError as e:
-        raise ValueError(f"{path} cannot be read ({e}): remove {path.parent} to convert it again") from None
+    return _read_converted(path, lambda: json.loads(path.read_text()))
 
 
 def _read_array(path: Path) -> np.ndarray | None:
+    return _read_converted(path, lambda: np.load(path, allow_pickle=False))
+
+
+def _read_converted(path: Path, load: Callable[[], Any]) -> Any:
+    """A converted split's file (None where it has none); a damaged one is named, with what to do."""
     try:
-        return np.load(path, allow_pickle=False) if path.is_file() else None
+        return load() if path.is_file() else None
     except (ValueError, OSError, EOFError) as e:
         raise ValueError(f"{path} cannot be read ({e}): remove {path.parent} to convert it again") from None
 
