@@ -6,6 +6,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from agents.vla.agent import ExecutionConfig, load_agent
@@ -63,3 +64,15 @@ def test_tiny_size_overrides():
     with pytest.raises(ValueError, match="unknown tiny backbone"):
         build_tiny("tiny_gpt5")
     assert TinySize().hidden == 256
+
+
+def test_a_tiny_preset_is_built_in_backbone_dtype():
+    """backbone.dtype held for hub models (from_pretrained loads in it) but a tiny preset was built in float32
+    whatever it said: a tiny stand-in for a bf16 LoRA preset trained in another dtype than the model it stands for."""
+    from agents.vla.backbones import load_backbone
+    from agents.vla.config import BackboneConfig
+
+    backbone = load_backbone(BackboneConfig(tiny="tiny_llava", dtype="bfloat16", tiny_size={"hidden": 64, "layers": 1}))
+    assert {p.dtype for p in backbone.model.parameters()} == {torch.bfloat16}
+    assert torch.get_default_dtype() == torch.float32  # the process's default is left as it was
+    assert {p.dtype for p in load_backbone(BackboneConfig(tiny="tiny_llava")).model.parameters()} == {torch.float32}

@@ -741,7 +741,7 @@ def load_backbone(cfg: BackboneConfig) -> BackboneAdapter:
     if cfg.tiny is not None:
         from .tiny import build_tiny
 
-        model, processor = build_tiny(cfg.tiny, **cfg.tiny_size)
+        model, processor = build_tiny(cfg.tiny, _DTYPES[cfg.dtype], **cfg.tiny_size)
     else:
         from transformers import AutoModelForImageTextToText
 

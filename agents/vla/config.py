@@ -45,7 +45,7 @@ class BackboneConfig:
     # An instruction longer than this many tokens is cut (with a warning): one step's cost stays bounded
     # whatever text arrives. CALVIN's instructions have fewer than 30.
     max_instruction_tokens: int = 128
-    dtype: str = "float32"  # weights dtype at load time: float32 | bfloat16 | float16
+    dtype: str = "float32"  # weights dtype at load or build (tiny presets too): float32 | bfloat16 | float16
     attn_implementation: str = "sdpa"
 
     def __post_init__(self) -> None:

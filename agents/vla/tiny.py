@@ -11,8 +11,11 @@ family's style. `build_tiny(name)` returns `(model, processor)`;
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+import torch
 
 from .processors import ImageTextProcessor
 
@@ -330,7 +333,6 @@ def _tiny_mllama(size: TinySize):
     vision encoder of `vision_layers` local + 1 global layers, 4 tiles per image as Llama 3.2 Vision.
     Random init leaves the cross-attention gates at zero (the language model blind to images, as in
     Mllama's pre-training start); the preset opens them (tanh(1)), as they are in a trained checkpoint."""
-    import torch
     from transformers import AutoModelForImageTextToText, MllamaConfig, MllamaProcessor
     from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
 
@@ -390,11 +392,23 @@ TINY_PRESETS: dict[str, TinyPreset] = {
 }
 
 
-def build_tiny(name: str, **size: int):
-    """Random-init `(model, processor)` of the tiny preset `name`; `size` overrides `TinySize` fields."""
+def build_tiny(name: str, dtype: torch.dtype = torch.float32, **size: int):
+    """Random-init `(model, processor)` of the tiny preset `name`, its weights in `dtype` (as `from_pretrained`
+    loads a hub model's in backbone.dtype); `size` overrides `TinySize` fields."""
     if name not in TINY_PRESETS:
         raise ValueError(f"unknown tiny backbone {name!r}; known: {sorted(TINY_PRESETS)}")
     unknown = set(size) - set(TinySize.__dataclass_fields__)
     if unknown:
         raise ValueError(f"unknown tiny_size fields {sorted(unknown)}; known: {sorted(TinySize.__dataclass_fields__)}")
-    return TINY_PRESETS[name].build(TinySize(**size))
+    with _default_dtype(dtype):  # what from_config(dtype=) does: parameters are created in it, not cast afterwards
+        return TINY_PRESETS[name].build(TinySize(**size))
+
+
+@contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
