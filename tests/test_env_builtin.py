@@ -111,6 +111,8 @@ def test_same_state_gives_same_images(env):
         (np.array([0, 0, 0, 0, 0, 0, 0.5]), "exactly 1"),
         (((0, 0), (0, 0, 0), 1), "3 numbers"),
         (((0.1, 0, 0.5), (0, 0), 1), "3 or 4 numbers"),
+        (((0.1, 0, 0.5), (0, 0, 0, 0), 1), "quaternion xyzw must not be zero"),
+        (((0.1, 0, 0.5), (0, 0, 0), np.array([1.0, 1.0])), "1 numbers"),
         ({"type": "joint_abs", "action": np.zeros(8)}, "cartesian_rel"),
     ],
 )
@@ -130,6 +132,18 @@ def test_bad_constructor_and_reset_arguments(blind_env):
         blind_env.reset(robot_obs=np.zeros(14), scene_obs=np.zeros(24))
     with pytest.raises(ValueError, match=r"scene_obs must have shape \(24,\)"):
         blind_env.reset(robot_obs=NEUTRAL_ROBOT_OBS, scene_obs=np.zeros(23))
+    for index, name, value in ((4, "lightbulb", 0.7), (5, "led", 2.0), (5, "led", -1.0)):
+        with pytest.raises(ValueError, match=rf"scene_obs\[{index}\] \({name}\) must be 0 \(off\) or 1 \(on\)"):
+            blind_env.reset(robot_obs=NEUTRAL_ROBOT_OBS, scene_obs=np.r_[np.zeros(index), value, np.zeros(23 - index)])
+
+
+def test_an_absolute_action_split_from_one_array_is_taken_as_calvin_env_takes_it(blind_env):
+    """tuple(np.split(a, [3, 6])) gives a 1-element gripper array; calvin_env unwraps it (it was refused)."""
+    start = blind_env.reset(robot_obs=NEUTRAL_ROBOT_OBS, scene_obs=blind_env.get_obs()["scene_obs"])["robot_obs"]
+    pose = np.r_[start[:3] - (0, 0, 0.05), start[3:6], -1.0]
+    for _ in range(15):
+        obs, *_ = blind_env.step(tuple(np.split(pose, [3, 6])))
+    assert obs["robot_obs"][2] < start[2] - 0.045 and obs["robot_obs"][14] == -1
 
 
 def test_relative_actions_are_scaled_not_clipped(blind_env):

@@ -67,7 +67,12 @@ def parse_action(action: Any) -> Action:
     if isinstance(action, (tuple, list)) and len(action) == 3:
         pos = _numbers(action[0], "absolute action position", (3,))
         orn = _numbers(action[1], "absolute action orientation (euler xyz or quaternion xyzw)", (3, 4))
-        g = _numbers([action[2]], "absolute action gripper", (1,))[0]
+        if len(orn) == 4 and np.linalg.norm(orn) < 1e-6:  # PyBullet would read it as no rotation at all
+            raise ValueError(f"absolute action orientation: a quaternion xyzw must not be zero, got {orn.tolist()}")
+        gripper = action[2]
+        if np.ndim(gripper) == 1 and len(gripper) == 1:  # calvin_env unwraps it: what np.split(a, [3, 6]) gives
+            gripper = gripper[0]
+        g = _numbers([gripper], "absolute action gripper", (1,))[0]
         return AbsoluteAction(pos, orn, _gripper(g, "absolute action"))
     arr = _numbers(action, "relative action (x, y, z, roll, pitch, yaw, gripper)", (7,))
     _gripper(arr[6], "relative action")

@@ -160,7 +160,7 @@ class PlayTableScene:
     def reset(self, scene_obs: np.ndarray) -> None:
         """calvin_env's order: doors, lights, button (flag from its light), switch, then blocks."""
         self.reset_furniture(scene_obs[:4])
-        self.lights.reset(led=round(scene_obs[5]), bulb=round(scene_obs[4]), button_q=float(scene_obs[2]))
+        self.lights.reset(led=_light(scene_obs, 5, "led"), bulb=_light(scene_obs, 4, "lightbulb"), button_q=float(scene_obs[2]))
         self._show_lights()
         for color in self.layout.block_order:
             pose = scene_obs[self.layout.block_obs_slice(color)]
@@ -292,6 +292,14 @@ class DistractorBodies:
             _place_body(self.cid, uid, _parking(k), (0, 0, 0, 1))
 
 
+def _light(scene_obs: np.ndarray, index: int, name: str) -> int:
+    """A light's state from scene_obs: exactly 0 or 1, as calvin_env's Light.reset accepts (it raises otherwise)."""
+    value = float(scene_obs[index])
+    if value not in (0.0, 1.0):
+        raise ValueError(f"scene_obs[{index}] ({name}) must be 0 (off) or 1 (on), got {value}")
+    return int(value)
+
+
 def _parking(k: int) -> tuple[float, float, float]:
     """Where the k-th distractor waits, far from everything and from the blocks' own parking (+y)."""
     return (10.0, -10.0 * (k + 1), 10.0)
@@ -299,8 +307,8 @@ def _parking(k: int) -> tuple[float, float, float]:
 
 def _place_body(client: int, uid: int, pos: np.ndarray, orn: tuple[float, ...]) -> None:
     p.resetBasePositionAndOrientation(uid, [float(v) for v in pos], orn, physicsClientId=client)
-    # calvin_env keeps block velocities across resets; zeroing them makes a reset restore a
-    # recorded state exactly, whatever ran before.
+    # resetBasePositionAndOrientation already zeroes the base velocity (as in calvin_env, which calls only it);
+    # said explicitly, so a reset restores a recorded state exactly whatever PyBullet version runs it.
     p.resetBaseVelocity(uid, (0, 0, 0), (0, 0, 0), physicsClientId=client)
 
 

@@ -285,6 +285,8 @@ def random_chain(
     Rather than rejecting draws (hopeless for long chains), each next task is drawn with weight equal
     to the number of valid completions through it, which gives the same distribution.
     condition: a start state (any valid symbolic state); by default a random one of the 192.
+    distinct_categories=False drops CALVIN's one-task-per-category rule, and with it CALVIN's no-repeat rule:
+    uniform over what `is_valid_chain(..., distinct_categories=False)` accepts, a task may come back.
     ValueError when no valid chain of that length exists from the state.
     """
     if not isinstance(rng, np.random.Generator):
