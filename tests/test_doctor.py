@@ -558,3 +558,15 @@ def test_a_ridge_probe_recovers_a_linear_map():
     y = x @ w + 2.0
     new = rng.normal(size=(50, 8)) * x.std(0)
     assert np.allclose(fit_ridge(x, y, penalty=1e-6)(new), new @ w + 2.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--scene", "E"], "env.scene: unknown scene 'E'"),
+    (["--env", "none", "--env-factory", "tests.eval_agents:anything"], "--env-factory tests.eval_agents:anything would be ignored"),
+])
+def test_a_wrong_env_on_the_command_line_exits_2_before_anything_loads(tmp_path, capsys, argv, message):
+    """--scene E was taken, then raised a traceback once the checkpoint and data were read; an env factory beside
+    --env none was dropped without a word."""
+    with pytest.raises(SystemExit) as exit_:
+        doctor_main([str(tmp_path / "no-checkpoint-needed"), *argv])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -109,3 +109,9 @@ def test_the_suite_renderer_row_pairs_the_other_renderer_and_measures_the_image_
     assert set(difference["rgb_mean_abs"]) == {"rgb_static", "rgb_gripper"}
     assert min(difference["rgb_mean_abs"].values()) > 5 and max(difference["depth_median_abs_m"].values()) < 0.015
     assert "renderer tiny vs egl" in (tmp_path / "robustness.md").read_text()
+    # measured again when its settings change (it was kept from the first run whatever the rerun asked)
+    run_suite(settings, EnvConfig(), AgentConfig("scripted"), SuiteSettings(axes=("renderer",), image_chains=2), tmp_path)
+    assert json.loads((tmp_path / "renderer_1" / "image_difference.json").read_text())["chains"] == 2
+    # and said only by a suite with the renderer row
+    run_suite(settings, EnvConfig(), AgentConfig("scripted"), SuiteSettings(axes=("camera",), levels=(1,)), tmp_path)
+    assert "renderer tiny vs egl" not in (tmp_path / "robustness.md").read_text()

@@ -219,3 +219,56 @@ def test_instructions_replace_calvins_for_the_tasks_named(tmp_path):
         replace(SETTINGS, instructions={"close_the_drawer": "x"})
     with pytest.raises(ValueError, match="instructions: the text for open_drawer must be a non-empty string"):
         replace(SETTINGS, instructions={"open_drawer": " "})
+
+
+def test_every_row_evaluates_the_model_a_checkpoint_link_named_when_the_suite_began(tmp_path, monkeypatch):
+    """A suite of a training's checkpoints/last while the training moves it: each row read the link at its own
+    start, so later rows evaluated a newer model and the table called the extra training a perturbation's
+    drop. The link is read once now; a row of other weights (a folder from elsewhere) is refused by the table."""
+    import os
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    import harness.eval.robust as robust
+    from tests.serve_helpers import save_tiny_checkpoint
+
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    shutil.copytree(save_tiny_checkpoint(tmp_path / "tiny"), checkpoints / "step_0000001")
+    shutil.copytree(checkpoints / "step_0000001", checkpoints / "step_0000002")
+    weights_file = checkpoints / "step_0000002" / "model.safetensors"
+    with safe_open(str(weights_file), framework="pt") as f:
+        metadata = f.metadata()
+    save_file({k: v + 1e-3 for k, v in load_file(str(weights_file)).items()}, str(weights_file), metadata=metadata)
+    os.symlink("step_0000001", checkpoints / "last")
+    evaluated = robust.run_evaluation
+
+    def training_moves_the_link(*args, **kwargs):
+        result = evaluated(*args, **kwargs)
+        os.replace(_link_to("step_0000002", checkpoints), checkpoints / "last")
+        return result
+
+    monkeypatch.setattr(robust, "run_evaluation", training_moves_the_link)
+    settings = replace(SETTINGS, num_chains=1, ep_len=4)
+    agent = AgentConfig("vla", {"checkpoint": str(checkpoints / "last")})
+    run_suite(settings, EnvConfig(), agent, SuiteSettings(axes=("action_noise",), levels=(1,)), tmp_path / "suite")
+    keys = [json.loads((tmp_path / "suite" / row / "run.json").read_text()) for row in ("unperturbed", "action_noise_1")]
+    assert [k["checkpoint"] for k in keys] == ["step_0000001", "step_0000001"]
+    assert keys[0]["weights"] == keys[1]["weights"]
+
+    row = tmp_path / "suite" / "action_noise_1" / "run.json"
+    row.write_text(json.dumps({**keys[1], "weights": "0" * 32}))
+    with pytest.raises(ValueError, match="evaluated other weights"):
+        robust.robustness_table(tmp_path / "suite", SuiteSettings(axes=("action_noise",), levels=(1,)),
+                                {job.key for job in settings.jobs()})
+
+
+def _link_to(target: str, folder) -> str:
+    """A new link to `target` beside the one it will replace (a rename swaps it in, as the trainer does)."""
+    import os
+
+    path = folder / ".last.new"
+    os.symlink(target, path)
+    return str(path)

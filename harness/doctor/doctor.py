@@ -79,6 +79,11 @@ class DoctorConfig:
         for name in ("ep_len", "windows", "episodes", "episode_frames", "replay_episodes", "replay_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.env == "none":
+            if self.env_factory is not None:
+                raise ValueError(f"--env none skips every env check: --env-factory {self.env_factory} would be ignored")
+        else:  # a bad scene is said now, not as a traceback after the checkpoint and the data were read
+            EnvConfig(backend=self.env, scene=self.scene, renderer=self.renderer, factory=self.env_factory)
 
 
 @dataclass

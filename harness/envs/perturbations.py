@@ -10,15 +10,15 @@ and every caller that builds an env from the config gets the same ones. Who appl
 |---|---|---|
 | action_noise | Gaussian noise on the arm part of each action | `PerturbedEnv.step` |
 | start_pose | the robot's arm joints moved off the chain's start pose | `PerturbedEnv.reset` after `new_chain` |
-| camera | the static camera's pose jittered (1, 2, 4 cm; a quarter as many degrees), once per chain | `PerturbedEnv.new_chain` (built-in scene) |
+| camera | the static camera's pose jittered (1, 2, 4 cm; a quarter as many degrees), once per chain | `PerturbedEnv.new_chain` (built-in scene, env=calvin) |
 | image_noise, blur | Gaussian pixel noise, Gaussian blur of every rendered RGB image | `PerturbedEnv`'s observations |
-| friction, mass | the blocks' lateral friction and mass scaled | `PerturbedEnv` when built (built-in scene) |
+| friction, mass | the blocks' lateral friction and mass scaled | `PerturbedEnv` when built (built-in scene, env=calvin) |
 | light, color, texture | the light's direction and intensity, furniture colours, a procedural texture, per chain | `PerturbedEnv.new_chain` (built-in scene; harness/sim/appearance.py) |
 | latency, language | the policy sees observations k steps old; instructions reworded | the rollout (harness/eval/rollout.py) |
-| distractors | 1, 2, 4 objects on the table, away from every task's reach, placed per chain | `PerturbedEnv` when built (the bodies) and `new_chain` (built-in scene) |
+| distractors | 1, 2, 4 objects on the table, away from every task's reach, placed per chain | `PerturbedEnv` when built (the bodies) and `new_chain` (built-in scene, env=calvin) |
 | block_colors | blocks swap colours; "the red block" is the one that looks red (scene_axes.py) | `PerturbedEnv` when built (built-in scene) |
 | block_position | blocks that start on the table moved 2, 4, 8 cm off CALVIN's slots | `PerturbedEnv.reset` after `new_chain` |
-| furniture_friction, _mass, _damping | the door's, drawer's, button's and switch's joints | `PerturbedEnv` when built (built-in scene) |
+| furniture_friction, _mass, _damping | the door's, drawer's, button's and switch's joints | `PerturbedEnv` when built (built-in scene, env=calvin) |
 
 Every random draw comes from the chain's seed (`new_chain(seed)`, which the rollout calls with the job's
 seed, `seed + chain index`) and the axis, each axis from a stream of its own: a chain is perturbed the same

@@ -163,15 +163,17 @@ def _link_target(link: str, pinned: str) -> str:
     return target if same else os.path.relpath(pinned, os.path.dirname(link))
 
 
-def pin_checkpoint(agent: AgentSource) -> AgentSource:
+def pin_checkpoint(agent: AgentSource, folder: str | None = None) -> AgentSource:
     """The agent with its checkpoint link (a run's `checkpoints/last`) replaced by the folder it names now: the
     same command after more training evaluates another model, so the run key names the folder (run_key) and
-    every worker, rank and policy server loads that folder, even when training moves the link meanwhile."""
+    every worker, rank and policy server loads that folder, even when training moves the link meanwhile.
+    `folder`: the one the link named when the caller pinned it (a robustness suite's rows evaluate one model)."""
     link = _checkpoint_link(agent)
     if link is None:
         return agent
     assert isinstance(agent, AgentConfig)
-    return replace(agent, kwargs={**agent.kwargs, "checkpoint": os.path.join(os.path.dirname(link), os.readlink(link))})
+    folder = folder if folder is not None else os.path.join(os.path.dirname(link), os.readlink(link))
+    return replace(agent, kwargs={**agent.kwargs, "checkpoint": folder})
 
 
 # quick checks from Python (and rollouts during training): in this process, quiet, no videos

@@ -72,11 +72,13 @@ def _agent_for_rank(agent: AgentSource, dist: DistInfo) -> AgentSource:
 
 
 def run_evaluation(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output_dir: str | Path | None,
-                   config: dict[str, Any] | None = None, print_summary: bool = True) -> dict[str, Any]:
+                   config: dict[str, Any] | None = None, print_summary: bool = True,
+                   pinned_checkpoint: str | None = None) -> dict[str, Any]:
     """Run (or resume) an evaluation; returns results.json's content on rank 0 ({} on other ranks).
 
     output_dir None: nothing is written and nothing resumed (for quick checks from Python).
     print_summary: print CALVIN's printout and table (or the per-task table) at the end.
+    pinned_checkpoint: the folder the agent's checkpoint link named when the caller read it (else read now).
     """
     started = time.perf_counter()
     dist = dist_from_env()
@@ -89,7 +91,8 @@ def run_evaluation(settings: EvalSettings, env: EnvConfig, agent: AgentSource, o
         wants_server(settings.server, agent, settings.workers)
     dist = init_distributed(dist, choose_backend(settings.dist_backend, agent_device(agent)), settings.dist_timeout_s)
     try:
-        results = _evaluate(settings, env, _agent_for_rank(agent, dist), output_dir, config, dist, started)
+        results = _evaluate(settings, env, _agent_for_rank(agent, dist), output_dir, config, dist, started,
+                            pinned_checkpoint)
     finally:
         shutdown(dist)
     if results and print_summary:
@@ -100,13 +103,14 @@ def run_evaluation(settings: EvalSettings, env: EnvConfig, agent: AgentSource, o
 
 
 def _evaluate(settings: EvalSettings, env: EnvConfig, agent: AgentSource, output_dir: str | Path | None,
-              config: dict[str, Any] | None, dist: DistInfo, started: float) -> dict[str, Any]:
+              config: dict[str, Any] | None, dist: DistInfo, started: float,
+              pinned_checkpoint: str | None) -> dict[str, Any]:
     chains_started = time.perf_counter()
     with config_errors():
         jobs = settings.jobs()  # unknown task names fail here, before the folder is touched
     chains_s = time.perf_counter() - chains_started
     folder = Path(output_dir) if output_dir is not None else None
-    pinned = _pinned_by_rank0(pin_checkpoint(agent), dist)  # a link read once: the key names the folder the agent loads
+    pinned = _pinned_by_rank0(pin_checkpoint(agent, pinned_checkpoint), dist)  # a link read once: the key names the folder the agent loads
     if folder is None or not dist.is_main:
         return _run(settings, jobs, chains_s, env, pinned, folder, config, dist, started)
     key, agent = settings.run_key(env, agent, pinned), pinned  # rank 0's only: it hashes the checkpoint

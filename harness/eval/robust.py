@@ -32,12 +32,13 @@ from harness.durable_files import atomic_write_text
 from harness.envs import CAMERA_NAMES
 from harness.envs.perturbations import AXES, LEVELS, Perturbations, level_name
 from harness.eval.compare import Comparison, Run, compare_runs, load_run
-from harness.eval.config import EvalConfig, EvalSettings, store_eval_defaults
+from harness.eval.config import EvalConfig, EvalSettings, pin_checkpoint, store_eval_defaults
 from harness.eval.evaluation import run_evaluation
 from harness.eval.jobs import Job, chain_jobs
 from harness.eval.rollout import run_chain
-from harness.eval.specs import AgentSource, EnvConfig
+from harness.eval.specs import AgentConfig, AgentSource, EnvConfig
 from harness.eval.stats import Interval
+from harness.eval.store import RUN_FILE
 from harness.hydra_app import hydra_app, store_defaults
 from harness.lifetime import sigterm_exits
 from harness.strict_config import from_mapping, plain
@@ -105,25 +106,36 @@ def run_suite(settings: EvalSettings, env: EnvConfig, agent: AgentSource, suite:
         except ValueError as e:
             raise ConfigError(f"suite.axes: the {axis} row cannot run ({e})") from e
     folder = Path(output_dir)
+    # a link (a training's checkpoints/last) read once: every row evaluates the model it named when the suite began
+    pinned = pin_checkpoint(agent).kwargs.get("checkpoint") if isinstance(agent, AgentConfig) else None
     rows = [(UNPERTURBED, 0), *suite.rows()]
     for axis, level in rows:
         sub = folder / UNPERTURBED if not level else row_folder(folder, axis, level)
         if axis == RENDERER:
             row_env = replace(env, renderer=OTHER_RENDERER[env.renderer])
             print(f"[robust] {sub.name}: renderer {row_env.renderer}", flush=True)
-            run_evaluation(settings, row_env, agent, sub, config=_row_config(config, row_env), print_summary=False)
-            if not (sub / IMAGE_DIFFERENCE).exists():
-                jobs = chain_jobs(min(suite.image_chains, settings.num_chains), settings.seed)
-                difference = image_difference(env, row_env, jobs, settings.ep_len)
+            run_evaluation(settings, row_env, agent, sub, config=_row_config(config, row_env), print_summary=False,
+                           pinned_checkpoint=pinned)
+            jobs = chain_jobs(min(suite.image_chains, settings.num_chains), settings.seed)
+            made_of = json.loads(json.dumps({"chains": len(jobs), "seed": settings.seed, "ep_len": settings.ep_len,
+                                             "env": env.to_dict()}))
+            if settings.overwrite or _made_of(sub / IMAGE_DIFFERENCE) != made_of:  # measured again when stale
+                difference = {**image_difference(env, row_env, jobs, settings.ep_len), "made_of": made_of}
                 atomic_write_text(sub / IMAGE_DIFFERENCE, json.dumps(difference, indent=1) + "\n")
             continue
         perturb = Perturbations(**({axis: level} if level else {}))
         print(f"[robust] {sub.name}: {perturb.describe() or 'unperturbed'}", flush=True)
         row_env = replace(env, perturb=perturb)
-        run_evaluation(settings, row_env, agent, sub, config=_row_config(config, row_env), print_summary=False)
+        run_evaluation(settings, row_env, agent, sub, config=_row_config(config, row_env), print_summary=False,
+                       pinned_checkpoint=pinned)
     table = robustness_table(folder, suite, {job.key for job in settings.jobs()})
     write_table(folder, table)
     return table
+
+
+def _made_of(path: Path) -> dict[str, Any] | None:
+    """The settings an image difference was measured with (None: not measured yet)."""
+    return json.loads(path.read_text()).get("made_of") if path.exists() else None
 
 
 def _row_config(config: dict[str, Any] | None, env: EnvConfig) -> dict[str, Any] | None:
@@ -186,8 +198,16 @@ def robustness_table(folder: Path, suite: SuiteSettings, chains: set[str]) -> li
         other = [k for k, _, _ in comparison.mismatches if not k.startswith(expected)]
         if other:
             raise ValueError(f"{run.path} and {base.path} differ in more than the perturbation: {other}")
+        if _weights(run.path) != _weights(base.path):  # compare leaves the model out: it is what it compares
+            raise ValueError(f"{run.path} evaluated other weights than {base.path} (run.json `weights`): a row per "
+                             "model is no robustness table; name the checkpoint's step folder, not a link training moves")
         rows.append(_row(axis, level, run, comparison))
     return rows
+
+
+def _weights(folder: Path) -> str | None:
+    """The digest of the checkpoint a row evaluated (None for an agent without one)."""
+    return json.loads((folder / RUN_FILE).read_text()).get("weights")
 
 
 def _only(run: Run, chains: set[str]) -> Run:
@@ -255,7 +275,7 @@ def image_difference_markdown(folder: Path) -> str:
 
 
 def write_table(folder: Path, rows: list[dict[str, Any]]) -> None:
-    markdown = table_markdown(rows) + image_difference_markdown(folder)
+    markdown = table_markdown(rows) + (image_difference_markdown(folder) if any(r["axis"] == RENDERER for r in rows) else "")
     (folder / "robustness.md").write_text(markdown)
     with open(folder / "robustness.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
