@@ -124,6 +124,7 @@ def test_the_mixed_stream_keeps_the_share_counts_epochs_in_action_data_and_resum
 @pytest.mark.parametrize("overrides, message", [
     (("sources=action_vl", "sources.vl.options.path={vl}", "+sources.vl.options.ratio=0.5"), "sources.vl.ratio"),
     (("trainer.best_metric=vqa_accuracy",), "needs a vision-language source"),
+    (("stage=1", "sources=vl", "sources.vl.options.path={vl}"), "best_metric=val_loss needs the action source"),
     (("sources=action_vl", "sources.vl.options.path={vl}/nowhere"), "nowhere/train.json does not exist"),
     (("sources=action_vl", "sources.vl.options.path={vl}", "sources.vl.options.batch_size=1000"), "fewer than one batch"),
     (("sources=action_vl", "sources.vl.options.path={vl}", "sources.vl.ratio=0"), "ratio 0 in a mix"),

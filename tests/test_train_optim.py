@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.train.config import OptimConfig
-from harness.train.optim import build_optimizer, build_scheduler, lr_factor, parameter_groups
+from harness.train.optim import build_optimizer, build_scheduler, lr_factor, parameter_groups, warmup_steps
 from tests.train_helpers import AVX2_ONLY, cli, dataset, losses, metrics, run_cli, train_here, weights  # noqa: F401  (fixture)
 from tests.vla_helpers import build_model, tiny_dir  # noqa: F401  (fixture)
 
@@ -151,3 +151,46 @@ def test_bf16_training_on_a_cpu_without_a_bf16_lstm(dataset, tmp_path):
     proc = run_cli(cli(dataset, out, "trainer.max_steps=2", "trainer.val_every=0", "trainer.precision=bf16"), env=AVX2_ONLY)
     assert (proc.stdout + proc.stderr).count("this CPU has no bfloat16 LSTM") == 1, proc.stderr[-3000:]
     assert len(losses(out)) == 2 and all(math.isfinite(v) for v in losses(out).values())
+
+
+def test_a_schedule_the_run_cannot_follow_is_said():
+    """A config made for a long run trained briefly (trainer=cpu's 200 steps with a quarter-epoch warmup of a CALVIN
+    split): the lr never reached optim.lr, without a word."""
+    from harness.train.optim import schedule_warnings
+
+    assert "never reaches optim.lr=0.001" in schedule_warnings(OptimConfig(lr=1e-3, warmup_epochs=0.25), 200, 4000.0)[0]
+    wsd = OptimConfig(schedule="wsd", decay_steps=300, warmup_steps=10, warmup_epochs=0)
+    assert "decays from the warmup's end" in schedule_warnings(wsd, 200, 4000.0)[0]
+    assert schedule_warnings(wsd, 400, 4000.0) == [] and schedule_warnings(OptimConfig(warmup_steps=10, warmup_epochs=0), 200, 1.0) == []
+    # an epoch of 10 micro-batches at accumulation 4 is 2.5 steps: a quarter of one warms up over 1 step (it was
+    # a quarter of 2 whole steps, rounded to none)
+    assert warmup_steps(OptimConfig(warmup_epochs=0.25), 10 / 4) == 1
+
+
+def test_max_epochs_counts_whole_passes_when_the_accumulation_does_not_divide_an_epoch(dataset, tmp_path):
+    """10 micro-batches an epoch at accumulation 4: steps per epoch were rounded down to 2, so max_epochs=2 trained
+    4 steps, 1.6 epochs; now 5 steps, the 2 epochs asked for."""
+    summary = train_here(dataset, tmp_path / "run", "trainer.max_steps=null", "trainer.max_epochs=2",
+                         "trainer.batch_size=8", "trainer.grad_accum=4", "trainer.val_every=0", "trainer.ckpt_every=100")
+    steps, epochs = summary["steps"], summary["epochs"]
+    assert epochs >= 2 and (steps - 1) / steps * epochs < 2  # one step fewer would fall short of 2 epochs
+
+
+def test_a_nan_score_never_becomes_the_best_checkpoint():
+    """A first validation that gave NaN (an fp16 blow-up) was kept as best, and nothing compares better than NaN:
+    `best` stayed at that step for the rest of the run."""
+    from harness.train.trainer import _improves
+
+    nan = float("nan")
+    assert not _improves(nan, None, "val_loss") and not _improves(nan, {"value": 0.5}, "rollout_success")
+    assert _improves(0.5, {"value": nan}, "val_loss") and _improves(0.4, {"value": 0.5}, "val_loss")
+    assert not _improves(0.6, {"value": 0.5}, "val_loss") and _improves(0.6, {"value": 0.5}, "vqa_accuracy")
+
+
+def test_a_sweep_of_vision_language_runs_names_its_best_by_vqa_accuracy():
+    """Stage-1 runs (sources=vl) have no validation loss: the sweep table said "Best run: none"."""
+    from harness.train.sweep import best_run
+
+    rows = [{"run": str(k), "best_metric": "vqa_accuracy", "best_value": v, "val_loss": None, "rollout_score": None}
+            for k, v in enumerate((0.41, 0.62, float("nan"), 0.55))]
+    assert best_run(rows)["run"] == "1"

@@ -57,6 +57,9 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.stage not in STAGES:
         raise ValueError(f"stage must be 1 (vision-language only) or 2 (actions), got {cfg.stage!r}")
     check_sources(cfg)
+    if cfg.trainer.best_metric == "val_loss" and "action" not in cfg.sources:  # no validation windows: never a best
+        raise ValueError("trainer.best_metric=val_loss needs the action source's validation windows; with sources=vl "
+                         "set trainer.best_metric=vqa_accuracy (as +experiment=vl_stage1 does)")
     if cfg.trainer.best_metric == "vqa_accuracy" and "vl" not in cfg.sources:
         raise ValueError("trainer.best_metric=vqa_accuracy needs a vision-language source (sources=vl or action_vl)")
     if cfg.trainer.best_metric == "rollout_success" and not cfg.rollout.enabled:

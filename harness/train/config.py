@@ -60,6 +60,8 @@ class OptimConfig:
             raise ValueError(f"optim.lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ValueError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if not self.eps > 0:  # torch's AdamW would refuse it without naming the setting
+            raise ValueError(f"optim.eps must be > 0, got {self.eps}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"optim.betas must be two numbers in [0, 1), got {list(self.betas)}")
         if self.schedule not in SCHEDULES:
@@ -128,6 +130,11 @@ class TrainerConfig:
                 raise ValueError(f"trainer.{name} must be >= 0, got {getattr(self, name)}")
         if self.global_batch_size is not None and self.global_batch_size < 1:
             raise ValueError(f"trainer.global_batch_size must be >= 1 or null, got {self.global_batch_size}")
+        if self.global_batch_size is not None and self.grad_accum != 1:
+            raise ValueError(f"trainer.global_batch_size={self.global_batch_size} sets the accumulation itself (global / "
+                             f"(batch_size x ranks)): trainer.grad_accum={self.grad_accum} would be ignored; set one of them")
+        if not self.dist_timeout_s > 0:
+            raise ValueError(f"trainer.dist_timeout_s must be > 0 seconds, got {self.dist_timeout_s}")
         if self.val_samples is not None and self.val_samples < 1:
             raise ValueError(f"trainer.val_samples must be >= 1 or null, got {self.val_samples}")
         if not 0.0 <= self.ema_decay < 1.0:

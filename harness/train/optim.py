@@ -59,8 +59,21 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, fused: bool | None = Non
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused)
 
 
-def warmup_steps(cfg: OptimConfig, steps_per_epoch: int) -> int:
+def warmup_steps(cfg: OptimConfig, steps_per_epoch: float) -> int:
     return cfg.warmup_steps or int(round(cfg.warmup_epochs * steps_per_epoch))
+
+
+def schedule_warnings(cfg: OptimConfig, total_steps: int, steps_per_epoch: float) -> list[str]:
+    """What the schedule does in a run of `total_steps` that its settings do not say (a short run of a config made
+    for a long one): a warmup that never ends, a decay longer than what follows the warmup."""
+    warmup = warmup_steps(cfg, steps_per_epoch)
+    if warmup >= total_steps:
+        return [f"the warmup ({warmup} optimizer steps) is as long as the run ({total_steps}) or longer: the lr never "
+                f"reaches optim.lr={cfg.lr} (set optim.warmup_steps or optim.warmup_epochs shorter)"]
+    if cfg.schedule == "wsd" and cfg.decay_steps > total_steps - warmup:
+        return [f"optim.decay_steps={cfg.decay_steps} is longer than the run after its warmup ({total_steps - warmup} "
+                "steps): the lr decays from the warmup's end, a plain cosine"]
+    return []
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float, decay_steps: int = 0) -> float:
@@ -76,7 +89,7 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: floa
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+                    steps_per_epoch: float) -> torch.optim.lr_scheduler.LambdaLR:
     warmup = warmup_steps(cfg, steps_per_epoch)
 
     def factor(step: int) -> float:

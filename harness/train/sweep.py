@@ -60,19 +60,24 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
             "rollout_score_ci_low": rollout.get("rollout/score_ci_low"),
             "rollout_score_ci_high": rollout.get("rollout/score_ci_high"),
             "best_metric": (summary.get("best") or {}).get("metric") if summary else None,
+            "best_value": (summary.get("best") or {}).get("value") if summary else None,
             "samples_per_s": summary.get("samples_per_s") if summary else None,
         })
     return rows
 
 
 def best_run(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Highest rollout score if the runs were ranked by rollouts, else lowest validation loss."""
+    """Highest rollout score if the runs were ranked by rollouts, else highest VQA accuracy if by that (a sweep of
+    vision-language runs has no validation loss), else lowest validation loss."""
     def usable(v: Any) -> bool:
         return v is not None and math.isfinite(v)
 
     by_rollout = [r for r in rows if r["best_metric"] == "rollout_success" and usable(r["rollout_score"])]
     if by_rollout:
         return max(by_rollout, key=lambda r: r["rollout_score"])
+    by_vqa = [r for r in rows if r["best_metric"] == "vqa_accuracy" and usable(r["best_value"])]
+    if by_vqa:
+        return max(by_vqa, key=lambda r: r["best_value"])
     by_loss = [r for r in rows if usable(r["val_loss"])]
     return min(by_loss, key=lambda r: r["val_loss"]) if by_loss else None
 
@@ -112,7 +117,8 @@ def write_sweep_table(sweep_dir: str | Path) -> Path:
     lines = [f"# Sweep {sweep_dir}", ""]
     if best is not None:
         by_rollout = best["best_metric"] == "rollout_success" and best["rollout_score"] is not None
-        value = f"rollout score {_score_text(best)}" if by_rollout else f"val loss {fmt(best['val_loss'])}"
+        value = (f"rollout score {_score_text(best)}" if by_rollout else f"VQA accuracy {fmt(best['best_value'])}"
+                 if best["best_metric"] == "vqa_accuracy" else f"val loss {fmt(best['val_loss'])}")
         setting = " ".join(f"{k}={best['overrides'].get(k, '-')}" for k in axes)
         lines += [f"Best run: **{best['run']}** (`{setting}`), {value}", ""]
         close = not_separated(rows, best) if by_rollout else []

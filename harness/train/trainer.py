@@ -49,7 +49,7 @@ from harness.train.config import TrainConfig, resolve_device
 from harness.train.cotraining import VQAValidation
 from harness.train.ema import WeightAverage
 from harness.train.metrics import CHECKPOINT_WEIGHTS, MetricsLogger, StepTimer
-from harness.train.optim import build_optimizer, build_scheduler, restore_schedule
+from harness.train.optim import build_optimizer, build_scheduler, restore_schedule, schedule_warnings
 from harness.train.origin import record_origin
 from harness.train.sources import LOSSES, SourceLosses, build_stream
 from harness.train.streams import EpochSeeded
@@ -136,8 +136,10 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
             _check_resumed_data(cfg, resume_from, normalizer, dist)
         val_set = build_dataset(cfg.data, spec, train=False, normalizer=normalizer) if train_set is not None else None
         stream = build_stream(cfg, dist, tc.batch_size, train_set, pin_memory=device.type == "cuda")
-    steps_per_epoch = max(stream.batches_per_epoch // accum, 1)
-    total_steps = tc.max_steps or math.ceil(tc.max_epochs * steps_per_epoch)
+    # optimizer steps per pass over the data: fractional when accumulation does not divide it (rounded down, an
+    # epoch count trained whole steps short, a quarter-epoch warmup rounded to none)
+    steps_per_epoch = stream.batches_per_epoch / accum
+    total_steps = tc.max_steps or max(math.ceil(tc.max_epochs * steps_per_epoch), 1)
     val_indices = validation_indices(len(val_set), tc.val_samples) if val_set is not None else None
     vqa = _vqa_validation(cfg, sharded=tc.strategy == "fsdp" and dist.active, is_main=dist.is_main)
 
@@ -195,9 +197,11 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
         atomic_write_text(run_dir / "config.yaml",
                           yaml.safe_dump({**cfg.to_dict(), "overrides": overrides}, sort_keys=False))
         print(f"run {run_dir}: {dist.world_size} rank(s) x batch {tc.batch_size} x {accum} accumulation = "
-              f"{tc.batch_size * accum * dist.world_size} per step; {steps_per_epoch} steps/epoch; "
+              f"{tc.batch_size * accum * dist.world_size} per step; {steps_per_epoch:.6g} steps/epoch; "
               f"{total_steps} steps" + (f"; resuming after step {step} from {resume_from}" if resume_from else ""),
               flush=True)
+        for warning in schedule_warnings(cfg.optim, total_steps, steps_per_epoch):
+            print(f"warning: {warning}", flush=True)
     budget = _CPUBudget(tc.max_cpu_s, timer, dist)
     if (step >= total_steps or budget.spent()) and had_summary:  # finished before: nothing to do
         if dist.is_main:
@@ -477,7 +481,9 @@ def _vqa_validation(cfg: TrainConfig, sharded: bool, is_main: bool) -> VQAValida
 
 
 def _improves(score: float, best: dict | None, metric: str) -> bool:
-    if best is None:
+    if not math.isfinite(score):  # a NaN would be kept as best, and nothing compares better than a NaN
+        return False
+    if best is None or not math.isfinite(best["value"]):
         return True
     return score < best["value"] if metric == "val_loss" else score > best["value"]  # success rates, accuracy
 
