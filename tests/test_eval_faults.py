@@ -78,6 +78,10 @@ def test_a_dead_worker_is_replaced_and_its_chain_run_again(tmp_path, baseline):
     records = run(tmp_path / "out", flaky(tmp_path, "kill", 1))
     assert len((tmp_path / "marker").read_text().splitlines()) == 1  # a worker really died
     assert outcome(records[BAD]) == outcome(baseline[BAD])
+    # the record says so (a chain run again after its worker died looked like any other)
+    assert records[BAD]["worker_deaths"] == 1 and all("worker_deaths" not in records[i] for i in records if i != BAD)
+    actions = json.loads((tmp_path / "out" / "results.json").read_text())["actions"]
+    assert actions["rerun_after_worker_death"] == 1 and "after their worker died: 1" in (tmp_path / "out" / "report.md").read_text()
     assert_others_unchanged(records, baseline)
 
 

@@ -53,7 +53,8 @@ def test_calvin_metrics_by_hand():
 def test_summary_additions_and_printout():
     s = summarize(RECORDS, "chains")
     assert s["failure_reasons"] == {"timeout": 1, "invalid_action": 1, "agent_error": 0, "env_error": 1}
-    assert s["actions"] == {"steps": 110, "out_of_range_relative": 4, "retried_after_env_error": 1}
+    assert s["actions"] == {"steps": 110, "out_of_range_relative": 4, "retried_after_env_error": 1,
+                            "rerun_after_worker_death": 0}
     assert s["num_chains"] == 4
     text = calvin_printout(s)
     assert text.splitlines()[:7] == ["Average successful sequence length: 2.000", "Success rates for i instructions in a row:",

@@ -191,7 +191,8 @@ def report_markdown(results: dict[str, Any], videos: Sequence[str]) -> str:
     actions = results["actions"]
     parts += ["", "## Failures", "", _kv_table(results["failure_reasons"]), "",
               f"Relative actions outside [-1, 1]: {actions['out_of_range_relative']} of {actions['steps']} steps. "
-              f"Chains run again after an env error: {actions['retried_after_env_error']}.", ""]
+              f"Chains run again after an env error: {actions['retried_after_env_error']}; after their worker died: "
+              f"{actions.get('rerun_after_worker_death', 0)}.", ""]
     parts += ["## Setup", "", _kv_table({
         "agent": agent["name"], "checkpoint": agent.get("checkpoint") or "-", "action type": agent["action_type"],
         "cameras": ", ".join(agent["cameras"]) or "none", "privileged": agent["privileged"],

@@ -90,6 +90,7 @@ def action_counts(records: Sequence[dict[str, Any]]) -> dict[str, int]:
         "steps": sum(int(r["steps"]) for r in records),
         "out_of_range_relative": sum(int(r["out_of_range"]) for r in records),
         "retried_after_env_error": sum(int(r["attempts"]) > 1 for r in records),
+        "rerun_after_worker_death": sum("worker_deaths" in r for r in records),
     }
 
 

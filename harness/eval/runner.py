@@ -375,7 +375,10 @@ class WorkerPool:
                     self.description = self.description or payload
                 elif kind == "result":
                     slot.job = None
-                    on_result(*payload)
+                    record, traces = payload
+                    if deaths := self.crashes.get(record["key"]):  # run again after its worker died: said
+                        record = {**record, "worker_deaths": deaths}
+                    on_result(record, traces)
                 elif kind == "video":
                     slot.video = None
                     self.videos.finished(payload)
