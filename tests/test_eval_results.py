@@ -322,3 +322,32 @@ def test_a_checkpoint_link_is_keyed_by_its_target_as_written(tmp_path):
     (tmp_path / "checkpoints" / "last").unlink()  # the link moved on after the pin: the key names what was pinned
     os.symlink("step_0000008", tmp_path / "checkpoints" / "last")
     assert EvalSettings().run_key(EnvConfig(), agent, pinned)["checkpoint"] == "step_0000004"
+
+
+def test_live_agents_of_two_checkpoints_do_not_share_a_folder(tmp_path):
+    """A live agent was keyed by its class alone: load_agent(a) then load_agent(b) into one output_dir resumed b
+    on a's chains. Its checkpoint's digest is in the key now (an older run.json without it still resumes)."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from agents import load_agent
+    from harness.eval import evaluate_chains
+    from tests.serve_helpers import save_tiny_checkpoint
+
+    first = save_tiny_checkpoint(tmp_path / "tiny")
+    second = tmp_path / "second"
+    shutil.copytree(first, second)
+    with safe_open(str(second / "model.safetensors"), framework="pt") as f:
+        metadata = f.metadata()
+    save_file({k: v + 1e-3 for k, v in load_file(str(second / "model.safetensors")).items()},
+              str(second / "model.safetensors"), metadata=metadata)
+
+    def evaluate(folder):
+        return evaluate_chains(load_agent(folder), num_chains=1, ep_len=3, workers=0, output_dir=tmp_path / "eval")
+
+    evaluate(first)
+    assert evaluate(first)["timings"]["jobs_run_now"] == 0  # the same checkpoint resumes
+    with pytest.raises(ValueError, match="differs in: weights"):
+        evaluate(second)

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from agents.vla.layout import WEIGHTS, checkpoint_digest
 from harness.eval.jobs import Job, chain_jobs, single_task_jobs
-from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, describe_agent_source
+from harness.eval.specs import AgentConfig, AgentSource, EnvConfig, describe_agent_source, is_live_agent
 from harness.hydra_app import store_defaults
 from harness.strict_config import from_mapping, plain
 from harness.tasks.catalog import check_task_names
@@ -144,8 +144,12 @@ class EvalSettings:
 
 
 def _checkpoint_folder(agent: AgentSource) -> str | None:
-    """The agent's checkpoint when it is a checkpoint folder (one with model.safetensors: agents/vla/layout.py)."""
-    path = agent.kwargs.get("checkpoint") if isinstance(agent, AgentConfig) else None
+    """The agent's checkpoint when it is a checkpoint folder (one with model.safetensors: agents/vla/layout.py);
+    a live agent's is the one its spec names (load_agent's: else two agents of one class key alike)."""
+    if isinstance(agent, AgentConfig):
+        path = agent.kwargs.get("checkpoint")
+    else:
+        path = agent.spec.checkpoint if is_live_agent(agent) else None
     return path if isinstance(path, str) and os.path.isfile(os.path.join(path, WEIGHTS)) else None
 
 
