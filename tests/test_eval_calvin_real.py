@@ -77,10 +77,16 @@ def test_a_chain_after_another_in_one_env_and_alone(tmp_path):
 
 
 def test_recorder_on_calvin_env(tmp_path):
-    cfg = RecordConfig(out=str(tmp_path / "ds"), env="calvin", episodes=1, val_episodes=1, chain_length=1,
+    cfg = RecordConfig(out=str(tmp_path / "ds"), env="calvin", episodes=2, val_episodes=1, chain_length=1,
                        tasks=("open_drawer", "close_drawer", "turn_on_led", "turn_off_led"), workers=1, seed=3)
     summary = record_dataset(cfg, progress=False)
-    assert summary["episodes"] == 2 and summary["annotations"] == 2 and summary["failed_subtasks"] == {}
+    assert summary["episodes"] == 3 and summary["annotations"] == 3 and summary["failed_subtasks"] == {}
+    # each episode starts from its own state: calvin_env's reset kept the last episode's gripper action (closed,
+    # on the drawer's handle), which frame 0 recorded and the expert started by undoing
+    for split in ("training", "validation"):
+        episodes = np.load(Path(cfg.out) / split / "ep_start_end_ids.npy")
+        firsts = [CalvinSplit(cfg.out, split).load_frame(int(first))["robot_obs"][14] for first, _ in episodes]
+        assert firsts == [1.0] * len(episodes), (split, firsts)
     assert json.loads((Path(cfg.out) / "recording.json").read_text())["env"] == "calvin"
     check = subprocess.run([sys.executable, "-m", "harness.data", "check", cfg.out], cwd=ROOT,
                            capture_output=True, text=True, timeout=300)

@@ -238,3 +238,28 @@ def test_the_command_line_says_which_process_holds_the_folder(tmp_path, capsys):
         assert record_main([str(tmp_path), "--episodes", "1", "--workers", "1"]) == 1
     err = capsys.readouterr().err
     assert "is being recorded by another harness.record (pid" in err and "Traceback" not in err
+
+
+def test_action_noise_moves_the_recorded_target_as_it_moves_the_env(tmp_path, monkeypatch):
+    """With --perturb action_noise the env adds noise to each command; `actions` (the absolute target pose) was
+    the commanded targets' sum, which drifts from the env's target by the noise's running sum (cm over a chain).
+    It is the env's target now; `rel_actions` stay the expert's noise-free commands."""
+    import harness.record.recorder as recorder
+    from harness.envs.perturbations import Perturbations
+
+    close = recorder.close_worker_tools
+    monkeypatch.setattr(recorder, "close_worker_tools", lambda: None)  # the env stays, to be read after
+    cfg = RecordConfig(out=str(tmp_path / "ds"), episodes=1, val_episodes=0, chain_length=2, tasks=ARTICULATED,
+                       workers=1, seed=5, perturb=Perturbations(action_noise=3))
+    try:
+        record_dataset(cfg, progress=False)
+        (env, _, _), = recorder._WORKER.values()
+        split = CalvinSplit(cfg.out, "training")
+        frames = [split.load_frame(int(i)) for i in split.frame_ids()]
+        last = frames[-1]["actions"]
+        assert np.allclose(last[:3], env.robot.target.pos, atol=1e-5)
+        assert np.allclose(last[3:6], wrap_angle(env.robot.target.euler), atol=1e-5)
+    finally:
+        close()
+    commanded = np.array([f["rel_actions"] for f in frames])
+    assert np.abs(commanded).max() <= 1 and set(commanded[:, 6]) <= {-1.0, 1.0}  # the expert's, noise-free

@@ -240,6 +240,7 @@ class PerturbedEnv:
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, dict[str, Any]]:
         if self.perturbations.action_noise:
             action = self._noisy(action)
+        self.executed_action = action  # what the env was given (the recorder's target pose follows it)
         obs, reward, done, info = self.env.step(action)
         return self._observed(obs), reward, done, info
 

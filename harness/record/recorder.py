@@ -7,7 +7,9 @@ CALVIN's evaluation instructions. A frame holds the observation at step t and th
 `rel_actions` is the relative command sent to the env, `actions` the absolute target pose it sets.
 
 Episodes are planned from (seed, split, scene, index) alone, recorded by worker processes (one env and
-one expert per process), and committed by the parent in index order through `CalvinDatasetWriter`
+one expert per process; in calvin_env with `exact_reset`, so that an episode starts from its own state and
+not with the previous one's gripper action; PyBullet's contact caches still carry over there, so a calvin_env
+recording is reproducible to the physics' last digits, a built-in one bit for bit), and committed by the parent in index order through `CalvinDatasetWriter`
 (atomic frames, crash-safe metadata). A split's committed episodes of a scene therefore say exactly
 which indices are done: running the same command again continues after them.
 """
@@ -185,7 +187,10 @@ def _worker_tools(backend: str, scene: str, perturb: Perturbations) -> tuple[Any
         from harness.envs import make_env
 
         close_worker_tools()
-        env, expert = perturbed(make_env(backend, scene=scene), perturb), ScriptedExpert()
+        # calvin_env's own reset keeps the previous episode's gripper action (robot_obs[14] of frame 0 would be
+        # another episode's, and the expert would start by opening): an episode is recorded from its own state
+        exact = {"exact_reset": True} if backend == "calvin" else {}
+        env, expert = perturbed(make_env(backend, scene=scene, **exact), perturb), ScriptedExpert()
         expert.bind_env(env.description)
         _WORKER[backend, scene, perturb] = (env, expert, TaskOracle())
     return _WORKER[backend, scene, perturb]
@@ -208,8 +213,9 @@ class EpisodeResult:
 def record_episode(plan: EpisodePlan, staging_dir: str, backend: str = "builtin",
                    perturb: Perturbations = Perturbations()) -> EpisodeResult:
     """Run one plan in the env `backend` and write its frames into a staging folder (safe in a worker process).
-    A perturbed env draws the episode's perturbations from `plan.seed`; the frames hold what it observed, and
-    the actions the expert commanded (action noise is the env's, after the command)."""
+    A perturbed env draws the episode's perturbations from `plan.seed`; the frames hold what it observed,
+    `rel_actions` what the expert commanded, and `actions` the target pose the env then had (with action noise,
+    the noisy command moved it: the commanded one would drift from it by the noise's running sum)."""
     env, expert, oracle = _worker_tools(backend, plan.scene, perturb)
     writer = EpisodeWriter(staging_dir, f"calvin_scene_{plan.scene}")
     try:
@@ -226,14 +232,16 @@ def record_episode(plan: EpisodePlan, staging_dir: str, backend: str = "builtin"
             start_info, first = env.get_info(), writer.num_frames
             for _ in range(plan.ep_len):
                 action = expert.step(obs, instruction)
-                target += np.r_[action[:3] * REL_POS_SCALE, action[3:6] * REL_ORN_SCALE]
+                after, _, _, info = env.step(action)
+                executed = getattr(env, "executed_action", action)  # a PerturbedEnv's, noise and all
+                target += np.r_[executed[:3] * REL_POS_SCALE, executed[3:6] * REL_ORN_SCALE]
                 writer.add_frame(
                     rgb_static=obs["rgb_obs"]["rgb_static"], rgb_gripper=obs["rgb_obs"]["rgb_gripper"],
                     depth_static=obs["depth_obs"]["depth_static"], depth_gripper=obs["depth_obs"]["depth_gripper"],
                     actions=np.r_[target[:3], wrap_angle(target[3:6]), action[6]], rel_actions=action,
                     robot_obs=obs["robot_obs"], scene_obs=obs["scene_obs"],
                 )
-                obs, _, _, info = env.step(action)
+                obs = after
                 if oracle.is_completed(task, start_info, info):
                     writer.add_annotation(first, writer.num_frames - 1, instruction, task)
                     completed.append(task)
