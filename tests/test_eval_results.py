@@ -351,3 +351,25 @@ def test_live_agents_of_two_checkpoints_do_not_share_a_folder(tmp_path):
     assert evaluate(first)["timings"]["jobs_run_now"] == 0  # the same checkpoint resumes
     with pytest.raises(ValueError, match="differs in: weights"):
         evaluate(second)
+
+
+def test_an_auto_dtype_is_keyed_by_what_it_became(tmp_path):
+    """`dtype: auto` is float32 on CPU and bf16 on a GPU, and the device is not in the key: a run killed on CPU and
+    resumed on a GPU mixed two precisions' chains under one key. The dtype it became is in the key now; a run.json
+    from before records it on the first rerun."""
+    import json
+
+    from harness.eval.config import EvalSettings
+    from harness.eval.specs import AgentConfig, EnvConfig
+
+    agent = AgentConfig("vla", {"checkpoint": str(tmp_path / "ckpt"), "dtype": "auto", "device": "cpu"})
+    key = EvalSettings().run_key(EnvConfig(), agent)
+    assert key["precision"] == "float32"
+    assert "precision" not in EvalSettings().run_key(EnvConfig(), AgentConfig("vla", {**agent.kwargs, "dtype": "bfloat16"}))
+    assert "precision" not in EvalSettings().run_key(EnvConfig(), AgentConfig("scripted"))
+    check_run_key(tmp_path / "gpu", {**key, "precision": "bfloat16"})
+    with pytest.raises(ValueError, match="differs in: precision"):
+        check_run_key(tmp_path / "gpu", key)
+    check_run_key(tmp_path / "old", {k: v for k, v in key.items() if k != "precision"})
+    check_run_key(tmp_path / "old", key)
+    assert json.loads((tmp_path / "old" / "run.json").read_text())["precision"] == "float32"

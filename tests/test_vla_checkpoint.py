@@ -301,3 +301,23 @@ def test_a_checkpoint_of_a_bf16_backbone_loads_in_one_dtype(tiny_dir, tmp_path):
         model.predict(make_batch())  # the mixed model, as trained, runs only under autocast
     assert torch.isfinite(loaded.predict(make_batch())).all()
     assert {p.dtype for p in load_checkpoint(tmp_path / "bf16", dtype=torch.bfloat16).model.parameters()} == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("head", ["mlp", "lstm"])
+def test_an_agent_steps_a_model_with_a_bf16_backbone_as_it_trains(tiny_dir, head):
+    """The training's rollouts step the model being trained: a bf16 backbone beside fp32 heads (the LoRA presets)
+    failed every step outside autocast (dtype mismatch), each subtask an agent_error, every rollout scored 0."""
+    from dataclasses import replace
+
+    from agents.vla.agent import VLAAgent
+    from agents.vla.model import VLAModel
+    from tests.serve_helpers import observations
+    from tests.vla_helpers import make_config
+
+    cfg = make_config(tiny_dir("tiny_llava"), "tiny_llava", head=head, proprio=True)
+    model = VLAModel.build(replace(cfg, backbone=replace(cfg.backbone, dtype="bfloat16")), verbose=False)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16, torch.float32}
+    agent = VLAAgent(model, ActionNormalizer())
+    agent.reset()
+    actions = [agent.step(obs, "open the drawer") for obs in observations(3)]
+    assert all(a.shape == (7,) and a.dtype == np.float64 and np.isfinite(a).all() for a in actions)

@@ -62,14 +62,22 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cuda":  # native bf16 from Ampere on (torch's is_bf16_supported counts emulation too)
+            return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
         return torch.float32
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
              "float16": torch.float16, "fp16": torch.float16}
     if dtype not in table:
         raise ValueError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
     return table[dtype]
+
+
+def _mixed_precision(model: torch.nn.Module) -> torch.dtype | None:
+    """The low-precision dtype of a model whose weights are in two (a bf16 backbone beside fp32 heads, as a LoRA
+    preset trains: the training's rollouts step it as it is), which runs only under autocast; None for one dtype."""
+    floats = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    low = floats - {torch.float32}
+    return next(iter(low)) if len(floats) > 1 and len(low) == 1 else None
 
 
 @dataclass
@@ -97,6 +105,7 @@ class VLAPolicy:
         chunk = model.cfg.chunk_size
         self.cfg.check_chunk(chunk)
         self.device = next(model.parameters()).device
+        self.autocast_dtype = _mixed_precision(model)
         self.spec = AgentSpec(
             name="vla", action_type="relative", cameras=model.cfg.cameras, privileged=False, checkpoint=checkpoint,
             extra={"backbone": model.cfg.backbone.pretrained or model.cfg.backbone.tiny, "head": model.cfg.head.type,
@@ -130,7 +139,10 @@ class VLAPolicy:
 
     def predict_chunks(self, episodes: list[EpisodeState], frames: list[dict[str, Any]]) -> torch.Tensor:
         """The model's normalised chunks (B, C, 7) at the sessions' new frames."""
-        return step_episodes(self.model, episodes, frames, cached=self.cfg.use_cache)
+        if self.autocast_dtype is None:
+            return step_episodes(self.model, episodes, frames, cached=self.cfg.use_cache)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+            return step_episodes(self.model, episodes, frames, cached=self.cfg.use_cache).float()
 
     def _frame(self, session: Session, obs: dict[str, Any], instruction: str) -> dict[str, Any]:
         rgb = obs.get("rgb_obs", obs)

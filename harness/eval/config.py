@@ -133,6 +133,8 @@ class EvalSettings:
             # it no longer draws image noise and the agent's frames differ from a run made before: this entry,
             # absent from such a run's run.json, refuses to mix the two in one folder
             key["setup"] = "unrendered"
+        if precision := _auto_precision(agent):
+            key["precision"] = precision
         pinned = pinned if pinned is not None else pin_checkpoint(agent)
         link = _checkpoint_link(agent)
         if link:  # only for a link: folders of a checkpoint named directly keep their run.json
@@ -141,6 +143,20 @@ class EvalSettings:
         if folder:  # what the agent loads, whatever the path: a step trained again with other settings is another
             key["weights"] = checkpoint_digest(folder)  # model, and a moved folder the same (harness/eval/store.py)
         return key
+
+
+def _auto_precision(agent: AgentSource) -> str | None:
+    """The dtype a VLA agent's `dtype: auto` resolves to where it runs (float32 on CPU, bf16 or fp16 on a GPU):
+    the device is left out of the key, so without it a run resumed on another device mixed two precisions."""
+    if not isinstance(agent, AgentConfig) or agent.factory or agent.name != "vla":
+        return None
+    if agent.kwargs.get("dtype", "auto") not in ("auto", None):  # named: the agent's key holds it
+        return None
+    import torch
+
+    from agents.vla.agent import resolve_dtype
+
+    return str(resolve_dtype("auto", torch.device(str(agent.kwargs.get("device", "cpu"))))).removeprefix("torch.")
 
 
 def _checkpoint_folder(agent: AgentSource) -> str | None:

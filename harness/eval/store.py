@@ -100,8 +100,9 @@ def write_merged(folder: Path, records: Iterable[dict[str, Any]]) -> None:
 
 
 # run.json entries that older runs did not record and whose value then is unknown: a rerun accepts their absence
-# and records them (the folder a checkpoint link named, the checkpoint's digest: harness/eval/config.py, run_key)
-UNRECORDED_BEFORE = ("checkpoint", "weights")
+# and records them (the folder a checkpoint link named, the checkpoint's digest, the dtype an agent's `auto`
+# became: harness/eval/config.py, run_key)
+UNRECORDED_BEFORE = ("checkpoint", "weights", "precision")
 
 
 def check_run_key(folder: Path, key: dict[str, Any]) -> None:
