@@ -321,3 +321,21 @@ def test_an_agent_steps_a_model_with_a_bf16_backbone_as_it_trains(tiny_dir, head
     agent.reset()
     actions = [agent.step(obs, "open the drawer") for obs in observations(3)]
     assert all(a.shape == (7,) and a.dtype == np.float64 and np.isfinite(a).all() for a in actions)
+
+
+def test_auto_dtype_is_bf16_only_where_the_gpu_has_it(monkeypatch):
+    """torch's is_bf16_supported() counts emulation: `auto` picked bf16 on a V100 or T4 (slow, emulated) where the
+    docs promise fp16. The device's compute capability decides now (8.0, Ampere, and later: native bf16)."""
+    from agents.vla.agent import resolve_dtype
+
+    asked = []
+
+    def capability(device=None):
+        asked.append(device)
+        return {0: (7, 0), 1: (8, 0)}[torch.device(device).index]
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    assert resolve_dtype("auto", torch.device("cuda:0")) == torch.float16
+    assert resolve_dtype("auto", torch.device("cuda:1")) == torch.bfloat16
+    assert asked == [torch.device("cuda:0"), torch.device("cuda:1")]  # the agent's own GPU, not the current one
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32 and resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
