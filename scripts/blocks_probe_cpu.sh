@@ -35,10 +35,16 @@ declare -A OVERRIDES=(   # on top of e2e_full_cpu_vlm (static + gripper camera a
     [noaug]="data.augment=false"
 )
 
+for variant in "$@"; do : "${DATA[$variant]:?unknown variant $variant}"; done
+mkdir -p "$OUT"
+# the recording and the conversions one command at a time: variants started side by side (docs/TRAINING.md)
+# share them, and a second recorder or converter of the same folder would be refused or clear the other's work
+exec 9> "$OUT/.prepare.lock"
+flock 9
 python -m harness.record "$OUT/data" --scene D --episodes "$TRAIN_CHAINS" --val-episodes 20 --chain-length 5 \
     --tasks "$TASKS" --workers 2 --seed 0
 for variant in "$@"; do
-    shards="$OUT/${DATA[$variant]:?unknown variant $variant}"
+    shards="$OUT/${DATA[$variant]}"
     if [ ! -d "$shards" ]; then  # converted aside, then moved: a conversion stopped half-way starts again
         rm -rf "$shards.partial"
         # shellcheck disable=SC2086
@@ -46,6 +52,10 @@ for variant in "$@"; do
             --resize ${RESIZE[${DATA[$variant]}]}
         mv "$shards.partial" "$shards"
     fi
+done
+flock -u 9
+for variant in "$@"; do
+    shards="$OUT/${DATA[$variant]}"
     # shellcheck disable=SC2086
     python -m harness.train +experiment=e2e_full_cpu_vlm data.path="$(hq "$shards")" run_name="$variant" hydra.run.dir="$(hq "$OUT/$variant")" \
         trainer.max_steps="$STEPS" trainer.progress=false optim.schedule=constant ${OVERRIDES[$variant]}

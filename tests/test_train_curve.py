@@ -401,3 +401,29 @@ def test_a_pruned_step_trained_again_since_its_evaluation_loses_its_row(dataset,
     err = capsys.readouterr().err
     assert "step_0000002: its checkpoint is gone (pruned) and the run's metrics.jsonl does not record the weights" in err
     assert "step_0000004: its checkpoint is gone (pruned) and the run's metrics.jsonl does not record" in err
+
+
+def test_the_tools_take_several_values_one_after_another(tmp_path, monkeypatch):
+    """README's convention for the tools: several values one after another, commas too. The curve's --tasks took
+    one comma string and the doctor's --env-option one pair per flag: `--tasks a b` was an error; and the doctor
+    read a value as YAML, where DOCTOR.md's `camera_sizes={static:128}` is a key `static:128`."""
+    import harness.doctor.__main__ as doctor_cli
+    import harness.train.curve as curve
+
+    seen = {}
+    monkeypatch.setattr(curve, "run_curve", lambda run, settings, *rest: seen.setdefault("tasks", settings.tasks) and [])
+    (tmp_path / "checkpoints").mkdir()
+    main([str(tmp_path), "--mode", "single_task", "--tasks", "open_drawer", "close_drawer,turn_on_led"])
+    assert seen["tasks"] == ("open_drawer", "close_drawer", "turn_on_led")
+
+    class Stop(Exception):
+        pass
+
+    def run_doctor(cfg):
+        seen["options"] = cfg.env_options
+        raise Stop
+
+    monkeypatch.setattr(doctor_cli, "run_doctor", run_doctor)
+    with pytest.raises(Stop):
+        doctor_cli.main([str(tmp_path), "--env-option", "seed=1", "camera_sizes={static:128}", "--env-option", "x=2"])
+    assert seen["options"] == {"seed": 1, "camera_sizes": {"static": 128}, "x": 2}

@@ -8,16 +8,22 @@ import argparse
 import json
 import sys
 
-import yaml
-
 from harness.doctor.doctor import ENV_BACKENDS, DoctorConfig, run_doctor
 
 
 def _option(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
+    """KEY=VALUE read as the evaluation reads `env.options.KEY=VALUE` (hydra's override grammar: `{static:128}` is
+    a mapping there, where YAML reads a key `static:128`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    key, sep, _ = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, yaml.safe_load(value)
+    try:
+        return key, OverridesParser.create().parse_override(text).value()
+    except HydraException as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {' '.join(str(e).split())}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--env", default="builtin", choices=ENV_BACKENDS, help="the evaluation's env backend (none: skip env checks)")
     ap.add_argument("--scene", default=DoctorConfig.scene, help="the evaluation's env.scene (default: %(default)s)")
     ap.add_argument("--renderer", default="tiny", help="tiny | egl")
-    ap.add_argument("--env-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
-                    help="an env option as in the evaluation's env.options (YAML value), e.g. camera_sizes={static:200}")
+    ap.add_argument("--env-option", nargs="+", action="extend", type=_option, default=[], metavar="KEY=VALUE",
+                    help="an env option as in the evaluation's env.options (the same spelling), e.g. camera_sizes={static:200}")
     ap.add_argument("--env-factory", help="module:callable that builds the env, as the evaluation's env.factory")
     ap.add_argument("--ep-len", type=int, default=360, help="the evaluation's steps per subtask")
     ap.add_argument("--windows", type=int, default=16, help="recorded windows the model predicts on, and segments whose first frame it predicts on")

@@ -46,6 +46,7 @@ from typing import Any, NamedTuple
 from agents.vla.layout import checkpoint_digest
 from harness.eval.store import RUN_FILE, read_results
 from harness.folder_lock import held
+from harness.tool_args import several
 from harness.train.origin import lineage, read_origin
 from harness.train.run_checkpoints import step_name
 from harness.train.metrics import CHECKPOINT_WEIGHTS, METRICS, read_metrics
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--every", type=int, default=1000, help="evaluate the checkpoints whose step is a multiple of this")
     ap.add_argument("--mode", choices=("chains", "single_task"), default="chains")
     ap.add_argument("--chains", type=int, default=100, help="chains: CALVIN's first N chains")
-    ap.add_argument("--tasks", help="single_task: comma-separated tasks (default: all 34)")
+    ap.add_argument("--tasks", nargs="+", help="single_task: the tasks, one after another or commas (default: all 34)")
     ap.add_argument("--episodes", type=int, default=10, help="single_task: episodes per task")
     ap.add_argument("--scene", default=EnvConfig.scene, help="the evaluation's env.scene (default: %(default)s)")
     ap.add_argument("--workers", type=int, default=2, help="evaluation worker processes")
@@ -362,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.every < 1:
         ap.error(f"--every must be >= 1, got {args.every}")
     settings = EvalSettings(mode=args.mode, num_chains=args.chains, episodes_per_task=args.episodes,
-                            tasks=tuple(args.tasks.split(",")) if args.tasks else None, workers=args.workers,
+                            tasks=several(args.tasks), workers=args.workers,
                             progress=False, videos=0, video_failures=0)
     try:
         rows = run_curve(args.run, settings, args.every, args.scene, args.follow)
