@@ -32,11 +32,13 @@ def frame_arrays(fid: int) -> dict[str, np.ndarray]:
     static[0, 0, 0], static[0, 0, 1] = fid % 256, (fid // 256) % 256
     gripper = rng.integers(0, 256, GRIPPER, dtype=np.uint8)
     gripper[0, 0, 0] = fid % 256
+    scene_obs = rng.normal(size=24)
+    scene_obs[4:6] = scene_obs[4:6] > 0  # lightbulb and led: on or off, as in every CALVIN frame
     return {
         "actions": actions.astype(np.float64),
         "rel_actions": rel.astype(np.float64),
         "robot_obs": robot_obs.astype(np.float64),
-        "scene_obs": rng.normal(size=24).astype(np.float64),
+        "scene_obs": scene_obs.astype(np.float64),
         "rgb_static": static,
         "rgb_gripper": gripper,
         "depth_static": rng.uniform(3.8, 6.2, STATIC[:2]).astype(np.float32),

@@ -375,3 +375,17 @@ def test_sync_reports_a_corrupt_frame_and_checks_the_other_episodes(tmp_path):
     report = check_sync(root, "training")
     assert str(root / "training" / "episode_0358620.npz") in [p.where for p in report.errors]
     assert [a.episode for a in report.actions] == [a.episode for a in clean.actions][:1]  # the first episode's measured
+
+
+def test_sync_reports_a_light_that_is_neither_on_nor_off(tmp_path):
+    """A frame whose lightbulb or led is not 0 or 1 stopped the whole check with the env's error (no file named):
+    the env cannot restore it. Now its episode is reported at that frame, and the others are checked."""
+    root = write_dataset(tmp_path / "d")
+    path = root / "training" / "episode_0358610.npz"
+    frame = dict(np.load(path))
+    frame["scene_obs"][5] = 0.7
+    np.savez_compressed(path, **frame)
+    report = check_sync(root, "training")
+    bad = [p for p in report.errors if "frame 358610" in p.where]
+    assert len(bad) == 1 and "a light is 0 or 1" in bad[0].message and re.search(r"are [01], 0\.7:", bad[0].message)
+    assert [a.episode for a in report.actions] == [0]  # the first episode is still measured

@@ -136,8 +136,22 @@ def read_stretch(source: FrameSource, episode: int, first: int, last: int, scene
         raise ValueError(f"{source.name}: the sync check needs {sorted(missing)}, which this copy does not hold")
     stop = last + 1 if max_frames is None else min(last + 1, first + max_frames)
     vec = {k: np.asarray(v, dtype=np.float64) for k, v in source.read({k: (first, stop) for k in keys}).items()}
+    _check_lights(source, first, vec["scene_obs"])
     return Stretch(episode, first, scene, vec["rel_actions"], vec["robot_obs"], vec["scene_obs"], vec.get("actions"),
                    stored_last=last)
+
+
+def _check_lights(source: FrameSource, first: int, scene_obs: np.ndarray) -> None:
+    """Lightbulb and LED (scene_obs[4], [5]) are 0 or 1: an env refuses to restore another value (calvin_env's
+    Light.reset raises), so such a stretch is reported, naming its first such frame, instead of stopping the check."""
+    bad = np.flatnonzero(~np.isin(scene_obs[:, 4:6], (0.0, 1.0)).all(axis=1))
+    if len(bad):
+        frame = first + int(bad[0])
+        raise CalvinFormatError([Problem(
+            f"{source.name}, frame {frame}", f"lightbulb and led (scene_obs[4:6]) are "
+            f"{', '.join(f'{v:.6g}' for v in scene_obs[bad[0], 4:6])}: "
+            f"a light is 0 or 1 ({len(bad)} such frames from {frame}); its episode's states cannot be restored",
+            "scene_obs")])
 
 
 def spread(items: list[Any], limit: int | None) -> list[Any]:
