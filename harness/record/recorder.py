@@ -9,9 +9,10 @@ CALVIN's evaluation instructions. A frame holds the observation at step t and th
 Episodes are planned from (seed, split, scene, index) alone, recorded by worker processes (one env and
 one expert per process; in calvin_env with `exact_reset`, so that an episode starts from its own state and
 not with the previous one's gripper action; PyBullet's contact caches still carry over there, so a calvin_env
-recording is reproducible to the physics' last digits, a built-in one bit for bit), and committed by the parent in index order through `CalvinDatasetWriter`
-(atomic frames, crash-safe metadata). A split's committed episodes of a scene therefore say exactly
-which indices are done: running the same command again continues after them.
+recording is reproducible to the physics' last digits, a built-in one bit for bit), and committed by the
+parent in index order through `CalvinDatasetWriter` (atomic frames, crash-safe metadata). A split's committed
+episodes of a scene therefore say exactly which indices are done: running the same command again continues
+after them.
 """
 
 from __future__ import annotations

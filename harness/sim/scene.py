@@ -160,7 +160,8 @@ class PlayTableScene:
     def reset(self, scene_obs: np.ndarray) -> None:
         """calvin_env's order: doors, lights, button (flag from its light), switch, then blocks."""
         self.reset_furniture(scene_obs[:4])
-        self.lights.reset(led=_light(scene_obs, 5, "led"), bulb=_light(scene_obs, 4, "lightbulb"), button_q=float(scene_obs[2]))
+        self.lights.reset(led=_light(scene_obs, 5, "led"), bulb=_light(scene_obs, 4, "lightbulb"),
+                          button_q=float(scene_obs[2]))
         self._show_lights()
         for color in self.layout.block_order:
             pose = scene_obs[self.layout.block_obs_slice(color)]

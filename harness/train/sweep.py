@@ -117,8 +117,12 @@ def write_sweep_table(sweep_dir: str | Path) -> Path:
     lines = [f"# Sweep {sweep_dir}", ""]
     if best is not None:
         by_rollout = best["best_metric"] == "rollout_success" and best["rollout_score"] is not None
-        value = (f"rollout score {_score_text(best)}" if by_rollout else f"VQA accuracy {fmt(best['best_value'])}"
-                 if best["best_metric"] == "vqa_accuracy" else f"val loss {fmt(best['val_loss'])}")
+        if by_rollout:
+            value = f"rollout score {_score_text(best)}"
+        elif best["best_metric"] == "vqa_accuracy":
+            value = f"VQA accuracy {fmt(best['best_value'])}"
+        else:
+            value = f"val loss {fmt(best['val_loss'])}"
         setting = " ".join(f"{k}={best['overrides'].get(k, '-')}" for k in axes)
         lines += [f"Best run: **{best['run']}** (`{setting}`), {value}", ""]
         close = not_separated(rows, best) if by_rollout else []
