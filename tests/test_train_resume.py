@@ -28,6 +28,22 @@ def _curve(out) -> list[tuple]:
     return [(r["step"], r.get("loss"), r.get("grad_norm"), r.get("lr"), r.get("val/loss")) for r in metrics(out)]
 
 
+def stop_after_saving(monkeypatch, at_step: int):
+    """Training raises KeyboardInterrupt right after it saved step `at_step`'s checkpoint; returns the undo."""
+    from harness.train import trainer as T
+
+    original = T._Saver.__call__
+
+    def saved_then_stopped(self, step, best):
+        folder = original(self, step, best)
+        if step == at_step:
+            raise KeyboardInterrupt(f"stopped after step {at_step}'s checkpoint")
+        return folder
+
+    monkeypatch.setattr(T._Saver, "__call__", saved_then_stopped)
+    return lambda: monkeypatch.setattr(T._Saver, "__call__", original)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted")
@@ -145,7 +161,8 @@ def test_a_constant_lr_run_carried_on_with_a_wsd_decay_keeps_its_lr_until_the_de
 
 def test_a_resumed_run_sets_its_summary_aside_before_it_builds_the_model(dataset, tmp_path, uninterrupted, monkeypatch):
     """Building the model, restoring the optimizer: a follower of the run must not read the old end meanwhile. A
-    run stopped there (here: its model fails to build) keeps the old summary aside; run again, it finds it."""
+    run that fails there (here: its model fails to build) puts the old summary back; one killed there (no handler
+    runs) leaves it aside, and run again, it finds it."""
     from agents.vla.model import VLAModel
 
     out = tmp_path / "extended"
@@ -159,11 +176,29 @@ def test_a_resumed_run_sets_its_summary_aside_before_it_builds_the_model(dataset
     monkeypatch.setattr(VLAModel, "build", failing_build)
     with pytest.raises(RuntimeError, match="stopped while building"):
         train_here(dataset, out, *RUN, "trainer.max_steps=60")
-    assert seen == [False] and (out / "summary.before_resume.json").is_file()
+    assert seen == [False]
+    assert (out / "summary.json").read_text() == (uninterrupted / "summary.json").read_text()
+    assert not (out / "summary.before_resume.json").exists()
     monkeypatch.undo()
+    (out / "summary.json").rename(out / "summary.before_resume.json")  # what a kill -9 while building leaves
     summary = train_here(dataset, out, *RUN)  # finished before after all: the old summary is put back
     assert summary == json.loads((uninterrupted / "summary.json").read_text())
     assert (out / "summary.json").read_text() == (uninterrupted / "summary.json").read_text()
+    assert not (out / "summary.before_resume.json").exists()
+
+
+def test_a_run_given_more_steps_and_stopped_after_a_new_checkpoint_has_no_summary(dataset, tmp_path, uninterrupted,
+                                                                                 monkeypatch):
+    """Its checkpoints are past the old end: it is an unfinished run (the old summary stays aside), and the same
+    command carries it on to the new end."""
+    out = tmp_path / "extended"
+    shutil.copytree(uninterrupted, out, symlinks=True)
+    carry_on = stop_after_saving(monkeypatch, 45)
+    with pytest.raises(KeyboardInterrupt):
+        train_here(dataset, out, *RUN, "trainer.max_steps=50")
+    assert not (out / "summary.json").exists() and (out / "summary.before_resume.json").is_file()
+    carry_on()
+    assert train_here(dataset, out, *RUN, "trainer.max_steps=50")["steps"] == 50
     assert not (out / "summary.before_resume.json").exists()
 
 
@@ -199,26 +234,17 @@ def test_a_cpu_budget_stopped_and_resumed_spends_the_same_budget(dataset, tmp_pa
     """trainer.max_cpu_s: training stops at the step whose CPU seconds reach the budget, and a run interrupted
     after a checkpoint continues with the CPU seconds it had spent, not a fresh budget. A fake CPU clock makes
     each step cost exactly 0.5 s, so the step counts are exact."""
-    from harness.train import trainer as T
     from harness.train.metrics import StepTimer
 
     ticks = iter(range(10**6))
     monkeypatch.setattr(StepTimer, "cpu_clock", staticmethod(lambda: next(ticks) * 0.5))  # start, stop: +0.5 a step
     run = ("trainer.max_steps=40", "trainer.max_cpu_s=5", "trainer.ckpt_every=2", "trainer.val_every=0")
-    original = T._Saver.__call__
-
-    def killed_after_step_4(self, step, best):
-        folder = original(self, step, best)
-        if step == 4:
-            raise KeyboardInterrupt("killed after step 4's checkpoint")
-        return folder
-
     out = tmp_path / "budget"
-    monkeypatch.setattr(T._Saver, "__call__", killed_after_step_4)
+    carry_on = stop_after_saving(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         train_here(dataset, out, *run)
     assert json.loads((out / "checkpoints" / "last" / "trainer_state.json").read_text())["cpu_s"] == 2.0
-    monkeypatch.setattr(T._Saver, "__call__", original)
+    carry_on()
     summary = train_here(dataset, out, *run)
     # a fresh budget after the resume would have stopped at step 4 + 10
     assert (summary["steps"], summary["train_cpu_s"], summary["stopped_by"]) == (10, 5.0, "max_cpu_s")
@@ -236,9 +262,12 @@ def test_a_resume_with_settings_the_checkpoint_would_override_or_contradict_is_r
     action scaling would carry on under another: both are refused, naming the fix, before any step."""
     first = tmp_path / "first"
     train_here(dataset, first, "trainer.max_steps=2", "trainer.ckpt_every=2")
+    finished = (first / "summary.json").read_text()
     with pytest.raises(ValueError, match=message):
         train_here(dataset, first, "trainer.max_steps=4", "trainer.ckpt_every=2", change)
     assert [r["step"] for r in metrics(first) if "loss" in r] == [1, 2]
+    # still the finished run: its summary is back (a sweep table or a curve following it reads its end)
+    assert (first / "summary.json").read_text() == finished and not (first / "summary.before_resume.json").exists()
 
 
 def test_a_second_training_of_a_running_folder_is_refused_and_the_folder_is_left_to_the_first(dataset, tmp_path):

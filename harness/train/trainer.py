@@ -43,7 +43,7 @@ from harness.folder_lock import FolderBusy, FolderLock
 from harness.ranks import DistInfo, barrier, broadcast_json, rank_device, shutdown
 from harness.train import distributed as D
 from harness.train.callbacks import rollout, to_device, validate, validation_indices
-from harness.train.run_checkpoints import RunCheckpoints, step_name
+from harness.train.run_checkpoints import LAST, RunCheckpoints, step_name
 from harness.train.checks import check_config, check_stored_image_sizes
 from harness.train.config import TrainConfig, resolve_device
 from harness.train.cotraining import VQAValidation
@@ -53,9 +53,9 @@ from harness.train.optim import build_optimizer, build_scheduler, restore_schedu
 from harness.train.origin import record_origin
 from harness.train.sources import LOSSES, SourceLosses, build_stream
 from harness.train.streams import EpochSeeded
-from harness.train.state import (full_weights, load_optimizer_state, load_raw_weights, load_trainer_state,
-                                 optimizer_state, record_best, rng_state, save_raw_weights, save_trainer_state,
-                                 seed_all, set_rng_state)
+from harness.train.state import (STATE_JSON, full_weights, load_optimizer_state, load_raw_weights,
+                                 load_trainer_state, optimizer_state, record_best, rng_state, save_raw_weights,
+                                 save_trainer_state, seed_all, set_rng_state)
 
 ACTION_PARTS = ("loss_arm", "loss_gripper", "acc_gripper", "loss_state")
 SUMMARY = "summary.json"
@@ -76,8 +76,13 @@ def train(cfg: TrainConfig, overrides: list[str] | None = None) -> dict[str, Any
         run_dir = Path(cfg.output_dir)
         created = not run_dir.exists()
         lock = lock_run(run_dir, dist)
+        last_before = _last_checkpoint_id(run_dir) if dist.is_main else None
         try:
             return _train(cfg, dist, device_kind, overrides or [])
+        except BaseException:
+            if dist.is_main:
+                _put_summary_back(run_dir, last_before)
+            raise
         finally:
             if lock is not None:
                 lock.release()
@@ -309,6 +314,24 @@ def _set_summary_aside(run_dir: Path) -> str | None:
     if path.is_file():
         os.replace(path, aside)
     return aside.read_text() if aside.is_file() else None
+
+
+def _last_checkpoint_id(run_dir: Path) -> str | None:
+    """What `checkpoints/last` holds, by its trainer state (step, CPU seconds, data position...): a step saved
+    again is another checkpoint, a `last` copied as a folder and made a link again (RunCheckpoints) the same."""
+    try:
+        return (run_dir / "checkpoints" / LAST / STATE_JSON).read_text()
+    except OSError:
+        return None
+
+
+def _put_summary_back(run_dir: Path, last_before: str | None) -> None:
+    """A resumed run that stopped before it saved a checkpoint (a refused setting, an error, Ctrl-C) is still the
+    finished run its old summary describes: the summary comes back rather than wait for a good relaunch."""
+    aside = run_dir / SUMMARY_ASIDE
+    if aside.is_file() and not (run_dir / SUMMARY).exists() and last_before is not None \
+            and _last_checkpoint_id(run_dir) == last_before:
+        os.replace(aside, run_dir / SUMMARY)
 
 
 def _resume_point(cfg: TrainConfig, ckpts: RunCheckpoints, dist: DistInfo) -> Path | None:
