@@ -69,6 +69,21 @@ def test_scores_per_type_against_the_training_majority(sim_data):
     assert wrong["majority_accuracy"] == result["majority_accuracy"]
 
 
+def test_the_baseline_alone_needs_no_model(sim_data, capsys):
+    train, val = LlavaDataset(sim_data / "train.json"), LlavaDataset(sim_data / "val.json")
+    majority = majority_answers((ex.question_type, ex.answer) for ex in train.examples)
+    assert main(["baseline", str(sim_data)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    right = sum(normalize_answer(ex.answer) == majority[ex.question_type] for ex in val.examples)
+    assert table[-1].split()[:3] == ["all", str(len(val)), f"{right / len(val):.3f}"]
+    assert "baseline from the training split" in table[-1] and "accuracy" not in table[0]
+    rows = {line.split()[0]: line.split() for line in table[1:-1]}
+    assert set(rows) == {ex.question_type for ex in val.examples}
+    for qtype, row in rows.items():
+        truths = [normalize_answer(ex.answer) for ex in val.examples if ex.question_type == qtype]
+        assert row[1:3] == [str(len(truths)), f"{sum(t == majority[qtype] for t in truths) / len(truths):.3f}"]
+
+
 def test_cli_on_a_checkpoint(sim_data, tmp_path, capsys):
     torch.manual_seed(0)
     cfg = VLAConfig(backbone=BackboneConfig(family="llava", tiny="tiny_llava", tiny_size={"hidden": 64, "vision_hidden": 32}),

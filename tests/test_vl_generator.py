@@ -9,7 +9,7 @@ import pytest
 
 from harness.data.vl.__main__ import main as vl_main
 from harness.data.vl.generate import generate
-from harness.sim.layout import parse_scenes
+from harness.sim.layout import get_layout, parse_scenes
 from harness.data.vl.llava import LlavaDataset
 from harness.data.vl.questions import QUESTION_TYPES, ask_all
 from harness.data.vl.scene import SceneRenderer, block_masks
@@ -145,6 +145,39 @@ def test_generate_writes_llava_json_split_by_state(tmp_path):
     assert meta["splits"]["train"]["questions"] == len(train)
     with pytest.raises(ValueError, match="not empty"):
         generate(tmp_path / "a", num_states=1)
+
+
+def test_start_conditions_are_split_so_no_held_out_picture_is_in_training(tmp_path, monkeypatch):
+    """A CALVIN start condition always renders the same picture: validation states draw only held-out conditions
+    (round(0.25 x 192) = 48 of them), training states only the others, so no image of one split is in the other."""
+    import hashlib
+
+    from harness.data.vl import scene as vl_scene
+    from harness.data.vl.generate import held_out
+
+    monkeypatch.setattr(vl_scene, "CALVIN_CONDITION_FRACTION", 1.0)  # every state a start condition
+    meta = generate(tmp_path / "a", num_states=12, seed=2, scenes="D", val_fraction=0.25)
+    assert (meta["splits"]["val"]["calvin_conditions"], meta["splits"]["train"]["calvin_conditions"]) == (48, 144)
+    val_conditions = set(np.flatnonzero(held_out(192, 0.25, (2, 1))).tolist())
+    states = json.loads((tmp_path / "a" / "states.json").read_text())
+    assert {s["source"] for s in states} == {"calvin_condition"}
+    for s in states:
+        assert (s["condition"] in val_conditions) == (s["split"] == "val"), s["image"]
+    digests = {split: {hashlib.sha256((tmp_path / "a" / s["image"]).read_bytes()).hexdigest()
+                       for s in states if s["split"] == split} for split in ("train", "val")}
+    assert digests["val"] and not digests["val"] & digests["train"]
+
+
+def test_a_state_draws_its_start_condition_from_the_ones_it_is_given():
+    from harness.data.vl.scene import CALVIN_CONDITIONS, sample_calvin_state
+
+    layout = get_layout("D")  # no simulator needed: a planned state is numbers
+    drawn = {sample_calvin_state(np.random.default_rng(i), layout, [3, 77]).condition for i in range(40)}
+    assert drawn == {3, 77}
+    planned = sample_calvin_state(np.random.default_rng(0), layout, [77])
+    assert planned.places == {c: CALVIN_CONDITIONS[77][f"{c}_block"] for c in ("red", "blue", "pink")}
+    with pytest.raises(ValueError, match="conditions is empty"):
+        sample_calvin_state(np.random.default_rng(0), layout, [])
 
 
 def test_generation_is_deterministic_by_seed(tmp_path, capsys):

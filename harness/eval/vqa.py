@@ -3,6 +3,7 @@ per question type, beside the majority-answer baseline of each type.
 
     python -m harness.eval.vqa CHECKPOINT DATA [--out results.json]
     python -m harness.eval.vqa compare before=results.json after=results2.json ...   # side by side
+    python -m harness.eval.vqa baseline DATA                                         # the baseline alone
 
 DATA is a folder with val.json (evaluated) and train.json (where the majority answers come from), as
 `python -m harness.data.vl generate` writes it, or one LLaVA-style JSON file (then `--train-file` names the
@@ -122,6 +123,29 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, train_file: st
                         max_new_tokens: int = 64, limit: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Load a checkpoint folder and evaluate it on DATA (a generated folder or a JSON file; see the module doc)."""
     from agents.vla.checkpoint import load_checkpoint
+
+    dataset, train_file, majority = _evaluated_set(data, train_file, image_root, limit)
+    model = load_checkpoint(checkpoint, device=device).model
+    result = evaluate_vqa(model, dataset, majority, batch_size, max_new_tokens, progress)
+    return {"checkpoint": str(checkpoint), "data": str(dataset.path),
+            "train_file": str(train_file) if train_file else None, **result}
+
+
+def majority_baseline(data: str | Path, train_file: str | Path | None = None, image_root: str | Path | None = None,
+                      limit: int | None = None) -> dict[str, Any]:
+    """The baseline alone: each question answered with its type's majority answer (no model)."""
+    dataset, train_file, majority = _evaluated_set(data, train_file, image_root, limit)
+    source = "training split" if majority is not None else "evaluated set"
+    majority = majority if majority is not None else majority_answers(_pairs(dataset))
+    result = score(dataset, [majority.get(ex.question_type, "") for ex in dataset.examples], majority, keep_mistakes=0)
+    return {"data": str(dataset.path), "train_file": str(train_file) if train_file else None, **result,
+            "majority_source": source}
+
+
+def _evaluated_set(data: str | Path, train_file: str | Path | None, image_root: str | Path | None,
+                   limit: int | None) -> tuple[Any, Path | None, dict[str, str] | None]:
+    """DATA's evaluated examples (val.json of a generated folder, or the file), the training file and its majority
+    answers (None without one)."""
     from harness.data.vl.llava import LlavaDataset
 
     data = Path(data)
@@ -132,20 +156,21 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, train_file: st
     if limit is not None:
         dataset.examples = dataset.examples[:limit]
     majority = majority_answers(_pairs(LlavaDataset(train_file, image_root))) if train_file else None
-    model = load_checkpoint(checkpoint, device=device).model
-    result = evaluate_vqa(model, dataset, majority, batch_size, max_new_tokens, progress)
-    return {"checkpoint": str(checkpoint), "data": str(eval_file), "train_file": str(train_file) if train_file else None,
-            **result}
+    return dataset, Path(train_file) if train_file else None, majority
 
 
-def format_table(result: dict[str, Any]) -> str:
-    lines = [f"{'question type':<18} {'n':>6} {'accuracy':>9} {'majority':>9}  majority answer"]
+def format_table(result: dict[str, Any], model: bool = True) -> str:
+    """Per question type: n, the model's accuracy (not for `model=False`: the baseline alone), the baseline."""
+    def row(name: str, r: dict[str, Any], answer: str) -> str:
+        accuracy = f" {r['accuracy']:>9.3f}" if model else ""
+        return f"{name:<18} {r['n']:>6}{accuracy} {r['majority_accuracy']:>9.3f}  {answer}"
+
+    head = f" {'accuracy':>9}" if model else ""
+    lines = [f"{'question type':<18} {'n':>6}{head} {'majority':>9}  majority answer"]
     for t, r in result["per_type"].items():
         answer = r["majority_answer"] or "-"
-        lines.append(f"{t or '(none)':<18} {r['n']:>6} {r['accuracy']:>9.3f} {r['majority_accuracy']:>9.3f}  "
-                     f"{answer[:40] + ('...' if len(answer) > 40 else '')}")
-    lines.append(f"{'all':<18} {result['n']:>6} {result['accuracy']:>9.3f} {result['majority_accuracy']:>9.3f}  "
-                 f"(baseline from the {result['majority_source']})")
+        lines.append(row(t or "(none)", r, answer[:40] + ("..." if len(answer) > 40 else "")))
+    lines.append(row("all", result, f"(baseline from the {result['majority_source']})"))
     return "\n".join(lines)
 
 
@@ -168,6 +193,17 @@ def format_comparison(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def baseline_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.eval.vqa baseline",
+                                 description="the majority-answer baseline per question type, no model")
+    ap.add_argument("data", help="generated VL folder (val.json + train.json) or a LLaVA-style JSON file")
+    ap.add_argument("--train-file", help="LLaVA-style JSON for the majority answers (default: DATA/train.json)")
+    ap.add_argument("--image-root", help="folder image paths are relative to (default: each JSON file's folder)")
+    args = ap.parse_args(argv)
+    print(format_table(majority_baseline(args.data, args.train_file, args.image_root), model=False))
+    return 0
+
+
 def compare_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m harness.eval.vqa compare",
                                  description="side by side: results files that --out wrote, as NAME=FILE")
@@ -187,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["compare"]:
         return compare_main(argv[1:])
+    if argv[:1] == ["baseline"]:
+        return baseline_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m harness.eval.vqa", description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint", help="checkpoint folder (agents.vla.checkpoint)")
     ap.add_argument("data", help="generated VL folder (val.json + train.json) or a LLaVA-style JSON file")

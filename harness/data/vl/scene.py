@@ -23,7 +23,7 @@ camera's depth image into `SceneFacts`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from harness.sim.layout import (
     SWITCH_TRAVEL,
     SceneLayout,
 )
-from harness.tasks import initial_state, random_condition, symbolic_state
+from harness.tasks import initial_conditions, initial_state, symbolic_state
 from harness.tasks.info import InfoView, block_name
 from harness.tasks.symbolic import STACK_DZ, block_symbol
 
@@ -66,6 +66,7 @@ DRAWER_INNER_HALF_WIDTH, DRAWER_FRONT_Y, SLAB_EDGE_Y, WALL_MARGIN = 0.176, -0.15
 PLACE_WEIGHTS = {"table": 0.4, "slider": 0.25, "drawer": 0.15, "stack": 0.2}
 UNCOVERED_SIDE = 0.75  # chance that a block put in the sliding cabinet goes to the side the door leaves open
 CALVIN_CONDITION_FRACTION = 0.3  # share of states that are CALVIN evaluation start conditions
+CALVIN_CONDITIONS = initial_conditions()  # the 192, in product order: a state's `condition` indexes this
 MAX_PLACEMENT_TRIES = 200
 
 
@@ -185,6 +186,7 @@ class PlannedState:
     scene_obs: np.ndarray
     places: dict[str, str]
     source: str  # "calvin_condition" | "random"
+    condition: int | None = None  # the CALVIN start condition's index in initial_conditions()
 
 
 def _in_range(rng: np.random.Generator, lo: float, hi: float, fractions: tuple[float, float]) -> float:
@@ -271,16 +273,24 @@ def sample_random_state(rng: np.random.Generator, layout: SceneLayout) -> Planne
     raise RuntimeError(f"could not place the blocks in {MAX_PLACEMENT_TRIES} tries (scene {layout.name})")
 
 
-def sample_calvin_state(rng: np.random.Generator, layout: SceneLayout) -> PlannedState:
-    """One of CALVIN's 192 evaluation start conditions, built as its evaluation builds it."""
-    condition = random_condition(rng)
+def sample_calvin_state(rng: np.random.Generator, layout: SceneLayout,
+                        conditions: Sequence[int] | None = None) -> PlannedState:
+    """One of CALVIN's 192 evaluation start conditions (of `conditions`, indices into initial_conditions(), when
+    given), built as its evaluation builds it."""
+    allowed = range(len(CALVIN_CONDITIONS)) if conditions is None else conditions
+    if not allowed:
+        raise ValueError("sample_calvin_state: no start condition to draw from (conditions is empty)")
+    index = int(allowed[int(rng.integers(len(allowed)))])
+    condition = CALVIN_CONDITIONS[index]
     _, obs = initial_state(condition, layout.name)
-    return PlannedState(obs, {c: condition[f"{c}_block"] for c in BLOCK_COLORS}, "calvin_condition")
+    return PlannedState(obs, {c: condition[f"{c}_block"] for c in BLOCK_COLORS}, "calvin_condition", index)
 
 
-def sample_state(rng: np.random.Generator, layout: SceneLayout) -> PlannedState:
+def sample_state(rng: np.random.Generator, layout: SceneLayout, conditions: Sequence[int] | None = None) -> PlannedState:
+    """A CALVIN start condition (of `conditions`, when given) with probability CALVIN_CONDITION_FRACTION, else a
+    random state."""
     if rng.random() < CALVIN_CONDITION_FRACTION:
-        return sample_calvin_state(rng, layout)
+        return sample_calvin_state(rng, layout, conditions)
     return sample_random_state(rng, layout)
 
 
@@ -291,6 +301,7 @@ class RenderedState:
     facts: SceneFacts
     source: str  # "calvin_condition" | "random" | "scene_obs" (set by hand)
     depth: np.ndarray  # float32 (200, 200), metric depth of the static camera
+    condition: int | None = None  # the CALVIN start condition, for source "calvin_condition"
 
 
 class SceneRenderer:
@@ -328,7 +339,7 @@ class SceneRenderer:
         rendered = self.settle(planned.scene_obs)
         if rendered is None or {c: b.place for c, b in rendered.facts.blocks.items()} != planned.places:
             return None
-        return replace(rendered, source=planned.source)
+        return replace(rendered, source=planned.source, condition=planned.condition)
 
     def close(self) -> None:
         self.physics.close()
