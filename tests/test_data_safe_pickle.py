@@ -208,3 +208,57 @@ def test_not_a_dict_and_not_a_pickle_are_named(tmp_path):
     path.write_bytes(b"not a numpy file")
     with pytest.raises(CalvinFormatError, match=r"a\.npy: cannot be loaded as a pickled dict"):
         load_pickled_npy(path)
+
+
+HOSTILE_DTYPES = {
+    # an object dtype whose state says it holds no objects: its arrays read raw bytes as object pointers
+    "array": "(recon, (np.ndarray, (0,), b'b'), (1, (), BadDtype(), False, b'A' * 8))",
+    "scalar": "(scalar, (BadDtype(), b'A' * 8))",
+    "frombuffer": "(frombuffer, (b'A' * 8, BadDtype(), (), 'C'))",
+    "ndarray_call": "(np.ndarray, ((), np.dtype('O'), b'A' * 8))",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_DTYPES))
+def test_a_dtype_whose_pickled_state_lies_is_refused(tmp_path, kind):
+    """Run in a child: the file would crash the process (a pointer read from the file's bytes) if it loaded."""
+    script = f"""
+import pickle, sys
+import numpy as np
+from pathlib import Path
+from harness.data.calvin_format import load_pickled_npy
+from tests.test_data_safe_pickle import npy_bytes
+
+recon, scalar = np.zeros(1).__reduce__()[0], np.float32(0).__reduce__()[0]
+frombuffer = np.zeros(1).__reduce_ex__(5)[0]
+
+class BadDtype:
+    def __reduce__(self):
+        return (np.dtype, ('O8', False, True), (3, '|', None, None, None, -1, -1, 0))
+
+class Hostile:
+    def __reduce__(self):
+        return {HOSTILE_DTYPES[kind]}
+
+path = Path(sys.argv[1])
+path.write_bytes(npy_bytes(pickle.dumps(Hostile(), protocol=3)))
+try:
+    value = load_pickled_npy(path)
+except Exception as e:
+    print("refused:", e)
+else:
+    print("loaded:", repr(value))
+"""
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path / "lang.npy")], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith(f"refused: {tmp_path / 'lang.npy'}: cannot be loaded as a pickled dict"), r.stdout
+    expected = "refused a call of numpy.ndarray" if kind == "ndarray_call" else "contradicts its description '|O'"
+    assert expected in r.stdout, r.stdout
+
+
+def test_check_dtype_accepts_what_numpy_builds():
+    from harness.data.safe_pickle import check_dtype
+
+    for dtype in (np.dtype("O"), np.dtype("<U7"), np.dtype(">f8"), np.dtype([("a", "<i4"), ("b", "O", (2,))])):
+        assert check_dtype(pickle.loads(pickle.dumps(dtype))) == dtype

@@ -9,6 +9,13 @@ dicts, lists, tuples, str, bytes, int, float, bool, None (pickle opcodes, no cod
 dtypes and scalars (numpy's own reconstruct functions, under both the `numpy.core` names that numpy 1.x
 writes and the `numpy._core` names of numpy 2.x). Any other global is refused with `RefusedGlobal`
 before it is imported.
+
+A pickled dtype carries a state (byte order, item size, flags...) that numpy's `__setstate__` takes as
+given: a crafted one can declare an object dtype that "holds no objects", and an array of it then reads
+its raw bytes as object pointers (a crash, or worse, on first use). So every dtype an array, a scalar or
+a buffer is built with, and every dtype in the result, must agree with the dtype numpy builds from its
+own description; `np.ndarray` cannot be called directly (only `_reconstruct` makes arrays), and the arrays
+`_reconstruct` makes check their dtype before they take their state.
 """
 
 from __future__ import annotations
@@ -20,17 +27,66 @@ from typing import Any
 import numpy as np
 
 
+class RefusedDtype(pickle.UnpicklingError):
+    """A pickled dtype whose state contradicts what numpy builds from its description."""
+
+
+def check_dtype(dtype: np.dtype) -> np.dtype:
+    """`dtype`, if numpy's own dtype of its description has the same fields, item size and flags."""
+    from numpy.lib.format import descr_to_dtype, dtype_to_descr
+
+    try:
+        descr = dtype_to_descr(dtype)
+        canonical = descr_to_dtype(descr)
+    except (TypeError, ValueError, KeyError) as e:
+        raise RefusedDtype(f"refused a dtype numpy cannot describe ({e})") from None
+    if canonical != dtype or (canonical.itemsize, canonical.flags) != (dtype.itemsize, dtype.flags):
+        raise RefusedDtype(f"refused a dtype whose pickled state contradicts its description {descr!r}: item size "
+                           f"{dtype.itemsize}, flags {dtype.flags} (numpy's own: {canonical.itemsize}, {canonical.flags})")
+    return dtype
+
+
+class _CheckedArray(np.ndarray):
+    """What `_reconstruct` makes while unpickling: its dtype is checked before the array takes its state."""
+
+    def __setstate__(self, state: Any) -> None:
+        for item in state if isinstance(state, tuple) else ():
+            if isinstance(item, np.dtype):
+                check_dtype(item)
+        super().__setstate__(state)
+
+
+class _NdarrayName:
+    """`numpy.ndarray` in a pickle: only `_reconstruct`'s first argument, never called (an array over a buffer)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        raise pickle.UnpicklingError("refused a call of numpy.ndarray: a dataset file's arrays come from _reconstruct")
+
+
 def _numpy_reconstructors() -> dict[tuple[str, str], Any]:
     """The functions numpy pickles arrays and scalars with, taken from numpy itself (so this numpy's
-    own functions answer to both its and the other major version's module names)."""
+    own functions answer to both its and the other major version's module names), each checking the dtype
+    it is given."""
     reconstruct = np.zeros(1).__reduce__()[0]  # multiarray._reconstruct
     scalar = np.float32(0).__reduce__()[0]  # multiarray.scalar
     frombuffer = np.zeros(1).__reduce_ex__(5)[0]  # numeric._frombuffer (pickle protocol 5)
-    allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+
+    def checked_reconstruct(cls: Any, shape: Any, typecode: Any) -> np.ndarray:
+        if not isinstance(cls, _NdarrayName):
+            raise pickle.UnpicklingError(f"refused _reconstruct of {cls!r}: a dataset file holds plain numpy arrays")
+        return reconstruct(_CheckedArray, shape, typecode)
+
+    def checked_scalar(dtype: np.dtype, *args: Any) -> Any:
+        return scalar(check_dtype(dtype), *args)
+
+    def checked_frombuffer(buffer: Any, dtype: np.dtype, *args: Any) -> np.ndarray:
+        return frombuffer(buffer, check_dtype(dtype), *args)
+
+    allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): _NdarrayName(), ("numpy", "dtype"): np.dtype}
     for core in ("numpy.core", "numpy._core"):
-        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
-        allowed[(f"{core}.multiarray", "scalar")] = scalar
-        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
+        allowed[(f"{core}.multiarray", "_reconstruct")] = checked_reconstruct
+        allowed[(f"{core}.multiarray", "scalar")] = checked_scalar
+        allowed[(f"{core}.numeric", "_frombuffer")] = checked_frombuffer
     return allowed
 
 
@@ -71,7 +127,40 @@ def load_npy(path: str | Path) -> np.ndarray:
         if not dtype.hasobject:
             f.seek(0)
             return np.lib.format.read_array(f, allow_pickle=False)
-        array = DatasetUnpickler(f, encoding="ASCII").load()
+        array = plain(DatasetUnpickler(f, encoding="ASCII").load())
     if not isinstance(array, np.ndarray) or array.shape != tuple(shape):
         raise pickle.UnpicklingError(f"the pickle after the header is not the {shape} object array the header declares")
     return array
+
+
+def plain(value: Any) -> Any:
+    """An unpickled value with its `_CheckedArray`s as plain ndarrays (views) and every dtype in it checked;
+    containers are changed in place (a pickle may share them or make cycles)."""
+    done: dict[int, Any] = {}
+
+    def walk(obj: Any) -> Any:
+        if id(obj) in done:
+            return done[id(obj)]
+        if isinstance(obj, np.ndarray):
+            check_dtype(obj.dtype)
+            done[id(obj)] = out = obj.view(np.ndarray) if isinstance(obj, _CheckedArray) else obj
+            if out.dtype.hasobject and out.dtype.names is None:
+                for index in np.ndindex(out.shape):
+                    out[index] = walk(out[index])
+            return out
+        done[id(obj)] = obj
+        if isinstance(obj, np.dtype):
+            check_dtype(obj)
+        elif isinstance(obj, list):
+            obj[:] = [walk(v) for v in obj]
+        elif isinstance(obj, dict):
+            for k in obj:
+                obj[k] = walk(obj[k])
+        elif isinstance(obj, tuple):
+            done[id(obj)] = tuple(walk(v) for v in obj)  # a tuple in a cycle goes through a list or a dict
+        return done[id(obj)]
+
+    try:
+        return walk(value)
+    except RecursionError:
+        raise pickle.UnpicklingError("the pickle nests its containers too deeply for a dataset file") from None
