@@ -132,10 +132,10 @@ def test_other_protocols_are_refused_naming_the_setting(runs, tmp_path, capsys):
     assert main([str(runs["expert"]), str(chains), "--out", str(tmp_path / "z")]) == 2
     assert "chain/0 tasks" in capsys.readouterr().err
 
-    # the folder a checkpoint link named and its digest (run.json's "checkpoint", "weights") are what is compared,
-    # not the protocol
+    # the folder a checkpoint link named, its digest and the dtype a VLA's `dtype: auto` became (run.json's
+    # "checkpoint", "weights", "precision": the last only in a VLA's run) are what is compared, not the protocol
     linked = edited_copy(runs["falter1"], tmp_path / "linked", "run.json",
-                         lambda d: d.update(checkpoint="step_0000004", weights="aa"))
+                         lambda d: d.update(checkpoint="step_0000004", weights="aa", precision="bfloat16"))
     assert compare(runs["expert"], linked, tmp_path / "linked_out")[0] == 0
 
     rc, result = compare(runs["expert"], short, "--allow-protocol-mismatch", tmp_path / "allowed")

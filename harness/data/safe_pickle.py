@@ -41,8 +41,9 @@ def check_dtype(dtype: np.dtype) -> np.dtype:
     except (TypeError, ValueError, KeyError) as e:
         raise RefusedDtype(f"refused a dtype numpy cannot describe ({e})") from None
     if canonical != dtype or (canonical.itemsize, canonical.flags) != (dtype.itemsize, dtype.flags):
-        raise RefusedDtype(f"refused a dtype whose pickled state contradicts its description {descr!r}: item size "
-                           f"{dtype.itemsize}, flags {dtype.flags} (numpy's own: {canonical.itemsize}, {canonical.flags})")
+        raise RefusedDtype(f"refused a dtype whose pickled state contradicts its description {descr!r}: item "
+                           f"size {dtype.itemsize}, flags {dtype.flags} (numpy's own: {canonical.itemsize}, "
+                           f"{canonical.flags})")
     return dtype
 
 

@@ -44,10 +44,10 @@ from harness.eval.stats import (BOOTSTRAP_SEED, LEVEL, POWER, RESAMPLES, Interva
 from harness.eval.store import RESULTS, RUN_FILE, read_results
 
 BENCHMARK_CHAINS = 1000  # CALVIN's list: no more chains to pair exist
-# run.json keys that are what is compared (the agent, the folder a checkpoint link named, the checkpoint's digest), only
-# RNG draws (seed), or how single-task image noise was drawn ("setup": recorded only where it changed, so a clean run
-# would differ from a noisy one by it)
-NOT_PROTOCOL = {"agent", "checkpoint", "weights", "seed", "setup"}
+# run.json keys that are what is compared (the agent, the folder a checkpoint link named, the checkpoint's digest, the
+# dtype a VLA's `dtype: auto` became: the agent's own numerics), only RNG draws (seed), or how single-task image noise was
+# drawn ("setup": recorded only where it changed, so a clean run would differ from a noisy one by it)
+NOT_PROTOCOL = {"agent", "checkpoint", "weights", "precision", "seed", "setup"}
 RESULTS_PROTOCOL_SKIP = {"chains", "episodes_per_task", "seed", "mode", "ep_len"}  # how many / already in run.json
 
 
