@@ -13,19 +13,24 @@ from harness.serve.batching import Batcher, ServerSession, ServerStats
 
 
 class DroppingPolicy:
-    """Steps every observation, but leaves out the action of any whose instruction is "drop"."""
+    """Steps every observation (counting a session's steps in its state, a dict), but leaves out the action of
+    any whose instruction is "drop"."""
 
     def step_batch(self, sessions: list[Any], observations: list[Any], instructions: list[str]) -> list[np.ndarray]:
+        for state in sessions:
+            if state is not None:
+                state["steps"] += 1
         return [np.full(7, i, dtype=np.float32) for i, text in enumerate(instructions) if text != "drop"]
 
 
-def test_a_policy_that_returns_too_few_actions_fails_those_requests_and_the_server_goes_on():
+def test_a_policy_that_returns_too_few_actions_fails_that_batch_and_the_server_goes_on():
+    sessions = [ServerSession(i, {"steps": 0}) for i in range(3)]
+
     async def run() -> list[Any]:
         stats = ServerStats()
         batcher = Batcher(DroppingPolicy(), max_batch=4, max_wait_ms=200, stats=stats, open_sessions=lambda: 3)
         task = asyncio.create_task(batcher.run())
         try:
-            sessions = [ServerSession(i, None) for i in range(3)]
             steps = [batcher.step(s, {}, text) for s, text in zip(sessions, ["go", "drop", "go"])]
             first = await asyncio.wait_for(asyncio.gather(*steps, return_exceptions=True), 10)
             later = await asyncio.wait_for(batcher.step(sessions[0], {}, "go"), 10)
@@ -34,11 +39,13 @@ def test_a_policy_that_returns_too_few_actions_fails_those_requests_and_the_serv
             task.cancel()
             batcher.close()
 
-    go, dropped, go_too, later, batcher_stopped = asyncio.run(run())
-    # the batch of three fails (two actions for three observations); retried one by one, the two others get theirs
-    assert isinstance(go, np.ndarray) and isinstance(go_too, np.ndarray)
-    assert isinstance(dropped, RuntimeError)
-    assert "the policy's step_batch returned 0 action(s) for 1 observation(s)" in str(dropped)
+    *first, later, batcher_stopped = asyncio.run(run())
+    # the call stepped all three sessions and returned two actions: every request of the batch fails, none is
+    # stepped again (one by one, each session would have moved two steps for one observation)
+    for result in first:
+        assert isinstance(result, RuntimeError)
+        assert "the policy's step_batch returned 2 action(s) for 3 observation(s)" in str(result)
+    assert [s.state["steps"] for s in sessions] == [2, 1, 1]  # session 0 stepped once more, later
     assert isinstance(later, np.ndarray) and not batcher_stopped
 
 

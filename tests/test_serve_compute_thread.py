@@ -24,7 +24,9 @@ from harness.serve.batching import build_in_compute_thread
 from tests.serve_helpers import ROOT, observations, served, wait_for
 
 PROBE = "tests.serve_helpers:ThreadProbePolicy"
-SAME_THREAD_NOT_MAIN_ONE_TORCH_THREAD = [1.0, 1.0, 1.0]
+# two torch threads: the tests' processes have OMP_NUM_THREADS=1 (tests/conftest.py), so one thread would be what
+# the server has without setting any
+SAME_THREAD_NOT_MAIN_TWO_TORCH_THREADS = [1.0, 1.0, 0.5]
 
 
 def probe_flags(url: str) -> list[float]:
@@ -45,18 +47,18 @@ def serve_command(*overrides: str) -> subprocess.Popen:
 
 
 def test_a_server_process_steps_its_policy_in_the_thread_that_built_it():
-    with served({"name": "custom", "factory": PROBE}, threads=1) as server:
-        assert probe_flags(server.url) == SAME_THREAD_NOT_MAIN_ONE_TORCH_THREAD
+    with served({"name": "custom", "factory": PROBE}, threads=2) as server:
+        assert probe_flags(server.url) == SAME_THREAD_NOT_MAIN_TWO_TORCH_THREADS
 
 
 @pytest.mark.timeout(300)
 def test_the_serve_command_steps_its_policy_in_the_thread_that_built_it():
-    proc = serve_command("agent=custom", f"agent.factory={PROBE}", "threads=1")
+    proc = serve_command("agent=custom", f"agent.factory={PROBE}", "threads=2")
     try:
         line = proc.stdout.readline()
         match = re.match(r"serving thread_probe on (ws://127\.0\.0\.1:\d+)", line)
         assert match, line
-        assert probe_flags(match.group(1)) == SAME_THREAD_NOT_MAIN_ONE_TORCH_THREAD
+        assert probe_flags(match.group(1)) == SAME_THREAD_NOT_MAIN_TWO_TORCH_THREADS
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err

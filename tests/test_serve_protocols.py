@@ -190,7 +190,7 @@ def test_bad_messages_get_error_replies_and_every_connection_goes_on(vla_eval_se
         assert "not a msgpack message" in texts[0]
         assert "before episode_start" in texts[1]
         assert "dtype '<c8' is not allowed" in texts[2]
-        assert "rgb_static must be a uint8 (H, W, 3) array" in texts[3]
+        assert "rgb_static (sent as 'images.rgb_static') must be a uint8 (H, W, 3) array" in texts[3]
         assert "over the server's limit" in texts[4]
         assert ask(bad, "observation", _vla_eval_obs(obs[1], "open the drawer"), 5).type == "action"  # still served
         assert ask(good, "observation", _vla_eval_obs(obs[1], "open the drawer"), 3).type == "action"
@@ -263,7 +263,7 @@ def test_openpi_client_drives_the_server(checkpoint, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout)
     assert out["metadata"] == "vla" and out["chunk_shape"] == [1, 7]
-    assert "rgb_static must be a uint8 (H, W, 3) array" in out["error"]
+    assert "rgb_static (sent as 'observation/image') must be a uint8 (H, W, 3) array" in out["error"]
     obs = observations(STEPS, seed=5)  # the client's frames: the same generator, the same draws
     want = in_process_actions(checkpoint, _as_sent(obs), INSTRUCTIONS[1])
     np.testing.assert_allclose(np.array(out["actions"]), np.stack(want[:-1]), atol=1e-6)
@@ -286,6 +286,9 @@ def test_a_token_keeps_clients_without_it_out(checkpoint):
             urllib.request.urlopen(http + "/stats", timeout=30)
         assert stats.value.code == 401
         assert urllib.request.urlopen(http + "/health", timeout=30).status == 200
+        with urllib.request.urlopen(http + "/stats?token=s3cret", timeout=30) as answer:
+            assert answer.headers.get_all("Content-Type") == ["application/json"]  # one, not text/plain beside it
+            assert "requests" in json.loads(answer.read())
         agent = make_agent("remote", url=server.url, token="s3cret")
         agent.reset()
         assert agent.step({"robot_obs": np.zeros(15)}, "open the drawer").shape == (7,)
@@ -297,34 +300,52 @@ def test_a_token_keeps_clients_without_it_out(checkpoint):
         assert asyncio.run(with_query_token()) == "random"
 
 
-def test_a_failed_episode_start_leaves_no_session_and_the_next_observation_is_answered():
-    """A start the agent cannot take (a negative seed: RandomAgent.new_chain refuses it) after an episode: the old
-    session is closed, no new one opens, the next observation gets an error reply instead of waiting forever on
-    the closed session, and the server stops cleanly."""
+def converse(messages: list[tuple[str, dict]], protocol: str = "native") -> list:
+    """A random agent served in this process: the messages in order on one connection; the replies to
+    observations and to starts with a seed it refuses, then the sessions left open."""
     from agents import make_policy
     from harness.serve.server import PolicyServer, ServeSettings
 
     async def run() -> list:
-        server = PolicyServer(make_policy("random"), ServeSettings(port=0))
+        server = PolicyServer(make_policy("random"), ServeSettings(port=0, protocol=protocol))
         stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
         task = asyncio.create_task(server.serve(on_ready=ready.set_result, stop=stop))
-        obs = {"obs": {"robot_obs": np.zeros(15)}, "instruction": "open the drawer"}
         replies = []
         async with websockets.connect(f"ws://127.0.0.1:{await ready}") as ws:
-            for seq, (kind, payload) in enumerate([("episode_start", {"seed": 1}), ("observation", obs),
-                                                   ("episode_start", {"seed": -1}), ("observation", obs)], 1):
+            for seq, (kind, payload) in enumerate(messages, 1):
                 await ws.send(pack_message(kind, payload, seq))
-                if kind == "observation" or payload["seed"] < 0:
+                seed = payload.get("seed")
+                if kind == "observation" or not (seed is None or type(seed) is int and seed >= 0):  # refused
                     replies.append(unpack_message(await asyncio.wait_for(ws.recv(), 30)))
             replies.append(server.stats.sessions_open)
         stop.set()
         await asyncio.wait_for(task, 30)
         return replies
 
-    action, failed_start, observation, sessions_open = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_a_failed_episode_start_leaves_no_session_and_the_next_observation_is_answered():
+    """A start the agent cannot take (a negative seed: RandomAgent.new_chain refuses it) after an episode: the old
+    session is closed, no new one opens, the next observation gets an error reply instead of waiting forever on
+    the closed session, and the server stops cleanly."""
+    obs = {"obs": {"robot_obs": np.zeros(15)}, "instruction": "open the drawer"}
+    action, failed_start, observation, sessions_open = converse(
+        [("episode_start", {"seed": 3}), ("observation", obs), ("episode_start", {"seed": -1}), ("observation", obs)])
     assert action.type == "action" and failed_start.type == "error" and "non-negative" in failed_start.payload["error"]
     assert observation.type == "error" and "before episode_start" in observation.payload["error"]
     assert sessions_open == 0
+
+
+def test_a_vla_eval_episode_start_with_a_seed_starts_the_agent_the_same_way():
+    obs = {"states": np.zeros(15, np.float32), "task_description": "open the drawer"}
+    messages = [("episode_start", {"seed": 3}), ("observation", obs), ("episode_end", {}),
+                ("episode_start", {"seed": 3}), ("observation", obs), ("episode_start", {}), ("observation", obs),
+                ("episode_start", {"seed": 3.0})]
+    first, again, unseeded, refused, _ = converse(messages, protocol="vla_eval")
+    assert np.array_equal(first.payload["actions"], again.payload["actions"])  # new_chain(3) both times
+    assert not np.array_equal(first.payload["actions"], unseeded.payload["actions"])  # the generator ran on
+    assert refused.type == "error" and "seed must be an integer or null, got 3.0" in refused.payload["error"]
 
 
 def _png(size: int, fmt: str = "PNG") -> bytes:
@@ -393,3 +414,19 @@ def test_an_openpi_connection_whose_session_cannot_open_is_told_why():
             assert isinstance(unpack_openpi(ws.recv(timeout=30)), dict)  # the metadata, first
             error = ws.recv(timeout=30)
     assert isinstance(error, str) and "could not open a session: RuntimeError: no session slot left" in error
+
+
+def test_a_refused_observation_names_the_key_the_client_sent():
+    from agents.remote.mapping import ObservationMapping, check_observation
+
+    mapping = ObservationMapping.for_protocol("openpi")
+    image = np.zeros((8, 8, 3), np.uint8)
+    wrong_camera, _ = mapping.decode({"observation/wrist_image": image, "prompt": "open the drawer"})
+    with pytest.raises(WireError, match=r"lacks the static camera \(rgb_static \(sent as 'observation/image'\)\)"):
+        check_observation(wrong_camera, ["static"], mapping.wire_names())
+    batched_state, _ = mapping.decode({"observation/image": image, "observation/state": np.zeros((1, 15), np.float32),
+                                       "prompt": "open the drawer"})
+    with pytest.raises(WireError, match=r"robot_obs \(sent as 'observation/state'\) must be a 1-d numeric array"):
+        check_observation(batched_state, ["static"], mapping.wire_names())
+    with pytest.raises(WireError, match=r"^robot_obs must be a 1-d"):  # the native protocol sends env keys
+        check_observation(batched_state, ["static"])

@@ -112,6 +112,10 @@ class ObservationMapping:
         _put(wire, self.instruction_key, instruction)
         return wire
 
+    def wire_names(self) -> dict[str, str]:
+        """Env observation key -> the wire key `decode` reads it from (for errors that name what the client sent)."""
+        return {**{f"rgb_{camera}": key for camera, key in self.cameras.items()}, "robot_obs": self.state_key}
+
     def decode(self, wire: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
         """A wire observation -> (env-style observation, instruction); the state vector becomes
         `robot_obs` as it is. Missing cameras are left out (the served agent's check names them)."""
@@ -130,26 +134,32 @@ class ObservationMapping:
         return obs, instruction
 
 
-def check_observation(obs: Mapping[str, Any], cameras: Sequence[str]) -> None:
+def check_observation(obs: Mapping[str, Any], cameras: Sequence[str], wire_names: Mapping[str, str] | None = None) -> None:
     """What a served agent may be given: every camera it declared as uint8 (H, W, 3), a numeric 1-d
-    `robot_obs` (and `scene_obs`) when present. Raises WireError naming the entry."""
+    `robot_obs` (and `scene_obs`) when present. Raises WireError naming the entry (and the wire key it came
+    from, `wire_names`: ObservationMapping.wire_names)."""
+    def name(key: str) -> str:
+        return f"{key} (sent as {wire_names[key]!r})" if wire_names and key in wire_names else key
+
     rgb = obs.get("rgb_obs", {})
     if not isinstance(rgb, Mapping):
         raise WireError(f"observation's 'rgb_obs' must be a map of camera images, got {type(rgb).__name__}")
     for camera in cameras:
         image = rgb.get(f"rgb_{camera}")
         if image is None:
-            raise WireError(f"observation lacks the {camera} camera (rgb_{camera}), which the served agent reads")
+            raise WireError(f"observation lacks the {camera} camera ({name(f'rgb_{camera}')}), which the served "
+                            "agent reads")
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             what = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-            raise WireError(f"rgb_{camera} must be a uint8 (H, W, 3) array, got {what}")
+            raise WireError(f"{name(f'rgb_{camera}')} must be a uint8 (H, W, 3) array, got {what}")
         if not 0 < image.shape[0] <= MAX_IMAGE_SIDE or not 0 < image.shape[1] <= MAX_IMAGE_SIDE:
-            raise WireError(f"rgb_{camera} of {image.shape[0]}x{image.shape[1]} pixels: each side must be 1..{MAX_IMAGE_SIDE}")
+            raise WireError(f"{name(f'rgb_{camera}')} of {image.shape[0]}x{image.shape[1]} pixels: each side must be "
+                            f"1..{MAX_IMAGE_SIDE}")
     for key in ("robot_obs", "scene_obs"):
         value = obs.get(key)
         if value is not None and (not isinstance(value, np.ndarray) or value.ndim != 1 or value.dtype.kind not in "iuf"):
             what = f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
-            raise WireError(f"{key} must be a 1-d numeric array, got {what}")
+            raise WireError(f"{name(key)} must be a 1-d numeric array, got {what}")
 
 
 @dataclass(frozen=True)

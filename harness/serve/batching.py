@@ -12,7 +12,8 @@ OpenMP runtime keeps a pool of worker threads for every thread that runs a paral
 loaded in the main thread and stepped in the compute thread ran its batches at half the speed of the same
 call in one thread (2 threads on 2 cores; docs/SERVING.md). A batch that fails is stepped again request
 by request, so that one client's bad observation fails only its own request (`SessionPolicy.step_batch`:
-a policy that raises has stepped no session).
+a policy that raises has stepped no session). A call that returns another number of actions than it was
+given observations has stepped its sessions: every request of that batch fails, none is stepped again.
 """
 
 from __future__ import annotations
@@ -193,14 +194,15 @@ class Batcher:
         try:
             actions = list(self.policy.step_batch([r.session.state for r in batch], [r.obs for r in batch],
                                                   [r.instruction for r in batch]))
-            if len(actions) != len(batch):  # a request without its action would wait for ever
-                raise RuntimeError(f"the policy's step_batch returned {len(actions)} action(s) for {len(batch)} "
-                                   "observation(s)")
-            return [(not isinstance(a, BaseException), a) for a in actions]
         except Exception as e:  # noqa: BLE001 - told to the clients; the server goes on
             if len(batch) == 1:
                 return [(False, e)]
-        return [self._step([r])[0] for r in batch]
+            return [self._step([r])[0] for r in batch]
+        if len(actions) != len(batch):  # a policy bug: it has stepped the sessions, so none is stepped again
+            error = RuntimeError(f"the policy's step_batch returned {len(actions)} action(s) for {len(batch)} "
+                                 "observation(s)")
+            return [(False, error)] * len(batch)
+        return [(not isinstance(a, BaseException), a) for a in actions]
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

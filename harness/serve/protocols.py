@@ -5,7 +5,8 @@
               the same session (the agent's `reset`, as in-process: a stochastic agent's generator runs
               on), `observation {obs, instruction}` -> `action {action}` (the agent's own observation and
               action), `episode_end` closes the session; the hello reply carries the agent's spec.
-    vla_eval  vla-eval's RFC-0002: `episode_start` opens a session, `observation {images, states,
+    vla_eval  vla-eval's RFC-0002: `episode_start` opens a session (seeded like native's when its payload
+              has an integer `seed`; vla-eval's runners send none), `observation {images, states,
               task_description, episode_restart?}` -> `action {actions}`, `episode_end` closes it. The
               wire layout is the server's `observation` mapping (agents.remote.mapping).
     openpi    openpi's: metadata on connect, then observation dict -> {"actions": (1, 7)}; a connection is one
@@ -50,6 +51,10 @@ class Codec:
 
     def greeting(self, info: dict[str, Any]) -> bytes | None:
         return None
+
+    def wire_names(self) -> dict[str, str]:
+        """Env observation key -> the key the client sent it under (none for the native protocol: the same)."""
+        return self.mapping.wire_names() if self.mapping is not None else {}
 
     def read(self, data: Any) -> Event:
         raise NotImplementedError

@@ -154,7 +154,7 @@ class PolicyServer:
                     raise WireError("an observation before episode_start: start an episode first")
                 if event.restart:
                     await self.batcher.call(self.policy.reset, session.state)
-                check_observation(event.obs, self.policy.spec.cameras)
+                check_observation(event.obs, self.policy.spec.cameras, codec.wire_names())
                 action = await self.batcher.step(session, event.obs, event.instruction)
                 await ws.send(codec.action(event, action))
         except Exception as e:  # noqa: BLE001 - whatever the message or the agent did, the client is told
@@ -183,6 +183,7 @@ class PolicyServer:
             return connection.respond(HTTPStatus.UNAUTHORIZED, "token rejected\n")
         if path == "/stats":
             response = connection.respond(HTTPStatus.OK, json.dumps(self.stats.summary()) + "\n")
+            del response.headers["Content-Type"]  # respond() set text/plain; a second header would sit beside it
             response.headers["Content-Type"] = "application/json"
             return response
         return None  # on to the WebSocket handshake
