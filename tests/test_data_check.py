@@ -165,6 +165,28 @@ def test_a_corrupt_image_member_is_found_and_named(tmp_path, capsys, stored):
         windows[0]  # the training loader's error names the frame file and key too
 
 
+def test_a_member_whose_header_declares_an_absurd_shape_is_named(tmp_path):
+    """numpy allocates the declared shape before reading: 10**13 floats is a MemoryError, named like any damage."""
+    import io
+    import zipfile
+
+    root = write_dataset(tmp_path / "d")
+    frame = root / "training" / "episode_0358483.npz"
+    with zipfile.ZipFile(frame) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**13,)})
+    members["rel_actions.npy"] = header.getvalue() + bytes(56)
+    with zipfile.ZipFile(frame, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    text = check_path(root, split="training")[0].render()
+    assert f"{frame} [rel_actions]: unreadable npz member (MemoryError" in text, text
+    windows = WindowDataset(NpzFrameSource(CalvinSplit(root, "training")), WindowSpec(4, 10), ActionNormalizer())
+    with pytest.raises(CalvinFormatError, match=rf"{frame} \[rel_actions\]: unreadable npz member \(MemoryError"):
+        windows[0]
+
+
 def test_bad_episode_entries_do_not_stop_the_check(tmp_path):
     root = write_dataset(tmp_path / "d")
     split = root / "training"
@@ -207,6 +229,17 @@ def test_malformed_statistics_are_one_line_naming_the_file(tmp_path, content, me
     with pytest.raises(ValueError) as err:  # the training command line prints a ValueError here in one line
         make_normalizer(DataConfig(path=str(tmp_path), normalizer={"mode": "zscore"}))
     assert str(stats) in str(err.value) and message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_zscore_statistics_come_from_a_split_folder_given_as_the_path(tmp_path):
+    from harness.data.config import DataConfig, make_normalizer
+
+    split = tmp_path / "calvin" / "training"  # a split folder (its frames' ids file) as data.path, for training
+    split.mkdir(parents=True)
+    (split / "ep_start_end_ids.npy").write_bytes(b"")
+    (split / "statistics.yaml").write_text("rel_actions: {mean: [0.1, 0, 0, 0, 0, 0], std: [0.5, 1, 1, 1, 1, 1]}")
+    normalizer = make_normalizer(DataConfig(path=str(split), normalizer={"mode": "zscore"}))
+    assert normalizer.mean[0] == pytest.approx(0.1) and normalizer.std[0] == pytest.approx(0.5)
 
 
 def test_an_old_task_D_D_copys_scene_info_is_refused_and_relabelled(tmp_path):

@@ -156,6 +156,17 @@ def test_resize_needs_a_converted_key(both, tmp_path):
                 progress=False)
 
 
+def test_a_split_folder_converted_under_both_split_names_is_refused(both, tmp_path):
+    """A split folder stands for any split name: converted as training and validation, both would hold its frames
+    (the validation loss measured on training frames)."""
+    root, _, _ = both
+    with pytest.raises(ValueError, match=r"no 'training' or 'validation' folder: it is a split folder .* give the dataset root"):
+        convert(root / "training", tmp_path / "both", splits=["training", "validation"], progress=False)
+    assert not (tmp_path / "both").exists()
+    [one] = convert(root / "training", tmp_path / "one", splits=["training"], progress=False)
+    assert one["split"] == "training" and (tmp_path / "one" / "training" / "manifest.json").is_file()
+
+
 def test_a_resumed_conversion_keeps_the_converted_split_and_converts_the_rest(both, tmp_path, capsys):
     """A conversion stopped after its first split carries on from the second: the finished split is not
     written again, and what a killed conversion left before its rename is removed."""
@@ -247,7 +258,7 @@ def test_bad_shard_sizes_are_refused_and_numpy_episode_ids_convert(both, tmp_pat
     that --resume then kept); an auto_lang_ann whose info.episodes is a numpy array converts (its int64 values
     stopped the conversion at its very end, in annotations.json)."""
     from harness.data.__main__ import main
-    from harness.data.calvin_format import LangAnnotations
+    from harness.data.calvin_format import CalvinFormatError, LangAnnotations
 
     root, _, _ = both
     with pytest.raises(ValueError, match="shard_frames must be at least 1, got 0"):
@@ -258,6 +269,14 @@ def test_bad_shard_sizes_are_refused_and_numpy_episode_ids_convert(both, tmp_pat
     lang = LangAnnotations.from_dict({"info": {"indx": [(0, 3)], "episodes": np.array([7])},
                                       "language": {"ann": ["open the drawer"], "task": ["open_drawer"]}}, "here")
     assert json.dumps(lang.to_dict()["info"]["episodes"]) == "[7]"
+    # a 2-d array (episode ranges), numpy values inside lists: plain JSON; an empty `emb` (CALVIN's annotator's
+    # start value) is no embeddings
+    ranges = {"info": {"indx": [(0, 3)], "episodes": np.array([[100, 139], [200, 229]])},
+              "language": {"ann": ["open the drawer"], "task": ["open_drawer"], "emb": []}}
+    lang = LangAnnotations.from_dict(ranges, "here")
+    assert json.dumps(lang.to_dict()["info"]["episodes"]) == "[[100, 139], [200, 229]]" and lang.emb is None
+    with pytest.raises(CalvinFormatError, match="info.episodes.*cannot be written as JSON"):
+        LangAnnotations.from_dict({**ranges, "info": {"indx": [(0, 3)], "episodes": [{1, 2}]}}, "here")
 
 
 def test_a_resume_names_a_damaged_file_of_the_converted_split(both, tmp_path, capsys):

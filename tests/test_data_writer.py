@@ -83,8 +83,18 @@ def test_language_embeddings(tmp_path):
         write_episode(w, range(3), [(0, 1, "close the drawer", "close_drawer")])
         with pytest.raises(ValueError, match="every annotation has an embedding"):
             w.end_episode()
+        # another size: refused before its frames move, and the writer goes on with the split's size
+        w.begin_episode("calvin_scene_D")
+        write_episode(w, range(3), [(0, 1, "close the drawer", "close_drawer", np.zeros(512, dtype=np.float32))])
+        with pytest.raises(ValueError, match=r"language embeddings of \[384, 512\] values"):
+            w.end_episode()
+        w.begin_episode("calvin_scene_D")
+        write_episode(w, range(3), [(0, 1, "close the drawer", "close_drawer", np.ones(384, dtype=np.float32))])
+        assert w.end_episode() == (3, 5)
     lang = CalvinSplit(tmp_path, "validation").lang
-    assert lang.emb.shape == (1, 1, 384) and lang.emb[0, 0, 5] == 5.0
+    assert lang.emb.shape == (2, 1, 384) and lang.emb[0, 0, 5] == 5.0 and lang.emb[1, 0, 5] == 1.0
+    assert sorted(p.name for p in (tmp_path / "validation").glob("episode_*.npz")) == [
+        f"episode_{i:07d}.npz" for i in range(6)]
 
 
 def _worker(staging: str, seed: int, conn) -> None:

@@ -26,6 +26,7 @@ as `CalvinFormatError` (a ValueError), the `check` command collects them all.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import zipfile
@@ -140,6 +141,11 @@ def frame_value_problems(where: str, key: str, value: np.ndarray) -> list[Proble
     return problems
 
 
+# what reading a damaged or crafted npz member raises: MemoryError for a header declaring an absurd shape (numpy
+# allocates it before reading), NotImplementedError for a compression method zipfile does not know
+UNREADABLE_MEMBER = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, MemoryError, NotImplementedError)
+
+
 def read_member(zf: zipfile.ZipFile, key: str, where: str) -> np.ndarray:
     """One array of an open npz, read to the member's end, where zip checks its CRC-32. A damaged member
     is a CalvinFormatError naming the frame file and the key."""
@@ -147,7 +153,7 @@ def read_member(zf: zipfile.ZipFile, key: str, where: str) -> np.ndarray:
         with zf.open(f"{key}.npy") as f:
             arr = np.lib.format.read_array(f, allow_pickle=False)
             f.read()
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+    except UNREADABLE_MEMBER as e:
         raise CalvinFormatError([Problem(where, f"unreadable npz member ({type(e).__name__}: {e})", key)]) from None
     return arr
 
@@ -159,7 +165,7 @@ def read_member_header(zf: zipfile.ZipFile, key: str, where: str) -> tuple[np.dt
             version = np.lib.format.read_magic(f)
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, _, dtype = read(f)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+    except UNREADABLE_MEMBER as e:
         raise CalvinFormatError([Problem(where, f"unreadable npz member ({type(e).__name__}: {e})", key)]) from None
     return dtype, shape
 
@@ -284,6 +290,9 @@ class LangAnnotations:
             if len(values) != len(indx):
                 problems.append(Problem(where, f"{len(values)} entries but info.indx has {len(indx)}", key))
         emb = lang.get("emb")
+        # CALVIN's annotator starts `emb` as [] and may leave it so: no embeddings (the training reads none)
+        if _is_sequence(emb) and len(emb) == 0 and len(indx) > 0:
+            emb = None
         if emb is not None:
             try:
                 emb = np.asarray(emb)
@@ -295,10 +304,14 @@ class LangAnnotations:
                 problems.append(Problem(where, f"expected ({len(indx)}, 1, D) floats, got {emb.shape} {emb.dtype}", "language.emb"))
             else:
                 emb = emb.astype(np.float32, copy=False)
+        if episodes is not None:  # numpy arrays and scalars as plain values: written back as JSON too (shards)
+            episodes = _json_plain(episodes)
+            try:
+                json.dumps(episodes)
+            except (TypeError, ValueError) as e:
+                problems.append(Problem(where, f"cannot be written as JSON ({e})", "info.episodes"))
         if problems:
             raise CalvinFormatError(problems)
-        if episodes is not None:  # numpy scalars (an array stored) as plain values: written back as JSON too
-            episodes = [e.item() if isinstance(e, np.generic) else e for e in episodes]
         return cls(indx.astype(np.int64), ann, task, emb, episodes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -325,6 +338,19 @@ def lang_annotation_path(split_dir: Path) -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+def _json_plain(value: Any) -> Any:
+    """numpy arrays as lists and numpy scalars as Python ones, inside lists, tuples and dicts too."""
+    if isinstance(value, np.ndarray):
+        return _json_plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_json_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_plain(v) for k, v in value.items()}
+    return value
 
 
 def _is_sequence(value: Any) -> bool:

@@ -260,9 +260,14 @@ class CalvinDatasetWriter:
                 f"scene {record.scene!r} already has frames {self.scene_info[record.scene]}; CALVIN's scene_info.npy "
                 "gives each scene one range, so commit a scene's episodes together"
             )
+        # checked before anything moves: a split's annotations are stacked into one (N, 1, D) language.emb
         emb_set = {a.emb is not None for a in (*self.annotations, *record.annotations)}
         if len(emb_set) > 1:
             raise ValueError("either every annotation has an embedding (language.emb) or none has")
+        sizes = {a.emb.size for a in (*self.annotations, *record.annotations) if a.emb is not None}
+        if len(sizes) > 1:
+            raise ValueError(f"language embeddings of {sorted(sizes)} values: every annotation's embedding (language.emb) "
+                             "must have the split's size")
         first = self.next_frame_id
         last = first + record.num_frames - 1
         for i in range(record.num_frames):

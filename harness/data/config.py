@@ -56,7 +56,7 @@ def make_normalizer(cfg: DataConfig) -> ActionNormalizer:
     """The configured normaliser; z-score statistics default to the training split's statistics.yaml."""
     d = dict(cfg.normalizer)
     if d.get("mode") == "zscore" and ("mean" not in d or "std" not in d):
-        stats_path = Path(cfg.path) / cfg.train_split / STATISTICS
+        stats_path = _train_folder(cfg) / STATISTICS
         mean, std = _rel_action_statistics(stats_path)
         d.setdefault("mean", mean)
         d.setdefault("std", std)
@@ -93,5 +93,10 @@ def build_dataset(cfg: DataConfig, spec: WindowSpec, train: bool, normalizer: Ac
 def _same_folder(validation: str, cfg: DataConfig) -> bool:
     """Whether the validation split resolved to the training split's folder: a split folder given as data.path
     stands for any split name."""
+    return Path(validation).resolve() == _train_folder(cfg).resolve()
+
+
+def _train_folder(cfg: DataConfig) -> Path:
+    """The training split's folder: data.path's `train_split` folder, or data.path itself when it is a split."""
     resolve = resolve_shard_dir if cfg.format == "shards" else resolve_split_dir
-    return Path(validation).resolve() == resolve(cfg.path, cfg.train_split).resolve()
+    return resolve(cfg.path, cfg.train_split)

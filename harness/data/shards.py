@@ -294,6 +294,11 @@ def convert(src: str | Path, dst: str | Path, *, splits: Iterable[str] | None = 
     names = list(splits) if splits is not None else [s for s in SPLITS if (src / s).is_dir()]
     if not names:
         return [convert_split(CalvinSplit(src), dst, **kw)]
+    missing = [s for s in names if not (src / s).is_dir()]
+    if len(names) > 1 and missing:  # a split folder stands for any split name: each would get the same frames
+        raise ValueError(f"{src} has no {' or '.join(repr(s) for s in missing)} folder: it is a split folder (one "
+                         f"split), and converting it as {names} would write the same frames under each name (validation "
+                         "on the training frames); give the dataset root, or one split")
     dst.mkdir(parents=True, exist_ok=True)
     fsync_dir(dst.parent)
     return [convert_split(CalvinSplit(src, s), dst / s, **kw) for s in names]
