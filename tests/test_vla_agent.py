@@ -14,7 +14,7 @@ from agents.base import Agent
 from agents.vla.agent import METRES_PER_UNIT, ExecutionConfig, VLAAgent
 from agents.vla.inference import EpisodeStream
 from harness.data.normalization import ActionNormalizer
-from tests.vla_helpers import WINDOW, build_model, frames_of, make_batch, tiny_dir  # noqa: F401  (fixture)
+from tests.vla_helpers import WINDOW, build_model, chunk_for, frames_of, make_batch, tiny_dir  # noqa: F401  (fixture)
 
 STEPS = WINDOW + 3  # past the point where the window starts to slide
 
@@ -29,7 +29,8 @@ CASES = [("tiny_llava", h, "post") for h in ("mlp", "lstm", "gpt", "discrete")] 
 
 @pytest.mark.parametrize("name,head,history", CASES)
 def test_cached_step_equals_recomputing_the_window(tiny_dir, name, head, history):
-    model = build_model(tiny_dir, name, head=head, history=history, gripper=True, proprio=True).eval()
+    model = build_model(tiny_dir, name, head=head, history=history, gripper=True, proprio=True,
+                        chunk=chunk_for(head, history)).eval()
     frames = frames_of(make_batch(b=1, w=STEPS, gripper=True, seed=4))
     cached, recompute = EpisodeStream(model, cached=True), EpisodeStream(model, cached=False)
     for f in frames:

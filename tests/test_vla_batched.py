@@ -14,7 +14,8 @@ import torch
 from agents.vla.agent import ExecutionConfig, VLAAgent, VLAPolicy
 from agents.vla.inference import EpisodeStream, new_episode, step_episodes
 from harness.data.normalization import ActionNormalizer
-from tests.vla_helpers import INSTRUCTIONS, WINDOW, build_model, frames_of, make_batch, tiny_dir  # noqa: F401
+from tests.vla_helpers import (INSTRUCTIONS, WINDOW, build_model, chunk_for, frames_of, make_batch,  # noqa: F401
+                               tiny_dir)
 
 STEPS = WINDOW + 4
 EPISODES = 4
@@ -58,7 +59,8 @@ def _max_diff(a: list[list[torch.Tensor]], b: list[list[torch.Tensor]]) -> float
 
 @pytest.mark.parametrize("name,head,history", CASES)
 def test_batched_steps_equal_stepping_each_episode_alone(tiny_dir, name, head, history):
-    model = build_model(tiny_dir, name, head=head, history=history, gripper=True, proprio=True).eval()
+    model = build_model(tiny_dir, name, head=head, history=history, gripper=True, proprio=True,
+                        chunk=chunk_for(head, history)).eval()
     alone, batched = _staggered(model, _episodes(gripper=True))
     assert [len(c) for c in batched] == [STEPS] * EPISODES
     assert _max_diff(alone, batched) <= 1e-4

@@ -12,7 +12,8 @@ from agents.vla.backbones import BackboneCache
 from agents.vla.config import VLAConfig
 from agents.vla.model import VLAModel, frame
 from agents.vla.tokens import ActionBins
-from tests.vla_helpers import CHUNK, INSTRUCTIONS, WINDOW, build_model, make_batch, tiny_dir  # noqa: F401  (fixture)
+from tests.vla_helpers import (CHUNK, INSTRUCTIONS, WINDOW, build_model, chunk_for, make_batch,  # noqa: F401  (fixture)
+                               make_config, tiny_dir)
 
 CONTINUOUS = ["mlp", "lstm", "gpt"]
 HEADS = [*CONTINUOUS, "discrete"]
@@ -45,10 +46,21 @@ def test_forward_backward_and_predict_shapes(tiny_dir, name, head):
                                        ("tiny_smolvlm", "lstm"), ("tiny_kosmos2", "discrete"),
                                        ("tiny_mllama", "gpt"), ("tiny_mllama", "discrete")])
 def test_interleaved_history_shapes(tiny_dir, name, head):
-    model = build_model(tiny_dir, name, head=head, history="interleaved", proprio=True)
-    batch = make_batch()
+    chunk = chunk_for(head, "interleaved")
+    model = build_model(tiny_dir, name, head=head, history="interleaved", proprio=True, chunk=chunk)
+    batch = make_batch(chunk=chunk)
     model(batch)["loss"].backward()
-    assert model.eval().predict(batch).shape == (2, WINDOW, CHUNK, 7)
+    assert model.eval().predict(batch).shape == (2, WINDOW, chunk, 7)
+
+
+def test_interleaved_discrete_history_with_a_chunk_is_refused(tiny_dir):
+    """Each frame's teacher-forced chunk holds chunk-1 targets of the next frame, which sees it."""
+    with pytest.raises(ValueError, match="a frame reads 2 of its own targets from the frame before it"):
+        make_config(tiny_dir("tiny_llava"), "tiny_llava", head="discrete", history="interleaved", chunk=3)
+    for window, chunk in ((WINDOW, 1), (1, 3)):  # one action a frame, or one frame: nothing to read
+        make_config(tiny_dir("tiny_llava"), "tiny_llava", head="discrete", history="interleaved", window=window,
+                    chunk=chunk)
+    make_config(tiny_dir("tiny_llava"), "tiny_llava", head="discrete", history="post", chunk=3)
 
 
 @pytest.mark.parametrize("name,head", [("tiny_llava", "lstm"), ("tiny_paligemma", "discrete"), ("tiny_mllama", "lstm"),
@@ -109,8 +121,9 @@ def test_post_history_frames_are_independent_through_the_backbone(tiny_dir):
 @pytest.mark.parametrize("history", ["post", "interleaved"])
 def test_discrete_decoding_matches_teacher_forcing(tiny_dir, history):
     """Greedy decoding with the KV cache picks, at every position, the argmax the teacher-forced pass gives."""
-    model = build_model(tiny_dir, "tiny_llava", head="discrete", history=history).eval()
-    batch = make_batch(b=1, w=2)
+    chunk = chunk_for("discrete", history)
+    model = build_model(tiny_dir, "tiny_llava", head="discrete", history=history, chunk=chunk).eval()
+    batch = make_batch(b=1, w=2, chunk=chunk)
     with torch.no_grad():
         if history == "post":
             decoded = model.decode_actions(batch).view(1, 2, -1)  # (1, W, C*7) raw bins
@@ -124,6 +137,24 @@ def test_discrete_decoding_matches_teacher_forcing(tiny_dir, history):
     chosen = logits.gather(1, decoded.reshape(-1, 1)).squeeze(1)
     assert (logits.max(-1).values - chosen).max() < 1e-4  # each decoded token is the argmax (up to float ties)
     assert logits.shape == (2 * model.n_action_tokens, model.cfg.head.n_bins)
+
+
+def test_the_discrete_gripper_token_weighs_as_one_arm_token_by_default():
+    """loss.gripper_weight null: 1/6 for the discrete head (each of its seven tokens gets the same gradient, as
+    RoboVLMs' cross-entropy over all action tokens), 0.01 for a continuous one; a number is used as given."""
+    from agents.vla.config import LossConfig
+    from agents.vla.heads import continuous_loss, discrete_loss
+
+    bins, mask = torch.randint(0, 32, (1, 2, 3, 7)), torch.ones(1, 2, 3, dtype=torch.bool)
+    logits = torch.zeros(1, 2, 3, 7, 32, requires_grad=True)
+    discrete_loss(logits, bins, mask, LossConfig())["loss"].backward()
+    per_token = logits.grad.abs().sum(-1).flatten(0, 2)  # (steps, 7)
+    torch.testing.assert_close(per_token[:, 6], per_token[:, 0])
+    given = discrete_loss(logits, bins, mask, LossConfig(gripper_weight=0.5))
+    assert given["loss"].item() == pytest.approx((given["loss_arm"] + 0.5 * given["loss_gripper"]).item())
+    arm, grip, actions = torch.zeros(1, 2, 3, 6), torch.zeros(1, 2, 3), torch.zeros(1, 2, 3, 7)
+    out = continuous_loss(arm, grip, actions, mask, LossConfig())
+    assert out["loss"].item() == pytest.approx((out["loss_arm"] + 0.01 * out["loss_gripper"]).item())
 
 
 def test_masked_chunk_steps_do_not_count(tiny_dir):

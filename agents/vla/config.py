@@ -84,10 +84,15 @@ class HeadConfig:
 
 @dataclass
 class LossConfig:
-    """loss = arm_weight * smooth-L1(arm) + gripper_weight * BCE(gripper); both masked at segment ends."""
+    """loss = arm_weight * smooth-L1(arm) + gripper_weight * BCE(gripper) (the discrete head: the arm tokens' mean
+    cross-entropy and the gripper token's); both masked at segment ends."""
 
     arm_weight: float = 1.0
-    gripper_weight: float = 0.01  # RoboVLMs' CALVIN setting (arm_gripper_loss_ratio)
+    # null: the head's own (agents.vla.heads.GRIPPER_WEIGHTS). Continuous heads 0.01, RoboVLMs' CALVIN setting
+    # (arm_gripper_loss_ratio) for BCE beside smooth-L1; the discrete head 1/6, its gripper token weighing as one
+    # of the six arm tokens, as in RoboVLMs' cross-entropy over all action tokens (0.01 gave it a seventeenth of an
+    # arm token's gradient)
+    gripper_weight: float | None = None
     smooth_l1_beta: float = 1.0  # RoboVLMs uses Huber with delta 1 (= smooth-L1 with beta 1)
     # auxiliary, training only: a linear probe on each frame's [LRN] feature predicts the scene's state from
     # scene_obs (agents.vla.heads.SCENE_STATE), so the features must say where the objects are; the policy
@@ -151,6 +156,9 @@ class VLAConfig:
     def __post_init__(self) -> None:
         if self.history not in HISTORY_MODES:
             raise ValueError(f"history must be one of {HISTORY_MODES}, got {self.history!r}")
+        if (self.loss.gripper_weight or 0) < 0 or self.loss.arm_weight < 0:
+            raise ValueError(f"loss.arm_weight and loss.gripper_weight must be >= 0, got {self.loss.arm_weight} and "
+                             f"{self.loss.gripper_weight}")
         if self.instruction_film and self.head.type == "discrete":
             raise ValueError("instruction_film modulates the [LRN] features of a continuous head; "
                              "head.type=discrete reads actions from the language model's tokens instead")
@@ -168,6 +176,12 @@ class VLAConfig:
             raise ValueError("proprio_gripper=false leaves the gripper out of robot_obs, which use_proprio=false already drops")
         if self.window_size < 1 or self.chunk_size < 1:
             raise ValueError(f"window_size and chunk_size must be >= 1, got {self.window_size}, {self.chunk_size}")
+        if self.history == "interleaved" and self.head.type == "discrete" and self.window_size > 1 and self.chunk_size > 1:
+            raise ValueError(
+                f"history=interleaved with head.type=discrete puts each earlier frame's action chunk in the context, "
+                f"teacher-forced in training: with chunk_size {self.chunk_size} a frame reads {self.chunk_size - 1} of "
+                "its own targets from the frame before it (at test time, the model's own earlier predictions). Use "
+                "history=post, chunk_size=1 or window_size=1 (docs/vla_model.md)")
 
     @property
     def fwd_pred_next_n(self) -> int:

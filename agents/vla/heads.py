@@ -358,6 +358,14 @@ def gripper_step_weights(target_open: torch.Tensor, last_command: torch.Tensor |
     return 1.0 + (cfg.gripper_switch_weight - 1.0) * switched.float()
 
 
+# loss.gripper_weight when it is null, per kind of head (agents.vla.config.LossConfig)
+GRIPPER_WEIGHTS = {"continuous": 0.01, "discrete": 1 / 6}
+
+
+def gripper_weight(cfg: LossConfig, kind: str) -> float:
+    return GRIPPER_WEIGHTS[kind] if cfg.gripper_weight is None else cfg.gripper_weight
+
+
 def continuous_loss(arm: torch.Tensor, grip_logits: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
                     cfg: LossConfig, last_command: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Smooth-L1 on the arm + weighted BCE on the gripper, both averaged over unmasked (frame, step)s; the
@@ -369,7 +377,7 @@ def continuous_loss(arm: torch.Tensor, grip_logits: torch.Tensor, actions: torch
     loss_grip = _masked_mean(weights * F.binary_cross_entropy_with_logits(grip_logits, target, reduction="none"), mask)
     acc = _masked_mean(((grip_logits > 0) == (target > 0.5)).float(), mask)
     return {
-        "loss": cfg.arm_weight * loss_arm + cfg.gripper_weight * loss_grip,
+        "loss": cfg.arm_weight * loss_arm + gripper_weight(cfg, "continuous") * loss_grip,
         "loss_arm": loss_arm, "loss_gripper": loss_grip, "acc_gripper": acc.detach(),
         "loss_state": torch.zeros((), device=loss_arm.device),
     }
@@ -386,7 +394,7 @@ def discrete_loss(logits: torch.Tensor, bins: torch.Tensor, mask: torch.Tensor, 
     loss_grip = _masked_mean(weights * ce[..., ARM_DIM], mask)
     acc = _masked_mean(((logits[..., ARM_DIM, :].argmax(-1) >= n // 2) == (bins[..., ARM_DIM] >= n // 2)).float(), mask)
     return {
-        "loss": cfg.arm_weight * loss_arm + cfg.gripper_weight * loss_grip,
+        "loss": cfg.arm_weight * loss_arm + gripper_weight(cfg, "discrete") * loss_grip,
         "loss_arm": loss_arm, "loss_gripper": loss_grip, "acc_gripper": acc.detach(),
         "loss_state": torch.zeros((), device=loss_arm.device),
     }
