@@ -12,8 +12,9 @@ mean single-task success over the tasks) with its 95 % interval (columns `_low`,
 harness.eval.stats; error bars in the plot) and the per-position (chains) or per-task rates.
 
 Training hours are the sum of the logged step times (`step_s` in metrics.jsonl: forward, backward,
-optimizer and the wait for data; validation, checkpoints and rollouts excluded) over the steps up to K,
-so a curve measured on a busy or a quiet machine, resumed or not, is the time training itself took.
+optimizer and the wait for data; validation, checkpoints and rollouts excluded) over the steps up to K (a K
+between two logged lines at the later line's mean step time), so a curve measured on a busy or a quiet
+machine, resumed or not, is the time training itself took.
 A run started from another run's weights (`init_from`, e.g. a curriculum's later stage) is charged for
 them: the hours of the run(s) it started from, up to the checkpoint it took, are added (column
 `warm_start_hours`; 0 where `init_from` is not a checkpoint of a run folder with its metrics.jsonl). So is a
@@ -58,14 +59,28 @@ POLL_S = 60.0
 
 
 def training_hours(records: list[dict[str, Any]], start: int = 0) -> dict[int, float]:
-    """Cumulative training hours at each logged training step (`step_s` times the steps since the previous line),
-    for a run whose first step is `start` + 1 (a run resumed from another run's checkpoint at step `start`)."""
-    out, total, prev = {}, 0.0, start
-    for r in sorted((r for r in records if "step_s" in r), key=lambda r: r["step"]):
+    """Cumulative training hours at `start` (0) and at each logged training step (`step_s`, the mean over the steps
+    since the previous line, times their number), for a run whose first step is `start` + 1 (a run resumed from
+    another run's checkpoint at step `start`)."""
+    out, total, prev = {start: 0.0}, 0.0, start
+    for r in sorted((r for r in records if "step_s" in r and r["step"] > start), key=lambda r: r["step"]):
         total += r["step_s"] * (r["step"] - prev)
         prev = r["step"]
         out[r["step"]] = total / 3600
     return out
+
+
+def at_step(points: dict[int, float], step: int) -> float | None:
+    """The value at `step` of a quantity logged at some steps that grows evenly between them (training hours: a
+    line's `step_s` is the mean over the steps since the previous line; the epoch): exact at a logged step,
+    interpolated between two (a checkpoint step that is no multiple of log_every), None outside them."""
+    if step in points:
+        return points[step]
+    before = max((s for s in points if s < step), default=None)
+    after = min((s for s in points if s > step), default=None)
+    if before is None or after is None:
+        return None
+    return points[before] + (points[after] - points[before]) * (step - before) / (after - before)
 
 
 def warm_start_hours(run: Path) -> float:
@@ -74,8 +89,7 @@ def warm_start_hours(run: Path) -> float:
     total = 0.0
     for _, origin in lineage(run):
         if origin is not None:
-            hours = [h for s, h in _own_hours(origin.run).items() if s <= origin.step]
-            total += max(hours) if hours else 0.0
+            total += at_step(_own_hours(origin.run), origin.step) or 0.0
     return total
 
 
@@ -156,8 +170,9 @@ def _evaluated_weights(out: Path) -> str | None:
 
 def curve_row(step: int, results: dict[str, Any], records: list[dict[str, Any]], hours: dict[int, float],
               warm_start: float = 0.0) -> dict[str, Any]:
-    own = hours.get(step)
-    row = {"step": step, "epoch": _at(records, step, "epoch"), "train_hours": own if own is None else own + warm_start,
+    own = at_step(hours, step)
+    epochs = {r["step"]: r["epoch"] for r in records if "epoch" in r}
+    row = {"step": step, "epoch": at_step(epochs, step), "train_hours": own if own is None else own + warm_start,
            "warm_start_hours": warm_start, "val_loss": _at(records, step, "val/loss")}
     if results["mode"] == "chains":
         row["avg_seq_len"] = results["avg_seq_len"]
@@ -200,8 +215,9 @@ def _plot(path: Path, rows: list[dict[str, Any]]) -> None:
                 color="#3b7dd8", ecolor="#9bbbe8", capsize=2)
     for r in timed:
         ax.annotate(f"{r['step']}", (r["train_hours"], r[score]), fontsize=6, xytext=(2, 3), textcoords="offset points")
-    ax.set(xlabel="training hours", ylabel=score.replace("_", " "), title=f"learning curve ({len(rows)} checkpoints)",
-           ylim=(0, 5 if score == "avg_seq_len" else 1))
+    untimed = f", {len(rows) - len(timed)} without training hours" if len(timed) < len(rows) else ""
+    ax.set(xlabel="training hours", ylabel=score.replace("_", " "),
+           title=f"learning curve ({len(timed)} checkpoints{untimed})", ylim=(0, 5 if score == "avg_seq_len" else 1))
     ax.title.set_fontsize(9)
     fig.tight_layout()
     fig.savefig(path)
