@@ -53,6 +53,7 @@ def test_the_command_serves_until_terminated():
     ("agent=random max_batch=0", "max_batch must be >= 1 and max_wait_ms >= 0, got 0, 5"),
     ("agent=random protocol=vla_eval observation.cameras={top:x}", "observation.cameras maps env cameras"),
     ("agent=random protocol=native observation.state_key=x", "observation is for vla_eval and openpi"),
+    ("agent=random protocol=openpi +observation.states=[0,1]", "observation.states: what a client sends"),
     ("agent=vla", "agent.checkpoint: Missing mandatory value"),
     ("agent=vla agent.checkpoint=/nowhere", "checkpoint /nowhere: is not a folder"),
 ])

@@ -12,6 +12,7 @@ its clients can reconnect.
 
 from __future__ import annotations
 
+import http.client
 import json
 import multiprocessing as mp
 import signal
@@ -155,5 +156,5 @@ class ServerProcess:
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 return json.loads(response.read())
-        except OSError:
+        except (OSError, http.client.HTTPException, ValueError):  # gone, cut off mid-answer, or not JSON
             return None

@@ -169,6 +169,10 @@ def make_codec(protocol: str, observation: dict[str, Any] | None = None) -> Code
         if observation:
             raise ValueError("protocol=native reads the harness's own observations: observation is for vla_eval and openpi")
         return NativeCodec(None)
+    client_side = sorted({"resize", "states"} & set(observation))
+    if client_side:  # decode reads the images and the state vector as they arrive: these would do nothing here
+        raise ValueError(f"observation.{' and observation.'.join(client_side)}: what a client sends (agent=remote "
+                         "agent.observation...); a server reads the images and the state as they arrive")
     return CODECS[protocol](ObservationMapping.for_protocol(protocol, **observation))
 
 
