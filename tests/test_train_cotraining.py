@@ -136,3 +136,26 @@ def test_configuration_errors_name_the_setting(dataset, vl_data, tmp_path, overr
 
 def _trainer_state(run) -> dict[str, Any]:
     return load_trainer_state(run / "checkpoints" / "last")[0]
+
+
+def test_a_source_weighs_the_same_on_average_whatever_the_accumulation():
+    """Loss scales: a source's share of its items in the step, times its micro-batches over their expected number.
+    At 3:1 with accumulation 4 every step holds one VL batch (factor 1); with accumulation 1, a VL step counts 4x
+    and an action step 4/3, so that over 4 steps each source's loss weighs as it does at accumulation 4."""
+    from harness.train.trainer import loss_scales
+
+    fractions = {"action": 0.75, "vl": 0.25}
+    group = [("action", None), ("action", None), ("vl", None), ("action", None)]
+    totals = {"action": 24.0, "vl": 8.0}
+    assert loss_scales(group, [8, 8, 8, 8], totals, fractions, 1) == pytest.approx([1 / 3, 1 / 3, 1.0, 1 / 3])
+    assert loss_scales([("vl", None)], [8], {"vl": 8.0, "action": 0.0}, fractions, 1) == pytest.approx([4.0])
+    assert loss_scales([("action", None)], [8], {"action": 8.0, "vl": 0.0}, fractions, 1) == pytest.approx([4 / 3])
+    # accumulation 3 at a quarter: 4 steps of 12 micro-batches hold 3 VL batches, one step none. A step with its VL
+    # batch counts it 4/3 (3/4 x 4/3 = 1 over the steps) and its 2 action batches 2 x 4/9; the step of 3 action
+    # batches counts them 4/3 in all: (3 x 8/9 + 4/3) / 4 = 1
+    three = [("action", None), ("vl", None), ("action", None)]
+    assert loss_scales(three, [8, 8, 8], {"action": 16.0, "vl": 8.0}, fractions, 1) == pytest.approx([4 / 9, 4 / 3, 4 / 9])
+    assert sum(loss_scales([("action", None)] * 3, [8] * 3, {"action": 24.0}, fractions, 1)) == pytest.approx(4 / 3)
+    # one source: the plain share of the global batch (2 ranks: DDP averages their gradients)
+    two_ranks = loss_scales([("action", None)] * 2, [5, 3], {"action": 16.0}, {"action": 1.0}, 2)
+    assert two_ranks == pytest.approx([10 / 16, 6 / 16])

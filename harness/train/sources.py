@@ -96,6 +96,14 @@ def check_sources(cfg: TrainConfig) -> None:
         raise ValueError(f"sources {idle}: ratio 0 in a mix; remove the source instead (sources=action: no co-training)")
 
 
+def source_fractions(cfg: TrainConfig) -> dict[str, float]:
+    """Each source's share of the micro-batches: its ratio, normalised (1 for a single source)."""
+    if len(cfg.sources) == 1:
+        return {name: 1.0 for name in cfg.sources}
+    total = sum(s.ratio for s in cfg.sources.values())  # check_sources refuses a ratio of 0 in a mix
+    return {name: s.ratio / total for name, s in cfg.sources.items()}
+
+
 def build_stream(cfg: TrainConfig, dist: DistInfo, batch_size: int, action_data: Dataset | None,
                  pin_memory: bool = False) -> BatchStream:
     """The configured sources as one stream (each source's own stream when there is only one)."""

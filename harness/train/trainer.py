@@ -10,8 +10,10 @@ reduces the gradients, logs the norm before clipping, clips, steps AdamW, the Gr
 schedule; logs, validates, saves and rolls out on their intervals. See docs/TRAINING.md.
 
 Micro-batch losses are means over their items (e.g. unmasked action slots); each is scaled by its share
-of the items of the whole global batch (all micro-batches on all ranks), so the step's gradient is the
-gradient of the mean over the global batch, whatever the split into ranks and micro-batches.
+of its source's items in the whole global batch (all micro-batches on all ranks), so the step's gradient is the
+gradient of each source's mean over the global batch, whatever the split into ranks and micro-batches, times
+the source's weight (and, with several sources, by how far the step's micro-batches of the source are from
+their expected share: `loss_scales`).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from harness.train.ema import WeightAverage
 from harness.train.metrics import CHECKPOINT_WEIGHTS, MetricsLogger, StepTimer
 from harness.train.optim import build_optimizer, build_scheduler, restore_schedule, schedule_warnings
 from harness.train.origin import record_origin
-from harness.train.sources import LOSSES, SourceLosses, build_stream
+from harness.train.sources import LOSSES, SourceLosses, build_stream, source_fractions
 from harness.train.streams import EpochSeeded
 from harness.train.state import (STATE_JSON, full_weights, load_optimizer_state, load_raw_weights,
                                  load_trainer_state, optimizer_state, record_best, rng_state, save_raw_weights,
@@ -141,6 +143,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
             _check_resumed_data(cfg, resume_from, normalizer, dist)
         val_set = build_dataset(cfg.data, spec, train=False, normalizer=normalizer) if train_set is not None else None
         stream = build_stream(cfg, dist, tc.batch_size, train_set, pin_memory=device.type == "cuda")
+    fractions = source_fractions(cfg)
     # optimizer steps per pass over the data: fractional when accumulation does not divide it (rounded down, an
     # epoch count trained whole steps short, a quarter-epoch warmup rounded to none)
     steps_per_epoch = stream.batches_per_epoch / accum
@@ -230,6 +233,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
         timer.data_ready()
         counts = [LOSSES[source].count(batch) for source, batch in group]  # items each micro-batch's loss averages
         totals = _global_counts(group, counts, sources, dist)  # ... and per source in the whole global batch
+        scales = loss_scales(group, counts, totals, fractions, dist.world_size)
         sums = torch.zeros(len(sources) + len(ACTION_PARTS), dtype=torch.float64, device=device)  # for logging
         net.train()
         for i, ((source, batch), n) in enumerate(zip(group, counts)):
@@ -237,8 +241,7 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
             with D.no_grad_sync(net, skip=i < accum - 1):
                 with autocast:
                     out = net(source, batch)
-                share = n * dist.world_size / totals[source]  # DDP/FSDP average the ranks' gradients
-                scaler.scale(out["loss"] * (cfg.sources[source].weight * share)).backward()
+                scaler.scale(out["loss"] * (cfg.sources[source].weight * scales[i])).backward()
             _add_parts(sums, out, sources.index(source), len(sources) if source == "action" else None, n)
         scaler.unscale_(optimizer)
         grad_norm = _clip(params, tc.max_grad_norm)
@@ -526,6 +529,20 @@ def _clip(params: list[nn.Parameter], max_norm: float) -> float:
     if hasattr(norm, "full_tensor"):  # FSDP: a DTensor
         norm = norm.full_tensor()
     return float(norm)
+
+
+def loss_scales(group: list[tuple[str, Any]], counts: list[int], totals: dict[str, float],
+                fractions: dict[str, float], world_size: int) -> list[float]:
+    """What each micro-batch's mean loss is multiplied by (before its source's weight): its share of its source's
+    items in the global batch (DDP/FSDP average the ranks' gradients: x world size), times the source's
+    micro-batches in the step over their expected number (accumulation x fraction). A source that has no
+    micro-batch in some steps (accumulation 3 at a quarter) weighs more in those it has, so that over the steps
+    each source's loss counts `weight` times its items' mean whatever the accumulation; where the accumulation
+    holds each source's share exactly (4 at a quarter), that factor is 1."""
+    accum = len(group)
+    present = {source: sum(s == source for s, _ in group) for source, _ in group}
+    return [n * world_size / totals[source] * present[source] / (accum * fractions[source])
+            for (source, _), n in zip(group, counts)]
 
 
 def _global_counts(group: list[tuple[str, Any]], counts: list[int], sources: list[str],
