@@ -32,6 +32,9 @@ def test_normalize_answer():
     assert normalize_answer("2") == normalize_answer("two") == "two"
     assert normalize_answer("the red block, the blue block and the pink block") == "red block blue block and pink block"
     assert normalize_answer("left") != normalize_answer("right")
+    # a multiple-choice letter that is an article: kept, so an empty or "The" generation does not match it
+    assert normalize_answer("A") == normalize_answer("(A).") == "a" and normalize_answer("") == ""
+    assert normalize_answer("The") != normalize_answer("A") and normalize_answer("a.") == "a"
 
 
 def test_majority_answers_per_type():
@@ -82,6 +85,26 @@ def test_the_baseline_alone_needs_no_model(sim_data, capsys):
     for qtype, row in rows.items():
         truths = [normalize_answer(ex.answer) for ex in val.examples if ex.question_type == qtype]
         assert row[1:3] == [str(len(truths)), f"{sum(t == majority[qtype] for t in truths) / len(truths):.3f}"]
+
+
+def test_the_cli_reads_images_at_the_size_the_model_was_trained_at(sim_data, tmp_path, monkeypatch, capsys):
+    import harness.eval.vqa as vqa
+
+    seen = []
+
+    def fake_evaluate(model, dataset, majority, *args, **kwargs):
+        seen.append(dataset[0]["image"].shape)
+        return {**score(dataset, [""] * len(dataset), majority), "majority_source": "training split"}
+
+    torch.manual_seed(0)
+    cfg = VLAConfig(backbone=BackboneConfig(family="llava", tiny="tiny_llava", tiny_size={"hidden": 64, "vision_hidden": 32}),
+                    head=HeadConfig(type="mlp", hidden_size=16))
+    save_checkpoint(tmp_path / "ckpt", VLAModel.build(cfg, verbose=False), ActionNormalizer())
+    monkeypatch.setattr(vqa, "evaluate_vqa", fake_evaluate)
+    assert main([str(tmp_path / "ckpt"), str(sim_data), "--limit", "2"]) == 0
+    assert main([str(tmp_path / "ckpt"), str(sim_data), "--limit", "2", "--image-size", "64"]) == 0
+    assert seen == [(200, 200, 3), (64, 64, 3)]
+    capsys.readouterr()
 
 
 def test_cli_on_a_checkpoint(sim_data, tmp_path, capsys):

@@ -153,12 +153,12 @@ def test_start_conditions_are_split_so_no_held_out_picture_is_in_training(tmp_pa
     import hashlib
 
     from harness.data.vl import scene as vl_scene
-    from harness.data.vl.generate import held_out
+    from harness.data.vl.generate import CONDITION_SPLIT_STREAM, held_out
 
     monkeypatch.setattr(vl_scene, "CALVIN_CONDITION_FRACTION", 1.0)  # every state a start condition
     meta = generate(tmp_path / "a", num_states=12, seed=2, scenes="D", val_fraction=0.25)
     assert (meta["splits"]["val"]["calvin_conditions"], meta["splits"]["train"]["calvin_conditions"]) == (48, 144)
-    val_conditions = set(np.flatnonzero(held_out(192, 0.25, (2, 1))).tolist())
+    val_conditions = set(np.flatnonzero(held_out(192, 0.25, (2, CONDITION_SPLIT_STREAM))).tolist())
     states = json.loads((tmp_path / "a" / "states.json").read_text())
     assert {s["source"] for s in states} == {"calvin_condition"}
     for s in states:

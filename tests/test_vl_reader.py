@@ -51,6 +51,14 @@ def test_reads_turns_as_single_turn_examples(folder):
     assert ds.describe()["images"] == 2
 
 
+def test_a_question_keeps_its_lines():
+    from harness.data.vl.llava import clean_question
+
+    text = "<image>\nWhich animal is it?\n  A. cat \n\nB.   dog\nAnswer with the option's letter."
+    assert clean_question(text) == "Which animal is it?\nA. cat\nB. dog\nAnswer with the option's letter."
+    assert clean_question("What is   this?\n<image>") == "What is this?"
+
+
 def test_images_are_padded_to_square_then_resized(folder):
     im = load_image(folder / "imgs" / "wide.jpg", 200)  # 300x100 red -> a red band between padding
     assert im.shape == (200, 200, 3)

@@ -9,8 +9,9 @@ DATA is a folder with val.json (evaluated) and train.json (where the majority an
 `python -m harness.data.vl generate` writes it, or one LLaVA-style JSON file (then `--train-file` names the
 file for the baseline; without it the baseline is the majority of the evaluated file itself, marked so).
 
-* `normalize_answer`: lower case, punctuation to spaces, articles (a, an, the) dropped, digits 0-10 as
-  words, whitespace collapsed; a prediction is right when it equals the answer after both are normalised.
+* `normalize_answer`: lower case, punctuation to spaces, articles (a, an, the) dropped (unless nothing else is
+  left: "A" stays "a"), digits 0-10 as words, whitespace collapsed; a prediction is right when it equals the
+  answer after both are normalised.
 * Baseline: for each question type, always answering the type's most frequent (normalised) training
   answer. It is what a model that ignores the image can reach by knowing the question type.
 * Predictions: greedy decoding with the KV cache (`VLAModel.generate_answers`), examples sorted by
@@ -41,10 +42,11 @@ DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 
 
 def normalize_answer(text: str) -> str:
-    """Lower case, no punctuation or articles, digits as words, single spaces."""
+    """Lower case, no punctuation or articles, digits as words, single spaces. An answer of articles only keeps
+    them: "A" (a multiple-choice letter) is "a", not the empty answer an empty generation would match."""
     words = re.sub(r"[^\w\s]", " ", text.lower()).split()
     words = [DIGIT_WORDS[int(w)] if w.isdigit() and int(w) <= 10 else w for w in words]
-    return " ".join(w for w in words if w not in ARTICLES)
+    return " ".join([w for w in words if w not in ARTICLES] or words)
 
 
 def majority_answers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -120,11 +122,13 @@ def evaluate_vqa(model: Any, dataset: Any, majority: dict[str, str] | None = Non
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, train_file: str | Path | None = None,
                         image_root: str | Path | None = None, device: str = "cpu", batch_size: int = 32,
-                        max_new_tokens: int = 64, limit: int | None = None, progress: bool = False) -> dict[str, Any]:
-    """Load a checkpoint folder and evaluate it on DATA (a generated folder or a JSON file; see the module doc)."""
+                        max_new_tokens: int = 64, limit: int | None = None, progress: bool = False,
+                        image_size: int = 200, skip_text_only: bool = False) -> dict[str, Any]:
+    """Load a checkpoint folder and evaluate it on DATA (a generated folder or a JSON file; see the module doc).
+    `image_size`, `skip_text_only`: as the training's `sources.vl.options` read the data."""
     from agents.vla.checkpoint import load_checkpoint
 
-    dataset, train_file, majority = _evaluated_set(data, train_file, image_root, limit)
+    dataset, train_file, majority = _evaluated_set(data, train_file, image_root, limit, image_size, skip_text_only)
     model = load_checkpoint(checkpoint, device=device).model
     result = evaluate_vqa(model, dataset, majority, batch_size, max_new_tokens, progress)
     return {"checkpoint": str(checkpoint), "data": str(dataset.path),
@@ -132,9 +136,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, train_file: st
 
 
 def majority_baseline(data: str | Path, train_file: str | Path | None = None, image_root: str | Path | None = None,
-                      limit: int | None = None) -> dict[str, Any]:
+                      limit: int | None = None, skip_text_only: bool = False) -> dict[str, Any]:
     """The baseline alone: each question answered with its type's majority answer (no model)."""
-    dataset, train_file, majority = _evaluated_set(data, train_file, image_root, limit)
+    dataset, train_file, majority = _evaluated_set(data, train_file, image_root, limit, skip_text_only=skip_text_only)
     source = "training split" if majority is not None else "evaluated set"
     majority = majority if majority is not None else majority_answers(_pairs(dataset))
     result = score(dataset, [majority.get(ex.question_type, "") for ex in dataset.examples], majority, keep_mistakes=0)
@@ -143,7 +147,8 @@ def majority_baseline(data: str | Path, train_file: str | Path | None = None, im
 
 
 def _evaluated_set(data: str | Path, train_file: str | Path | None, image_root: str | Path | None,
-                   limit: int | None) -> tuple[Any, Path | None, dict[str, str] | None]:
+                   limit: int | None, image_size: int = 200,
+                   skip_text_only: bool = False) -> tuple[Any, Path | None, dict[str, str] | None]:
     """DATA's evaluated examples (val.json of a generated folder, or the file), the training file and its majority
     answers (None without one)."""
     from harness.data.vl.llava import LlavaDataset
@@ -152,10 +157,11 @@ def _evaluated_set(data: str | Path, train_file: str | Path | None, image_root: 
     eval_file = data / "val.json" if data.is_dir() else data
     if train_file is None and data.is_dir() and (data / "train.json").is_file():
         train_file = data / "train.json"
-    dataset = LlavaDataset(eval_file, image_root)
+    dataset = LlavaDataset(eval_file, image_root, image_size, skip_text_only)
     if limit is not None:
         dataset.examples = dataset.examples[:limit]
-    majority = majority_answers(_pairs(LlavaDataset(train_file, image_root))) if train_file else None
+    train_set = LlavaDataset(train_file, image_root, image_size, skip_text_only) if train_file else None
+    majority = majority_answers(_pairs(train_set)) if train_set is not None else None
     return dataset, Path(train_file) if train_file else None, majority
 
 
@@ -199,8 +205,10 @@ def baseline_main(argv: list[str]) -> int:
     ap.add_argument("data", help="generated VL folder (val.json + train.json) or a LLaVA-style JSON file")
     ap.add_argument("--train-file", help="LLaVA-style JSON for the majority answers (default: DATA/train.json)")
     ap.add_argument("--image-root", help="folder image paths are relative to (default: each JSON file's folder)")
+    ap.add_argument("--skip-text-only", action="store_true", help="leave out entries without an image")
     args = ap.parse_args(argv)
-    print(format_table(majority_baseline(args.data, args.train_file, args.image_root), model=False))
+    print(format_table(majority_baseline(args.data, args.train_file, args.image_root,
+                                         skip_text_only=args.skip_text_only), model=False))
     return 0
 
 
@@ -235,9 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--limit", type=int, help="evaluate only the first N examples")
+    ap.add_argument("--image-size", type=int, default=200, help="the square side images are padded and resized to: "
+                    "the training's sources.vl.options.image_size (default: 200, the sim data's)")
+    ap.add_argument("--skip-text-only", action="store_true", help="leave out entries without an image (as "
+                    "sources.vl.options.skip_text_only)")
     args = ap.parse_args(argv)
+    if args.image_size < 1:
+        ap.error(f"--image-size must be >= 1, got {args.image_size}")
     result = evaluate_checkpoint(args.checkpoint, args.data, args.train_file, args.image_root, args.device,
-                                 args.batch_size, args.max_new_tokens, args.limit, progress=sys.stderr.isatty())
+                                 args.batch_size, args.max_new_tokens, args.limit, progress=sys.stderr.isatty(),
+                                 image_size=args.image_size, skip_text_only=args.skip_text_only)
     print(format_table(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))

@@ -8,13 +8,14 @@
     out/meta.json                the arguments, counts per split and question type, timing
 
 State n is drawn from its own generator `default_rng([seed, n])` and goes to scene `scenes[n % len(scenes)]`,
-so a dataset is reproducible from (seed, scenes) and states do not depend on how many were asked for.
+so a dataset is reproducible from (seed, scenes), and a random state does not depend on how many were asked for
+(a start condition's state does, through its split: below).
 The split is by state: `round(val_fraction * num_states)` states (at least one when there are two or
 more), chosen by a permutation seeded with `seed`, hold all their questions in val.json. A CALVIN start
 condition (`sample_calvin_state`, 192 of them) renders the same picture every time it is drawn, so the
 conditions are split too: `round(val_fraction * 192)` of them, chosen by a permutation seeded with
-`(seed, 1)`, are drawn only by validation states and the rest only by training states, and no picture of
-one split recurs in the other (docs/vl_cotraining.md, "Split").
+`(seed, CONDITION_SPLIT_STREAM)`, are drawn only by validation states and the rest only by training states,
+and no picture of one split recurs in the other (docs/vl_cotraining.md, "Split by state").
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from harness.data.vl.questions import ask_all
 from harness.data.vl.scene import CALVIN_CONDITIONS, SceneRenderer, sample_state
 from harness.sim.layout import parse_scenes
 
+CONDITION_SPLIT_STREAM = 2**32  # the conditions' split draws from (seed, this): no state's (seed, n) stream
 MAX_REDRAWS = 50  # planned states of one index rejected in a row before giving up
 
 
@@ -60,7 +62,7 @@ def generate(out: str | Path, num_states: int, seed: int = 0, scenes: str | Sequ
         raise ValueError(f"{out} exists and is not empty: choose a new folder")
     scene_names = parse_scenes(scenes)
     is_val = held_out(num_states, val_fraction, seed)
-    val_conditions = held_out(len(CALVIN_CONDITIONS), val_fraction, (seed, 1))
+    val_conditions = held_out(len(CALVIN_CONDITIONS), val_fraction, (seed, CONDITION_SPLIT_STREAM))
     conditions = {"val": np.flatnonzero(val_conditions).tolist(), "train": np.flatnonzero(~val_conditions).tolist()}
     (out / "images").mkdir(parents=True, exist_ok=True)
     renderers: dict[str, SceneRenderer] = {}

@@ -52,8 +52,10 @@ def _entry_error(path: Path, index: int, entry: Any, what: str) -> ValueError:
 
 
 def clean_question(text: str) -> str:
-    """The question without `<image>` placeholders and surrounding whitespace."""
-    return " ".join(text.replace(IMAGE_TOKEN, " ").split())
+    """The question without `<image>` placeholders, its lines' surrounding whitespace and empty lines; the line
+    breaks stay (a multiple-choice question's options are lines)."""
+    lines = (" ".join(line.split()) for line in text.replace(IMAGE_TOKEN, " ").splitlines())
+    return "\n".join(line for line in lines if line)
 
 
 def _turn_pairs(path: Path, index: int, entry: dict) -> list[tuple[str, str]]:
