@@ -26,9 +26,12 @@ def test_reworded_items(dataset):
 
 def test_check_of_a_trained_checkpoint(dataset, tmp_path):
     run = tmp_path / "run"
-    train_here(dataset, run, "trainer.max_steps=6", "trainer.val_every=6", "data.val_split=training")
+    # trained with repeated first windows and word dropout: the training windows are read once each, whole
+    train_here(dataset, run, "trainer.max_steps=6", "trainer.val_every=6", "data.val_split=training",
+               "data.start_repeats=3", "data.instruction_word_dropout=0.5", "data.resample_instructions=true")
     out = instruction_check(str(run / "checkpoints" / "last"), samples=16, precision="fp32")
     assert set(out) == {"own", "training_phrasing", "other_task", "training_windows"}
     # the split's own instructions: exactly the trainer's validation pass
     assert out["own"] == pytest.approx(next(r["val/loss"] for r in metrics(run) if r["step"] == 6 and "val/loss" in r), rel=1e-5)
     assert out["other_task"] != out["own"]  # the instruction reaches the loss
+    assert out["training_windows"] == pytest.approx(out["own"], rel=1e-6)  # validation is the training split here

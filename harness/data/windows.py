@@ -153,10 +153,14 @@ class WindowOptions:
             raise ValueError(f"n_shot must be >= 1 or null, got {self.n_shot}")
         object.__setattr__(self, "exclude_tasks", tuple(self.exclude_tasks))
 
+    def unaugmented(self) -> "WindowOptions":
+        """The same windows each once as recorded: no image shift, no repeated first windows, the annotated
+        instruction whole."""
+        return replace(self, augment=False, start_repeats=0, resample_instructions=False, instruction_word_dropout=0.0)
+
     def for_validation(self) -> "WindowOptions":
-        """Validation windows: every task and segment, no augmentation."""
-        return replace(self, augment=False, exclude_tasks=(), n_shot=None, start_repeats=0,
-                       resample_instructions=False, instruction_word_dropout=0.0)
+        """Validation windows: every task and segment, unaugmented."""
+        return replace(self.unaugmented(), exclude_tasks=(), n_shot=None)
 
 
 def random_shift(frames: np.ndarray, pad: int, dy: int, dx: int) -> np.ndarray:

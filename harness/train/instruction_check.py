@@ -7,14 +7,14 @@ no augmentation) three times: with the split's own instructions (CALVIN's evalua
 and CALVIN validation splits), with this project's first training phrasing of the same task, and with
 the evaluation instruction of another task of the split (the next one in alphabetical order). A policy
 that ignores language scores the same three times; one that understands the evaluation phrasing as
-well as its training phrasings scores the first two alike. Then the training windows (no augmentation):
-a validation loss above theirs is a gap between the splits, not the instruction.
+well as its training phrasings scores the first two alike. Then the training windows (each once, no
+augmentation, the annotated instruction: `WindowOptions.unaugmented`): a validation loss above theirs is a gap
+between the splits, not the instruction.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -73,7 +73,8 @@ def instruction_check(checkpoint: str, data_path: str | None = None, samples: in
 
     val = build_dataset(data, spec, train=False, normalizer=ckpt.normalizer)
     out = {variant: loss(Reworded(val, variant)) for variant in VARIANTS}
-    out["training_windows"] = loss(build_dataset(replace(data, augment=False), spec, train=True, normalizer=ckpt.normalizer))
+    # the windows the model trained on (its tasks and shots), each once as recorded, like the validation windows
+    out["training_windows"] = loss(build_dataset(data.unaugmented(), spec, train=True, normalizer=ckpt.normalizer))
     return out
 
 
