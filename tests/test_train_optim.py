@@ -187,6 +187,23 @@ def test_a_nan_score_never_becomes_the_best_checkpoint():
     assert not _improves(0.6, {"value": 0.5}, "val_loss") and _improves(0.6, {"value": 0.5}, "vqa_accuracy")
 
 
+def test_a_sweep_ranked_by_rollouts_compares_the_runs_best_checkpoints():
+    """checkpoints/best keeps a run's best rollout: run 0 reached 0.9 and ended at 0.5, run 1 stayed at 0.6; the
+    best run is 0 (its last rollout alone named 1), separated from run 1 by the best checkpoints' intervals."""
+    from harness.train.sweep import best_run, best_rollout, not_separated
+
+    def row(run, best, low, high, last):
+        return {"run": run, "best_metric": "rollout_success", "best_value": best, "best_ci_low": low,
+                "best_ci_high": high, "val_loss": 0.1, "rollout_score": last, "rollout_score_ci_low": last - 0.3,
+                "rollout_score_ci_high": last + 0.3}
+
+    rows = [row("0", 0.9, 0.8, 0.95, 0.5), row("1", 0.6, 0.5, 0.7, 0.6)]
+    best = best_run(rows)
+    assert best["run"] == "0" and best_rollout(best) == (0.9, 0.8, 0.95) and not_separated(rows, best) == []
+    older = dict(rows[1], best_ci_low=None, best_ci_high=None)  # a summary from before the best kept its interval
+    assert best_rollout(older) == pytest.approx((0.6, 0.3, 0.9))
+
+
 def test_a_sweep_of_vision_language_runs_names_its_best_by_vqa_accuracy():
     """Stage-1 runs (sources=vl) have no validation loss: the sweep table said "Best run: none"."""
     from harness.train.sweep import best_run

@@ -61,6 +61,8 @@ def collect(sweep_dir: str | Path) -> list[dict[str, Any]]:
             "rollout_score_ci_high": rollout.get("rollout/score_ci_high"),
             "best_metric": (summary.get("best") or {}).get("metric") if summary else None,
             "best_value": (summary.get("best") or {}).get("value") if summary else None,
+            "best_ci_low": (summary.get("best") or {}).get("ci_low") if summary else None,
+            "best_ci_high": (summary.get("best") or {}).get("ci_high") if summary else None,
             "samples_per_s": summary.get("samples_per_s") if summary else None,
         })
     return rows
@@ -72,9 +74,9 @@ def best_run(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     def usable(v: Any) -> bool:
         return v is not None and math.isfinite(v)
 
-    by_rollout = [r for r in rows if r["best_metric"] == "rollout_success" and usable(r["rollout_score"])]
+    by_rollout = [r for r in rows if r["best_metric"] == "rollout_success" and usable(best_rollout(r)[0])]
     if by_rollout:
-        return max(by_rollout, key=lambda r: r["rollout_score"])
+        return max(by_rollout, key=lambda r: best_rollout(r)[0])
     by_vqa = [r for r in rows if r["best_metric"] == "vqa_accuracy" and usable(r["best_value"])]
     if by_vqa:
         return max(by_vqa, key=lambda r: r["best_value"])
@@ -82,18 +84,26 @@ def best_run(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return min(by_loss, key=lambda r: r["val_loss"]) if by_loss else None
 
 
+def best_rollout(row: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(score, low, high) of the run's best checkpoint by rollouts (the one `checkpoints/best` keeps); its last
+    rollout's for a summary written before the best kept its interval, or without a best."""
+    if row.get("best_value") is not None and row.get("best_ci_low") is not None:
+        return row["best_value"], row["best_ci_low"], row["best_ci_high"]
+    return row["rollout_score"], row["rollout_score_ci_low"], row["rollout_score_ci_high"]
+
+
 def _score_text(row: dict[str, Any]) -> str:
-    """'3.1 [2.9, 3.3]': the rollout score and its interval (runs logged before intervals: the score alone)."""
+    """'3.1 [2.9, 3.3]': the last rollout's score and its interval (runs logged before intervals: the score alone)."""
     return interval_text(row["rollout_score"], row["rollout_score_ci_low"], row["rollout_score_ci_high"])
 
 
 def not_separated(rows: list[dict[str, Any]], best: dict[str, Any]) -> list[dict[str, Any]]:
-    """The other runs whose rollout-score interval overlaps the best run's."""
-    low = best["rollout_score_ci_low"]
+    """The other runs whose best checkpoint's rollout-score interval overlaps the best run's."""
+    _, low, high = best_rollout(best)
     if low is None:
         return []
-    return [r for r in rows if r is not best and r["rollout_score_ci_high"] is not None and r["rollout_score_ci_high"] >= low
-            and r["rollout_score_ci_low"] <= best["rollout_score_ci_high"]]
+    return [r for r in rows if r is not best and best_rollout(r)[2] is not None and best_rollout(r)[2] >= low
+            and best_rollout(r)[1] <= high]
 
 
 def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
@@ -116,9 +126,9 @@ def write_sweep_table(sweep_dir: str | Path) -> Path:
               [[r["run"], *(r["overrides"].get(k, "") for k in axes), *(r[c] for c in csv_metrics), r is best] for r in rows])
     lines = [f"# Sweep {sweep_dir}", ""]
     if best is not None:
-        by_rollout = best["best_metric"] == "rollout_success" and best["rollout_score"] is not None
+        by_rollout = best["best_metric"] == "rollout_success" and best_rollout(best)[0] is not None
         if by_rollout:
-            value = f"rollout score {_score_text(best)}"
+            value = f"rollout score {interval_text(*best_rollout(best))}"
         elif best["best_metric"] == "vqa_accuracy":
             value = f"VQA accuracy {fmt(best['best_value'])}"
         else:

@@ -290,6 +290,9 @@ def _train(cfg: TrainConfig, dist: DistInfo, device_kind: str, overrides: list[s
             score = rollout_metrics["rollout/score"] if tc.best_metric == "rollout_success" else score
         if score is not None and _improves(score, best, tc.best_metric):  # the same decision on every rank
             best = {"metric": tc.best_metric, "value": score, "step": step}
+            if tc.best_metric == "rollout_success":  # the sweep table compares runs' best checkpoints by it
+                best.update(ci_low=rollout_metrics.get("rollout/score_ci_low"),
+                            ci_high=rollout_metrics.get("rollout/score_ci_high"))
             if not saved:
                 folder = save(step, best)
             save.mark_best(folder, best)
