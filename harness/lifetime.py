@@ -10,6 +10,7 @@ workers and releases the output folder's lock as Ctrl-C does.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sys
@@ -20,8 +21,11 @@ SIGTERM_EXIT_STATUS = 128 + signal.SIGTERM
 
 
 def end_with_parent(poll_s: float = 1.0) -> None:
-    """Send this process SIGTERM once the process that started it is gone (a daemon thread watches)."""
-    parent = os.getppid()
+    """Send this process SIGTERM once the process that started it is gone (a daemon thread watches). The parent is
+    the one multiprocessing names (its pid from before this process ran any code): one killed while this process
+    was still starting up is gone already, where os.getppid() would name the process that adopted it."""
+    started_by = multiprocessing.parent_process()
+    parent = started_by.pid if started_by is not None else os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
