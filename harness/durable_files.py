@@ -2,7 +2,8 @@
 
 Every file a rerun reads back to decide what to do (an evaluation's run.json and results.jsonl, a recording's
 recording.json, a training run's config.yaml, summary.json and metrics, a checkpoint's trainer state, a sweep
-job's record) is written here: to a temporary name in the same folder, fsynced, then renamed over the old one.
+job's record) is written here: to a temporary name in the same folder, fsynced, then renamed over the old one
+(and the folder fsynced).
 A process killed mid-write (Ctrl-C, SIGKILL, the machine going away) leaves the previous content or the new, never
 half a JSON file that stops the next run with a parse error.
 """
@@ -20,7 +21,9 @@ TMP_GLOB = ".*.tmp-*"
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write a file so that it either has its full new content or does not change: tmp + fsync + rename."""
+    """Write a file so that it either has its full new content or does not change: tmp + fsync + rename, then
+    the folder fsynced, so that the new name is on disk before anything that relies on it (a caller removing the
+    files it merged) runs."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # TMP_GLOB
     try:
@@ -29,6 +32,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -67,3 +67,14 @@ def test_a_writer_killed_at_any_moment_leaves_a_file_that_parses(tmp_path):
         child.send_signal(signal.SIGKILL)
         child.wait()
         assert json.loads(path.read_text())["round"] >= 1  # json.loads: a torn file raises
+
+
+def test_the_folder_is_synced_after_the_rename(tmp_path, monkeypatch):
+    """The new name on disk before the caller goes on (the evaluation's store removes the rank logs it merged)."""
+    from harness import durable_files
+
+    synced = []
+    monkeypatch.setattr(durable_files, "fsync_dir",
+                        lambda folder: synced.append((folder, (tmp_path / "a.json").read_text())))
+    atomic_write_text(tmp_path / "a.json", "{}")
+    assert synced == [(tmp_path, "{}")]  # the folder, once the file had its name
