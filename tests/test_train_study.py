@@ -87,11 +87,19 @@ def test_rows_run_one_by_one_resume_and_refuse_incomparable_settings(shards, tmp
     # another budget, or a row's overrides changed: refused before anything is touched
     with pytest.raises(S.StudyError, match="budget_cpu_s: 1.0 -> 2.0"):
         S.run_study(_settings(shards, out, budget_cpu_s=2.0), "test")
+    original = S.ROWS_BY_NAME[ROWS[0]]
     changed = S.StudyRow(ROWS[0], "scratch", "no VLM (from scratch)", "policy head", "continuous (LSTM)", ("model=scratch", "model.window_size=2"))
     monkeypatch.setitem(S.ROWS_BY_NAME, ROWS[0], changed)
     with pytest.raises(S.StudyError, match=f"row {ROWS[0]}"):
         S.run_study(settings, "test")
     assert (out / "rows" / ROWS[0] / S.ROW_DONE).read_text() == first
+    monkeypatch.setitem(S.ROWS_BY_NAME, ROWS[0], original)
+
+    # the recipe's yaml edited since (here: its learning rate): refused, naming the setting
+    recipe = S.recipe_config
+    monkeypatch.setattr(S, "recipe_config", lambda overrides: {**recipe(overrides), "optim.lr": 1.0})
+    with pytest.raises(S.StudyError, match="recipe optim.lr: .* -> 1.0"):
+        S.claim(_settings(shards, out, num_chains=2))
 
 
 def test_bad_settings_are_named(tmp_path):

@@ -26,7 +26,8 @@ STUDY_DIR/study.md and study.csv are regenerated from the rows' files after ever
 skips finished rows (trained, and evaluated with as many episodes and chains), resumes an interrupted one
 (training from its last checkpoint with the CPU seconds it had spent; an evaluation from its finished
 episodes), and refuses settings that would make the rows incomparable (another dataset, budget, recipe
-override, scene, or a row's definition changed): STUDY_DIR/study.json holds them. More episodes or chains
+override, a setting the recipe resolves to, scene, or a row's definition changed): STUDY_DIR/study.json holds
+them. More episodes or chains
 extend every row's evaluation.
 """
 
@@ -138,6 +139,22 @@ def data_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def recipe_config(overrides: Sequence[str]) -> dict[str, Any]:
+    """Every setting the rows train with before their own overrides, flattened (`optim.lr` -> value): the recipe's
+    yaml files resolved, so that an edit of them is seen, not only their name."""
+    from harness.train.config import TrainConfig, compose_config
+
+    composed = compose_config([RECIPE, "data.path=DATA", "run_name=ROW", "output_dir=ROW", *BOOKKEEPING, *overrides])
+    return json.loads(json.dumps(_flat(TrainConfig.from_dict(composed).to_dict())))
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {f"{prefix}{key}": value})
+    return out
+
+
 def claim(settings: StudySettings) -> dict[str, Any]:
     """Check the settings against STUDY_DIR/study.json (written on first use); returns the study's record."""
     data = Path(settings.data)
@@ -145,11 +162,16 @@ def claim(settings: StudySettings) -> dict[str, Any]:
         raise StudyError(f"--data {data}: no such folder")
     comparable = settings.comparable(data_digest(data))
     rows = {name: list(ROWS_BY_NAME[name].overrides) for name in settings.rows}
+    recipe = recipe_config(settings.overrides)
     path = Path(settings.out) / SETTINGS
     record = json.loads(path.read_text()) if path.is_file() else {"comparable": comparable, "rows": {}}
     changed = [f"{k}: {record['comparable'].get(k)!r} -> {v!r}" for k, v in comparable.items() if record["comparable"].get(k) != v]
     changed += [f"row {name}: {record['rows'][name]!r} -> {o!r}" for name, o in rows.items()
                 if name in record["rows"] and record["rows"][name] != o]
+    old_recipe = record.get("recipe", recipe)  # a study from before the recipe was recorded: taken as it is now
+    changed += [f"recipe {k}: {old_recipe.get(k)!r} -> {recipe.get(k)!r}"
+                for k in sorted(set(old_recipe) | set(recipe)) if old_recipe.get(k) != recipe.get(k)][:5]
+    record["recipe"] = recipe
     if changed:
         raise StudyError(f"{path}: the study there ran with other settings, which would make its rows incomparable "
                          f"({'; '.join(changed)}); use another output folder, or the same settings")
