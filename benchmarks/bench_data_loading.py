@@ -84,7 +84,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("path", nargs="?", help="CALVIN-format dataset root or split (default: synthesise one)")
     ap.add_argument("--split", default="training")
-    ap.add_argument("--windows", type=int, default=300, help="windows timed on the npz reader (x10 on the shards)")
+    ap.add_argument("--windows", type=int, default=300, help="windows timed on the npz reader (the same ones x10 "
+                    "on the shards)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     tmp = tempfile.TemporaryDirectory(prefix="bench_data_")
@@ -103,9 +104,11 @@ def main() -> None:
     spec, options = WindowSpec(8, 10, cameras=("static", "gripper")), WindowOptions(augment=True)
     npz = WindowDataset(NpzFrameSource(src), spec, ActionNormalizer(), options)
     sh = WindowDataset(ShardFrameSource(Path(tmp.name) / "shards"), spec, ActionNormalizer(), options)
-    rng = np.random.default_rng(0)
-    r_npz = rate(npz, rng.integers(0, len(npz), args.windows))
-    r_sh = rate(sh, rng.integers(0, len(sh), args.windows * 10))
+    if len(npz) != len(sh):
+        raise SystemExit(f"the shards hold {len(sh)} windows, the npz files {len(npz)}: not the same dataset")
+    indices = np.random.default_rng(0).integers(0, len(npz), args.windows)
+    r_npz = rate(npz, indices)
+    r_sh = rate(sh, np.tile(indices, 10))  # the same windows, ten times over (the shards read them faster)
     frames_bytes = sum(src.frame_path(f).stat().st_size for f in src.frame_ids())
     print(f"dataset: {src.path} ({len(npz)} windows; window 8, chunk 10, static + gripper images, augmentation on)")
     print(f"per-frame npz : {r_npz:9.1f} windows/s   {directory_size(src.path) / 2**20:8.1f} MiB on disk "
