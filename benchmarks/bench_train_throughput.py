@@ -108,9 +108,10 @@ def main() -> None:
     print(f"\n{args.preset} ({size}), LSTM head, batch {args.batch}, window {args.window}, chunk {args.chunk}, "
           f"{args.precision} on {args.device}, {args.threads} thread(s), {args.workers} DataLoader worker(s); "
           f"{args.steps - args.warmup} steady steps, best of {args.repeats}")
-    print(f"{'loader':<11}{'samples/s':>12}{'s/step':>10}{'data wait s/step':>18}")
+    print(f"{'loader':<11}{'samples/s':>12}{'s/step':>10}{'data wait s/step':>18}{'vs npz':>9}")
     for name, res in best.items():
-        print(f"{name:<11}{res['samples_per_s']:>12.2f}{res['step_s']:>10.3f}{res['data_s']:>18.3f}")
+        ratio = res["samples_per_s"] / best["npz"]["samples_per_s"]
+        print(f"{name:<11}{res['samples_per_s']:>12.2f}{res['step_s']:>10.3f}{res['data_s']:>18.3f}{ratio:>8.2f}x")
 
 
 if __name__ == "__main__":
