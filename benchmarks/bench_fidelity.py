@@ -29,7 +29,8 @@ Parts:
 Every process that builds a calvin_env builds it first: calvin_env adds its robot's base cylinder to
 PyBullet client 0 whatever its own client is, so a built-in env built before it would get that body.
 Results go to OUT/summary.json and OUT/summary.md; a run of some parts keeps the other parts' earlier
-figures in the summary.
+figures in the summary, each named with the command that measured it (and none from another scene or
+--fresh-envs setting).
 """
 
 from __future__ import annotations
@@ -385,6 +386,9 @@ def markdown(summary: dict[str, Any]) -> str:
              f"Machine: {summary['machine']}", "",
              "Envs per chain (closed and open loop): " + ("a new one in both backends" if summary.get("fresh_envs") else
                                                           "as configured (a new built-in env per chain, one calvin_env reused)"), ""]
+    kept = {part: c for part, c in summary.get("part_commands", {}).items()
+            if part in summary and c != summary["command"]}
+    lines += [f"Part `{part}` kept from an earlier run: `{c}`" for part, c in kept.items()] + ([""] if kept else [])
     if "speed" in summary:
         s = summary["speed"]
         lines += ["## Speed (env steps/s, median)", "", "| cameras | calvin_env | built-in | ratio |", "|---|---:|---:|---:|"]
@@ -465,12 +469,20 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "summary.json"
     summary: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    kept = [part for part in PARTS if part in summary and part not in parts]
+    if kept and (summary.get("scene"), summary.get("fresh_envs")) != (args.scene, args.fresh_envs):
+        print(f"{path}: its {', '.join(kept)} part(s) were measured on scene {summary.get('scene')} (fresh_envs "
+              f"{summary.get('fresh_envs')}), not {args.scene} ({args.fresh_envs}): not kept beside this run's")
+        summary = {}
+    command = "python benchmarks/bench_fidelity.py " + " ".join(sys.argv[1:])
     summary.update({
         "scene": args.scene,
         "fresh_envs": args.fresh_envs,
-        "command": "python benchmarks/bench_fidelity.py " + " ".join(sys.argv[1:]),
+        "command": command,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}",
     })
+    # a part kept from an earlier run (this one measured others) says which command measured it
+    summary["part_commands"] = {**summary.get("part_commands", {}), **{part: command for part in parts}}
     started = time.perf_counter()
     if "speed" in parts:
         summary["speed"] = speed_part(args)
