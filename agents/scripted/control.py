@@ -13,16 +13,29 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.sim.layout import REL_ORN_SCALE, REL_POS_SCALE
+from harness.sim.layout import IK_JOINT_LIMITS, REL_ORN_SCALE, REL_POS_SCALE
 from harness.spatial import euler_to_quat, wrap_angle
 
 OPEN, CLOSE = 1, -1
 GRIPPER_SETTLE_STEPS = 8  # closing to 0.001 m takes 5 steps in free air (docs/GEOMETRY.md#physics)
+WRIST_LIMIT = IK_JOINT_LIMITS[6][1]  # joint 7, the wrist: the IK clips it to +-2.8973 rad
+WRIST_MARGIN = 0.15  # rad kept from the limit when choosing which way to turn
 
 
 def down(yaw: float) -> np.ndarray:
     """Euler angles of the gripper pointing straight down, its fingers opening along (sin yaw, -cos yaw, 0)."""
     return np.array([np.pi, 0.0, yaw])
+
+
+def wrist_safe_turn(yaw_turn: float, wrist: float) -> float:
+    """The yaw still to turn, the short way round unless that winds the wrist (joint 7, `wrist`) past its limit,
+    then the long way. A hand pointing down turns its yaw opposite to the wrist joint: after a block was turned
+    by 90 deg the short way back to a yaw could need the wrist 4 rad round, where it stops at its limit and the
+    hand never gets there (the light switch left half turned)."""
+    if abs(wrist - yaw_turn) <= WRIST_LIMIT - WRIST_MARGIN or yaw_turn == 0:
+        return yaw_turn
+    other = yaw_turn - np.sign(yaw_turn) * 2.0 * np.pi
+    return other if abs(wrist - other) < abs(wrist - yaw_turn) else yaw_turn
 
 
 def rotation_angle(euler_a: np.ndarray, euler_b: np.ndarray) -> float:
@@ -84,8 +97,9 @@ class TargetController:
         aligned = rotation_angle(robot_obs[3:6], wp.euler) <= wp.angle_tol
         return bool(settled and close and aligned)
 
-    def action(self, wp: Waypoint) -> np.ndarray:
-        """One relative action toward the waypoint; updates the target estimate as the env will."""
+    def action(self, wp: Waypoint, robot_obs: np.ndarray | None = None) -> np.ndarray:
+        """One relative action toward the waypoint; updates the target estimate as the env will. With
+        `robot_obs`, the yaw turns the way the wrist joint can go (`wrist_safe_turn`)."""
         wp.steps += 1
         self.t += 1
         max_step = REL_POS_SCALE * wp.speed
@@ -93,7 +107,10 @@ class TargetController:
         dist = np.linalg.norm(delta)
         if dist > max_step:
             delta *= max_step / dist
-        turn = np.clip(wrap_angle(wp.euler - self.euler), -REL_ORN_SCALE * wp.speed, REL_ORN_SCALE * wp.speed)
+        turn = wrap_angle(wp.euler - self.euler)
+        if robot_obs is not None:
+            turn[2] = wrist_safe_turn(float(turn[2]), float(robot_obs[13]))
+        turn = np.clip(turn, -REL_ORN_SCALE * wp.speed, REL_ORN_SCALE * wp.speed)
         rel = np.empty(7)
         rel[:3] = np.clip(delta / REL_POS_SCALE, -1.0, 1.0)
         rel[3:6] = np.clip(turn / REL_ORN_SCALE, -1.0, 1.0)

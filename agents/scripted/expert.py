@@ -73,7 +73,7 @@ class ScriptedExpert:
                     self._skill = None
                     return self.controller.hold()
             if not self.controller.reached(self._waypoint, self.world.robot_obs):
-                return self.controller.action(self._waypoint)
+                return self.controller.action(self._waypoint, self.world.robot_obs)
             self._waypoint = None
         return self.controller.hold()
 

@@ -376,7 +376,9 @@ def stack_block(world: World) -> Skill:
     euler = carry_euler(world, held, yaw)
     _, tcp_offset = held_pose_after(world, held, euler)
     target = below.pos + (0.0, 0.0, 0.5 * (below.extents[2] + held.extents[2]) + 0.004) + tcp_offset
-    yield wp(lifted(world.tcp, max(CRUISE_Z, world.tcp[2])), euler, CLOSE, tol=0.03, angle_tol=0.3)
+    # up, out of the cabinet's zone when the block came from its bay (a diagonal move knocked it off the
+    # fingers on the door's handle), across and above the block below
+    yield from travel(world, lifted(target, CRUISE_Z), euler, CLOSE)
     yield wp(lifted(target, CRUISE_Z), euler, CLOSE, tol=0.01, angle_tol=0.05)
     yield wp(target, euler, CLOSE, speed=0.4, tol=0.006)
     yield from release_and_retreat(world, up=0.10)
@@ -487,11 +489,34 @@ def push_into_drawer(world: World) -> Skill:
 NEEDS_HELD_BLOCK = {"place_in_slider", "place_in_drawer", "stack_block"}
 
 
+def put_aside(world: World, held: Block) -> Skill:
+    """A block held just over the block it was lifted off (unstack_block counts the moment they part): let go
+    there, it falls back onto the stack. It is carried 10 cm to the side with more room and set down."""
+    below = next((b for b in world.blocks() if b.color != held.color and b.pos[2] < held.pos[2]
+                  and np.linalg.norm(b.pos[:2] - held.pos[:2]) < 0.04), None)
+    if below is None:
+        return
+    others = [b.pos[:2] for b in world.blocks() if b.color != held.color]
+    sides = [dx for dx in (0.10, -0.10) if abs(held.pos[0] + dx) < 0.30]
+    if not sides:
+        return
+    dx = max(sides, key=lambda d: min(np.linalg.norm(held.pos[:2] + (d, 0.0) - o) for o in others))
+    up = lifted(world.tcp, world.tcp[2] + 0.03)
+    euler = world.tcp_euler.copy()
+    yield wp(up, euler, CLOSE, tol=0.015, angle_tol=0.3)
+    yield wp(up + (dx, 0.0, 0.0), euler, CLOSE, tol=0.015, angle_tol=0.3)
+    yield wp(up + (dx, 0.0, below.pos[2] - held.pos[2] - 0.02), euler, CLOSE, speed=0.5, tol=0.01, angle_tol=0.3)
+
+
 def let_go_of_leftovers(world: World, task: str) -> Skill:
     """A subtask ends the moment its predicate holds, often mid-skill: a rotated block still in the
-    fingers, the hand down by a handle. Before a task that does not use a held block, let go of it."""
+    fingers, the hand down by a handle. Before a task that does not use a held block, let go of it (a block
+    lifted off a stack first put aside)."""
     if task in NEEDS_HELD_BLOCK:
         return
+    held = world.held_block()
+    if held is not None:
+        yield from put_aside(world, held)
     between_fingers = any(np.linalg.norm(b.pos - world.tcp) < 0.035 for b in world.blocks())
     holding = world.robot_obs[14] < 0 and world.gripper_width > 0.005  # a block, a handle, the switch
     if between_fingers or holding or world.tcp[2] < 0.50:  # the next skill may close the gripper on its way
