@@ -106,6 +106,8 @@ def make_policy(name: str, factory: str | None = None, scene: str | None = None,
     `scene`: the scene of the env the clients run in. A server has no env of its own, so an agent that
     reads the layout (the scripted expert) is bound to this scene as an env would bind it (`bind_env`), with the
     blocks' sizes by colour where the clients' env has recoloured them (`block_sizes`, the block colour axis)."""
+    if block_sizes and scene is None:
+        raise ValueError("make_policy: block_sizes are the sizes of the scene's blocks; give the scene too")
     if factory is None and name == "vla":
         from agents.vla import load_policy
 

@@ -193,6 +193,8 @@ def test_a_served_agent_that_reads_the_layout_is_bound_to_the_clients_scene():
 
     policy = make_policy("scripted", scene="B")
     assert policy.new_session().spec.extra == {"scene": "B"} and policy.spec.extra == {"scene": "B"}
+    with pytest.raises(ValueError, match="block_sizes are the sizes of the scene's blocks; give the scene too"):
+        make_policy("scripted", block_sizes={"red": "large"})  # would have been dropped without a word
 
 
 def test_a_start_the_server_refuses_is_the_error_the_next_step_raises():
