@@ -300,14 +300,14 @@ def test_a_token_keeps_clients_without_it_out(checkpoint):
         assert asyncio.run(with_query_token()) == "random"
 
 
-def converse(messages: list[tuple[str, dict]], protocol: str = "native", agent: str = "random", **kwargs) -> list:
-    """An agent (a random one) served in this process: the messages in order on one connection; the replies to
+def converse(messages: list[tuple[str, dict]], protocol: str = "native") -> list:
+    """A random agent served in this process: the messages in order on one connection; the replies to
     observations and to starts with a seed it refuses, then the sessions left open."""
     from agents import make_policy
     from harness.serve.server import PolicyServer, ServeSettings
 
     async def run() -> list:
-        server = PolicyServer(make_policy(agent, **kwargs), ServeSettings(port=0, protocol=protocol))
+        server = PolicyServer(make_policy("random"), ServeSettings(port=0, protocol=protocol))
         stop, ready = asyncio.Event(), asyncio.get_running_loop().create_future()
         task = asyncio.create_task(server.serve(on_ready=ready.set_result, stop=stop))
         replies = []
@@ -346,19 +346,6 @@ def test_a_vla_eval_episode_start_with_a_seed_starts_the_agent_the_same_way():
     assert np.array_equal(first.payload["actions"], again.payload["actions"])  # new_chain(3) both times
     assert not np.array_equal(first.payload["actions"], unseeded.payload["actions"])  # the generator ran on
     assert refused.type == "error" and "seed must be an integer or null, got 3.0" in refused.payload["error"]
-
-
-def test_an_unseeded_session_starts_a_new_chain_in_an_agent_a_closed_session_used():
-    """vla-eval's runners and openpi send no seed: the replay agent served one per session is reused, and a new
-    session plays its actions from the start again, not from where the closed session stopped."""
-    actions = np.zeros((4, 7))
-    actions[:, 0], actions[:, 6] = [0.1, 0.2, 0.3, 0.4], 1.0
-    obs = {"states": np.zeros(15, np.float32), "task_description": "open the drawer"}
-    messages = [("episode_start", {}), ("observation", obs), ("observation", obs), ("episode_end", {}),
-                ("episode_start", {}), ("observation", obs)]
-    first, second, again, sessions_open = converse(messages, protocol="vla_eval", agent="replay", actions=actions)
-    xs = [np.asarray(r.payload["actions"]).reshape(-1)[0] for r in (first, second, again)]
-    assert xs == pytest.approx([0.1, 0.2, 0.1]) and sessions_open == 1
 
 
 def _png(size: int, fmt: str = "PNG") -> bytes:

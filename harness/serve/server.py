@@ -23,7 +23,6 @@ import asyncio
 import hmac
 import itertools
 import json
-import secrets
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -89,11 +88,8 @@ class PolicyServer:
         state = await self.batcher.call(self.policy.new_session)
         session = ServerSession(next(self._ids), state)
         try:
-            if hasattr(self.policy, "new_chain"):
-                # an unseeded session (vla-eval's runners, openpi) starts a new chain too, from a seed drawn here:
-                # an agent served per session may be one a closed session used, and nothing of its chain carries over
-                chain_seed = seed if seed is not None else secrets.randbelow(2**31)
-                await self.batcher.call(self.policy.new_chain, state, chain_seed)
+            if seed is not None and hasattr(self.policy, "new_chain"):
+                await self.batcher.call(self.policy.new_chain, state, seed)
             await self.batcher.call(self.policy.reset, state)
         except BaseException:  # the state goes back to the policy: no session holds it
             await self.batcher.call(self.policy.close_session, state)
