@@ -11,8 +11,8 @@ import pytest
 
 from agents.vla.layout import checkpoint_digest
 from harness.eval.config import EvalSettings
-from harness.train.curve import (at_step, curve_row, due_checkpoints, first_step, main, run_curve, training_hours,
-                                 warm_start_hours)
+from harness.train.curve import (at_step, curve_row, due_checkpoints, first_step, hours_up_to, main, run_curve,
+                                 training_hours, warm_start_hours)
 from harness.train.origin import ORIGIN, Origin, lineage, read_origin, record_origin
 from tests.train_helpers import dataset, metrics, train_here  # noqa: F401  (fixture)
 
@@ -25,6 +25,7 @@ def test_training_hours_sum_the_logged_step_times():
     # a checkpoint between two lines (ckpt_every no multiple of log_every): the line's mean step time up to it
     assert at_step(hours, 4) == pytest.approx((6.0 + 2 * 6.0) / 3600) and at_step(hours, 1) == pytest.approx(3.0 / 3600)
     assert at_step(hours, 6) is None  # past the last line: unknown
+    assert hours_up_to(hours, 6) == pytest.approx(24.0 / 3600) and hours_up_to(hours, 4) == at_step(hours, 4)
     row = curve_row(4, {"mode": "single_task", "mean_task_success_rate": 0.5, "intervals": {"success_rate": None},
                         "tasks": {}}, [{"step": 2, "epoch": 0.2, "step_s": 3.0}, {"step": 5, "epoch": 0.5}], hours)
     assert row["train_hours"] == pytest.approx(18.0 / 3600) and row["epoch"] == pytest.approx(0.4)

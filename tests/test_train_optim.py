@@ -201,7 +201,8 @@ def test_a_sweep_ranked_by_rollouts_compares_the_runs_best_checkpoints():
     best = best_run(rows)
     assert best["run"] == "0" and best_rollout(best) == (0.9, 0.8, 0.95) and not_separated(rows, best) == []
     older = dict(rows[1], best_ci_low=None, best_ci_high=None)  # a summary from before the best kept its interval
-    assert best_rollout(older) == pytest.approx((0.6, 0.3, 0.9))
+    assert best_rollout(older) == (0.6, None, None)
+    assert best_rollout(dict(older, best_value=None)) == pytest.approx((0.6, 0.3, 0.9))  # no best: the last rollout
 
 
 def test_a_sweep_of_vision_language_runs_names_its_best_by_vqa_accuracy():

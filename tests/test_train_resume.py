@@ -198,6 +198,9 @@ def test_a_run_given_more_steps_and_stopped_after_a_new_checkpoint_has_no_summar
         train_here(dataset, out, *RUN, "trainer.max_steps=50")
     assert not (out / "summary.json").exists() and (out / "summary.before_resume.json").is_file()
     carry_on()
+    with pytest.raises(ValueError, match="its optimizer has weight_decay"):  # refused: still unfinished, at step 45
+        train_here(dataset, out, *RUN, "trainer.max_steps=50", "optim.weight_decay=0.1")
+    assert not (out / "summary.json").exists()
     assert train_here(dataset, out, *RUN, "trainer.max_steps=50")["steps"] == 50
     assert not (out / "summary.before_resume.json").exists()
 

@@ -83,13 +83,20 @@ def at_step(points: dict[int, float], step: int) -> float | None:
     return points[before] + (points[after] - points[before]) * (step - before) / (after - before)
 
 
+def hours_up_to(hours: dict[int, float], step: int) -> float:
+    """Training hours at `step` (`at_step`); for a step past the last logged line (a run killed after a checkpoint
+    it saved between two lines), the hours at that line."""
+    at = at_step(hours, step)
+    return at if at is not None else max((h for s, h in hours.items() if s <= step), default=0.0)
+
+
 def warm_start_hours(run: Path) -> float:
     """Training hours of the runs whose weights this run started from or carried on (harness.train.origin's
     lineage), each up to the checkpoint taken; 0 for a run that started from none."""
     total = 0.0
     for _, origin in lineage(run):
         if origin is not None:
-            total += at_step(_own_hours(origin.run), origin.step) or 0.0
+            total += hours_up_to(_own_hours(origin.run), origin.step)
     return total
 
 

@@ -85,10 +85,10 @@ def best_run(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def best_rollout(row: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """(score, low, high) of the run's best checkpoint by rollouts (the one `checkpoints/best` keeps); its last
-    rollout's for a summary written before the best kept its interval, or without a best."""
-    if row.get("best_value") is not None and row.get("best_ci_low") is not None:
-        return row["best_value"], row["best_ci_low"], row["best_ci_high"]
+    """(score, low, high) of the run's best checkpoint by rollouts (the one `checkpoints/best` keeps; no interval
+    in a summary written before the best kept it); its last rollout's for a run without a best."""
+    if row.get("best_value") is not None:
+        return row["best_value"], row.get("best_ci_low"), row.get("best_ci_high")
     return row["rollout_score"], row["rollout_score_ci_low"], row["rollout_score_ci_high"]
 
 

@@ -333,10 +333,19 @@ def _last_checkpoint_id(run_dir: Path) -> str | None:
 
 def _put_summary_back(run_dir: Path, last_before: str | None) -> None:
     """A resumed run that stopped before it saved a checkpoint (a refused setting, an error, Ctrl-C) is still the
-    finished run its old summary describes: the summary comes back rather than wait for a good relaunch."""
+    finished run its old summary describes, when its last checkpoint is the summary's end: the summary comes back
+    rather than wait for a good relaunch. (A run given more steps and stopped after a new checkpoint is unfinished:
+    a later refused launch leaves it so.)"""
     aside = run_dir / SUMMARY_ASIDE
-    if aside.is_file() and not (run_dir / SUMMARY).exists() and last_before is not None \
-            and _last_checkpoint_id(run_dir) == last_before:
+    if not aside.is_file() or (run_dir / SUMMARY).exists() or last_before is None:
+        return
+    if _last_checkpoint_id(run_dir) != last_before:
+        return
+    try:
+        ended_at = json.loads(aside.read_text())["steps"] == json.loads(last_before)["step"]
+    except (ValueError, KeyError, TypeError):
+        return
+    if ended_at:
         os.replace(aside, run_dir / SUMMARY)
 
 
