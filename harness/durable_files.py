@@ -20,10 +20,11 @@ from typing import BinaryIO, Callable
 TMP_GLOB = ".*.tmp-*"
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], None], sync_folder: bool = True) -> None:
     """Write a file so that it either has its full new content or does not change: tmp + fsync + rename, then
     the folder fsynced, so that the new name is on disk before anything that relies on it (a caller removing the
-    files it merged) runs."""
+    files it merged) runs. `sync_folder=False` for many files of one folder that the caller syncs once after
+    them (a recorded episode's frames)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # TMP_GLOB
     try:
@@ -32,7 +33,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        if sync_folder:
+            fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

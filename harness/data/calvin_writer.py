@@ -164,7 +164,8 @@ class EpisodeWriter:
         """Write one frame (all 8 CALVIN keys, tactile keys optional); returns its episode-local index."""
         frame = prepare_frame(arrays, f"frame {self.num_frames} of episode {self.dir.name}")
         save = np.savez_compressed if self.compress else np.savez
-        atomic_write(self.dir / f"{self.num_frames:07d}.npz", lambda f: save(f, **frame))
+        # the episode's folder is synced once, when it is finished (its frames are not named before that)
+        atomic_write(self.dir / f"{self.num_frames:07d}.npz", lambda f: save(f, **frame), sync_folder=False)
         self.num_frames += 1
         return self.num_frames - 1
 

@@ -27,6 +27,9 @@ from typing import Any
 import numpy as np
 
 
+ALIGNED_STRUCT = 0x80  # numpy's NPY_ALIGNED_STRUCT dtype flag: a structured dtype made with align=True
+
+
 class RefusedDtype(pickle.UnpicklingError):
     """A pickled dtype whose state contradicts what numpy builds from its description."""
 
@@ -40,7 +43,10 @@ def check_dtype(dtype: np.dtype) -> np.dtype:
         canonical = descr_to_dtype(descr)
     except (TypeError, ValueError, KeyError) as e:
         raise RefusedDtype(f"refused a dtype numpy cannot describe ({e})") from None
-    if canonical != dtype or (canonical.itemsize, canonical.flags) != (dtype.itemsize, dtype.flags):
+    if dtype.names is not None and dtype.hasobject:  # its object fields would hide arrays from `plain`'s checks
+        raise RefusedDtype(f"refused a structured dtype holding objects ({descr!r}): a dataset file holds none")
+    flags = dtype.flags & ~ALIGNED_STRUCT  # the description does not say align=True; nothing else differs
+    if canonical != dtype or (canonical.itemsize, canonical.flags) != (dtype.itemsize, flags):
         raise RefusedDtype(f"refused a dtype whose pickled state contradicts its description {descr!r}: item "
                            f"size {dtype.itemsize}, flags {dtype.flags} (numpy's own: {canonical.itemsize}, "
                            f"{canonical.flags})")
@@ -75,6 +81,8 @@ def _numpy_reconstructors() -> dict[tuple[str, str], Any]:
     def checked_reconstruct(cls: Any, shape: Any, typecode: Any) -> np.ndarray:
         if not isinstance(cls, _NdarrayName):
             raise pickle.UnpicklingError(f"refused _reconstruct of {cls!r}: a dataset file holds plain numpy arrays")
+        if isinstance(typecode, np.dtype):  # an array of it needs no state to exist
+            check_dtype(typecode)
         return reconstruct(_CheckedArray, shape, typecode)
 
     def checked_scalar(dtype: np.dtype, *args: Any) -> Any:
@@ -145,7 +153,7 @@ def plain(value: Any) -> Any:
         if isinstance(obj, np.ndarray):
             check_dtype(obj.dtype)
             done[id(obj)] = out = obj.view(np.ndarray) if isinstance(obj, _CheckedArray) else obj
-            if out.dtype.hasobject and out.dtype.names is None:
+            if out.dtype.hasobject:  # not structured (check_dtype refuses those that hold objects)
                 for index in np.ndindex(out.shape):
                     out[index] = walk(out[index])
             return out
