@@ -491,21 +491,12 @@ NEEDS_HELD_BLOCK = {"place_in_slider", "place_in_drawer", "stack_block"}
 
 def put_aside(world: World, held: Block) -> Skill:
     """A block held just over the block it was lifted off (unstack_block counts the moment they part): let go
-    there, it falls back onto the stack. It is carried 10 cm to the side with more room and set down."""
-    below = next((b for b in world.blocks() if b.color != held.color and b.pos[2] < held.pos[2]
-                  and np.linalg.norm(b.pos[:2] - held.pos[:2]) < 0.04), None)
-    if below is None:
-        return
-    others = [b.pos[:2] for b in world.blocks() if b.color != held.color]
-    sides = [dx for dx in (0.10, -0.10) if abs(held.pos[0] + dx) < 0.30]
-    if not sides:
-        return
-    dx = max(sides, key=lambda d: min(np.linalg.norm(held.pos[:2] + (d, 0.0) - o) for o in others))
-    up = lifted(world.tcp, world.tcp[2] + 0.03)
-    euler = world.tcp_euler.copy()
-    yield wp(up, euler, CLOSE, tol=0.015, angle_tol=0.3)
-    yield wp(up + (dx, 0.0, 0.0), euler, CLOSE, tol=0.015, angle_tol=0.3)
-    yield wp(up + (dx, 0.0, below.pos[2] - held.pos[2] - 0.02), euler, CLOSE, speed=0.5, tol=0.01, angle_tol=0.3)
+    there, it falls back onto the stack. It is set down on the table where the other blocks and the button are
+    farthest (`free_table_spot`, as `regrasp_after` does)."""
+    below = any(b.color != held.color and b.pos[2] < held.pos[2] and np.linalg.norm(b.pos[:2] - held.pos[:2]) < 0.04
+                for b in world.blocks())
+    if below:
+        yield from place_at(world, free_table_spot(world, held.color), euler=carry_euler(world, held))
 
 
 def let_go_of_leftovers(world: World, task: str) -> Skill:
