@@ -91,6 +91,30 @@ def test_expert_chains_that_once_failed_on_the_experts_own_moves(blind_d, index,
             pytest.fail(f"chain {index}: {task} not solved in 360 steps (after {tasks[:tasks.index(task)]})")
 
 
+def test_the_target_estimate_carries_over_to_the_next_subtask_unless_the_arm_is_elsewhere():
+    """The env's target stays where the previous subtask's last action left it, a few mm ahead of the lagging
+    TCP: the controller goes on from its estimate; an arm found 2 cm or more away (an env reset without
+    new_chain, an arm held back) is tracked from where it is."""
+    controller = TargetController()
+    obs = np.array(NEUTRAL_ROBOT_OBS, dtype=float)
+    controller.sync(obs)
+    goal = Waypoint(obs[:3] + (0.1, 0.0, 0.0), obs[3:6].copy(), OPEN)
+    for _ in range(3):
+        controller.action(goal, obs)
+    target = controller.pos.copy()  # 6 cm ahead of the start
+    lagging = obs.copy()
+    lagging[:3] = target - (0.012, 0.0, 0.0)
+    controller.reset()
+    controller.sync(lagging)
+    np.testing.assert_allclose(controller.pos, target)  # kept
+    elsewhere = obs.copy()
+    controller.reset()
+    controller.sync(elsewhere)  # 6 cm away: re-anchored
+    np.testing.assert_allclose(controller.pos, obs[:3])
+    controller.sync(lagging)  # within a subtask the estimate is never replaced
+    np.testing.assert_allclose(controller.pos, obs[:3])
+
+
 def test_expert_actions_are_valid_relative_actions(blind_d):
     expert = bound_expert(blind_d)
     condition, tasks = benchmark_chains(1)[0]

@@ -18,6 +18,10 @@ from harness.spatial import euler_to_quat, wrap_angle
 
 OPEN, CLOSE = 1, -1
 GRIPPER_SETTLE_STEPS = 8  # closing to 0.001 m takes 5 steps in free air (docs/GEOMETRY.md#physics)
+# a subtask of the same chain starts where the env's target was left, 5-15 mm from the observed TCP (the arm lags
+# it): the estimate is kept across reset() unless the observed pose is farther than this from it (an env reset
+# by a caller that did not call new_chain, or an arm held back by what it pressed against)
+KEEP_TARGET_WITHIN = (0.02, 0.15)  # m, rad
 WRIST_LIMIT = IK_JOINT_LIMITS[6][1]  # joint 7, the wrist: the IK clips it to +-2.8973 rad
 WRIST_MARGIN = 0.15  # rad kept from the limit when choosing which way to turn
 
@@ -74,13 +78,20 @@ class TargetController:
         self.gripper = OPEN
         self.gripper_changed_at = -GRIPPER_SETTLE_STEPS
         self.t = 0
+        self._check = False  # the kept estimate is to be checked against the next observation (`reset`)
 
     def reset(self) -> None:
-        self.pos = None
-        self.euler = None
+        """A new subtask: the estimate is checked against the next observation (`sync`) before it is kept."""
+        self._check = True
 
     def sync(self, robot_obs: np.ndarray) -> None:
-        """Start tracking from the observed pose (the env's target sits there when the arm rests)."""
+        """Start tracking from the observed pose (the env's target sits there when the arm rests), or, at a
+        subtask's start, go on from the kept estimate if the observed pose is near it (KEEP_TARGET_WITHIN)."""
+        if self.pos is not None and self._check:
+            self._check = False
+            far = np.linalg.norm(robot_obs[:3] - self.pos) > KEEP_TARGET_WITHIN[0]
+            if far or rotation_angle(robot_obs[3:6], self.euler) > KEEP_TARGET_WITHIN[1]:
+                self.pos = None
         if self.pos is None:
             self.pos = robot_obs[:3].copy()
             self.euler = robot_obs[3:6].copy()

@@ -50,8 +50,8 @@ class ScriptedExpert:
         self.reset()
 
     def reset(self) -> None:
-        # within a chain the controller keeps its gripper clock: the gripper may still be moving from
-        # the previous subtask's last command
+        # within a chain the controller keeps its gripper clock (the gripper may still be moving from the previous
+        # subtask's last command) and its estimate of the env's target (where the previous subtask left it)
         self.controller.reset()
         self._task = None
         self._skill = None
