@@ -2,7 +2,8 @@
 
 calvin_env adds each relative action (pos * 0.02 m, euler * 0.05 rad) to an internal target pose and
 drives the arm there by IK. The expert keeps the same target (it starts at the observed TCP pose, where
-the env's target sits when the arm is at rest) and steers it toward a waypoint at a bounded speed, so
+the env's target sits when the arm is at rest, at a chain's start, and carries it over to the chain's next
+subtasks: `KEEP_TARGET_WITHIN`) and steers it toward a waypoint at a bounded speed, so
 every action it emits lies in [-1, 1] and a recorded dataset's `rel_actions` replay exactly. The
 absolute `actions` of that dataset are the target pose after each step.
 """

@@ -18,7 +18,8 @@ same tasks and start state) are paired: each chain's length in B minus its lengt
     observed one) at 95 % confidence with 80 % power, from the per-chain spread of the differences.
 
 Runs evaluated under different protocols (backend, scene, renderer, ep_len, env options, simulator version,
-instructions, mode, ...: everything run.json and results.json record except the agent and the seed) are
+instructions, mode, ...: everything run.json and results.json record except what identifies the agent, the
+seed and `setup`: NOT_PROTOCOL) are
 refused, naming each setting and both values; --allow-protocol-mismatch compares them anyway and says so.
 Single-task runs are compared the same way, episode by episode, on the success rate (Newcombe's paired
 interval).

@@ -233,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         return compare_main(argv[1:])
     if argv[:1] == ["baseline"]:
         return baseline_main(argv[1:])
-    ap = argparse.ArgumentParser(prog="python -m harness.eval.vqa", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m harness.eval.vqa", description=__doc__.split("\n\n")[0],
+                                 epilog="also: `python -m harness.eval.vqa baseline DATA` (the majority baseline "
+                                 "alone) and `python -m harness.eval.vqa compare NAME=FILE ...` (side by side)")
     ap.add_argument("checkpoint", help="checkpoint folder (agents.vla.checkpoint)")
     ap.add_argument("data", help="generated VL folder (val.json + train.json) or a LLaVA-style JSON file")
     ap.add_argument("--train-file", help="LLaVA-style JSON for the majority baseline (default: DATA/train.json)")

@@ -5,9 +5,10 @@
 A hydra multirun of `harness.train` writes it by itself when the last job ends (`SweepTableCallback`,
 configured in configs/train.yaml). Runs are the folders below the sweep folder with a summary.json; a run
 that has none (failed, or still running) is listed with its status. The best run has the lowest final
-validation loss, or the highest rollout score when the runs ranked checkpoints by rollouts. Rollout scores
-come with their 95 % intervals (logged by the rollout callback); runs whose interval overlaps the best
-run's are named, because a few rollout episodes rarely separate close runs.
+validation loss, or, when the runs ranked checkpoints by rollouts, the highest rollout score of its best
+checkpoint (the one `checkpoints/best` keeps; `best_rollout`). Rollout scores come with their 95 % intervals
+(logged by the rollout callback); runs whose best checkpoint's interval overlaps the best run's are named,
+because a few rollout episodes rarely separate close runs (the table's columns show each run's last rollout).
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--seed", type=int, help=f"(default: {default['seed']})")
     g.add_argument("--scene", nargs="+", help="the scene(s) to cycle through, e.g. D, or A B C D "
                    f"(default: {default['scenes']})")
-    g.add_argument("--val-fraction", type=float, help="fraction of the states held out for validation "
+    g.add_argument("--val-fraction", type=float, help="fraction of the states (and of CALVIN's 192 start "
+                   "conditions) held out for validation "
                    f"(default: {default['val_fraction']})")
     renamed(g, "--scenes", "--scene (as env.scene in the evaluation)")
     d = sub.add_parser("describe", help="read a LLaVA-style JSON file and print its examples per question type")
