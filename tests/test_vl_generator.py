@@ -168,6 +168,13 @@ def test_start_conditions_are_split_so_no_held_out_picture_is_in_training(tmp_pa
     assert digests["val"] and not digests["val"] & digests["train"]
 
 
+def test_each_split_keeps_a_state_and_a_start_condition():
+    from harness.data.vl.generate import held_out
+
+    assert held_out(2, 0.9, 0).sum() == 1 and held_out(192, 0.999, 0).sum() == 191  # not all held out
+    assert held_out(10, 0.01, 0).sum() == 1 and held_out(1, 0.5, 0).sum() == 0 and held_out(5, 0.0, 0).sum() == 0
+
+
 def test_a_state_draws_its_start_condition_from_the_ones_it_is_given():
     from harness.data.vl.scene import CALVIN_CONDITIONS, sample_calvin_state
 

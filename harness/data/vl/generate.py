@@ -41,12 +41,12 @@ MAX_REDRAWS = 50  # planned states of one index rejected in a row before giving 
 
 def held_out(count: int, val_fraction: float, seed: int | Sequence[int]) -> np.ndarray:
     """Boolean (count,): True for the validation states (or start conditions): round(val_fraction * count) of
-    them, at least one when there are two or more."""
+    them, at least one and at most all but one when there are two or more (each split keeps something)."""
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     n_val = round(val_fraction * count)
     if val_fraction > 0 and count >= 2:
-        n_val = max(n_val, 1)
+        n_val = min(max(n_val, 1), count - 1)
     is_val = np.zeros(count, dtype=bool)
     is_val[np.random.default_rng(seed).permutation(count)[:n_val]] = True
     return is_val
